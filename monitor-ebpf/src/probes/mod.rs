@@ -1,0 +1,42 @@
+//! One file per probe family.
+
+pub mod connect;
+pub mod filter;
+pub mod open;
+pub mod process;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
+    programs::TracePointContext,
+    EbpfContext,
+};
+use monitor_common::{EventHeader, EventKind};
+
+/// The header for a record about the current task.
+#[inline(always)]
+pub fn header(kind: EventKind) -> EventHeader {
+    let pt = bpf_get_current_pid_tgid();
+    let ug = bpf_get_current_uid_gid();
+    EventHeader {
+        kind: kind as u32,
+        pid: (pt >> 32) as u32,
+        tid: pt as u32,
+        uid: ug as u32,
+        gid: (ug >> 32) as u32,
+        _pad: 0,
+        // SAFETY: helpers without arguments.
+        ts_ns: unsafe { generated::bpf_ktime_get_boot_ns() },
+        // SAFETY: as above.
+        cgroup_id: unsafe { generated::bpf_get_current_cgroup_id() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+/// Load a tracepoint argument at a fixed offset of its format. A direct context load: cheaper
+/// than a `bpf_probe_read_kernel` call, and the verifier checks the bounds.
+#[inline(always)]
+pub fn arg<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: `offset` comes from the tracepoint's format file, named at each use; the verifier
+    // refuses loads outside the tracepoint record.
+    unsafe { core::ptr::read(ctx.as_ptr().cast::<u8>().add(offset).cast::<T>()) }
+}

@@ -1,0 +1,153 @@
+//! Process lifecycle: exec (with its arguments), fork and exit, so the daemon's process table
+//! knows every process, also those gone before it could look at /proc.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+    EbpfContext,
+};
+use monitor_common::{
+    EventKind, ExecEvent, ExitEvent, ForkEvent, LossCause, ARGS_CAP, ARGS_MISSING, ARGS_TRUNCATED,
+    MAX_ARGS, PATH_CAP,
+};
+
+use super::{arg, header};
+use crate::maps::{count_loss, EVENTS, EXEC_SCRATCH, PENDING_EXEC};
+
+/// syscalls/sys_enter_execve: filename at 16, argv at 24.
+#[tracepoint]
+pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
+    read_args(&ctx, 24);
+    0
+}
+
+/// syscalls/sys_enter_execveat: argv at 32.
+#[tracepoint]
+pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
+    read_args(&ctx, 32);
+    0
+}
+
+#[inline(always)]
+fn read_args(ctx: &TracePointContext, argv_off: usize) {
+    let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU scratch.
+    let ev = unsafe { &mut *ev };
+    let argv: *const u64 = arg::<u64>(ctx, argv_off) as *const u64;
+    let mut off: usize = 0;
+    let mut argc: u32 = 0;
+    ev.flags = 0;
+    let mut i = 0;
+    while i < MAX_ARGS {
+        // SAFETY: user memory through the helper.
+        let p = match unsafe { bpf_probe_read_user(argv.wrapping_add(i)) } {
+            Ok(p) => p as *const u8,
+            Err(_) => break,
+        };
+        if p.is_null() {
+            break;
+        }
+        if off >= ARGS_CAP {
+            ev.flags |= ARGS_TRUNCATED;
+            break;
+        }
+        // SAFETY: writes at most ARGS_CAP bytes at an offset below ARGS_CAP into a buffer of
+        // 2 * ARGS_CAP bytes.
+        let len = unsafe {
+            generated::bpf_probe_read_user_str(
+                ev.args.as_mut_ptr().add(off & (ARGS_CAP - 1)).cast(),
+                ARGS_CAP as u32,
+                p.cast(),
+            )
+        };
+        if len <= 0 {
+            break;
+        }
+        off += len as usize;
+        argc += 1;
+        i += 1;
+    }
+    if i == MAX_ARGS {
+        ev.flags |= ARGS_TRUNCATED;
+    }
+    ev.args_len = off.min(2 * ARGS_CAP) as u32;
+    ev.argc = argc;
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = PENDING_EXEC.insert(&tid, ev, 0);
+}
+
+/// sched/sched_process_exec: `__data_loc char[] filename` at 8, pid at 12, old_pid at 16.
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let old_tid: u32 = arg(&ctx, 16);
+    let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_loss(LossCause::RingbufExec);
+        let _ = PENDING_EXEC.remove(&old_tid);
+        return 0;
+    };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved ExecEvent; every field is written before submit.
+    unsafe {
+        // SAFETY (inner): the pending value is copied out before its entry is removed.
+        match PENDING_EXEC.get(&old_tid) {
+            Some(p) => {
+                generated::bpf_probe_read_kernel(
+                    ev.cast(),
+                    core::mem::size_of::<ExecEvent>() as u32,
+                    (p as *const ExecEvent).cast(),
+                );
+            }
+            None => {
+                (*ev).args_len = 0;
+                (*ev).argc = 0;
+                (*ev).flags = ARGS_MISSING;
+            }
+        }
+        (*ev).hdr = header(EventKind::Exec);
+        (*ev).old_tid = old_tid;
+        let loc: u32 = arg(&ctx, 8);
+        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        let n = generated::bpf_probe_read_kernel_str(
+            (*ev).filename.as_mut_ptr().cast(),
+            PATH_CAP as u32,
+            src.cast(),
+        );
+        (*ev).filename_len = if n > 0 { (n - 1) as u32 } else { 0 };
+        (*ev)._pad = 0;
+    }
+    slot.submit(0);
+    let _ = PENDING_EXEC.remove(&old_tid);
+    0
+}
+
+/// sched/sched_process_fork: `pid_t child_pid` at 20. Runs in the parent.
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let child: u32 = arg(&ctx, 20);
+    match EVENTS.reserve::<ForkEvent>(0) {
+        Some(mut slot) => {
+            slot.write(ForkEvent { hdr: header(EventKind::Fork), child_tid: child, _pad: 0 });
+            slot.submit(0);
+        }
+        None => count_loss(LossCause::RingbufFork),
+    }
+    0
+}
+
+/// sched/sched_process_exit: `bool group_dead` at 32. Only the end of a whole process is sent.
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let group_dead: u8 = arg(&ctx, 32);
+    if group_dead == 0 {
+        return 0;
+    }
+    match EVENTS.reserve::<ExitEvent>(0) {
+        Some(mut slot) => {
+            slot.write(ExitEvent { hdr: header(EventKind::Exit) });
+            slot.submit(0);
+        }
+        None => count_loss(LossCause::RingbufExit),
+    }
+    0
+}

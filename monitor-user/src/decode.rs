@@ -1,0 +1,205 @@
+//! Decoding ring-buffer records into typed kernel events.
+//!
+//! A record is the bytes of one `monitor_common` struct, chosen by the `kind` in its header.
+//! Records are validated by length before they are read, so a short or unknown record is an
+//! error, never undefined behaviour.
+
+use monitor_common::{
+    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, OpenEvent,
+};
+use thiserror::Error;
+
+/// One record from the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelEvent {
+    Open(Box<OpenEvent>),
+    Chdir(Box<OpenEvent>),
+    Exec(Box<ExecEvent>),
+    Fork(ForkEvent),
+    Exit(ExitEvent),
+    Connect(ConnectEvent),
+}
+
+impl KernelEvent {
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            Self::Open(e) | Self::Chdir(e) => &e.hdr,
+            Self::Exec(e) => &e.hdr,
+            Self::Fork(e) => &e.hdr,
+            Self::Exit(e) => &e.hdr,
+            Self::Connect(e) => &e.hdr,
+        }
+    }
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than the header, or than the struct its kind names.
+    #[error("record of {len} bytes is too short for {what} ({need} bytes)")]
+    Short { what: &'static str, len: usize, need: usize },
+    /// A kind number this build does not know (a newer or corrupt kernel object).
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+}
+
+fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    let need = std::mem::size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short { what, len: bytes.len(), need });
+    }
+    // SAFETY: the length was checked above; T is one of the repr(C) plain-data structs of
+    // monitor_common, for which every bit pattern is valid; read_unaligned has no alignment need.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Decode one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+    let hdr: EventHeader = read(bytes, "a header")?;
+    let kind = EventKind::from_u32(hdr.kind).ok_or(DecodeError::UnknownKind(hdr.kind))?;
+    Ok(match kind {
+        EventKind::Open => KernelEvent::Open(Box::new(read(bytes, "an open")?)),
+        EventKind::Chdir => KernelEvent::Chdir(Box::new(read(bytes, "a chdir")?)),
+        EventKind::Exec => KernelEvent::Exec(Box::new(read(bytes, "an exec")?)),
+        EventKind::Fork => KernelEvent::Fork(read(bytes, "a fork")?),
+        EventKind::Exit => KernelEvent::Exit(read(bytes, "an exit")?),
+        EventKind::Connect => KernelEvent::Connect(read(bytes, "a connect")?),
+    })
+}
+
+/// The bytes of a record, as the kernel writes them (for tests and benchmarks).
+pub fn encode<T: Copy>(value: &T) -> Vec<u8> {
+    // SAFETY: T is a repr(C) plain-data struct without padding (see monitor_common); its bytes
+    // are initialised.
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+        .to_vec()
+}
+
+/// The bytes before the first NUL (or all of them), capped at `len`.
+pub fn c_bytes(buf: &[u8], len: usize) -> &[u8] {
+    let b = &buf[..len.min(buf.len())];
+    match b.iter().position(|&c| c == 0) {
+        Some(i) => &b[..i],
+        None => b,
+    }
+}
+
+/// `comm` as text.
+pub fn comm(hdr: &EventHeader) -> String {
+    String::from_utf8_lossy(c_bytes(&hdr.comm, hdr.comm.len())).into_owned()
+}
+
+/// The NUL-separated arguments of an exec.
+pub fn args(ev: &ExecEvent) -> Vec<String> {
+    let used = (ev.args_len as usize).min(ev.args.len());
+    ev.args[..used]
+        .split(|&b| b == 0)
+        .take(ev.argc as usize)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monitor_common::{OpenOp, AF_INET6, PATH_CAP};
+
+    fn hdr(kind: EventKind) -> EventHeader {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        EventHeader {
+            kind: kind as u32,
+            pid: 4242,
+            tid: 4243,
+            uid: 1001,
+            gid: 1002,
+            _pad: 0,
+            ts_ns: 123_456_789,
+            cgroup_id: 77,
+            comm,
+        }
+    }
+
+    fn open(kind: EventKind) -> OpenEvent {
+        let mut path = [0u8; PATH_CAP];
+        path[..19].copy_from_slice(b"/etc/app/creds.json");
+        OpenEvent {
+            hdr: hdr(kind),
+            op: OpenOp::Openat as u32,
+            dfd: -100,
+            open_flags: 0o2000000,
+            flags: 0,
+            ret: -13,
+            path_len: 19,
+            _pad: 0,
+            path,
+        }
+    }
+
+    #[test]
+    fn round_trip_every_kind() {
+        let o = open(EventKind::Open);
+        assert_eq!(decode(&encode(&o)), Ok(KernelEvent::Open(Box::new(o))));
+        let c = open(EventKind::Chdir);
+        assert_eq!(decode(&encode(&c)), Ok(KernelEvent::Chdir(Box::new(c))));
+
+        let mut e = ExecEvent {
+            hdr: hdr(EventKind::Exec),
+            old_tid: 4243,
+            filename_len: 13,
+            args_len: 0,
+            argc: 0,
+            flags: 0,
+            _pad: 0,
+            filename: [0; PATH_CAP],
+            args: [0; 2 * monitor_common::ARGS_CAP],
+        };
+        e.filename[..13].copy_from_slice(b"/usr/bin/curl");
+        let a = b"curl\0-s\0http://x\0";
+        e.args[..a.len()].copy_from_slice(a);
+        e.args_len = a.len() as u32;
+        e.argc = 3;
+        let d = decode(&encode(&e)).expect("exec decodes");
+        assert_eq!(d, KernelEvent::Exec(Box::new(e)));
+        let KernelEvent::Exec(d) = d else { unreachable!() };
+        assert_eq!(args(&d), vec!["curl", "-s", "http://x"]);
+
+        let f = ForkEvent { hdr: hdr(EventKind::Fork), child_tid: 9, _pad: 0 };
+        assert_eq!(decode(&encode(&f)), Ok(KernelEvent::Fork(f)));
+        let x = ExitEvent { hdr: hdr(EventKind::Exit) };
+        assert_eq!(decode(&encode(&x)), Ok(KernelEvent::Exit(x)));
+        let mut daddr = [0u8; 16];
+        daddr[15] = 1;
+        let n = ConnectEvent {
+            hdr: hdr(EventKind::Connect),
+            family: AF_INET6,
+            sport: 40000,
+            dport: 443,
+            _pad: 0,
+            saddr: [0; 16],
+            daddr,
+        };
+        assert_eq!(decode(&encode(&n)), Ok(KernelEvent::Connect(n)));
+        assert_eq!(comm(&n.hdr), "curl");
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        assert!(matches!(decode(&[0u8; 8]), Err(DecodeError::Short { .. })));
+        let o = encode(&open(EventKind::Open));
+        assert!(matches!(decode(&o[..100]), Err(DecodeError::Short { what: "an open", .. })));
+        let mut bad = o.clone();
+        bad[0] = 99;
+        assert_eq!(decode(&bad), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn arguments_stop_at_argc_and_args_len() {
+        let mut e: ExecEvent = read(&vec![0u8; std::mem::size_of::<ExecEvent>()], "x").expect("zeroed");
+        let a = b"sh\0-c\0garbage";
+        e.args[..a.len()].copy_from_slice(a);
+        e.args_len = 6;
+        e.argc = 2;
+        assert_eq!(args(&e), vec!["sh", "-c"]);
+    }
+}

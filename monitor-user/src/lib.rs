@@ -1,0 +1,16 @@
+//! nhiscope's userspace: the domain core (registry, patterns, attribution, verdicts) and the
+//! adapters around it (probes, outputs).
+
+pub mod cli;
+pub mod daemon;
+pub mod decode;
+pub mod engine;
+pub mod event;
+pub mod probes;
+pub mod proctable;
+pub mod resolve;
+pub mod verdict;
+pub mod pattern;
+pub mod registry;
+pub mod watchlist;
+pub mod filter;

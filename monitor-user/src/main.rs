@@ -1,0 +1,58 @@
+//! The `nhiscope` binary: parses the command line and runs a subcommand. Exit codes: 0 success,
+//! 1 a failure while running, 2 bad input (flags, registry, an unfit host).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use nhiscope::{
+    cli::{Cli, Command, RegistryCommand},
+    daemon, registry,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log_level.clone()))
+        .format_target(false)
+        .init();
+    match cli.command {
+        Command::Daemon(a) => {
+            let opts = daemon::Options {
+                registry: a.registry,
+                json: a.json,
+                ringbuf_bytes: a.ringbuf_size,
+                hostname: a.hostname,
+                all_opens: a.all_opens,
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("nhiscope: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(daemon::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("nhiscope: error: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::Registry(RegistryCommand::Check { file }) => match registry::load(&file) {
+            Ok(r) => {
+                println!(
+                    "{}: ok: {} NHIs, {} watch patterns",
+                    file.display(),
+                    r.nhis.len(),
+                    r.watch.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

@@ -1,0 +1,194 @@
+//! The kernel side, from userspace: load the eBPF object, fill its maps, attach its programs,
+//! and hand out the ring buffer and the loss counters.
+//!
+//! The object is embedded in the binary at build time (`build.rs`); a binary built without it
+//! says so instead of starting.
+
+use aya::{
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use monitor_common::{config, LossCause, LOSS_CAUSES};
+use thiserror::Error;
+
+use crate::filter::FilterPlan;
+
+/// Every program in the object: (program name, tracepoint group, tracepoint name).
+/// Exits are attached before entries, so no open is parked without its exit being watched.
+const PROGRAMS: &[(&str, &str, &str)] = &[
+    ("sys_exit_openat", "syscalls", "sys_exit_openat"),
+    ("sys_exit_openat2", "syscalls", "sys_exit_openat2"),
+    ("sys_exit_open", "syscalls", "sys_exit_open"),
+    ("sys_exit_creat", "syscalls", "sys_exit_creat"),
+    ("sys_exit_chdir", "syscalls", "sys_exit_chdir"),
+    ("sys_exit_fchdir", "syscalls", "sys_exit_fchdir"),
+    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sys_enter_execve", "syscalls", "sys_enter_execve"),
+    ("sys_enter_execveat", "syscalls", "sys_enter_execveat"),
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+    ("sys_enter_chdir", "syscalls", "sys_enter_chdir"),
+    ("sys_enter_fchdir", "syscalls", "sys_enter_fchdir"),
+    ("sys_enter_openat", "syscalls", "sys_enter_openat"),
+    ("sys_enter_openat2", "syscalls", "sys_enter_openat2"),
+    ("sys_enter_open", "syscalls", "sys_enter_open"),
+    ("sys_enter_creat", "syscalls", "sys_enter_creat"),
+];
+
+/// Why the probes could not be set up.
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    /// The binary was built without the eBPF object.
+    #[error("this nhiscope binary was built without its eBPF programs: build it with `cargo xtask build`")]
+    NoObject,
+    /// The kernel refused the object (no BPF support, no permission, verifier).
+    #[error("cannot load the eBPF programs: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    /// A map the object must have is missing or has the wrong type.
+    #[error("eBPF map {0}: {1}")]
+    Map(&'static str, String),
+    /// A program could not be loaded or attached.
+    #[error("cannot attach {prog} to tracepoint {group}:{name}: {source}")]
+    Attach {
+        prog: &'static str,
+        group: &'static str,
+        name: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+}
+
+#[cfg(nhiscope_bpf)]
+fn object() -> Option<&'static [u8]> {
+    Some(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nhiscope.bpf.o")))
+}
+
+#[cfg(not(nhiscope_bpf))]
+fn object() -> Option<&'static [u8]> {
+    None
+}
+
+/// Settings for loading.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Ring buffer size in bytes (a power of two, a multiple of the page size); None keeps the
+    /// object's default (16 MiB).
+    pub ringbuf_bytes: Option<u32>,
+    /// Send every open, unfiltered (debugging the prefilter).
+    pub all_opens: bool,
+}
+
+/// The loaded and attached programs.
+pub struct Probes {
+    bpf: Ebpf,
+    _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    losses: PerCpuArray<MapData, u64>,
+    attached: usize,
+}
+
+impl Probes {
+    /// Load the object, write the filter and settings, attach every program.
+    pub fn load(plan: &FilterPlan, opts: &LoadOptions) -> Result<Self, ProbeError> {
+        let data = object().ok_or(ProbeError::NoObject)?;
+        let mut loader = EbpfLoader::new();
+        if let Some(b) = opts.ringbuf_bytes {
+            loader.map_max_entries("EVENTS", b);
+        }
+        let mut bpf = loader.load(data).map_err(|e| ProbeError::Load(Box::new(e)))?;
+        // Kernel log lines (rare: only on loss) go to our logger; kept alive with the programs.
+        let logger = match aya_log::EbpfLogger::init(&mut bpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::debug!("eBPF logger not initialised: {e}");
+                None
+            }
+        };
+        let mut probes = Self {
+            losses: PerCpuArray::try_from(
+                bpf.take_map("LOSSES").ok_or(ProbeError::Map("LOSSES", "missing".into()))?,
+            )
+            .map_err(|e| ProbeError::Map("LOSSES", e.to_string()))?,
+            bpf,
+            _logger: logger,
+            attached: 0,
+        };
+        probes.set_filter(plan)?;
+        probes.set_config(plan, opts)?;
+        for &(prog, group, name) in PROGRAMS {
+            let attach_err = |e: aya::programs::ProgramError| ProbeError::Attach {
+                prog,
+                group,
+                name,
+                source: Box::new(e),
+            };
+            let tp: &mut TracePoint = probes
+                .bpf
+                .program_mut(prog)
+                .ok_or(ProbeError::Map(prog, "program missing from the object".into()))?
+                .try_into()
+                .map_err(attach_err)?;
+            let started = std::time::Instant::now();
+            tp.load().map_err(attach_err)?;
+            tp.attach(group, name).map_err(attach_err)?;
+            log::debug!("attached {prog} to {group}:{name} in {:?}", started.elapsed());
+            probes.attached += 1;
+        }
+        Ok(probes)
+    }
+
+    /// How many programs are attached.
+    pub fn attached(&self) -> usize {
+        self.attached
+    }
+
+    /// Replace the prefilter bitmap.
+    pub fn set_filter(&mut self, plan: &FilterPlan) -> Result<(), ProbeError> {
+        let mut filter: Array<&mut MapData, u64> = Array::try_from(
+            self.bpf.map_mut("FILTER").ok_or(ProbeError::Map("FILTER", "missing".into()))?,
+        )
+        .map_err(|e| ProbeError::Map("FILTER", e.to_string()))?;
+        for (i, w) in plan.words.iter().enumerate() {
+            filter.set(i as u32, w, 0).map_err(|e| ProbeError::Map("FILTER", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn set_config(&mut self, plan: &FilterPlan, opts: &LoadOptions) -> Result<(), ProbeError> {
+        let mut cfg: Array<&mut MapData, u64> = Array::try_from(
+            self.bpf.map_mut("CONFIG").ok_or(ProbeError::Map("CONFIG", "missing".into()))?,
+        )
+        .map_err(|e| ProbeError::Map("CONFIG", e.to_string()))?;
+        let mut flags = 0;
+        if plan.prefix_scan {
+            flags |= config::FLAG_PREFIX_SCAN;
+        }
+        if opts.all_opens {
+            flags |= config::FLAG_ALL_OPENS;
+        }
+        let set = |cfg: &mut Array<&mut MapData, u64>, i, v| {
+            cfg.set(i, v, 0).map_err(|e| ProbeError::Map("CONFIG", e.to_string()))
+        };
+        set(&mut cfg, config::SELF_PID, u64::from(std::process::id()))?;
+        set(&mut cfg, config::FLAGS, flags)?;
+        Ok(())
+    }
+
+    /// Take the event ring buffer (once).
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self.bpf.take_map("EVENTS").ok_or(ProbeError::Map("EVENTS", "missing or already taken".into()))?;
+        RingBuf::try_from(map).map_err(|e| ProbeError::Map("EVENTS", e.to_string()))
+    }
+
+    /// Records lost in the kernel so far, per cause, summed over CPUs.
+    pub fn losses(&self) -> [u64; LOSS_CAUSES as usize] {
+        let mut out = [0u64; LOSS_CAUSES as usize];
+        for cause in LossCause::ALL {
+            if let Ok(v) = self.losses.get(&(cause as u32), 0) {
+                out[cause as usize] = v.iter().sum();
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,262 @@
+//! The process table: who every pid is, kept from the kernel's fork/exec/exit/chdir records and
+//! seeded from /proc at start, so that an event gets its `exe`, `ppid` and command line even when
+//! the process is gone before the daemon looks.
+//!
+//! Fork records also announce new threads, which the kernel cannot cheaply tell apart from
+//! processes; those entries are never looked up (events carry the thread group id) and
+//! [`ProcTable::sweep`] drops them, with any process whose exit record was lost.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
+
+/// What is known about one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+    /// Absolute path of the executable image ("" if unknown).
+    pub exe: String,
+    pub cmdline: Vec<String>,
+    /// Working directory, when known.
+    pub cwd: Option<PathBuf>,
+    /// NHIs this process holds (opened one of their credentials, or inherited the holding).
+    pub holds: BTreeSet<Arc<str>>,
+    /// Created by a fork record and not yet confirmed to be a process (it may be a thread).
+    pub unconfirmed: bool,
+    pub seen: Instant,
+}
+
+impl Process {
+    pub fn unknown(pid: u32) -> Self {
+        Self {
+            pid,
+            ppid: 0,
+            uid: 0,
+            comm: String::new(),
+            exe: String::new(),
+            cmdline: Vec::new(),
+            cwd: None,
+            holds: BTreeSet::new(),
+            unconfirmed: false,
+            seen: Instant::now(),
+        }
+    }
+}
+
+/// All known processes by pid.
+#[derive(Debug, Default)]
+pub struct ProcTable {
+    procs: HashMap<u32, Process>,
+    /// Root of the proc filesystem (`/proc`; a fixture directory in tests).
+    proc_root: PathBuf,
+}
+
+impl ProcTable {
+    pub fn new(proc_root: impl Into<PathBuf>) -> Self {
+        Self { procs: HashMap::new(), proc_root: proc_root.into() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Process> {
+        self.procs.get(&pid)
+    }
+
+    pub fn get_mut(&mut self, pid: u32) -> Option<&mut Process> {
+        self.procs.get_mut(&pid)
+    }
+
+    /// Seed the table with every process in /proc. Returns how many were read.
+    pub fn seed(&mut self) -> usize {
+        let Ok(dir) = std::fs::read_dir(&self.proc_root) else { return 0 };
+        let mut n = 0;
+        for entry in dir.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(p) = read_proc(&self.proc_root, pid) {
+                self.procs.insert(pid, p);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The process, from the table or else from /proc (a process the daemon has not heard of),
+    /// or a placeholder when it is gone.
+    pub fn lookup(&mut self, pid: u32) -> &mut Process {
+        let root = self.proc_root.clone();
+        let p = self
+            .procs
+            .entry(pid)
+            .or_insert_with(|| read_proc(&root, pid).unwrap_or_else(|| Process::unknown(pid)));
+        p.unconfirmed = false;
+        p
+    }
+
+    /// A task `child` was created by process `parent`.
+    pub fn fork(&mut self, parent: u32, child: u32) {
+        if child == parent {
+            return;
+        }
+        let mut p = self.lookup(parent).clone();
+        p.ppid = parent;
+        p.pid = child;
+        p.unconfirmed = true;
+        p.seen = Instant::now();
+        self.procs.insert(child, p);
+    }
+
+    /// Process `pid` replaced its image.
+    pub fn exec(&mut self, pid: u32, uid: u32, comm: String, exe: String, cmdline: Vec<String>) {
+        let p = self.lookup(pid);
+        p.uid = uid;
+        p.comm = comm;
+        p.exe = exe;
+        p.cmdline = cmdline;
+    }
+
+    /// Process `pid` ended: its entry is returned and removed.
+    pub fn exit(&mut self, pid: u32) -> Option<Process> {
+        self.procs.remove(&pid)
+    }
+
+    /// Drop entries that are not processes (threads announced by fork) and processes that
+    /// vanished without an exit record. Entries younger than `grace` are kept: their records may
+    /// still be on their way.
+    pub fn sweep(&mut self, grace: std::time::Duration) -> usize {
+        let root = self.proc_root.clone();
+        let before = self.procs.len();
+        self.procs.retain(|&pid, p| {
+            if p.seen.elapsed() < grace {
+                return true;
+            }
+            match tgid_of(&root, pid) {
+                Some(tgid) => tgid == pid,
+                None => false,
+            }
+        });
+        before - self.procs.len()
+    }
+}
+
+fn tgid_of(root: &Path, pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(root.join(pid.to_string()).join("status")).ok()?;
+    status_field(&status, "Tgid:")
+}
+
+fn status_field(status: &str, key: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Read one process from /proc (None if it is gone or is not a thread group leader).
+pub fn read_proc(root: &Path, pid: u32) -> Option<Process> {
+    let dir = root.join(pid.to_string());
+    let status = std::fs::read_to_string(dir.join("status")).ok()?;
+    if status_field(&status, "Tgid:")? != pid {
+        return None;
+    }
+    let cmdline = std::fs::read(dir.join("cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Process {
+        pid,
+        ppid: status_field(&status, "PPid:").unwrap_or(0),
+        uid: status_field(&status, "Uid:").unwrap_or(0),
+        comm: std::fs::read_to_string(dir.join("comm"))
+            .map(|s| s.trim_end().to_string())
+            .unwrap_or_default(),
+        exe: std::fs::read_link(dir.join("exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        cmdline,
+        cwd: std::fs::read_link(dir.join("cwd")).ok(),
+        holds: BTreeSet::new(),
+        unconfirmed: false,
+        seen: Instant::now(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> (PathBuf, ProcTable) {
+        let root = std::env::temp_dir().join(format!("nhiscope-proc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (pid, tgid, ppid) in [(100u32, 100u32, 1u32), (101, 100, 1)] {
+            let d = root.join(pid.to_string());
+            std::fs::create_dir_all(&d).expect("fixture dir");
+            std::fs::write(
+                d.join("status"),
+                format!("Name:\tsh\nTgid:\t{tgid}\nPid:\t{pid}\nPPid:\t{ppid}\nUid:\t1000\t1000\t1000\t1000\n"),
+            )
+            .expect("status");
+            std::fs::write(d.join("comm"), "sh\n").expect("comm");
+            std::fs::write(d.join("cmdline"), b"sh\0-c\0true\0").expect("cmdline");
+        }
+        let t = ProcTable::new(&root);
+        (root, t)
+    }
+
+    #[test]
+    fn seeds_processes_but_not_threads() {
+        let (root, mut t) = fixture();
+        assert_eq!(t.seed(), 1);
+        let p = t.get(100).expect("seeded");
+        assert_eq!((p.ppid, p.uid, p.comm.as_str()), (1, 1000, "sh"));
+        assert_eq!(p.cmdline, vec!["sh", "-c", "true"]);
+        assert!(t.get(101).is_none());
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn fork_exec_exit_keep_the_table() {
+        let (root, mut t) = fixture();
+        t.seed();
+        t.get_mut(100).expect("seeded").cwd = Some("/srv".into());
+        t.fork(100, 200);
+        let c = t.get(200).expect("child");
+        assert_eq!((c.ppid, c.cwd.as_deref()), (100, Some(Path::new("/srv"))));
+        assert!(c.unconfirmed);
+        t.exec(200, 0, "cat".into(), "/usr/bin/cat".into(), vec!["cat".into(), "x".into()]);
+        let c = t.lookup(200);
+        assert_eq!((c.exe.as_str(), c.comm.as_str(), c.unconfirmed), ("/usr/bin/cat", "cat", false));
+        assert_eq!(t.exit(200).map(|p| p.pid), Some(200));
+        assert!(t.get(200).is_none());
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn sweep_drops_threads_and_vanished_processes() {
+        let (root, mut t) = fixture();
+        t.seed();
+        t.fork(100, 101); // a thread of 100 (Tgid 100 in its status)
+        t.fork(100, 555); // gone without an exit record
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.sweep(std::time::Duration::ZERO), 2);
+        assert!(t.get(100).is_some());
+        let _ = std::fs::remove_dir_all(root);
+    }
+}

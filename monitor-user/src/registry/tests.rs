@@ -1,0 +1,479 @@
+use std::path::PathBuf;
+use std::time::UNIX_EPOCH;
+
+use super::*;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn ok(text: &str) -> Registry {
+    parse(text, "test.yaml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn err(text: &str) -> String {
+    parse(text, "test.yaml").unwrap_err().to_string()
+}
+
+const DESIGN_EXAMPLE: &str = r#"
+nhis:
+  - id: billing-s3-writer             # unique; letters, digits, . _ -
+    owner: team-billing               # optional, free text
+    credentials:                      # files holding this NHI's secret: exact paths or globs (*, **, ?)
+      - /etc/billing/aws-credentials
+    readers:                          # who may open those files; omitted: any reader is fine
+      exe: [/usr/local/bin/billing-worker, /usr/bin/python3*]
+      uid: [1001]
+    holders:                          # processes that carry the NHI without reading a file
+      exe: [/opt/billing/bin/uploader]  # (a secret injected through the environment); optional
+    endpoints:                        # where a holder may connect; omitted: connections not checked
+      - host: "*.s3.eu-west-1.amazonaws.com"
+        port: 443
+      - cidr: 10.20.0.0/16
+        ports: [5432, 6432]
+    expires: 2026-12-31T00:00:00Z     # optional: any use after this instant is drift
+    max_age: 24h                      # optional: a credential file older than this when read is drift
+    interactive: deny                 # default deny: use from a human's terminal session is drift
+watch:                                # extra credential patterns to discover unregistered NHIs,
+  - /srv/**/secrets/*.json            # added to the built-in list (~/.aws/credentials, kubeconfig, .env, ...)
+"#;
+
+#[test]
+fn the_design_example_parses() {
+    let r = ok(DESIGN_EXAMPLE);
+    assert_eq!(r.nhis.len(), 1);
+    let n = &r.nhis[0];
+    assert_eq!(n.id, "billing-s3-writer");
+    assert_eq!(n.owner.as_deref(), Some("team-billing"));
+    assert_eq!(
+        n.credentials,
+        [Glob::parse("/etc/billing/aws-credentials").unwrap()]
+    );
+    let readers = n.readers.as_ref().unwrap();
+    assert_eq!(readers.uid, [1001]);
+    assert!(readers.allows("/usr/bin/python3.12", 1001));
+    assert!(!readers.allows("/usr/bin/python3.12", 0));
+    assert!(!readers.allows("/usr/bin/curl", 1001));
+    assert!(n
+        .holders
+        .as_ref()
+        .unwrap()
+        .allows("/opt/billing/bin/uploader", 0));
+    let eps = n.endpoints.as_ref().unwrap();
+    assert!(eps[0].allows(
+        "52.1.2.3".parse().unwrap(),
+        443,
+        &["b.s3.eu-west-1.amazonaws.com"]
+    ));
+    assert!(!eps[0].allows(
+        "52.1.2.3".parse().unwrap(),
+        80,
+        &["b.s3.eu-west-1.amazonaws.com"]
+    ));
+    assert!(!eps[0].allows("52.1.2.3".parse().unwrap(), 443, &[] as &[&str]));
+    assert!(eps[1].allows("10.20.3.4".parse().unwrap(), 6432, &[] as &[&str]));
+    assert!(!eps[1].allows("10.20.3.4".parse().unwrap(), 5433, &[] as &[&str]));
+    let expires = n
+        .expires
+        .unwrap()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(expires, 1_798_675_200);
+    assert_eq!(n.max_age, Some(Duration::from_secs(86_400)));
+    assert_eq!(n.interactive, Interactive::Deny);
+    assert_eq!(r.watch, [Glob::parse("/srv/**/secrets/*.json").unwrap()]);
+}
+
+#[test]
+fn the_shipped_example_loads_and_compiles() {
+    let r = load(&root().join("examples/registry.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!((3..=6).contains(&r.nhis.len()));
+    assert!(r.nhis.iter().any(|n| n.holders.is_some()));
+    let plan = r.filter_plan().unwrap();
+    assert!(plan.may_match(b"/etc/nhiscope-example/billing/aws-credentials"));
+    assert!(!plan.prefix_scan, "{:?}", plan.keys);
+    for unwatched in [
+        "/etc/passwd",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/proc/self/stat",
+    ] {
+        assert!(!plan.may_match(unwatched.as_bytes()), "{unwatched}");
+    }
+    let owner = r
+        .owner_of("/etc/nhiscope-example/orders/db-client/client.pem")
+        .map(|n| n.id.as_str());
+    assert_eq!(owner, Some("orders-db"));
+    assert_eq!(
+        r.owner_of("/home/ann/.aws/credentials")
+            .map(|n| n.id.as_str()),
+        Some("ops-aws-oncall")
+    );
+}
+
+#[test]
+fn empty_registries_are_valid() {
+    for text in [
+        "",
+        "\n",
+        "# nothing yet\n",
+        "nhis: []",
+        "nhis: []\nwatch: []\n",
+        "{}",
+        "nhis:\n",
+    ] {
+        assert_eq!(ok(text), Registry::default(), "{text:?}");
+    }
+}
+
+#[test]
+fn defaults_and_other_forms() {
+    let r = ok("nhis:\n  - id: a.b_c-9\n    credentials: ['~/.config/app/token']\n    expires: 2027-01-01\n");
+    let n = &r.nhis[0];
+    assert_eq!(n.interactive, Interactive::Deny);
+    assert!(
+        n.readers.is_none() && n.holders.is_none() && n.endpoints.is_none() && n.max_age.is_none()
+    );
+    assert_eq!(
+        n.expires
+            .unwrap()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        1_798_761_600
+    );
+    let r = ok("nhis:\n  - id: env-only\n    holders: {uid: [0]}\n    interactive: allow\n");
+    assert!(r.nhis[0].credentials.is_empty());
+    assert_eq!(r.nhis[0].interactive, Interactive::Allow);
+}
+
+#[test]
+fn instants_with_offsets() {
+    let at = |s: &str| {
+        parse_instant(s)
+            .unwrap()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let z = at("2026-12-31T00:00:00Z");
+    assert_eq!(at("2026-12-31T01:00:00+01:00"), z);
+    assert_eq!(at("2026-12-30T19:30:00-04:30"), z);
+    assert_eq!(at("2026-12-31"), z);
+    assert_eq!(at("2026-12-31T00:00:00"), z);
+    for bad in [
+        "tomorrow",
+        "2026-13-01",
+        "2026-12-31T00:00:00+1:00",
+        "2026-12-31T00:00:00+xx:00",
+        "2026-12-31T00:00:00+24:00",
+        "2026-12-31T00:00:00+01:60",
+        "+01:00",
+    ] {
+        assert!(parse_instant(bad).is_err(), "{bad}");
+    }
+}
+
+/// Each fixture's first line states the error it must produce; the table repeats it so that a
+/// changed fixture cannot silently change the expectation.
+#[test]
+fn fixtures_fail_at_the_stated_position() {
+    let cases = [
+        (
+            "bad-glob.yaml",
+            6,
+            9,
+            "nhis[0].credentials[1]: `etc/app/token` is not absolute",
+        ),
+        (
+            "unknown-key.yaml",
+            5,
+            5,
+            "unknown field `reader`, expected one of `id`, `owner`",
+        ),
+        (
+            "dup-id.yaml",
+            7,
+            9,
+            "nhis[2].id: duplicate NHI id `app`: nhis[0] has it already",
+        ),
+        (
+            "dup-credential.yaml",
+            8,
+            9,
+            "credential `/etc/app/token` is already claimed by NHI `app` (nhis[0])",
+        ),
+        ("bad-cidr.yaml", 8, 15, "did you mean `10.20.0.0/16`?"),
+        (
+            "bad-duration.yaml",
+            5,
+            14,
+            "nhis[0].max_age: `24 hourz` is not a duration",
+        ),
+        ("bad-yaml.yaml", 5, 7, "did not find expected ',' or ']'"),
+    ];
+    let dir = root().join("tests/fixtures/registry");
+    for (name, line, column, want) in cases {
+        let path = dir.join(name);
+        let e = load(&path).unwrap_err();
+        let (got_line, got_column) = match &e {
+            RegistryError::Invalid { line, column, .. } => (*line, *column),
+            other => panic!("{name}: no position: {other}"),
+        };
+        let shown = e.to_string();
+        assert_eq!((got_line, got_column), (line, column), "{name}: {shown}");
+        assert!(
+            shown.starts_with(&format!("{}:{line}:{column}: ", path.display())),
+            "{shown}"
+        );
+        assert!(shown.contains(want), "{name}: {shown}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let stated = format!("# expect: {name}:{line}:{column}: ");
+        assert!(
+            text.starts_with(&stated),
+            "{name}: line 1 must start with {stated:?}"
+        );
+    }
+}
+
+#[test]
+fn inline_errors_name_the_place() {
+    let nhi = |body: &str| format!("nhis:\n  - id: app\n    credentials: [/etc/app/token]\n{body}");
+    let cases: Vec<(String, usize, usize, &str)> = vec![
+        (
+            "nhis:\n  - id: 'a b'\n".into(),
+            2,
+            9,
+            "`a b` is not an NHI id",
+        ),
+        (
+            format!("nhis:\n  - id: {}\n", "x".repeat(65)),
+            2,
+            9,
+            "is not an NHI id",
+        ),
+        (
+            "nhis:\n  - owner: x\n    credentials: [/a/b]\n".into(),
+            2,
+            5,
+            "missing field `id`",
+        ),
+        (
+            "nhis:\n  - id: lonely\n    owner: x\n".into(),
+            2,
+            5,
+            "NHI `lonely` has neither `credentials` nor `holders`",
+        ),
+        (
+            nhi("    readers: {}\n"),
+            4,
+            14,
+            "nhis[0].readers: give `exe` or `uid`",
+        ),
+        (
+            nhi("    readers:\n      exe: [bin/x]\n"),
+            5,
+            13,
+            "`bin/x` is not absolute",
+        ),
+        (
+            nhi("    readers:\n      uid: [-1]\n"),
+            5,
+            13,
+            "readers.uid[0]: invalid type: integer `-1`",
+        ),
+        (
+            nhi("    endpoints:\n      - port: 443\n"),
+            5,
+            9,
+            "exactly one of `host` and `cidr`",
+        ),
+        (
+            nhi("    endpoints:\n      - {host: a.com, cidr: 10.0.0.0/8}\n"),
+            5,
+            9,
+            "exactly one of",
+        ),
+        (
+            nhi("    endpoints:\n      - {host: a.com, port: 1, ports: [2]}\n"),
+            5,
+            9,
+            "`port` or `ports`, not both",
+        ),
+        (
+            nhi("    endpoints:\n      - {host: a.com, port: 0}\n"),
+            5,
+            9,
+            "port 0",
+        ),
+        (
+            nhi("    endpoints:\n      - {host: a.com, port: 70000}\n"),
+            5,
+            29,
+            "invalid value",
+        ),
+        (
+            nhi("    endpoints:\n      - host: 'a/b.com'\n"),
+            5,
+            15,
+            "`/` is not allowed",
+        ),
+        (
+            nhi("    endpoints:\n      - cidr: 10.0.0.0/33\n"),
+            5,
+            15,
+            "prefix length 33",
+        ),
+        (
+            nhi("    interactive: maybe\n"),
+            4,
+            18,
+            "unknown variant `maybe`, expected `deny` or `allow`",
+        ),
+        (
+            nhi("    expires: soon\n"),
+            4,
+            14,
+            "`soon` is not an instant",
+        ),
+        (nhi("    max_age: 0s\n"), 4, 14, "longer than zero"),
+        (
+            nhi("    credentials: [/x]\n"),
+            2,
+            5,
+            "nhis[0]: duplicate field `credentials`",
+        ),
+        (
+            "nhis:\n  - id: a\n    credentials: [/x/y, /x/y]\n".into(),
+            3,
+            25,
+            "credential `/x/y` is listed twice",
+        ),
+        (
+            "nhis:\n  - id: a\n    credentials: ['/*/x*']\n".into(),
+            3,
+            19,
+            "`/*/x*` cannot",
+        ),
+        (
+            "nhis:\n  - id: a\n    credentials: ['/**/*']\n".into(),
+            3,
+            19,
+            "cannot be filtered in the kernel",
+        ),
+        (
+            "watch:\n  - /etc/x\n  - '~/**'\n".into(),
+            3,
+            5,
+            "watch[1]: `~/**` cannot be filtered",
+        ),
+        ("watch: ['/a/[bc]']\n".into(), 1, 9, "character classes"),
+        (
+            "nhi: []\n".into(),
+            1,
+            1,
+            "unknown field `nhi`, expected `nhis` or `watch`",
+        ),
+        ("nhis: {}\n".into(), 1, 7, "expected a list of NHIs"),
+        ("- a\n".into(), 1, 1, "invalid type: sequence"),
+    ];
+    for (text, line, column, want) in cases {
+        let e = err(&text);
+        assert!(
+            e.starts_with(&format!("test.yaml:{line}:{column}: ")),
+            "{text:?}: {e}"
+        );
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn checks_do_not_leak_between_parses() {
+    let text = "nhis:\n  - id: a\n    credentials: [/x/y]\n";
+    ok(text);
+    ok(text);
+    assert!(
+        err("nhis:\n  - id: a\n    credentials: [/x/y]\n  - id: a\n    holders: {uid: [1]}\n")
+            .contains("duplicate NHI id")
+    );
+    ok(text);
+    // Outside parse() no cross-NHI state exists, and nothing panics.
+    let r: Registry = serde_yaml::from_str(text).unwrap();
+    assert_eq!(r.nhis.len(), 1);
+}
+
+/// Every fixture, including ones added later, fails exactly as its first line says.
+#[test]
+fn every_fixture_states_its_error() {
+    let dir = root().join("tests/fixtures/registry");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let stated = text
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("# expect: ")
+            .unwrap();
+        let (place, message) = stated.split_once(": ").unwrap();
+        let shown = load(&path).unwrap_err().to_string();
+        let shown = shown.strip_prefix(&format!("{}/", dir.display())).unwrap();
+        assert!(shown.starts_with(&format!("{place}: ")), "{shown}");
+        assert!(shown.contains(message), "{shown}");
+        seen += 1;
+    }
+    assert!(seen >= 7);
+}
+
+#[test]
+fn unreadable_files_say_why() {
+    let e = load(Path::new("/nonexistent/nhiscope/registry.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "/nonexistent/nhiscope/registry.yaml: cannot read registry: No such file or directory"
+    );
+}
+
+#[test]
+fn ownership_and_watching() {
+    let r = ok(concat!(
+        "nhis:\n",
+        "  - id: first\n    credentials: ['/etc/app/*.key']\n",
+        "  - id: second\n    credentials: [/etc/app/main.key, /etc/second/token]\n",
+        "watch: ['/srv/**/secrets/*.json']\n",
+    ));
+    assert_eq!(
+        r.owner_of("/etc/app/main.key").map(|n| n.id.as_str()),
+        Some("first")
+    );
+    assert_eq!(
+        r.owner_of("/etc/second/token").map(|n| n.id.as_str()),
+        Some("second")
+    );
+    assert!(r.owner_of("/srv/a/secrets/x.json").is_none());
+    assert!(r.nhi("second").is_some() && r.nhi("third").is_none());
+    for watched in [
+        "/etc/app/x.key",
+        "/srv/a/secrets/x.json",
+        "/root/.aws/credentials",
+        "/app/.env",
+    ] {
+        assert!(r.is_watched(watched), "{watched}");
+    }
+    for not in [
+        "/etc/app/x.pem",
+        "/srv/a/x.json",
+        "/etc/passwd",
+        "/home/ann/.ssh/id_rsa.pub",
+    ] {
+        assert!(!r.is_watched(not), "{not}");
+    }
+    let all = r.all_patterns();
+    assert_eq!(all.len(), 3 + 1 + watchlist::builtin().len());
+    assert_eq!(all[0].as_str(), "/etc/app/*.key");
+    let plan = filter::compile(all).unwrap();
+    assert!(plan.may_match(b"/etc/second/token") && plan.may_match(b"/srv/b/secrets/db.json"));
+}

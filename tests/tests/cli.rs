@@ -1,0 +1,74 @@
+//! The binary's handling of bad input: a clear message naming the problem, exit code 2.
+
+use std::process::{Command, Output};
+
+use nhiscope_tests::{nhiscope_bin, temp_dir};
+
+fn nhiscope(args: &[&str]) -> Output {
+    Command::new(nhiscope_bin()).args(args).output().expect("run nhiscope")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn unknown_flag_is_exit_2() {
+    let o = nhiscope(&["daemon", "--registry", "x.yaml", "--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--no-such-flag"), "{}", stderr(&o));
+}
+
+#[test]
+fn missing_registry_is_named() {
+    let o = nhiscope(&["daemon", "--registry", "/nonexistent/registry.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("/nonexistent/registry.yaml"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn invalid_registry_names_file_line_and_column() {
+    let dir = temp_dir("cli-invalid");
+    let file = dir.join("registry.yaml");
+    std::fs::write(&file, "nhis:\n  - id: ok-one\n    credentials: [/etc/x]\n    colour: blue\n").expect("write");
+    for args in [
+        vec!["registry", "check", file.to_str().expect("utf8")],
+        vec!["daemon", "--registry", file.to_str().expect("utf8")],
+    ] {
+        let o = nhiscope(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let e = stderr(&o);
+        assert!(e.contains(&format!("{}:4:", file.display())), "{args:?}: {e}");
+        assert!(e.contains("colour"), "{e}");
+    }
+}
+
+#[test]
+fn valid_registry_checks_ok() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/registry.yaml");
+    let o = nhiscope(&["registry", "check", example]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ok"));
+}
+
+#[test]
+fn daemon_as_non_root_is_exit_2() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let o = nhiscope(&["daemon", "--registry", concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/registry.yaml")]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("root"));
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let o = Command::new(nhiscope_bin())
+        .args(["daemon", "--registry", concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/registry.yaml")])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("must run as root"), "{}", stderr(&o));
+}

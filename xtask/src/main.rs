@@ -1,0 +1,55 @@
+//! nhiscope's developer tasks, run as `cargo xtask <task>` from anywhere in the workspace.
+//!
+//! One module per task, each with its clap `Options` and a `run` function; `cmd` holds the
+//! shared plumbing (printing and running commands, the workspace's paths). To add a task, add a
+//! module and one variant to `Task`.
+
+mod build;
+mod cmd;
+mod ebpf;
+mod run;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, run and test nhiscope."
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Install what is missing on a Debian 12 machine (apt packages, bpf-linker) and mount
+    /// tracefs; only checks, in well under a second, when everything is there. Needs root to
+    /// install.
+    Setup(setup::Options),
+    /// Build the eBPF object (monitor-ebpf, release, with Debian's toolchain) into
+    /// target/bpf/bpfel-unknown-none/release/monitor-ebpf.
+    BuildEbpf,
+    /// Build the eBPF object, then the nhiscope binary that embeds it.
+    Build(build::Options),
+    /// Set up, build in release, and run the daemon on examples/registry.yaml with events as
+    /// JSON lines on stdout (as root).
+    Run(run::Options),
+    /// Set up, build, then run every test (kernel tests included: they fail instead of
+    /// skipping), `cargo fmt --check` and clippy with -D warnings. What CI runs.
+    Test(test::Options),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup(opts) => setup::run(&opts),
+        Task::BuildEbpf => ebpf::build().map(drop),
+        Task::Build(opts) => build::run(&opts).map(drop),
+        Task::Run(opts) => run::run(&opts),
+        Task::Test(opts) => test::run(&opts),
+    }
+}

@@ -1,0 +1,100 @@
+//! `cargo xtask test`: everything CI checks, in the order a developer wants the answers.
+//!
+//! The eBPF object and the debug `nhiscope` binary are built first, because the end-to-end tests
+//! (crate `nhiscope-tests`) run that binary. `NHISCOPE_REQUIRE_BPF=1` turns a kernel test's
+//! "skipping: <why>" into a failure: here, and so in CI, every test must really run.
+//! Once the builds are done, the tests, the format check and clippy all run even if one fails,
+//! so that one run reports every problem.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::{build, cmd, cmd::Cmd, ebpf, setup};
+
+#[derive(Args, Debug, Default)]
+pub struct Options {
+    /// Extra arguments for `cargo test --workspace --no-fail-fast`, after `--`: a test name
+    /// filter, or `-- --nocapture` for the test binaries.
+    #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
+    pub args: Vec<String>,
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let started = Instant::now();
+    setup::run(&setup::Options::default())?;
+    let object = ebpf::build()?;
+    let binary = build::build_user(&object, false)?;
+
+    // The same NHISCOPE_BPF_OBJ for every cargo command: monitor-user's build script reruns
+    // (and the crate rebuilds) whenever it changes.
+    let steps: [(&str, Cmd); 4] = [
+        (
+            "cargo test",
+            cmd::cargo()
+                .env("NHISCOPE_BPF_OBJ", &object)
+                .env("NHISCOPE_BIN", &binary)
+                .env("NHISCOPE_REQUIRE_BPF", "1")
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .args(&opts.args),
+        ),
+        (
+            "cargo fmt",
+            cmd::cargo().args(["fmt", "--all", "--", "--check"]),
+        ),
+        (
+            // monitor-ebpf is its own workspace, out of `cargo fmt --all`'s reach; rustfmt
+            // follows its `mod` declarations from the crate root.
+            "rustfmt monitor-ebpf",
+            Cmd::new("rustfmt")
+                .current_dir(&cmd::workspace_root())
+                .args(["--edition", "2021", "--check", "monitor-ebpf/src/main.rs"]),
+        ),
+        (
+            "cargo clippy",
+            cmd::cargo().env("NHISCOPE_BPF_OBJ", &object).args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        ),
+    ];
+
+    let mut passed = Vec::new();
+    let mut failed = Vec::new();
+    for (name, step) in steps {
+        let step_started = Instant::now();
+        match step.run() {
+            Ok(()) => passed.push(format!(
+                "{name} {:.0}s",
+                step_started.elapsed().as_secs_f64()
+            )),
+            Err(err) => {
+                eprintln!("test: {err:#}");
+                failed.push(name);
+            }
+        }
+    }
+    let total = started.elapsed().as_secs_f64();
+    if failed.is_empty() {
+        eprintln!(
+            "test: all passed ({}; total {total:.0}s)",
+            passed.join(", ")
+        );
+        Ok(())
+    } else {
+        let passed = if passed.is_empty() {
+            "none".to_owned()
+        } else {
+            passed.join(", ")
+        };
+        bail!(
+            "test: FAILED: {} (passed: {passed}; total {total:.0}s)",
+            failed.join(", ")
+        )
+    }
+}
