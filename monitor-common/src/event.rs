@@ -101,7 +101,17 @@ pub struct EventHeader {
 
 impl EventHeader {
     pub const fn zeroed() -> Self {
-        Self { kind: 0, pid: 0, tid: 0, uid: 0, gid: 0, _pad: 0, ts_ns: 0, cgroup_id: 0, comm: [0; COMM_LEN] }
+        Self {
+            kind: 0,
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            gid: 0,
+            _pad: 0,
+            ts_ns: 0,
+            cgroup_id: 0,
+            comm: [0; COMM_LEN],
+        }
     }
 }
 

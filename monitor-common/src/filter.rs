@@ -188,7 +188,10 @@ pub fn tail_keys(p: &[u8], prefix_scan: bool) -> PathKeys {
         }
     }
     if base_start != usize::MAX && n >= base_start + BASE_PREFIX_LEN {
-        out.push(bit(hash_fwd(&p[base_start..base_start + BASE_PREFIX_LEN]), KeyKind::BasePrefix));
+        out.push(bit(
+            hash_fwd(&p[base_start..base_start + BASE_PREFIX_LEN]),
+            KeyKind::BasePrefix,
+        ));
     }
     if prefix_scan && !relative {
         let mut h = SEED;
@@ -215,7 +218,9 @@ mod tests {
     use super::*;
 
     fn has(p: &str, kind: KeyKind, lit: &str) -> bool {
-        tail_keys(p.as_bytes(), true).as_slice().contains(&key_bit(kind, lit.as_bytes()))
+        tail_keys(p.as_bytes(), true)
+            .as_slice()
+            .contains(&key_bit(kind, lit.as_bytes()))
     }
 
     #[test]
@@ -234,7 +239,11 @@ mod tests {
     #[test]
     fn extension_is_from_the_last_dot() {
         assert!(has("/srv/a/secrets/db.prod.json", KeyKind::Ext, ".json"));
-        assert!(!has("/srv/a/secrets/db.prod.json", KeyKind::Ext, ".prod.json"));
+        assert!(!has(
+            "/srv/a/secrets/db.prod.json",
+            KeyKind::Ext,
+            ".prod.json"
+        ));
         assert!(has("/app/.env", KeyKind::Ext, ".env"));
         assert!(!has("/app.d/env", KeyKind::Ext, ".d/env"));
     }
@@ -251,7 +260,9 @@ mod tests {
     #[test]
     fn root_file_has_no_parent() {
         let k = tail_keys(b"/credentials", false);
-        assert!(k.as_slice().contains(&key_bit(KeyKind::Base, b"credentials")));
+        assert!(k
+            .as_slice()
+            .contains(&key_bit(KeyKind::Base, b"credentials")));
         assert!(!k.as_slice().contains(&key_bit(KeyKind::Parent, b"")));
         assert_eq!(k.len, 2); // Base and BasePrefix
     }
@@ -267,6 +278,8 @@ mod tests {
     #[test]
     fn prefix_scan_is_off_unless_asked() {
         let k = tail_keys(b"/etc/billing/x", false);
-        assert!(!k.as_slice().contains(&key_bit(KeyKind::DirPrefix, b"/etc/")));
+        assert!(!k
+            .as_slice()
+            .contains(&key_bit(KeyKind::DirPrefix, b"/etc/")));
     }
 }

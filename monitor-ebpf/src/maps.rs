@@ -5,9 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use monitor_common::{
-    config, filter::FILTER_WORDS, ExecEvent, OpenEvent, LOSS_CAUSES,
-};
+use monitor_common::{config, filter::FILTER_WORDS, ExecEvent, OpenEvent, LOSS_CAUSES};
 
 /// Every record for userspace. The daemon may resize it before load.
 #[map]

@@ -62,7 +62,9 @@ pub enum RegistryCommand {
 }
 
 fn parse_ringbuf_size(s: &str) -> Result<u32, String> {
-    let n: u32 = s.parse().map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of bytes"))?;
     if n < 4096 || !n.is_power_of_two() {
         return Err(format!("{n} is not a power of two of at least 4096"));
     }

@@ -61,7 +61,8 @@ fn preflight() -> Result<(), DaemonError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(DaemonError::Input(
-            "nhiscope daemon must run as root (it loads eBPF programs: CAP_BPF, CAP_PERFMON)".into(),
+            "nhiscope daemon must run as root (it loads eBPF programs: CAP_BPF, CAP_PERFMON)"
+                .into(),
         ));
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() && !Path::new("/sys/kernel/bpf").exists() {
@@ -72,7 +73,11 @@ fn preflight() -> Result<(), DaemonError> {
         let status = std::process::Command::new("mount")
             .args(["-t", "tracefs", "nodev", TRACEFS])
             .status()
-            .map_err(|e| DaemonError::Input(format!("cannot run mount to mount tracefs at {TRACEFS}: {e}")))?;
+            .map_err(|e| {
+                DaemonError::Input(format!(
+                    "cannot run mount to mount tracefs at {TRACEFS}: {e}"
+                ))
+            })?;
         if !status.success() || !Path::new(TRACEFS).join("events").is_dir() {
             return Err(DaemonError::Input(format!(
                 "tracefs is not mounted at {TRACEFS} and mounting it failed: mount it with \
@@ -81,7 +86,10 @@ fn preflight() -> Result<(), DaemonError> {
         }
     }
     // Kernels >= 5.11 charge BPF memory to the cgroup; on older ones memlock must be raised.
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit reads the struct we own.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         log::debug!("could not raise RLIMIT_MEMLOCK (fine on kernels >= 5.11)");
@@ -111,7 +119,9 @@ impl Sink {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| DaemonError::Input(format!("--json {path}: cannot open for writing: {e}")))?;
+                    .map_err(|e| {
+                        DaemonError::Input(format!("--json {path}: cannot open for writing: {e}"))
+                    })?;
                 Sink::Writer(std::io::BufWriter::new(Box::new(f)))
             }
         })
@@ -121,10 +131,13 @@ impl Sink {
     fn write(&mut self, events: &[Event]) -> Result<(), DaemonError> {
         let Sink::Writer(w) = self else { return Ok(()) };
         for e in events {
-            serde_json::to_writer(&mut *w, e).map_err(|e| DaemonError::Runtime(format!("writing JSON: {e}")))?;
-            w.write_all(b"\n").map_err(|e| DaemonError::Runtime(format!("writing JSON: {e}")))?;
+            serde_json::to_writer(&mut *w, e)
+                .map_err(|e| DaemonError::Runtime(format!("writing JSON: {e}")))?;
+            w.write_all(b"\n")
+                .map_err(|e| DaemonError::Runtime(format!("writing JSON: {e}")))?;
         }
-        w.flush().map_err(|e| DaemonError::Runtime(format!("writing JSON: {e}")))
+        w.flush()
+            .map_err(|e| DaemonError::Runtime(format!("writing JSON: {e}")))
     }
 }
 
@@ -136,12 +149,17 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     preflight()?;
     let mut sink = Sink::open(opts.json.as_deref())?;
 
-    let load = LoadOptions { ringbuf_bytes: opts.ringbuf_bytes, all_opens: opts.all_opens };
+    let load = LoadOptions {
+        ringbuf_bytes: opts.ringbuf_bytes,
+        all_opens: opts.all_opens,
+    };
     let mut probes = Probes::load(&plan, &load).map_err(|e| match e {
         ProbeError::Attach { .. } | ProbeError::Map(..) => DaemonError::Runtime(e.to_string()),
         _ => DaemonError::Input(e.to_string()),
     })?;
-    let ring = probes.take_ring().map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    let ring = probes
+        .take_ring()
+        .map_err(|e| DaemonError::Runtime(e.to_string()))?;
     // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long as the
     // AsyncFd owns the RingBuf.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -157,8 +175,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         plan.keys.len()
     );
 
-    let mut term = signal(SignalKind::terminate()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut reported = [0u64; LOSS_CAUSES as usize];
     let mut ticks: u64 = 0;
@@ -175,7 +195,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             _ = tick.tick() => {
                 losses(&probes, &engine, &mut reported, &mut out);
                 ticks += 1;
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     let gone = engine.procs().sweep(Duration::from_secs(5));
                     log::debug!("process table: {} entries, {gone} swept", engine.procs().len());
                 }
@@ -199,7 +219,11 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     Ok(())
 }
 
-fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, engine: &mut Engine, out: &mut Vec<Event>) {
+fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    engine: &mut Engine,
+    out: &mut Vec<Event>,
+) {
     while let Some(item) = ring.next() {
         match decode::decode(&item) {
             Ok(ev) => engine.handle(ev, out),
@@ -209,7 +233,12 @@ fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, engine: &mut Engine,
 }
 
 /// Turn growth of the kernel's loss counters into `loss` events.
-fn losses(probes: &Probes, engine: &Engine, reported: &mut [u64; LOSS_CAUSES as usize], out: &mut Vec<Event>) {
+fn losses(
+    probes: &Probes,
+    engine: &Engine,
+    reported: &mut [u64; LOSS_CAUSES as usize],
+    out: &mut Vec<Event>,
+) {
     let now = probes.losses();
     for cause in LossCause::ALL {
         let i = cause as usize;

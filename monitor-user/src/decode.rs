@@ -37,7 +37,11 @@ impl KernelEvent {
 pub enum DecodeError {
     /// Fewer bytes than the header, or than the struct its kind names.
     #[error("record of {len} bytes is too short for {what} ({need} bytes)")]
-    Short { what: &'static str, len: usize, need: usize },
+    Short {
+        what: &'static str,
+        len: usize,
+        need: usize,
+    },
     /// A kind number this build does not know (a newer or corrupt kernel object).
     #[error("unknown record kind {0}")]
     UnknownKind(u32),
@@ -46,7 +50,11 @@ pub enum DecodeError {
 fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     let need = std::mem::size_of::<T>();
     if bytes.len() < need {
-        return Err(DecodeError::Short { what, len: bytes.len(), need });
+        return Err(DecodeError::Short {
+            what,
+            len: bytes.len(),
+            need,
+        });
     }
     // SAFETY: the length was checked above; T is one of the repr(C) plain-data structs of
     // monitor_common, for which every bit pattern is valid; read_unaligned has no alignment need.
@@ -71,8 +79,10 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
 pub fn encode<T: Copy>(value: &T) -> Vec<u8> {
     // SAFETY: T is a repr(C) plain-data struct without padding (see monitor_common); its bytes
     // are initialised.
-    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-        .to_vec()
+    unsafe {
+        std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
+    }
+    .to_vec()
 }
 
 /// The bytes before the first NUL (or all of them), capped at `len`.
@@ -161,12 +171,20 @@ mod tests {
         e.argc = 3;
         let d = decode(&encode(&e)).expect("exec decodes");
         assert_eq!(d, KernelEvent::Exec(Box::new(e)));
-        let KernelEvent::Exec(d) = d else { unreachable!() };
+        let KernelEvent::Exec(d) = d else {
+            unreachable!()
+        };
         assert_eq!(args(&d), vec!["curl", "-s", "http://x"]);
 
-        let f = ForkEvent { hdr: hdr(EventKind::Fork), child_tid: 9, _pad: 0 };
+        let f = ForkEvent {
+            hdr: hdr(EventKind::Fork),
+            child_tid: 9,
+            _pad: 0,
+        };
         assert_eq!(decode(&encode(&f)), Ok(KernelEvent::Fork(f)));
-        let x = ExitEvent { hdr: hdr(EventKind::Exit) };
+        let x = ExitEvent {
+            hdr: hdr(EventKind::Exit),
+        };
         assert_eq!(decode(&encode(&x)), Ok(KernelEvent::Exit(x)));
         let mut daddr = [0u8; 16];
         daddr[15] = 1;
@@ -187,7 +205,13 @@ mod tests {
     fn short_and_unknown_records_are_errors() {
         assert!(matches!(decode(&[0u8; 8]), Err(DecodeError::Short { .. })));
         let o = encode(&open(EventKind::Open));
-        assert!(matches!(decode(&o[..100]), Err(DecodeError::Short { what: "an open", .. })));
+        assert!(matches!(
+            decode(&o[..100]),
+            Err(DecodeError::Short {
+                what: "an open",
+                ..
+            })
+        ));
         let mut bad = o.clone();
         bad[0] = 99;
         assert_eq!(decode(&bad), Err(DecodeError::UnknownKind(99)));
@@ -195,7 +219,8 @@ mod tests {
 
     #[test]
     fn arguments_stop_at_argc_and_args_len() {
-        let mut e: ExecEvent = read(&vec![0u8; std::mem::size_of::<ExecEvent>()], "x").expect("zeroed");
+        let mut e: ExecEvent =
+            read(&vec![0u8; std::mem::size_of::<ExecEvent>()], "x").expect("zeroed");
         let a = b"sh\0-c\0garbage";
         e.args[..a.len()].copy_from_slice(a);
         e.args_len = 6;

@@ -54,7 +54,10 @@ impl Clock {
 }
 
 fn clock_ns(id: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
@@ -80,9 +83,21 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(registry: Arc<Registry>, proc_root: impl Into<PathBuf>, clock: Clock, host: String) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        proc_root: impl Into<PathBuf>,
+        clock: Clock,
+        host: String,
+    ) -> Self {
         let proc_root = proc_root.into();
-        Self { registry, procs: ProcTable::new(&proc_root), proc_root, clock, host, stats: Stats::default() }
+        Self {
+            registry,
+            procs: ProcTable::new(&proc_root),
+            proc_root,
+            clock,
+            host,
+            stats: Stats::default(),
+        }
     }
 
     pub fn procs(&mut self) -> &mut ProcTable {
@@ -151,7 +166,9 @@ impl Engine {
         let target_s = target.as_ref().map(|t| t.to_string_lossy().into_owned());
 
         let reg = Arc::clone(&self.registry);
-        let owner = reg.owner_of(&path_s).or_else(|| target_s.as_deref().and_then(|t| reg.owner_of(t)));
+        let owner = reg
+            .owner_of(&path_s)
+            .or_else(|| target_s.as_deref().and_then(|t| reg.owner_of(t)));
         if owner.is_none()
             && !reg.is_watched(&path_s)
             && !target_s.as_deref().is_some_and(|t| reg.is_watched(t))
@@ -173,7 +190,12 @@ impl Engine {
         let now = self.clock.wall(o.hdr.ts_ns);
         match owner {
             Some(nhi) => {
-                let actor = Actor { pid: e.pid, exe: &e.exe, comm: &e.comm, uid: e.uid };
+                let actor = Actor {
+                    pid: e.pid,
+                    exe: &e.exe,
+                    comm: &e.comm,
+                    uid: e.uid,
+                };
                 let real = target.as_deref().unwrap_or(&path);
                 let mtime = std::fs::metadata(real).and_then(|m| m.modified()).ok();
                 let f = verdict::assess_open(nhi, &actor, &path_s, now, mtime);
@@ -211,7 +233,10 @@ impl Engine {
         let pid = c.hdr.pid;
         let new = match OpenOp::from_u32(c.op) {
             Some(OpenOp::Chdir) => {
-                let raw = Path::new(OsStr::from_bytes(decode::c_bytes(&c.path, c.path_len as usize)));
+                let raw = Path::new(OsStr::from_bytes(decode::c_bytes(
+                    &c.path,
+                    c.path_len as usize,
+                )));
                 let cwd = self.procs.lookup(pid).cwd.clone();
                 resolve::absolute(cwd.as_deref(), raw)
                     .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
@@ -227,16 +252,27 @@ impl Engine {
             // A non-leader thread called exec: it took over the leader's pid.
             self.procs.exit(x.old_tid);
         }
-        let raw = Path::new(OsStr::from_bytes(decode::c_bytes(&x.filename, x.filename_len as usize)));
+        let raw = Path::new(OsStr::from_bytes(decode::c_bytes(
+            &x.filename,
+            x.filename_len as usize,
+        )));
         let cwd = self.procs.lookup(pid).cwd.clone();
         let exe = resolve::absolute(cwd.as_deref(), raw)
             .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
             .unwrap_or_else(|| raw.to_path_buf());
         let mut cmdline = decode::args(x);
         if cmdline.is_empty() {
-            cmdline = crate::proctable::read_proc(&self.proc_root, pid).map(|p| p.cmdline).unwrap_or_default();
+            cmdline = crate::proctable::read_proc(&self.proc_root, pid)
+                .map(|p| p.cmdline)
+                .unwrap_or_default();
         }
-        self.procs.exec(pid, x.hdr.uid, decode::comm(&x.hdr), exe.to_string_lossy().into_owned(), cmdline);
+        self.procs.exec(
+            pid,
+            x.hdr.uid,
+            decode::comm(&x.hdr),
+            exe.to_string_lossy().into_owned(),
+            cmdline,
+        );
         self.holder_event(Kind::Exec, &x.hdr, out);
     }
 
@@ -257,7 +293,11 @@ impl Engine {
                 "{} (pid {}), holding NHI {id}, {}.",
                 if e.exe.is_empty() { &e.comm } else { &e.exe },
                 e.pid,
-                if kind == Kind::Exec { "started a new program" } else { "exited" }
+                if kind == Kind::Exec {
+                    "started a new program"
+                } else {
+                    "exited"
+                }
             );
             e.nhi = Some(id.to_string());
             out.push(e);
@@ -270,7 +310,12 @@ impl Engine {
         let (exe, uid) = (p.exe.clone(), c.hdr.uid);
         let comm = decode::comm(&c.hdr);
         let reg = Arc::clone(&self.registry);
-        let actor = Actor { pid: c.hdr.pid, exe: &exe, comm: &comm, uid };
+        let actor = Actor {
+            pid: c.hdr.pid,
+            exe: &exe,
+            comm: &comm,
+            uid,
+        };
         for nhi in &reg.nhis {
             if let Some(h) = &nhi.holders {
                 if verdict::principals_match(h, &actor) && !held.iter().any(|id| **id == *nhi.id) {
@@ -285,7 +330,9 @@ impl Engine {
         let names: Vec<String> = Vec::new();
         let now = self.clock.wall(c.hdr.ts_ns);
         for id in held {
-            let Some(nhi) = reg.nhis.iter().find(|n| *n.id == *id) else { continue };
+            let Some(nhi) = reg.nhis.iter().find(|n| *n.id == *id) else {
+                continue;
+            };
             let mut e = self.base(Kind::Connect, &c.hdr);
             e.daddr = Some(daddr.to_string());
             e.dport = Some(c.dport);
@@ -293,7 +340,12 @@ impl Engine {
             e.sport = (c.sport != 0).then_some(c.sport);
             e.dns_names = Some(names.clone());
             e.nhi = Some(id.to_string());
-            let actor = Actor { pid: e.pid, exe: &e.exe, comm: &e.comm, uid: e.uid };
+            let actor = Actor {
+                pid: e.pid,
+                exe: &e.exe,
+                comm: &e.comm,
+                uid: e.uid,
+            };
             let f = verdict::assess_connect(nhi, &actor, daddr, c.dport, &names, now);
             if f.is_drift() {
                 e.verdict = Verdict::Drift;
@@ -305,7 +357,11 @@ impl Engine {
                     if e.exe.is_empty() { &e.comm } else { &e.exe },
                     e.pid,
                     verdict::sockaddr(daddr, c.dport),
-                    if nhi.endpoints.is_some() { ", a declared endpoint" } else { "; its endpoints are not restricted" }
+                    if nhi.endpoints.is_some() {
+                        ", a declared endpoint"
+                    } else {
+                        "; its endpoints are not restricted"
+                    }
                 );
             }
             out.push(e);

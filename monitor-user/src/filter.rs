@@ -186,7 +186,6 @@ fn dir_prefix(dirs: &[Component]) -> Option<String> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a failing test panics with the error")]
 mod tests {
     use super::*;
     use crate::watchlist;

@@ -24,7 +24,10 @@ fn main() -> ExitCode {
                 hostname: a.hostname,
                 all_opens: a.all_opens,
             };
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("nhiscope: cannot start the runtime: {e}");

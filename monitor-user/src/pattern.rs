@@ -505,5 +505,4 @@ text_serde!(
 text_serde!(Cidr, "an address block such as `10.20.0.0/16`");
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a failing test panics with the error")]
 mod tests;

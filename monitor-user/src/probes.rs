@@ -62,7 +62,10 @@ pub enum ProbeError {
 
 #[cfg(nhiscope_bpf)]
 fn object() -> Option<&'static [u8]> {
-    Some(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nhiscope.bpf.o")))
+    Some(aya::include_bytes_aligned!(concat!(
+        env!("OUT_DIR"),
+        "/nhiscope.bpf.o"
+    )))
 }
 
 #[cfg(not(nhiscope_bpf))]
@@ -96,7 +99,9 @@ impl Probes {
         if let Some(b) = opts.ringbuf_bytes {
             loader.map_max_entries("EVENTS", b);
         }
-        let mut bpf = loader.load(data).map_err(|e| ProbeError::Load(Box::new(e)))?;
+        let mut bpf = loader
+            .load(data)
+            .map_err(|e| ProbeError::Load(Box::new(e)))?;
         // Kernel log lines (rare: only on loss) go to our logger; kept alive with the programs.
         let logger = match aya_log::EbpfLogger::init(&mut bpf) {
             Ok(l) => Some(l),
@@ -107,7 +112,8 @@ impl Probes {
         };
         let mut probes = Self {
             losses: PerCpuArray::try_from(
-                bpf.take_map("LOSSES").ok_or(ProbeError::Map("LOSSES", "missing".into()))?,
+                bpf.take_map("LOSSES")
+                    .ok_or(ProbeError::Map("LOSSES", "missing".into()))?,
             )
             .map_err(|e| ProbeError::Map("LOSSES", e.to_string()))?,
             bpf,
@@ -126,13 +132,19 @@ impl Probes {
             let tp: &mut TracePoint = probes
                 .bpf
                 .program_mut(prog)
-                .ok_or(ProbeError::Map(prog, "program missing from the object".into()))?
+                .ok_or(ProbeError::Map(
+                    prog,
+                    "program missing from the object".into(),
+                ))?
                 .try_into()
                 .map_err(attach_err)?;
             let started = std::time::Instant::now();
             tp.load().map_err(attach_err)?;
             tp.attach(group, name).map_err(attach_err)?;
-            log::debug!("attached {prog} to {group}:{name} in {:?}", started.elapsed());
+            log::debug!(
+                "attached {prog} to {group}:{name} in {:?}",
+                started.elapsed()
+            );
             probes.attached += 1;
         }
         Ok(probes)
@@ -146,18 +158,24 @@ impl Probes {
     /// Replace the prefilter bitmap.
     pub fn set_filter(&mut self, plan: &FilterPlan) -> Result<(), ProbeError> {
         let mut filter: Array<&mut MapData, u64> = Array::try_from(
-            self.bpf.map_mut("FILTER").ok_or(ProbeError::Map("FILTER", "missing".into()))?,
+            self.bpf
+                .map_mut("FILTER")
+                .ok_or(ProbeError::Map("FILTER", "missing".into()))?,
         )
         .map_err(|e| ProbeError::Map("FILTER", e.to_string()))?;
         for (i, w) in plan.words.iter().enumerate() {
-            filter.set(i as u32, w, 0).map_err(|e| ProbeError::Map("FILTER", e.to_string()))?;
+            filter
+                .set(i as u32, w, 0)
+                .map_err(|e| ProbeError::Map("FILTER", e.to_string()))?;
         }
         Ok(())
     }
 
     fn set_config(&mut self, plan: &FilterPlan, opts: &LoadOptions) -> Result<(), ProbeError> {
         let mut cfg: Array<&mut MapData, u64> = Array::try_from(
-            self.bpf.map_mut("CONFIG").ok_or(ProbeError::Map("CONFIG", "missing".into()))?,
+            self.bpf
+                .map_mut("CONFIG")
+                .ok_or(ProbeError::Map("CONFIG", "missing".into()))?,
         )
         .map_err(|e| ProbeError::Map("CONFIG", e.to_string()))?;
         let mut flags = 0;
@@ -168,7 +186,8 @@ impl Probes {
             flags |= config::FLAG_ALL_OPENS;
         }
         let set = |cfg: &mut Array<&mut MapData, u64>, i, v| {
-            cfg.set(i, v, 0).map_err(|e| ProbeError::Map("CONFIG", e.to_string()))
+            cfg.set(i, v, 0)
+                .map_err(|e| ProbeError::Map("CONFIG", e.to_string()))
         };
         set(&mut cfg, config::SELF_PID, u64::from(std::process::id()))?;
         set(&mut cfg, config::FLAGS, flags)?;
@@ -177,7 +196,10 @@ impl Probes {
 
     /// Take the event ring buffer (once).
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
-        let map = self.bpf.take_map("EVENTS").ok_or(ProbeError::Map("EVENTS", "missing or already taken".into()))?;
+        let map = self
+            .bpf
+            .take_map("EVENTS")
+            .ok_or(ProbeError::Map("EVENTS", "missing or already taken".into()))?;
         RingBuf::try_from(map).map_err(|e| ProbeError::Map("EVENTS", e.to_string()))
     }
 

@@ -59,7 +59,10 @@ pub struct ProcTable {
 
 impl ProcTable {
     pub fn new(proc_root: impl Into<PathBuf>) -> Self {
-        Self { procs: HashMap::new(), proc_root: proc_root.into() }
+        Self {
+            procs: HashMap::new(),
+            proc_root: proc_root.into(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -80,10 +83,16 @@ impl ProcTable {
 
     /// Seed the table with every process in /proc. Returns how many were read.
     pub fn seed(&mut self) -> usize {
-        let Ok(dir) = std::fs::read_dir(&self.proc_root) else { return 0 };
+        let Ok(dir) = std::fs::read_dir(&self.proc_root) else {
+            return 0;
+        };
         let mut n = 0;
         for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             if let Some(p) = read_proc(&self.proc_root, pid) {
@@ -240,9 +249,18 @@ mod tests {
         let c = t.get(200).expect("child");
         assert_eq!((c.ppid, c.cwd.as_deref()), (100, Some(Path::new("/srv"))));
         assert!(c.unconfirmed);
-        t.exec(200, 0, "cat".into(), "/usr/bin/cat".into(), vec!["cat".into(), "x".into()]);
+        t.exec(
+            200,
+            0,
+            "cat".into(),
+            "/usr/bin/cat".into(),
+            vec!["cat".into(), "x".into()],
+        );
         let c = t.lookup(200);
-        assert_eq!((c.exe.as_str(), c.comm.as_str(), c.unconfirmed), ("/usr/bin/cat", "cat", false));
+        assert_eq!(
+            (c.exe.as_str(), c.comm.as_str(), c.unconfirmed),
+            ("/usr/bin/cat", "cat", false)
+        );
         assert_eq!(t.exit(200).map(|p| p.pid), Some(200));
         assert!(t.get(200).is_none());
         let _ = std::fs::remove_dir_all(root);

@@ -56,9 +56,18 @@ mod tests {
     #[test]
     fn relative_paths_join_the_base_and_fold() {
         let b = Path::new("/var/run/secrets");
-        assert_eq!(absolute(Some(b), Path::new("token")), Some("/var/run/secrets/token".into()));
-        assert_eq!(absolute(Some(b), Path::new("./a/../token")), Some("/var/run/secrets/token".into()));
-        assert_eq!(absolute(Some(b), Path::new("../../../../etc//x")), Some("/etc/x".into()));
+        assert_eq!(
+            absolute(Some(b), Path::new("token")),
+            Some("/var/run/secrets/token".into())
+        );
+        assert_eq!(
+            absolute(Some(b), Path::new("./a/../token")),
+            Some("/var/run/secrets/token".into())
+        );
+        assert_eq!(
+            absolute(Some(b), Path::new("../../../../etc//x")),
+            Some("/etc/x".into())
+        );
         assert_eq!(absolute(None, Path::new("/etc/./x")), Some("/etc/x".into()));
         assert_eq!(absolute(None, Path::new("token")), None);
     }
@@ -73,7 +82,10 @@ mod tests {
         let link = d.join("link");
         std::os::unix::fs::symlink(&real, &link).expect("symlink");
         let real = std::fs::canonicalize(&real).expect("canon");
-        assert_eq!(symlink_target(&std::fs::canonicalize(&d).expect("d").join("link")), Some(real.clone()));
+        assert_eq!(
+            symlink_target(&std::fs::canonicalize(&d).expect("d").join("link")),
+            Some(real.clone())
+        );
         assert_eq!(symlink_target(&real), None);
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -21,7 +21,11 @@ pub struct Actor<'a> {
 
 impl Actor<'_> {
     fn describe(&self) -> String {
-        let name = if self.exe.is_empty() { self.comm } else { self.exe };
+        let name = if self.exe.is_empty() {
+            self.comm
+        } else {
+            self.exe
+        };
         format!("{name} (pid {}, uid {})", self.pid, self.uid)
     }
 }
@@ -136,7 +140,10 @@ pub fn assess_connect(
 ) -> Findings {
     let mut f = Findings::default();
     if let Some(endpoints) = &nhi.endpoints {
-        if !endpoints.iter().any(|e| endpoint_allows(e, addr, port, names)) {
+        if !endpoints
+            .iter()
+            .any(|e| endpoint_allows(e, addr, port, names))
+        {
             let dest = match names.first() {
                 Some(n) => format!("{n} ({})", sockaddr(addr, port)),
                 None => sockaddr(addr, port),
@@ -151,7 +158,13 @@ pub fn assess_connect(
             );
         }
     }
-    lifetime(nhi, actor, now, &format!("connected to {}", sockaddr(addr, port)), &mut f);
+    lifetime(
+        nhi,
+        actor,
+        now,
+        &format!("connected to {}", sockaddr(addr, port)),
+        &mut f,
+    );
     f
 }
 

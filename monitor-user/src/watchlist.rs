@@ -272,7 +272,6 @@ pub fn is_watched(path: &str) -> bool {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a failing test panics with the error")]
 mod tests {
     use super::*;
 

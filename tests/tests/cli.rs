@@ -5,7 +5,10 @@ use std::process::{Command, Output};
 use nhiscope_tests::{nhiscope_bin, temp_dir};
 
 fn nhiscope(args: &[&str]) -> Output {
-    Command::new(nhiscope_bin()).args(args).output().expect("run nhiscope")
+    Command::new(nhiscope_bin())
+        .args(args)
+        .output()
+        .expect("run nhiscope")
 }
 
 fn stderr(o: &Output) -> String {
@@ -32,7 +35,11 @@ fn missing_registry_is_named() {
 fn invalid_registry_names_file_line_and_column() {
     let dir = temp_dir("cli-invalid");
     let file = dir.join("registry.yaml");
-    std::fs::write(&file, "nhis:\n  - id: ok-one\n    credentials: [/etc/x]\n    colour: blue\n").expect("write");
+    std::fs::write(
+        &file,
+        "nhis:\n  - id: ok-one\n    credentials: [/etc/x]\n    colour: blue\n",
+    )
+    .expect("write");
     for args in [
         vec!["registry", "check", file.to_str().expect("utf8")],
         vec!["daemon", "--registry", file.to_str().expect("utf8")],
@@ -40,7 +47,10 @@ fn invalid_registry_names_file_line_and_column() {
         let o = nhiscope(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         let e = stderr(&o);
-        assert!(e.contains(&format!("{}:4:", file.display())), "{args:?}: {e}");
+        assert!(
+            e.contains(&format!("{}:4:", file.display())),
+            "{args:?}: {e}"
+        );
         assert!(e.contains("colour"), "{e}");
     }
 }
@@ -57,14 +67,22 @@ fn valid_registry_checks_ok() {
 fn daemon_as_non_root_is_exit_2() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        let o = nhiscope(&["daemon", "--registry", concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/registry.yaml")]);
+        let o = nhiscope(&[
+            "daemon",
+            "--registry",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/registry.yaml"),
+        ]);
         assert_eq!(o.status.code(), Some(2));
         assert!(stderr(&o).contains("root"));
         return;
     }
     use std::os::unix::process::CommandExt;
     let o = Command::new(nhiscope_bin())
-        .args(["daemon", "--registry", concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/registry.yaml")])
+        .args([
+            "daemon",
+            "--registry",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/registry.yaml"),
+        ])
         .uid(65534)
         .gid(65534)
         .output()

@@ -40,10 +40,19 @@ impl Fixture {
 }
 
 fn canon(cmd: &str) -> String {
-    let out = Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().expect("sh");
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .expect("sh");
     let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    std::fs::canonicalize(&p).unwrap_or_else(|e| panic!("{cmd} not found ({p}): {e}")).to_string_lossy().into_owned()
+    std::fs::canonicalize(&p)
+        .unwrap_or_else(|e| panic!("{cmd} not found ({p}): {e}"))
+        .to_string_lossy()
+        .into_owned()
 }
+
+/// Debian's interpreter: a real executable (a version manager's `python3` may be a shell shim).
+const PYTHON: &str = "/usr/bin/python3";
 
 fn run(cmd: &mut Command) -> u32 {
     let mut child = cmd.spawn().expect("spawn");
@@ -64,13 +73,18 @@ fn open_by_absolute_path() {
     }
     let f = Fixture::new("abs");
     let d = Daemon::start(&f.registry(""));
-    let pid = run(Command::new("cat").arg(&f.cred).stdout(std::process::Stdio::null()));
+    let pid = run(Command::new("cat")
+        .arg(&f.cred)
+        .stdout(std::process::Stdio::null()));
     let e = d.wait_for(WAIT, |e| is_open_of(e, pid, &f.cred));
     assert_eq!(e["exe"], canon("cat"));
     assert_eq!(e["comm"], "cat");
     assert_eq!(e["uid"], 0);
     assert_eq!(e["ppid"], std::process::id());
-    assert_eq!(e["cmdline"], serde_json::json!(["cat", f.cred.to_str().expect("utf8")]));
+    assert_eq!(
+        e["cmdline"],
+        serde_json::json!(["cat", f.cred.to_str().expect("utf8")])
+    );
     assert!(e["result"].as_i64().expect("result") >= 0, "{e}");
     assert_eq!(e["nhi"], "test-api");
     assert_eq!(e["verdict"], "ok");
@@ -87,13 +101,21 @@ fn open_by_relative_path_resolves_against_the_cwd() {
     }
     let f = Fixture::new("rel");
     let d = Daemon::start(&f.registry(""));
-    let pid = run(Command::new("cat").arg("api-token").current_dir(f.dir.join("store")).stdout(std::process::Stdio::null()));
+    let pid = run(Command::new("cat")
+        .arg("api-token")
+        .current_dir(f.dir.join("store"))
+        .stdout(std::process::Stdio::null()));
     let e = d.wait_for(WAIT, |e| is_open_of(e, pid, &f.cred));
     assert_eq!(e["path_arg"], "api-token");
     assert_eq!(e["nhi"], "test-api");
     assert_eq!(e["verdict"], "ok");
     // And after a `cd` inside a shell, with `..` in the path.
-    let pid = run(Command::new("sh").args(["-c", "cd store/.. && exec cat ./store/../store/api-token >/dev/null"]).current_dir(&f.dir));
+    let pid = run(Command::new("sh")
+        .args([
+            "-c",
+            "cd store/.. && exec cat ./store/../store/api-token >/dev/null",
+        ])
+        .current_dir(&f.dir));
     let e = d.wait_for(WAIT, |e| is_open_of(e, pid, &f.cred));
     assert_eq!(e["path_arg"], "./store/../store/api-token");
     assert_eq!(e["exe"], canon("cat"));
@@ -111,7 +133,9 @@ fn open_through_a_symlink_is_the_credential_it_leads_to() {
     let link = aws.join("credentials");
     std::os::unix::fs::symlink(&f.cred, &link).expect("symlink");
     let d = Daemon::start(&f.registry(""));
-    let pid = run(Command::new("cat").arg(&link).stdout(std::process::Stdio::null()));
+    let pid = run(Command::new("cat")
+        .arg(&link)
+        .stdout(std::process::Stdio::null()));
     let e = d.wait_for(WAIT, |e| is_open_of(e, pid, &link));
     assert_eq!(e["target"], f.cred.to_str().expect("utf8"));
     assert_eq!(e["nhi"], "test-api");
@@ -134,7 +158,9 @@ fn a_process_that_exits_at_once_is_still_known() {
     assert_eq!(e["ppid"], std::process::id());
     assert_eq!(e["nhi"], "test-api");
     // A holder's exit is reported too.
-    d.wait_for(WAIT, |e| e["kind"] == "exit" && e["pid"] == pid && e["nhi"] == "test-api");
+    d.wait_for(WAIT, |e| {
+        e["kind"] == "exit" && e["pid"] == pid && e["nhi"] == "test-api"
+    });
 }
 
 #[test]
@@ -149,10 +175,10 @@ fn legacy_open_syscall() {
         "import ctypes,os\nfd=ctypes.CDLL(None,use_errno=True).syscall(2,b'{}',os.O_RDONLY)\nassert fd>=0\n",
         f.cred.display()
     );
-    let pid = run(Command::new("python3").args(["-c", &code]));
+    let pid = run(Command::new(PYTHON).args(["-c", &code]));
     let e = d.wait_for(WAIT, |e| is_open_of(e, pid, &f.cred));
     assert_eq!(e["syscall"], "open");
-    assert_eq!(e["exe"], canon("python3"));
+    assert_eq!(e["exe"], canon(PYTHON));
     assert!(e["result"].as_i64().expect("result") >= 0);
     assert_eq!(e["nhi"], "test-api");
 }
@@ -163,9 +189,14 @@ fn a_denied_open_carries_eacces_and_is_drift_for_a_reader_out_of_scope() {
         return;
     }
     let f = Fixture::new("eacces");
-    std::fs::set_permissions(&f.cred, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    std::fs::set_permissions(&f.cred, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
     let d = Daemon::start(&f.registry("    readers:\n      uid: [0]\n"));
-    let pid = run(Command::new("cat").arg(&f.cred).uid(65534).gid(65534).stderr(std::process::Stdio::null()));
+    let pid = run(Command::new("cat")
+        .arg(&f.cred)
+        .uid(65534)
+        .gid(65534)
+        .stderr(std::process::Stdio::null()));
     let e = d.wait_for(WAIT, |e| is_open_of(e, pid, &f.cred));
     assert_eq!(e["result"], -13);
     assert_eq!(e["error"], "EACCES");
@@ -174,9 +205,14 @@ fn a_denied_open_carries_eacces_and_is_drift_for_a_reader_out_of_scope() {
     assert_eq!(e["verdict"], "drift");
     assert_eq!(e["drift"], serde_json::json!(["reader_out_of_scope"]));
     let reason = e["reason"].as_str().expect("reason");
-    assert!(reason.contains("test-api") && reason.contains("uid 65534"), "{reason}");
+    assert!(
+        reason.contains("test-api") && reason.contains("uid 65534"),
+        "{reason}"
+    );
     // Root, a declared reader, is fine.
-    let pid = run(Command::new("cat").arg(&f.cred).stdout(std::process::Stdio::null()));
+    let pid = run(Command::new("cat")
+        .arg(&f.cred)
+        .stdout(std::process::Stdio::null()));
     let e = d.wait_for(WAIT, |e| is_open_of(e, pid, &f.cred));
     assert_eq!(e["verdict"], "ok");
 }
@@ -193,24 +229,29 @@ fn unwatched_opens_are_not_reported_and_unowned_watched_ones_are_unregistered() 
     std::fs::create_dir_all(env.parent().expect("parent")).expect("dir");
     std::fs::write(&env, "A=1\n").expect(".env");
     let d = Daemon::start(&f.registry(""));
-    let quiet = run(Command::new("cat").arg(&plain).stdout(std::process::Stdio::null()));
-    let pid = run(Command::new("cat").arg(&env).stdout(std::process::Stdio::null()));
+    let quiet = run(Command::new("cat")
+        .arg(&plain)
+        .stdout(std::process::Stdio::null()));
+    let pid = run(Command::new("cat")
+        .arg(&env)
+        .stdout(std::process::Stdio::null()));
     let e = d.wait_for(WAIT, |e| is_open_of(e, pid, &env));
     assert_eq!(e["verdict"], "unregistered");
     assert_eq!(e["nhi"], Value::Null);
     // The .env open came after the plain one: by now the plain one would have been written.
-    assert!(!d.events().iter().any(|e| e["pid"] == quiet), "an unwatched open was reported");
+    assert!(
+        !d.events().iter().any(|e| e["pid"] == quiet),
+        "an unwatched open was reported"
+    );
 }
 
 /// Reads the credential, then connects to each address in turn, from one process.
 fn read_then_connect(cred: &Path, targets: &[(String, u16)]) -> u32 {
     let mut code = format!("import socket\nopen('{}').close()\n", cred.display());
     for (host, port) in targets {
-        code += &format!(
-            "s=socket.create_connection(('{host}',{port}))\ns.close()\n"
-        );
+        code += &format!("s=socket.create_connection(('{host}',{port}))\ns.close()\n");
     }
-    run(Command::new("python3").args(["-c", &code]))
+    run(Command::new(PYTHON).args(["-c", &code]))
 }
 
 #[test]
@@ -234,24 +275,40 @@ fn connections_by_a_holder_over_ipv4_and_ipv6_are_checked_against_endpoints() {
     drop(TcpStream::connect(("127.0.0.4", p_bad4)).expect("connect"));
     let pid = read_then_connect(
         &f.cred,
-        &[("127.0.0.3".into(), p_ok4), ("127.0.0.4".into(), p_bad4), ("::1".into(), p_ok6)],
+        &[
+            ("127.0.0.3".into(), p_ok4),
+            ("127.0.0.4".into(), p_bad4),
+            ("::1".into(), p_ok6),
+        ],
     );
-    let e = d.wait_for(WAIT, |e| e["kind"] == "connect" && e["pid"] == pid && e["daddr"] == "127.0.0.3");
+    let e = d.wait_for(WAIT, |e| {
+        e["kind"] == "connect" && e["pid"] == pid && e["daddr"] == "127.0.0.3"
+    });
     assert_eq!(e["dport"], p_ok4);
     assert_eq!(e["nhi"], "test-api");
     assert_eq!(e["verdict"], "ok");
-    assert_eq!(e["exe"], canon("python3"));
-    let e = d.wait_for(WAIT, |e| e["kind"] == "connect" && e["pid"] == pid && e["daddr"] == "127.0.0.4");
+    assert_eq!(e["exe"], canon(PYTHON));
+    let e = d.wait_for(WAIT, |e| {
+        e["kind"] == "connect" && e["pid"] == pid && e["daddr"] == "127.0.0.4"
+    });
     assert_eq!(e["dport"], p_bad4);
     assert_eq!(e["verdict"], "drift");
     assert_eq!(e["drift"], serde_json::json!(["endpoint_out_of_scope"]));
-    assert!(e["reason"].as_str().expect("reason").contains(&format!("127.0.0.4:{p_bad4}")));
-    let e = d.wait_for(WAIT, |e| e["kind"] == "connect" && e["pid"] == pid && e["daddr"] == "::1");
+    assert!(e["reason"]
+        .as_str()
+        .expect("reason")
+        .contains(&format!("127.0.0.4:{p_bad4}")));
+    let e = d.wait_for(WAIT, |e| {
+        e["kind"] == "connect" && e["pid"] == pid && e["daddr"] == "::1"
+    });
     assert_eq!(e["dport"], p_ok6);
     assert_eq!(e["verdict"], "ok");
     assert_eq!(e["dns_names"], serde_json::json!([]));
     let me = std::process::id();
-    assert!(!d.events().iter().any(|e| e["kind"] == "connect" && e["pid"] == me));
+    assert!(!d
+        .events()
+        .iter()
+        .any(|e| e["kind"] == "connect" && e["pid"] == me));
 }
 
 #[test]
@@ -261,7 +318,9 @@ fn sigterm_flushes_and_exits_zero() {
     }
     let f = Fixture::new("term");
     let d = Daemon::start(&f.registry(""));
-    let pid = run(Command::new("cat").arg(&f.cred).stdout(std::process::Stdio::null()));
+    let pid = run(Command::new("cat")
+        .arg(&f.cred)
+        .stdout(std::process::Stdio::null()));
     d.wait_for(WAIT, |e| is_open_of(e, pid, &f.cred));
     let status = d.stop();
     assert_eq!(status.code(), Some(0));

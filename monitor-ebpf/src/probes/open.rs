@@ -50,10 +50,17 @@ fn enter(ctx: &TracePointContext, l: Layout) -> Result<(), ()> {
         }
         None => 0,
     };
-    if is_open && flags & config::FLAG_ALL_OPENS == 0 && !filter::watched(&ev.path, n, flags, &mut ev.ret) {
+    if is_open
+        && flags & config::FLAG_ALL_OPENS == 0
+        && !filter::watched(&ev.path, n, flags, &mut ev.ret)
+    {
         return Ok(());
     }
-    ev.hdr = header(if is_open { EventKind::Open } else { EventKind::Chdir });
+    ev.hdr = header(if is_open {
+        EventKind::Open
+    } else {
+        EventKind::Chdir
+    });
     ev.op = l.op as u32;
     ev.dfd = match l.dfd {
         Some(off) => arg::<u64>(ctx, off) as i32,
@@ -110,10 +117,18 @@ fn exit(ctx: &TracePointContext) {
                     slot.submit(0);
                 } else {
                     slot.discard(0);
-                    count_loss(if is_chdir { LossCause::RingbufChdir } else { LossCause::RingbufOpen });
+                    count_loss(if is_chdir {
+                        LossCause::RingbufChdir
+                    } else {
+                        LossCause::RingbufOpen
+                    });
                 }
             }
-            None => count_loss(if is_chdir { LossCause::RingbufChdir } else { LossCause::RingbufOpen }),
+            None => count_loss(if is_chdir {
+                LossCause::RingbufChdir
+            } else {
+                LossCause::RingbufOpen
+            }),
         }
     }
     let _ = PENDING.remove(&pt);
@@ -139,35 +154,65 @@ macro_rules! open_probe {
 open_probe!(
     sys_enter_openat,
     sys_exit_openat,
-    Layout { op: OpenOp::Openat, dfd: Some(16), path: Some(24), flags: Some(32) }
+    Layout {
+        op: OpenOp::Openat,
+        dfd: Some(16),
+        path: Some(24),
+        flags: Some(32)
+    }
 );
 // syscalls/sys_enter_openat2: dfd at 16, filename at 24, how at 32 (flags read through it).
 open_probe!(
     sys_enter_openat2,
     sys_exit_openat2,
-    Layout { op: OpenOp::Openat2, dfd: Some(16), path: Some(24), flags: None }
+    Layout {
+        op: OpenOp::Openat2,
+        dfd: Some(16),
+        path: Some(24),
+        flags: None
+    }
 );
 // syscalls/sys_enter_open: filename at 16, flags at 24.
 open_probe!(
     sys_enter_open,
     sys_exit_open,
-    Layout { op: OpenOp::Open, dfd: None, path: Some(16), flags: Some(24) }
+    Layout {
+        op: OpenOp::Open,
+        dfd: None,
+        path: Some(16),
+        flags: Some(24)
+    }
 );
 // syscalls/sys_enter_creat: pathname at 16.
 open_probe!(
     sys_enter_creat,
     sys_exit_creat,
-    Layout { op: OpenOp::Creat, dfd: None, path: Some(16), flags: None }
+    Layout {
+        op: OpenOp::Creat,
+        dfd: None,
+        path: Some(16),
+        flags: None
+    }
 );
 // syscalls/sys_enter_chdir: filename at 16.
 open_probe!(
     sys_enter_chdir,
     sys_exit_chdir,
-    Layout { op: OpenOp::Chdir, dfd: None, path: Some(16), flags: None }
+    Layout {
+        op: OpenOp::Chdir,
+        dfd: None,
+        path: Some(16),
+        flags: None
+    }
 );
 // syscalls/sys_enter_fchdir: fd at 16.
 open_probe!(
     sys_enter_fchdir,
     sys_exit_fchdir,
-    Layout { op: OpenOp::Fchdir, dfd: Some(16), path: None, flags: None }
+    Layout {
+        op: OpenOp::Fchdir,
+        dfd: Some(16),
+        path: None,
+        flags: None
+    }
 );

@@ -31,7 +31,9 @@ pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn read_args(ctx: &TracePointContext, argv_off: usize) {
-    let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else { return };
+    let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
     // SAFETY: per-CPU scratch.
     let ev = unsafe { &mut *ev };
     let argv: *const u64 = arg::<u64>(ctx, argv_off) as *const u64;
@@ -127,7 +129,11 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let child: u32 = arg(&ctx, 20);
     match EVENTS.reserve::<ForkEvent>(0) {
         Some(mut slot) => {
-            slot.write(ForkEvent { hdr: header(EventKind::Fork), child_tid: child, _pad: 0 });
+            slot.write(ForkEvent {
+                hdr: header(EventKind::Fork),
+                child_tid: child,
+                _pad: 0,
+            });
             slot.submit(0);
         }
         None => count_loss(LossCause::RingbufFork),
@@ -144,7 +150,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     }
     match EVENTS.reserve::<ExitEvent>(0) {
         Some(mut slot) => {
-            slot.write(ExitEvent { hdr: header(EventKind::Exit) });
+            slot.write(ExitEvent {
+                hdr: header(EventKind::Exit),
+            });
             slot.submit(0);
         }
         None => count_loss(LossCause::RingbufExit),
