@@ -92,7 +92,8 @@ pub struct EventHeader {
     pub tid: u32,
     pub uid: u32,
     pub gid: u32,
-    pub _pad: u32,
+    /// `HDR_*` bits (set on opens and connects).
+    pub flags: u32,
     /// `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`).
     pub ts_ns: u64,
     pub cgroup_id: u64,
@@ -107,7 +108,7 @@ impl EventHeader {
             tid: 0,
             uid: 0,
             gid: 0,
-            _pad: 0,
+            flags: 0,
             ts_ns: 0,
             cgroup_id: 0,
             comm: [0; COMM_LEN],
@@ -115,8 +116,18 @@ impl EventHeader {
     }
 }
 
+/// `EventHeader::flags` bit: the kernel looked at the task's controlling terminal.
+pub const HDR_TTY_KNOWN: u32 = 1;
+/// `EventHeader::flags` bit: the task has a controlling terminal (`current->signal->tty`).
+pub const HDR_TTY: u32 = 2;
+
 /// `OpenEvent::flags` bit: the path did not fit in [`PATH_CAP`] bytes.
 pub const PATH_TRUNCATED: u32 = 1;
+/// `OpenEvent::flags` bit: the caller's standard output is a pipe (FIFO) its parent holds open among
+/// its first [`PARENT_FDS_SCANNED`] fds (command substitution: the parent reads what it writes).
+pub const FEEDS_PARENT: u32 = 2;
+/// How many of the parent's fds the kernel compares with the caller's stdout.
+pub const PARENT_FDS_SCANNED: u64 = 16;
 
 /// An open (or chdir) and its result. Kept in a pending map between syscall enter and exit.
 #[repr(C)]
@@ -136,6 +147,13 @@ pub struct OpenEvent {
     /// Bytes of `path` in use, without the NUL.
     pub path_len: u32,
     pub _pad: u32,
+    /// Inode number of the caller's standard output (fd 1) at the open: a pipe's inode tells
+    /// whose process reads what the caller writes. 0 when unknown.
+    pub stdout_ino: u64,
+    /// Inode number and device of the file opened (when the open succeeded), 0 when unknown.
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad2: u32,
     pub path: [u8; PATH_CAP],
 }
 
@@ -264,11 +282,27 @@ pub mod config {
     pub const SELF_PID: u32 = 0;
     /// `FLAG_*` bits.
     pub const FLAGS: u32 = 1;
-    pub const LEN: u32 = 2;
+    pub const LEN: u32 = 14;
     /// Some pattern needs the directory-prefix scan (see `filter`).
     pub const FLAG_PREFIX_SCAN: u64 = 1;
     /// Report every open, unfiltered (for debugging the filter; costly).
     pub const FLAG_ALL_OPENS: u64 = 2;
+    /// Byte offsets plus one in kernel structs, from the running kernel's BTF (0: unknown), to follow
+    /// `current->files->fdt->fd[n]->f_inode->{i_ino, i_sb->s_dev}`.
+    pub const OFF_TASK_FILES: u32 = 2;
+    pub const OFF_FILES_FDT: u32 = 3;
+    pub const OFF_FDT_FD: u32 = 4;
+    pub const OFF_FILE_INODE: u32 = 5;
+    pub const OFF_INODE_INO: u32 = 6;
+    pub const OFF_INODE_SB: u32 = 7;
+    pub const OFF_SB_DEV: u32 = 8;
+    pub const OFF_TASK_PARENT: u32 = 9;
+    pub const OFF_INODE_MODE: u32 = 10;
+    /// Opens parked in the pending map and not yet taken by their exit (kept by the programs):
+    /// while it is 0, a syscall exit needs no hash lookup.
+    pub const PENDING_COUNT: u32 = 11;
+    pub const OFF_TASK_SIGNAL: u32 = 12;
+    pub const OFF_SIGNAL_TTY: u32 = 13;
 }
 
 #[cfg(feature = "user")]

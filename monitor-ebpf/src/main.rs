@@ -12,6 +12,8 @@
 //! - `probes::connect`: `sock:inet_sock_set_state` into `SYN_SENT`, IPv4 and IPv6.
 #![no_std]
 #![no_main]
+// Inline assembly for the one atomic add core's atomics lack on the BPF target.
+#![feature(asm_experimental_arch)]
 
 mod maps;
 mod probes;

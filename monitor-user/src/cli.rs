@@ -25,6 +25,19 @@ pub enum Command {
     /// Work with NHI registry files.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// The ClickHouse database the daemon writes to.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// The terminal dashboard: every NHI at a glance, drift as it happens, live from the
+    /// daemon's socket (press `?` inside for the keys).
+    Tui(TuiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TuiArgs {
+    /// The daemon's live socket (its `--live-socket`).
+    #[arg(long, value_name = "PATH", default_value = crate::live::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -46,9 +59,46 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
 
+    /// The live feed's unix socket (mode 0600; root and the daemon's user only), which
+    /// `nhiscope tui` reads.
+    #[arg(long, value_name = "PATH", default_value = crate::live::DEFAULT_SOCKET)]
+    pub live_socket: PathBuf,
+
     /// Debugging: send every open from the kernel, bypassing the in-kernel prefilter. Costly.
     #[arg(long, hide = true)]
     pub all_opens: bool,
+
+    /// Where events are stored (ClickHouse); off when neither flag nor config gives a URL.
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+}
+
+/// Where ClickHouse is. Credentials never go on the command line: they come from the config
+/// file (`user:`, `password_file:`) or from NHISCOPE_CLICKHOUSE_USER and
+/// NHISCOPE_CLICKHOUSE_PASSWORD.
+#[derive(Debug, Args)]
+pub struct ClickHouseArgs {
+    /// ClickHouse's HTTP interface, e.g. http://127.0.0.1:8123 (wins over the config file's).
+    #[arg(long, value_name = "URL")]
+    pub clickhouse: Option<String>,
+
+    /// ClickHouse settings (YAML): url, database, user, password_file, cluster, retention_days,
+    /// spool_dir, spool_max_bytes, batch_rows, batch_interval, compression.
+    #[arg(long, value_name = "FILE")]
+    pub clickhouse_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create the database and its tables, or bring them to this version's schema. Safe to run
+    /// again; the daemon does the same at start. Exit code 2 for a bad URL or config.
+    Migrate {
+        #[command(flatten)]
+        clickhouse: ClickHouseArgs,
+        /// Create replicated tables ON CLUSTER NAME, with Distributed tables over them.
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

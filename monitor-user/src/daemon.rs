@@ -18,7 +18,7 @@ use crate::{
     decode,
     engine::{Clock, Engine},
     event::{Event, Kind},
-    filter,
+    filter, live,
     probes::{LoadOptions, ProbeError, Probes},
     registry,
 };
@@ -32,6 +32,11 @@ pub struct Options {
     pub ringbuf_bytes: Option<u32>,
     pub hostname: Option<String>,
     pub all_opens: bool,
+    /// The live feed's socket (`nhiscope tui` reads it).
+    pub live_socket: PathBuf,
+    /// `--clickhouse URL` and `--clickhouse-config FILE` (see `store::config`).
+    pub clickhouse: Option<String>,
+    pub clickhouse_config: Option<PathBuf>,
 }
 
 /// Why the daemon stopped with an error.
@@ -146,10 +151,37 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let registry = registry::load(&opts.registry).map_err(|e| DaemonError::Input(e.to_string()))?;
     let plan = filter::compile(registry.all_patterns())
         .map_err(|e| DaemonError::Input(format!("{}: {e}", opts.registry.display())))?;
+    let store_config = crate::store::StoreConfig::load(
+        opts.clickhouse_config.as_deref(),
+        opts.clickhouse.as_deref(),
+        None,
+        &|k| std::env::var(k).ok(),
+    )
+    .map_err(|e| DaemonError::Input(e.to_string()))?;
     preflight()?;
     let mut sink = Sink::open(opts.json.as_deref())?;
 
+    let offsets = match crate::btf::Btf::from_sys_fs() {
+        Ok(Ok(btf)) => crate::btf::FileOffsets::from_btf(&btf)
+            .map_err(|e| {
+                log::warn!(
+                    "kernel BTF lacks what inode numbers need ({e}): open events will have none"
+                )
+            })
+            .ok(),
+        Ok(Err(e)) => {
+            log::warn!("cannot parse /sys/kernel/btf/vmlinux ({e}): open events will have no inode numbers");
+            None
+        }
+        Err(e) => {
+            log::warn!(
+                "cannot read /sys/kernel/btf/vmlinux ({e}): open events will have no inode numbers"
+            );
+            None
+        }
+    };
     let load = LoadOptions {
+        offsets,
         ringbuf_bytes: opts.ringbuf_bytes,
         all_opens: opts.all_opens,
     };
@@ -167,14 +199,36 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 
     let nhis = registry.nhis.len();
     let host = opts.hostname.clone().unwrap_or_else(hostname);
+    // Connecting, migrating and replaying the spool happen in the background: an unreachable
+    // ClickHouse only means spooling.
+    let store = match store_config {
+        Some(c) => Some(crate::store::Store::start(c, host.clone()).map_err(
+            |e| match e.exit_code() {
+                2 => DaemonError::Input(e.to_string()),
+                _ => DaemonError::Runtime(e.to_string()),
+            },
+        )?),
+        None => None,
+    };
     let mut engine = Engine::new(Arc::new(registry), "/proc", Clock::now(), host);
     let seeded = engine.procs().seed();
+    // The live feed listens before `ready` is printed: a client started after it connects.
+    // Without it the daemon still monitors; only the dashboard is blind.
+    let live = live::Server::bind(&opts.live_socket).unwrap_or_else(|e| {
+        log::error!("live feed disabled, `nhiscope tui` cannot connect: {e}");
+        live::Server::disabled()
+    });
+    live.set_host(engine.host());
+    live.set_registry(engine.registry());
     eprintln!(
         "nhiscope: ready: {} probes attached, {nhis} NHIs registered, {} filter keys, {seeded} processes known",
         probes.attached(),
         plan.keys.len()
     );
 
+    let mut dns_rx = start_dns_capture();
+    let mut watcher = RegistryWatch::new(&opts.registry);
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
     let mut int =
@@ -185,22 +239,57 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let mut out = Vec::with_capacity(1024);
     loop {
         tokio::select! {
+            Some(answers) = dns_rx.recv() => {
+                engine.dns_answers(&answers);
+            }
             guard = ring.readable_mut() => {
+                // DNS answers first: a client connects right after its answer arrives.
+                while let Ok(answers) = dns_rx.try_recv() {
+                    engine.dns_answers(&answers);
+                }
                 let mut guard = guard.map_err(|e| DaemonError::Runtime(format!("ring buffer: {e}")))?;
                 drain(guard.get_inner_mut(), &mut engine, &mut out);
                 guard.clear_ready();
                 sink.write(&out)?;
+                if let Some(store) = &store {
+                    store.send(&out);
+                }
+                live.publish_all(&out);
                 out.clear();
             }
             _ = tick.tick() => {
                 losses(&probes, &engine, &mut reported, &mut out);
+                live.set_health(live_health(&probes));
                 ticks += 1;
+                if watcher.changed(&opts.registry) {
+                    log::info!("{} changed: reloading", opts.registry.display());
+                    reload(&opts.registry, &mut probes, &mut engine);
+                    live.set_registry(engine.registry());
+                }
                 if ticks.is_multiple_of(10) {
+                    if let Some(store) = &store {
+                        let s = &engine.stats;
+                        store.heartbeat(&[
+                            ("records", s.records),
+                            ("events", s.events),
+                            ("filter_false_positives", s.filter_false_positives),
+                        ]);
+                    }
                     let gone = engine.procs().sweep(Duration::from_secs(5));
                     log::debug!("process table: {} entries, {gone} swept", engine.procs().len());
                 }
                 sink.write(&out)?;
+                if let Some(store) = &store {
+                    store.send(&out);
+                }
+                live.publish_all(&out);
                 out.clear();
+            }
+            _ = hup.recv() => {
+                log::info!("SIGHUP: reloading {}", opts.registry.display());
+                reload(&opts.registry, &mut probes, &mut engine);
+                live.set_registry(engine.registry());
+                watcher.seen(&opts.registry);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -210,6 +299,18 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     drain(ring.get_mut(), &mut engine, &mut out);
     losses(&probes, &engine, &mut reported, &mut out);
     sink.write(&out)?;
+    live.publish_all(&out);
+    if let Some(store) = store {
+        store.send(&out);
+        match store.shutdown().await {
+            Ok(r) => log::info!(
+                "store: {} rows inserted, {} batches left in the spool",
+                r.stats.inserted_rows,
+                r.spooled_batches
+            ),
+            Err(e) => log::error!("store: {e}"),
+        }
+    }
     log::info!(
         "stopping: {} records, {} events, {} prefilter false positives",
         engine.stats.records,
@@ -217,6 +318,113 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         engine.stats.filter_false_positives
     );
     Ok(())
+}
+
+/// Read DNS responses on a thread of their own (the socket blocks) and hand their answers to
+/// the main loop. Without CAP_NET_RAW or packet sockets, hostname endpoints cannot match: that
+/// is said once, and the daemon goes on.
+fn start_dns_capture() -> tokio::sync::mpsc::Receiver<Vec<crate::dns::Answer>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    match crate::dns::capture::DnsSocket::open() {
+        Ok(sock) => {
+            let spawned = std::thread::Builder::new().name("nhiscope-dns".into()).spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                let mut dropped: u64 = 0;
+                loop {
+                    match sock.next(&mut buf) {
+                        Ok(a) if a.is_empty() => {}
+                        Ok(a) => match tx.try_send(a) {
+                            Ok(()) => {}
+                            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                                dropped += 1;
+                                if dropped.is_power_of_two() {
+                                    log::warn!("DNS answers arrive faster than they are used: {dropped} dropped");
+                                }
+                            }
+                            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                        },
+                        Err(e) => {
+                            log::warn!("DNS capture stopped: {e}; hostname endpoints will not match new answers");
+                            return;
+                        }
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                log::warn!("cannot start the DNS capture thread: {e}");
+            }
+        }
+        Err(e) => log::warn!(
+            "cannot capture DNS answers ({e}): connections are known by address only, and \
+             `host:` endpoints will not match"
+        ),
+    }
+    rx
+}
+
+/// Load the registry again and put it in force, in the kernel's filter and in the engine, without
+/// detaching anything. An invalid registry is refused and the one in force stays.
+fn reload(path: &Path, probes: &mut Probes, engine: &mut Engine) {
+    let registry = match registry::load(path) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("registry not reloaded, the previous one stays in force: {e}");
+            return;
+        }
+    };
+    let plan = match filter::compile(registry.all_patterns()) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!(
+                "registry not reloaded, the previous one stays in force: {}: {e}",
+                path.display()
+            );
+            return;
+        }
+    };
+    if let Err(e) = probes.set_filter(&plan) {
+        log::error!("registry not reloaded: cannot update the kernel filter: {e}");
+        return;
+    }
+    let n = registry.nhis.len();
+    engine.set_registry(Arc::new(registry));
+    log::info!(
+        "registry reloaded: {n} NHIs, {} filter keys",
+        plan.keys.len()
+    );
+}
+
+/// Notices when the registry file changes (modification time, size or inode).
+struct RegistryWatch {
+    last: Option<(std::time::SystemTime, u64, u64)>,
+}
+
+impl RegistryWatch {
+    fn new(path: &Path) -> Self {
+        Self {
+            last: Self::stamp(path),
+        }
+    }
+
+    fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some((m.modified().ok()?, m.len(), m.ino()))
+    }
+
+    fn seen(&mut self, path: &Path) {
+        self.last = Self::stamp(path);
+    }
+
+    /// True once per change; a file that disappears is not a change (editors replace files).
+    fn changed(&mut self, path: &Path) -> bool {
+        let now = Self::stamp(path);
+        if now.is_some() && now != self.last {
+            self.last = now;
+            return true;
+        }
+        false
+    }
 }
 
 fn drain(
@@ -256,5 +464,20 @@ fn losses(
             out.push(e);
             reported[i] = now[i];
         }
+    }
+}
+
+/// The daemon's part of the live feed's health report; the server adds uptime, event rate and
+/// its client counters.
+fn live_health(probes: &Probes) -> live::Health {
+    let lost = probes.losses();
+    live::Health {
+        kernel_drops: lost.iter().sum(),
+        kernel_drops_by_cause: LossCause::ALL
+            .iter()
+            .filter(|&&c| lost[c as usize] > 0)
+            .map(|&c| (c.name().to_owned(), lost[c as usize]))
+            .collect(),
+        ..live::Health::default()
     }
 }

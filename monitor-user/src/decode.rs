@@ -123,7 +123,7 @@ mod tests {
             tid: 4243,
             uid: 1001,
             gid: 1002,
-            _pad: 0,
+            flags: 0,
             ts_ns: 123_456_789,
             cgroup_id: 77,
             comm,
@@ -142,6 +142,10 @@ mod tests {
             ret: -13,
             path_len: 19,
             _pad: 0,
+            stdout_ino: 77,
+            ino: 1234,
+            dev: 0x801,
+            _pad2: 0,
             path,
         }
     }

@@ -5,6 +5,7 @@
 //! daemon feeds it from the ring buffer, tests feed it by hand.
 
 use std::{
+    collections::HashMap,
     ffi::OsStr,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::unix::ffi::OsStrExt,
@@ -19,7 +20,7 @@ use crate::{
     decode::{self, KernelEvent},
     event::{errno_name, Event, Kind, Verdict},
     proctable::ProcTable,
-    registry::Registry,
+    registry::{Placement, Registry},
     resolve,
     verdict::{self, Actor},
 };
@@ -79,7 +80,27 @@ pub struct Engine {
     proc_root: PathBuf,
     clock: Clock,
     host: String,
+    dns: crate::dns::Cache,
+    /// The registered credential files by identity, (major, minor, inode) -> NHI index: a hard
+    /// link or a bind mount (in any mount namespace) is the same credential under another name.
+    cred_inodes: HashMap<(u32, u32, u64), usize>,
+    cgroups: crate::cgroups::CgroupNames,
     pub stats: Stats,
+}
+
+/// Identity of every literal credential path of `registry`, as it is now on disk.
+fn credential_inodes(registry: &Registry) -> HashMap<(u32, u32, u64), usize> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = HashMap::new();
+    for (i, nhi) in registry.nhis.iter().enumerate() {
+        for g in nhi.credentials.iter().filter(|g| g.is_literal()) {
+            if let Ok(m) = std::fs::metadata(g.as_str()) {
+                out.entry((libc::major(m.dev()), libc::minor(m.dev()), m.ino()))
+                    .or_insert(i);
+            }
+        }
+    }
+    out
 }
 
 impl Engine {
@@ -91,11 +112,14 @@ impl Engine {
     ) -> Self {
         let proc_root = proc_root.into();
         Self {
+            cred_inodes: credential_inodes(&registry),
             registry,
             procs: ProcTable::new(&proc_root),
             proc_root,
             clock,
             host,
+            dns: crate::dns::Cache::default(),
+            cgroups: crate::cgroups::CgroupNames::new(),
             stats: Stats::default(),
         }
     }
@@ -106,6 +130,18 @@ impl Engine {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Addresses and names from a DNS response seen on the host.
+    pub fn dns_answers(&mut self, answers: &[crate::dns::Answer]) {
+        self.dns.insert(answers, std::time::Instant::now());
+    }
+
+    /// Use a new registry from the next record on. Holdings stay: a process that read a
+    /// credential still holds its secret, whatever the registry now says about it.
+    pub fn set_registry(&mut self, registry: Arc<Registry>) {
+        self.cred_inodes = credential_inodes(&registry);
+        self.registry = registry;
     }
 
     pub fn host(&self) -> &str {
@@ -135,7 +171,7 @@ impl Engine {
     fn base(&mut self, kind: Kind, hdr: &EventHeader) -> Event {
         let ts = humantime::format_rfc3339_nanos(self.clock.wall(hdr.ts_ns)).to_string();
         let mut e = Event::new(kind, ts, self.host.clone());
-        let p = self.procs.lookup(hdr.pid);
+        let p = self.procs.lookup_fresh(hdr.pid);
         e.pid = hdr.pid;
         e.tid = hdr.tid;
         e.ppid = p.ppid;
@@ -145,7 +181,52 @@ impl Engine {
         e.comm = decode::comm(hdr);
         e.cmdline = p.cmdline.clone();
         e.cgroup_id = hdr.cgroup_id;
+        let fallback = p.container.as_deref().map(str::to_string);
+        // The kernel's cgroup id is what the task was in at the event; /proc may be gone.
+        if let Some(path) = self.cgroups.path(hdr.cgroup_id) {
+            let container = crate::proctable::container_id(&format!("0::{path}"));
+            let p = self.procs.lookup(hdr.pid);
+            p.container = container.as_deref().map(Arc::from);
+            p.cgroup = Some(path);
+            e.container = container;
+        } else {
+            e.container = fallback;
+        }
+        if hdr.flags & monitor_common::HDR_TTY_KNOWN != 0 {
+            self.procs.lookup(hdr.pid).tty = hdr.flags & monitor_common::HDR_TTY != 0;
+        }
         e
+    }
+
+    /// Whether `pid` runs in a human's terminal session: it has a controlling terminal, or its
+    /// session was opened by `sshd` or `login`. A process that started its own session
+    /// (`setsid`, as daemons and service managers do) without a terminal is not interactive.
+    pub fn is_interactive(&mut self, pid: u32, hdr_flags: u32) -> bool {
+        let p = self.procs.lookup_fresh(pid);
+        // What the kernel saw at the event beats /proc, which may show an exiting process.
+        let tty = if hdr_flags & monitor_common::HDR_TTY_KNOWN != 0 {
+            hdr_flags & monitor_common::HDR_TTY != 0
+        } else {
+            p.tty
+        };
+        if tty {
+            return true;
+        }
+        let sid = p.sid;
+        if sid == 0 {
+            return false;
+        }
+        let leader_parent = match self.procs.get(sid) {
+            Some(leader) => leader.ppid,
+            None => return false,
+        };
+        self.procs
+            .get(leader_parent)
+            .is_some_and(|pp| is_login_manager(&pp.exe, &pp.comm))
+            || self
+                .procs
+                .get(sid)
+                .is_some_and(|l| is_login_manager(&l.exe, &l.comm))
     }
 
     fn open(&mut self, o: &OpenEvent, out: &mut Vec<Event>) {
@@ -162,17 +243,28 @@ impl Engine {
         };
         let path = abs.clone().unwrap_or_else(|| raw_path.to_path_buf());
         let path_s = path.to_string_lossy().into_owned();
-        let target = abs.as_deref().and_then(resolve::symlink_target);
-        let target_s = target.as_ref().map(|t| t.to_string_lossy().into_owned());
-
         let reg = Arc::clone(&self.registry);
-        let owner = reg
-            .owner_of(&path_s)
-            .or_else(|| target_s.as_deref().and_then(|t| reg.owner_of(t)));
-        if owner.is_none()
-            && !reg.is_watched(&path_s)
-            && !target_s.as_deref().is_some_and(|t| reg.is_watched(t))
-        {
+        let by_path = reg.owner_of(&path_s);
+        let by_inode = (o.ino != 0)
+            .then(|| {
+                self.cred_inodes
+                    .get(&(o.dev >> 20, o.dev & 0xf_ffff, o.ino))
+            })
+            .flatten()
+            .and_then(|&i| reg.nhis.get(i));
+        let watched = by_path.is_some() || reg.is_watched(&path_s);
+        // Where a watched name leads is asked only when no NHI owns the name itself (a link
+        // such as ~/.aws/credentials to a file kept elsewhere): each step is a system call.
+        let target = if by_path.is_none() && (watched || by_inode.is_some()) {
+            abs.as_deref().and_then(resolve::symlink_target)
+        } else {
+            None
+        };
+        let target_s = target.as_ref().map(|t| t.to_string_lossy().into_owned());
+        let owner = by_path
+            .or_else(|| target_s.as_deref().and_then(|t| reg.owner_of(t)))
+            .or(by_inode);
+        if owner.is_none() && !watched && !target_s.as_deref().is_some_and(|t| reg.is_watched(t)) {
             self.stats.filter_false_positives += 1;
             return;
         }
@@ -183,6 +275,10 @@ impl Engine {
         e.path_arg = Some(String::from_utf8_lossy(raw).into_owned());
         e.target = target_s;
         e.flags = Some(o.open_flags);
+        if o.ino != 0 {
+            e.inode = Some(o.ino);
+            e.dev = Some(format!("{}:{}", o.dev >> 20, o.dev & 0xf_ffff));
+        }
         e.result = Some(o.ret);
         if o.ret < 0 {
             e.error = Some(errno_name(-o.ret));
@@ -190,14 +286,23 @@ impl Engine {
         let now = self.clock.wall(o.hdr.ts_ns);
         match owner {
             Some(nhi) => {
+                let interactive = self.is_interactive(e.pid, o.hdr.flags);
+                let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
                 let actor = Actor {
                     pid: e.pid,
                     exe: &e.exe,
                     comm: &e.comm,
                     uid: e.uid,
+                    interactive,
+                    at: Placement {
+                        cgroup: cgroup.as_deref(),
+                        container: e.container.as_deref(),
+                    },
                 };
                 let real = target.as_deref().unwrap_or(&path);
-                let mtime = std::fs::metadata(real).and_then(|m| m.modified()).ok();
+                let mtime = nhi
+                    .max_age
+                    .and_then(|_| std::fs::metadata(real).and_then(|m| m.modified()).ok());
                 let f = verdict::assess_open(nhi, &actor, &path_s, now, mtime);
                 e.nhi = Some(nhi.id.to_string());
                 if f.is_drift() {
@@ -213,8 +318,7 @@ impl Engine {
                     );
                 }
                 if o.ret >= 0 {
-                    let id: Arc<str> = Arc::from(nhi.id.as_str());
-                    self.procs.lookup(o.hdr.pid).holds.insert(id);
+                    self.take_hold(o.hdr.pid, &nhi.id, o);
                 }
             }
             None => {
@@ -266,13 +370,38 @@ impl Engine {
                 .map(|p| p.cmdline)
                 .unwrap_or_default();
         }
-        self.procs.exec(
-            pid,
-            x.hdr.uid,
-            decode::comm(&x.hdr),
-            exe.to_string_lossy().into_owned(),
-            cmdline,
-        );
+        let exe = exe.to_string_lossy().into_owned();
+        self.procs
+            .exec(pid, x.hdr.uid, decode::comm(&x.hdr), exe.clone(), cmdline);
+        // Declared holders carry their NHI without reading a file (a secret in the environment).
+        let reg = Arc::clone(&self.registry);
+        let placed = reg.nhis.iter().any(|n| {
+            n.holders
+                .as_ref()
+                .is_some_and(|h| !h.cgroup.is_empty() || !h.container.is_empty())
+        });
+        let (cgroup, container) = if placed {
+            let p = self.procs.lookup_fresh(pid);
+            (p.cgroup.clone(), p.container.clone())
+        } else {
+            (None, None)
+        };
+        let at = Placement {
+            cgroup: cgroup.as_deref(),
+            container: container.as_deref(),
+        };
+        for nhi in &reg.nhis {
+            if nhi
+                .holders
+                .as_ref()
+                .is_some_and(|h| h.admits(&exe, x.hdr.uid, at))
+            {
+                self.procs
+                    .lookup(pid)
+                    .holds
+                    .insert(Arc::from(nhi.id.as_str()));
+            }
+        }
         self.holder_event(Kind::Exec, &x.hdr, out);
     }
 
@@ -304,21 +433,51 @@ impl Engine {
         }
     }
 
+    /// Process `pid` read a credential of NHI `id`: it holds the NHI from now on (its later
+    /// children inherit the holding when they fork). When it read the secret *for its parent*,
+    /// as in `TOKEN=$(cat file)` (its stdout is a pipe its parent reads), the parent holds it too,
+    /// so the parent's later children (`curl -H "Authorization: $TOKEN" ...`) are holders; a
+    /// parent that merely started the reader (its output goes elsewhere) does not, and service
+    /// managers never do.
+    fn take_hold(&mut self, pid: u32, id: &str, o: &OpenEvent) {
+        let id: Arc<str> = Arc::from(id);
+        let p = self.procs.lookup(pid);
+        p.holds.insert(Arc::clone(&id));
+        let ppid = p.ppid;
+        let stdout = p.stdout.clone();
+        if ppid <= 1 {
+            return;
+        }
+        let supervisor = self
+            .procs
+            .get(ppid)
+            .is_none_or(|pp| is_supervisor(&pp.exe, &pp.comm));
+        // The kernel compared the reader's stdout with its parent's fds at the open; without the
+        // kernel offsets that needs, /proc is asked (racy: both may be gone by now).
+        let feeds = if o.stdout_ino != 0 {
+            o.flags & monitor_common::FEEDS_PARENT != 0
+        } else {
+            feeds_parent(&self.proc_root, pid, stdout.as_deref(), ppid)
+        };
+        if !supervisor && feeds {
+            log::debug!("pid {pid} read NHI {id} for its parent {ppid}: the parent holds it too");
+            self.procs.lookup(ppid).holds.insert(id);
+        }
+    }
+
     fn connect(&mut self, c: &ConnectEvent, out: &mut Vec<Event>) {
         let p = self.procs.lookup(c.hdr.pid);
         let mut held: Vec<Arc<str>> = p.holds.iter().cloned().collect();
         let (exe, uid) = (p.exe.clone(), c.hdr.uid);
-        let comm = decode::comm(&c.hdr);
-        let reg = Arc::clone(&self.registry);
-        let actor = Actor {
-            pid: c.hdr.pid,
-            exe: &exe,
-            comm: &comm,
-            uid,
+        let (cgroup, container) = (p.cgroup.clone(), p.container.clone());
+        let at = Placement {
+            cgroup: cgroup.as_deref(),
+            container: container.as_deref(),
         };
+        let reg = Arc::clone(&self.registry);
         for nhi in &reg.nhis {
             if let Some(h) = &nhi.holders {
-                if verdict::principals_match(h, &actor) && !held.iter().any(|id| **id == *nhi.id) {
+                if h.admits(&exe, uid, at) && !held.iter().any(|id| **id == *nhi.id) {
                     held.push(Arc::from(nhi.id.as_str()));
                 }
             }
@@ -327,8 +486,9 @@ impl Engine {
             return;
         }
         let (daddr, saddr) = addrs(c);
-        let names: Vec<String> = Vec::new();
+        let names = self.dns.names(daddr, std::time::Instant::now());
         let now = self.clock.wall(c.hdr.ts_ns);
+        let interactive = self.is_interactive(c.hdr.pid, c.hdr.flags);
         for id in held {
             let Some(nhi) = reg.nhis.iter().find(|n| *n.id == *id) else {
                 continue;
@@ -340,11 +500,17 @@ impl Engine {
             e.sport = (c.sport != 0).then_some(c.sport);
             e.dns_names = Some(names.clone());
             e.nhi = Some(id.to_string());
+            let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
             let actor = Actor {
                 pid: e.pid,
                 exe: &e.exe,
                 comm: &e.comm,
                 uid: e.uid,
+                interactive,
+                at: Placement {
+                    cgroup: cgroup.as_deref(),
+                    container: e.container.as_deref(),
+                },
             };
             let f = verdict::assess_connect(nhi, &actor, daddr, c.dport, &names, now);
             if f.is_drift() {
@@ -382,4 +548,59 @@ fn addrs(c: &ConnectEvent) -> (IpAddr, IpAddr) {
         }
     };
     (conv(&c.daddr), conv(&c.saddr))
+}
+
+/// Programs that start others as a service (never holders through a child's read).
+const SUPERVISORS: &[&str] = &[
+    "systemd",
+    "init",
+    "containerd-shim",
+    "containerd-shim-runc-v2",
+    "runc",
+    "crun",
+    "conmon",
+    "supervisord",
+    "s6-supervise",
+    "runsv",
+    "tini",
+    "dumb-init",
+    "cron",
+    "crond",
+];
+
+fn basename(exe: &str) -> &str {
+    exe.rsplit('/').next().unwrap_or(exe)
+}
+
+fn is_supervisor(exe: &str, comm: &str) -> bool {
+    let b = basename(exe);
+    SUPERVISORS.contains(&b) || SUPERVISORS.contains(&comm) || comm.starts_with("containerd-shim")
+}
+
+fn is_login_manager(exe: &str, comm: &str) -> bool {
+    matches!(basename(exe), "sshd" | "sshd-session" | "login")
+        || matches!(comm, "sshd" | "sshd-session" | "login")
+}
+
+/// Whether `child`'s standard output is a pipe that `parent` holds open: the child's output is
+/// read by its parent (command substitution). Read from /proc while the child lives, else from
+/// what was seen at its exec (`known`); the parent, reading the pipe, is still there.
+fn feeds_parent(proc_root: &Path, child: u32, known: Option<&str>, parent: u32) -> bool {
+    let out = match (
+        known,
+        std::fs::read_link(proc_root.join(format!("{child}/fd/1"))),
+    ) {
+        (Some(k), _) if k.starts_with("pipe:") => k.to_string(),
+        (_, Ok(t)) => t.to_string_lossy().into_owned(),
+        (Some(k), Err(_)) => k.to_string(),
+        (None, Err(_)) => return false,
+    };
+    if !out.starts_with("pipe:") {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(proc_root.join(format!("{parent}/fd"))) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == out))
 }

@@ -4,10 +4,10 @@
 //! `ppid`, `uid`, `exe`, `comm`; `path` and `result` for opens; `daddr`, `dport`, `dns_names` for
 //! connects; `nhi`, `verdict`, `drift`, `reason` on every event.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Open,
@@ -19,7 +19,7 @@ pub enum Kind {
 }
 
 /// The decision on an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Inside the declared scope (or an event that needs no decision, such as an exec).
@@ -31,7 +31,7 @@ pub enum Verdict {
 }
 
 /// Ways a use can leave an NHI's declared scope.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DriftKind {
     ReaderOutOfScope,
@@ -69,6 +69,9 @@ pub struct Event {
     pub comm: String,
     pub cmdline: Vec<String>,
     pub cgroup_id: u64,
+    /// Container id (from the cgroup path), when the process runs in a container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     /// open: the syscall (`openat`, `openat2`, `open`, `creat`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syscall: Option<&'static str>,
@@ -84,6 +87,11 @@ pub struct Event {
     /// open: `open(2)` flags.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flags: Option<u32>,
+    /// open: inode number and device (`major:minor`) of the file opened, when it was opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inode: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
     /// open: the fd, or `-errno`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<i64>,
@@ -129,11 +137,14 @@ impl Event {
             comm: String::new(),
             cmdline: Vec::new(),
             cgroup_id: 0,
+            container: None,
             syscall: None,
             path: None,
             path_arg: None,
             target: None,
             flags: None,
+            inode: None,
+            dev: None,
             result: None,
             error: None,
             daddr: None,

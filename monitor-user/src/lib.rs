@@ -1,16 +1,22 @@
 //! nhiscope's userspace: the domain core (registry, patterns, attribution, verdicts) and the
 //! adapters around it (probes, outputs).
 
+pub mod btf;
+pub mod cgroups;
 pub mod cli;
 pub mod daemon;
 pub mod decode;
+pub mod dns;
 pub mod engine;
 pub mod event;
 pub mod filter;
+pub mod live;
 pub mod pattern;
 pub mod probes;
 pub mod proctable;
 pub mod registry;
 pub mod resolve;
+pub mod store;
+pub mod tui;
 pub mod verdict;
 pub mod watchlist;

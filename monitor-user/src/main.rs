@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nhiscope::{
-    cli::{Cli, Command, RegistryCommand},
-    daemon, registry,
+    cli::{Cli, Command, DbCommand, RegistryCommand},
+    daemon, registry, store, tui,
 };
 
 fn main() -> ExitCode {
@@ -23,6 +23,9 @@ fn main() -> ExitCode {
                 ringbuf_bytes: a.ringbuf_size,
                 hostname: a.hostname,
                 all_opens: a.all_opens,
+                live_socket: a.live_socket,
+                clickhouse: a.clickhouse.clickhouse,
+                clickhouse_config: a.clickhouse.clickhouse_config,
             };
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -42,6 +45,30 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Tui(a) => match tui::run(tui::Options { socket: a.socket }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("nhiscope: error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Db(DbCommand::Migrate {
+            clickhouse,
+            cluster,
+        }) => match store::db_migrate(
+            clickhouse.clickhouse_config.as_deref(),
+            clickhouse.clickhouse.as_deref(),
+            cluster.as_deref(),
+        ) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("nhiscope: error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
         Command::Registry(RegistryCommand::Check { file }) => match registry::load(&file) {
             Ok(r) => {
                 println!(

@@ -81,6 +81,9 @@ pub struct LoadOptions {
     pub ringbuf_bytes: Option<u32>,
     /// Send every open, unfiltered (debugging the prefilter).
     pub all_opens: bool,
+    /// Kernel struct offsets for following fds to inodes (see `btf`); None leaves inode
+    /// numbers out of open records.
+    pub offsets: Option<crate::btf::FileOffsets>,
 }
 
 /// The loaded and attached programs.
@@ -89,6 +92,9 @@ pub struct Probes {
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     losses: PerCpuArray<MapData, u64>,
     attached: usize,
+    /// The bitmap as last written to the kernel.
+    filter: Vec<u64>,
+    options: LoadOptions,
 }
 
 impl Probes {
@@ -119,9 +125,10 @@ impl Probes {
             bpf,
             _logger: logger,
             attached: 0,
+            filter: Vec::new(),
+            options: opts.clone(),
         };
         probes.set_filter(plan)?;
-        probes.set_config(plan, opts)?;
         for &(prog, group, name) in PROGRAMS {
             let attach_err = |e: aya::programs::ProgramError| ProbeError::Attach {
                 prog,
@@ -155,7 +162,12 @@ impl Probes {
         self.attached
     }
 
-    /// Replace the prefilter bitmap.
+    /// Replace the prefilter bitmap and its settings, while the programs run.
+    ///
+    /// Only changed words are written, in two passes: first the union of the old and the new
+    /// bits, then the new bits. A path watched both before and after is never missed while the
+    /// update is under way; a path watched only before may pass a moment longer (harmless: the
+    /// daemon matches exactly).
     pub fn set_filter(&mut self, plan: &FilterPlan) -> Result<(), ProbeError> {
         let mut filter: Array<&mut MapData, u64> = Array::try_from(
             self.bpf
@@ -163,12 +175,26 @@ impl Probes {
                 .ok_or(ProbeError::Map("FILTER", "missing".into()))?,
         )
         .map_err(|e| ProbeError::Map("FILTER", e.to_string()))?;
-        for (i, w) in plan.words.iter().enumerate() {
+        let old = std::mem::take(&mut self.filter);
+        let was = |i: usize| old.get(i).copied().unwrap_or(0);
+        let mut write = |i: usize, w: u64| {
             filter
                 .set(i as u32, w, 0)
-                .map_err(|e| ProbeError::Map("FILTER", e.to_string()))?;
+                .map_err(|e| ProbeError::Map("FILTER", e.to_string()))
+        };
+        for (i, &w) in plan.words.iter().enumerate() {
+            if w | was(i) != was(i) {
+                write(i, w | was(i))?;
+            }
         }
-        Ok(())
+        for (i, &w) in plan.words.iter().enumerate() {
+            if w != w | was(i) {
+                write(i, w)?;
+            }
+        }
+        self.filter = plan.words.clone();
+        let opts = self.options.clone();
+        self.set_config(plan, &opts)
     }
 
     fn set_config(&mut self, plan: &FilterPlan, opts: &LoadOptions) -> Result<(), ProbeError> {
@@ -191,6 +217,25 @@ impl Probes {
         };
         set(&mut cfg, config::SELF_PID, u64::from(std::process::id()))?;
         set(&mut cfg, config::FLAGS, flags)?;
+        if let Some(o) = opts.offsets {
+            // Stored as offset + 1: 0 tells the programs the offset is unknown.
+            let slots = [
+                (config::OFF_TASK_FILES, o.task_files),
+                (config::OFF_FILES_FDT, o.files_fdt),
+                (config::OFF_FDT_FD, o.fdt_fd),
+                (config::OFF_FILE_INODE, o.file_inode),
+                (config::OFF_INODE_INO, o.inode_ino),
+                (config::OFF_INODE_SB, o.inode_sb),
+                (config::OFF_SB_DEV, o.sb_dev),
+                (config::OFF_TASK_PARENT, o.task_parent),
+                (config::OFF_INODE_MODE, o.inode_mode),
+                (config::OFF_TASK_SIGNAL, o.task_signal),
+                (config::OFF_SIGNAL_TTY, o.signal_tty),
+            ];
+            for (slot, offset) in slots {
+                set(&mut cfg, slot, u64::from(offset) + 1)?;
+            }
+        }
         Ok(())
     }
 

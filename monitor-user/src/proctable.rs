@@ -27,6 +27,20 @@ pub struct Process {
     pub cwd: Option<PathBuf>,
     /// NHIs this process holds (opened one of their credentials, or inherited the holding).
     pub holds: BTreeSet<Arc<str>>,
+    /// Session id (`setsid`), from /proc when it could be read.
+    pub sid: u32,
+    /// Whether the process has a controlling terminal.
+    pub tty: bool,
+    /// Container id, from the cgroup path, when the process runs in a container.
+    pub container: Option<Arc<str>>,
+    /// cgroup v2 path (`/system.slice/x.service`), when it could be read.
+    pub cgroup: Option<Arc<str>>,
+    /// `sid`, `tty`, `container` and `stdout` need reading again from /proc (after an exec):
+    /// done when first needed, not at every exec.
+    pub session_stale: bool,
+    /// Where its standard output went when it started (`pipe:[N]`, a file, a terminal), read
+    /// at exec: a reader that is gone by the time its open is handled is still understood.
+    pub stdout: Option<String>,
     /// Created by a fork record and not yet confirmed to be a process (it may be a thread).
     pub unconfirmed: bool,
     pub seen: Instant,
@@ -43,10 +57,68 @@ impl Process {
             cmdline: Vec::new(),
             cwd: None,
             holds: BTreeSet::new(),
+            sid: 0,
+            tty: false,
+            container: None,
+            cgroup: None,
+            stdout: None,
+            session_stale: false,
             unconfirmed: false,
             seen: Instant::now(),
         }
     }
+
+    /// Refresh what can change at exec or setsid (session, terminal, cgroup) from /proc; keeps
+    /// the old values when the process is already gone.
+    pub fn refresh_session(&mut self, root: &Path) {
+        let dir = root.join(self.pid.to_string());
+        if let Some((sid, tty)) = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .and_then(|s| parse_stat(&s))
+        {
+            self.sid = sid;
+            self.tty = tty;
+        }
+        self.stdout = std::fs::read_link(dir.join("fd/1"))
+            .ok()
+            .map(|t| t.to_string_lossy().into_owned());
+        if let Ok(cg) = std::fs::read_to_string(dir.join("cgroup")) {
+            self.container = container_id(&cg).map(Arc::from);
+            self.cgroup = cg
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .map(Arc::from);
+        }
+    }
+}
+
+/// Session id and "has a controlling terminal" from the text of /proc/PID/stat.
+pub fn parse_stat(stat: &str) -> Option<(u32, bool)> {
+    // The command name is in parentheses and may contain anything: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    let _state = f.next()?;
+    let _ppid = f.next()?;
+    let _pgrp = f.next()?;
+    let sid = f.next()?.parse().ok()?;
+    let tty_nr: i64 = f.next()?.parse().ok()?;
+    Some((sid, tty_nr != 0))
+}
+
+/// The container id in a /proc/PID/cgroup text: the last 64-hex-digit run in the path
+/// (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `/kubepods/.../<id>`, `libpod-<id>`).
+pub fn container_id(cgroup: &str) -> Option<String> {
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .or_else(|| cgroup.lines().find_map(|l| l.splitn(3, ':').nth(2)))?;
+    let mut found = None;
+    for part in path.split(['/', '-', '.', ':']) {
+        if part.len() == 64 && part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            found = Some(part.to_ascii_lowercase());
+        }
+    }
+    found
 }
 
 /// All known processes by pid.
@@ -135,6 +207,38 @@ impl ProcTable {
         p.comm = comm;
         p.exe = exe;
         p.cmdline = cmdline;
+        p.session_stale = true;
+    }
+
+    /// The process, with its session facts read again if an exec made them stale.
+    pub fn lookup_fresh(&mut self, pid: u32) -> &mut Process {
+        let root = self.proc_root.clone();
+        let p = self.lookup(pid);
+        if p.session_stale {
+            p.refresh_session(&root);
+            p.session_stale = false;
+        }
+        p
+    }
+
+    /// The parent chain of `pid`, nearest first (bounded, and safe against cycles).
+    pub fn ancestors(&self, pid: u32) -> Vec<&Process> {
+        let mut out = Vec::new();
+        let mut cur = self.procs.get(&pid).map(|p| p.ppid);
+        while let Some(pp) = cur {
+            if pp == 0 || out.len() >= 64 {
+                break;
+            }
+            let Some(p) = self.procs.get(&pp) else { break };
+            out.push(p);
+            cur = Some(p.ppid).filter(|&x| x != pp);
+        }
+        out
+    }
+
+    /// The proc filesystem root this table reads.
+    pub fn proc_root(&self) -> &Path {
+        &self.proc_root
     }
 
     /// Process `pid` ended: its entry is returned and removed.
@@ -202,8 +306,18 @@ pub fn read_proc(root: &Path, pid: u32) -> Option<Process> {
         cmdline,
         cwd: std::fs::read_link(dir.join("cwd")).ok(),
         holds: BTreeSet::new(),
+        sid: 0,
+        tty: false,
+        container: None,
+        cgroup: None,
+        stdout: None,
+        session_stale: false,
         unconfirmed: false,
         seen: Instant::now(),
+    })
+    .map(|mut p| {
+        p.refresh_session(root);
+        p
     })
 }
 
@@ -264,6 +378,38 @@ mod tests {
         assert_eq!(t.exit(200).map(|p| p.pid), Some(200));
         assert!(t.get(200).is_none());
         let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn stat_gives_session_and_terminal() {
+        let s = "4242 (a (weird) name) S 1 4242 4242 34816 4242 4194560 0 0";
+        assert_eq!(parse_stat(s), Some((4242, true)));
+        let s = "17 (cron) S 1 17 17 0 -1 4194560";
+        assert_eq!(parse_stat(s), Some((17, false)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn container_ids_from_cgroup_paths() {
+        let id = "3f4e1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7";
+        assert_eq!(
+            container_id(&format!("0::/system.slice/docker-{id}.scope\n")),
+            Some(id.into())
+        );
+        assert_eq!(
+            container_id(&format!(
+                "0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope"
+            )),
+            Some(id.into())
+        );
+        assert_eq!(
+            container_id(&format!("12:pids:/kubepods/besteffort/pod1/{id}")),
+            Some(id.into())
+        );
+        assert_eq!(
+            container_id("0::/user.slice/user-0.slice/session-1.scope"),
+            None
+        );
     }
 
     #[test]

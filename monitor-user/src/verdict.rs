@@ -7,7 +7,7 @@ use std::{net::IpAddr, time::SystemTime};
 
 use crate::{
     event::DriftKind,
-    registry::{Endpoint, Nhi, Principals},
+    registry::{Interactive, Nhi, Placement},
 };
 
 /// The process behind an event, as the verdict needs it.
@@ -17,6 +17,10 @@ pub struct Actor<'a> {
     pub exe: &'a str,
     pub comm: &'a str,
     pub uid: u32,
+    /// The process is in a human's terminal session (see `Engine::is_interactive`).
+    pub interactive: bool,
+    /// Its cgroup and container.
+    pub at: Placement<'a>,
 }
 
 impl Actor<'_> {
@@ -52,13 +56,18 @@ impl Findings {
     }
 }
 
-/// Does the actor fit these principals? Every list that is given must match.
-pub fn principals_match(p: &Principals, actor: &Actor<'_>) -> bool {
-    (p.exe.is_empty() || p.exe.iter().any(|g| g.matches(actor.exe)))
-        && (p.uid.is_empty() || p.uid.contains(&actor.uid))
-}
-
+/// Drift that any use can have: expiry and interactive use.
 fn lifetime(nhi: &Nhi, actor: &Actor<'_>, now: SystemTime, what: &str, f: &mut Findings) {
+    if actor.interactive && nhi.interactive == Interactive::Deny {
+        f.add(
+            DriftKind::InteractiveUse,
+            format!(
+                "{} {what} from a human's terminal session, and NHI {} does not allow interactive use.",
+                actor.describe(),
+                nhi.id
+            ),
+        );
+    }
     if let Some(exp) = nhi.expires {
         if now > exp {
             f.add(
@@ -85,7 +94,7 @@ pub fn assess_open(
 ) -> Findings {
     let mut f = Findings::default();
     if let Some(readers) = &nhi.readers {
-        if !principals_match(readers, actor) {
+        if !readers.admits(actor.exe, actor.uid, actor.at) {
             f.add(
                 DriftKind::ReaderOutOfScope,
                 format!(
@@ -115,20 +124,6 @@ pub fn assess_open(
     f
 }
 
-/// Does an endpoint allow this destination? `names` are the hostnames DNS gave for `addr`.
-pub fn endpoint_allows(e: &Endpoint, addr: IpAddr, port: u16, names: &[String]) -> bool {
-    let port_ok = match e.port {
-        Some(p) => p == port,
-        None => e.ports.is_empty() || e.ports.contains(&port),
-    };
-    let addr_ok = match (&e.cidr, &e.host) {
-        (Some(c), _) => c.contains(addr),
-        (None, Some(h)) => names.iter().any(|n| h.matches(n)),
-        (None, None) => true,
-    };
-    port_ok && addr_ok
-}
-
 /// A connection by a holder of `nhi`.
 pub fn assess_connect(
     nhi: &Nhi,
@@ -140,10 +135,7 @@ pub fn assess_connect(
 ) -> Findings {
     let mut f = Findings::default();
     if let Some(endpoints) = &nhi.endpoints {
-        if !endpoints
-            .iter()
-            .any(|e| endpoint_allows(e, addr, port, names))
-        {
+        if !endpoints.iter().any(|e| e.allows(addr, port, names)) {
             let dest = match names.first() {
                 Some(n) => format!("{n} ({})", sockaddr(addr, port)),
                 None => sockaddr(addr, port),

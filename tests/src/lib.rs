@@ -10,6 +10,11 @@
 //! package (monitor-user), so cargo's `CARGO_BIN_EXE_*` does not reach it. `cargo xtask test`
 //! builds it first and sets `NHISCOPE_BIN`.
 
+pub mod capture;
+pub mod chdb;
+pub mod clickhouse;
+pub mod procs;
+
 use std::{
     env,
     fs::{self, File},
@@ -118,9 +123,16 @@ pub struct Daemon {
 
 impl Daemon {
     /// Writes `registry_yaml` into a fresh directory, starts the daemon on it with
-    /// `--json <dir>/events.jsonl`, and returns once it printed `ready` on stderr.
+    /// `--json <dir>/events.jsonl` and `--live-socket <dir>/live.sock` (each daemon its own, so
+    /// that tests run side by side), and returns once it printed `ready` on stderr.
     #[track_caller]
     pub fn start(registry_yaml: &str) -> Daemon {
+        Self::start_with(registry_yaml, &[])
+    }
+
+    /// [`Daemon::start`] with `extra` arguments for `nhiscope daemon`.
+    #[track_caller]
+    pub fn start_with(registry_yaml: &str, extra: &[&std::ffi::OsStr]) -> Daemon {
         let bin = nhiscope_bin();
         let dir = temp_dir("daemon");
         let registry = dir.join("registry.yaml");
@@ -133,6 +145,9 @@ impl Daemon {
             .arg(&registry)
             .arg("--json")
             .arg(&events_path)
+            .arg("--live-socket")
+            .arg(dir.join("live.sock"))
+            .args(extra)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -192,6 +207,11 @@ impl Daemon {
     /// The JSON-lines file it writes events to.
     pub fn events_path(&self) -> &Path {
         &self.events_path
+    }
+
+    /// Its live feed's socket (`nhiscope tui --socket`), listening once it is ready.
+    pub fn live_socket(&self) -> PathBuf {
+        self.dir.join("live.sock")
     }
 
     /// Its output so far (stderr lines; stdout lines prefixed with `stdout: `).

@@ -9,7 +9,10 @@ use std::{
     time::Duration,
 };
 
-use nhiscope_tests::{require_root_bpf, temp_dir, Daemon};
+use nhiscope_tests::{
+    procs::{canon, connect_code, run, PYTHON},
+    require_root_bpf, temp_dir, Daemon,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -37,29 +40,6 @@ impl Fixture {
             self.cred.display()
         )
     }
-}
-
-fn canon(cmd: &str) -> String {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .expect("sh");
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    std::fs::canonicalize(&p)
-        .unwrap_or_else(|e| panic!("{cmd} not found ({p}): {e}"))
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// Debian's interpreter: a real executable (a version manager's `python3` may be a shell shim).
-const PYTHON: &str = "/usr/bin/python3";
-
-fn run(cmd: &mut Command) -> u32 {
-    let mut child = cmd.spawn().expect("spawn");
-    let pid = child.id();
-    let st = child.wait().expect("wait");
-    assert!(st.code().is_some(), "{cmd:?} was killed");
-    pid
 }
 
 fn is_open_of(e: &Value, pid: u32, path: &Path) -> bool {
@@ -247,10 +227,11 @@ fn unwatched_opens_are_not_reported_and_unowned_watched_ones_are_unregistered() 
 
 /// Reads the credential, then connects to each address in turn, from one process.
 fn read_then_connect(cred: &Path, targets: &[(String, u16)]) -> u32 {
-    let mut code = format!("import socket\nopen('{}').close()\n", cred.display());
-    for (host, port) in targets {
-        code += &format!("s=socket.create_connection(('{host}',{port}))\ns.close()\n");
-    }
+    let code = format!(
+        "open('{}').close()\n{}",
+        cred.display(),
+        connect_code(targets)
+    );
     run(Command::new(PYTHON).args(["-c", &code]))
 }
 

@@ -4,7 +4,9 @@
 //! shared plumbing (printing and running commands, the workspace's paths). To add a task, add a
 //! module and one variant to `Task`.
 
+mod bench;
 mod build;
+mod clickhouse;
 mod cmd;
 mod ebpf;
 mod run;
@@ -39,9 +41,20 @@ enum Task {
     /// Set up, build in release, and run the daemon on examples/registry.yaml with events as
     /// JSON lines on stdout (as root).
     Run(run::Options),
+    /// The local development ClickHouse server that `run` starts (data in .nhiscope/).
+    Clickhouse(clickhouse::Options),
     /// Set up, build, then run every test (kernel tests included: they fail instead of
     /// skipping), `cargo fmt --check` and clippy with -D warnings. What CI runs.
     Test(test::Options),
+    /// Measure the DESIGN.md performance targets in one run, as ratios against baselines taken
+    /// in the same run: kernel cost per openat (vs a bpftrace one-liner), open+close loop
+    /// slowdown, userspace pipeline throughput, idle RSS and CPU. Builds in release first.
+    /// Needs root, bpftool and bpftrace; takes about 2 minutes after the build. Writes
+    /// target/bench/results.json and target/bench/results.md.
+    Bench(bench::Options),
+    /// Open and close one path N times (the benchmark's workload; prints JSON).
+    #[command(hide = true)]
+    OpenLoop(bench::open_loop::Options),
 }
 
 fn main() -> Result<()> {
@@ -51,5 +64,8 @@ fn main() -> Result<()> {
         Task::Build(opts) => build::run(&opts).map(drop),
         Task::Run(opts) => run::run(&opts),
         Task::Test(opts) => test::run(&opts),
+        Task::Clickhouse(opts) => clickhouse::run(&opts),
+        Task::Bench(opts) => bench::run(&opts),
+        Task::OpenLoop(opts) => bench::open_loop::run(&opts),
     }
 }

@@ -34,8 +34,10 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     };
     match EVENTS.reserve::<ConnectEvent>(0) {
         Some(mut slot) => {
+            let mut hdr = header(EventKind::Connect);
+            hdr.flags = super::files::tty_flags();
             slot.write(ConnectEvent {
-                hdr: header(EventKind::Connect),
+                hdr,
                 family,
                 sport: arg(&ctx, 24),
                 dport: arg(&ctx, 26),

@@ -1,6 +1,7 @@
 //! One file per probe family.
 
 pub mod connect;
+pub mod files;
 pub mod filter;
 pub mod open;
 pub mod process;
@@ -23,7 +24,7 @@ pub fn header(kind: EventKind) -> EventHeader {
         tid: pt as u32,
         uid: ug as u32,
         gid: (ug >> 32) as u32,
-        _pad: 0,
+        flags: 0,
         // SAFETY: helpers without arguments.
         ts_ns: unsafe { generated::bpf_ktime_get_boot_ns() },
         // SAFETY: as above.

@@ -11,9 +11,11 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
-use monitor_common::{config, EventKind, LossCause, OpenEvent, OpenOp, PATH_CAP, PATH_TRUNCATED};
+use monitor_common::{
+    config, EventKind, LossCause, OpenEvent, OpenOp, FEEDS_PARENT, PATH_CAP, PATH_TRUNCATED,
+};
 
-use super::{arg, filter, header};
+use super::{arg, files, filter, header};
 use crate::maps::{count_loss, CONFIG, EVENTS, OPEN_SCRATCH, PENDING};
 
 const AT_FDCWD: i32 = -100;
@@ -61,6 +63,9 @@ fn enter(ctx: &TracePointContext, l: Layout) -> Result<(), ()> {
     } else {
         EventKind::Chdir
     });
+    if is_open {
+        ev.hdr.flags = files::tty_flags();
+    }
     ev.op = l.op as u32;
     ev.dfd = match l.dfd {
         Some(off) => arg::<u64>(ctx, off) as i32,
@@ -82,15 +87,44 @@ fn enter(ctx: &TracePointContext, l: Layout) -> Result<(), ()> {
     ev.flags = if n >= PATH_CAP - 1 { PATH_TRUNCATED } else { 0 };
     ev.ret = 0;
     ev.path_len = n as u32;
-    if PENDING.insert(&pt, ev, 0).is_err() {
+    ev.stdout_ino = if is_open {
+        files::fd_inode(1).map_or(0, |(ino, _)| ino)
+    } else {
+        0
+    };
+    if files::parent_holds(ev.stdout_ino) {
+        ev.flags |= FEEDS_PARENT;
+    }
+    ev.ino = 0;
+    ev.dev = 0;
+    ev._pad2 = 0;
+    if PENDING.insert(&pt, ev, 0).is_ok() {
+        pending_add(1);
+    } else {
         count_loss(LossCause::PendingFull);
         warn!(ctx, "nhiscope: pending-open map full, an open was lost");
     }
     Ok(())
 }
 
+/// Move the count of parked opens (an atomic add: exits run on every CPU).
+#[inline(always)]
+fn pending_add(delta: u64) {
+    if let Some(p) = CONFIG.get_ptr_mut(config::PENDING_COUNT) {
+        // SAFETY: a valid, 8-byte aligned map value; an atomic add (BPF_XADD), which core's
+        // atomics do not offer on this target.
+        unsafe {
+            core::arch::asm!("lock *(u64 *)({p} + 0) += {d}", p = in(reg) p, d = in(reg) delta);
+        }
+    }
+}
+
 #[inline(always)]
 fn exit(ctx: &TracePointContext) {
+    // Nothing parked anywhere: this exit cannot be one of ours (the common case, one load).
+    if CONFIG.get(config::PENDING_COUNT).copied().unwrap_or(1) == 0 {
+        return;
+    }
     let pt = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed below.
     let Some(pending) = (unsafe { PENDING.get(&pt) }) else {
@@ -113,7 +147,15 @@ fn exit(ctx: &TracePointContext) {
                 };
                 if copied == 0 {
                     // SAFETY: `dst` was fully written by the copy above.
-                    unsafe { (*dst).ret = ret };
+                    unsafe {
+                        (*dst).ret = ret;
+                        if ret >= 0 && !is_chdir {
+                            if let Some((ino, dev)) = files::fd_inode(ret as u64) {
+                                (*dst).ino = ino;
+                                (*dst).dev = dev;
+                            }
+                        }
+                    }
                     slot.submit(0);
                 } else {
                     slot.discard(0);
@@ -131,7 +173,9 @@ fn exit(ctx: &TracePointContext) {
             }),
         }
     }
-    let _ = PENDING.remove(&pt);
+    if PENDING.remove(&pt).is_ok() {
+        pending_add(u64::MAX); // -1
+    }
 }
 
 macro_rules! open_probe {

@@ -122,14 +122,63 @@ pub struct Principals {
     pub exe: Vec<Glob>,
     /// User ids.
     pub uid: Vec<u32>,
+    /// cgroup v2 path globs (`/system.slice/billing.service`, `/kubepods.slice/**`).
+    pub cgroup: Vec<Glob>,
+    /// Container id patterns (`*` for any container, `3f4e1a*` for one).
+    pub container: Vec<String>,
+}
+
+/// Where a process runs, beyond its executable and user.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Placement<'a> {
+    /// Its cgroup v2 path, when known.
+    pub cgroup: Option<&'a str>,
+    /// Its container id, when it runs in a container.
+    pub container: Option<&'a str>,
 }
 
 impl Principals {
-    /// Whether a process running `exe` as `uid` is in the set.
+    /// Whether a process running `exe` as `uid`, outside any known cgroup or container, is in
+    /// the set.
     pub fn allows(&self, exe: &str, uid: u32) -> bool {
+        self.admits(exe, uid, Placement::default())
+    }
+
+    /// Whether a process running `exe` as `uid` in `at` is in the set: every list that is
+    /// given must match.
+    pub fn admits(&self, exe: &str, uid: u32, at: Placement<'_>) -> bool {
         (self.exe.is_empty() || self.exe.iter().any(|g| g.matches(exe)))
             && (self.uid.is_empty() || self.uid.contains(&uid))
+            && (self.cgroup.is_empty()
+                || at
+                    .cgroup
+                    .is_some_and(|c| self.cgroup.iter().any(|g| g.matches(c))))
+            && (self.container.is_empty()
+                || at
+                    .container
+                    .is_some_and(|c| self.container.iter().any(|p| wildcard(p, c))))
     }
+}
+
+/// `*`-only wildcard match (any run of characters), case-insensitive.
+fn wildcard(pat: &str, s: &str) -> bool {
+    let (p, s) = (pat.to_ascii_lowercase(), s.to_ascii_lowercase());
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return p == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// A place a holder may connect to: a host name pattern or an address block, on some ports.
@@ -356,20 +405,36 @@ struct RawPrincipals {
     exe: Vec<Glob>,
     #[serde(default)]
     uid: Vec<u32>,
+    #[serde(default)]
+    cgroup: Vec<Glob>,
+    #[serde(default)]
+    container: Vec<String>,
 }
 
 impl Validate for Principals {
     type Raw = RawPrincipals;
-    const EXPECTING: &'static str = "a mapping with `exe` and/or `uid`";
+    const EXPECTING: &'static str = "a mapping with `exe`, `uid`, `cgroup` and/or `container`";
     fn validate(r: RawPrincipals) -> Result<Principals, String> {
-        if r.exe.is_empty() && r.uid.is_empty() {
+        if r.exe.is_empty() && r.uid.is_empty() && r.cgroup.is_empty() && r.container.is_empty() {
             return Err(
-                "give `exe` or `uid` (or leave the key out to allow any process)".to_owned(),
+                "give `exe`, `uid`, `cgroup` or `container` (or leave the key out to allow any process)"
+                    .to_owned(),
             );
+        }
+        if let Some(bad) = r
+            .container
+            .iter()
+            .find(|c| c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '*'))
+        {
+            return Err(format!(
+                "container pattern `{bad}`: use a container id, a prefix with `*`, or `*` for any container"
+            ));
         }
         Ok(Principals {
             exe: r.exe,
             uid: r.uid,
+            cgroup: r.cgroup,
+            container: r.container,
         })
     }
 }
@@ -571,3 +636,41 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+
+    #[test]
+    fn container_and_cgroup_principals() {
+        let r = parse(
+            "nhis:\n  - id: a\n    credentials: [/x/token]\n    readers:\n      container: ['*']\n      cgroup: [/kubepods.slice/**]\n",
+            "t.yaml",
+        )
+        .expect("valid");
+        let p = r.nhis[0].readers.as_ref().expect("readers");
+        let inside = Placement {
+            cgroup: Some("/kubepods.slice/pod1/cri-containerd-ab.scope"),
+            container: Some("ab"),
+        };
+        assert!(p.admits("/bin/cat", 0, inside));
+        assert!(!p.admits(
+            "/bin/cat",
+            0,
+            Placement {
+                cgroup: inside.cgroup,
+                container: None
+            }
+        ));
+        assert!(!p.admits("/bin/cat", 0, Placement::default()));
+        assert!(wildcard("3f4e*", "3F4E1A"));
+        assert!(!wildcard("3f4e*", "4f4e"));
+        assert!(wildcard("*", "x"));
+        let e = parse(
+            "nhis:\n  - id: a\n    credentials: [/x/t]\n    holders:\n      container: ['a b']\n",
+            "t.yaml",
+        )
+        .expect_err("bad container pattern");
+        assert!(e.to_string().contains("container pattern"), "{e}");
+    }
+}

@@ -268,7 +268,7 @@ fn inline_errors_name_the_place() {
             nhi("    readers: {}\n"),
             4,
             14,
-            "nhis[0].readers: give `exe` or `uid`",
+            "nhis[0].readers: give `exe`, `uid`, `cgroup` or `container`",
         ),
         (
             nhi("    readers:\n      exe: [bin/x]\n"),

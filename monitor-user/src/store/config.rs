@@ -1,0 +1,368 @@
+//! Where the store writes and how: the `--clickhouse URL` flag, the `--clickhouse-config FILE`
+//! (YAML), and the environment.
+//!
+//! Credentials never come from the command line (where `ps` shows them to every user) nor from
+//! the URL: the user from `user:` in the file or `NHISCOPE_CLICKHOUSE_USER`, the password from
+//! the file named by `password_file:` or `NHISCOPE_CLICKHOUSE_PASSWORD`. The password is kept in
+//! a [`Secret`], which never prints.
+//!
+//! ```yaml
+//! url: http://127.0.0.1:8123      # http only (this build has no TLS)
+//! database: nhiscope               # letters, digits, _
+//! user: nhiscope
+//! password_file: /etc/nhiscope/clickhouse.password
+//! cluster: fleet                   # optional: replicated tables ON CLUSTER
+//! retention_days: 90               # optional: TTL (current servers) or dropped partitions (18.16)
+//! spool_dir: /var/lib/nhiscope/spool
+//! spool_max_bytes: 1073741824
+//! batch_rows: 100000               # a batch is sent when it has this many rows...
+//! batch_interval: 500ms            # ...or is this old
+//! compression: lz4                 # lz4 or none
+//! ```
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Environment variable holding the ClickHouse user.
+pub const ENV_USER: &str = "NHISCOPE_CLICKHOUSE_USER";
+/// Environment variable holding the ClickHouse password.
+pub const ENV_PASSWORD: &str = "NHISCOPE_CLICKHOUSE_PASSWORD";
+
+/// The default spool directory (the daemon runs as root).
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/nhiscope/spool";
+
+/// A password: shown as `***` by `Debug`, readable only through [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How request bodies are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Lz4,
+}
+
+/// Everything the store needs; build it with [`StoreConfig::new`] or [`StoreConfig::load`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreConfig {
+    /// `http://host:port`, checked: no credentials, no path, no query.
+    pub url: String,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub cluster: Option<String>,
+    pub retention_days: Option<u32>,
+    pub spool_dir: PathBuf,
+    /// Bound on the spool's batch files; loss rows are kept beyond it.
+    pub spool_max_bytes: u64,
+    pub batch_rows: usize,
+    pub batch_interval: Duration,
+    pub compression: Compression,
+    /// Longest wait for one insert or query before it counts as failed.
+    pub request_timeout: Duration,
+    /// Longest wait between two attempts while ClickHouse is failing.
+    pub retry_max: Duration,
+    /// How long `shutdown` may spend inserting before it spools what is left.
+    pub shutdown_timeout: Duration,
+}
+
+/// A configuration that cannot be used: the daemon exits with code 2.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The URL is unusable; the message says why.
+    #[error("--clickhouse {url}: {why}")]
+    Url { url: String, why: String },
+    /// The config file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    /// The config file is not valid (position when known, then the message).
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A value is invalid, wherever it came from.
+    #[error("{0}")]
+    Value(String),
+    /// The password file could not be read.
+    #[error("password_file {file}: cannot read: {source}")]
+    PasswordFile {
+        file: String,
+        source: std::io::Error,
+    },
+}
+
+/// The config file's keys; all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    url: Option<String>,
+    database: Option<String>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    cluster: Option<String>,
+    retention_days: Option<u32>,
+    spool_dir: Option<PathBuf>,
+    spool_max_bytes: Option<u64>,
+    batch_rows: Option<usize>,
+    /// Durations are read as text and parsed after, where the key's line can be found.
+    batch_interval: Option<String>,
+    compression: Option<Compression>,
+    request_timeout: Option<String>,
+    retry_max: Option<String>,
+}
+
+/// Parses the duration `value` of `key` in config `file` (whose text is `text`).
+fn duration(
+    file: &Path,
+    text: &str,
+    key: &str,
+    value: Option<&str>,
+) -> Result<Option<Duration>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    humantime::parse_duration(value).map(Some).map_err(|e| {
+        let (line, column) = text
+            .lines()
+            .enumerate()
+            .find_map(|(i, l)| {
+                let rest = l.trim_start().strip_prefix(key)?.strip_prefix(':')?;
+                let value_at = l.len() - rest.trim_start().len();
+                Some((i + 1, value_at + 1))
+            })
+            .unwrap_or((1, 1));
+        ConfigError::Invalid {
+            file: file.display().to_string(),
+            line,
+            column,
+            message: format!("{key}: `{value}` is not a duration ({e}); e.g. 500ms, 2s"),
+        }
+    })
+}
+
+impl StoreConfig {
+    /// Defaults around a URL (checked); no credentials.
+    pub fn new(url: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: check_url(url)?,
+            database: "nhiscope".into(),
+            user: None,
+            password: None,
+            cluster: None,
+            retention_days: None,
+            spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
+            spool_max_bytes: 1 << 30,
+            batch_rows: 100_000,
+            batch_interval: Duration::from_millis(500),
+            compression: Compression::Lz4,
+            request_timeout: Duration::from_secs(10),
+            retry_max: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// The configuration from the optional config `file`, the `--clickhouse` flag (`url`, which
+    /// wins over the file's), the `--cluster` flag, and the environment (`env` reads a
+    /// variable: `std::env::var(..).ok()` outside tests). `Ok(None)` when no URL is given at all:
+    /// the store is off.
+    pub fn load(
+        file: Option<&Path>,
+        url: Option<&str>,
+        cluster: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let (fc, text) = match file {
+            Some(path) => parse_file(path)?,
+            None => (FileConfig::default(), String::new()),
+        };
+        let at = file.unwrap_or(Path::new("-"));
+        let batch_interval = duration(at, &text, "batch_interval", fc.batch_interval.as_deref())?;
+        let request_timeout =
+            duration(at, &text, "request_timeout", fc.request_timeout.as_deref())?;
+        let retry_max = duration(at, &text, "retry_max", fc.retry_max.as_deref())?;
+        let Some(url) = url.map(str::to_owned).or(fc.url.clone()) else {
+            return match file {
+                Some(path) => Err(ConfigError::Value(format!(
+                    "{}: no `url:` and no --clickhouse URL",
+                    path.display()
+                ))),
+                None => Ok(None),
+            };
+        };
+        let mut c = Self::new(&url)?;
+        if let Some(v) = fc.database {
+            c.database = v;
+        }
+        c.user = fc.user;
+        c.cluster = cluster.map(str::to_owned).or(fc.cluster);
+        c.retention_days = fc.retention_days;
+        if let Some(v) = fc.spool_dir {
+            c.spool_dir = v;
+        }
+        if let Some(v) = fc.spool_max_bytes {
+            c.spool_max_bytes = v;
+        }
+        if let Some(v) = fc.batch_rows {
+            c.batch_rows = v;
+        }
+        if let Some(v) = batch_interval {
+            c.batch_interval = v;
+        }
+        if let Some(v) = fc.compression {
+            c.compression = v;
+        }
+        if let Some(v) = request_timeout {
+            c.request_timeout = v;
+        }
+        if let Some(v) = retry_max {
+            c.retry_max = v;
+        }
+        if let Some(path) = &fc.password_file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::PasswordFile {
+                    file: path.display().to_string(),
+                    source,
+                })?;
+            c.password = Some(Secret::new(text.trim_end_matches(['\n', '\r'])));
+        }
+        if let Some(user) = env(ENV_USER).filter(|u| !u.is_empty()) {
+            c.user = Some(user);
+        }
+        if let Some(password) = env(ENV_PASSWORD) {
+            c.password = Some(Secret::new(password));
+        }
+        c.validate()?;
+        Ok(Some(c))
+    }
+
+    /// Checks the values a caller may have set by hand.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ident = |what: &str, v: &str| {
+            let ok = !v.is_empty()
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !v.as_bytes()[0].is_ascii_digit();
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Value(format!(
+                    "{what} `{v}`: use letters, digits and _ (not first a digit)"
+                )))
+            }
+        };
+        ident("database", &self.database)?;
+        if let Some(c) = &self.cluster {
+            ident("cluster", c)?;
+        }
+        if self.batch_rows == 0 {
+            return Err(ConfigError::Value("batch_rows must be at least 1".into()));
+        }
+        if self.batch_interval.is_zero() {
+            return Err(ConfigError::Value("batch_interval must not be 0".into()));
+        }
+        if self.retention_days == Some(0) {
+            return Err(ConfigError::Value(
+                "retention_days must be at least 1 (leave it out to keep rows forever)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The URL as logs may show it.
+    pub fn display_url(&self) -> &str {
+        &self.url
+    }
+}
+
+fn parse_file(path: &Path) -> Result<(FileConfig, String), ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    if text.trim().is_empty() {
+        return Ok((FileConfig::default(), text));
+    }
+    let fc = serde_yaml::from_str(&text).map_err(|e| {
+        let (line, column) = e.location().map_or((1, 1), |at| (at.line(), at.column()));
+        let mut message = e.to_string();
+        // serde_yaml appends " at line L column C": the prefix already says it.
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        ConfigError::Invalid {
+            file,
+            line,
+            column,
+            message,
+        }
+    })?;
+    Ok((fc, text))
+}
+
+/// Checks a ClickHouse HTTP URL and returns it without a trailing `/`.
+pub fn check_url(url: &str) -> Result<String, ConfigError> {
+    let err = |why: &str| ConfigError::Url {
+        // Never echo what may be a password.
+        url: redact(url),
+        why: why.to_owned(),
+    };
+    let parsed = url::Url::parse(url).map_err(|e| err(&format!("not a URL ({e})")))?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" => return Err(err("https is not supported by this build: use http")),
+        s => return Err(err(&format!("scheme `{s}` is not http"))),
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(err("no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(err(&format!(
+            "credentials do not belong in the URL: set the user with `user:` in \
+             --clickhouse-config or {ENV_USER}, the password with `password_file:` or {ENV_PASSWORD}"
+        )));
+    }
+    if parsed.path() != "/" && !parsed.path().is_empty() {
+        return Err(err(
+            "a path is not supported (the database is set with `database:`)",
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(err("a query string is not supported"));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// `url` with anything between `//` and `@` replaced by `***`.
+fn redact(url: &str) -> String {
+    match (url.find("//"), url.rfind('@')) {
+        (Some(a), Some(b)) if b > a => format!("{}***{}", &url[..a + 2], &url[b..]),
+        _ => url.to_owned(),
+    }
+}

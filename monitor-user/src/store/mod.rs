@@ -1,0 +1,806 @@
+//! The ClickHouse store: every decided event, every coverage gap and a heartbeat per host, kept
+//! in ClickHouse with nothing lost and nothing doubled across outages, retries and crashes.
+//!
+//! ```text
+//! StoreHandle::send(&[Event]) ──> pending rows ──(batch_rows or batch_interval)──> batch
+//!      (seq numbers here)                                                            │
+//!            channel full? ──────────────────────────> spool (disk) <── insert failed │
+//!                                                        │   ▲                       ▼
+//!                                       replay, oldest first │        writer task ─> INSERT ... FORMAT RowBinary
+//! ```
+//! * [`config`]: URL, database, credentials (file or environment, never argv), limits.
+//! * [`schema`] and [`migrate`]: versioned DDL for 18.16 and for current servers.
+//! * [`row`]: the rows, neutral (what the spool keeps) and per dialect (what is sent).
+//! * [`sink`]: batches, inserts, the idempotency check, and the writer task.
+//! * [`spool`]: the bounded on-disk queue and the checkpoint.
+//! * [`queries`]: the queries nhiscope ships, for both dialects.
+//!
+//! # Nothing doubled
+//! Every row carries its identity `(host, run_id, seq)`: `run_id` is random per store start,
+//! `seq` numbers the rows of that run. Three layers keep a row from being stored twice:
+//! 1. A batch whose earlier attempt may have reached the server (a timeout, a connection lost
+//!    mid-request, a server error, a batch restored from the spool of a dead process) is
+//!    *uncertain*; before inserting it again the sink selects the `seq`s of its range and
+//!    inserts only the missing rows. This works on 18.16 and makes retries exact in the
+//!    common case, without `FINAL`.
+//! 2. On current servers the insert carries `insert_deduplication_token` (the batch's token,
+//!    the same on every retry) and the tables have `non_replicated_deduplication_window`, so
+//!    the server itself drops a repeated batch. Replicated tables (`--cluster`) deduplicate
+//!    repeated blocks on 18.16 too, since a plain retry sends identical rows (not tested here:
+//!    that needs ZooKeeper).
+//! 3. All tables are `ReplacingMergeTree` sorted by a key that ends with `(run_id, seq)`: if
+//!    a copy slips through anyway (a check racing an insert the server was still writing),
+//!    merges remove it, and `FINAL` hides it until then.
+//!
+//! # Nothing lost
+//! A batch leaves memory only into ClickHouse or into the spool (`fsync`ed, renamed into
+//! place). When the spool is full, the events that do not fit are counted and written as a
+//! `spool_full` loss row. A checkpoint (`state.json`) records what was accepted and what was
+//! made durable; after a crash, the next start writes the difference as an `unclean_stop` loss
+//! row covering the time the agent was down.
+
+pub mod config;
+pub mod migrate;
+pub mod queries;
+pub mod row;
+pub mod schema;
+pub mod sink;
+pub mod spool;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use config::{ConfigError, StoreConfig};
+use row::{AgentRow, EventRow, LossRow, Ts};
+use sink::{Batch, Control, Rows, Writer};
+use spool::{Dropped, Pushed, Ranges, Spool, State};
+
+use crate::event::{Event, Kind};
+
+/// Why the store could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The configuration is unusable (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The spool directory cannot be used (exit code 2: the user must fix a path or a mount).
+    #[error("spool {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The store must be started inside a tokio runtime.
+    #[error("the store needs a tokio runtime")]
+    NoRuntime,
+    /// The writer task ended before answering (it panicked).
+    #[error("the store's writer task stopped unexpectedly")]
+    WriterGone,
+    /// ClickHouse failed (for `db migrate`, which has no spool to fall back on).
+    #[error("ClickHouse {url}: {message}")]
+    Server { url: String, message: String },
+}
+
+impl StoreError {
+    /// The process exit code for this error when it happens at start.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StoreError::Config(_) | StoreError::Spool { .. } => 2,
+            StoreError::NoRuntime | StoreError::WriterGone | StoreError::Server { .. } => 1,
+        }
+    }
+}
+
+/// A coverage gap to record (see [`StoreHandle::record_loss`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loss {
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub count: u64,
+    /// A stable name: `ringbuf_full_open`, `decode_error`, ...
+    pub cause: String,
+    /// A sentence for a person.
+    pub reason: String,
+}
+
+/// Counters of the store itself, also written on every heartbeat (`store_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Events accepted by [`StoreHandle::send`].
+    pub accepted: u64,
+    /// Rows inserted into ClickHouse (events, losses, heartbeats).
+    pub inserted_rows: u64,
+    /// Rows written to the spool.
+    pub spooled_rows: u64,
+    /// Rows waiting in the spool now, and their bytes.
+    pub spool_rows: u64,
+    pub spool_bytes: u64,
+    /// Events dropped because the spool was full.
+    pub dropped_events: u64,
+    /// Failed requests to ClickHouse.
+    pub errors: u64,
+    /// Whether the last request to ClickHouse succeeded.
+    pub healthy: bool,
+}
+
+/// What `shutdown` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    pub stats: StoreStats,
+    /// Batches left in the spool for the next start.
+    pub spooled_batches: usize,
+}
+
+/// Starts stores.
+pub struct Store;
+
+impl Store {
+    /// Opens the spool, writes the loss row of an earlier unclean stop if there was one, and
+    /// spawns the writer task (which connects, migrates and replays the spool in the
+    /// background: an unreachable server is not an error here). Must be called inside a tokio
+    /// runtime. `host` is written on heartbeats and loss rows (events carry their own).
+    pub fn start(config: StoreConfig, host: impl Into<String>) -> Result<StoreHandle, StoreError> {
+        config.validate()?;
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
+        let host = host.into();
+        let spool_dir = config.spool_dir.clone();
+        let spool_err = |source| StoreError::Spool {
+            path: spool_dir.clone(),
+            source,
+        };
+        let spool = Spool::open(&config.spool_dir, config.spool_max_bytes).map_err(spool_err)?;
+        if !spool.is_empty() {
+            log::info!(
+                "spool {}: {} batches ({} rows, {} bytes) from an earlier run wait for ClickHouse",
+                config.spool_dir.display(),
+                spool.len(),
+                spool.rows(),
+                spool.bytes()
+            );
+        }
+        let previous = spool.read_state();
+        let run_id = random_u64();
+        let started = Ts::now();
+        let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
+        let (control_tx, control_rx) = mpsc::channel(1);
+        let shared = Arc::new(Shared {
+            host: host.clone(),
+            run_id,
+            started,
+            config,
+            pending: Mutex::new(Pending::default()),
+            spool: Mutex::new(spool),
+            ledger: Mutex::new(Ledger::default()),
+            batches: batch_tx,
+            counters: Counters::default(),
+        });
+        if let Some(prev) = previous {
+            shared.recover_previous(prev);
+        }
+        shared.checkpoint(true).map_err(spool_err)?;
+        let writer = Writer::new(Arc::clone(&shared), batch_rx, control_rx);
+        let task = rt.spawn(writer.run());
+        Ok(StoreHandle {
+            shared,
+            control: control_tx,
+            task: Some(task),
+        })
+    }
+}
+
+/// `nhiscope db migrate`: the configuration from the config `file`, the `--clickhouse` URL,
+/// `--cluster` and the environment; then the schema, applied. Returns a summary line.
+pub fn db_migrate(
+    file: Option<&std::path::Path>,
+    url: Option<&str>,
+    cluster: Option<&str>,
+) -> Result<String, StoreError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let config = StoreConfig::load(file, url, cluster, &env)?.ok_or_else(|| {
+        ConfigError::Value(
+            "no ClickHouse URL: give --clickhouse URL or `url:` in --clickhouse-config".into(),
+        )
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Server {
+            url: config.url.clone(),
+            message: format!("cannot start a runtime: {e}"),
+        })?;
+    let (_, report) = rt
+        .block_on(sink::Conn::open(&config))
+        .map_err(|e| StoreError::Server {
+            url: config.url.clone(),
+            message: e.message,
+        })?;
+    let applied = if report.applied.is_empty() {
+        "nothing to apply".to_owned()
+    } else {
+        format!(
+            "applied {}",
+            report
+                .applied
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    Ok(format!(
+        "{}: database `{}` at schema version {} ({} dialect, ClickHouse {}): {applied}",
+        config.url,
+        report.schema.database,
+        report.version,
+        report.schema.dialect.as_str(),
+        report.server_version
+    ))
+}
+
+/// Batches that may wait for the writer before `send` spools them itself.
+const BATCH_QUEUE: usize = 4;
+
+/// The daemon's side of a running store. Dropping it without [`StoreHandle::shutdown`] makes
+/// the writer flush (or spool) and stop in the background, if the runtime lives long enough; a
+/// crash loses what is in memory, and the next start writes it as an `unclean_stop` loss row.
+pub struct StoreHandle {
+    shared: Arc<Shared>,
+    control: mpsc::Sender<Control>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl StoreHandle {
+    /// Hands events to the store. Never blocks on ClickHouse and never drops: rows wait in
+    /// memory until a batch is full or old enough; a batch the writer cannot take at once is
+    /// written to the spool right here. `loss` events also become rows of `losses`, covering
+    /// the time since the previous loss event of the same cause.
+    pub fn send(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let cut = self.shared.accept(events);
+        for b in cut {
+            self.shared.dispatch(b);
+        }
+    }
+
+    /// Records a coverage gap that did not come as a `loss` event.
+    pub fn record_loss(&self, loss: Loss) {
+        let mut p = self.shared.pending();
+        let seq = p.next_aux();
+        p.losses.push(LossRow {
+            host: self.shared.host.clone(),
+            run_id: self.shared.run_id,
+            seq,
+            start: Ts::from_system(loss.start),
+            end: Ts::from_system(loss.end),
+            count: loss.count,
+            cause: loss.cause,
+            reason: loss.reason,
+        });
+        p.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Writes a heartbeat row for this host with the daemon's `counters` and the store's own
+    /// (`store_*`). Call it every few seconds.
+    pub fn heartbeat(&self, counters: &[(&str, u64)]) {
+        let s = self.stats();
+        let mut all: Vec<(String, u64)> = counters
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), *v))
+            .collect();
+        all.extend([
+            ("store_accepted".to_owned(), s.accepted),
+            ("store_inserted_rows".to_owned(), s.inserted_rows),
+            ("store_spooled_rows".to_owned(), s.spooled_rows),
+            ("store_spool_rows".to_owned(), s.spool_rows),
+            ("store_spool_bytes".to_owned(), s.spool_bytes),
+            ("store_dropped_events".to_owned(), s.dropped_events),
+            ("store_errors".to_owned(), s.errors),
+        ]);
+        let mut p = self.shared.pending();
+        let seq = p.next_aux();
+        p.agents.push(AgentRow {
+            host: self.shared.host.clone(),
+            run_id: self.shared.run_id,
+            seq,
+            ts: Ts::now(),
+            started: self.shared.started,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            counters: all,
+        });
+        p.since.get_or_insert_with(Instant::now);
+    }
+
+    /// The store's counters now.
+    pub fn stats(&self) -> StoreStats {
+        self.shared.stats()
+    }
+
+    /// This store's run id (the `run_id` column of its rows).
+    pub fn run_id(&self) -> u64 {
+        self.shared.run_id
+    }
+
+    /// Inserts what is in memory (or spools it when ClickHouse is failing, or when the
+    /// shutdown timeout is reached), writes a clean checkpoint, and stops the writer.
+    pub async fn shutdown(mut self) -> Result<ShutdownReport, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Shutdown(tx)).await.is_err() {
+            return Err(StoreError::WriterGone);
+        }
+        let report = rx.await.map_err(|_| StoreError::WriterGone)?;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        Ok(report)
+    }
+}
+
+/// Rows not yet in a batch.
+#[derive(Default)]
+struct Pending {
+    events: Vec<EventRow>,
+    losses: Vec<LossRow>,
+    agents: Vec<AgentRow>,
+    /// Next event `seq` (events accepted so far).
+    next_seq: u64,
+    /// Next `seq` of loss and heartbeat rows.
+    next_aux: u64,
+    /// When the oldest pending row arrived.
+    since: Option<Instant>,
+    /// End of the last loss row per cause (the next one starts there).
+    last_loss: HashMap<String, Ts>,
+}
+
+impl Pending {
+    fn next_aux(&mut self) -> u64 {
+        let s = self.next_aux;
+        self.next_aux += 1;
+        s
+    }
+}
+
+/// Durability accounting for the checkpoint.
+#[derive(Default)]
+struct Ledger {
+    /// Event seqs stored, spooled, or counted as dropped.
+    accounted: Ranges,
+    /// Event batches cut but not yet accounted: first seq -> time of their first row.
+    in_transit: BTreeMap<u64, Ts>,
+    /// Spool-full drops not yet written as a loss row.
+    dropped: Option<Dropped>,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    inserted_rows: AtomicU64,
+    spooled_rows: AtomicU64,
+    dropped_events: AtomicU64,
+    errors: AtomicU64,
+    healthy: AtomicBool,
+}
+
+/// State shared by the handle and the writer. Locks are never nested.
+pub(crate) struct Shared {
+    host: String,
+    run_id: u64,
+    started: Ts,
+    config: StoreConfig,
+    pending: Mutex<Pending>,
+    spool: Mutex<Spool>,
+    ledger: Mutex<Ledger>,
+    batches: mpsc::Sender<Batch>,
+    counters: Counters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves consistent data (every update is a
+    // single push or assignment): keep going rather than losing events.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        lock(&self.pending)
+    }
+
+    pub(crate) fn spool(&self) -> MutexGuard<'_, Spool> {
+        lock(&self.spool)
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        lock(&self.ledger)
+    }
+
+    /// Turns events into pending rows; returns the batches that became full.
+    fn accept(&self, events: &[Event]) -> Vec<Batch> {
+        let now = Ts::now();
+        let mut cut = Vec::new();
+        let mut p = self.pending();
+        for e in events {
+            let seq = p.next_seq;
+            p.next_seq += 1;
+            let row = EventRow::from_event(e, self.run_id, seq, now);
+            if e.kind == Kind::Loss {
+                let cause = e.cause.clone().unwrap_or_else(|| "unknown".into());
+                let start = p.last_loss.get(&cause).copied().unwrap_or(self.started);
+                p.last_loss.insert(cause.clone(), row.ts);
+                let aux = p.next_aux();
+                p.losses.push(LossRow {
+                    host: e.host.clone(),
+                    run_id: self.run_id,
+                    seq: aux,
+                    start,
+                    end: row.ts,
+                    count: e.count.unwrap_or(0),
+                    cause,
+                    reason: e.reason.clone(),
+                });
+            }
+            p.events.push(row);
+            p.since.get_or_insert_with(Instant::now);
+            if p.events.len() >= self.config.batch_rows {
+                let rows = std::mem::take(&mut p.events);
+                cut.push(Batch::new(&self.host, self.run_id, Rows::Events(rows)));
+            }
+        }
+        self.counters
+            .accepted
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        drop(p);
+        for b in &cut {
+            self.in_transit(b);
+        }
+        cut
+    }
+
+    /// Cuts the pending rows into batches when the oldest is `batch_interval` old (or `all`).
+    pub(crate) fn cut_due(&self, all: bool) -> Vec<Batch> {
+        let mut p = self.pending();
+        let due = p
+            .since
+            .is_some_and(|t| all || t.elapsed() >= self.config.batch_interval);
+        if !due {
+            return Vec::new();
+        }
+        p.since = None;
+        let mut out = Vec::new();
+        if !p.events.is_empty() {
+            let rows = std::mem::take(&mut p.events);
+            out.push(Batch::new(&self.host, self.run_id, Rows::Events(rows)));
+        }
+        if !p.losses.is_empty() {
+            let rows = std::mem::take(&mut p.losses);
+            out.push(Batch::new(&self.host, self.run_id, Rows::Losses(rows)));
+        }
+        if !p.agents.is_empty() {
+            let rows = std::mem::take(&mut p.agents);
+            out.push(Batch::new(&self.host, self.run_id, Rows::Agents(rows)));
+        }
+        drop(p);
+        for b in &out {
+            self.in_transit(b);
+        }
+        out
+    }
+
+    fn in_transit(&self, b: &Batch) {
+        if let Rows::Events(r) = &b.rows {
+            if let Some(first) = r.first() {
+                self.ledger().in_transit.insert(first.seq, first.ts);
+            }
+        }
+    }
+
+    /// Hands a batch to the writer, or spools it when the writer is busy.
+    fn dispatch(&self, b: Batch) {
+        match self.batches.try_send(b) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b)) => {
+                self.spool_batch(b)
+            }
+        }
+    }
+
+    /// Marks an event batch's seqs as accounted for.
+    fn account(&self, b: &Batch) {
+        if let Rows::Events(r) = &b.rows {
+            let mut l = self.ledger();
+            for row in r {
+                l.accounted.insert(row.seq, row.seq);
+            }
+            if let Some(first) = r.first() {
+                l.in_transit.remove(&first.seq);
+            }
+        }
+    }
+
+    /// A batch reached ClickHouse (`written` rows were new).
+    pub(crate) fn stored(&self, b: &Batch, written: usize) {
+        self.counters
+            .inserted_rows
+            .fetch_add(written as u64, Ordering::Relaxed);
+        self.account(b);
+        let _ = self.checkpoint(false);
+    }
+
+    /// A spooled batch reached ClickHouse.
+    pub(crate) fn replayed(&self, _b: &Batch, written: usize) {
+        self.counters
+            .inserted_rows
+            .fetch_add(written as u64, Ordering::Relaxed);
+    }
+
+    /// Writes a batch to the spool; when it does not fit, counts its events as dropped.
+    pub(crate) fn spool_batch(&self, b: Batch) {
+        if let Some(b) = self.try_spool_batch(b) {
+            self.drop_batch(&b, "the spool is full");
+            let _ = self.checkpoint(false);
+        }
+    }
+
+    /// Like [`Shared::spool_batch`], but a batch that does not fit is handed back.
+    pub(crate) fn try_spool_batch(&self, b: Batch) -> Option<Batch> {
+        let pushed = self.spool().push(&b);
+        match pushed {
+            Ok(Pushed::Stored) => {
+                self.counters
+                    .spooled_rows
+                    .fetch_add(b.len() as u64, Ordering::Relaxed);
+                self.account(&b);
+            }
+            Ok(Pushed::Full) => return Some(b),
+            Err(e) => {
+                log::error!(
+                    "spool {}: cannot write a batch: {e}",
+                    self.config.spool_dir.display()
+                );
+                self.drop_batch(&b, "the spool cannot be written");
+            }
+        }
+        let _ = self.checkpoint(false);
+        None
+    }
+
+    fn drop_batch(&self, b: &Batch, why: &str) {
+        match &b.rows {
+            Rows::Events(r) => {
+                let (Some(first), Some(last)) = (r.first(), r.last()) else {
+                    return;
+                };
+                let n = r.len() as u64;
+                let total = self.counters.dropped_events.fetch_add(n, Ordering::Relaxed) + n;
+                if total == n {
+                    log::error!(
+                        "{why} ({} bytes, limit {}): dropping events; they are counted and \
+                         will be written as a spool_full loss row",
+                        self.spool().bytes(),
+                        self.config.spool_max_bytes
+                    );
+                }
+                let mut l = self.ledger();
+                Dropped::add(&mut l.dropped, first.ts, last.ts, n);
+                for row in r {
+                    l.accounted.insert(row.seq, row.seq);
+                }
+                l.in_transit.remove(&first.seq);
+            }
+            Rows::Agents(_) => log::debug!("{why}: dropping a heartbeat"),
+            // Loss batches are exempt from the bound: only an I/O error gets here.
+            Rows::Losses(r) => log::error!("{why}: {} loss rows are lost", r.len()),
+        }
+    }
+
+    fn quarantined(&self, e: &spool::Entry) {
+        if e.table == schema::Table::Events {
+            let now = Ts::now();
+            let mut p = self.pending();
+            let seq = p.next_aux();
+            p.losses.push(LossRow {
+                host: self.host.clone(),
+                run_id: self.run_id,
+                seq,
+                start: now,
+                end: now,
+                count: e.rows as u64,
+                cause: "spool_corrupt".into(),
+                reason: format!(
+                    "{} spooled events could not be read back from {}.",
+                    e.rows,
+                    e.path.display()
+                ),
+            });
+            p.since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    pub(crate) fn spool_quarantine(&self, e: &spool::Entry) {
+        let gone = self.spool().quarantine_front();
+        if let Some(gone) = gone {
+            debug_assert_eq!(gone.id, e.id);
+            self.quarantined(&gone);
+        }
+    }
+
+    /// Moves spool-full drops into a pending loss row (the spool has room again).
+    pub(crate) fn flush_dropped(&self) {
+        let d = self.ledger().dropped.take();
+        if let Some(d) = d {
+            let mut p = self.pending();
+            let seq = p.next_aux();
+            p.losses.push(dropped_row(&self.host, self.run_id, seq, d));
+            p.since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Spool-full drops as a loss batch of their own, for the final flush.
+    pub(crate) fn take_dropped_batch(&self) -> Option<Batch> {
+        let d = self.ledger().dropped.take()?;
+        let seq = self.pending().next_aux();
+        let row = dropped_row(&self.host, self.run_id, seq, d);
+        Some(Batch::new(&self.host, self.run_id, Rows::Losses(vec![row])))
+    }
+
+    pub(crate) fn set_healthy(&self, ok: bool) {
+        self.counters.healthy.store(ok, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_error(&self) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stats(&self) -> StoreStats {
+        let c = &self.counters;
+        let (spool_rows, spool_bytes) = {
+            let s = self.spool();
+            (s.rows(), s.bytes())
+        };
+        StoreStats {
+            accepted: c.accepted.load(Ordering::Relaxed),
+            inserted_rows: c.inserted_rows.load(Ordering::Relaxed),
+            spooled_rows: c.spooled_rows.load(Ordering::Relaxed),
+            spool_rows,
+            spool_bytes,
+            dropped_events: c.dropped_events.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            healthy: c.healthy.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn report(&self) -> ShutdownReport {
+        ShutdownReport {
+            stats: self.stats(),
+            spooled_batches: self.spool().len(),
+        }
+    }
+
+    /// Writes `state.json`. `clean` means nothing is in memory any more (the final flush).
+    pub(crate) fn checkpoint(&self, clean: bool) -> std::io::Result<()> {
+        let (next_seq, pending_ts) = {
+            let p = self.pending();
+            (p.next_seq, p.events.first().map(|r| r.ts))
+        };
+        let (durable, transit_ts, dropped) = {
+            let l = self.ledger();
+            (
+                l.accounted.as_vec().to_vec(),
+                l.in_transit.values().min().copied(),
+                l.dropped,
+            )
+        };
+        let oldest_pending = match (pending_ts, transit_ts) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let state = State {
+            run_id: self.run_id,
+            host: self.host.clone(),
+            started: self.started,
+            updated: Ts::now(),
+            next_seq,
+            durable,
+            oldest_pending,
+            clean,
+            dropped,
+        };
+        let r = self.spool().write_state(&state, clean);
+        if let Err(e) = &r {
+            log::warn!(
+                "spool {}: cannot write the checkpoint: {e}",
+                self.config.spool_dir.display()
+            );
+        }
+        r
+    }
+
+    /// Turns what an earlier store left unaccounted into loss rows.
+    fn recover_previous(&self, prev: State) {
+        let now = Ts::now();
+        let mut rows = Vec::new();
+        if let Some(d) = prev.dropped {
+            rows.push(dropped_row(&prev.host, prev.run_id, u64::MAX - 1, d));
+        }
+        if !prev.clean {
+            let mut accounted = Ranges::from_vec(prev.durable.clone());
+            for (a, b) in self.spool().event_ranges(prev.run_id) {
+                accounted.insert(a, b);
+            }
+            let lost = prev.next_seq - accounted.count_below(prev.next_seq);
+            let start = prev.oldest_pending.unwrap_or(prev.updated);
+            log::warn!(
+                "the previous store (run {:016x}) stopped without a shutdown: {lost} accepted \
+                 events were not saved; writing a loss row for the gap since {}",
+                prev.run_id,
+                start.to_rfc3339()
+            );
+            rows.push(LossRow {
+                host: prev.host.clone(),
+                run_id: prev.run_id,
+                seq: u64::MAX,
+                start,
+                end: now,
+                count: lost,
+                cause: "unclean_stop".into(),
+                reason: format!(
+                    "nhiscope stopped without flushing (killed or crashed) and restarted at \
+                     {}: {lost} events it had accepted were lost, and nothing was observed in \
+                     between.",
+                    now.to_rfc3339()
+                ),
+            });
+        }
+        if rows.is_empty() {
+            return;
+        }
+        // Spooled at once, so that a second crash cannot lose them; replayed with the rest.
+        let b = Batch::new(&prev.host, prev.run_id, Rows::Losses(rows));
+        if let Err(e) = self.spool().push(&b) {
+            log::error!("spool: cannot save the loss rows of the previous run: {e}");
+        }
+    }
+}
+
+fn dropped_row(host: &str, run_id: u64, seq: u64, d: Dropped) -> LossRow {
+    LossRow {
+        host: host.to_owned(),
+        run_id,
+        seq,
+        start: d.start,
+        end: d.end,
+        count: d.count,
+        cause: "spool_full".into(),
+        reason: format!(
+            "{} events were dropped because ClickHouse was unreachable and the spool was full.",
+            d.count
+        ),
+    }
+}
+
+/// A random 64-bit number (the run id), from the kernel.
+fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: getrandom writes at most `buf.len()` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n == 8 {
+        return u64::from_le_bytes(buf);
+    }
+    // No getrandom (very old kernel): time and pid are unique enough per host.
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos() as u64;
+    t ^ (u64::from(std::process::id()) << 48)
+}

@@ -1,0 +1,965 @@
+//! The sink: turns batches into RowBinary inserts over HTTP, and the writer task that sends
+//! them, falls back to the spool when ClickHouse fails, and replays the spool when it returns.
+//!
+//! The writer is one tokio task. Batches reach it through a small channel (or, when the channel
+//! is full, go straight to the spool from [`super::StoreHandle::send`]). While ClickHouse works
+//! and the spool is empty, a batch is inserted at once; otherwise it goes behind the spooled
+//! ones, and the spool is replayed oldest first whenever an attempt is due (exponential
+//! backoff, up to `retry_max`).
+//!
+//! Inserting the same batch twice must not store it twice. Each attempt whose outcome is
+//! unknown (a timeout, a dropped connection, an error after the request was sent, a batch
+//! restored from an earlier process) marks the batch *uncertain*; an uncertain batch is first
+//! looked up by its rows' identity (`host`, `run_id`, `seq` range, and its time range for
+//! partition pruning), and only the rows not found are inserted. See [`super`] for how this
+//! combines with `ReplacingMergeTree` and `insert_deduplication_token`.
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use clickhouse::{Client, RowWrite};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    config::{Compression, StoreConfig},
+    migrate,
+    row::{
+        AgentRow, EventRow, LegacyAgent, LegacyEvent, LegacyLoss, LossRow, ModernAgent,
+        ModernEvent, ModernLoss, Ts,
+    },
+    schema::{Dialect, Schema, Table},
+    Shared, ShutdownReport,
+};
+
+/// Rows of one table.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rows {
+    Events(Vec<EventRow>),
+    Losses(Vec<LossRow>),
+    Agents(Vec<AgentRow>),
+}
+
+/// Rows inserted together, with a token naming them (the deduplication token on servers that
+/// have `insert_deduplication_token`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// `<host>:<run_id>:<table>:<first seq>:<rows>`.
+    pub token: String,
+    pub run_id: u64,
+    pub rows: Rows,
+    /// Whether an earlier attempt may have stored some of it.
+    pub uncertain: bool,
+}
+
+impl Batch {
+    pub fn new(host: &str, run_id: u64, rows: Rows) -> Self {
+        let mut b = Batch {
+            token: String::new(),
+            run_id,
+            rows,
+            uncertain: false,
+        };
+        b.token = format!(
+            "{host}:{run_id:016x}:{}:{}:{}",
+            b.table().name(),
+            b.seq_range().0,
+            b.len()
+        );
+        b
+    }
+
+    pub fn table(&self) -> Table {
+        match self.rows {
+            Rows::Events(_) => Table::Events,
+            Rows::Losses(_) => Table::Losses,
+            Rows::Agents(_) => Table::Agents,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.rows {
+            Rows::Events(r) => r.len(),
+            Rows::Losses(r) => r.len(),
+            Rows::Agents(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One batch of the rows of `parts` (consecutive spooled batches of one table and run).
+    /// It is uncertain when any part is; a single part keeps its token.
+    pub fn merge(mut parts: Vec<Batch>) -> Batch {
+        if parts.len() == 1 {
+            return parts.remove(0);
+        }
+        let n = parts.len();
+        let mut iter = parts.into_iter();
+        let Some(mut out) = iter.next() else {
+            return Batch {
+                token: String::new(),
+                run_id: 0,
+                rows: Rows::Events(Vec::new()),
+                uncertain: false,
+            };
+        };
+        for b in iter {
+            out.uncertain |= b.uncertain;
+            match (&mut out.rows, b.rows) {
+                (Rows::Events(a), Rows::Events(b)) => a.extend(b),
+                (Rows::Losses(a), Rows::Losses(b)) => a.extend(b),
+                (Rows::Agents(a), Rows::Agents(b)) => a.extend(b),
+                // `Spool::front_group` groups one table only.
+                _ => {}
+            }
+        }
+        out.token = format!("{}+{}", out.token, n - 1);
+        out
+    }
+
+    /// `(seq, time)` of every row.
+    fn keys(&self) -> Vec<(u64, Ts)> {
+        match &self.rows {
+            Rows::Events(r) => r.iter().map(|r| (r.seq, r.ts)).collect(),
+            Rows::Losses(r) => r.iter().map(|r| (r.seq, r.end)).collect(),
+            Rows::Agents(r) => r.iter().map(|r| (r.seq, r.ts)).collect(),
+        }
+    }
+
+    /// Lowest and highest `seq` (`(0, 0)` when empty).
+    pub fn seq_range(&self) -> (u64, u64) {
+        let keys = self.keys();
+        let lo = keys.iter().map(|k| k.0).min().unwrap_or(0);
+        let hi = keys.iter().map(|k| k.0).max().unwrap_or(0);
+        (lo, hi)
+    }
+
+    /// The host of the rows (all rows of a batch have the store's host).
+    fn host(&self) -> Option<&str> {
+        match &self.rows {
+            Rows::Events(r) => r.first().map(|r| r.host.as_str()),
+            Rows::Losses(r) => r.first().map(|r| r.host.as_str()),
+            Rows::Agents(r) => r.first().map(|r| r.host.as_str()),
+        }
+    }
+
+    /// The same batch without the rows whose `seq` is in `skip`.
+    fn without(&self, skip: &HashSet<u64>) -> Batch {
+        let keep = |s: &u64| !skip.contains(s);
+        let rows = match &self.rows {
+            Rows::Events(r) => Rows::Events(r.iter().filter(|r| keep(&r.seq)).cloned().collect()),
+            Rows::Losses(r) => Rows::Losses(r.iter().filter(|r| keep(&r.seq)).cloned().collect()),
+            Rows::Agents(r) => Rows::Agents(r.iter().filter(|r| keep(&r.seq)).cloned().collect()),
+        };
+        Batch {
+            token: format!("{}:rest{}", self.token, skip.len()),
+            run_id: self.run_id,
+            rows,
+            uncertain: self.uncertain,
+        }
+    }
+}
+
+/// Why an insert or a query failed, in words for the log.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    pub message: String,
+    /// The request may have been applied (so a retry must check first).
+    pub uncertain: bool,
+}
+
+impl SinkError {
+    fn new(message: impl Into<String>, uncertain: bool) -> Self {
+        Self {
+            message: message.into(),
+            uncertain,
+        }
+    }
+
+    /// Describes a `clickhouse` crate error in the terms a user acts on.
+    pub fn from_clickhouse(e: &clickhouse::error::Error, user: Option<&str>) -> Self {
+        use clickhouse::error::Error as E;
+        match e {
+            E::Network(_) if is_connect_error(e) => Self::new(
+                format!("cannot connect ({})", innermost(e)),
+                // The request never left: nothing can have been stored.
+                false,
+            ),
+            E::Network(_) => Self::new(format!("connection failed ({})", innermost(e)), true),
+            E::TimedOut => Self::new("no answer in time", true),
+            E::BadResponse(msg) => {
+                let m = msg.trim();
+                let auth = [
+                    "Code: 516",
+                    "Code: 192",
+                    "Code: 193",
+                    "Authentication failed",
+                ];
+                if auth.iter().any(|a| m.contains(a)) {
+                    Self::new(
+                        format!(
+                            "authentication failed for user `{}`: check `user:`/`password_file:` \
+                             or NHISCOPE_CLICKHOUSE_USER/_PASSWORD (server said: {})",
+                            user.unwrap_or("default"),
+                            first_line(m)
+                        ),
+                        false,
+                    )
+                } else {
+                    Self::new(format!("the server refused: {}", first_line(m)), true)
+                }
+            }
+            other => Self::new(other.to_string(), true),
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// Whether the error is a failure to connect (the request was never sent).
+fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            if matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::AddrNotAvailable
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        // hyper-util's legacy client error for a failed connect displays as this.
+        if err.to_string() == "client error (Connect)" {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The message of the deepest cause, which is the one that says what happened.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// A connection to a migrated database.
+pub struct Conn {
+    /// Queries and inserts, in the store's database.
+    pub client: Client,
+    pub schema: Schema,
+    pub server_version: String,
+    user: Option<String>,
+    timeout: Duration,
+}
+
+/// A client for `config`, without a database (DDL names every table in full).
+pub fn admin_client(config: &StoreConfig) -> Client {
+    let mut c = Client::default()
+        .with_url(&config.url)
+        .with_validation(false)
+        .with_compression(match config.compression {
+            Compression::None => clickhouse::Compression::None,
+            Compression::Lz4 => clickhouse::Compression::Lz4,
+        });
+    if let Some(user) = &config.user {
+        c = c.with_user(user);
+    }
+    if let Some(password) = &config.password {
+        c = c.with_password(password.expose());
+    }
+    c
+}
+
+impl Conn {
+    /// Connects, migrates the schema, and returns the connection the sink inserts through.
+    pub async fn open(config: &StoreConfig) -> Result<(Conn, migrate::Report), SinkError> {
+        let admin = admin_client(config);
+        let user = config.user.as_deref();
+        let report =
+            tokio::time::timeout(config.request_timeout * 3, migrate::migrate(&admin, config))
+                .await
+                .map_err(|_| SinkError::new("no answer in time while migrating the schema", false))?
+                .map_err(|e| match e {
+                    migrate::MigrateError::ClickHouse { during, source } => {
+                        let mut s = SinkError::from_clickhouse(&source, user);
+                        s.message = format!("{during}: {}", s.message);
+                        s
+                    }
+                    other => SinkError::new(other.to_string(), false),
+                })?;
+        let mut client = admin.with_database(&config.database);
+        if config.cluster.is_some() {
+            // Make a Distributed insert synchronous, so that the idempotency check sees it.
+            client = client.with_setting("insert_distributed_sync", "1");
+        }
+        let conn = Conn {
+            client,
+            schema: report.schema.clone(),
+            server_version: report.server_version.clone(),
+            user: config.user.clone(),
+            timeout: config.request_timeout,
+        };
+        Ok((conn, report))
+    }
+
+    /// A connection to a database assumed migrated to `schema` (tools and tests; the store
+    /// uses [`Conn::open`]).
+    pub fn unmigrated(config: &StoreConfig, schema: Schema) -> Conn {
+        Conn {
+            client: admin_client(config).with_database(&config.database),
+            schema,
+            server_version: String::new(),
+            user: config.user.clone(),
+            timeout: config.request_timeout,
+        }
+    }
+
+    /// A request that succeeds when the server answers and accepts our credentials.
+    pub async fn ping(&self) -> Result<(), SinkError> {
+        let q = self.client.query("SELECT 1").execute();
+        match tokio::time::timeout(self.timeout, q).await {
+            Ok(r) => r.map_err(|e| self.err(&e)),
+            Err(_) => Err(SinkError::new("no answer in time", false)),
+        }
+    }
+
+    fn err(&self, e: &clickhouse::error::Error) -> SinkError {
+        SinkError::from_clickhouse(e, self.user.as_deref())
+    }
+
+    /// Inserts `batch` so that it is stored once, however often this is called for it;
+    /// returns how many rows were written (0 when a check found them all stored already).
+    pub async fn insert(&self, batch: &Batch) -> Result<usize, SinkError> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let limit = self.timeout * 2 + Duration::from_millis(batch.len() as u64 / 50);
+        let work = async {
+            if batch.uncertain {
+                let present = self.present(batch).await?;
+                if present.len() >= batch.len() {
+                    log::info!(
+                        "batch {} was already stored: not inserting it again",
+                        batch.token
+                    );
+                    return Ok(0);
+                }
+                if !present.is_empty() {
+                    log::warn!(
+                        "batch {}: {} of {} rows already stored: inserting the rest",
+                        batch.token,
+                        present.len(),
+                        batch.len()
+                    );
+                    let rest = batch.without(&present);
+                    return self.write(&rest).await.map(|()| rest.len());
+                }
+            }
+            self.write(batch).await.map(|()| batch.len())
+        };
+        tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or_else(|_| Err(SinkError::new("no answer in time", true)))
+    }
+
+    /// The `seq`s of `batch`'s rows already in the table.
+    async fn present(&self, batch: &Batch) -> Result<HashSet<u64>, SinkError> {
+        let keys = batch.keys();
+        let (lo, hi) = batch.seq_range();
+        let t0 = keys.iter().map(|k| k.1.secs).min().unwrap_or(0);
+        let t1 = keys.iter().map(|k| k.1.secs).max().unwrap_or(0) + 1;
+        let table = batch.table();
+        let sql = format!(
+            "SELECT seq FROM {} WHERE host = ? AND run_id = ? AND seq >= ? AND seq <= ? \
+             AND {time} >= toDateTime(?) AND {time} <= toDateTime(?)",
+            self.schema.table(table),
+            time = table.time_column(),
+        );
+        let seqs: Vec<u64> = self
+            .client
+            .query(&sql)
+            .bind(batch.host().unwrap_or_default())
+            .bind(batch.run_id)
+            .bind(lo)
+            .bind(hi)
+            .bind(t0)
+            .bind(t1)
+            .fetch_all()
+            .await
+            .map_err(|e| self.err(&e))?;
+        Ok(seqs.into_iter().collect())
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
+        // Unqualified: the client names the database, and the crate quotes the whole name.
+        let table = batch.table().name();
+        let modern = self.schema.dialect == Dialect::Modern;
+        let client = if modern {
+            // Honoured by the table's non_replicated_deduplication_window (or replication).
+            self.client
+                .clone()
+                .with_setting("insert_deduplication_token", &batch.token)
+        } else {
+            self.client.clone()
+        };
+        let r = match (&batch.rows, modern) {
+            (Rows::Events(r), false) => {
+                write_rows::<LegacyEvent<'static>, _>(
+                    &client,
+                    table,
+                    r.iter().map(LegacyEvent::new),
+                )
+                .await
+            }
+            (Rows::Events(r), true) => {
+                write_rows::<ModernEvent<'static>, _>(
+                    &client,
+                    table,
+                    r.iter().map(ModernEvent::new),
+                )
+                .await
+            }
+            (Rows::Losses(r), false) => {
+                write_rows::<LegacyLoss<'static>, _>(&client, table, r.iter().map(LegacyLoss::new))
+                    .await
+            }
+            (Rows::Losses(r), true) => {
+                write_rows::<ModernLoss<'static>, _>(&client, table, r.iter().map(ModernLoss::new))
+                    .await
+            }
+            (Rows::Agents(r), false) => {
+                write_rows::<LegacyAgent<'static>, _>(
+                    &client,
+                    table,
+                    r.iter().map(LegacyAgent::new),
+                )
+                .await
+            }
+            (Rows::Agents(r), true) => {
+                write_rows::<ModernAgent<'static>, _>(
+                    &client,
+                    table,
+                    r.iter().map(ModernAgent::new),
+                )
+                .await
+            }
+        };
+        r.map_err(|e| self.err(&e))
+    }
+}
+
+/// One `INSERT INTO table (columns of T) FORMAT RowBinary` with every row of `rows`.
+async fn write_rows<'r, T, I>(
+    client: &Client,
+    table: &str,
+    rows: I,
+) -> clickhouse::error::Result<()>
+where
+    T: RowWrite,
+    I: Iterator<Item = <T as clickhouse::Row>::Value<'r>>,
+{
+    let mut insert = client.insert::<T>(table).await?;
+    for row in rows {
+        insert.write(&row).await?;
+    }
+    insert.end().await
+}
+
+/// Messages to the writer besides batches.
+pub(crate) enum Control {
+    /// Flush or spool everything, write a clean checkpoint, answer, and stop.
+    Shutdown(oneshot::Sender<ShutdownReport>),
+}
+
+/// Delays between attempts while ClickHouse fails: 250 ms doubling up to `max`.
+struct Backoff {
+    delay: Duration,
+    max: Duration,
+    next: Option<Instant>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+
+    fn new(max: Duration) -> Self {
+        Self {
+            delay: Self::FIRST,
+            max,
+            next: None,
+        }
+    }
+
+    fn failed(&mut self) {
+        self.next = Some(Instant::now() + self.delay);
+        self.delay = (self.delay * 2).min(self.max);
+    }
+
+    fn succeeded(&mut self) {
+        self.delay = Self::FIRST;
+        self.next = None;
+    }
+
+    fn due(&self) -> bool {
+        self.next.is_none_or(|t| Instant::now() >= t)
+    }
+}
+
+/// The writer task.
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    batches: mpsc::Receiver<Batch>,
+    control: mpsc::Receiver<Control>,
+    conn: Option<Conn>,
+    /// Whether the last request to ClickHouse succeeded.
+    healthy: bool,
+    backoff: Backoff,
+    /// The last failure logged, and when (repeats are logged every 30 s only).
+    last_error: Option<(String, Instant)>,
+    /// When retention was last applied.
+    retention_at: Option<Instant>,
+    /// A control message (or the handle's end, `Some(None)`) that arrived during a request,
+    /// which it cut short.
+    stopping: Option<Option<Control>>,
+}
+
+/// Runs `fut`; when a control message arrives meanwhile, it is kept in `stopping` and `fut` gets
+/// `grace` more to finish, after which it is dropped (a request in flight is abandoned) and the
+/// result is `None`. Once stopping, nothing new starts.
+async fn interruptible<T>(
+    control: &mut mpsc::Receiver<Control>,
+    stopping: &mut Option<Option<Control>>,
+    grace: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    if stopping.is_some() {
+        return None;
+    }
+    tokio::pin!(fut);
+    tokio::select! {
+        biased;
+        r = &mut fut => Some(r),
+        c = control.recv() => {
+            *stopping = Some(c);
+            tokio::time::timeout(grace, fut).await.ok()
+        }
+    }
+}
+
+const TICK: Duration = Duration::from_millis(250);
+const REPEAT_LOG: Duration = Duration::from_secs(30);
+const PROGRESS_LOG: Duration = Duration::from_secs(2);
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// Rows per insert when replaying the spool (small batches are merged up to this).
+const REPLAY_ROWS: usize = 100_000;
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        batches: mpsc::Receiver<Batch>,
+        control: mpsc::Receiver<Control>,
+    ) -> Self {
+        let retry_max = shared.config.retry_max;
+        Self {
+            shared,
+            batches,
+            control,
+            conn: None,
+            healthy: false,
+            backoff: Backoff::new(retry_max),
+            last_error: None,
+            retention_at: None,
+            stopping: None,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let period = TICK.min(self.shared.config.batch_interval);
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.connect().await;
+        loop {
+            if let Some(c) = self.stopping.take() {
+                self.stop(c).await;
+                return;
+            }
+            tokio::select! {
+                biased;
+                c = self.control.recv() => {
+                    self.stop(c).await;
+                    return;
+                }
+                b = self.batches.recv() => match b {
+                    Some(b) => self.deliver(b).await,
+                    None => return,
+                },
+                _ = tick.tick() => self.on_tick().await,
+            }
+        }
+    }
+
+    async fn stop(&mut self, c: Option<Control>) {
+        match c {
+            Some(Control::Shutdown(reply)) => {
+                let report = self.shutdown().await;
+                let _ = reply.send(report);
+            }
+            None => {
+                self.shutdown().await;
+            }
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        for b in self.shared.cut_due(false) {
+            self.deliver(b).await;
+        }
+        let _ = self.shared.checkpoint(false);
+        if self.backoff.due() && (self.conn.is_none() || !self.healthy || !self.spool_empty()) {
+            self.recover().await;
+        }
+        if self.conn.is_some()
+            && self.healthy
+            && self
+                .retention_at
+                .is_none_or(|t| t.elapsed() >= RETENTION_EVERY)
+        {
+            self.retention_at = Some(Instant::now());
+            if let Some(conn) = &self.conn {
+                if let Err(e) = migrate::apply_retention(&conn.client, &conn.schema).await {
+                    log::warn!("retention: {e}");
+                }
+            }
+        }
+    }
+
+    fn spool_empty(&self) -> bool {
+        self.shared.spool().is_empty()
+    }
+
+    /// Inserts a new batch, or spools it when ClickHouse is failing or older batches wait.
+    async fn deliver(&mut self, batch: Batch) {
+        if self.conn.is_some() && self.healthy && self.spool_empty() {
+            let Some(conn) = &self.conn else { return };
+            let r = interruptible(
+                &mut self.control,
+                &mut self.stopping,
+                self.shared.config.shutdown_timeout,
+                conn.insert(&batch),
+            )
+            .await
+            .unwrap_or_else(|| Err(SinkError::new("cut short by the shutdown", true)));
+            match r {
+                Ok(n) => {
+                    self.succeeded();
+                    self.shared.stored(&batch, n);
+                    return;
+                }
+                Err(e) => {
+                    if self.stopping.is_none() {
+                        self.failed(&e);
+                    }
+                    let mut batch = batch;
+                    batch.uncertain |= e.uncertain;
+                    self.shared.spool_batch(batch);
+                    return;
+                }
+            }
+        }
+        // Behind the spooled batches, to keep the order; but while ClickHouse works, a batch
+        // the full spool cannot take is inserted rather than dropped.
+        let Some(batch) = self.shared.try_spool_batch(batch) else {
+            if self.healthy && self.backoff.due() {
+                self.recover().await;
+            }
+            return;
+        };
+        let direct = match (&self.conn, self.healthy) {
+            (Some(conn), true) => {
+                let grace = self.shared.config.shutdown_timeout;
+                interruptible(
+                    &mut self.control,
+                    &mut self.stopping,
+                    grace,
+                    conn.insert(&batch),
+                )
+                .await
+            }
+            _ => None,
+        };
+        match direct {
+            Some(Ok(n)) => self.shared.stored(&batch, n),
+            Some(Err(e)) => {
+                self.failed(&e);
+                self.shared.spool_batch(batch);
+            }
+            None => self.shared.spool_batch(batch),
+        }
+    }
+
+    /// Connects (and migrates) when not connected yet; true when connected.
+    async fn connect(&mut self) -> bool {
+        if self.conn.is_some() {
+            return true;
+        }
+        let opened = interruptible(
+            &mut self.control,
+            &mut self.stopping,
+            self.shared.config.shutdown_timeout,
+            Conn::open(&self.shared.config),
+        )
+        .await;
+        let Some(opened) = opened else { return false };
+        match opened {
+            Ok((conn, report)) => {
+                log::info!(
+                    "ClickHouse {} ({}, {} dialect): database `{}` at schema version {}{}",
+                    self.shared.config.display_url(),
+                    report.server_version,
+                    report.schema.dialect.as_str(),
+                    report.schema.database,
+                    report.version,
+                    if report.applied.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (applied {:?})", report.applied)
+                    }
+                );
+                self.conn = Some(conn);
+                self.succeeded();
+                true
+            }
+            Err(e) => {
+                self.failed(&e);
+                false
+            }
+        }
+    }
+
+    /// Reconnects if needed and replays the spool, oldest batch first, until it is empty or an
+    /// insert fails.
+    async fn recover(&mut self) {
+        if !self.connect().await {
+            return;
+        }
+        if !self.healthy {
+            // Probe before replaying, so that an outage logs one line, not one per attempt.
+            let Some(conn) = &self.conn else { return };
+            let Some(probe) = interruptible(
+                &mut self.control,
+                &mut self.stopping,
+                self.shared.config.shutdown_timeout,
+                conn.ping(),
+            )
+            .await
+            else {
+                return;
+            };
+            match probe {
+                Ok(()) => self.succeeded(),
+                Err(e) => {
+                    self.failed(&e);
+                    return;
+                }
+            }
+        }
+        let (batches, rows) = {
+            let s = self.shared.spool();
+            (s.len(), s.rows())
+        };
+        if batches == 0 {
+            self.shared.flush_dropped();
+            return;
+        }
+        log::info!(
+            "ClickHouse {}: replaying the spool: {batches} batches, {rows} rows",
+            self.shared.config.display_url()
+        );
+        let started = Instant::now();
+        let mut last_log = Instant::now();
+        let (mut done_batches, mut done_rows) = (0usize, 0u64);
+        loop {
+            if self.stopping.is_some() || !self.control.is_empty() {
+                // Shutting down: what is left stays spooled for the next start.
+                return;
+            }
+            // Many small spooled batches (an outage at a low rate) replay as few large inserts.
+            let most = self.shared.config.batch_rows.max(REPLAY_ROWS);
+            let group = self.shared.spool().front_group(most);
+            let Some(first) = group.first().cloned() else {
+                break;
+            };
+            let mut parts = Vec::with_capacity(group.len());
+            for entry in &group {
+                let read = self.shared.spool().read(entry);
+                match read {
+                    Ok(b) => parts.push(b),
+                    Err(e) if parts.is_empty() => {
+                        log::error!("spool: {e}: moving it aside");
+                        self.shared.spool_quarantine(entry);
+                        break;
+                    }
+                    // Replay what came before it; it is dealt with as the next group's first.
+                    Err(_) => break,
+                }
+            }
+            if parts.is_empty() {
+                continue;
+            }
+            let n = parts.len();
+            let batch = Batch::merge(parts);
+            let Some(conn) = &self.conn else { return };
+            let r = interruptible(
+                &mut self.control,
+                &mut self.stopping,
+                self.shared.config.shutdown_timeout,
+                conn.insert(&batch),
+            )
+            .await
+            .unwrap_or_else(|| Err(SinkError::new("cut short by the shutdown", true)));
+            match r {
+                Ok(written) => {
+                    self.succeeded();
+                    for _ in 0..n {
+                        if let Err(e) = self.shared.spool().pop_front() {
+                            log::error!("spool: cannot remove {}: {e}", first.path.display());
+                        }
+                    }
+                    self.shared.replayed(&batch, written);
+                    done_batches += n;
+                    done_rows += batch.len() as u64;
+                }
+                Err(e) => {
+                    if e.uncertain {
+                        self.shared.spool().mark_front_uncertain(n);
+                    }
+                    if self.stopping.is_some() {
+                        return;
+                    }
+                    self.failed(&e);
+                    log::warn!(
+                        "spool replay paused after {done_batches} batches ({done_rows} rows): {}",
+                        e.message
+                    );
+                    return;
+                }
+            }
+            if last_log.elapsed() >= PROGRESS_LOG {
+                last_log = Instant::now();
+                let s = self.shared.spool();
+                log::info!(
+                    "spool replay: {done_batches} batches, {done_rows} rows sent; {} batches, \
+                     {} rows left ({:.0} rows/s)",
+                    s.len(),
+                    s.rows(),
+                    done_rows as f64 / started.elapsed().as_secs_f64().max(1e-3)
+                );
+            }
+            tokio::task::yield_now().await;
+        }
+        log::info!(
+            "spool replay done: {done_batches} batches, {done_rows} rows in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        let _ = self.shared.checkpoint(false);
+        self.shared.flush_dropped();
+    }
+
+    fn succeeded(&mut self) {
+        if !self.healthy {
+            if let Some((msg, _)) = self.last_error.take() {
+                log::info!(
+                    "ClickHouse {} is answering again (it failed with: {msg})",
+                    self.shared.config.display_url()
+                );
+            }
+        }
+        self.healthy = true;
+        self.backoff.succeeded();
+        self.shared.set_healthy(true);
+    }
+
+    fn failed(&mut self, e: &SinkError) {
+        self.healthy = false;
+        self.backoff.failed();
+        self.shared.set_healthy(false);
+        self.shared.count_error();
+        let repeat = matches!(&self.last_error, Some((m, at)) if *m == e.message && at.elapsed() < REPEAT_LOG);
+        if !repeat {
+            log::error!(
+                "ClickHouse {}: {}; keeping events in the spool at {} and retrying",
+                self.shared.config.display_url(),
+                e.message,
+                self.shared.config.spool_dir.display()
+            );
+            self.last_error = Some((e.message.clone(), Instant::now()));
+        }
+    }
+
+    /// Final flush: pending rows and queued batches are inserted if ClickHouse works and
+    /// nothing is spooled, else spooled; bounded by `shutdown_timeout`.
+    async fn shutdown(&mut self) -> ShutdownReport {
+        let deadline = Instant::now() + self.shared.config.shutdown_timeout;
+        self.batches.close();
+        let mut queued = Vec::new();
+        while let Ok(b) = self.batches.try_recv() {
+            queued.push(b);
+        }
+        queued.extend(self.shared.cut_due(true));
+        for b in queued {
+            let direct = self.conn.is_some()
+                && self.healthy
+                && self.spool_empty()
+                && Instant::now() < deadline;
+            if direct {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let r = match &self.conn {
+                    Some(conn) => tokio::time::timeout(remaining, conn.insert(&b))
+                        .await
+                        .unwrap_or_else(|_| Err(SinkError::new("no answer in time", true))),
+                    None => continue,
+                };
+                match r {
+                    Ok(n) => {
+                        self.shared.stored(&b, n);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.failed(&e);
+                        let mut b = b;
+                        b.uncertain |= e.uncertain;
+                        self.shared.spool_batch(b);
+                        continue;
+                    }
+                }
+            }
+            self.shared.spool_batch(b);
+        }
+        // Dropped-event counts not yet written become a loss row, spooled if need be.
+        if let Some(b) = self.shared.take_dropped_batch() {
+            let stored = match (&self.conn, self.healthy && Instant::now() < deadline) {
+                (Some(conn), true) => conn.insert(&b).await.is_ok(),
+                _ => false,
+            };
+            if !stored {
+                self.shared.spool_batch(b);
+            }
+        }
+        let _ = self.shared.checkpoint(true);
+        self.shared.report()
+    }
+}

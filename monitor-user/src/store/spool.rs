@@ -1,0 +1,497 @@
+//! The on-disk spool: where batches wait while ClickHouse is away, bounded in bytes, replayed
+//! oldest first, and kept across restarts and `SIGKILL`.
+//!
+//! Layout of the spool directory:
+//! ```text
+//! batches/0000000000000042.events.batch   one batch per file: a JSON header line, then one
+//!                                         JSON row per line; named by a counter, so the names'
+//!                                         order is the replay order
+//! batches/*.tmp                           a batch being written (removed at open)
+//! corrupt/                                files that could not be read back (kept for a look)
+//! state.json                              the store's checkpoint (see [`State`])
+//! ```
+//! A batch file appears whole or not at all: it is written under a `.tmp` name, `fsync`ed,
+//! renamed, and the directory `fsync`ed, so neither a crash nor a power cut leaves half a batch.
+//!
+//! Batches restored from an earlier process are replayed as *uncertain*: that process may have
+//! inserted one and died before removing its file, so the sink checks before inserting it again.
+
+use std::{
+    collections::VecDeque,
+    fs::{self, File},
+    io::{self, BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    row::Ts,
+    schema::Table,
+    sink::{Batch, Rows},
+};
+
+const HEADER_VERSION: u32 = 1;
+
+/// The first line of a batch file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    v: u32,
+    table: Table,
+    token: String,
+    rows: usize,
+    run_id: u64,
+    first_seq: u64,
+    last_seq: u64,
+}
+
+/// A batch file waiting in the spool.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub id: u64,
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub table: Table,
+    pub rows: usize,
+    pub run_id: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Whether an attempt to insert it may have reached the server.
+    pub uncertain: bool,
+}
+
+/// What became of a pushed batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Stored,
+    /// It did not fit under the bound and was not written.
+    Full,
+}
+
+/// Why a spooled batch could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("{path}: not a batch file: {why}")]
+    Corrupt { path: String, why: String },
+}
+
+/// The spool of one store.
+#[derive(Debug)]
+pub struct Spool {
+    root: PathBuf,
+    batches: PathBuf,
+    max_bytes: u64,
+    bytes: u64,
+    rows: u64,
+    queue: VecDeque<Entry>,
+    next_id: u64,
+}
+
+impl Spool {
+    /// Opens (creating it if needed) the spool under `root`, bounded by `max_bytes`.
+    pub fn open(root: &Path, max_bytes: u64) -> io::Result<Spool> {
+        let batches = root.join("batches");
+        fs::create_dir_all(&batches)?;
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&batches)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.ends_with(".tmp") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            if let Some(id) = name.split('.').next().and_then(|n| n.parse::<u64>().ok()) {
+                found.push((id, path));
+            }
+        }
+        found.sort();
+        let mut spool = Spool {
+            root: root.to_path_buf(),
+            batches,
+            max_bytes,
+            bytes: 0,
+            rows: 0,
+            queue: VecDeque::new(),
+            next_id: found.last().map_or(0, |(id, _)| id + 1),
+        };
+        for (id, path) in found {
+            match read_header(&path) {
+                Ok((header, bytes)) => {
+                    spool.bytes += bytes;
+                    spool.rows += header.rows as u64;
+                    spool.queue.push_back(Entry {
+                        id,
+                        path,
+                        bytes,
+                        table: header.table,
+                        rows: header.rows,
+                        run_id: header.run_id,
+                        first_seq: header.first_seq,
+                        last_seq: header.last_seq,
+                        uncertain: true,
+                    });
+                }
+                Err(e) => {
+                    log::error!("spool: {e}: moving it aside");
+                    spool.quarantine(&path);
+                }
+            }
+        }
+        Ok(spool)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes `batch` durably at the back of the queue, unless events or heartbeats would take
+    /// the spool over its bound (loss rows always fit: they are what records that bound).
+    pub fn push(&mut self, batch: &Batch) -> io::Result<Pushed> {
+        let bytes = encode(batch)?;
+        let exempt = batch.table() == Table::Losses;
+        if !exempt && self.bytes + bytes.len() as u64 > self.max_bytes {
+            return Ok(Pushed::Full);
+        }
+        let id = self.next_id;
+        let name = format!("{id:016}.{}.batch", batch.table().name());
+        let path = self.batches.join(&name);
+        let tmp = self.batches.join(format!("{name}.tmp"));
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        File::open(&self.batches)?.sync_all()?;
+        self.next_id += 1;
+        self.bytes += bytes.len() as u64;
+        self.rows += batch.len() as u64;
+        let (first_seq, last_seq) = batch.seq_range();
+        self.queue.push_back(Entry {
+            id,
+            path,
+            bytes: bytes.len() as u64,
+            table: batch.table(),
+            rows: batch.len(),
+            run_id: batch.run_id,
+            first_seq,
+            last_seq,
+            uncertain: batch.uncertain,
+        });
+        Ok(Pushed::Stored)
+    }
+
+    /// The oldest batch.
+    pub fn front(&self) -> Option<&Entry> {
+        self.queue.front()
+    }
+
+    /// The oldest batches that replay as one insert: consecutive, of one table and one run, at
+    /// most `max_rows` rows in all (but always the oldest batch, however large).
+    pub fn front_group(&self, max_rows: usize) -> Vec<Entry> {
+        let mut out: Vec<Entry> = Vec::new();
+        let mut rows = 0;
+        for e in &self.queue {
+            if let Some(first) = out.first() {
+                if e.table != first.table || e.run_id != first.run_id || rows + e.rows > max_rows {
+                    break;
+                }
+            }
+            rows += e.rows;
+            out.push(e.clone());
+        }
+        out
+    }
+
+    /// Marks the oldest `n` batches as possibly inserted (a replay had an unknown outcome).
+    pub fn mark_front_uncertain(&mut self, n: usize) {
+        for e in self.queue.iter_mut().take(n) {
+            e.uncertain = true;
+        }
+    }
+
+    /// Reads a batch back.
+    pub fn read(&self, e: &Entry) -> Result<Batch, SpoolError> {
+        let path = e.path.display().to_string();
+        let corrupt = |why: String| SpoolError::Corrupt {
+            path: path.clone(),
+            why,
+        };
+        let f = File::open(&e.path).map_err(|source| SpoolError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mut lines = BufReader::new(f).lines();
+        let header: Header = match lines.next() {
+            Some(Ok(l)) => serde_json::from_str(&l).map_err(|e| corrupt(e.to_string()))?,
+            _ => return Err(corrupt("no header".into())),
+        };
+        if header.v != HEADER_VERSION {
+            return Err(corrupt(format!("format version {}", header.v)));
+        }
+        let rows = lines.map(|l| l.map_err(|e| corrupt(e.to_string())));
+        let rows = match header.table {
+            Table::Events => Rows::Events(parse_rows(rows, &corrupt)?),
+            Table::Losses => Rows::Losses(parse_rows(rows, &corrupt)?),
+            Table::Agents => Rows::Agents(parse_rows(rows, &corrupt)?),
+        };
+        let batch = Batch {
+            token: header.token,
+            run_id: header.run_id,
+            rows,
+            uncertain: e.uncertain,
+        };
+        if batch.len() != header.rows {
+            return Err(corrupt(format!(
+                "{} rows, the header says {}",
+                batch.len(),
+                header.rows
+            )));
+        }
+        Ok(batch)
+    }
+
+    /// Removes the oldest batch (it is stored in ClickHouse).
+    pub fn pop_front(&mut self) -> io::Result<()> {
+        if let Some(e) = self.queue.pop_front() {
+            self.bytes -= e.bytes;
+            self.rows -= e.rows as u64;
+            match fs::remove_file(&e.path) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the oldest batch to `corrupt/` (it cannot be read back).
+    pub fn quarantine_front(&mut self) -> Option<Entry> {
+        let e = self.queue.pop_front()?;
+        self.bytes -= e.bytes;
+        self.rows -= e.rows as u64;
+        self.quarantine(&e.path);
+        Some(e)
+    }
+
+    fn quarantine(&self, path: &Path) {
+        let dir = self.root.join("corrupt");
+        let moved = fs::create_dir_all(&dir)
+            .and_then(|()| fs::rename(path, dir.join(path.file_name().unwrap_or_default())));
+        if let Err(e) = moved {
+            log::error!("spool: cannot move {} aside: {e}", path.display());
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Batches waiting.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Bytes of the batches waiting.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Rows of the batches waiting.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The event sequence ranges `[first, last]` of run `run_id` waiting here.
+    pub fn event_ranges(&self, run_id: u64) -> Vec<(u64, u64)> {
+        self.queue
+            .iter()
+            .filter(|e| e.table == Table::Events && e.run_id == run_id && e.rows > 0)
+            .map(|e| (e.first_seq, e.last_seq))
+            .collect()
+    }
+
+    /// The checkpoint an earlier store left, if any.
+    pub fn read_state(&self) -> Option<State> {
+        let path = self.root.join("state.json");
+        let text = fs::read_to_string(&path).ok()?;
+        match serde_json::from_str(&text) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::warn!("spool: ignoring unreadable {}: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    /// Replaces the checkpoint atomically; `sync` also makes it survive a power cut.
+    pub fn write_state(&self, state: &State, sync: bool) -> io::Result<()> {
+        let path = self.root.join("state.json");
+        let tmp = self.root.join("state.json.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            serde_json::to_writer(&mut f, state)?;
+            if sync {
+                f.sync_all()?;
+            }
+        }
+        fs::rename(&tmp, &path)?;
+        if sync {
+            File::open(&self.root)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_rows<T: serde::de::DeserializeOwned>(
+    lines: impl Iterator<Item = Result<String, SpoolError>>,
+    corrupt: &dyn Fn(String) -> SpoolError,
+) -> Result<Vec<T>, SpoolError> {
+    let mut out = Vec::new();
+    for line in lines {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        out.push(serde_json::from_str(&line).map_err(|e| corrupt(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+fn read_header(path: &Path) -> Result<(Header, u64), SpoolError> {
+    let p = path.display().to_string();
+    let io_err = |source| SpoolError::Io {
+        path: p.clone(),
+        source,
+    };
+    let f = File::open(path).map_err(io_err)?;
+    let bytes = f.metadata().map_err(io_err)?.len();
+    let mut line = String::new();
+    BufReader::new(f).read_line(&mut line).map_err(io_err)?;
+    let header: Header = serde_json::from_str(&line).map_err(|e| SpoolError::Corrupt {
+        path: p.clone(),
+        why: e.to_string(),
+    })?;
+    Ok((header, bytes))
+}
+
+fn encode(batch: &Batch) -> io::Result<Vec<u8>> {
+    let (first_seq, last_seq) = batch.seq_range();
+    let header = Header {
+        v: HEADER_VERSION,
+        table: batch.table(),
+        token: batch.token.clone(),
+        rows: batch.len(),
+        run_id: batch.run_id,
+        first_seq,
+        last_seq,
+    };
+    let mut out = serde_json::to_vec(&header)?;
+    out.push(b'\n');
+    fn lines<T: Serialize>(out: &mut Vec<u8>, rows: &[T]) -> io::Result<()> {
+        for r in rows {
+            serde_json::to_writer(&mut *out, r)?;
+            out.push(b'\n');
+        }
+        Ok(())
+    }
+    match &batch.rows {
+        Rows::Events(r) => lines(&mut out, r)?,
+        Rows::Losses(r) => lines(&mut out, r)?,
+        Rows::Agents(r) => lines(&mut out, r)?,
+    }
+    Ok(out)
+}
+
+/// The store's checkpoint, rewritten after every batch that reached ClickHouse or the spool and
+/// every quarter second: after a crash, the next store compares what the dead one had accepted
+/// with what it had made durable, and writes the difference as a loss row.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub run_id: u64,
+    pub host: String,
+    pub started: Ts,
+    /// When this checkpoint was written.
+    pub updated: Ts,
+    /// Events accepted: sequence numbers `0..next_seq` were handed out.
+    pub next_seq: u64,
+    /// Event sequence ranges `[first, last]` stored in ClickHouse or in the spool.
+    pub durable: Vec<(u64, u64)>,
+    /// The time of the oldest accepted event that was not durable yet.
+    pub oldest_pending: Option<Ts>,
+    /// Whether the store shut down cleanly (nothing was left in memory).
+    pub clean: bool,
+    /// Events dropped because the spool was full, not yet written as a loss row.
+    pub dropped: Option<Dropped>,
+}
+
+/// Events the full spool could not take: how many, and their time span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub start: Ts,
+    pub end: Ts,
+    pub count: u64,
+}
+
+impl Dropped {
+    pub fn add(this: &mut Option<Dropped>, start: Ts, end: Ts, count: u64) {
+        match this {
+            Some(d) => {
+                d.start = d.start.min(start);
+                d.end = d.end.max(end);
+                d.count += count;
+            }
+            None => *this = Some(Dropped { start, end, count }),
+        }
+    }
+}
+
+/// A set of `u64`s as sorted, disjoint, non-adjacent inclusive ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ranges(Vec<(u64, u64)>);
+
+impl Ranges {
+    pub fn from_vec(mut v: Vec<(u64, u64)>) -> Self {
+        v.sort_unstable();
+        let mut r = Ranges(Vec::with_capacity(v.len()));
+        for (a, b) in v {
+            r.insert(a, b);
+        }
+        r
+    }
+
+    /// Adds `[a, b]`.
+    pub fn insert(&mut self, a: u64, b: u64) {
+        if a > b {
+            return;
+        }
+        // Index of the first range that ends at or after a - 1 (could merge with [a, b]).
+        let i = self.0.partition_point(|&(_, e)| e.saturating_add(1) < a);
+        let mut lo = a;
+        let mut hi = b;
+        let mut j = i;
+        while j < self.0.len() && self.0[j].0 <= hi.saturating_add(1) {
+            lo = lo.min(self.0[j].0);
+            hi = hi.max(self.0[j].1);
+            j += 1;
+        }
+        self.0.splice(i..j, [(lo, hi)]);
+    }
+
+    /// How many of `0..n` are in the set.
+    pub fn count_below(&self, n: u64) -> u64 {
+        self.0
+            .iter()
+            .filter(|(a, _)| *a < n)
+            .map(|&(a, b)| b.min(n - 1) - a + 1)
+            .sum()
+    }
+
+    pub fn as_vec(&self) -> &[(u64, u64)] {
+        &self.0
+    }
+}

@@ -1,0 +1,537 @@
+//! Unit tests of the store that need no server: rows, schema text, spool, config, queries.
+//! The server side is in `tests/tests/clickhouse.rs` (18.16) and `tests/tests/chdb.rs` (26.x).
+
+use std::{fs, path::PathBuf, time::Duration};
+
+use clickhouse::Row as _;
+
+use super::{
+    config::{check_url, ConfigError, Secret, StoreConfig},
+    migrate::{civil_from_days, partition_expired},
+    queries::{self, Param},
+    row::*,
+    schema::{Dialect, Schema, Table},
+    sink::{Batch, Rows, SinkError},
+    spool::{Pushed, Ranges, Spool},
+};
+use crate::event::{DriftKind, Event, Kind, Verdict};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nhiscope-store-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn open_event() -> Event {
+    let mut e = Event::new(
+        Kind::Open,
+        "2026-11-23T11:52:05.123456789Z".into(),
+        "web-1".into(),
+    );
+    e.pid = 42;
+    e.tid = 43;
+    e.ppid = 1;
+    e.uid = 1000;
+    e.gid = 1000;
+    e.exe = "/usr/bin/cat".into();
+    e.comm = "cat".into();
+    e.cmdline = vec!["cat".into(), "/home/u/.aws/credentials".into()];
+    e.cgroup_id = 9;
+    e.container = Some("abc123".into());
+    e.syscall = Some("openat");
+    e.path = Some("/home/u/.aws/credentials".into());
+    e.path_arg = Some(".aws/credentials".into());
+    e.flags = Some(0);
+    e.result = Some(3);
+    e.nhi = Some("dev-aws".into());
+    e.verdict = Verdict::Drift;
+    e.drift = vec![DriftKind::InteractiveUse, DriftKind::Expired];
+    e.reason = "used from a terminal".into();
+    e
+}
+
+fn connect_event(daddr: &str) -> Event {
+    let mut e = Event::new(
+        Kind::Connect,
+        "2026-11-23T11:52:06.000000001Z".into(),
+        "web-1".into(),
+    );
+    e.daddr = Some(daddr.into());
+    e.dport = Some(443);
+    e.saddr = Some("10.0.0.1".into());
+    e.sport = Some(0);
+    e.dns_names = Some(vec![]);
+    e.nhi = Some("dev-aws".into());
+    e
+}
+
+fn loss_event() -> Event {
+    let mut e = Event::new(Kind::Loss, "2026-11-23T11:52:07Z".into(), "web-1".into());
+    e.count = Some(0);
+    e.cause = Some("ringbuf_full_open".into());
+    e.reason = "0 lost".into();
+    e
+}
+
+#[test]
+fn events_survive_the_row_exactly() {
+    let ts = Ts::now();
+    for e in [
+        open_event(),
+        connect_event("52.1.2.3"),
+        connect_event("2001:db8::1"),
+        loss_event(),
+        Event::new(Kind::Exec, "2026-11-23T11:52:08.5Z".into(), "h".into()),
+    ] {
+        let row = EventRow::from_event(&e, 1, 2, ts);
+        let mut want = e.clone();
+        // Events carry nanoseconds in full.
+        want.ts = Ts::parse_rfc3339(&e.ts).unwrap().to_rfc3339();
+        assert_eq!(row.to_event().as_ref(), Some(&want), "{row:?}");
+        // And so does the spool's JSON.
+        let json = serde_json::to_string(&row).unwrap();
+        let back: EventRow = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, row);
+    }
+}
+
+#[test]
+fn a_bad_timestamp_falls_back_instead_of_losing_the_event() {
+    let mut e = open_event();
+    e.ts = "yesterday".into();
+    let ts = Ts { secs: 5, nanos: 6 };
+    assert_eq!(EventRow::from_event(&e, 1, 2, ts).ts, ts);
+}
+
+#[test]
+fn every_event_field_is_mapped() {
+    // A new always-present field on Event must be mapped to a column (and added here).
+    let mapped = [
+        "ts",
+        "host",
+        "kind",
+        "pid",
+        "tid",
+        "ppid",
+        "uid",
+        "gid",
+        "exe",
+        "comm",
+        "cmdline",
+        "cgroup_id",
+        "container",
+        "syscall",
+        "path",
+        "path_arg",
+        "target",
+        "flags",
+        "result",
+        "error",
+        "daddr",
+        "dport",
+        "saddr",
+        "sport",
+        "dns_names",
+        "count",
+        "cause",
+        "nhi",
+        "verdict",
+        "drift",
+        "reason",
+    ];
+    for e in [open_event(), connect_event("1.2.3.4"), loss_event()] {
+        let v = serde_json::to_value(&e).unwrap();
+        for key in v.as_object().unwrap().keys() {
+            assert!(mapped.contains(&key.as_str()), "Event.{key} has no column");
+        }
+    }
+}
+
+#[test]
+fn enum_codes_match_the_ddl_and_the_json_names() {
+    for k in [
+        Kind::Open,
+        Kind::Connect,
+        Kind::Exec,
+        Kind::Exit,
+        Kind::Dns,
+        Kind::Loss,
+    ] {
+        let name = serde_json::to_value(k).unwrap();
+        let item = format!("'{}' = {}", name.as_str().unwrap(), kind_code(k));
+        assert!(super::schema::kind_enum().contains(&item), "{item}");
+    }
+    for v in [Verdict::Ok, Verdict::Drift, Verdict::Unregistered] {
+        let name = serde_json::to_value(v).unwrap();
+        let item = format!("'{}' = {}", name.as_str().unwrap(), verdict_code(v));
+        assert!(super::schema::verdict_enum().contains(&item), "{item}");
+    }
+}
+
+fn schema(dialect: Dialect, cluster: Option<&str>, retention: Option<u32>) -> Schema {
+    Schema {
+        database: "nhiscope".into(),
+        cluster: cluster.map(str::to_owned),
+        retention_days: retention,
+        dialect,
+    }
+}
+
+#[test]
+fn wire_rows_send_the_columns_of_the_ddl_in_order() {
+    let names = |s: &Schema, t: Table| -> Vec<String> {
+        s.column_types(t).into_iter().map(|(n, _)| n).collect()
+    };
+    let legacy = schema(Dialect::Legacy, None, None);
+    let modern = schema(Dialect::Modern, None, None);
+    assert_eq!(LegacyEvent::COLUMN_NAMES, names(&legacy, Table::Events));
+    assert_eq!(LegacyLoss::COLUMN_NAMES, names(&legacy, Table::Losses));
+    assert_eq!(LegacyAgent::COLUMN_NAMES, names(&legacy, Table::Agents));
+    assert_eq!(ModernEvent::COLUMN_NAMES, names(&modern, Table::Events));
+    assert_eq!(ModernLoss::COLUMN_NAMES, names(&modern, Table::Losses));
+    assert_eq!(ModernAgent::COLUMN_NAMES, names(&modern, Table::Agents));
+}
+
+#[test]
+fn legacy_ddl_uses_only_what_18_16_has() {
+    let s = schema(Dialect::Legacy, None, Some(30));
+    let all: String = Table::ALL
+        .iter()
+        .flat_map(|t| s.create_table(*t))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for missing in [
+        "DateTime64",
+        "IPv6",
+        "TTL",
+        "LowCardinality",
+        "Map(",
+        "ON CLUSTER",
+    ] {
+        assert!(!all.contains(missing), "{missing} in legacy DDL:\n{all}");
+    }
+    assert!(all.contains("ENGINE = ReplacingMergeTree"));
+    assert!(all.contains("ORDER BY (nhi, verdict, host, ts, run_id, seq)"));
+    assert!(all.contains("PARTITION BY toYYYYMMDD(ts)"));
+}
+
+#[test]
+fn modern_ddl_uses_what_current_servers_offer() {
+    let s = schema(Dialect::Modern, None, Some(30));
+    let events = s.create_table(Table::Events).join("\n");
+    for wanted in [
+        "ts DateTime64(9, 'UTC')",
+        "daddr Nullable(IPv6)",
+        "nhi LowCardinality(String)",
+        "TTL toDateTime(ts) + toIntervalDay(30)",
+        "non_replicated_deduplication_window = 1000",
+        "ttl_only_drop_parts = 1",
+    ] {
+        assert!(events.contains(wanted), "{wanted} missing:\n{events}");
+    }
+    let agents = s.create_table(Table::Agents).join("\n");
+    assert!(agents.contains("counters Map(LowCardinality(String), UInt64)"));
+    assert!(!schema(Dialect::Modern, None, None).create_table(Table::Events)[0].contains("TTL"));
+}
+
+#[test]
+fn cluster_ddl_is_replicated_and_distributed() {
+    let s = schema(Dialect::Legacy, Some("fleet"), None);
+    let ddl = s.create_table(Table::Events);
+    assert_eq!(ddl.len(), 2);
+    assert!(ddl[0].starts_with("CREATE TABLE IF NOT EXISTS nhiscope.events_local ON CLUSTER fleet"));
+    assert!(ddl[0].contains(
+        "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/nhiscope/events_local', '{replica}')"
+    ));
+    assert!(ddl[1].contains(
+        "nhiscope.events ON CLUSTER fleet AS nhiscope.events_local ENGINE = \
+         Distributed(fleet, nhiscope, events_local, cityHash64(host))"
+    ));
+    assert!(s.create_database().ends_with("ON CLUSTER fleet"));
+    assert!(s.create_migrations_table().contains("ReplicatedMergeTree("));
+}
+
+#[test]
+fn dialect_follows_the_server_version() {
+    assert_eq!(Dialect::for_server("18.16.1"), Dialect::Legacy);
+    assert_eq!(Dialect::for_server("22.2.3.1"), Dialect::Legacy);
+    assert_eq!(Dialect::for_server("22.3.1"), Dialect::Modern);
+    assert_eq!(Dialect::for_server("26.9.2.1"), Dialect::Modern);
+    assert_eq!(Dialect::for_server("weird"), Dialect::Modern);
+    for d in [Dialect::Legacy, Dialect::Modern] {
+        assert_eq!(Dialect::parse(d.as_str()), Some(d));
+    }
+}
+
+fn event_batch(run: u64, seqs: std::ops::Range<u64>) -> Batch {
+    let rows = seqs
+        .map(|s| EventRow::from_event(&open_event(), run, s, Ts::now()))
+        .collect();
+    Batch::new("web-1", run, Rows::Events(rows))
+}
+
+#[test]
+fn batches_name_their_rows() {
+    let b = event_batch(0xab, 10..15);
+    assert_eq!(b.token, "web-1:00000000000000ab:events:10:5");
+    assert_eq!(b.seq_range(), (10, 14));
+    assert_eq!(b.len(), 5);
+}
+
+#[test]
+fn the_spool_keeps_order_bound_and_survives_reopening() {
+    let d = dir("spool");
+    let one = event_batch(1, 0..10);
+    let size = {
+        let mut s = Spool::open(&d.join("probe"), u64::MAX).unwrap();
+        s.push(&one).unwrap();
+        s.bytes()
+    };
+    let mut s = Spool::open(&d, size * 2 + size / 2).unwrap();
+    assert_eq!(s.push(&event_batch(1, 0..10)).unwrap(), Pushed::Stored);
+    assert_eq!(s.push(&event_batch(1, 10..20)).unwrap(), Pushed::Stored);
+    assert_eq!(s.push(&event_batch(1, 20..30)).unwrap(), Pushed::Full);
+    // Loss rows always fit.
+    let loss = LossRow {
+        host: "web-1".into(),
+        run_id: 1,
+        seq: 0,
+        start: Ts::default(),
+        end: Ts::now(),
+        count: 10,
+        cause: "spool_full".into(),
+        reason: String::new(),
+    };
+    let losses = Batch::new("web-1", 1, Rows::Losses(vec![loss]));
+    assert_eq!(s.push(&losses).unwrap(), Pushed::Stored);
+    assert_eq!((s.len(), s.rows()), (3, 21));
+    assert_eq!(s.event_ranges(1), vec![(0, 9), (10, 19)]);
+    // A batch file half-written by a crash is not a batch.
+    fs::write(
+        d.join("batches").join("0000000000000099.events.batch.tmp"),
+        "{",
+    )
+    .unwrap();
+    drop(s);
+
+    let mut s = Spool::open(&d, u64::MAX).unwrap();
+    assert_eq!(s.len(), 3);
+    let front = s.front().unwrap().clone();
+    assert!(
+        front.uncertain,
+        "restored batches may have been inserted already"
+    );
+    let b = s.read(&front).unwrap();
+    assert_eq!(b.rows, event_batch(1, 0..10).rows);
+    assert_eq!(b.token, event_batch(1, 0..10).token);
+    s.pop_front().unwrap();
+    assert_eq!(
+        s.read(&s.front().unwrap().clone()).unwrap().seq_range(),
+        (10, 19)
+    );
+    s.pop_front().unwrap();
+    assert_eq!(s.front().unwrap().table, Table::Losses);
+    s.pop_front().unwrap();
+    assert!(s.is_empty() && s.bytes() == 0);
+    assert!(!d
+        .join("batches")
+        .join("0000000000000099.events.batch.tmp")
+        .exists());
+}
+
+#[test]
+fn a_corrupt_batch_is_moved_aside() {
+    let d = dir("corrupt");
+    fs::create_dir_all(d.join("batches")).unwrap();
+    fs::write(
+        d.join("batches").join("0000000000000001.events.batch"),
+        "not json\n",
+    )
+    .unwrap();
+    let s = Spool::open(&d, u64::MAX).unwrap();
+    assert!(s.is_empty());
+    assert!(d
+        .join("corrupt")
+        .join("0000000000000001.events.batch")
+        .exists());
+}
+
+#[test]
+fn ranges_merge_and_count() {
+    let mut r = Ranges::default();
+    r.insert(10, 19);
+    r.insert(0, 4);
+    r.insert(5, 9);
+    r.insert(30, 39);
+    assert_eq!(r.as_vec(), &[(0, 19), (30, 39)]);
+    assert_eq!(r.count_below(35), 25);
+    r.insert(15, 32);
+    assert_eq!(r.as_vec(), &[(0, 39)]);
+    assert_eq!(
+        Ranges::from_vec(vec![(5, 6), (0, 1), (2, 4)]).as_vec(),
+        &[(0, 6)]
+    );
+}
+
+#[test]
+fn urls_are_checked_and_never_echo_a_password() {
+    assert_eq!(check_url("http://ch:8123/").unwrap(), "http://ch:8123");
+    let bad = [
+        ("https://ch:8443", "https is not supported"),
+        ("ftp://ch", "not http"),
+        ("http://u:topsecret@ch:8123", "credentials do not belong"),
+        ("http://ch:8123/db", "a path"),
+        ("http://ch:8123/?user=x", "query string"),
+        ("ch:8123", "not http"),
+        ("", "not a URL"),
+    ];
+    for (url, why) in bad {
+        let e = check_url(url).unwrap_err().to_string();
+        assert!(e.contains(why), "{url}: {e}");
+        assert!(!e.contains("topsecret"), "{e}");
+    }
+    assert_eq!(format!("{:?}", Secret::new("topsecret")), "***");
+}
+
+#[test]
+fn the_config_file_env_and_flags_combine() {
+    let d = dir("config");
+    let pw = d.join("pw");
+    fs::write(&pw, "from-file\n").unwrap();
+    let file = d.join("ch.yaml");
+    fs::write(
+        &file,
+        format!(
+            "url: http://ch:8123\ndatabase: audit\nuser: filer\npassword_file: {}\n\
+             retention_days: 90\nbatch_interval: 2s\nspool_dir: /tmp/x\ncompression: none\n",
+            pw.display()
+        ),
+    )
+    .unwrap();
+    let none = |_: &str| None;
+    let c = StoreConfig::load(Some(&file), None, None, &none)
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.url, "http://ch:8123");
+    assert_eq!(c.database, "audit");
+    assert_eq!(c.user.as_deref(), Some("filer"));
+    assert_eq!(c.password, Some(Secret::new("from-file")));
+    assert_eq!(c.retention_days, Some(90));
+    assert_eq!(c.batch_interval, Duration::from_secs(2));
+    assert_eq!(c.spool_dir, PathBuf::from("/tmp/x"));
+
+    let env = |k: &str| match k {
+        "NHISCOPE_CLICKHOUSE_USER" => Some("envuser".to_owned()),
+        "NHISCOPE_CLICKHOUSE_PASSWORD" => Some("from-env".to_owned()),
+        _ => None,
+    };
+    let c = StoreConfig::load(Some(&file), Some("http://other:8123"), Some("fleet"), &env)
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.url, "http://other:8123");
+    assert_eq!(c.cluster.as_deref(), Some("fleet"));
+    assert_eq!(c.user.as_deref(), Some("envuser"));
+    assert_eq!(c.password, Some(Secret::new("from-env")));
+
+    assert!(StoreConfig::load(None, None, None, &none)
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn config_errors_name_the_place() {
+    let d = dir("config-bad");
+    let none = |_: &str| None;
+    let file = d.join("ch.yaml");
+    fs::write(&file, "url: http://ch:8123\npassword: hunter2\n").unwrap();
+    let e = StoreConfig::load(Some(&file), None, None, &none).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, ConfigError::Invalid { line: 2, .. }), "{msg}");
+    assert!(msg.contains("unknown field `password`"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+
+    fs::write(&file, "url: http://ch:8123\nbatch_interval: soon\n").unwrap();
+    let msg = StoreConfig::load(Some(&file), None, None, &none)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with(&format!("{}:2:", file.display())), "{msg}");
+
+    fs::write(&file, "url: http://ch:8123\ndatabase: 'x; DROP'\n").unwrap();
+    let msg = StoreConfig::load(Some(&file), None, None, &none)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("database"), "{msg}");
+
+    fs::write(
+        &file,
+        "url: http://ch:8123\npassword_file: /nonexistent/pw\n",
+    )
+    .unwrap();
+    let msg = StoreConfig::load(Some(&file), None, None, &none)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("password_file /nonexistent/pw"), "{msg}");
+}
+
+#[test]
+fn old_partitions_expire_whole() {
+    assert_eq!(civil_from_days(0), (1970, 1, 1));
+    assert_eq!(civil_from_days(20_415), (2025, 11, 23));
+    let cutoff = (2026, 11, 23);
+    assert!(partition_expired("20261122", cutoff));
+    assert!(!partition_expired("20261123", cutoff));
+    assert!(partition_expired("202610", cutoff));
+    assert!(
+        !partition_expired("202611", cutoff),
+        "the month is not wholly past"
+    );
+    assert!(!partition_expired("tuple()", cutoff));
+}
+
+#[test]
+fn every_query_has_its_parameters_in_both_dialects() {
+    for q in queries::ALL {
+        for d in [Dialect::Legacy, Dialect::Modern] {
+            let sql = q.sql(d, "nhiscope");
+            assert_eq!(
+                sql.matches('?').count(),
+                q.params.len(),
+                "{} ({d:?}): {sql}",
+                q.name
+            );
+            assert!(!sql.contains("{db}"));
+        }
+    }
+    let sql = queries::EVENTS_BY_NHI.render(
+        Dialect::Legacy,
+        "db",
+        &[
+            Param::from("it's\\"),
+            Param::U64(1),
+            Param::U64(2),
+            Param::U64(3),
+        ],
+    );
+    assert!(
+        sql.contains("nhi = 'it\\'s\\\\' AND ts >= toDateTime(1)"),
+        "{sql}"
+    );
+}
+
+#[test]
+fn errors_say_what_to_fix() {
+    let auth = clickhouse::error::Error::BadResponse(
+        "Code: 193, e.displayText() = DB::Exception: Wrong password for user writer".into(),
+    );
+    let e = SinkError::from_clickhouse(&auth, Some("writer"));
+    assert!(
+        e.message
+            .contains("authentication failed for user `writer`"),
+        "{}",
+        e.message
+    );
+    assert!(!e.uncertain);
+    let e = SinkError::from_clickhouse(&clickhouse::error::Error::TimedOut, None);
+    assert!(e.uncertain, "a timeout may have stored the batch");
+}

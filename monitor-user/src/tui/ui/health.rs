@@ -1,0 +1,148 @@
+//! The daemon's health: kernel drops, ring buffer fill, ClickHouse lag and spool, uptime, the
+//! event rate, and the dashboard's own view of the feed.
+
+use ratatui::{
+    buffer::Buffer,
+    layout::{Constraint, Layout, Rect},
+    style::{Color, Modifier, Style},
+    text::{Line, Span},
+    widgets::{Block, Paragraph, Sparkline, Widget, Wrap},
+};
+
+use super::{alert, uptime};
+use crate::tui::app::{App, Conn};
+
+fn row(name: &str, value: Vec<Span<'static>>) -> Line<'static> {
+    let mut spans = vec![Span::styled(
+        format!("{name:<13}"),
+        Style::new().add_modifier(Modifier::BOLD),
+    )];
+    spans.extend(value);
+    Line::from(spans)
+}
+
+fn good(text: String) -> Span<'static> {
+    Span::styled(text, Style::new().fg(Color::Green))
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+    }
+}
+
+pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
+    let [text_area, spark_area] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(6)]).areas(area);
+    let mut lines = Vec::new();
+    let daemon = match &app.conn {
+        Conn::Live => {
+            let up = app
+                .health
+                .as_ref()
+                .map(|h| format!(" · up {}", uptime(h.uptime_secs)))
+                .unwrap_or_default();
+            vec![
+                good("live".into()),
+                Span::raw(format!(
+                    " · host {} · pid {}{up} · {}",
+                    app.host, app.daemon_pid, app.socket
+                )),
+            ]
+        }
+        Conn::Connecting => vec![Span::raw("connecting")],
+        Conn::Down { reason, .. } => vec![Span::styled(reason.clone(), alert())],
+    };
+    lines.push(row("daemon", daemon));
+    match &app.health {
+        None => lines.push(row("health", vec![Span::raw("no report yet")])),
+        Some(h) => {
+            lines.push(row(
+                "events",
+                vec![Span::raw(format!(
+                    "{} since start · {:.1}/s now",
+                    h.events_total, h.events_per_sec
+                ))],
+            ));
+            let drops = if h.kernel_drops == 0 {
+                vec![good("none".into())]
+            } else {
+                let causes = h
+                    .kernel_drops_by_cause
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(c, n)| format!("{c} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                vec![
+                    Span::styled(format!("LOSS {}", h.kernel_drops), alert()),
+                    Span::raw(format!(" records lost in the kernel ({causes})")),
+                ]
+            };
+            lines.push(row("kernel drops", drops));
+            lines.push(row(
+                "ring buffer",
+                vec![Span::raw(match h.ringbuf_fill {
+                    Some(f) => format!("{:.0}% full", f * 100.0),
+                    None => "fill not reported by the daemon".to_owned(),
+                })],
+            ));
+            let ch = match &h.clickhouse {
+                None => vec![Span::raw("not configured")],
+                Some(c) => {
+                    let mut v = if c.connected {
+                        vec![good("connected".into())]
+                    } else {
+                        vec![Span::styled("DOWN", alert())]
+                    };
+                    if let Some(lag) = c.lag_secs {
+                        v.push(Span::raw(format!(" · lag {lag:.1}s")));
+                    }
+                    if let Some(b) = c.spool_bytes {
+                        v.push(Span::raw(format!(" · spool {}", bytes(b))));
+                    }
+                    if let Some(r) = c.spool_rows {
+                        v.push(Span::raw(format!(" ({r} rows)")));
+                    }
+                    if let Some(e) = &c.last_error {
+                        v.push(Span::raw(format!(" · {e}")));
+                    }
+                    v
+                }
+            };
+            lines.push(row("ClickHouse", ch));
+            lines.push(row(
+                "live feed",
+                vec![Span::raw(format!(
+                    "{} client(s) · {} dropped as too slow · {} refused",
+                    h.live_clients, h.live_clients_dropped, h.live_clients_refused
+                ))],
+            ));
+        }
+    }
+    let c = &app.counters;
+    lines.push(row(
+        "dashboard",
+        vec![Span::raw(format!(
+            "{} messages · {} events · {} not understood · {} connection(s)",
+            c.messages, c.events, c.garbled, c.connects
+        ))],
+    ));
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .block(Block::bordered().title(" health "))
+        .render(text_area, buf);
+
+    let data: Vec<u64> = app.rate_history.iter().copied().collect();
+    let max = data.iter().copied().max().unwrap_or(0);
+    Sparkline::default()
+        .block(Block::bordered().title(format!(
+            " events/s, last {} reports (max {max}) ",
+            data.len()
+        )))
+        .data(&data)
+        .style(Style::new().fg(Color::Cyan))
+        .render(spark_area, buf);
+}

@@ -1,0 +1,511 @@
+//! Widget tests against a `Buffer`, and whole-screen `TestBackend` snapshots (insta) of every
+//! view, empty and error states included, at 80x24 (the size an analyst gets over SSH).
+
+use std::time::{Duration, SystemTime};
+
+use ratatui::{
+    backend::TestBackend,
+    buffer::Buffer,
+    crossterm::event::{KeyCode, KeyEvent, KeyModifiers},
+    layout::Rect,
+    style::Color,
+    widgets::Widget,
+    Terminal,
+};
+
+use super::*;
+use crate::{
+    event::{DriftKind, Kind, Verdict},
+    live::protocol::{
+        ClickHouseHealth, Health, Hello, LiveEvent, Message, NhiSummary, PrincipalsSummary,
+        RegistrySummary, PROTOCOL_VERSION,
+    },
+    tui::app::{App, Update},
+};
+
+fn t(s: &str) -> SystemTime {
+    humantime::parse_rfc3339(s).unwrap()
+}
+
+const NOW: &str = "2026-11-23T10:00:30Z";
+
+fn registry() -> RegistrySummary {
+    RegistrySummary {
+        nhis: vec![
+            NhiSummary {
+                id: "billing-s3-writer".into(),
+                owner: Some("team-billing".into()),
+                credentials: vec!["/etc/billing/aws-credentials".into()],
+                readers: Some(PrincipalsSummary {
+                    exe: vec!["/usr/local/bin/billing-worker".into()],
+                    uid: vec![1001],
+                }),
+                holders: None,
+                endpoints: Some(vec![
+                    "*.s3.eu-west-1.amazonaws.com port 443".into(),
+                    "10.20.0.0/16 ports 5432,6432".into(),
+                ]),
+                expires: Some("2026-12-31T00:00:00Z".into()),
+                max_age: None,
+                interactive: "deny".into(),
+            },
+            NhiSummary {
+                id: "deploy-key".into(),
+                owner: Some("platform".into()),
+                credentials: vec!["/srv/deploy/.ssh/id_ed25519".into()],
+                interactive: "deny".into(),
+                ..NhiSummary::default()
+            },
+            NhiSummary {
+                id: "ci-token".into(),
+                credentials: vec!["/var/lib/ci/token".into()],
+                interactive: "allow".into(),
+                ..NhiSummary::default()
+            },
+        ],
+    }
+}
+
+fn health() -> Health {
+    Health {
+        uptime_secs: 3725,
+        events_total: 1234,
+        events_per_sec: 4.5,
+        live_clients: 1,
+        ..Health::default()
+    }
+}
+
+fn connected(registry: RegistrySummary) -> App {
+    let mut app = App::new("/run/nhiscope/live.sock", t(NOW));
+    app.on_update(Update::Connected);
+    app.on_update(Update::Message(Message::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        host: "web-1".into(),
+        pid: 812,
+        registry,
+        health: health(),
+    })));
+    app
+}
+
+fn open(ts: &str, nhi: Option<&str>, exe: &str, pid: u32, uid: u32, path: &str) -> LiveEvent {
+    let mut e = LiveEvent::new(Kind::Open, Verdict::Ok);
+    e.ts = format!("2026-11-23T{ts}.123456789Z");
+    e.host = "web-1".into();
+    e.nhi = nhi.map(Into::into);
+    e.exe = exe.into();
+    e.comm = exe.rsplit('/').next().unwrap().chars().take(15).collect();
+    e.pid = pid;
+    e.uid = uid;
+    e.path = Some(path.into());
+    e.result = Some(3);
+    e
+}
+
+fn connect(ts: &str, nhi: &str, exe: &str, pid: u32, addr: &str, port: u16) -> LiveEvent {
+    let mut e = open(ts, Some(nhi), exe, pid, 1001, "");
+    e.kind = Kind::Connect;
+    e.path = None;
+    e.result = None;
+    e.daddr = Some(addr.into());
+    e.dport = Some(port);
+    e
+}
+
+fn drift(mut e: LiveEvent, kind: DriftKind, reason: &str) -> LiveEvent {
+    e.verdict = Verdict::Drift;
+    e.drift = vec![kind];
+    e.reason = reason.into();
+    e
+}
+
+/// A host with some history: billing drifted twice, deploy-key is used in scope, ci-token is
+/// idle, and someone read an unowned AWS credentials file.
+fn busy() -> App {
+    let mut app = connected(registry());
+    let worker = "/usr/local/bin/billing-worker";
+    for (i, ts) in ["09:58:05", "09:59:10", "10:00:01", "10:00:12"]
+        .iter()
+        .enumerate()
+    {
+        app.on_event(open(
+            ts,
+            Some("billing-s3-writer"),
+            worker,
+            4100 + i as u32,
+            1001,
+            "/etc/billing/aws-credentials",
+        ));
+    }
+    let mut s3 = connect(
+        "10:00:02",
+        "billing-s3-writer",
+        worker,
+        4102,
+        "52.218.1.10",
+        443,
+    );
+    s3.dns_names = Some(vec!["billing.s3.eu-west-1.amazonaws.com".into()]);
+    app.on_event(s3);
+    app.on_event(drift(
+        open("10:00:20", Some("billing-s3-writer"), "/usr/bin/cat", 5230, 65534, "/etc/billing/aws-credentials"),
+        DriftKind::ReaderOutOfScope,
+        "/usr/bin/cat (pid 5230, uid 65534) opened /etc/billing/aws-credentials of NHI billing-s3-writer, \
+         outside its readers (exe /usr/local/bin/billing-worker, uid 1001).",
+    ));
+    app.on_event(drift(
+        connect("10:00:25", "billing-s3-writer", "/usr/bin/python3.11", 5301, "127.0.0.9", 8443),
+        DriftKind::EndpointOutOfScope,
+        "/usr/bin/python3.11 (pid 5301, uid 1001), a holder of NHI billing-s3-writer, connected to \
+         127.0.0.9:8443, outside its endpoints.",
+    ));
+    app.on_event(open(
+        "10:00:15",
+        Some("deploy-key"),
+        "/usr/bin/git",
+        6001,
+        0,
+        "/srv/deploy/.ssh/id_ed25519",
+    ));
+    let mut unreg = open(
+        "10:00:28",
+        None,
+        "/usr/local/bin/aws",
+        7001,
+        1000,
+        "/home/ana/.aws/credentials",
+    );
+    unreg.verdict = Verdict::Unregistered;
+    unreg.reason =
+        "/home/ana/.aws/credentials matches a watched credential pattern and no NHI owns it."
+            .into();
+    app.on_event(unreg);
+    let mut exit = LiveEvent::new(Kind::Exit, Verdict::Ok);
+    exit.ts = "2026-11-23T10:00:29.000000001Z".into();
+    exit.nhi = Some("billing-s3-writer".into());
+    exit.exe = "/usr/bin/python3.11".into();
+    exit.comm = "python3".into();
+    exit.pid = 5301;
+    app.on_event(exit);
+    app
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
+fn screen(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| f.render_widget(app, f.area())).unwrap();
+    terminal
+}
+
+macro_rules! snapshot {
+    ($name:literal, $app:expr) => {
+        snapshot!($name, $app, 80, 24)
+    };
+    ($name:literal, $app:expr, $w:expr, $h:expr) => {
+        insta::assert_snapshot!($name, screen(&$app, $w, $h).backend())
+    };
+}
+
+/// The text of row `y` of a buffer.
+fn row_text(buf: &Buffer, y: u16) -> String {
+    (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect()
+}
+
+fn find(buf: &Buffer, needle: &str) -> Option<(u16, u16)> {
+    (0..buf.area.height).find_map(|y| {
+        let text = row_text(buf, y);
+        text.find(needle)
+            .map(|byte| (text[..byte].chars().count() as u16, y))
+    })
+}
+
+#[test]
+fn sparkline_scales_to_the_busiest_bucket_and_leaves_idle_ones_blank() {
+    assert_eq!(spark(&[0, 1, 2, 4, 8]), " ▁▂▄█");
+    assert_eq!(spark(&[0, 0]), "  ");
+    assert_eq!(spark(&[3]), "█");
+    assert_eq!(spark(&[]), "");
+}
+
+#[test]
+fn long_paths_keep_their_tail() {
+    assert_eq!(tail("/etc/billing/aws-credentials", 12), "…credentials");
+    assert_eq!(tail("short", 12), "short");
+    assert_eq!(tail("abc", 0), "");
+}
+
+#[test]
+fn ages_and_uptimes_are_short() {
+    let now = t(NOW);
+    assert_eq!(ago(now, now - Duration::from_secs(5)), "5s");
+    assert_eq!(ago(now, now - Duration::from_secs(150)), "2m");
+    assert_eq!(
+        ago(now, now + Duration::from_secs(5)),
+        "0s",
+        "a clock ahead is now"
+    );
+    assert_eq!(ago(now, now - Duration::from_secs(7200)), "2h");
+    assert_eq!(uptime(3725), "1h02m");
+    assert_eq!(uptime(65), "1m05s");
+}
+
+#[test]
+fn a_drifting_nhi_says_drift_in_words_and_in_red() {
+    let app = busy();
+    let area = Rect::new(0, 0, 80, 24);
+    let mut buf = Buffer::empty(area);
+    (&app).render(area, &mut buf);
+    let (_, y) = find(&buf, "billing-s3-writer").expect("the NHI has a row");
+    let row = row_text(&buf, y);
+    assert!(
+        row.contains("▶ DRIFT"),
+        "selected and marked in text: {row}"
+    );
+    let (x, _) = find(&buf, "▶ DRIFT").unwrap();
+    assert_eq!(buf[(x + 2, y)].fg, Color::Red);
+    let (_, y) = find(&buf, "deploy-key").unwrap();
+    assert!(row_text(&buf, y).contains(" ok "), "{}", row_text(&buf, y));
+    let (_, y) = find(&buf, "ci-token").unwrap();
+    assert!(row_text(&buf, y).contains("idle"));
+    let (_, y) = find(&buf, "(unregistered)").unwrap();
+    assert!(row_text(&buf, y).contains("UNREG"));
+    assert!(
+        row_text(&buf, 0).contains("DRIFT 2"),
+        "{}",
+        row_text(&buf, 0)
+    );
+}
+
+#[test]
+fn the_detail_marks_the_out_of_scope_reader_and_endpoint() {
+    let mut app = busy();
+    key(&mut app, KeyCode::Enter);
+    let area = Rect::new(0, 0, 80, 24);
+    let mut buf = Buffer::empty(area);
+    (&app).render(area, &mut buf);
+    let (_, y) = find(&buf, "127.0.0.9:8443").expect("the endpoint is listed");
+    assert!(
+        row_text(&buf, y).contains("OUT 127.0.0.9:8443 ×1"),
+        "{}",
+        row_text(&buf, y)
+    );
+    let (_, y) = find(&buf, "uid 65534").expect("the reader is listed");
+    assert!(
+        row_text(&buf, y).contains("OUT /usr/bin/cat uid 65534"),
+        "{}",
+        row_text(&buf, y)
+    );
+    let (_, y) = find(&buf, "amazonaws.com:443").expect("a name stands for its address");
+    assert!(row_text(&buf, y).contains("in  …"), "{}", row_text(&buf, y));
+}
+
+#[test]
+fn a_tiny_terminal_gets_a_request_not_garbage() {
+    let area = Rect::new(0, 0, 40, 8);
+    let mut buf = Buffer::empty(area);
+    (&busy()).render(area, &mut buf);
+    assert!(row_text(&buf, 0).starts_with("nhiscope: the terminal is 40x8;"));
+}
+
+#[test]
+fn snapshot_overview() {
+    snapshot!("overview", busy());
+}
+
+#[test]
+fn snapshot_overview_wide() {
+    snapshot!("overview_120x30", busy(), 120, 30);
+}
+
+#[test]
+fn snapshot_overview_empty() {
+    snapshot!("overview_empty", connected(RegistrySummary::default()));
+}
+
+#[test]
+fn snapshot_overview_filtered_to_nothing() {
+    let mut app = busy();
+    key(&mut app, KeyCode::Char('/'));
+    for c in "nhi:nope".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    snapshot!("overview_filter_editing", app);
+}
+
+#[test]
+fn snapshot_drift_feed() {
+    let mut app = busy();
+    key(&mut app, KeyCode::Char('2'));
+    snapshot!("drift_feed", app);
+}
+
+#[test]
+fn snapshot_drift_feed_empty() {
+    let mut app = connected(registry());
+    key(&mut app, KeyCode::Char('2'));
+    snapshot!("drift_feed_empty", app);
+}
+
+#[test]
+fn snapshot_stream() {
+    let mut app = busy();
+    key(&mut app, KeyCode::Char('3'));
+    snapshot!("stream", app);
+}
+
+#[test]
+fn snapshot_stream_paused_and_filtered() {
+    let mut app = busy();
+    key(&mut app, KeyCode::Char('3'));
+    key(&mut app, KeyCode::Char('/'));
+    for c in "verdict:drift".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Char('p'));
+    app.on_event(open(
+        "10:00:30",
+        Some("deploy-key"),
+        "/usr/bin/git",
+        6002,
+        0,
+        "/srv/deploy/.ssh/id_ed25519",
+    ));
+    snapshot!("stream_paused_filtered", app);
+}
+
+#[test]
+fn snapshot_stream_empty() {
+    let mut app = connected(registry());
+    key(&mut app, KeyCode::Char('3'));
+    snapshot!("stream_empty", app);
+}
+
+#[test]
+fn snapshot_detail() {
+    let mut app = busy();
+    key(&mut app, KeyCode::Enter);
+    snapshot!("detail", app);
+}
+
+#[test]
+fn snapshot_detail_from_the_drift_feed_at_120x40() {
+    let mut app = busy();
+    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Enter);
+    snapshot!("detail_120x40", app, 120, 40);
+}
+
+#[test]
+fn snapshot_detail_unregistered() {
+    let mut app = busy();
+    key(&mut app, KeyCode::End);
+    key(&mut app, KeyCode::Enter);
+    snapshot!("detail_unregistered", app);
+}
+
+#[test]
+fn snapshot_detail_idle() {
+    let mut app = connected(registry());
+    key(&mut app, KeyCode::Char('4'));
+    snapshot!("detail_idle", app);
+}
+
+#[test]
+fn snapshot_health() {
+    let mut app = busy();
+    for rate in [3, 5, 8, 4, 2, 9] {
+        app.on_update(Update::Message(Message::Health {
+            health: Health {
+                events_per_sec: f64::from(rate),
+                ..health()
+            },
+        }));
+    }
+    key(&mut app, KeyCode::Char('5'));
+    snapshot!("health", app);
+}
+
+#[test]
+fn snapshot_health_with_losses_and_clickhouse_down() {
+    let mut app = busy();
+    let mut h = health();
+    h.kernel_drops = 12;
+    h.kernel_drops_by_cause
+        .insert("ringbuf_full_open".into(), 12);
+    h.ringbuf_fill = Some(0.35);
+    h.clickhouse = Some(ClickHouseHealth {
+        connected: false,
+        lag_secs: Some(42.0),
+        spool_bytes: Some(3 << 20),
+        spool_rows: Some(5120),
+        last_error: Some("connection refused".into()),
+    });
+    app.on_update(Update::Message(Message::Health { health: h }));
+    key(&mut app, KeyCode::Char('5'));
+    snapshot!("health_losses_clickhouse_down", app);
+}
+
+#[test]
+fn snapshot_help() {
+    let mut app = busy();
+    key(&mut app, KeyCode::Char('?'));
+    snapshot!("help", app);
+}
+
+#[test]
+fn snapshot_daemon_not_running() {
+    let mut app = App::new("/run/nhiscope/live.sock", t(NOW));
+    app.on_update(Update::Down {
+        reason:
+            "daemon not running: no socket at /run/nhiscope/live.sock (start `nhiscope daemon`)"
+                .into(),
+        attempt: 3,
+        retry_in: Duration::from_secs(1),
+    });
+    snapshot!("daemon_not_running", app);
+}
+
+#[test]
+fn snapshot_permission_denied() {
+    let mut app = App::new("/run/nhiscope/live.sock", t(NOW));
+    app.on_update(Update::Down {
+        reason: crate::tui::client::unreachable_reason(
+            std::path::Path::new("/run/nhiscope/live.sock"),
+            &std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        ),
+        attempt: 1,
+        retry_in: Duration::from_millis(250),
+    });
+    snapshot!("permission_denied", app);
+}
+
+#[test]
+fn snapshot_connecting() {
+    snapshot!("connecting", App::new("/run/nhiscope/live.sock", t(NOW)));
+}
+
+#[test]
+fn snapshot_disconnected_keeps_the_data() {
+    let mut app = busy();
+    app.on_update(Update::Down {
+        reason: "the daemon closed the connection".into(),
+        attempt: 2,
+        retry_in: Duration::from_secs(2),
+    });
+    key(&mut app, KeyCode::Char('2'));
+    snapshot!("disconnected_drift_feed", app);
+}
+
+#[test]
+fn snapshot_smallest_drift_feed_and_detail() {
+    let mut app = busy();
+    key(&mut app, KeyCode::Char('2'));
+    snapshot!("drift_feed_60x12", app, 60, 12);
+    key(&mut app, KeyCode::Enter);
+    snapshot!("detail_60x12", app, 60, 12);
+}

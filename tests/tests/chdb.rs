@@ -1,0 +1,348 @@
+//! The store on a current ClickHouse engine (chdb-core, ClickHouse 26.x in-process): the
+//! modern DDL, every shipped query, retention changes, and the exact RowBinary bytes the sink
+//! sends, captured on the wire and loaded with `file(..., RowBinary, 'structure')`.
+
+use std::{path::Path, time::Duration};
+
+use nhiscope::{
+    event::{DriftKind, Event, Kind, Verdict},
+    store::{
+        config::Compression,
+        migrate,
+        queries::{self, EventRecord, Param},
+        row::{AgentRow, EventRow, LossRow, Ts},
+        schema::{Dialect, Schema, Table, MIGRATIONS},
+        sink::{Batch, Conn, Rows},
+        StoreConfig,
+    },
+};
+use nhiscope_tests::{capture::Capture, chdb::Chdb, temp_dir};
+use serde_json::Value;
+
+const RUN: u64 = 0x5eed;
+
+fn events() -> Vec<Event> {
+    let t0 = 1_795_000_000u64;
+    (0..60u64)
+        .map(|i| {
+            let t = std::time::UNIX_EPOCH + Duration::new(t0 + i * 7, (i as u32) * 13_579 + 1);
+            let kind = [
+                Kind::Open,
+                Kind::Connect,
+                Kind::Exec,
+                Kind::Exit,
+                Kind::Loss,
+            ][i as usize % 5];
+            let mut e = Event::new(
+                kind,
+                humantime::format_rfc3339_nanos(t).to_string(),
+                "h1".into(),
+            );
+            e.pid = 1000 + i as u32;
+            e.tid = e.pid;
+            e.ppid = 1;
+            e.uid = 1001;
+            e.gid = 1001;
+            e.exe = "/usr/local/bin/billing-worker".into();
+            e.comm = "billing-worker".into();
+            e.cmdline = vec![
+                "billing-worker".into(),
+                format!("--n={i}"),
+                "ünïcode 'quoted'".into(),
+            ];
+            e.cgroup_id = 77;
+            match kind {
+                Kind::Open => {
+                    e.syscall = Some("openat2");
+                    e.path = Some("/etc/billing/aws-credentials".into());
+                    e.path_arg = Some("../billing/aws-credentials".into());
+                    e.target = Some("/srv/secrets/aws".into());
+                    e.flags = Some(0);
+                    e.result = Some(if i % 2 == 0 { 5 } else { -2 });
+                    e.error = (i % 2 == 1).then(|| "ENOENT".into());
+                    e.nhi = Some("billing-s3-writer".into());
+                    e.verdict = Verdict::Drift;
+                    e.drift = vec![DriftKind::StaleCredential];
+                    e.reason = "the credential file is 40 days old".into();
+                }
+                Kind::Connect => {
+                    e.daddr = Some(
+                        if i % 2 == 0 {
+                            "52.95.1.2"
+                        } else {
+                            "2a05:d018::1"
+                        }
+                        .into(),
+                    );
+                    e.dport = Some(443);
+                    e.saddr = Some("10.0.0.5".into());
+                    e.sport = Some(0);
+                    e.dns_names = Some(vec!["s3.eu-west-1.amazonaws.com".into()]);
+                    e.nhi = Some("billing-s3-writer".into());
+                    e.container = Some("c0ffee".into());
+                }
+                Kind::Loss => {
+                    e.count = Some(i);
+                    e.cause = Some("ringbuf_full_open".into());
+                    e.reason = format!("{i} open record(s) were lost in the kernel.");
+                }
+                Kind::Exec => e.verdict = Verdict::Unregistered,
+                _ => {}
+            }
+            e
+        })
+        .collect()
+}
+
+fn schema(retention_days: Option<u32>) -> Schema {
+    Schema {
+        database: "nhiscope".into(),
+        cluster: None,
+        retention_days,
+        dialect: Dialect::Modern,
+    }
+}
+
+/// The DDL a fresh current server gets, as the store would run it.
+fn ddl(s: &Schema) -> Vec<String> {
+    let mut out = vec![s.create_database(), s.create_migrations_table()];
+    for m in MIGRATIONS {
+        out.extend((m.statements)(s));
+    }
+    out
+}
+
+/// What the sink sent for each batch: (table, insert SQL, RowBinary body, dedup token).
+fn capture_inserts(batches: &[Batch]) -> Vec<(Table, String, Vec<u8>, String)> {
+    let capture = Capture::start();
+    let mut config = StoreConfig::new(&capture.url()).unwrap_or_else(|e| panic!("{e}"));
+    // The exact RowBinary, not lz4 frames around it.
+    config.compression = Compression::None;
+    let conn = Conn::unmigrated(&config, schema(Some(30)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    for b in batches {
+        rt.block_on(conn.insert(b))
+            .unwrap_or_else(|e| panic!("sending {}: {e}", b.token));
+    }
+    let reqs = capture.requests();
+    assert_eq!(reqs.len(), batches.len(), "one request per batch: {reqs:?}");
+    batches
+        .iter()
+        .zip(reqs)
+        .map(|(b, r)| {
+            let sql = r
+                .param("query")
+                .unwrap_or_else(|| panic!("no query in {}", r.target));
+            let token = r.param("insert_deduplication_token").unwrap_or_default();
+            (b.table(), sql, r.body, token)
+        })
+        .collect()
+}
+
+/// `INSERT INTO db.t (cols) SELECT * FROM file(path, RowBinary, 'structure')` for a captured
+/// `INSERT INTO t(cols) FORMAT RowBinary`, with the column types of the schema.
+fn replay(s: &Schema, t: Table, sql: &str, path: &Path, token: &str) -> String {
+    let open = sql
+        .find('(')
+        .unwrap_or_else(|| panic!("no column list in {sql}"));
+    let close = sql
+        .find(')')
+        .unwrap_or_else(|| panic!("no column list in {sql}"));
+    assert!(sql[close..].contains("FORMAT RowBinary"), "{sql}");
+    let names: Vec<String> = sql[open + 1..close]
+        .split(',')
+        .map(|c| c.trim().trim_matches('`').to_owned())
+        .collect();
+    let types = s.column_types(t);
+    let structure: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let (_, ty) = types
+                .iter()
+                .find(|(c, _)| c == n)
+                .unwrap_or_else(|| panic!("the sink sends column {n}, which {t:?} lacks"));
+            format!("{n} {ty}")
+        })
+        .collect();
+    assert_eq!(
+        names.len(),
+        types.len(),
+        "the sink must send every column of {t:?}"
+    );
+    format!(
+        "INSERT INTO {} ({}) SETTINGS insert_deduplication_token = '{token}' \
+         SELECT * FROM file('{}', 'RowBinary', '{}')",
+        s.table(t),
+        names.join(", "),
+        path.display(),
+        structure.join(", ").replace('\'', "\\'"),
+    )
+}
+
+fn rows_of(out: &[Vec<Value>], i: usize) -> &[Value] {
+    &out[i]
+}
+
+#[test]
+fn the_modern_schema_queries_and_sink_bytes_work_on_current_clickhouse() {
+    let Some(chdb) = Chdb::get() else { return };
+    let dir = temp_dir("chdb-modern");
+    let s = schema(Some(30));
+    let sent = events();
+    let event_rows: Vec<EventRow> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, e)| EventRow::from_event(e, RUN, i as u64, Ts::now()))
+        .collect();
+    let loss = LossRow {
+        host: "h1".into(),
+        run_id: RUN,
+        seq: 0,
+        start: Ts {
+            secs: 1_795_000_000,
+            nanos: 5,
+        },
+        end: Ts {
+            secs: 1_795_000_100,
+            nanos: 999_999_999,
+        },
+        count: 1234,
+        cause: "spool_full".into(),
+        reason: "1234 events were dropped".into(),
+    };
+    let agent = AgentRow {
+        host: "h1".into(),
+        run_id: RUN,
+        seq: 1,
+        ts: Ts {
+            secs: 1_795_000_200,
+            nanos: 0,
+        },
+        started: Ts {
+            secs: 1_795_000_000,
+            nanos: 0,
+        },
+        version: "0.1.0".into(),
+        counters: vec![("records".into(), 60), ("store_errors".into(), 0)],
+    };
+    let batches = vec![
+        Batch::new("h1", RUN, Rows::Events(event_rows.clone())),
+        Batch::new("h1", RUN, Rows::Losses(vec![loss])),
+        Batch::new("h1", RUN, Rows::Agents(vec![agent])),
+    ];
+    let captured = capture_inserts(&batches);
+
+    let mut stmts = vec!["SET output_format_json_quote_64bit_integers = 0".to_owned()];
+    stmts.extend(ddl(&s));
+    let mut events_insert = String::new();
+    for (t, sql, body, token) in &captured {
+        assert!(!token.is_empty(), "no dedup token sent for {t:?}");
+        let path = dir.join(format!("{}.rowbinary", t.name()));
+        std::fs::write(&path, body).unwrap_or_else(|e| panic!("{e}"));
+        let insert = replay(&s, *t, sql, &path, token);
+        if *t == Table::Events {
+            events_insert = insert.clone();
+        }
+        stmts.push(insert);
+    }
+    // The same batch again with its token: the server drops it.
+    stmts.push(events_insert);
+    let first_query = stmts.len();
+    let (from, to) = (Param::U64(1_700_000_000), Param::U64(1_900_000_000));
+    for q in queries::ALL {
+        let params: Vec<Param> = q
+            .params
+            .iter()
+            .map(|p| match *p {
+                "nhi" => Param::from("billing-s3-writer"),
+                "host" => Param::from("h1"),
+                "from" => from.clone(),
+                "to" => to.clone(),
+                "limit" => Param::U64(1000),
+                other => panic!("no test value for parameter {other}"),
+            })
+            .collect();
+        stmts.push(q.render(Dialect::Modern, "nhiscope", &params));
+    }
+    let checks = stmts.len();
+    stmts.push("SELECT count() AS n FROM nhiscope.events".into());
+    stmts.push(
+        "SELECT name, engine_full FROM system.tables WHERE database = 'nhiscope' ORDER BY name"
+            .into(),
+    );
+    let out = chdb.run(&dir, &stmts);
+
+    // Every event came back exactly, through the shipped query.
+    let by_host = rows_of(&out, first_query + 1);
+    let back: Vec<Event> = by_host
+        .iter()
+        .map(|v| {
+            let r: EventRecord =
+                serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v}"));
+            let row = EventRow::from(r);
+            row.to_event()
+                .unwrap_or_else(|| panic!("unreadable {row:?}"))
+        })
+        .collect();
+    assert_eq!(back, sent);
+    assert_eq!(
+        rows_of(&out, checks)[0]["n"],
+        60,
+        "the repeated batch was stored twice"
+    );
+
+    let result = |name: &str| {
+        let i = queries::ALL
+            .iter()
+            .position(|q| q.name == name)
+            .unwrap_or(usize::MAX);
+        rows_of(&out, first_query + i)
+    };
+    assert_eq!(result("events_by_nhi").len(), 24);
+    assert_eq!(result("drift").len(), 12 + 12, "12 drifts, 12 unregistered");
+    assert_eq!(result("drift_kinds")[0]["kind"], "stale_credential");
+    assert_eq!(result("losses_by_host")[0]["lost"], 1234);
+    assert_eq!(result("agents")[0]["counter_names"][0], "records");
+    assert_eq!(result("agents")[0]["counter_values"][0], 60);
+    assert_eq!(result("nhi_summary")[0]["events"], 24);
+
+    // The tables have the TTL asked for, and retention changes are valid statements.
+    let tables = rows_of(&out, checks + 1);
+    for t in Table::ALL {
+        let engine = tables
+            .iter()
+            .find(|r| r["name"] == t.name())
+            .and_then(|r| r["engine_full"].as_str())
+            .unwrap_or_else(|| panic!("no table {}: {tables:?}", t.name()));
+        assert_eq!(
+            migrate::retention_statement(&s, t, engine),
+            None,
+            "{} was created with its TTL, yet a change is planned: {engine}",
+            t.name()
+        );
+        let shorter = migrate::retention_statement(&schema(Some(7)), t, engine)
+            .unwrap_or_else(|| panic!("no statement to change the TTL of {}", t.name()));
+        let removed = migrate::retention_statement(&schema(None), t, engine)
+            .unwrap_or_else(|| panic!("no statement to remove the TTL of {}", t.name()));
+        let mut more = ddl(&s);
+        more.extend([shorter, removed]);
+        chdb.run(&dir.join(format!("retention-{}", t.name())), &more);
+    }
+}
+
+#[test]
+fn the_modern_schema_works_without_retention() {
+    let Some(chdb) = Chdb::get() else { return };
+    let dir = temp_dir("chdb-no-retention");
+    let s = schema(None);
+    let mut stmts = ddl(&s);
+    stmts.push("SELECT count() AS n FROM system.tables WHERE database = 'nhiscope'".into());
+    let out = chdb.run(&dir, &stmts);
+    assert_eq!(
+        out.last().and_then(|r| r.first()).map(|r| &r["n"]),
+        Some(&Value::from(4))
+    );
+}

@@ -1,0 +1,937 @@
+//! The ClickHouse store against a real server (Debian's 18.16, started by the harness): events
+//! read back exactly, outages, crashes with a spool, a full spool, bad credentials.
+//!
+//! The store is driven through its API (`nhiscope::store`), in a tokio runtime of the test's
+//! own; a "crash" is the runtime dropped without `shutdown` (everything in memory is gone, the
+//! files stay), or a child process killed with SIGKILL.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead as _, BufReader, Write as _},
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use nhiscope::{
+    event::{DriftKind, Event, Kind, Verdict},
+    store::{
+        config::Compression,
+        queries::{self, Param},
+        row::{EventRow, Ts},
+        schema::{Dialect, Schema},
+        sink, Store, StoreConfig, StoreHandle,
+    },
+};
+use nhiscope_tests::{clickhouse::ClickHouse, require_root_bpf, temp_dir, Daemon};
+
+/// One varied event per `i`: opens (ok, drift, failed), connects (IPv4, IPv6), execs, exits;
+/// `i` also goes into `pid` and the path so that each is recognisable.
+fn event(host: &str, i: u64) -> Event {
+    let base = 1_795_000_000u64; // 2026-11-18
+    let t =
+        std::time::UNIX_EPOCH + Duration::new(base + i / 1000, (i % 1000) as u32 * 1_000_000 + 7);
+    let ts = humantime::format_rfc3339_nanos(t).to_string();
+    let kind = match i % 5 {
+        0 | 1 => Kind::Open,
+        2 => Kind::Connect,
+        3 => Kind::Exec,
+        _ => Kind::Exit,
+    };
+    let mut e = Event::new(kind, ts, host.to_owned());
+    e.pid = i as u32;
+    e.tid = i as u32 + 1;
+    e.ppid = 1;
+    e.uid = 1000 + (i % 3) as u32;
+    e.gid = 100;
+    e.exe = "/usr/bin/python3.11".into();
+    e.comm = "python3".into();
+    e.cmdline = vec![
+        "python3".into(),
+        format!("job-{i}.py"),
+        "--flag=été ✓".into(),
+    ];
+    e.cgroup_id = 4242 + i;
+    match kind {
+        Kind::Open => {
+            e.syscall = Some("openat");
+            e.path = Some(format!("/etc/billing/aws-credentials-{i}"));
+            e.path_arg = Some("aws-credentials".into());
+            e.flags = Some(if i.is_multiple_of(2) { 0 } else { 0o2 | 0o100 });
+            if i.is_multiple_of(7) {
+                e.result = Some(-13);
+                e.error = Some("EACCES".into());
+            } else {
+                e.result = Some(3);
+            }
+            e.nhi = Some("billing-s3-writer".into());
+            if i.is_multiple_of(4) {
+                e.verdict = Verdict::Drift;
+                e.drift = vec![DriftKind::ReaderOutOfScope, DriftKind::InteractiveUse];
+                e.reason = "opened by /usr/bin/python3.11, outside `readers`".into();
+            }
+        }
+        Kind::Connect => {
+            if i.is_multiple_of(2) {
+                e.daddr = Some("10.20.1.7".into());
+                e.saddr = Some("10.20.0.2".into());
+            } else {
+                e.daddr = Some("2001:db8::17".into());
+                e.saddr = Some("::1".into());
+            }
+            e.dport = Some(443);
+            e.sport = Some(40_000 + (i % 1000) as u16);
+            e.dns_names = Some(if i.is_multiple_of(3) {
+                vec![]
+            } else {
+                vec!["bucket.s3.eu-west-1.amazonaws.com".into()]
+            });
+            e.nhi = Some("billing-s3-writer".into());
+            e.container = Some("3f2a9c".into());
+        }
+        _ => {}
+    }
+    e
+}
+
+fn events(host: &str, range: std::ops::Range<u64>) -> Vec<Event> {
+    range.map(|i| event(host, i)).collect()
+}
+
+fn config(ch: &ClickHouse, spool: &Path) -> StoreConfig {
+    let mut c = StoreConfig::new(&ch.url()).unwrap_or_else(|e| panic!("{e}"));
+    c.spool_dir = spool.to_path_buf();
+    c.batch_interval = Duration::from_millis(100);
+    c.retry_max = Duration::from_millis(500);
+    c.request_timeout = Duration::from_secs(5);
+    c
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    let _ = env_logger::builder()
+        .is_test(true)
+        .parse_filters("info")
+        .try_init();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio: {e}"))
+}
+
+fn legacy_schema(database: &str) -> Schema {
+    Schema {
+        database: database.to_owned(),
+        cluster: None,
+        retention_days: None,
+        dialect: Dialect::Legacy,
+    }
+}
+
+/// Every event of `host` read back through the shipped query, oldest first.
+fn read_back(ch: &ClickHouse, config: &StoreConfig, host: &str) -> Vec<EventRow> {
+    let client = sink::admin_client(config).with_database(&config.database);
+    let schema = legacy_schema(&config.database);
+    runtime()
+        .block_on(queries::fetch_events(
+            &client,
+            &schema,
+            &queries::EVENTS_BY_HOST,
+            &[
+                Param::from(host),
+                Param::U64(0),
+                Param::U64(4_000_000_000),
+                Param::U64(10_000_000),
+            ],
+        ))
+        .unwrap_or_else(|e| panic!("reading events back: {e}\n{}", ch.logs()))
+}
+
+/// Asserts that every event of `host` with a pid in `expected` is stored exactly once (no
+/// `FINAL`: duplicates would show), and nothing else is.
+#[track_caller]
+fn assert_stored_once(ch: &ClickHouse, host: &str, expected: &[u64]) {
+    let rows = ch.query_json(&format!(
+        "SELECT pid, count() AS n FROM nhiscope.events WHERE host = '{host}' GROUP BY pid"
+    ));
+    let mut seen: HashMap<u64, u64> = HashMap::new();
+    for r in rows {
+        seen.insert(
+            r["pid"].as_u64().unwrap_or(u64::MAX),
+            r["n"].as_u64().unwrap_or(0),
+        );
+    }
+    let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "stored more than once (pid, copies): {doubled:?}"
+    );
+    let missing: Vec<_> = expected.iter().filter(|p| !seen.contains_key(p)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} events missing, first: {:?}",
+        missing.len(),
+        expected.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(seen.len(), expected.len(), "unexpected extra events");
+}
+
+#[test]
+fn events_are_stored_and_read_back_exactly() {
+    let Some(ch) = ClickHouse::start("roundtrip") else {
+        return;
+    };
+    let spool = temp_dir("store-roundtrip");
+    let config = config(&ch, &spool);
+    let sent = events("host-a", 0..500);
+    let report = runtime().block_on(async {
+        let store = Store::start(config.clone(), "host-a").unwrap_or_else(|e| panic!("{e}"));
+        store.send(&sent[..250]);
+        store.heartbeat(&[("records", 500), ("events", 500)]);
+        store.send(&sent[250..]);
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"))
+    });
+    assert_eq!(report.spooled_batches, 0, "{report:?}");
+    assert_eq!(report.stats.accepted, 500);
+    let back: Vec<Event> = read_back(&ch, &config, "host-a")
+        .iter()
+        .map(|r| {
+            r.to_event()
+                .unwrap_or_else(|| panic!("unreadable row {r:?}"))
+        })
+        .collect();
+    assert_eq!(back.len(), sent.len());
+    for (got, want) in back.iter().zip(&sent) {
+        assert_eq!(got, want);
+    }
+    let agents = ch.query_json("SELECT host, counter_names, counter_values FROM nhiscope.agents");
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    assert_eq!(agents[0]["counter_names"][0], "records");
+    assert_eq!(agents[0]["counter_values"][0], 500);
+}
+
+/// Waits until the store's spool is empty (ClickHouse took everything), or panics.
+async fn wait_drained(store: &StoreHandle, ch: &ClickHouse, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let s = store.stats();
+        if s.spool_rows == 0 && s.healthy {
+            return;
+        }
+        if started.elapsed() > within {
+            panic!(
+                "the spool did not drain within {within:?}: {s:?}\n{}",
+                ch.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_retried_batch_is_stored_once() {
+    let Some(ch) = ClickHouse::start("dedup") else {
+        return;
+    };
+    let spool = temp_dir("store-dedup");
+    let config = config(&ch, &spool);
+    let rows: Vec<EventRow> = events("host-d", 0..1000)
+        .iter()
+        .enumerate()
+        .map(|(i, e)| EventRow::from_event(e, 77, i as u64, Ts::now()))
+        .collect();
+    let batch = sink::Batch::new("host-d", 77, sink::Rows::Events(rows.clone()));
+    let count = || ch.query_u64("SELECT count() FROM nhiscope.events WHERE host = 'host-d'");
+    runtime().block_on(async {
+        let (conn, _) = sink::Conn::open(&config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", ch.logs()));
+
+        // The first attempt "timed out" after the server stored it: the retry is uncertain.
+        assert_eq!(
+            conn.insert(&batch).await.unwrap_or_else(|e| panic!("{e}")),
+            1000
+        );
+        let mut retry = batch.clone();
+        retry.uncertain = true;
+        assert_eq!(
+            conn.insert(&retry).await.unwrap_or_else(|e| panic!("{e}")),
+            0
+        );
+        assert_eq!(count(), 1000, "the retry must not store anything again");
+
+        // A retry of a batch of which only some rows arrived stores exactly the rest.
+        let other: Vec<EventRow> = rows
+            .iter()
+            .map(|r| EventRow {
+                run_id: 78,
+                ..r.clone()
+            })
+            .collect();
+        let half = sink::Batch::new("host-d", 78, sink::Rows::Events(other[..400].to_vec()));
+        assert_eq!(
+            conn.insert(&half).await.unwrap_or_else(|e| panic!("{e}")),
+            400
+        );
+        let mut whole = sink::Batch::new("host-d", 78, sink::Rows::Events(other));
+        whole.uncertain = true;
+        assert_eq!(
+            conn.insert(&whole).await.unwrap_or_else(|e| panic!("{e}")),
+            600
+        );
+        assert_eq!(count(), 2000);
+
+        // The last line of defence: a copy inserted blindly (no check) collapses on merge,
+        // and FINAL never shows it.
+        assert_eq!(
+            conn.insert(&batch).await.unwrap_or_else(|e| panic!("{e}")),
+            1000
+        );
+        assert_eq!(count(), 3000, "a blind insert does store a second copy...");
+        assert_eq!(
+            ch.query_u64("SELECT count() FROM nhiscope.events FINAL WHERE host = 'host-d'"),
+            2000,
+            "...which FINAL hides"
+        );
+        ch.query("OPTIMIZE TABLE nhiscope.events FINAL");
+        assert_eq!(count(), 2000, "...and a merge removes");
+    });
+}
+
+#[test]
+fn an_outage_mid_stream_loses_and_doubles_nothing() {
+    let Some(mut ch) = ClickHouse::start("outage") else {
+        return;
+    };
+    let spool = temp_dir("store-outage");
+    let config = config(&ch, &spool);
+    let total = 3000u64;
+    let report = runtime().block_on(async {
+        let store = Store::start(config.clone(), "host-o").unwrap_or_else(|e| panic!("{e}"));
+        let started = Instant::now();
+        let mut stopped = false;
+        for chunk in 0..total / 10 {
+            store.send(&events("host-o", chunk * 10..chunk * 10 + 10));
+            let t = started.elapsed();
+            if !stopped && t > Duration::from_millis(700) {
+                // Killed while inserts are in flight: some outcomes are unknown.
+                ch.stop();
+                stopped = true;
+            }
+            if stopped && !ch.is_running() && t > Duration::from_millis(2000) {
+                ch.restart();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(store.stats().errors > 0, "the outage went unnoticed");
+        wait_drained(&store, &ch, Duration::from_secs(15)).await;
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"))
+    });
+    assert_eq!(report.spooled_batches, 0, "{report:?}");
+    assert!(
+        report.stats.spooled_rows > 0,
+        "nothing was spooled: {report:?}"
+    );
+    let pids: Vec<u64> = (0..total).collect();
+    assert_stored_once(&ch, "host-o", &pids);
+}
+
+#[test]
+fn a_crash_with_a_full_memory_and_a_spool_is_replayed_and_accounted() {
+    let Some(mut ch) = ClickHouse::start("crash") else {
+        return;
+    };
+    let spool = temp_dir("store-crash");
+    let mut c = config(&ch, &spool);
+    // Batches of 1000, cut by size only: what is pending when the store dies is known.
+    c.batch_rows = 1000;
+    c.batch_interval = Duration::from_secs(3600);
+    ch.stop();
+    {
+        let rt = runtime();
+        rt.block_on(async {
+            let store = Store::start(c.clone(), "host-c").unwrap_or_else(|e| panic!("{e}"));
+            store.send(&events("host-c", 0..2500));
+            // Let the writer spool the two full batches and checkpoint.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            assert_eq!(store.stats().spool_rows, 2000, "{:?}", store.stats());
+            // The "crash": the runtime goes away with 500 events in memory, no shutdown.
+            std::mem::forget(store);
+        });
+    }
+    ch.restart();
+    runtime().block_on(async {
+        let store = Store::start(c.clone(), "host-c").unwrap_or_else(|e| panic!("{e}"));
+        wait_drained(&store, &ch, Duration::from_secs(15)).await;
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+    let pids: Vec<u64> = (0..2000).collect();
+    assert_stored_once(&ch, "host-c", &pids);
+    let losses =
+        ch.query_json("SELECT cause, count, reason FROM nhiscope.losses WHERE host = 'host-c'");
+    assert_eq!(losses.len(), 1, "{losses:?}");
+    assert_eq!(losses[0]["cause"], "unclean_stop");
+    assert_eq!(losses[0]["count"], 500, "{losses:?}");
+}
+
+#[test]
+fn a_full_spool_counts_what_it_drops_in_a_loss_row() {
+    let Some(mut ch) = ClickHouse::start("spoolfull") else {
+        return;
+    };
+    let spool = temp_dir("store-spoolfull");
+    let mut c = config(&ch, &spool);
+    c.batch_rows = 50;
+    // About 100 events' worth of JSON.
+    c.spool_max_bytes = 60_000;
+    ch.stop();
+    let total = 1000u64;
+    runtime().block_on(async {
+        let store = Store::start(c.clone(), "host-f").unwrap_or_else(|e| panic!("{e}"));
+        for chunk in 0..total / 50 {
+            store.send(&events("host-f", chunk * 50..chunk * 50 + 50));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let s = store.stats();
+        assert!(s.dropped_events > 0 && s.spool_rows > 0, "{s:?}");
+        assert_eq!(s.dropped_events + s.spool_rows, total, "{s:?}");
+        ch.restart();
+        wait_drained(&store, &ch, Duration::from_secs(15)).await;
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+    let stored = ch.query_u64("SELECT count() FROM nhiscope.events WHERE host = 'host-f'");
+    let lost = ch.query_json(
+        "SELECT cause, sum(count) AS n FROM nhiscope.losses WHERE host = 'host-f' GROUP BY cause",
+    );
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0]["cause"], "spool_full");
+    assert_eq!(
+        stored + lost[0]["n"].as_u64().unwrap_or(0),
+        total,
+        "stored {stored}, {lost:?}"
+    );
+    assert_eq!(
+        ch.query_u64("SELECT uniqExact(pid) FROM nhiscope.events WHERE host = 'host-f'"),
+        stored,
+        "duplicates"
+    );
+}
+
+#[test]
+fn wrong_credentials_keep_events_spooled_until_they_are_fixed() {
+    let Some(ch) = ClickHouse::start("auth") else {
+        return;
+    };
+    let spool = temp_dir("store-auth");
+    let mut c = config(&ch, &spool);
+    c.user = Some(nhiscope_tests::clickhouse::WRITER_USER.into());
+    c.password = Some(nhiscope::store::config::Secret::new("wrong"));
+    let report = runtime().block_on(async {
+        let store = Store::start(c.clone(), "host-w").unwrap_or_else(|e| panic!("{e}"));
+        store.send(&events("host-w", 0..300));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let s = store.stats();
+        assert!(!s.healthy && s.errors > 0 && s.spool_rows == 300, "{s:?}");
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"))
+    });
+    assert!(report.spooled_batches > 0, "{report:?}");
+    c.password = Some(nhiscope::store::config::Secret::new(
+        nhiscope_tests::clickhouse::WRITER_PASSWORD,
+    ));
+    runtime().block_on(async {
+        let store = Store::start(c.clone(), "host-w").unwrap_or_else(|e| panic!("{e}"));
+        wait_drained(&store, &ch, Duration::from_secs(10)).await;
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+    let pids: Vec<u64> = (0..300).collect();
+    assert_stored_once(&ch, "host-w", &pids);
+}
+
+/// The child of [`a_killed_store_replays_its_spool_on_restart`]: a store process to SIGKILL.
+/// Does nothing unless `NHISCOPE_STORE_CHILD` names the ClickHouse URL.
+#[test]
+fn store_child_process() {
+    let Ok(url) = std::env::var("NHISCOPE_STORE_CHILD") else {
+        return;
+    };
+    let spool = std::env::var("NHISCOPE_STORE_CHILD_SPOOL").unwrap_or_default();
+    let mut c = StoreConfig::new(&url).unwrap_or_else(|e| panic!("{e}"));
+    c.spool_dir = spool.into();
+    c.batch_rows = 1000;
+    c.batch_interval = Duration::from_secs(3600);
+    c.retry_max = Duration::from_millis(300);
+    runtime().block_on(async {
+        let store = Store::start(c, "host-k").unwrap_or_else(|e| panic!("{e}"));
+        store.send(&events("host-k", 0..1000));
+        while store.stats().inserted_rows < 1000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        println!("INSERTED");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        // ClickHouse is down now: the next full batch goes to the spool, 500 stay in memory.
+        store.send(&events("host-k", 1000..2500));
+        while store.stats().spool_rows < 1000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        println!("READY");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+}
+
+#[test]
+fn a_killed_store_replays_its_spool_on_restart() {
+    let Some(mut ch) = ClickHouse::start("sigkill") else {
+        return;
+    };
+    let spool = temp_dir("store-sigkill");
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "store_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("NHISCOPE_STORE_CHILD", ch.url())
+        .env("NHISCOPE_STORE_CHILD_SPOOL", &spool)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the child: {e}"));
+    // Whatever happens, the child is gone within 30 s, and the reads below see the end.
+    let pid = child.id() as libc::pid_t;
+    let reaped = std::sync::Arc::new(std::sync::Mutex::new(false));
+    let watchdog = std::sync::Arc::clone(&reaped);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        let reaped = watchdog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !*reaped {
+            // SAFETY: kill has no memory-safety preconditions; the child is not reaped yet
+            // (the flag is set under this lock right after `wait`), so the pid is still its.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let mut out = BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("no stdout")));
+    let mut wait_for = |word: &str| {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = out.read_line(&mut line).unwrap_or(0);
+            assert!(n > 0, "the child ended before printing {word}");
+            if line.trim().ends_with(word) {
+                return;
+            }
+        }
+    };
+    wait_for("INSERTED");
+    ch.stop();
+    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("no stdin"));
+    let _ = stdin.write_all(b"go\n");
+    drop(stdin);
+    wait_for("READY");
+    {
+        let mut reaped = reaped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        *reaped = true;
+    }
+
+    ch.restart();
+    let mut c = config(&ch, &spool);
+    c.batch_rows = 1000;
+    runtime().block_on(async {
+        let store = Store::start(c, "host-k").unwrap_or_else(|e| panic!("{e}"));
+        wait_drained(&store, &ch, Duration::from_secs(15)).await;
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+    let pids: Vec<u64> = (0..2000).collect();
+    assert_stored_once(&ch, "host-k", &pids);
+    let losses = ch.query_json("SELECT cause, count FROM nhiscope.losses WHERE host = 'host-k'");
+    assert_eq!(losses.len(), 1, "{losses:?}");
+    assert_eq!(losses[0]["cause"], "unclean_stop");
+    assert_eq!(
+        losses[0]["count"], 500,
+        "the 500 events in memory at the kill"
+    );
+}
+
+#[test]
+fn every_shipped_query_runs_on_18_16() {
+    let Some(ch) = ClickHouse::start("queries") else {
+        return;
+    };
+    let spool = temp_dir("store-queries");
+    let config = config(&ch, &spool);
+    let sent = events("host-q", 0..200);
+    runtime().block_on(async {
+        let store = Store::start(config.clone(), "host-q").unwrap_or_else(|e| panic!("{e}"));
+        store.send(&sent);
+        let mut loss = Event::new(Kind::Loss, sent[0].ts.clone(), "host-q".into());
+        loss.count = Some(17);
+        loss.cause = Some("ringbuf_full_open".into());
+        loss.reason = "17 open record(s) were lost in the kernel.".into();
+        store.send(&[loss]);
+        store.heartbeat(&[("records", 201)]);
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+    let client = sink::admin_client(&config).with_database(&config.database);
+    let schema = legacy_schema(&config.database);
+    let (from, to) = (Param::U64(1_700_000_000), Param::U64(1_900_000_000));
+    let params = |q: &queries::Query| -> Vec<Param> {
+        q.params
+            .iter()
+            .map(|p| match *p {
+                "nhi" => Param::from("billing-s3-writer"),
+                "host" => Param::from("host-q"),
+                "from" => from.clone(),
+                "to" => to.clone(),
+                "limit" => Param::U64(1000),
+                other => panic!("no test value for parameter {other}"),
+            })
+            .collect()
+    };
+    let rt = runtime();
+    let mut results = HashMap::new();
+    for q in queries::ALL {
+        let rows = if q.returns_events {
+            let rows = rt
+                .block_on(queries::fetch_events(&client, &schema, q, &params(q)))
+                .unwrap_or_else(|e| panic!("{}: {e}\n{}", q.name, ch.logs()));
+            rows.iter()
+                .map(|r| serde_json::json!({"seq": r.seq, "pid": r.pid}))
+                .collect()
+        } else {
+            rt.block_on(queries::fetch_json(&client, &schema, q, &params(q)))
+                .unwrap_or_else(|e| panic!("{}: {e}\n{}", q.name, ch.logs()))
+        };
+        results.insert(q.name, rows);
+    }
+    let opens = sent
+        .iter()
+        .filter(|e| e.kind == Kind::Open || e.kind == Kind::Connect)
+        .count();
+    assert_eq!(results["events_by_nhi"].len(), opens);
+    assert_eq!(
+        results["events_by_host"].len(),
+        201,
+        "200 events and the loss event"
+    );
+    let drifts = sent.iter().filter(|e| e.verdict == Verdict::Drift).count();
+    assert_eq!(results["drift"].len(), drifts);
+    assert_eq!(results["nhi_summary"][0]["drifts"], drifts as u64);
+    assert_eq!(results["drift_kinds"].len(), 2);
+    assert_eq!(results["drift_kinds"][0]["n"], drifts as u64);
+    let per_minute: u64 = results["verdicts_per_minute"]
+        .iter()
+        .map(|r| r["n"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(per_minute, 201);
+    assert_eq!(results["losses_by_host"][0]["lost"], 17);
+    assert_eq!(results["losses"][0]["cause"], "ringbuf_full_open");
+    assert_eq!(results["agents"][0]["counter_names"][0], "records");
+}
+
+#[test]
+fn db_migrate_applies_the_schema_once_and_rejects_a_bad_url() {
+    let Some(ch) = ClickHouse::start("migrate") else {
+        return;
+    };
+    let bin = nhiscope_tests::nhiscope_bin();
+    let run = |args: &[&str]| {
+        let out = Command::new(&bin)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let url = ch.url();
+    let (code, stdout, stderr) = run(&["db", "migrate", "--clickhouse", &url]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("applied 1") && stdout.contains("legacy"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = run(&["db", "migrate", "--clickhouse", &url]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("nothing to apply"), "{stdout}");
+    let tables =
+        ch.query("SELECT name FROM system.tables WHERE database = 'nhiscope' ORDER BY name");
+    assert_eq!(tables, "agents\nevents\nlosses\nschema_migrations\n");
+
+    for (bad, why) in [
+        ("ftp://127.0.0.1:8123", "not http"),
+        (
+            "http://user:pw@127.0.0.1:8123",
+            "credentials do not belong in the URL",
+        ),
+        ("not a url", "not a URL"),
+    ] {
+        let (code, _, stderr) = run(&["db", "migrate", "--clickhouse", bad]);
+        assert_eq!(code, Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains(why), "{bad}: {stderr}");
+        assert!(!stderr.contains("pw@"), "the password is echoed: {stderr}");
+    }
+    // An unreachable server is a runtime failure (1), with a clear message.
+    let closed = format!(
+        "http://127.0.0.1:{}",
+        nhiscope_tests::clickhouse::free_port()
+    );
+    let (code, _, stderr) = run(&["db", "migrate", "--clickhouse", &closed]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}
+
+/// Throughput, not a check: run with
+/// `cargo test --release -p nhiscope-tests --test clickhouse -- --ignored --nocapture insert_rate`.
+/// Prints the sustained insert rate through the store (send -> batches -> RowBinary over HTTP),
+/// and how long the replay of a 10-minute outage at 1k events/s (600k spooled events in
+/// 500-row batches, as 0.5 s batches at 1k/s are) takes once ClickHouse is back.
+#[test]
+#[ignore]
+fn insert_rate() {
+    let Some(mut ch) = ClickHouse::start("rate") else {
+        return;
+    };
+    let spool = temp_dir("store-rate");
+    let mut c = config(&ch, &spool);
+    c.batch_rows = 100_000;
+    c.batch_interval = Duration::from_millis(500);
+    let n = 1_000_000u64;
+    let all = events("host-r", 0..n);
+    let rt = runtime();
+    // The sink alone: rows built beforehand, 100k-row batches, with and without lz4.
+    for compression in [Compression::Lz4, Compression::None] {
+        let mut c = c.clone();
+        c.compression = compression;
+        let host = format!("host-raw-{compression:?}");
+        let started = Instant::now();
+        let rows: Vec<EventRow> = all
+            .iter()
+            .enumerate()
+            .map(|(i, e)| EventRow::from_event(e, 1, i as u64, Ts::now()))
+            .map(|r| EventRow {
+                host: host.clone(),
+                ..r
+            })
+            .collect();
+        let convert = started.elapsed().as_secs_f64();
+        let batches: Vec<sink::Batch> = rows
+            .chunks(100_000)
+            .map(|r| sink::Batch::new(&host, 1, sink::Rows::Events(r.to_vec())))
+            .collect();
+        rt.block_on(async {
+            let (conn, _) = sink::Conn::open(&c).await.unwrap_or_else(|e| panic!("{e}"));
+            let server = ch.pid().unwrap_or(0);
+            let cpu0 = (cpu_secs("self"), cpu_secs(&server.to_string()));
+            let started = Instant::now();
+            for b in &batches {
+                conn.insert(b).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let cpu1 = (cpu_secs("self"), cpu_secs(&server.to_string()));
+            println!(
+                "sink alone ({compression:?}): {n} rows in {secs:.2}s = {:.0} rows/s \
+                 (building the rows from events: {:.0} rows/s); CPU: nhiscope {:.2}s, \
+                 clickhouse-server {:.2}s",
+                n as f64 / secs,
+                n as f64 / convert,
+                cpu1.0 - cpu0.0,
+                cpu1.1 - cpu0.1,
+            );
+        });
+    }
+    rt.block_on(async {
+        let store = Store::start(c.clone(), "host-r").unwrap_or_else(|e| panic!("{e}"));
+        while !store.stats().healthy {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let started = Instant::now();
+        for chunk in all.chunks(1000) {
+            store.send(chunk);
+            tokio::task::yield_now().await;
+        }
+        while store.stats().inserted_rows < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let s = store.stats();
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "insert_rate: {n} events in {secs:.2}s = {:.0} rows/s (spooled on the way: {})",
+            n as f64 / secs,
+            s.spooled_rows
+        );
+    });
+    assert_eq!(
+        ch.query_u64("SELECT count() FROM nhiscope.events WHERE host = 'host-r'"),
+        n
+    );
+
+    // Outage replay.
+    let spool = temp_dir("store-rate-outage");
+    let mut c = config(&ch, &spool);
+    c.batch_rows = 500;
+    c.retry_max = Duration::from_millis(200);
+    ch.stop();
+    let outage = 600_000u64;
+    rt.block_on(async {
+        let store = Store::start(c.clone(), "host-r2").unwrap_or_else(|e| panic!("{e}"));
+        for chunk in events("host-r2", 0..outage).chunks(500) {
+            store.send(chunk);
+            tokio::task::yield_now().await;
+        }
+        while store.stats().spool_rows < outage {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let bytes = store.stats().spool_bytes;
+        ch.restart();
+        let started = Instant::now();
+        wait_drained(&store, &ch, Duration::from_secs(600)).await;
+        let secs = started.elapsed().as_secs_f64();
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "outage replay: {outage} events ({} MB spooled) replayed in {secs:.1}s = {:.0} rows/s",
+            bytes / 1_000_000,
+            outage as f64 / secs
+        );
+    });
+    assert_eq!(
+        ch.query_u64("SELECT count() FROM nhiscope.events WHERE host = 'host-r2'"),
+        outage
+    );
+}
+
+/// User + system CPU seconds of process `pid` (or `self`) so far.
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14 and 15 (utime, stime), counted from the state (field 3) at index 0.
+    let ticks = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// The whole chain, as root: the daemon with its probes writes numbered canary opens to
+/// ClickHouse, which is killed in the middle and restarted; after SIGTERM every canary is
+/// stored exactly once and no loss is recorded.
+#[test]
+fn daemon_canaries_survive_a_clickhouse_outage() {
+    if !require_root_bpf() {
+        return;
+    }
+    let Some(mut ch) = ClickHouse::start("daemon") else {
+        return;
+    };
+    let dir = std::fs::canonicalize(temp_dir("store-daemon")).unwrap_or_else(|e| panic!("{e}"));
+    let canaries = dir.join("canaries");
+    std::fs::create_dir_all(&canaries).unwrap_or_else(|e| panic!("{e}"));
+    let n = 300u64;
+    for i in 0..n {
+        std::fs::write(canaries.join(format!("canary-{i}")), "x").unwrap_or_else(|e| panic!("{e}"));
+    }
+    let registry = format!(
+        "nhis:\n  - id: canary\n    credentials:\n      - {}/canary-*\n",
+        canaries.display()
+    );
+    let config = dir.join("clickhouse.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "url: {}\nspool_dir: {}\nbatch_interval: 100ms\nretry_max: 500ms\n",
+            ch.url(),
+            dir.join("spool").display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let d = Daemon::start_with(
+        &registry,
+        &["--clickhouse-config".as_ref(), config.as_os_str()],
+    );
+    let open = |range: std::ops::Range<u64>| {
+        let script = format!(
+            "import time\nfor i in range({}, {}):\n    open('{}/canary-%d' % i).close()\n    time.sleep(0.003)\n",
+            range.start,
+            range.end,
+            canaries.display()
+        );
+        let status = Command::new("python3")
+            .args(["-c", &script])
+            .status()
+            .unwrap_or_else(|e| panic!("python3: {e}"));
+        assert!(status.success());
+    };
+    open(0..100);
+    std::thread::sleep(Duration::from_millis(300));
+    ch.stop();
+    open(100..200);
+    std::thread::sleep(Duration::from_millis(800));
+    ch.restart();
+    open(200..n);
+    let last = canaries.join(format!("canary-{}", n - 1));
+    d.wait_for(Duration::from_secs(10), |e| {
+        e["kind"] == "open" && e["path"] == last.to_string_lossy().as_ref()
+    });
+    let status = d.stop();
+    assert!(status.success(), "{status}");
+    let rows = ch.query_json(&format!(
+        "SELECT path, count() AS n FROM nhiscope.events WHERE kind = 'open' \
+         AND path LIKE '{}/canary-%' GROUP BY path",
+        canaries.display()
+    ));
+    let doubled: Vec<_> = rows.iter().filter(|r| r["n"] != 1).collect();
+    assert!(doubled.is_empty(), "stored twice: {doubled:?}");
+    assert_eq!(
+        rows.len() as u64,
+        n,
+        "canaries stored: {} of {n}",
+        rows.len()
+    );
+    assert_eq!(ch.query_u64("SELECT count() FROM nhiscope.losses"), 0);
+    assert!(ch.query_u64("SELECT count() FROM nhiscope.agents") <= 2);
+}
+
+/// A server that accepts connections and never answers: `shutdown` must not wait for it.
+#[test]
+fn shutdown_is_prompt_when_clickhouse_hangs() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "http://{}",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let spool = temp_dir("store-hang");
+    let mut c = StoreConfig::new(&url).unwrap_or_else(|e| panic!("{e}"));
+    c.spool_dir = spool;
+    c.request_timeout = Duration::from_secs(60);
+    c.shutdown_timeout = Duration::from_millis(500);
+    let (report, took) = runtime().block_on(async {
+        let store = Store::start(c, "host-h").unwrap_or_else(|e| panic!("{e}"));
+        store.send(&events("host-h", 0..100));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let report = store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+        (report, started.elapsed())
+    });
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    assert_eq!(report.stats.spool_rows, 100, "{report:?}");
+}

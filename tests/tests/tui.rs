@@ -1,0 +1,280 @@
+//! End to end: the real `nhiscope tui` in a real terminal (tmux), read back with `capture-pane`
+//! as an analyst would see it. As root, with the real daemon and its probes, a real process
+//! drifts and the dashboard must show it within a few seconds; without a daemon, it must say so.
+//! Either way `q` or Ctrl-C must leave the shell as it was.
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nhiscope_tests::{
+    nhiscope_bin,
+    procs::{connect_code, run, PYTHON},
+    require_root_bpf, temp_dir, Daemon,
+};
+
+/// How soon what happened must be on screen.
+const SHOWN: Duration = Duration::from_secs(5);
+/// How long the dashboard may take to start and connect.
+const STARTED: Duration = Duration::from_secs(15);
+/// Printed by the shell once the dashboard exits, with its exit code.
+const EXITED: &str = "nhiscope-tui-exited-";
+
+/// Whether tmux is here; in CI (`NHISCOPE_REQUIRE_BPF=1`, after `cargo xtask setup` installed
+/// it) it must be.
+fn require_tmux() -> bool {
+    if Command::new("tmux").arg("-V").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("NHISCOPE_REQUIRE_BPF").is_none_or(|v| v != "1"),
+        "NHISCOPE_REQUIRE_BPF=1 but tmux is missing (`cargo xtask setup` installs it)"
+    );
+    eprintln!("skipping: tmux is not installed");
+    false
+}
+
+/// A tmux server of our own (`-L`, so a developer's sessions are untouched) with one shell in a
+/// terminal of a fixed size. Killed on drop.
+struct Tmux {
+    server: String,
+}
+
+impl Tmux {
+    #[track_caller]
+    fn start(width: u16, height: u16) -> Tmux {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmux = Tmux {
+            server: format!("nhiscope-test-{}-{n}", std::process::id()),
+        };
+        let (w, h) = (width.to_string(), height.to_string());
+        tmux.ok(&["new-session", "-d", "-s", "t", "-x", &w, "-y", &h, "sh"]);
+        tmux
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.server)
+            .args(args)
+            .env_remove("TMUX")
+            .env("PS1", "$ ")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tmux: {e}"))
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) {
+        let o = self.cmd(args);
+        assert!(
+            o.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// Types `text` and Enter into the shell.
+    #[track_caller]
+    fn type_line(&self, text: &str) {
+        self.ok(&["send-keys", "-t", "t", "-l", text]);
+        self.ok(&["send-keys", "-t", "t", "Enter"]);
+    }
+
+    /// Presses keys by tmux's names (`q`, `Enter`, `C-c`, `2`).
+    #[track_caller]
+    fn press(&self, key: &str) {
+        self.ok(&["send-keys", "-t", "t", key]);
+    }
+
+    /// The screen as text.
+    #[track_caller]
+    fn screen(&self) -> String {
+        let o = self.cmd(&["capture-pane", "-p", "-t", "t"]);
+        assert!(o.status.success(), "capture-pane: {o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The screen once `pred` holds on it; panics after `timeout` with the screen and `context`.
+    #[track_caller]
+    fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        context: impl Fn() -> String,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let started = Instant::now();
+        loop {
+            let screen = self.screen();
+            if pred(&screen) {
+                return screen;
+            }
+            if started.elapsed() > timeout {
+                panic!(
+                    "the screen did not show {what} within {timeout:?}:\n{screen}\n{}",
+                    context()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+/// The command line that runs the dashboard and then reports how it ended.
+fn tui_command(socket: &Path) -> String {
+    format!(
+        // Quoted apart, so that the command line itself does not show the marker.
+        "{} tui --socket {}; echo \"nhiscope-tui-\"\"exited-$?\"",
+        nhiscope_bin().display(),
+        socket.display()
+    )
+}
+
+/// After the dashboard quit: the shell is back, the exit code is 0, nothing of the dashboard
+/// is left on the screen.
+#[track_caller]
+fn assert_left_clean(tmux: &Tmux, context: impl Fn() -> String) {
+    let screen = tmux.wait_for("the shell again", SHOWN, &context, |s| s.contains(EXITED));
+    assert!(
+        screen.contains(&format!("{EXITED}0")),
+        "the dashboard did not exit 0:\n{screen}"
+    );
+    for tui in ["1 Overview", "q:quit", "● LIVE", "DAEMON NOT RUNNING"] {
+        assert!(
+            !screen.contains(tui),
+            "`{tui}` is still on the screen after quitting:\n{screen}"
+        );
+    }
+    // The terminal is back in cooked mode: the shell echoes what is typed and runs it.
+    tmux.type_line("echo cooked-$((40+2))");
+    tmux.wait_for("the shell running a command", SHOWN, &context, |s| {
+        s.contains("cooked-42")
+    });
+}
+
+#[test]
+fn a_real_drift_shows_in_the_feed_and_the_detail_names_the_endpoint() {
+    if !require_root_bpf() || !require_tmux() {
+        return;
+    }
+    let dir = std::fs::canonicalize(temp_dir("tui")).expect("temp dir");
+    let cred = dir.join("api-token");
+    std::fs::write(&cred, "not-a-real-secret\n").expect("credential file");
+    let inside = TcpListener::bind("127.0.0.3:0").expect("listen on 127.0.0.3");
+    let outside = TcpListener::bind("127.0.0.9:0").expect("listen on 127.0.0.9");
+    let (p_in, p_out) = (
+        inside.local_addr().expect("addr").port(),
+        outside.local_addr().expect("addr").port(),
+    );
+    let d = Daemon::start(&format!(
+        "nhis:\n  - id: tui-api\n    owner: team-tui\n    credentials:\n      - {}\n    \
+         endpoints:\n      - cidr: 127.0.0.3/32\n        port: {p_in}\n",
+        cred.display()
+    ));
+    let context = || {
+        let out = d.output();
+        let from = out.len().saturating_sub(20);
+        format!("--- daemon output, last lines:\n{}", out[from..].join("\n"))
+    };
+
+    let tmux = Tmux::start(100, 30);
+    tmux.type_line(&tui_command(&d.live_socket()));
+    tmux.wait_for("the overview, live", STARTED, context, |s| {
+        s.contains("● LIVE") && s.contains("tui-api") && s.contains("team-tui")
+    });
+
+    // A holder reads the credential, connects inside its scope, then outside it.
+    let code = format!("open('{}').read()\n", cred.display())
+        + &connect_code(&[
+            ("127.0.0.3".to_owned(), p_in),
+            ("127.0.0.9".to_owned(), p_out),
+        ]);
+    run(Command::new(PYTHON).args(["-c", &code]));
+
+    tmux.press("2");
+    let dest = format!("127.0.0.9:{p_out}");
+    let screen = tmux.wait_for("the drift in the feed", SHOWN, context, |s| {
+        s.lines()
+            .any(|l| l.contains("tui-api") && l.contains(&dest) && l.contains("endpoint"))
+    });
+    assert!(screen.contains("[2 Drift (1)]"), "{screen}");
+    assert!(
+        screen.contains("DRIFT 1"),
+        "the header counts it:\n{screen}"
+    );
+    assert!(
+        screen.contains("endpoint_out_of_scope"),
+        "the selected drift says its kind:\n{screen}"
+    );
+
+    tmux.press("Enter");
+    let screen = tmux.wait_for("the detail", SHOWN, context, |s| s.contains("[4 Detail]"));
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains(&format!("OUT {dest} ×1"))),
+        "the detail marks the out-of-scope endpoint:\n{screen}"
+    );
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains(&format!("in  127.0.0.3:{p_in} ×1"))),
+        "and the one inside the scope:\n{screen}"
+    );
+    assert!(
+        screen.contains(&format!("127.0.0.3/32 port {p_in}")),
+        "beside the declared scope:\n{screen}"
+    );
+    assert!(screen.contains("tui-api  DRIFT"), "{screen}");
+
+    tmux.press("q");
+    assert_left_clean(&tmux, context);
+}
+
+#[test]
+fn without_a_daemon_the_dashboard_says_so_and_ctrl_c_leaves_clean() {
+    if !require_tmux() {
+        return;
+    }
+    let socket = temp_dir("tui-nodaemon").join("live.sock");
+    let tmux = Tmux::start(80, 24);
+    tmux.type_line(&tui_command(&socket));
+    let screen = tmux.wait_for(
+        "that the daemon is not running",
+        STARTED,
+        String::new,
+        |s| s.contains("DAEMON NOT RUNNING") && s.contains("no socket at"),
+    );
+    assert!(screen.contains("Retrying"), "{screen}");
+    // It keeps trying: the attempt count goes up.
+    tmux.wait_for("a later attempt", SHOWN, String::new, |s| {
+        s.contains("attempt 3") || s.contains("attempt 4") || s.contains("attempt 5")
+    });
+    tmux.press("C-c");
+    assert_left_clean(&tmux, String::new);
+}
+
+#[test]
+fn without_a_terminal_it_says_so_and_exits_1() {
+    let o = Command::new(nhiscope_bin())
+        .args(["tui", "--socket", "/nonexistent/live.sock"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run nhiscope tui");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("nhiscope tui needs a terminal"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -1,0 +1,1018 @@
+//! `cargo xtask bench`: the DESIGN.md targets, measured in one run, as ratios against baselines
+//! taken on the same machine in the same run.
+//!
+//! 1. Kernel cost per `openat` of an unwatched path: `run_time_ns / run_cnt` of the daemon's
+//!    `sys_enter_openat` and `sys_exit_openat` programs (`kernel.bpf_stats_enabled`), against a
+//!    bpftrace one-liner doing one prefix compare, on the same open+close loop; also per watched
+//!    open.
+//! 2. Wall time of that loop without probes and with the daemon attached (stats off).
+//! 3. The userspace pipeline (decode, engine, JSON) on one core: `monitor-user`'s example
+//!    `pipeline_bench`.
+//! 4. The daemon at rest: RSS, and CPU while a process opens a credential 100 times a second.
+//!
+//! The programs of a process are found through `/proc/PID/fdinfo`: each of its BPF program fds
+//! gives `prog_id`, `run_time_ns` and `run_cnt`, and each bpf_link fd the tracepoint it attaches
+//! (`tp_name`), so the numbers are those of the daemon started here, whatever else is loaded.
+//!
+//! Everything started here (daemon, bpftrace, loops) is stopped on exit, on error and on Ctrl-C;
+//! the sysctl gets its old value back and the credential files are removed.
+
+mod bpftool;
+pub mod open_loop;
+mod registry;
+mod report;
+mod sys;
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::{build, cmd, ebpf, setup};
+use open_loop::Outcome;
+use report::{Report, Target};
+use sys::Managed;
+
+/// An unwatched path, short.
+const UNWATCHED: &str = "/etc/hostname";
+/// An unwatched path, longer (more bytes to copy and hash).
+const UNWATCHED_LONG: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+/// The baseline: what a person would write to watch a credential directory with bpftrace.
+const BPFTRACE_PROG: &str = r#"tracepoint:syscalls:sys_enter_openat /strncmp(str(args->filename), "/etc/nhiscope-bench/", 20) == 0/ { @c = count(); }"#;
+/// A program that does nothing (a constant-false predicate, 2 instructions), on `close`: what
+/// `bpf_stats` itself adds to every program's `run_time_ns` (two clock reads), measured on the
+/// same loop, so that the comparison can also be made net of it.
+const FLOOR_PROG: &str = r#"tracepoint:syscalls:sys_enter_close /0/ { @z = count(); }"#;
+
+const MB: f64 = 1024.0 * 1024.0;
+
+#[derive(Args, Debug)]
+pub struct Options {
+    /// Opens in each unwatched-open loop (kernel cost and wall time).
+    #[arg(long, default_value_t = 2_000_000, value_name = "N")]
+    pub count: u64,
+    /// Opens in the watched-open loop (each one becomes an event; the default fits in the
+    /// daemon's 16 MiB ring buffer, so that none is lost even if the daemon falls behind).
+    #[arg(long, default_value_t = 50_000, value_name = "N")]
+    pub watched_count: u64,
+    /// Runs of each wall-time loop; the median is kept.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub repeat: usize,
+    /// Seconds of the idle measurement (100 watched opens per second).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub idle_secs: u64,
+    /// Seconds of the userspace pipeline measurement.
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    pub pipeline_secs: u64,
+    /// Do not build: use target/release/nhiscope and the pipeline_bench example as they are.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+/// The command line that reproduces this run, for the report.
+fn command_line(opts: &Options) -> String {
+    let mut c = String::from("cargo xtask bench");
+    let d = Options {
+        count: 2_000_000,
+        watched_count: 50_000,
+        repeat: 3,
+        idle_secs: 10,
+        pipeline_secs: 5,
+        no_build: false,
+    };
+    if opts.count != d.count {
+        c += &format!(" --count {}", opts.count);
+    }
+    if opts.watched_count != d.watched_count {
+        c += &format!(" --watched-count {}", opts.watched_count);
+    }
+    if opts.repeat != d.repeat {
+        c += &format!(" --repeat {}", opts.repeat);
+    }
+    if opts.idle_secs != d.idle_secs {
+        c += &format!(" --idle-secs {}", opts.idle_secs);
+    }
+    if opts.pipeline_secs != d.pipeline_secs {
+        c += &format!(" --pipeline-secs {}", opts.pipeline_secs);
+    }
+    if opts.no_build {
+        c += " --no-build";
+    }
+    c
+}
+
+fn step(n: usize, what: &str) {
+    eprintln!("bench: [{n}/7] {what}");
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let started = Instant::now();
+    if opts.count == 0 || opts.watched_count == 0 || opts.repeat == 0 {
+        bail!("bench: --count, --watched-count and --repeat must be at least 1");
+    }
+    if !cmd::is_root() {
+        bail!(
+            "bench: needs root (it loads eBPF programs, runs bpftrace and sets \
+             kernel.bpf_stats_enabled): run it as root"
+        );
+    }
+    sys::catch_interrupts();
+    let out_dir = cmd::target_dir().join("bench");
+    fs::create_dir_all(&out_dir)
+        .with_context(|| format!("bench: cannot create {}", out_dir.display()))?;
+
+    step(1, "setup and build (release)");
+    let (daemon_bin, pipeline_bin) = build_all(opts)?;
+    for tool in ["bpftool", "bpftrace"] {
+        if Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            bail!("bench: `{tool}` is not installed: run `cargo xtask setup`");
+        }
+    }
+
+    let mut rep = Report::default();
+    let command = command_line(opts);
+    rep.detail("load_average_at_start", json!(sys::loadavg()));
+    rep.detail("cpus", json!(sys::cpus()));
+    if let Some(l) = sys::loadavg() {
+        if l > 0.5 {
+            rep.note(format!(
+                "load average {l:.2} at start: other work on this machine makes the wall-time \
+                 ratio noisy"
+            ));
+        }
+    }
+
+    let reg = registry::create(&out_dir)?;
+    eprintln!(
+        "bench: registry {} ({} NHIs, credentials under {})",
+        reg.path.display(),
+        registry::NHIS,
+        registry::CRED_ROOT
+    );
+    let stats = sys::BpfStats::enable()?;
+    // The loops run on the last CPU, the daemon and the bench wherever the scheduler puts them.
+    let cpu = (sys::cpus() >= 2).then(|| sys::cpus() - 1);
+    rep.detail("loop_cpu", json!(cpu));
+
+    let foreign = bpftool::foreign_openat_progs(&bpftool::progs()?, &BTreeSet::new());
+    if !foreign.is_empty() {
+        rep.note(format!(
+            "other openat programs are loaded on this machine and slow every loop: {}",
+            foreign.join(", ")
+        ));
+    }
+
+    step(
+        2,
+        &format!(
+            "open+close loop without probes ({} x {} opens of {UNWATCHED})",
+            opts.repeat, opts.count
+        ),
+    );
+    stats.set(false)?;
+    open_loop::spawn(Path::new(UNWATCHED), opts.count / 10, cpu)?; // warm the dentry cache
+    let base = wall_runs("without probes", UNWATCHED, opts, cpu)?;
+
+    step(3, "daemon: start, idle cost");
+    stats.set(true)?;
+    let log = out_dir.join("daemon.log");
+    let mut daemon = start_daemon(&daemon_bin, &reg.path, &log)?;
+    let dpid = daemon.pid();
+    let ready = wait_for_ready(&mut daemon, &log, Duration::from_secs(90))?;
+    rep.detail("daemon_ready_line", json!(ready));
+    let progs = sys::progs_of(dpid)?;
+    let find = |tp: &str| -> Result<u32> {
+        progs
+            .values()
+            .find(|p| p.attached_to(tp))
+            .map(|p| p.id)
+            .with_context(|| {
+                format!("bench: the daemon (pid {dpid}) holds no program attached to syscalls:{tp}")
+            })
+    };
+    let (enter_id, exit_id) = (find("sys_enter_openat")?, find("sys_exit_openat")?);
+    wait_attached(&mut daemon, enter_id, &reg.watched)?;
+    let all = bpftool::progs()?;
+    let ours: BTreeSet<u32> = progs.keys().copied().collect();
+    let foreign = bpftool::foreign_openat_progs(&all, &ours);
+    rep.detail("foreign_openat_programs", json!(foreign));
+    rep.detail("daemon_programs", json!(progs.len()));
+    for (name, id) in [("enter", enter_id), ("exit", exit_id)] {
+        let (xl, jit) = bpftool::sizes(&all, id);
+        rep.detail(
+            &format!("ours_sys_{name}_openat_program"),
+            json!({"id": id, "bytes_xlated": xl, "bytes_jited": jit,
+                   "verified_insns": progs.get(&id).and_then(|p| p.verified_insns)}),
+        );
+    }
+    let rss_start = sys::rss_bytes(dpid)? as f64 / MB;
+    eprintln!("bench: daemon pid {dpid} ready, RSS {rss_start:.1} MB");
+    let rest = idle(dpid, &reg.watched, opts.idle_secs)?;
+    let mappings = sys::top_mappings(dpid, 6);
+    rep.detail(
+        "daemon_rss_top_mappings_kib",
+        json!(mappings
+            .iter()
+            .map(|(m, kb)| json!({"mapping": m, "kib": kb}))
+            .collect::<Vec<_>>()),
+    );
+    rep.detail(
+        "daemon_idle_cpu_pct_by_thread",
+        json!(rest
+            .threads
+            .iter()
+            .map(|(t, p)| json!({"thread": t, "pct": p}))
+            .collect::<Vec<_>>()),
+    );
+
+    step(
+        4,
+        &format!(
+            "open+close loop with the daemon attached ({} x {} opens)",
+            opts.repeat, opts.count
+        ),
+    );
+    stats.set(false)?;
+    let with_daemon = wall_runs("with the daemon", UNWATCHED, opts, cpu)?;
+
+    step(5, "kernel cost per open: the daemon's programs (bpf_stats)");
+    stats.set(true)?;
+    let hooks = [enter_id, exit_id];
+    let ours_short = kernel_cost(dpid, &hooks, Path::new(UNWATCHED), opts.count, cpu)?;
+    let ours_long = kernel_cost(dpid, &hooks, Path::new(UNWATCHED_LONG), opts.count, cpu)?;
+    let lost_before = bpftool::losses(dpid);
+    let cpu_before = sys::cpu_seconds(dpid)?;
+    let ours_watched = kernel_cost(dpid, &hooks, &reg.watched, opts.watched_count, cpu)?;
+    wait_until_idle(dpid, Duration::from_secs(30))?;
+    let daemon_cpu_watched = sys::cpu_seconds(dpid)? - cpu_before;
+    let lost = match (lost_before, bpftool::losses(dpid)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let status = daemon.stop(Duration::from_secs(20))?;
+    let log_text = fs::read_to_string(&log).unwrap_or_default();
+    if let Some(line) = log_text.lines().find(|l| l.contains("stopping:")) {
+        rep.detail("daemon_stopping_line", json!(line.trim()));
+    }
+    if !status.success() {
+        rep.note(format!(
+            "the daemon exited with {status} on SIGTERM (see {})",
+            log.display()
+        ));
+    }
+    drop(daemon);
+
+    step(
+        6,
+        "the bpftrace one-liner: kernel cost per open (bpf_stats), then wall time",
+    );
+    let bt_log = out_dir.join("bpftrace.log");
+    let floor_log = out_dir.join("bpftrace-floor.log");
+    let mut bt = start_bpftrace(&bt_log, BPFTRACE_PROG)?;
+    let mut floor = start_bpftrace(&floor_log, FLOOR_PROG)?;
+    let bt_id = bpftrace_prog(&mut bt, &bt_log, &reg.watched, "sys_enter_open")?;
+    let floor_id = bpftrace_prog(&mut floor, &floor_log, &reg.watched, "sys_enter_close")?;
+    let all = bpftool::progs()?;
+    let (xl, jit) = bpftool::sizes(&all, bt_id);
+    rep.detail(
+        "bpftrace_program",
+        json!({"id": bt_id, "bytes_xlated": xl, "bytes_jited": jit,
+               "verified_insns": sys::progs_of(bt.pid())?.get(&bt_id).and_then(|p| p.verified_insns),
+               "script": BPFTRACE_PROG}),
+    );
+    let bt_short = kernel_cost(bt.pid(), &[bt_id], Path::new(UNWATCHED), opts.count, cpu)?;
+    let floor_before = sys::progs_of(floor.pid())?;
+    let bt_long = kernel_cost(
+        bt.pid(),
+        &[bt_id],
+        Path::new(UNWATCHED_LONG),
+        opts.count,
+        cpu,
+    )?;
+    let floor_after = sys::progs_of(floor.pid())?;
+    let stats_floor = match (floor_before.get(&floor_id), floor_after.get(&floor_id)) {
+        (Some(b), Some(a)) if a.run_cnt > b.run_cnt => Some(
+            a.run_time_ns.saturating_sub(b.run_time_ns) as f64 / (a.run_cnt - b.run_cnt) as f64,
+        ),
+        _ => None,
+    };
+    rep.detail(
+        "bpf_stats_floor_program",
+        json!({"script": FLOOR_PROG, "ns_per_run": stats_floor}),
+    );
+    floor.stop(Duration::from_secs(10))?;
+    drop(floor);
+    stats.set(false)?;
+    let with_bpftrace = wall_runs("with bpftrace", UNWATCHED, opts, cpu)?;
+    bt.stop(Duration::from_secs(10))?;
+    drop(bt);
+    drop(stats);
+
+    step(
+        7,
+        &format!("userspace pipeline on one core ({} s)", opts.pipeline_secs),
+    );
+    let pipeline = run_pipeline(&pipeline_bin, &reg, opts.pipeline_secs, cpu);
+
+    // The report.
+    let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+    let total = |c: &[f64]| c.iter().sum::<f64>();
+    let kernel_ratio = Some(Target::AtMost(0.7));
+    rep.add(
+        "kernel.ours.enter_ns",
+        &format!("Kernel: our sys_enter_openat, unwatched {UNWATCHED}"),
+        Some(ours_short[0]),
+        "ns/open",
+        1,
+        None,
+    );
+    rep.add(
+        "kernel.ours.exit_ns",
+        &format!("Kernel: our sys_exit_openat, unwatched {UNWATCHED}"),
+        Some(ours_short[1]),
+        "ns/open",
+        1,
+        None,
+    );
+    rep.add(
+        "kernel.ours.total_ns",
+        &format!("Kernel: ours, enter+exit, unwatched {UNWATCHED}"),
+        Some(total(&ours_short)),
+        "ns/open",
+        1,
+        None,
+    );
+    rep.add(
+        "kernel.bpftrace_ns",
+        &format!("Kernel: bpftrace one-liner, {UNWATCHED}"),
+        Some(bt_short[0]),
+        "ns/open",
+        1,
+        None,
+    );
+    rep.add(
+        "kernel.ratio",
+        &format!("Kernel cost ours/bpftrace, {UNWATCHED}"),
+        ratio(total(&ours_short), bt_short[0]),
+        "x",
+        2,
+        kernel_ratio,
+    );
+    rep.add(
+        "kernel.long.ours_ns",
+        "Kernel: ours, enter+exit, unwatched long path",
+        Some(total(&ours_long)),
+        "ns/open",
+        1,
+        None,
+    );
+    rep.add(
+        "kernel.long.bpftrace_ns",
+        "Kernel: bpftrace one-liner, long path",
+        Some(bt_long[0]),
+        "ns/open",
+        1,
+        None,
+    );
+    rep.add(
+        "kernel.long.ratio",
+        "Kernel cost ours/bpftrace, long path",
+        ratio(total(&ours_long), bt_long[0]),
+        "x",
+        2,
+        kernel_ratio,
+    );
+    if let Some(f) = stats_floor {
+        rep.add(
+            "kernel.stats_floor_ns",
+            "Kernel: bpf_stats floor (an empty program)",
+            Some(f),
+            "ns/run",
+            1,
+            None,
+        );
+        rep.add(
+            "kernel.net_ratio",
+            &format!("Kernel cost ours/bpftrace, {UNWATCHED}, net of the floor"),
+            ratio(total(&ours_short) - 2.0 * f, bt_short[0] - f),
+            "x",
+            2,
+            None,
+        );
+    }
+    rep.add(
+        "kernel.watched.enter_ns",
+        "Kernel: our sys_enter_openat, watched open",
+        Some(ours_watched[0]),
+        "ns/open",
+        1,
+        None,
+    );
+    rep.add(
+        "kernel.watched.exit_ns",
+        "Kernel: our sys_exit_openat, watched open",
+        Some(ours_watched[1]),
+        "ns/open",
+        1,
+        None,
+    );
+    rep.add(
+        "kernel.watched.total_ns",
+        "Kernel: ours, enter+exit, watched open",
+        Some(total(&ours_watched)),
+        "ns/open",
+        1,
+        None,
+    );
+    rep.add(
+        "daemon.cpu_per_watched_us",
+        "Daemon CPU per watched open (real daemon)",
+        Some(daemon_cpu_watched * 1e6 / opts.watched_count as f64),
+        "us/event",
+        2,
+        None,
+    );
+    rep.add(
+        "kernel.watched.lost",
+        "Watched-loop records lost in the kernel",
+        lost.map(|l| l as f64),
+        "",
+        0,
+        None,
+    );
+    rep.detail("long_path", json!(UNWATCHED_LONG));
+    rep.detail("watched_path", json!(reg.watched));
+
+    let wall = |v: &[Outcome]| v.iter().map(Outcome::ns_per_open).collect::<Vec<_>>();
+    let cpu_time = |v: &[Outcome]| v.iter().map(Outcome::cpu_ns_per_open).collect::<Vec<_>>();
+    let (base_med, daemon_med) = (median(&wall(&base)), median(&wall(&with_daemon)));
+    let (base_cpu, daemon_cpu) = (median(&cpu_time(&base)), median(&cpu_time(&with_daemon)));
+    rep.add(
+        "loop.base_ns",
+        &format!("Open+close loop, no probes (median of {})", opts.repeat),
+        Some(base_med),
+        "ns/open",
+        0,
+        None,
+    );
+    rep.add(
+        "loop.daemon_ns",
+        &format!(
+            "Open+close loop, daemon attached (median of {})",
+            opts.repeat
+        ),
+        Some(daemon_med),
+        "ns/open",
+        0,
+        None,
+    );
+    rep.add(
+        "loop.slowdown",
+        "Open+close loop slowdown (wall), daemon / no probes",
+        ratio(daemon_med, base_med),
+        "x",
+        3,
+        Some(Target::AtMost(1.05)),
+    );
+    rep.add(
+        "loop.cpu_slowdown",
+        "Open+close loop slowdown (loop's CPU time)",
+        ratio(daemon_cpu, base_cpu),
+        "x",
+        3,
+        None,
+    );
+    let bt_med = median(&wall(&with_bpftrace));
+    rep.add(
+        "loop.bpftrace_slowdown",
+        "Open+close loop slowdown (wall), bpftrace / no probes",
+        ratio(bt_med, base_med),
+        "x",
+        3,
+        None,
+    );
+    rep.detail(
+        "loop_runs_ns_per_open",
+        json!({"without_probes": {"wall": wall(&base), "cpu": cpu_time(&base)},
+               "with_daemon": {"wall": wall(&with_daemon), "cpu": cpu_time(&with_daemon)},
+               "with_bpftrace": {"wall": wall(&with_bpftrace), "cpu": cpu_time(&with_bpftrace)}}),
+    );
+    if let (Some(b), Some(d)) = (min(&wall(&base)), min(&wall(&with_daemon))) {
+        rep.detail("loop_slowdown_of_fastest_runs", json!(d / b));
+    }
+
+    match &pipeline {
+        Ok(p) => {
+            let f = |k: &str| p[k].as_f64();
+            rep.add(
+                "pipeline.records_per_s",
+                "Pipeline: records in/s (decode, engine, JSON), one core",
+                f("records_per_s"),
+                "records/s",
+                0,
+                Some(Target::AtLeast(2e6)),
+            );
+            rep.add(
+                "pipeline.events_per_s",
+                "Pipeline: JSON events out/s",
+                f("events_per_s"),
+                "events/s",
+                0,
+                None,
+            );
+            if let Some(kinds) = p["per_kind"].as_array() {
+                for k in kinds {
+                    let (Some(name), Some(ns)) = (k["kind"].as_str(), k["ns_per_record"].as_f64())
+                    else {
+                        continue;
+                    };
+                    rep.add(
+                        &format!("pipeline.kind.{name}"),
+                        &format!("Pipeline: {name}"),
+                        Some(ns),
+                        "ns/record",
+                        0,
+                        None,
+                    );
+                }
+            }
+            rep.detail("pipeline", p.clone());
+        }
+        Err(e) => {
+            rep.add(
+                "pipeline.records_per_s",
+                "Pipeline: records in/s (decode, engine, JSON), one core",
+                None,
+                "records/s",
+                0,
+                Some(Target::AtLeast(2e6)),
+            );
+            rep.note(format!("pipeline benchmark failed: {e:#}"));
+        }
+    }
+
+    rep.add(
+        "idle.rss_start_mb",
+        "Daemon RSS after start",
+        Some(rss_start),
+        "MB",
+        1,
+        Some(Target::Below(30.0)),
+    );
+    rep.add(
+        "idle.rss_mb",
+        "Daemon RSS after the idle run",
+        Some(rest.rss_mb),
+        "MB",
+        1,
+        Some(Target::Below(30.0)),
+    );
+    let ring_mb = mappings
+        .iter()
+        .filter(|(m, _)| m == "anon_inode:bpf-map")
+        .map(|(_, kb)| *kb as f64 / 1024.0)
+        .sum::<f64>();
+    rep.add(
+        "idle.rss_no_ring_mb",
+        "Daemon RSS without its ring-buffer mapping",
+        Some(rest.rss_mb - ring_mb),
+        "MB",
+        1,
+        None,
+    );
+    rep.add(
+        "idle.cpu_pct",
+        &format!("Daemon CPU at 100 watched opens/s ({} s)", opts.idle_secs),
+        Some(rest.cpu_pct),
+        "%",
+        2,
+        Some(Target::Below(1.0)),
+    );
+    if rest.rss_mb.max(rss_start) >= 30.0 {
+        let top: Vec<String> = mappings
+            .iter()
+            .take(3)
+            .map(|(m, kb)| format!("{m} {:.1} MB", *kb as f64 / 1024.0))
+            .collect();
+        rep.note(format!(
+            "largest resident mappings of the daemon: {}",
+            top.join(", ")
+        ));
+    }
+    if rest.cpu_pct >= 1.0 {
+        let top: Vec<String> = rest
+            .threads
+            .iter()
+            .take(3)
+            .map(|(t, p)| format!("{t} {p:.2}%"))
+            .collect();
+        rep.note(format!("daemon CPU at rest by thread: {}", top.join(", ")));
+    }
+
+    if lost.is_some_and(|l| l > 0) {
+        rep.note("records were lost in the watched loop: the daemon could not keep up, so part of the watched opens took the (cheaper) loss path");
+    }
+    rep.note(
+        "bpf_stats adds two clock reads to every program run (the floor row: what an empty \
+         program costs by that count): it is on only for the kernel-cost loops, off for the \
+         wall-time loops",
+    );
+    rep.detail("elapsed_s", json!(started.elapsed().as_secs_f64()));
+
+    rep.write(&out_dir, &command)?;
+    println!("\n{}", rep.table());
+    if !rep.notes.is_empty() {
+        println!("Notes:");
+        for n in &rep.notes {
+            println!("- {n}");
+        }
+    }
+    eprintln!(
+        "bench: done in {:.0} s; results in {} and {}",
+        started.elapsed().as_secs_f64(),
+        out_dir.join("results.json").display(),
+        out_dir.join("results.md").display()
+    );
+    if pipeline.is_err() {
+        bail!("bench: the pipeline benchmark could not be measured");
+    }
+    Ok(())
+}
+
+/// Builds the daemon (release, with its eBPF object) and the pipeline example; returns both.
+fn build_all(opts: &Options) -> Result<(PathBuf, PathBuf)> {
+    let example = cmd::target_dir()
+        .join("release")
+        .join("examples")
+        .join("pipeline_bench");
+    if opts.no_build {
+        let daemon = build::binary(true);
+        if !daemon.is_file() {
+            bail!("bench: --no-build, but {} is missing", daemon.display());
+        }
+        return Ok((daemon, example));
+    }
+    setup::run(&setup::Options::default())?;
+    let object = ebpf::build()?;
+    let daemon = build::build_user(&object, true)?;
+    // The same NHISCOPE_BPF_OBJ as the binary's build, so the library is not built twice.
+    cmd::cargo()
+        .env("NHISCOPE_BPF_OBJ", &object)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "monitor-user",
+            "--example",
+            "pipeline_bench",
+        ])
+        .run()?;
+    Ok((daemon, example))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+fn min(v: &[f64]) -> Option<f64> {
+    v.iter().copied().min_by(f64::total_cmp)
+}
+
+/// `opts.repeat` timed loops over `path`; ns per open+close of each.
+fn wall_runs(label: &str, path: &str, opts: &Options, cpu: Option<usize>) -> Result<Vec<Outcome>> {
+    let mut out = Vec::new();
+    for i in 0..opts.repeat {
+        let o: Outcome = open_loop::spawn(Path::new(path), opts.count, cpu)?;
+        eprintln!(
+            "bench:   {label} {}/{}: {} opens in {:.2} s, {:.0} ns per open+close ({:.0} ns of CPU)",
+            i + 1,
+            opts.repeat,
+            o.count,
+            o.elapsed_s,
+            o.ns_per_open(),
+            o.cpu_ns_per_open()
+        );
+        out.push(o);
+    }
+    Ok(out)
+}
+
+/// Runs the loop and returns, for each program of `ids`, ns per run over the loop.
+fn kernel_cost(
+    pid: u32,
+    ids: &[u32],
+    path: &Path,
+    count: u64,
+    cpu: Option<usize>,
+) -> Result<Vec<f64>> {
+    let before = sys::progs_of(pid)?;
+    let o = open_loop::spawn(path, count, cpu)?;
+    let after = sys::progs_of(pid)?;
+    let mut out = Vec::new();
+    let mut shown = Vec::new();
+    for &id in ids {
+        let (Some(b), Some(a)) = (before.get(&id), after.get(&id)) else {
+            bail!("bench: program {id} of pid {pid} disappeared during the loop");
+        };
+        let runs = a.run_cnt.saturating_sub(b.run_cnt);
+        if runs < count {
+            bail!(
+                "bench: program {id} ran {runs} times during {count} opens of {}: it is not \
+                 attached, or kernel.bpf_stats_enabled is off",
+                path.display()
+            );
+        }
+        let ns = a.run_time_ns.saturating_sub(b.run_time_ns) as f64 / runs as f64;
+        shown.push(format!("prog {id}: {ns:.1} ns x {runs} runs"));
+        out.push(ns);
+    }
+    eprintln!(
+        "bench:   {} x {count} in {:.2} s: {}",
+        path.display(),
+        o.elapsed_s,
+        shown.join(", ")
+    );
+    Ok(out)
+}
+
+fn start_daemon(bin: &Path, registry: &Path, log: &Path) -> Result<Managed> {
+    let log_file =
+        fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut c = Command::new(bin);
+    c.arg("daemon")
+        .arg("--registry")
+        .arg(registry)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file);
+    eprintln!(
+        "+ {} daemon --registry {} 2>{}",
+        bin.display(),
+        registry.display(),
+        log.display()
+    );
+    Managed::spawn("nhiscope daemon", c, libc::SIGTERM)
+}
+
+/// The last `n` lines of a log, each cut to a readable length.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| {
+            if l.chars().count() > 300 {
+                format!("{}...", l.chars().take(300).collect::<String>())
+            } else {
+                (*l).to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn wait_for_ready(d: &mut Managed, log: &Path, timeout: Duration) -> Result<String> {
+    let start = Instant::now();
+    loop {
+        sys::check_interrupted()?;
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("ready")) {
+            return Ok(line.trim().to_owned());
+        }
+        if let Some(status) = d.exited() {
+            bail!(
+                "bench: the daemon exited ({status}) before it was ready; the end of {}:\n{}",
+                log.display(),
+                tail(&text, 15)
+            );
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "bench: the daemon printed no `ready` line within {timeout:?}; the end of {}:\n{}",
+                log.display(),
+                tail(&text, 15)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until program `id` of `p` runs on openat (its run count grows when we open `probe`).
+fn wait_attached(p: &mut Managed, id: u32, probe: &Path) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        sys::check_interrupted()?;
+        if let Some(status) = p.exited() {
+            bail!("bench: pid {} exited ({status}) while attaching", p.pid());
+        }
+        let before = sys::progs_of(p.pid())?.get(&id).map_or(0, |x| x.run_cnt);
+        for _ in 0..20 {
+            let _ = fs::File::open(probe);
+        }
+        let after = sys::progs_of(p.pid())?.get(&id).map_or(0, |x| x.run_cnt);
+        if after >= before + 20 {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "bench: program {id} of pid {} does not run on openat after 30 s",
+                p.pid()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The daemon at rest.
+struct Idle {
+    /// Percent of one core.
+    cpu_pct: f64,
+    rss_mb: f64,
+    /// Percent of one core, by thread name.
+    threads: Vec<(String, f64)>,
+}
+
+/// CPU (percent of one core) of the daemon and its RSS (MB) after `secs` seconds during which
+/// a thread of ours opens a registered credential 100 times a second.
+fn idle(pid: u32, watched: &Path, secs: u64) -> Result<Idle> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let gen = {
+        let stop = Arc::clone(&stop);
+        let path = watched.to_path_buf();
+        std::thread::spawn(move || {
+            let mut next = Instant::now();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = fs::File::open(&path);
+                n += 1;
+                next += Duration::from_millis(10);
+                if let Some(d) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+            }
+            n
+        })
+    };
+    let cpu0 = sys::cpu_seconds(pid);
+    let threads0 = sys::thread_cpu_seconds(pid);
+    let t0 = Instant::now();
+    let slept = sys::sleep(Duration::from_secs(secs));
+    let cpu1 = sys::cpu_seconds(pid);
+    let threads1 = sys::thread_cpu_seconds(pid);
+    let wall = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let opens = gen.join().unwrap_or(0);
+    slept?;
+    let used = cpu1? - cpu0?;
+    let pct = used / wall * 100.0;
+    let rss = sys::rss_bytes(pid)? as f64 / MB;
+    eprintln!(
+        "bench:   {opens} watched opens in {wall:.1} s ({:.0}/s): daemon used {:.3} s of CPU \
+         ({pct:.2}% of a core), RSS {rss:.1} MB",
+        opens as f64 / wall,
+        used
+    );
+    let mut threads: Vec<(String, f64)> = threads1
+        .iter()
+        .map(|(name, s)| {
+            let before = threads0.get(name).copied().unwrap_or(0.0);
+            (name.clone(), (s - before) / wall * 100.0)
+        })
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(Idle {
+        cpu_pct: pct,
+        rss_mb: rss,
+        threads,
+    })
+}
+
+/// Waits until the daemon has used no CPU for 300 ms (it has drained the ring buffer).
+fn wait_until_idle(pid: u32, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    let mut last = sys::cpu_seconds(pid)?;
+    let mut quiet = 0;
+    while quiet < 3 && start.elapsed() < timeout {
+        sys::sleep(Duration::from_millis(100))?;
+        let now = sys::cpu_seconds(pid)?;
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+    }
+    Ok(())
+}
+
+fn start_bpftrace(log: &Path, script: &str) -> Result<Managed> {
+    let out = fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut c = Command::new("bpftrace");
+    c.arg("-e")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    eprintln!("+ bpftrace -e '{script}' >{} 2>&1", log.display());
+    Managed::spawn("bpftrace", c, libc::SIGINT)
+}
+
+/// The id of bpftrace's program whose name starts with `name`, once it is loaded and runs (on
+/// the `openat` or `close` of `probe`).
+fn bpftrace_prog(bt: &mut Managed, log: &Path, probe: &Path, name: &str) -> Result<u32> {
+    let start = Instant::now();
+    let id = loop {
+        sys::check_interrupted()?;
+        if let Some(status) = bt.exited() {
+            let text = fs::read_to_string(log).unwrap_or_default();
+            bail!(
+                "bench: bpftrace exited ({status}) before attaching; the end of {}:\n{}",
+                log.display(),
+                tail(&text, 15)
+            );
+        }
+        let progs = sys::progs_of(bt.pid())?;
+        if !progs.is_empty() {
+            let all = bpftool::progs()?;
+            let named = progs.keys().copied().find(|id| {
+                all.iter().any(|p| {
+                    p["id"].as_u64() == Some(u64::from(*id))
+                        && p["name"]
+                            .as_str()
+                            .is_some_and(|n| n.starts_with("sys_enter_open"))
+                })
+            });
+            if let Some(id) =
+                named.or_else(|| (progs.len() == 1).then(|| *progs.keys().next().unwrap_or(&0)))
+            {
+                break id;
+            }
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "bench: bpftrace loaded no {name}* program within 60 s (see {})",
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    wait_attached(bt, id, probe)?;
+    Ok(id)
+}
+
+/// Runs the pipeline example pinned to one CPU; returns the JSON it prints last.
+fn run_pipeline(
+    bin: &Path,
+    reg: &registry::BenchRegistry,
+    secs: u64,
+    cpu: Option<usize>,
+) -> Result<Value> {
+    sys::check_interrupted()?;
+    let mut c = Command::new(bin);
+    c.arg("--registry")
+        .arg(&reg.path)
+        .arg("--seconds")
+        .arg(secs.to_string());
+    if let Some(cpu) = cpu {
+        c.arg("--cpu").arg(cpu.to_string());
+    }
+    eprintln!(
+        "+ {} --registry {} --seconds {secs}{}",
+        bin.display(),
+        reg.path.display(),
+        cpu.map(|c| format!(" --cpu {c}")).unwrap_or_default()
+    );
+    let out = c
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!("{} failed ({})", bin.display(), out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("pipeline_bench printed no JSON result")?;
+    serde_json::from_str(last).context("pipeline_bench printed unreadable JSON")
+}
