@@ -259,7 +259,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             }
             _ = tick.tick() => {
                 losses(&probes, &engine, &mut reported, &mut out);
-                live.set_health(live_health(&probes));
+                live.set_health(live_health(&probes, store.as_ref()));
                 ticks += 1;
                 if watcher.changed(&opts.registry) {
                     log::info!("{} changed: reloading", opts.registry.display());
@@ -469,9 +469,18 @@ fn losses(
 
 /// The daemon's part of the live feed's health report; the server adds uptime, event rate and
 /// its client counters.
-fn live_health(probes: &Probes) -> live::Health {
+fn live_health(probes: &Probes, store: Option<&crate::store::StoreHandle>) -> live::Health {
     let lost = probes.losses();
     live::Health {
+        clickhouse: store.map(|s| {
+            let st = s.stats();
+            live::ClickHouseHealth {
+                connected: st.healthy,
+                spool_bytes: Some(st.spool_bytes),
+                spool_rows: Some(st.spool_rows),
+                ..live::ClickHouseHealth::default()
+            }
+        }),
         kernel_drops: lost.iter().sum(),
         kernel_drops_by_cause: LossCause::ALL
             .iter()
