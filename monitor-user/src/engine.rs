@@ -288,17 +288,7 @@ impl Engine {
             Some(nhi) => {
                 let interactive = self.is_interactive(e.pid, o.hdr.flags);
                 let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
-                let actor = Actor {
-                    pid: e.pid,
-                    exe: &e.exe,
-                    comm: &e.comm,
-                    uid: e.uid,
-                    interactive,
-                    at: Placement {
-                        cgroup: cgroup.as_deref(),
-                        container: e.container.as_deref(),
-                    },
-                };
+                let actor = Actor::of(&e, interactive, cgroup.as_deref());
                 let real = target.as_deref().unwrap_or(&path);
                 let mtime = nhi
                     .max_age
@@ -501,17 +491,7 @@ impl Engine {
             e.dns_names = Some(names.clone());
             e.nhi = Some(id.to_string());
             let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
-            let actor = Actor {
-                pid: e.pid,
-                exe: &e.exe,
-                comm: &e.comm,
-                uid: e.uid,
-                interactive,
-                at: Placement {
-                    cgroup: cgroup.as_deref(),
-                    container: e.container.as_deref(),
-                },
-            };
+            let actor = Actor::of(&e, interactive, cgroup.as_deref());
             let f = verdict::assess_connect(nhi, &actor, daddr, c.dport, &names, now);
             if f.is_drift() {
                 e.verdict = Verdict::Drift;

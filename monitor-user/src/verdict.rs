@@ -23,7 +23,22 @@ pub struct Actor<'a> {
     pub at: Placement<'a>,
 }
 
-impl Actor<'_> {
+impl<'a> Actor<'a> {
+    /// The actor behind an event already filled with its process fields.
+    pub fn of(e: &'a crate::event::Event, interactive: bool, cgroup: Option<&'a str>) -> Self {
+        Actor {
+            pid: e.pid,
+            exe: &e.exe,
+            comm: &e.comm,
+            uid: e.uid,
+            interactive,
+            at: Placement {
+                cgroup,
+                container: e.container.as_deref(),
+            },
+        }
+    }
+
     fn describe(&self) -> String {
         let name = if self.exe.is_empty() {
             self.comm
