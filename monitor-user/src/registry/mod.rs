@@ -78,6 +78,18 @@ pub struct Registry {
     /// Extra patterns to watch for unregistered NHIs, added to [`watchlist::builtin`].
     #[serde(default, deserialize_with = "glob_list::<false, _>")]
     pub watch: Vec<Glob>,
+    /// Credential patterns indexed for [`Registry::owner_of`], built on first use.
+    #[serde(skip)]
+    index: std::sync::OnceLock<OwnerIndex>,
+}
+
+/// Literal credential paths by exact path; the other patterns in registry order.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct OwnerIndex {
+    /// Path -> the first NHI that lists it literally.
+    literal: HashMap<String, usize>,
+    /// (NHI index, pattern) for patterns with wildcards, in registry order.
+    globs: Vec<(usize, Glob)>,
 }
 
 /// One non-human identity and its declared scope.
@@ -216,10 +228,33 @@ impl Endpoint {
 
 impl Registry {
     /// The first NHI one of whose credential patterns matches `path`.
+    ///
+    /// One hash lookup for literal paths, then only the wildcard patterns of earlier NHIs: the
+    /// daemon asks this for every watched open.
     pub fn owner_of(&self, path: &str) -> Option<&Nhi> {
-        self.nhis
+        let index = self.index.get_or_init(|| {
+            let mut ix = OwnerIndex::default();
+            for (i, nhi) in self.nhis.iter().enumerate() {
+                for g in &nhi.credentials {
+                    if g.is_literal() {
+                        ix.literal.entry(g.as_str().to_owned()).or_insert(i);
+                    } else {
+                        ix.globs.push((i, g.clone()));
+                    }
+                }
+            }
+            ix
+        });
+        let literal = index.literal.get(path).copied();
+        let first = literal.unwrap_or(usize::MAX);
+        index
+            .globs
             .iter()
-            .find(|n| n.credentials.iter().any(|g| g.matches(path)))
+            .take_while(|(i, _)| *i < first)
+            .find(|(_, g)| g.matches(path))
+            .map(|(i, _)| *i)
+            .or(literal)
+            .and_then(|i| self.nhis.get(i))
     }
 
     /// Whether opening `path` is of interest: it matches a credential, a `watch` pattern or the
@@ -640,6 +675,20 @@ mod tests;
 #[cfg(test)]
 mod placement_tests {
     use super::*;
+
+    #[test]
+    fn owner_is_the_first_nhi_in_order_whether_literal_or_glob() {
+        let r = parse(
+            "nhis:\n  - id: a\n    credentials: ['/x/*']\n  - id: b\n    credentials: [/x/t, /y/t]\n  - id: c\n    credentials: ['/y/*']\n",
+            "t.yaml",
+        )
+        .expect("valid");
+        let owner = |p: &str| r.owner_of(p).map(|n| n.id.as_str());
+        assert_eq!(owner("/x/t"), Some("a"));
+        assert_eq!(owner("/y/t"), Some("b"));
+        assert_eq!(owner("/y/u"), Some("c"));
+        assert_eq!(owner("/z/t"), None);
+    }
 
     #[test]
     fn container_and_cgroup_principals() {
