@@ -276,6 +276,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                         ]);
                     }
                     let gone = engine.procs().sweep(Duration::from_secs(5));
+                    engine.forget_paths();
                     log::debug!("process table: {} entries, {gone} swept", engine.procs().len());
                 }
                 sink.write(&out)?;

@@ -85,6 +85,7 @@ pub struct Engine {
     /// link or a bind mount (in any mount namespace) is the same credential under another name.
     cred_inodes: HashMap<(u32, u32, u64), usize>,
     cgroups: crate::cgroups::CgroupNames,
+    exe_paths: HashMap<PathBuf, PathBuf>,
     pub stats: Stats,
 }
 
@@ -120,6 +121,7 @@ impl Engine {
             host,
             dns: crate::dns::Cache::default(),
             cgroups: crate::cgroups::CgroupNames::new(),
+            exe_paths: HashMap::new(),
             stats: Stats::default(),
         }
     }
@@ -130,6 +132,26 @@ impl Engine {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Where an executable path leads after symlinks (`/usr/bin/python3` -> `python3.11`),
+    /// cached: every exec asks, and each uncached answer is a system call per component. The
+    /// cache is dropped by [`Engine::forget_paths`] so that changed links are seen again.
+    fn canonical_exe(&mut self, path: PathBuf) -> PathBuf {
+        if let Some(c) = self.exe_paths.get(&path) {
+            return c.clone();
+        }
+        let canon = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if self.exe_paths.len() >= 4096 {
+            self.exe_paths.clear();
+        }
+        self.exe_paths.insert(path, canon.clone());
+        canon
+    }
+
+    /// Forget cached path resolutions (called periodically by the daemon).
+    pub fn forget_paths(&mut self) {
+        self.exe_paths.clear();
     }
 
     /// Addresses and names from a DNS response seen on the host.
@@ -351,9 +373,10 @@ impl Engine {
             x.filename_len as usize,
         )));
         let cwd = self.procs.lookup(pid).cwd.clone();
-        let exe = resolve::absolute(cwd.as_deref(), raw)
-            .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
-            .unwrap_or_else(|| raw.to_path_buf());
+        let exe = match resolve::absolute(cwd.as_deref(), raw) {
+            Some(p) => self.canonical_exe(p),
+            None => raw.to_path_buf(),
+        };
         let mut cmdline = decode::args(x);
         if cmdline.is_empty() {
             cmdline = crate::proctable::read_proc(&self.proc_root, pid)
