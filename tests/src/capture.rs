@@ -165,3 +165,38 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Send `batches` through the real sink to a [`Capture`] server and return what each request
+/// carried: (table, insert SQL, RowBinary body, dedup token). Uncompressed, so the body is the
+/// exact RowBinary another engine can load.
+pub fn capture_inserts(
+    schema: &nhiscope::store::schema::Schema,
+    batches: &[nhiscope::store::sink::Batch],
+) -> Vec<(nhiscope::store::schema::Table, String, Vec<u8>, String)> {
+    use nhiscope::store::{config::Compression, sink::Conn, StoreConfig};
+    let capture = Capture::start();
+    let mut config = StoreConfig::new(&capture.url()).unwrap_or_else(|e| panic!("{e}"));
+    config.compression = Compression::None;
+    let conn = Conn::unmigrated(&config, schema.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    for b in batches {
+        rt.block_on(conn.insert(b))
+            .unwrap_or_else(|e| panic!("sending {}: {e}", b.token));
+    }
+    let reqs = capture.requests();
+    assert_eq!(reqs.len(), batches.len(), "one request per batch: {reqs:?}");
+    batches
+        .iter()
+        .zip(reqs)
+        .map(|(b, r)| {
+            let sql = r
+                .param("query")
+                .unwrap_or_else(|| panic!("no query in {}", r.target));
+            let token = r.param("insert_deduplication_token").unwrap_or_default();
+            (b.table(), sql, r.body, token)
+        })
+        .collect()
+}

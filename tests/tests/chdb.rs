@@ -7,16 +7,14 @@ use std::{path::Path, time::Duration};
 use nhiscope::{
     event::{DriftKind, Event, Kind, Verdict},
     store::{
-        config::Compression,
         migrate,
         queries::{self, EventRecord, Param},
         row::{AgentRow, EventRow, LossRow, Ts},
         schema::{Dialect, Schema, Table, MIGRATIONS},
-        sink::{Batch, Conn, Rows},
-        StoreConfig,
+        sink::{Batch, Rows},
     },
 };
-use nhiscope_tests::{capture::Capture, chdb::Chdb, temp_dir};
+use nhiscope_tests::{capture, chdb::Chdb, temp_dir};
 use serde_json::Value;
 
 const RUN: u64 = 0x5eed;
@@ -112,36 +110,6 @@ fn ddl(s: &Schema) -> Vec<String> {
     out
 }
 
-/// What the sink sent for each batch: (table, insert SQL, RowBinary body, dedup token).
-fn capture_inserts(batches: &[Batch]) -> Vec<(Table, String, Vec<u8>, String)> {
-    let capture = Capture::start();
-    let mut config = StoreConfig::new(&capture.url()).unwrap_or_else(|e| panic!("{e}"));
-    // The exact RowBinary, not lz4 frames around it.
-    config.compression = Compression::None;
-    let conn = Conn::unmigrated(&config, schema(Some(30)));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    for b in batches {
-        rt.block_on(conn.insert(b))
-            .unwrap_or_else(|e| panic!("sending {}: {e}", b.token));
-    }
-    let reqs = capture.requests();
-    assert_eq!(reqs.len(), batches.len(), "one request per batch: {reqs:?}");
-    batches
-        .iter()
-        .zip(reqs)
-        .map(|(b, r)| {
-            let sql = r
-                .param("query")
-                .unwrap_or_else(|| panic!("no query in {}", r.target));
-            let token = r.param("insert_deduplication_token").unwrap_or_default();
-            (b.table(), sql, r.body, token)
-        })
-        .collect()
-}
-
 /// `INSERT INTO db.t (cols) SELECT * FROM file(path, RowBinary, 'structure')` for a captured
 /// `INSERT INTO t(cols) FORMAT RowBinary`, with the column types of the schema.
 fn replay(s: &Schema, t: Table, sql: &str, path: &Path, token: &str) -> String {
@@ -233,7 +201,7 @@ fn the_modern_schema_queries_and_sink_bytes_work_on_current_clickhouse() {
         Batch::new("h1", RUN, Rows::Losses(vec![loss])),
         Batch::new("h1", RUN, Rows::Agents(vec![agent])),
     ];
-    let captured = capture_inserts(&batches);
+    let captured = capture::capture_inserts(&schema(Some(30)), &batches);
 
     let mut stmts = vec!["SET output_format_json_quote_64bit_integers = 0".to_owned()];
     stmts.extend(ddl(&s));

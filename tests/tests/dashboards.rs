@@ -19,14 +19,13 @@ use std::{
 use nhiscope::{
     event::{DriftKind, Event, Kind, Verdict},
     store::{
-        config::Compression,
         row::{AgentRow, EventRow, LossRow, Ts},
         schema::{Dialect, Schema, Table, MIGRATIONS},
-        sink::{Batch, Conn, Rows},
+        sink::{Batch, Rows},
         Loss, Store, StoreConfig,
     },
 };
-use nhiscope_tests::{capture::Capture, chdb::Chdb, clickhouse::ClickHouse, temp_dir};
+use nhiscope_tests::{capture, chdb::Chdb, clickhouse::ClickHouse, temp_dir};
 use serde_json::Value;
 
 /// Panels whose SQL differs between the dialects (the agents' counters are a `Map` on current
@@ -623,7 +622,7 @@ fn current_dashboards_run_on_current_clickhouse() {
         dialect: Dialect::Modern,
     };
     let batches = modern_batches(now);
-    let captured = capture_inserts(&s, &batches);
+    let captured = capture::capture_inserts(&s, &batches);
 
     let mut stmts = vec!["SET output_format_json_quote_64bit_integers = 0".to_owned()];
     stmts.push(s.create_database());
@@ -711,35 +710,6 @@ fn modern_batches(now: SystemTime) -> Vec<Batch> {
         }]),
     ));
     batches
-}
-
-/// What the sink sent for each batch: (table, insert SQL, RowBinary body, dedup token).
-fn capture_inserts(s: &Schema, batches: &[Batch]) -> Vec<(Table, String, Vec<u8>, String)> {
-    let capture = Capture::start();
-    let mut config = StoreConfig::new(&capture.url()).unwrap_or_else(|e| panic!("{e}"));
-    config.compression = Compression::None;
-    let conn = Conn::unmigrated(&config, s.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    for b in batches {
-        rt.block_on(conn.insert(b))
-            .unwrap_or_else(|e| panic!("sending {}: {e}", b.token));
-    }
-    let reqs = capture.requests();
-    assert_eq!(reqs.len(), batches.len(), "one request per batch: {reqs:?}");
-    batches
-        .iter()
-        .zip(reqs)
-        .map(|(b, r)| {
-            let sql = r
-                .param("query")
-                .unwrap_or_else(|| panic!("no query in {}", r.target));
-            let token = r.param("insert_deduplication_token").unwrap_or_default();
-            (b.table(), sql, r.body, token)
-        })
-        .collect()
 }
 
 /// `INSERT INTO db.t (cols) SELECT * FROM file(path, RowBinary, 'structure')` for a captured
