@@ -257,13 +257,50 @@ pub fn builtin() -> &'static [Glob] {
     GLOBS.get_or_init(|| parsed().iter().map(|p| p.pattern.clone()).collect())
 }
 
+/// Entries by the literal file name their pattern ends in; the others (a wildcard or `**` at
+/// the end) apart. The daemon asks [`lookup`] for every open no NHI owns: this keeps it to the
+/// few entries that can match instead of the whole list.
+struct Index {
+    by_name: std::collections::HashMap<String, Vec<usize>>,
+    wild: Vec<usize>,
+}
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut ix = Index {
+            by_name: Default::default(),
+            wild: Vec::new(),
+        };
+        for (i, p) in parsed().iter().enumerate() {
+            match p.pattern.components().last() {
+                Some(crate::pattern::Component::Literal(name)) => {
+                    ix.by_name.entry(name.clone()).or_default().push(i)
+                }
+                _ => ix.wild.push(i),
+            }
+        }
+        ix
+    })
+}
+
 /// The first built-in entry that watches `path` (absolute, normalized), exceptions applied.
 pub fn lookup(path: &str) -> Option<&'static WatchEntry> {
-    parsed()
-        .iter()
-        .zip(ENTRIES)
-        .find(|(p, _)| p.pattern.matches(path) && !p.except.iter().any(|x| x.matches(path)))
-        .map(|(_, e)| e)
+    let ix = index();
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let mut candidates: Vec<usize> = ix.wild.clone();
+    if let Some(named) = ix.by_name.get(name) {
+        candidates.extend_from_slice(named);
+        candidates.sort_unstable();
+    }
+    let parsed = parsed();
+    candidates
+        .into_iter()
+        .find(|&i| {
+            let p = &parsed[i];
+            p.pattern.matches(path) && !p.except.iter().any(|x| x.matches(path))
+        })
+        .and_then(|i| ENTRIES.get(i))
 }
 
 /// Whether the built-in list watches `path`.
