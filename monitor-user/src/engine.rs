@@ -607,3 +607,166 @@ fn feeds_parent(proc_root: &Path, child: u32, known: Option<&str>, parent: u32) 
     fds.flatten()
         .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == out))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The engine without a kernel: records built by hand, /proc replaced by an empty fixture
+    //! directory (so every process is known only from its records).
+    use super::*;
+    use monitor_common::{EventKind, ForkEvent, COMM_LEN, PATH_CAP};
+
+    fn engine(yaml: &str) -> (Engine, PathBuf) {
+        let root = std::env::temp_dir().join(format!(
+            "nhiscope-engine-{}-{}",
+            std::process::id(),
+            yaml.len()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("fixture");
+        let reg = crate::registry::parse(yaml, "test.yaml").expect("registry");
+        let e = Engine::new(Arc::new(reg), &root, Clock::with_offset(0), "h".into());
+        (e, root)
+    }
+
+    fn hdr(kind: EventKind, pid: u32, uid: u32, comm: &str) -> EventHeader {
+        let mut c = [0u8; COMM_LEN];
+        c[..comm.len()].copy_from_slice(comm.as_bytes());
+        EventHeader {
+            kind: kind as u32,
+            pid,
+            tid: pid,
+            uid,
+            gid: uid,
+            flags: monitor_common::HDR_TTY_KNOWN,
+            ts_ns: 1_700_000_000_000_000_000,
+            cgroup_id: 0,
+            comm: c,
+        }
+    }
+
+    fn exec(pid: u32, uid: u32, exe: &str) -> KernelEvent {
+        let mut e: ExecEvent = unsafe_zeroed();
+        e.hdr = hdr(
+            EventKind::Exec,
+            pid,
+            uid,
+            exe.rsplit('/').next().unwrap_or(exe),
+        );
+        e.old_tid = pid;
+        e.filename[..exe.len()].copy_from_slice(exe.as_bytes());
+        e.filename_len = exe.len() as u32;
+        KernelEvent::Exec(Box::new(e))
+    }
+
+    fn unsafe_zeroed<T: Copy>() -> T {
+        let bytes = vec![0u8; std::mem::size_of::<T>()];
+        // SAFETY: the monitor_common records are plain data; all-zero is a valid value.
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+    }
+
+    fn open(pid: u32, uid: u32, path: &str, ret: i64) -> KernelEvent {
+        let mut o: OpenEvent = unsafe_zeroed();
+        o.hdr = hdr(EventKind::Open, pid, uid, "x");
+        o.op = OpenOp::Openat as u32;
+        o.dfd = resolve::AT_FDCWD;
+        o.ret = ret;
+        let mut p = [0u8; PATH_CAP];
+        p[..path.len()].copy_from_slice(path.as_bytes());
+        o.path = p;
+        o.path_len = path.len() as u32;
+        KernelEvent::Open(Box::new(o))
+    }
+
+    fn connect(pid: u32, addr: [u8; 4], port: u16) -> KernelEvent {
+        let mut c: ConnectEvent = unsafe_zeroed();
+        c.hdr = hdr(EventKind::Connect, pid, 0, "x");
+        c.family = AF_INET;
+        c.dport = port;
+        c.daddr[..4].copy_from_slice(&addr);
+        KernelEvent::Connect(c)
+    }
+
+    fn fork(parent: u32, child: u32) -> KernelEvent {
+        KernelEvent::Fork(ForkEvent {
+            hdr: hdr(EventKind::Fork, parent, 0, "sh"),
+            child_tid: child,
+            _pad: 0,
+        })
+    }
+
+    const REG: &str = "nhis:\n  - id: api\n    credentials: [/srv/app/token]\n    readers:\n      exe: [/usr/bin/app]\n    endpoints:\n      - cidr: 10.0.0.0/8\n        port: 443\n    interactive: allow\n";
+
+    #[test]
+    fn opens_get_the_nhi_and_a_verdict() {
+        let (mut e, _root) = engine(REG);
+        let mut out = Vec::new();
+        e.handle(exec(10, 0, "/usr/bin/app"), &mut out);
+        e.handle(open(10, 0, "/srv/app/token", 3), &mut out);
+        e.handle(exec(11, 0, "/usr/bin/cat"), &mut out);
+        e.handle(open(11, 0, "/srv/app/token", 3), &mut out);
+        let opens: Vec<&Event> = out.iter().filter(|x| x.kind == Kind::Open).collect();
+        assert_eq!(opens.len(), 2);
+        assert_eq!(
+            (opens[0].nhi.as_deref(), opens[0].verdict),
+            (Some("api"), Verdict::Ok)
+        );
+        assert_eq!(opens[1].verdict, Verdict::Drift);
+        assert_eq!(
+            opens[1].drift,
+            vec![crate::event::DriftKind::ReaderOutOfScope]
+        );
+        assert_eq!(opens[1].exe, "/usr/bin/cat");
+    }
+
+    #[test]
+    fn unowned_watched_paths_are_unregistered_and_others_dropped() {
+        let (mut e, _root) = engine(REG);
+        let mut out = Vec::new();
+        e.handle(open(12, 0, "/home/ann/.aws/credentials", 3), &mut out);
+        e.handle(open(12, 0, "/srv/app/notes.txt", 3), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].verdict, out[0].nhi.as_deref()),
+            (Verdict::Unregistered, None)
+        );
+        assert_eq!(e.stats.filter_false_positives, 1);
+    }
+
+    #[test]
+    fn holders_and_their_later_children_are_checked_against_endpoints() {
+        let (mut e, _root) = engine(REG);
+        let mut out = Vec::new();
+        e.handle(exec(20, 0, "/usr/bin/app"), &mut out);
+        e.handle(fork(20, 21), &mut out); // forked before holding: not a holder
+        e.handle(open(20, 0, "/srv/app/token", 3), &mut out);
+        e.handle(fork(20, 22), &mut out); // forked after: inherits
+        e.handle(connect(21, [10, 1, 2, 3], 443), &mut out);
+        e.handle(connect(22, [10, 1, 2, 3], 443), &mut out);
+        e.handle(connect(22, [192, 0, 2, 1], 443), &mut out);
+        let conns: Vec<&Event> = out.iter().filter(|x| x.kind == Kind::Connect).collect();
+        assert_eq!(conns.len(), 2, "{conns:?}");
+        assert!(conns
+            .iter()
+            .all(|c| c.pid == 22 && c.nhi.as_deref() == Some("api")));
+        assert_eq!(conns[0].verdict, Verdict::Ok);
+        assert_eq!(
+            conns[1].drift,
+            vec![crate::event::DriftKind::EndpointOutOfScope]
+        );
+        assert!(
+            conns[1].reason.contains("192.0.2.1:443"),
+            "{}",
+            conns[1].reason
+        );
+    }
+
+    #[test]
+    fn a_failed_open_does_not_make_a_holder() {
+        let (mut e, _root) = engine(REG);
+        let mut out = Vec::new();
+        e.handle(open(30, 1000, "/srv/app/token", -13), &mut out);
+        assert_eq!(out[0].error.as_deref(), Some("EACCES"));
+        e.handle(connect(30, [10, 0, 0, 1], 443), &mut out);
+        assert!(!out.iter().any(|x| x.kind == Kind::Connect));
+    }
+}
