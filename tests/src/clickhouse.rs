@@ -37,7 +37,7 @@ pub struct ClickHouse {
 }
 
 /// Whether tests must not skip when the server is missing.
-fn required() -> bool {
+pub(crate) fn required() -> bool {
     ["NHISCOPE_REQUIRE_CLICKHOUSE", "NHISCOPE_REQUIRE_BPF"]
         .iter()
         .any(|v| env::var_os(v).is_some_and(|v| v == "1"))
@@ -55,6 +55,18 @@ impl ClickHouse {
     /// Starts a fresh server (empty data) and waits until it answers.
     #[track_caller]
     pub fn start(name: &str) -> Option<ClickHouse> {
+        Self::start_with(name, free_port(), free_port(), "")
+    }
+
+    /// [`ClickHouse::start`] on the given ports, with `extra` XML elements (a cluster's
+    /// `remote_servers`, `zookeeper`, `macros`...) added to the top level of its config.
+    #[track_caller]
+    pub fn start_with(
+        name: &str,
+        http_port: u16,
+        tcp_port: u16,
+        extra: &str,
+    ) -> Option<ClickHouse> {
         if !Path::new(SERVER_BIN).is_file() {
             let why = format!("{SERVER_BIN} is missing (install it with `cargo xtask setup`)");
             if required() {
@@ -64,9 +76,7 @@ impl ClickHouse {
             return None;
         }
         let dir = temp_dir(&format!("clickhouse-{name}"));
-        let http_port = free_port();
-        let tcp_port = free_port();
-        write_config(&dir, http_port, tcp_port);
+        write_config(&dir, http_port, tcp_port, extra);
         let mut ch = ClickHouse {
             dir,
             http_port,
@@ -261,8 +271,8 @@ impl Drop for ClickHouse {
 
 /// The server config: loopback only, everything under `dir`, UTC, small caches (tests run
 /// several servers at once on a small machine), and two users: `default` without a password
-/// and [`WRITER_USER`] with [`WRITER_PASSWORD`].
-fn write_config(dir: &Path, http_port: u16, tcp_port: u16) {
+/// and [`WRITER_USER`] with [`WRITER_PASSWORD`]; then `extra`.
+fn write_config(dir: &Path, http_port: u16, tcp_port: u16, extra: &str) {
     let d = dir.display();
     let config = format!(
         r#"<?xml version="1.0"?>
@@ -288,6 +298,7 @@ fn write_config(dir: &Path, http_port: u16, tcp_port: u16) {
     <mark_cache_size>67108864</mark_cache_size>
     <uncompressed_cache_size>67108864</uncompressed_cache_size>
     <max_concurrent_queries>50</max_concurrent_queries>
+{extra}
 </yandex>
 "#
     );

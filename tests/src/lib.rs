@@ -13,6 +13,7 @@
 pub mod capture;
 pub mod chdb;
 pub mod clickhouse;
+pub mod cluster;
 pub mod procs;
 
 use std::{

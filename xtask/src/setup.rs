@@ -27,6 +27,11 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "clickhouse-server",
     "clickhouse-client",
+    // ZooKeeper's jars and a JRE for the two-server cluster test (tests/tests/cluster.rs), which
+    // starts it by hand: the `zookeeperd` package would also start a system service.
+    "libzookeeper-java",
+    "libslf4j-java",
+    "default-jre-headless",
     // Tests: tmux drives the TUI, dnsmasq answers DNS on loopback. `dnsmasq-base` is the
     // program alone: the `dnsmasq` package would also start a system DNS server on port 53.
     "tmux",
