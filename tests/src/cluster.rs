@@ -214,6 +214,26 @@ impl Cluster {
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
+        // 18.16 opens its ZooKeeper session in the background after it starts listening, and
+        // crashes (a NULL session in zkutil::ZooKeeper::createImpl) on an ON CLUSTER query that
+        // comes first: wait until every server can read ZooKeeper's root.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        for (i, s) in servers.iter().enumerate() {
+            loop {
+                let probe = "SELECT count() FROM system.zookeeper WHERE path = '/'";
+                if matches!(s.http("POST", "/", probe.as_bytes()), Ok((200, _))) {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    panic!(
+                        "shard {} never reached ZooKeeper on port {zk_port}\n{}",
+                        i + 1,
+                        s.logs()
+                    );
+                }
+                thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
         Some(Cluster { servers, zookeeper })
     }
 
