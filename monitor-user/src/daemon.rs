@@ -226,7 +226,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         plan.keys.len()
     );
 
-    let mut dns_rx = start_dns_capture();
+    let dns = open_dns_capture();
+    let mut dns_buf = vec![0u8; 65536];
     let mut watcher = RegistryWatch::new(&opts.registry);
     let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
     let mut term =
@@ -239,14 +240,16 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let mut out = Vec::with_capacity(1024);
     loop {
         tokio::select! {
-            Some(answers) = dns_rx.recv() => {
-                engine.dns_answers(&answers);
+            ready = dns_readable(&dns) => {
+                if let Ok(mut guard) = ready {
+                    guard.clear_ready();
+                }
+                drain_dns(&dns, &mut engine, &mut dns_buf);
             }
             guard = ring.readable_mut() => {
-                // DNS answers first: a client connects right after its answer arrives.
-                while let Ok(answers) = dns_rx.try_recv() {
-                    engine.dns_answers(&answers);
-                }
+                // DNS answers first, read right now: the kernel queued the answer on the packet
+                // socket before the client could read it, so before it could connect.
+                drain_dns(&dns, &mut engine, &mut dns_buf);
                 let mut guard = guard.map_err(|e| DaemonError::Runtime(format!("ring buffer: {e}")))?;
                 drain(guard.get_inner_mut(), &mut engine, &mut out);
                 guard.clear_ready();
@@ -321,46 +324,56 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Read DNS responses on a thread of their own (the socket blocks) and hand their answers to
-/// the main loop. Without CAP_NET_RAW or packet sockets, hostname endpoints cannot match: that
-/// is said once, and the daemon goes on.
-fn start_dns_capture() -> tokio::sync::mpsc::Receiver<Vec<crate::dns::Answer>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4096);
-    match crate::dns::capture::DnsSocket::open() {
-        Ok(sock) => {
-            let spawned = std::thread::Builder::new().name("nhiscope-dns".into()).spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                let mut dropped: u64 = 0;
-                loop {
-                    match sock.next(&mut buf) {
-                        Ok(a) if a.is_empty() => {}
-                        Ok(a) => match tx.try_send(a) {
-                            Ok(()) => {}
-                            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                                dropped += 1;
-                                if dropped.is_power_of_two() {
-                                    log::warn!("DNS answers arrive faster than they are used: {dropped} dropped");
-                                }
-                            }
-                            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
-                        },
-                        Err(e) => {
-                            log::warn!("DNS capture stopped: {e}; hostname endpoints will not match new answers");
-                            return;
-                        }
-                    }
-                }
-            });
-            if let Err(e) = spawned {
-                log::warn!("cannot start the DNS capture thread: {e}");
+/// The DNS answer capture, if this host allows it. Without CAP_NET_RAW or packet sockets,
+/// hostname endpoints cannot match: that is said once, and the daemon goes on.
+fn open_dns_capture() -> Option<AsyncFd<crate::dns::capture::DnsSocket>> {
+    let sock = match crate::dns::capture::DnsSocket::open() {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!(
+                "cannot capture DNS answers ({e}): connections are known by address only, and \
+                 `host:` endpoints will not match"
+            );
+            return None;
+        }
+    };
+    // SAFETY: the DnsSocket owns its fd, which stays open and unchanged while the AsyncFd owns it.
+    match unsafe { AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE) } {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            log::warn!("cannot watch the DNS capture socket: {}", e.into_parts().1);
+            None
+        }
+    }
+}
+
+/// Waits until the DNS socket has something to read (forever when there is no capture).
+async fn dns_readable(
+    dns: &Option<AsyncFd<crate::dns::capture::DnsSocket>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, crate::dns::capture::DnsSocket>> {
+    match dns {
+        Some(d) => d.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hand every DNS answer received so far to the engine.
+fn drain_dns(
+    dns: &Option<AsyncFd<crate::dns::capture::DnsSocket>>,
+    engine: &mut Engine,
+    buf: &mut [u8],
+) {
+    let Some(d) = dns else { return };
+    loop {
+        match d.get_ref().try_next(buf) {
+            Ok(Some(answers)) => engine.dns_answers(&answers),
+            Ok(None) => return,
+            Err(e) => {
+                log::warn!("reading DNS answers: {e}");
+                return;
             }
         }
-        Err(e) => log::warn!(
-            "cannot capture DNS answers ({e}): connections are known by address only, and \
-             `host:` endpoints will not match"
-        ),
     }
-    rx
 }
 
 /// Load the registry again and put it in force, in the kernel's filter and in the engine, without

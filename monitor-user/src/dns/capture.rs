@@ -58,7 +58,7 @@ impl DnsSocket {
         let fd = unsafe {
             libc::socket(
                 libc::AF_PACKET,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
                 i32::from(ETH_P_ALL.to_be()),
             )
         };
@@ -88,26 +88,41 @@ impl DnsSocket {
         Ok(Self { fd })
     }
 
-    /// Block until the next DNS response and return its answers (empty for a response that
-    /// answers no address).
-    pub fn next(&self, buf: &mut [u8]) -> io::Result<Vec<Answer>> {
+    /// The answers of the next DNS response already received, or `None` when there is none
+    /// (the socket never blocks). Responses that answer no address are skipped.
+    pub fn try_next(&self, buf: &mut [u8]) -> io::Result<Option<Vec<Answer>>> {
         loop {
             // SAFETY: recv writes at most buf.len() bytes into buf.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
             if n < 0 {
                 let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => return Ok(None),
+                    _ => return Err(e),
                 }
-                return Err(e);
             }
             if let Some(payload) = udp_payload(&buf[..n as usize]) {
                 if let Some(a) = parse_response(payload) {
-                    return Ok(a);
+                    if !a.is_empty() {
+                        return Ok(Some(a));
+                    }
                 }
             }
         }
+    }
+}
+
+impl AsRawFd for DnsSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
     }
 }
 
