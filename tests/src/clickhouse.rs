@@ -45,10 +45,21 @@ pub(crate) fn required() -> bool {
 
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind 127.0.0.1:0: {e}"));
-    l.local_addr()
-        .unwrap_or_else(|e| panic!("local_addr: {e}"))
-        .port()
+    // Below the kernel's ephemeral range (32768-60999 by default): a port handed out here and
+    // bound a moment later by a server cannot meanwhile become the source port of some outgoing
+    // connection (ZooKeeper clients, HTTP requests), which `bind(:0)` ports can. No port is
+    // handed out twice by one test process.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..2000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(131)) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000 on 127.0.0.1")
 }
 
 impl ClickHouse {
