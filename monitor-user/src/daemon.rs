@@ -189,7 +189,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         ProbeError::Attach { .. } | ProbeError::Map(..) => DaemonError::Runtime(e.to_string()),
         _ => DaemonError::Input(e.to_string()),
     })?;
-    let ring = probes
+    let (ring, ring_fill) = probes
         .take_ring()
         .map_err(|e| DaemonError::Runtime(e.to_string()))?;
     // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long as the
@@ -238,6 +238,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let mut reported = [0u64; LOSS_CAUSES as usize];
     let mut ticks: u64 = 0;
     let mut out = Vec::with_capacity(1024);
+    // The fullest the ring buffer was seen (at a wakeup, before draining) since the last report.
+    let mut ring_peak = 0u64;
     loop {
         tokio::select! {
             ready = dns_readable(&dns) => {
@@ -251,6 +253,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 // socket before the client could read it, so before it could connect.
                 drain_dns(&dns, &mut engine, &mut dns_buf);
                 let mut guard = guard.map_err(|e| DaemonError::Runtime(format!("ring buffer: {e}")))?;
+                ring_peak = ring_peak.max(ring_fill.used());
                 drain(guard.get_inner_mut(), &mut engine, &mut out);
                 guard.clear_ready();
                 sink.write(&out)?;
@@ -262,7 +265,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             }
             _ = tick.tick() => {
                 losses(&probes, &engine, &mut reported, &mut out);
-                live.set_health(live_health(&probes, store.as_ref()));
+                let peak = ring_peak.max(ring_fill.used());
+                ring_peak = 0;
+                live.set_health(live_health(&probes, store.as_ref(), peak, ring_fill.size()));
                 ticks += 1;
                 if watcher.changed(&opts.registry) {
                     log::info!("{} changed: reloading", opts.registry.display());
@@ -483,16 +488,24 @@ fn losses(
 
 /// The daemon's part of the live feed's health report; the server adds uptime, event rate and
 /// its client counters.
-fn live_health(probes: &Probes, store: Option<&crate::store::StoreHandle>) -> live::Health {
+fn live_health(
+    probes: &Probes,
+    store: Option<&crate::store::StoreHandle>,
+    ring_peak: u64,
+    ring_size: u32,
+) -> live::Health {
     let lost = probes.losses();
     live::Health {
+        ringbuf_fill: Some(ring_peak as f64 / f64::from(ring_size.max(1))),
+        ringbuf_bytes: Some(u64::from(ring_size)),
         clickhouse: store.map(|s| {
             let st = s.stats();
             live::ClickHouseHealth {
                 connected: st.healthy,
+                lag_secs: Some(st.lag.as_secs_f64()),
                 spool_bytes: Some(st.spool_bytes),
                 spool_rows: Some(st.spool_rows),
-                ..live::ClickHouseHealth::default()
+                last_error: s.last_error(),
             }
         }),
         kernel_drops: lost.iter().sum(),

@@ -239,13 +239,23 @@ impl Probes {
         Ok(())
     }
 
-    /// Take the event ring buffer (once).
-    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+    /// Take the event ring buffer (once), with a gauge of how full it is.
+    pub fn take_ring(&mut self) -> Result<(RingBuf<MapData>, RingFill), ProbeError> {
         let map = self
             .bpf
             .take_map("EVENTS")
             .ok_or(ProbeError::Map("EVENTS", "missing or already taken".into()))?;
-        RingBuf::try_from(map).map_err(|e| ProbeError::Map("EVENTS", e.to_string()))
+        let size = match &map {
+            aya::maps::Map::RingBuf(data) => data
+                .info()
+                .map_err(|e| ProbeError::Map("EVENTS", e.to_string()))?
+                .max_entries(),
+            _ => return Err(ProbeError::Map("EVENTS", "not a ring buffer".into())),
+        };
+        let ring = RingBuf::try_from(map).map_err(|e| ProbeError::Map("EVENTS", e.to_string()))?;
+        let fill = RingFill::new(&ring, size)
+            .map_err(|e| ProbeError::Map("EVENTS", format!("mapping its positions: {e}")))?;
+        Ok((ring, fill))
     }
 
     /// Records lost in the kernel so far, per cause, summed over CPUs.
@@ -257,5 +267,78 @@ impl Probes {
             }
         }
         out
+    }
+}
+
+/// How full the kernel ring buffer is: the producer position minus the consumer position, read
+/// from the buffer's first two pages (the kernel lets any holder of the map map them read-only).
+/// Nothing is read from the data pages.
+pub struct RingFill {
+    pages: std::ptr::NonNull<libc::c_void>,
+    page: usize,
+    size: u32,
+}
+
+// SAFETY: the mapping is read-only and only read with atomic loads.
+unsafe impl Send for RingFill {}
+
+impl RingFill {
+    fn new(ring: &RingBuf<MapData>, size: u32) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .map_err(|_| std::io::Error::other("no page size"))?;
+        // SAFETY: a fresh read-only shared mapping of the map's consumer and producer pages;
+        // the kernel checks the offset and length.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                ring.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let pages = std::ptr::NonNull::new(p).ok_or_else(|| std::io::Error::other("null map"))?;
+        Ok(Self { pages, page, size })
+    }
+
+    /// The ring buffer's size in bytes.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// Bytes written by the kernel and not yet consumed (record headers included).
+    pub fn used(&self) -> u64 {
+        // SAFETY: both positions are naturally aligned u64s at the start of the two mapped
+        // pages, which live as long as `self`; the kernel updates them atomically.
+        let (consumer, producer) = unsafe {
+            let base = self.pages.as_ptr().cast::<u8>();
+            let c = &*base.cast::<std::sync::atomic::AtomicU64>();
+            let p = &*base.add(self.page).cast::<std::sync::atomic::AtomicU64>();
+            (
+                c.load(std::sync::atomic::Ordering::Acquire),
+                p.load(std::sync::atomic::Ordering::Acquire),
+            )
+        };
+        producer.saturating_sub(consumer).min(u64::from(self.size))
+    }
+
+    /// [`Self::used`] as a fraction of the size, 0 to 1.
+    pub fn fraction(&self) -> f64 {
+        self.used() as f64 / f64::from(self.size.max(1))
+    }
+}
+
+impl Drop for RingFill {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe {
+            libc::munmap(self.pages.as_ptr(), 2 * self.page);
+        }
     }
 }

@@ -433,6 +433,13 @@ fn wrong_credentials_keep_events_spooled_until_they_are_fixed() {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let s = store.stats();
         assert!(!s.healthy && s.errors > 0 && s.spool_rows == 300, "{s:?}");
+        // The health the dashboard shows: the spooled events are late, and why.
+        assert!(s.lag > Duration::ZERO, "spooled events but no lag: {s:?}");
+        let why = store.last_error().expect("the failure is kept");
+        assert!(
+            why.to_lowercase().contains("password") || why.contains("auth"),
+            "{why}"
+        );
         store.shutdown().await.unwrap_or_else(|e| panic!("{e}"))
     });
     assert!(report.spooled_batches > 0, "{report:?}");
@@ -442,6 +449,9 @@ fn wrong_credentials_keep_events_spooled_until_they_are_fixed() {
     runtime().block_on(async {
         let store = Store::start(c.clone(), "host-w").unwrap_or_else(|e| panic!("{e}"));
         wait_drained(&store, &ch, Duration::from_secs(10)).await;
+        let s = store.stats();
+        assert_eq!(s.lag, Duration::ZERO, "everything is stored: {s:?}");
+        assert_eq!(store.last_error(), None);
         store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
     });
     let pids: Vec<u64> = (0..300).collect();

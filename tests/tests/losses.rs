@@ -28,6 +28,7 @@ fn a_tiny_ring_buffer_loses_events_and_counts_every_one() {
         .map(std::ffi::OsStr::new)
         .collect();
     let d = Daemon::start_with(&yaml, &args);
+    let health = watch_ring_fill(&d.live_socket());
     const N: u64 = 20_000;
     let code = format!(
         "import os\nfor _ in range({N}):\n    os.close(os.open('{}', os.O_RDONLY))\n",
@@ -36,6 +37,7 @@ fn a_tiny_ring_buffer_loses_events_and_counts_every_one() {
     let pid = run(Command::new(PYTHON).args(["-c", &code]));
     std::thread::sleep(Duration::from_millis(1500));
     let path = d.events_path().to_path_buf();
+    let (peak_fill, ring_bytes) = health.join().expect("the health reader");
     // SIGTERM: the daemon drains the ring buffer and reports the last losses before it exits.
     assert_eq!(d.stop().code(), Some(0));
     let events: Vec<Value> = std::fs::read_to_string(&path)
@@ -69,4 +71,46 @@ fn a_tiny_ring_buffer_loses_events_and_counts_every_one() {
         N,
         "delivered {delivered} + lost {lost} != {N} opens"
     );
+    // The live feed's health said how full the ring buffer got: it overflowed, so at some
+    // wakeup it was found well filled.
+    eprintln!("ring buffer peak fill reported: {peak_fill:.2} of {ring_bytes} bytes");
+    assert_eq!(ring_bytes, 4096);
+    assert!(
+        peak_fill >= 0.5,
+        "the ring buffer overflowed but its peak fill was reported as {peak_fill}"
+    );
+}
+
+/// Reads the daemon's live feed for a few seconds: the highest `ringbuf_fill` of its health
+/// messages and the ring buffer size they give.
+fn watch_ring_fill(socket: &std::path::Path) -> std::thread::JoinHandle<(f64, u64)> {
+    use std::io::BufRead as _;
+    let stream = std::os::unix::net::UnixStream::connect(socket).expect("the live socket");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let (mut peak, mut size) = (0f64, 0u64);
+        let mut reader = std::io::BufReader::new(stream);
+        // A line cut by the read timeout stays in `line` and is completed by the next read.
+        let mut line = Vec::new();
+        while started.elapsed() < Duration::from_millis(3000) {
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) if line.ends_with(b"\n") => {}
+                _ => continue,
+            }
+            let m: Value = serde_json::from_slice(&line).expect("a live message");
+            line.clear();
+            let h = &m["health"];
+            if let Some(f) = h["ringbuf_fill"].as_f64() {
+                peak = peak.max(f);
+            }
+            if let Some(b) = h["ringbuf_bytes"].as_u64() {
+                size = b;
+            }
+        }
+        (peak, size)
+    })
 }

@@ -106,9 +106,13 @@ pub struct Health {
     /// may be left out.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub kernel_drops_by_cause: BTreeMap<String, u64>,
-    /// How full the kernel ring buffer is, 0 to 1, when the daemon can tell.
+    /// How full the kernel ring buffer was at its fullest since the previous health message,
+    /// 0 to 1 (read from the buffer's producer and consumer positions at each wakeup).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ringbuf_fill: Option<f64>,
+    /// The kernel ring buffer's size in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ringbuf_bytes: Option<u64>,
     /// The ClickHouse sink, when the daemon writes to ClickHouse.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clickhouse: Option<ClickHouseHealth>,

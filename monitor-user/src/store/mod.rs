@@ -132,6 +132,9 @@ pub struct StoreStats {
     pub errors: u64,
     /// Whether the last request to ClickHouse succeeded.
     pub healthy: bool,
+    /// Age of the oldest event not yet in ClickHouse (in memory, in flight or spooled); zero
+    /// when everything accepted is stored.
+    pub lag: Duration,
 }
 
 /// What `shutdown` did.
@@ -184,6 +187,7 @@ impl Store {
             ledger: Mutex::new(Ledger::default()),
             batches: batch_tx,
             counters: Counters::default(),
+            last_error: Mutex::new(None),
         });
         if let Some(prev) = previous {
             shared.recover_previous(prev);
@@ -328,6 +332,11 @@ impl StoreHandle {
         self.shared.stats()
     }
 
+    /// Why the last request to ClickHouse failed, while it is failing.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.shared.last_error).clone()
+    }
+
     /// This store's run id (the `run_id` column of its rows).
     pub fn run_id(&self) -> u64 {
         self.shared.run_id
@@ -404,6 +413,7 @@ pub(crate) struct Shared {
     ledger: Mutex<Ledger>,
     batches: mpsc::Sender<Batch>,
     counters: Counters,
+    last_error: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -658,16 +668,33 @@ impl Shared {
         self.counters.healthy.store(ok, Ordering::Relaxed);
     }
 
+    /// Why the last request failed, `None` once one succeeds again.
+    pub(crate) fn set_last_error(&self, e: Option<String>) {
+        *lock(&self.last_error) = e;
+    }
+
     pub(crate) fn count_error(&self) {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     fn stats(&self) -> StoreStats {
         let c = &self.counters;
-        let (spool_rows, spool_bytes) = {
+        let (spool_rows, spool_bytes, spool_oldest) = {
             let s = self.spool();
-            (s.rows(), s.bytes())
+            (s.rows(), s.bytes(), s.oldest_event())
         };
+        let pending = self.pending().events.first().map(|r| r.ts);
+        let transit = self.ledger().in_transit.values().min().copied();
+        let lag = [pending, transit, spool_oldest]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(Duration::ZERO, |oldest| {
+                Ts::now()
+                    .to_system()
+                    .duration_since(oldest.to_system())
+                    .unwrap_or_default()
+            });
         StoreStats {
             accepted: c.accepted.load(Ordering::Relaxed),
             inserted_rows: c.inserted_rows.load(Ordering::Relaxed),
@@ -677,6 +704,7 @@ impl Shared {
             dropped_events: c.dropped_events.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             healthy: c.healthy.load(Ordering::Relaxed),
+            lag,
         }
     }
 

@@ -130,6 +130,11 @@ impl Batch {
         }
     }
 
+    /// The oldest time among the rows (event time, or a loss's end), if any.
+    pub fn oldest_ts(&self) -> Option<Ts> {
+        self.keys().iter().map(|k| k.1).min()
+    }
+
     /// Lowest and highest `seq` (`(0, 0)` when empty).
     pub fn seq_range(&self) -> (u64, u64) {
         let keys = self.keys();
@@ -891,12 +896,14 @@ impl Writer {
         self.healthy = true;
         self.backoff.succeeded();
         self.shared.set_healthy(true);
+        self.shared.set_last_error(None);
     }
 
     fn failed(&mut self, e: &SinkError) {
         self.healthy = false;
         self.backoff.failed();
         self.shared.set_healthy(false);
+        self.shared.set_last_error(Some(e.message.clone()));
         self.shared.count_error();
         let repeat = matches!(&self.last_error, Some((m, at)) if *m == e.message && at.elapsed() < REPEAT_LOG);
         if !repeat {

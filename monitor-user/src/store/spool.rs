@@ -43,6 +43,9 @@ struct Header {
     run_id: u64,
     first_seq: u64,
     last_seq: u64,
+    /// The oldest row's time (absent in files of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    oldest: Option<Ts>,
 }
 
 /// A batch file waiting in the spool.
@@ -56,6 +59,8 @@ pub struct Entry {
     pub run_id: u64,
     pub first_seq: u64,
     pub last_seq: u64,
+    /// The oldest row's time, when known.
+    pub oldest: Option<Ts>,
     /// Whether an attempt to insert it may have reached the server.
     pub uncertain: bool,
 }
@@ -133,6 +138,7 @@ impl Spool {
                         run_id: header.run_id,
                         first_seq: header.first_seq,
                         last_seq: header.last_seq,
+                        oldest: header.oldest,
                         uncertain: true,
                     });
                 }
@@ -181,6 +187,7 @@ impl Spool {
             run_id: batch.run_id,
             first_seq,
             last_seq,
+            oldest: batch.oldest_ts(),
             uncertain: batch.uncertain,
         });
         Ok(Pushed::Stored)
@@ -302,6 +309,15 @@ impl Spool {
     }
 
     /// Rows of the batches waiting.
+    /// The oldest time of any event row waiting here.
+    pub fn oldest_event(&self) -> Option<Ts> {
+        self.queue
+            .iter()
+            .filter(|e| e.table == Table::Events)
+            .filter_map(|e| e.oldest)
+            .min()
+    }
+
     pub fn rows(&self) -> u64 {
         self.rows
     }
@@ -389,6 +405,7 @@ fn encode(batch: &Batch) -> io::Result<Vec<u8>> {
         run_id: batch.run_id,
         first_seq,
         last_seq,
+        oldest: batch.oldest_ts(),
     };
     let mut out = serde_json::to_vec(&header)?;
     out.push(b'\n');

@@ -12,6 +12,9 @@ use ratatui::{
 use super::{alert, uptime};
 use crate::tui::app::{App, Conn};
 
+/// A ring buffer at least this full is shown as an alert.
+const RING_ALERT: f64 = 0.8;
+
 fn row(name: &str, value: Vec<Span<'static>>) -> Line<'static> {
     let mut spans = vec![Span::styled(
         format!("{name:<13}"),
@@ -82,12 +85,24 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
                 ]
             };
             lines.push(row("kernel drops", drops));
+            let size = h
+                .ringbuf_bytes
+                .map(|b| format!(" of {}", bytes(b)))
+                .unwrap_or_default();
             lines.push(row(
                 "ring buffer",
-                vec![Span::raw(match h.ringbuf_fill {
-                    Some(f) => format!("{:.0}% full", f * 100.0),
-                    None => "fill not reported by the daemon".to_owned(),
-                })],
+                match h.ringbuf_fill {
+                    // Near full, the kernel is about to drop records: say so loudly.
+                    Some(f) if f >= RING_ALERT => vec![
+                        Span::styled(format!("{:.0}% FULL", f * 100.0), alert()),
+                        Span::raw(format!("{size} at its peak (records are lost when full)")),
+                    ],
+                    Some(f) => vec![Span::raw(format!(
+                        "{:.0}% full{size} at its peak since the last report",
+                        f * 100.0
+                    ))],
+                    None => vec![Span::raw("fill not reported by the daemon")],
+                },
             ));
             let ch = match &h.clickhouse {
                 None => vec![Span::raw("not configured")],

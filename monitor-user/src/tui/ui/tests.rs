@@ -438,6 +438,7 @@ fn snapshot_health_with_losses_and_clickhouse_down() {
     h.kernel_drops_by_cause
         .insert("ringbuf_full_open".into(), 12);
     h.ringbuf_fill = Some(0.35);
+    h.ringbuf_bytes = Some(16 << 20);
     h.clickhouse = Some(ClickHouseHealth {
         connected: false,
         lag_secs: Some(42.0),
