@@ -29,7 +29,8 @@ pub enum Command {
     #[command(subcommand)]
     Db(DbCommand),
     /// The terminal dashboard: every NHI at a glance, drift as it happens, live from the
-    /// daemon's socket (press `?` inside for the keys).
+    /// daemon's socket and, with --clickhouse, over the history of a host or the whole fleet
+    /// (press `?` inside for the keys).
     Tui(TuiArgs),
 }
 
@@ -38,6 +39,30 @@ pub struct TuiArgs {
     /// The daemon's live socket (its `--live-socket`).
     #[arg(long, value_name = "PATH", default_value = crate::live::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+
+    /// Do not read the live socket: show the history from ClickHouse only (e.g. on an
+    /// analyst's workstation with no daemon). Needs ClickHouse.
+    #[arg(long)]
+    pub no_live: bool,
+
+    /// How far back the history from ClickHouse goes: `15m`, `24h`, `7d`. Needs ClickHouse;
+    /// with ClickHouse and no --since, the last hour.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<std::time::Duration>,
+
+    /// Only this host's history (repeat for several hosts). Default: every host that writes
+    /// to this ClickHouse (the fleet). Needs ClickHouse.
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+
+    /// How often the history is read again from ClickHouse (at least 1s).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_refresh)]
+    pub refresh: std::time::Duration,
+
+    /// Where the history is: the ClickHouse the daemons write to. Without it the dashboard
+    /// shows the live feed only.
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +136,23 @@ pub enum RegistryCommand {
     },
 }
 
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 30s, 15m, 24h or 7d: {e}"))?;
+    if d.is_zero() {
+        return Err("the duration must be more than zero".to_owned());
+    }
+    Ok(d)
+}
+
+fn parse_refresh(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("{s} is too often: at least 1s"));
+    }
+    Ok(d)
+}
+
 fn parse_ringbuf_size(s: &str) -> Result<u32, String> {
     let n: u32 = s
         .parse()
@@ -129,6 +171,21 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_are_human() {
+        assert_eq!(
+            parse_duration("24h"),
+            Ok(std::time::Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            parse_duration("7d"),
+            Ok(std::time::Duration::from_secs(7 * 86_400))
+        );
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_refresh("100ms").is_err());
     }
 
     #[test]

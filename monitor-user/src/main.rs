@@ -45,13 +45,22 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Tui(a) => match tui::run(tui::Options { socket: a.socket }) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("nhiscope: error: {e}");
-                ExitCode::from(1)
+        Command::Tui(a) => {
+            let opts = match tui::Options::from_args(a) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("nhiscope: error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match tui::run(opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("nhiscope: error: {e}");
+                    ExitCode::from(1)
+                }
             }
-        },
+        }
         Command::Db(DbCommand::Migrate {
             clickhouse,
             cluster,

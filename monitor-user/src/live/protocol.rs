@@ -323,6 +323,43 @@ impl LiveEvent {
         }
     }
 
+    /// The event as the dashboard reads it, from the daemon's (or from a stored row's).
+    pub fn of(e: &Event) -> Self {
+        Self {
+            ts: e.ts.clone(),
+            host: e.host.clone(),
+            kind: e.kind,
+            pid: e.pid,
+            ppid: e.ppid,
+            uid: e.uid,
+            exe: e.exe.clone(),
+            comm: e.comm.clone(),
+            cmdline: e.cmdline.clone(),
+            container: e.container.clone(),
+            path: e.path.clone(),
+            target: e.target.clone(),
+            result: e.result,
+            error: e.error.clone(),
+            daddr: e.daddr.clone(),
+            dport: e.dport,
+            dns_names: e.dns_names.clone(),
+            count: e.count,
+            cause: e.cause.clone(),
+            nhi: e.nhi.clone(),
+            verdict: e.verdict,
+            drift: e.drift.clone(),
+            reason: e.reason.clone(),
+        }
+    }
+
+    /// Nanoseconds since the epoch of `ts`, 0 when it is not a timestamp.
+    pub fn ts_nanos(&self) -> u64 {
+        humantime::parse_rfc3339_weak(&self.ts)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
     /// Where the event went: the destination of a connect (`addr:port`), the path of an open.
     pub fn destination(&self) -> Option<String> {
         if let Some(addr) = &self.daddr {

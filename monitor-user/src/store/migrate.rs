@@ -252,3 +252,49 @@ pub fn civil_from_days(days: u64) -> (u32, u32, u32) {
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y as u32, m as u32, d as u32)
 }
+
+/// The schema of an existing database, for readers (the dashboard, queries): its dialect as
+/// recorded in `schema_migrations`. Creates nothing.
+pub async fn read_schema(admin: &Client, config: &StoreConfig) -> Result<Schema, MigrateError> {
+    let mut schema = Schema {
+        database: config.database.clone(),
+        cluster: config.cluster.clone(),
+        retention_days: config.retention_days,
+        dialect: Dialect::Legacy,
+    };
+    let exists: u8 = admin
+        .query("SELECT toUInt8(count() > 0) FROM system.tables WHERE database = ? AND name = ?")
+        .bind(schema.database.as_str())
+        .bind("schema_migrations")
+        .fetch_one()
+        .await
+        .map_err(ch("looking for schema_migrations"))?;
+    if exists == 0 {
+        return Err(MigrateError::Incompatible(format!(
+            "database `{}` has no nhiscope tables yet: start the daemon with --clickhouse, or \
+             run `nhiscope db migrate`",
+            schema.database
+        )));
+    }
+    let dialects: Vec<String> = admin
+        .query_raw(&format!(
+            "SELECT dialect FROM {} ORDER BY version LIMIT 1",
+            schema.migrations_table()
+        ))
+        .fetch_all()
+        .await
+        .map_err(ch("reading schema_migrations"))?;
+    let d = dialects.first().ok_or_else(|| {
+        MigrateError::Incompatible(format!(
+            "database `{}` has no applied migration yet",
+            schema.database
+        ))
+    })?;
+    schema.dialect = Dialect::parse(d).ok_or_else(|| {
+        MigrateError::Incompatible(format!(
+            "database `{}` has tables in dialect `{d}`, unknown to this nhiscope",
+            schema.database
+        ))
+    })?;
+    Ok(schema)
+}

@@ -22,6 +22,8 @@ use super::{
 pub enum Param {
     Str(String),
     U64(u64),
+    /// A list of strings (`Array(String)`); empty is allowed.
+    Strs(Vec<String>),
 }
 
 impl From<&str> for Param {
@@ -237,6 +239,124 @@ pub const AGENTS: Query = Query {
              GROUP BY host ORDER BY host",
 };
 
+/// The part of a `WHERE` that keeps the hosts asked for: the parameter `hosts` (twice), an
+/// empty list for every host.
+macro_rules! hosts_filter {
+    () => {
+        "(empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), host))"
+    };
+}
+
+/// The uses an NHI row of the dashboard counts: opens and connects with an NHI, and opens of
+/// unregistered credentials.
+macro_rules! uses_filter {
+    () => {
+        "kind IN ('open', 'connect') AND (nhi != '' OR verdict = 'unregistered')"
+    };
+}
+
+/// The dashboard's history: uses grouped by everything the NHI views show (who, where, what
+/// was outside the scope), with how many and the newest (ns since the epoch).
+pub const DASHBOARD_USES: Query = Query {
+    name: "dashboard_uses",
+    description: "uses per NHI, host, process, path or destination and drift, with the newest",
+    params: &["from", "to", "hosts", "hosts", "limit"],
+    returns_events: false,
+    legacy: concat!(
+        "SELECT nhi, CAST(verdict AS Int8) AS verdict_code, CAST(kind AS Int8) AS kind_code, \
+         host, exe, uid, path, daddr, dport, dns_names, drift, count() AS n, \
+         max(toUInt64(toUnixTimestamp(ts)) * 1000000000 + ts_ns) AS last_ns \
+         FROM {db}.events FINAL WHERE ",
+        uses_filter!(),
+        " AND ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
+        hosts_filter!(),
+        " GROUP BY nhi, verdict_code, kind_code, host, exe, uid, path, daddr, dport, \
+         dns_names, drift ORDER BY n DESC, last_ns DESC LIMIT ?"
+    ),
+    modern: concat!(
+        "SELECT nhi, CAST(verdict AS Int8) AS verdict_code, CAST(kind AS Int8) AS kind_code, \
+         host, exe, uid, path, \
+         ifNull(replaceRegexpOne(toString(daddr), '^::ffff:', ''), '') AS daddr_text, dport, \
+         dns_names, drift, count() AS n, toUInt64(max(toUnixTimestamp64Nano(ts))) AS last_ns \
+         FROM {db}.events FINAL WHERE ",
+        uses_filter!(),
+        " AND ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
+        hosts_filter!(),
+        " GROUP BY nhi, verdict_code, kind_code, host, exe, uid, path, daddr_text, dport, \
+         dns_names, drift ORDER BY n DESC, last_ns DESC LIMIT ?"
+    ),
+};
+
+/// Uses per NHI in 10-second buckets (the dashboard's activity sparklines).
+pub const DASHBOARD_ACTIVITY: Query = Query {
+    name: "dashboard_activity",
+    description: "uses per NHI in 10-second buckets",
+    params: &["from", "to", "hosts", "hosts"],
+    returns_events: false,
+    legacy: concat!(
+        "SELECT nhi, intDiv(toUInt64(toUnixTimestamp(ts)), 10) AS bucket, count() AS n \
+         FROM {db}.events FINAL WHERE ",
+        uses_filter!(),
+        " AND ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
+        hosts_filter!(),
+        " GROUP BY nhi, bucket ORDER BY nhi, bucket"
+    ),
+    modern: concat!(
+        "SELECT toString(nhi) AS nhi, intDiv(toUInt64(toUnixTimestamp(ts)), 10) AS bucket, \
+         count() AS n FROM {db}.events FINAL WHERE ",
+        uses_filter!(),
+        " AND ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
+        hosts_filter!(),
+        " GROUP BY nhi, bucket ORDER BY nhi, bucket"
+    ),
+};
+
+/// The newest events of some hosts, newest first (the dashboard's stream).
+pub const DASHBOARD_RECENT: Query = Query {
+    name: "dashboard_recent",
+    description: "the newest events of some hosts (all when none is named), newest first",
+    params: &["from", "to", "hosts", "hosts", "limit"],
+    returns_events: true,
+    legacy: concat!(
+        "SELECT ",
+        legacy_event_columns!(),
+        " FROM {db}.events FINAL WHERE ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
+        hosts_filter!(),
+        " ORDER BY ts DESC, ts_ns DESC, host, run_id, seq DESC LIMIT ?"
+    ),
+    modern: concat!(
+        "SELECT ",
+        modern_event_columns!(),
+        " FROM {db}.events FINAL WHERE ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
+        hosts_filter!(),
+        " ORDER BY ts DESC, host, run_id, seq DESC LIMIT ?"
+    ),
+};
+
+/// The newest drift of some hosts, newest first (the dashboard's drift feed).
+pub const DASHBOARD_DRIFT: Query = Query {
+    name: "dashboard_drift",
+    description: "the newest drift of some hosts (all when none is named), newest first",
+    params: &["from", "to", "hosts", "hosts", "limit"],
+    returns_events: true,
+    legacy: concat!(
+        "SELECT ",
+        legacy_event_columns!(),
+        " FROM {db}.events FINAL WHERE verdict = 'drift' \
+         AND ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
+        hosts_filter!(),
+        " ORDER BY ts DESC, ts_ns DESC, host, run_id, seq DESC LIMIT ?"
+    ),
+    modern: concat!(
+        "SELECT ",
+        modern_event_columns!(),
+        " FROM {db}.events FINAL WHERE verdict = 'drift' \
+         AND ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
+        hosts_filter!(),
+        " ORDER BY ts DESC, host, run_id, seq DESC LIMIT ?"
+    ),
+};
+
 /// Every shipped query.
 pub const ALL: &[&Query] = &[
     &EVENTS_BY_NHI,
@@ -248,6 +368,10 @@ pub const ALL: &[&Query] = &[
     &LOSSES,
     &LOSSES_BY_HOST,
     &AGENTS,
+    &DASHBOARD_USES,
+    &DASHBOARD_ACTIVITY,
+    &DASHBOARD_RECENT,
+    &DASHBOARD_DRIFT,
 ];
 
 impl Query {
@@ -270,6 +394,10 @@ impl Query {
                 (_, true) => match values.next() {
                     Some(Param::U64(n)) => out.push_str(&n.to_string()),
                     Some(Param::Str(s)) => out.push_str(&quote(s)),
+                    Some(Param::Strs(v)) => {
+                        let items: Vec<String> = v.iter().map(|s| quote(s)).collect();
+                        out.push_str(&format!("[{}]", items.join(", ")));
+                    }
                     None => out.push('?'),
                 },
                 (c, false) => out.push(c),
@@ -289,6 +417,7 @@ impl Query {
             q = match p {
                 Param::Str(s) => q.bind(s.as_str()),
                 Param::U64(n) => q.bind(*n),
+                Param::Strs(v) => q.bind(v.as_slice()),
             };
         }
         q
@@ -402,6 +531,19 @@ pub async fn fetch_events(
 ) -> clickhouse::error::Result<Vec<EventRow>> {
     let records: Vec<EventRecord> = query.bound(client, schema, params).fetch_all().await?;
     Ok(records.into_iter().map(EventRow::from).collect())
+}
+
+/// Runs a summary query and reads its rows as `T` (fields in the query's column order).
+pub async fn fetch_rows<T>(
+    client: &Client,
+    schema: &Schema,
+    query: &Query,
+    params: &[Param],
+) -> clickhouse::error::Result<Vec<T>>
+where
+    T: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    query.bound(client, schema, params).fetch_all().await
 }
 
 /// Runs any query and returns its rows as JSON objects (64-bit numbers as numbers).

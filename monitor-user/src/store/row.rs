@@ -82,7 +82,7 @@ pub fn kind_code(k: Kind) -> i8 {
     }
 }
 
-fn kind_from_code(c: i8) -> Option<Kind> {
+pub fn kind_from_code(c: i8) -> Option<Kind> {
     [
         Kind::Open,
         Kind::Connect,
@@ -104,7 +104,7 @@ pub fn verdict_code(v: Verdict) -> i8 {
     }
 }
 
-fn verdict_from_code(c: i8) -> Option<Verdict> {
+pub fn verdict_from_code(c: i8) -> Option<Verdict> {
     [Verdict::Ok, Verdict::Drift, Verdict::Unregistered]
         .into_iter()
         .find(|v| verdict_code(*v) == c)
@@ -117,6 +117,11 @@ const DRIFT_KINDS: [DriftKind; 5] = [
     DriftKind::StaleCredential,
     DriftKind::InteractiveUse,
 ];
+
+/// The drift kind stored as `name` (`reader_out_of_scope`, ...).
+pub fn drift_from_name(name: &str) -> Option<DriftKind> {
+    DRIFT_KINDS.into_iter().find(|k| k.as_str() == name)
+}
 
 /// The `&'static str` name of a syscall, as [`Event::syscall`] holds it.
 fn syscall_name(s: &str) -> Option<&'static str> {
@@ -249,7 +254,7 @@ impl EventRow {
         e.drift = self
             .drift
             .iter()
-            .map(|d| DRIFT_KINDS.into_iter().find(|k| k.as_str() == d))
+            .map(|d| drift_from_name(d))
             .collect::<Option<_>>()?;
         e.reason = self.reason.clone();
         Some(e)

@@ -6,13 +6,16 @@
 
 use std::{
     cell::Cell,
-    collections::{BTreeMap, BTreeSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::filter::Filter;
+use super::{
+    filter::Filter,
+    history::{HostSummary, Snapshot},
+};
 use crate::{
     event::{DriftKind, Kind, Verdict},
     live::protocol::{Health, LiveEvent, Message, NhiSummary, PROTOCOL_VERSION},
@@ -32,6 +35,8 @@ const BUCKETS_KEPT: u64 = 60;
 const MAX_DETAIL_SCROLL: isize = 40;
 /// Points of the events/s history on the health view.
 const RATE_HISTORY: usize = 120;
+/// Live events kept until a history snapshot counts them.
+pub const PENDING_CAP: usize = 100_000;
 
 /// The screens, in tab order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +81,8 @@ impl View {
 /// The connection to the daemon.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Conn {
+    /// The live feed is not read (`--no-live`): history only.
+    Off,
     /// The first attempt is under way.
     Connecting,
     /// Reading the feed.
@@ -103,6 +110,100 @@ pub enum Update {
         attempt: u32,
         retry_in: Duration,
     },
+    /// A history snapshot from ClickHouse.
+    History(Box<Snapshot>),
+    /// ClickHouse could not be read.
+    HistoryDown {
+        reason: String,
+        attempt: u32,
+        retry_in: Duration,
+    },
+}
+
+/// Where the history from ClickHouse stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HistoryState {
+    /// The first fetch is under way.
+    Loading,
+    /// The last fetch worked.
+    Ok,
+    /// The last fetch failed: why, which attempt, and when the next one is.
+    Down {
+        reason: String,
+        attempt: u32,
+        retry_in: Duration,
+    },
+}
+
+/// The history from ClickHouse, when the dashboard shows one (`--since`, `--host`).
+#[derive(Clone, Debug)]
+pub struct History {
+    /// How far back.
+    pub since: Duration,
+    /// Only these hosts; empty: the whole fleet.
+    pub hosts: Vec<String>,
+    pub state: HistoryState,
+    /// When the snapshot shown was fetched.
+    pub loaded_at: Option<SystemTime>,
+    /// The snapshot had more use rows than it reads: rare uses are missing from the counts.
+    pub truncated: bool,
+    /// The fleet as the snapshot saw it.
+    pub fleet: Vec<HostSummary>,
+    /// Per host, the newest use the snapshot counted (ns since the epoch).
+    watermarks: HashMap<String, u64>,
+    /// Live events the snapshot did not count yet, oldest first.
+    pending: VecDeque<LiveEvent>,
+}
+
+impl History {
+    pub fn new(since: Duration, hosts: Vec<String>) -> Self {
+        Self {
+            since,
+            hosts,
+            state: HistoryState::Loading,
+            loaded_at: None,
+            truncated: false,
+            fleet: Vec::new(),
+            watermarks: HashMap::new(),
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// The event is from a host this history leaves out.
+    fn excludes(&self, e: &LiveEvent) -> bool {
+        !self.hosts.is_empty() && !self.hosts.contains(&e.host)
+    }
+
+    /// The snapshot already counted the event: ClickHouse stores a host's events in order, so
+    /// everything up to the newest stored use of its host is in.
+    fn covers(&self, e: &LiveEvent) -> bool {
+        self.watermarks
+            .get(&e.host)
+            .is_some_and(|w| e.ts_nanos() <= *w)
+    }
+
+    /// Live events waiting for a snapshot to count them.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// What tells two copies of one event apart from other events: host, time, pid and kind.
+fn event_key(e: &LiveEvent) -> (String, String, u32, Kind) {
+    (e.host.clone(), e.ts.clone(), e.pid, e.kind)
+}
+
+/// `a` and `b` (each newest first) as one list, newest first, each event once, at most `cap`.
+fn merge_newest(a: Vec<LiveEvent>, b: Vec<LiveEvent>, cap: usize) -> VecDeque<LiveEvent> {
+    let mut all: Vec<(u64, LiveEvent)> =
+        a.into_iter().chain(b).map(|e| (e.ts_nanos(), e)).collect();
+    all.sort_by(|x, y| y.0.cmp(&x.0));
+    let mut seen = HashSet::new();
+    all.into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| seen.insert(event_key(e)))
+        .take(cap)
+        .collect()
 }
 
 /// What a row of the overview stands for.
@@ -169,40 +270,50 @@ pub struct Stats {
 
 impl Stats {
     fn record(&mut self, e: &LiveEvent, at: SystemTime) {
-        self.hosts.insert(e.host.clone());
+        self.add(e, 1, at, true);
+    }
+
+    /// `n` uses like `e`, the newest at `at`; `activity`: count them in the bucket of `at`
+    /// (a history snapshot brings its buckets separately).
+    pub fn add(&mut self, e: &LiveEvent, n: u64, at: SystemTime, activity: bool) {
+        if !e.host.is_empty() {
+            self.hosts.insert(e.host.clone());
+        }
         if e.verdict == Verdict::Drift {
-            self.drifts += 1;
+            self.drifts += n;
             for k in &e.drift {
-                *self.drift_kinds.entry(*k).or_default() += 1;
+                *self.drift_kinds.entry(*k).or_default() += n;
             }
         }
         match e.kind {
             Kind::Open => {
-                self.reads += 1;
+                self.reads += n;
                 let r = self.readers.entry((e.exe.clone(), e.uid)).or_default();
-                r.count += 1;
+                r.count += n;
                 r.outside |= e.drift.contains(&DriftKind::ReaderOutOfScope);
                 if let Some(p) = &e.path {
-                    *self.paths.entry(p.clone()).or_default() += 1;
+                    *self.paths.entry(p.clone()).or_default() += n;
                 }
             }
             Kind::Connect => {
-                self.connections += 1;
+                self.connections += n;
                 let dest = e.destination().unwrap_or_else(|| "?".to_owned());
                 let d = self.endpoints.entry(dest).or_default();
-                d.count += 1;
+                d.count += n;
                 d.outside |= e.drift.contains(&DriftKind::EndpointOutOfScope);
                 d.names.extend(e.dns_names.iter().flatten().cloned());
             }
             _ => return,
         }
-        *self.processes.entry(e.exe.clone()).or_default() += 1;
+        *self.processes.entry(e.exe.clone()).or_default() += n;
         self.last_seen = Some(self.last_seen.map_or(at, |l| l.max(at)));
-        let bucket = bucket_of(at);
-        *self.activity.entry(bucket).or_default() += 1;
-        self.activity = self
-            .activity
-            .split_off(&bucket.saturating_sub(BUCKETS_KEPT));
+        if activity {
+            let bucket = bucket_of(at);
+            *self.activity.entry(bucket).or_default() += n;
+            self.activity = self
+                .activity
+                .split_off(&bucket.saturating_sub(BUCKETS_KEPT));
+        }
     }
 
     /// Uses in the `n` buckets up to the one holding `now`, oldest first.
@@ -330,6 +441,8 @@ pub struct App {
     pub help: bool,
     pub quit: bool,
     pub now: SystemTime,
+    /// The history from ClickHouse, when asked for.
+    pub history: Option<History>,
 }
 
 impl App {
@@ -363,7 +476,25 @@ impl App {
             help: false,
             quit: false,
             now,
+            history: None,
         }
+    }
+
+    /// The same dashboard showing history from ClickHouse too.
+    pub fn with_history(mut self, history: History) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// The same dashboard without the live feed (history only).
+    pub fn without_live(mut self) -> Self {
+        self.conn = Conn::Off;
+        self
+    }
+
+    /// There is something to show: the daemon said hello once, or history arrived.
+    pub fn has_data(&self) -> bool {
+        self.ever_connected || self.history.as_ref().is_some_and(|h| h.loaded_at.is_some())
     }
 
     /// The clock moved on (ages and sparklines depend on it).
@@ -400,6 +531,86 @@ impl App {
                 self.counters.messages += 1;
                 self.on_message(m);
             }
+            Update::History(snapshot) => self.on_history(*snapshot),
+            Update::HistoryDown {
+                reason,
+                attempt,
+                retry_in,
+            } => {
+                if let Some(h) = &mut self.history {
+                    h.state = HistoryState::Down {
+                        reason,
+                        attempt,
+                        retry_in,
+                    };
+                }
+            }
+        }
+    }
+
+    /// A new snapshot: the counts become the snapshot's plus the live events it did not count
+    /// yet; the drift feed and the stream become its newest events and those live ones.
+    fn on_history(&mut self, snap: Snapshot) {
+        let Some(h) = &mut self.history else {
+            return;
+        };
+        h.state = HistoryState::Ok;
+        h.loaded_at = Some(snap.at);
+        h.truncated = snap.truncated;
+        h.fleet = snap.hosts;
+        h.watermarks = snap.watermarks;
+        let pending = std::mem::take(&mut h.pending);
+        h.pending = pending.into_iter().filter(|e| !h.covers(e)).collect();
+        let mut stats = snap.stats;
+        for e in &h.pending {
+            if let Some(subject) = Subject::of(e) {
+                let at = humantime::parse_rfc3339_weak(&e.ts).unwrap_or(self.now);
+                stats.entry(subject).or_default().record(e, at);
+            }
+        }
+        self.stats = stats;
+        if self.paused {
+            // The lists stay as the analyst froze them; the counts go on.
+            return;
+        }
+        let live: Vec<LiveEvent> = h.pending.iter().rev().cloned().collect();
+        let live_drift: Vec<LiveEvent> = live
+            .iter()
+            .filter(|e| e.verdict == Verdict::Drift)
+            .cloned()
+            .collect();
+        let kept_drift = self.selected_key(List::Drift);
+        let kept_stream = self.selected_key(List::Stream);
+        self.drifts = merge_newest(live_drift, snap.drifts, DRIFT_CAP);
+        self.stream = merge_newest(live, snap.stream, STREAM_CAP);
+        self.reselect(List::Drift, kept_drift);
+        self.reselect(List::Stream, kept_stream);
+    }
+
+    /// The event selected in `list`, when the selection is below the top (at the top it
+    /// follows the newest).
+    fn selected_key(&self, list: List) -> Option<(String, String, u32, Kind)> {
+        let items = match list {
+            List::Drift => self.drift_items(),
+            List::Stream => self.stream_items(),
+            List::Overview => return None,
+        };
+        let i = self.selection(list, items.len());
+        (i > 0)
+            .then(|| items.get(i).map(|e| event_key(e)))
+            .flatten()
+    }
+
+    /// Puts the selection of `list` back on the event `key`, wherever it is now.
+    fn reselect(&mut self, list: List, key: Option<(String, String, u32, Kind)>) {
+        let Some(key) = key else { return };
+        let items = match list {
+            List::Drift => self.drift_items(),
+            List::Stream => self.stream_items(),
+            List::Overview => return,
+        };
+        if let Some(i) = items.iter().position(|e| event_key(e) == key) {
+            self.selected[list as usize] = i;
         }
     }
 
@@ -435,9 +646,20 @@ impl App {
         self.health = Some(h);
     }
 
-    /// One event from the daemon: aggregates always, the lists unless paused.
+    /// One event from the daemon: aggregates always, the lists unless paused. With history,
+    /// an event of a host left out is not shown, and one a snapshot already counted is not
+    /// counted again.
     pub fn on_event(&mut self, e: LiveEvent) {
         self.counters.events += 1;
+        if let Some(h) = &mut self.history {
+            if h.excludes(&e) || h.covers(&e) {
+                return;
+            }
+            if h.pending.len() == PENDING_CAP {
+                h.pending.pop_front();
+            }
+            h.pending.push_back(e.clone());
+        }
         if e.kind == Kind::Loss {
             self.counters.lost += e.count.unwrap_or(0);
         }
@@ -532,6 +754,17 @@ impl App {
             .iter()
             .filter(|e| self.filter.matches_event(e))
             .collect()
+    }
+
+    /// NHIs known: registered, or named by uses (other hosts' NHIs in a fleet's history).
+    pub fn nhi_count(&self) -> usize {
+        let mut ids: BTreeSet<&str> = self.registry.iter().map(|d| d.id.as_str()).collect();
+        for subject in self.stats.keys() {
+            if let Subject::Nhi(id) = subject {
+                ids.insert(id);
+            }
+        }
+        ids.len()
     }
 
     /// Total drift events seen.

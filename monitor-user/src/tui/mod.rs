@@ -1,10 +1,12 @@
-//! `nhiscope tui`: the terminal dashboard analysts watch, live from the daemon's socket.
+//! `nhiscope tui`: the terminal dashboard analysts watch, live from the daemon's socket and,
+//! with `--clickhouse`, over the history of one host, some hosts or the whole fleet.
 //!
 //! - `app.rs`: the state (no I/O): the registry, per-NHI aggregates, the drift feed, the event
 //!   stream, health, and what the analyst looks at; keys change it.
 //! - `ui.rs` (and `ui/`): drawing, `impl Widget for &App`; one file per view.
 //! - `input.rs`: keys and ticks on tasks of their own, feeding one channel.
 //! - `client.rs`: the socket client, reconnecting with a backoff.
+//! - `history.rs`: the ClickHouse reader, fetching a snapshot every `--refresh`.
 //! - `filter.rs`: the `/` filter.
 //!
 //! The terminal is restored on every way out: a normal exit, an error, Ctrl-C (a key in raw
@@ -14,6 +16,7 @@
 pub mod app;
 pub mod client;
 pub mod filter;
+pub mod history;
 pub mod input;
 pub mod ui;
 
@@ -45,6 +48,63 @@ const BATCH: usize = 4096;
 pub struct Options {
     /// The daemon's live socket.
     pub socket: PathBuf,
+    /// Read the live socket (`false`: `--no-live`, history only).
+    pub live: bool,
+    /// History from ClickHouse, when configured.
+    pub history: Option<history::Options>,
+}
+
+/// Newest drift events read from ClickHouse.
+const HISTORY_DRIFT: u64 = app::DRIFT_CAP as u64;
+/// Newest events read from ClickHouse.
+const HISTORY_STREAM: u64 = app::STREAM_CAP as u64;
+/// The history's window when ClickHouse is given without --since.
+const DEFAULT_SINCE: Duration = Duration::from_secs(3600);
+
+impl Options {
+    /// The options of `nhiscope tui`'s flags; an error is bad input (exit code 2).
+    pub fn from_args(a: crate::cli::TuiArgs) -> Result<Options, String> {
+        let config = crate::store::config::StoreConfig::load(
+            a.clickhouse.clickhouse_config.as_deref(),
+            a.clickhouse.clickhouse.as_deref(),
+            None,
+            &|k| std::env::var(k).ok(),
+        )
+        .map_err(|e| e.to_string())?;
+        let history = match config {
+            Some(config) => Some(history::Options {
+                config,
+                since: a.since.unwrap_or(DEFAULT_SINCE),
+                hosts: a.hosts,
+                refresh: a.refresh,
+                drift_limit: HISTORY_DRIFT,
+                stream_limit: HISTORY_STREAM,
+            }),
+            None => {
+                let asked: Vec<&str> = [
+                    (a.since.is_some(), "--since"),
+                    (!a.hosts.is_empty(), "--host"),
+                    (a.no_live, "--no-live"),
+                ]
+                .into_iter()
+                .filter_map(|(set, flag)| set.then_some(flag))
+                .collect();
+                if !asked.is_empty() {
+                    return Err(format!(
+                        "{} read history from ClickHouse: give --clickhouse URL or \
+                         --clickhouse-config FILE",
+                        asked.join(", ")
+                    ));
+                }
+                None
+            }
+        };
+        Ok(Options {
+            socket: a.socket,
+            live: !a.no_live,
+            history,
+        })
+    }
 }
 
 /// Why the dashboard stopped with an error.
@@ -102,12 +162,24 @@ async fn main_loop(terminal: &mut DefaultTerminal, opts: &Options) -> Result<(),
     let _reader = input::spawn_terminal(input_tx.clone());
     let ticker = input::spawn_ticks(input_tx, TICK);
     let (update_tx, mut updates) = mpsc::channel(BATCH);
-    let client = client::spawn(opts.socket.clone(), update_tx);
+    let history = opts
+        .history
+        .clone()
+        .map(|h| history::spawn(h, update_tx.clone()));
+    let client = opts
+        .live
+        .then(|| client::spawn(opts.socket.clone(), update_tx));
     let mut term = signal(SignalKind::terminate()).map_err(TuiError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(TuiError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(TuiError::Signal)?;
 
     let mut app = App::new(&opts.socket.display().to_string(), SystemTime::now());
+    if let Some(h) = &opts.history {
+        app = app.with_history(app::History::new(h.since, h.hosts.clone()));
+    }
+    if !opts.live {
+        app = app.without_live();
+    }
     let mut draw = |app: &App| {
         terminal
             .draw(|f| f.render_widget(app, f.area()))
@@ -157,7 +229,9 @@ async fn main_loop(terminal: &mut DefaultTerminal, opts: &Options) -> Result<(),
             last_draw = Instant::now();
         }
     };
-    client.abort();
+    for task in [client, history].into_iter().flatten() {
+        task.abort();
+    }
     ticker.abort();
     result
 }

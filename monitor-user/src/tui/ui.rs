@@ -19,7 +19,7 @@ use ratatui::{
     widgets::{Block, Clear, Paragraph, Widget, Wrap},
 };
 
-use super::app::{App, Conn, Status, View};
+use super::app::{App, Conn, History, HistoryState, Status, View};
 use crate::{event::DriftKind, live::protocol::LiveEvent};
 
 /// Below this the dashboard asks for a larger terminal instead of drawing garbage.
@@ -47,35 +47,18 @@ impl Widget for &App {
         render_header(self, header, buf);
         render_tabs(self, tabs, buf);
         render_footer(self, footer, buf);
-        if !self.ever_connected {
+        if !self.has_data() {
             render_not_connected(self, body, buf);
         } else {
-            let body = match &self.conn {
-                Conn::Down {
-                    reason,
-                    attempt,
-                    retry_in,
-                } => {
-                    let [banner, rest] =
-                        Layout::vertical([Constraint::Length(2), Constraint::Fill(1)]).areas(body);
-                    let since = self
-                        .lost_at
-                        .map(|t| format!("showing data as of {} · ", hms(t)))
-                        .unwrap_or_default();
-                    Paragraph::new(vec![
-                        Line::from(vec![
-                            Span::styled("DISCONNECTED ", alert()),
-                            Span::raw(reason.clone()),
-                        ]),
-                        Line::from(format!(
-                            "{since}retrying in {} (attempt {attempt})",
-                            secs(*retry_in)
-                        )),
-                    ])
-                    .render(banner, buf);
-                    rest
-                }
-                _ => body,
+            let lines = banner(self);
+            let body = if lines.is_empty() {
+                body
+            } else {
+                let [top, rest] =
+                    Layout::vertical([Constraint::Length(lines.len() as u16), Constraint::Fill(1)])
+                        .areas(body);
+                Paragraph::new(lines).render(top, buf);
+                rest
             };
             match self.view {
                 View::Overview => overview::render(self, body, buf),
@@ -89,6 +72,61 @@ impl Widget for &App {
             render_help(area, buf);
         }
     }
+}
+
+/// What is not working while data is shown: the live feed, ClickHouse.
+fn banner(app: &App) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    if let Conn::Down {
+        reason,
+        attempt,
+        retry_in,
+    } = &app.conn
+    {
+        let since = match app.lost_at {
+            Some(t) => format!("showing data as of {} · ", hms(t)),
+            None if app.history.is_some() => "showing history only · ".to_owned(),
+            None => String::new(),
+        };
+        lines.push(Line::from(vec![
+            Span::styled("DISCONNECTED ", alert()),
+            Span::raw(reason.clone()),
+        ]));
+        lines.push(Line::from(format!(
+            "{since}retrying in {} (attempt {attempt})",
+            secs(*retry_in)
+        )));
+    }
+    if let Some(HistoryState::Down {
+        reason,
+        attempt,
+        retry_in,
+    }) = app.history.as_ref().map(|h| &h.state)
+    {
+        lines.push(Line::from(vec![
+            Span::styled("HISTORY UNAVAILABLE ", alert()),
+            Span::raw(reason.clone()),
+        ]));
+        let shown = match app.history.as_ref().and_then(|h| h.loaded_at) {
+            Some(t) => format!("history as of {} · ", hms(t)),
+            None => String::new(),
+        };
+        lines.push(Line::from(format!(
+            "{shown}retrying in {} (attempt {attempt})",
+            secs(*retry_in)
+        )));
+    }
+    lines
+}
+
+/// `last 24h · all hosts`, `last 1h · web-1, web-2`.
+pub fn history_scope(h: &History) -> String {
+    let hosts = if h.hosts.is_empty() {
+        "all hosts".to_owned()
+    } else {
+        h.hosts.join(", ")
+    };
+    format!("last {} · {hosts}", humantime::format_duration(h.since))
 }
 
 fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
@@ -107,10 +145,21 @@ fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
             Span::styled("○ DAEMON NOT RUNNING", alert())
         }
         Conn::Down { .. } => Span::styled("○ NOT CONNECTED", alert()),
+        Conn::Off => Span::styled("◷ HISTORY", Style::new().fg(Color::Cyan).bold()),
     });
-    if app.ever_connected {
+    if let Some(h) = &app.history {
+        left.push(Span::raw(" │ "));
+        left.push(match &h.state {
+            HistoryState::Down { .. } => Span::styled("CLICKHOUSE DOWN", alert()),
+            HistoryState::Loading => Span::raw("loading history"),
+            HistoryState::Ok => {
+                Span::raw(format!("{} ({} hosts)", history_scope(h), h.fleet.len()))
+            }
+        });
+    }
+    if app.has_data() {
         let drift = app.drift_total();
-        left.push(Span::raw(format!(" │ {} NHIs │ ", app.registry.len())));
+        left.push(Span::raw(format!(" │ {} NHIs │ ", app.nhi_count())));
         left.push(if drift > 0 {
             Span::styled(format!("DRIFT {drift}"), alert())
         } else {
@@ -210,6 +259,12 @@ fn render_footer(app: &App, area: Rect, buf: &mut Buffer) {
 
 fn render_not_connected(app: &App, area: Rect, buf: &mut Buffer) {
     let (title, mut lines) = match &app.conn {
+        Conn::Off => (
+            " history ",
+            vec![Line::from(
+                "Live feed off (--no-live): this dashboard shows history from ClickHouse only.",
+            )],
+        ),
         Conn::Down {
             reason,
             attempt,
@@ -239,6 +294,27 @@ fn render_not_connected(app: &App, area: Rect, buf: &mut Buffer) {
             vec![Line::from(format!("Connecting to {}…", app.socket))],
         ),
     };
+    if let Some(h) = &app.history {
+        lines.push(Line::from(""));
+        match &h.state {
+            HistoryState::Down {
+                reason,
+                attempt,
+                retry_in,
+            } => {
+                lines.push(Line::from("History cannot be read from ClickHouse:"));
+                lines.push(Line::styled(format!("  {reason}"), alert()));
+                lines.push(Line::from(format!(
+                    "Retrying on its own: attempt {attempt} failed, next in {}.",
+                    secs(*retry_in)
+                )));
+            }
+            _ => lines.push(Line::from(format!(
+                "Loading history from ClickHouse ({})…",
+                history_scope(h)
+            ))),
+        }
+    }
     lines.extend([
         Line::from(""),
         Line::from("Start the daemon, as root:  nhiscope daemon --registry FILE"),

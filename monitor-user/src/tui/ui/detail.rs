@@ -103,7 +103,10 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
 
 fn summary_line(app: &App, stats: Option<&Stats>) -> Line<'static> {
     let Some(s) = stats else {
-        return Line::from("Not used since the dashboard started.");
+        return Line::from(match &app.history {
+            Some(h) => format!("Not used in the {}.", super::history_scope(h)),
+            None => "Not used since the dashboard started.".to_owned(),
+        });
     };
     let mut spans = vec![Span::raw(format!(
         "reads {} · connections {} · ",
@@ -279,6 +282,11 @@ fn observed_lines(d: Option<&NhiSummary>, s: Option<&Stats>, width: usize) -> Ve
         let count = format!(" ×{n}");
         let room = width.saturating_sub(2 + count.len());
         lines.push(Line::from(format!("  {}{count}", tail(exe, room))));
+    }
+    if s.hosts.len() > 1 {
+        lines.push(section("hosts"));
+        let hosts: Vec<&str> = s.hosts.iter().map(String::as_str).collect();
+        lines.push(Line::from(format!("  {}", hosts.join(", "))));
     }
     lines
 }

@@ -9,8 +9,60 @@ use ratatui::{
     widgets::{Block, Paragraph, Sparkline, Widget, Wrap},
 };
 
-use super::{alert, uptime};
-use crate::tui::app::{App, Conn};
+use super::{ago, alert, history_scope, uptime};
+use crate::tui::app::{App, Conn, History, HistoryState};
+
+/// A host whose last heartbeat is older than this is marked: its daemon may be down (they
+/// beat every 10 s).
+const STALE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The history's state and the fleet, one line per host.
+fn history_lines(app: &App, h: &History, lines: &mut Vec<Line<'static>>) {
+    let mut v = match &h.state {
+        HistoryState::Loading => vec![Span::raw("loading")],
+        HistoryState::Ok => vec![good("read".into())],
+        HistoryState::Down { reason, .. } => {
+            vec![Span::styled("DOWN ", alert()), Span::raw(reason.clone())]
+        }
+    };
+    v.push(Span::raw(format!(" · {}", history_scope(h))));
+    if let Some(t) = h.loaded_at {
+        v.push(Span::raw(format!(" · fetched {} ago", ago(app.now, t))));
+    }
+    if h.pending() > 0 {
+        v.push(Span::raw(format!(
+            " · {} live event(s) not in it yet",
+            h.pending()
+        )));
+    }
+    if h.truncated {
+        v.push(Span::styled(
+            " · CUT: the rarest uses are not counted (narrow --since or --host)",
+            alert(),
+        ));
+    }
+    lines.push(row("history", v));
+    for (i, host) in h.fleet.iter().enumerate() {
+        let mut v = vec![Span::raw(format!("{:<16} ", host.host))];
+        match host.last_heartbeat {
+            Some(t) if app.now.duration_since(t).unwrap_or_default() > STALE_HEARTBEAT => {
+                v.push(Span::styled("SILENT", alert()));
+                v.push(Span::raw(format!(
+                    " last heartbeat {} ago",
+                    ago(app.now, t)
+                )));
+            }
+            Some(t) => v.push(Span::raw(format!("heartbeat {} ago", ago(app.now, t)))),
+            None => v.push(Span::raw("no heartbeat")),
+        }
+        let lost: u64 = host.lost.values().sum();
+        if lost > 0 {
+            v.push(Span::raw(" · "));
+            v.push(Span::styled(format!("LOSS {lost}"), alert()));
+        }
+        lines.push(row(if i == 0 { "fleet" } else { "" }, v));
+    }
+}
 
 /// A ring buffer at least this full is shown as an alert.
 const RING_ALERT: f64 = 0.8;
@@ -56,6 +108,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
             ]
         }
         Conn::Connecting => vec![Span::raw("connecting")],
+        Conn::Off => vec![Span::raw("live feed off (--no-live)")],
         Conn::Down { reason, .. } => vec![Span::styled(reason.clone(), alert())],
     };
     lines.push(row("daemon", daemon));
@@ -145,6 +198,9 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
             c.messages, c.events, c.garbled, c.connects
         ))],
     ));
+    if let Some(h) = &app.history {
+        history_lines(app, h, &mut lines);
+    }
     Paragraph::new(lines)
         .wrap(Wrap { trim: false })
         .block(Block::bordered().title(" health "))

@@ -12,6 +12,8 @@ use crate::tui::app::{App, List, Status};
 
 /// Width of the activity sparkline: two minutes in 10 s buckets.
 const SPARK: u16 = 12;
+/// The column shown only for a fleet: on how many hosts the NHI was used.
+const HOSTS_COLUMN: usize = 3;
 
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let rows = app.rows();
@@ -31,8 +33,11 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         return;
     }
     let selected = app.selection(List::Overview, rows.len());
+    // A fleet: how many hosts each NHI was used on.
+    let fleet = app.history.as_ref().is_some_and(|h| h.fleet.len() > 1);
     let table_rows = rows.iter().map(|r| {
         let status = r.status();
+        let hosts = r.stats.map_or(0, |s| s.hosts.len()).to_string();
         let (reads, conns, drifts, last, series) = match r.stats {
             Some(s) => (
                 s.reads.to_string(),
@@ -50,42 +55,64 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
             ),
         };
         let drift_cell = Cell::from(Line::from(drifts).right_aligned());
-        Row::new(vec![
-            Cell::from(status.text()).style(status_style(status)),
-            Cell::from(r.subject.name().to_owned()),
-            Cell::from(r.owner().unwrap_or("").to_owned()),
-            Cell::from(Line::from(reads).right_aligned()),
-            Cell::from(Line::from(conns).right_aligned()),
-            if status == Status::Drift {
-                drift_cell.style(status_style(status))
-            } else {
-                drift_cell
-            },
-            Cell::from(Line::from(last).right_aligned()),
-            Cell::from(series),
-        ])
+        Row::new(
+            vec![
+                Cell::from(status.text()).style(status_style(status)),
+                Cell::from(r.subject.name().to_owned()),
+                Cell::from(r.owner().unwrap_or("").to_owned()),
+                Cell::from(Line::from(hosts).right_aligned()),
+                Cell::from(Line::from(reads).right_aligned()),
+                Cell::from(Line::from(conns).right_aligned()),
+                if status == Status::Drift {
+                    drift_cell.style(status_style(status))
+                } else {
+                    drift_cell
+                },
+                Cell::from(Line::from(last).right_aligned()),
+                Cell::from(series),
+            ]
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| fleet || *i != HOSTS_COLUMN)
+            .map(|(_, c)| c)
+            .collect::<Vec<_>>(),
+        )
     });
-    let header = Row::new(vec![
-        Cell::from("STATE"),
-        Cell::from("NHI"),
-        Cell::from("OWNER"),
-        Cell::from(Line::from("READS").right_aligned()),
-        Cell::from(Line::from("CONNS").right_aligned()),
-        Cell::from(Line::from("DRIFT").right_aligned()),
-        Cell::from(Line::from("LAST").right_aligned()),
-        Cell::from("ACTIVITY"),
-    ])
+    let header = Row::new(
+        vec![
+            Cell::from("STATE"),
+            Cell::from("NHI"),
+            Cell::from("OWNER"),
+            Cell::from(Line::from("HOSTS").right_aligned()),
+            Cell::from(Line::from("READS").right_aligned()),
+            Cell::from(Line::from("CONNS").right_aligned()),
+            Cell::from(Line::from("DRIFT").right_aligned()),
+            Cell::from(Line::from("LAST").right_aligned()),
+            Cell::from("ACTIVITY"),
+        ]
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| fleet || *i != HOSTS_COLUMN)
+        .map(|(_, c)| c)
+        .collect::<Vec<_>>(),
+    )
     .style(header_style());
-    let widths = [
+    let widths: Vec<Constraint> = [
         Constraint::Length(5),
         Constraint::Fill(3),
         Constraint::Fill(2),
         Constraint::Length(5),
         Constraint::Length(5),
         Constraint::Length(5),
+        Constraint::Length(5),
         Constraint::Length(4),
         Constraint::Length(SPARK),
-    ];
+    ]
+    .into_iter()
+    .enumerate()
+    .filter(|(i, _)| fleet || *i != HOSTS_COLUMN)
+    .map(|(_, c)| c)
+    .collect();
     let table = Table::new(table_rows, widths)
         .header(header)
         .block(block)
