@@ -119,14 +119,26 @@ fn banner(app: &App) -> Vec<Line<'static>> {
     lines
 }
 
-/// `last 24h · all hosts`, `last 1h · web-1, web-2`.
+/// `24h · all hosts`, `24h · 3 hosts`, `1h · web-1, web-2`.
 pub fn history_scope(h: &History) -> String {
-    let hosts = if h.hosts.is_empty() {
-        "all hosts".to_owned()
-    } else {
-        h.hosts.join(", ")
+    let hosts = match (h.hosts.is_empty(), h.fleet.len()) {
+        (false, _) => h.hosts.join(", "),
+        (true, 0) => "all hosts".to_owned(),
+        (true, 1) => "1 host".to_owned(),
+        (true, n) => format!("{n} hosts"),
     };
-    format!("last {} · {hosts}", humantime::format_duration(h.since))
+    format!("{} · {hosts}", span(h.since))
+}
+
+/// `7d`, `24h`, `90m`, `45s`: a window as it was most likely written.
+pub fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s > 0 && s % 86_400 == 0 && s >= 7 * 86_400 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
@@ -152,9 +164,7 @@ fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
         left.push(match &h.state {
             HistoryState::Down { .. } => Span::styled("CLICKHOUSE DOWN", alert()),
             HistoryState::Loading => Span::raw("loading history"),
-            HistoryState::Ok => {
-                Span::raw(format!("{} ({} hosts)", history_scope(h), h.fleet.len()))
-            }
+            HistoryState::Ok => Span::raw(format!("◷ {}", history_scope(h))),
         });
     }
     if app.has_data() {
@@ -315,12 +325,19 @@ fn render_not_connected(app: &App, area: Rect, buf: &mut Buffer) {
             ))),
         }
     }
-    lines.extend([
-        Line::from(""),
-        Line::from("Start the daemon, as root:  nhiscope daemon --registry FILE"),
-        Line::from("Another socket:             nhiscope tui --socket PATH"),
-        Line::from("Quit:                       q"),
-    ]);
+    lines.push(Line::from(""));
+    if app.conn != Conn::Off {
+        lines.extend([
+            Line::from("Start the daemon, as root:  nhiscope daemon --registry FILE"),
+            Line::from("Another socket:             nhiscope tui --socket PATH"),
+        ]);
+    }
+    if app.history.is_some() {
+        lines.push(Line::from(
+            "Another ClickHouse:         nhiscope tui --clickhouse URL",
+        ));
+    }
+    lines.push(Line::from("Quit:                       q"));
     Paragraph::new(lines)
         .wrap(Wrap { trim: false })
         .block(Block::bordered().title(title).border_style(alert()))

@@ -123,7 +123,11 @@ fn drift(mut e: LiveEvent, kind: DriftKind, reason: &str) -> LiveEvent {
 /// A host with some history: billing drifted twice, deploy-key is used in scope, ci-token is
 /// idle, and someone read an unowned AWS credentials file.
 fn busy() -> App {
-    let mut app = connected(registry());
+    play(connected(registry()))
+}
+
+/// The uses of [`busy`], on `app`.
+fn play(mut app: App) -> App {
     let worker = "/usr/local/bin/billing-worker";
     for (i, ts) in ["09:58:05", "09:59:10", "10:00:01", "10:00:12"]
         .iter()
@@ -251,6 +255,10 @@ fn ages_and_uptimes_are_short() {
     assert_eq!(ago(now, now - Duration::from_secs(7200)), "2h");
     assert_eq!(uptime(3725), "1h02m");
     assert_eq!(uptime(65), "1m05s");
+    assert_eq!(span(Duration::from_secs(86_400)), "24h");
+    assert_eq!(span(Duration::from_secs(7 * 86_400)), "7d");
+    assert_eq!(span(Duration::from_secs(900)), "15m");
+    assert_eq!(span(Duration::from_secs(90)), "90s");
 }
 
 #[test]
@@ -509,4 +517,384 @@ fn snapshot_smallest_drift_feed_and_detail() {
     snapshot!("drift_feed_60x12", app, 60, 12);
     key(&mut app, KeyCode::Enter);
     snapshot!("detail_60x12", app, 60, 12);
+}
+
+// History from ClickHouse, merged with the live feed.
+
+use crate::tui::{
+    app::{History, HistoryState},
+    history::{Fetched, HostSummary, Snapshot, UseRecord},
+};
+
+/// The row ClickHouse returns for `n` uses like `e`, the newest at `e.ts`.
+fn use_row(e: &LiveEvent, n: u64) -> UseRecord {
+    use crate::store::row::{kind_code, verdict_code};
+    UseRecord {
+        nhi: e.nhi.clone().unwrap_or_default(),
+        verdict_code: verdict_code(e.verdict),
+        kind_code: kind_code(e.kind),
+        host: e.host.clone(),
+        exe: e.exe.clone(),
+        uid: e.uid,
+        path: e.path.clone().unwrap_or_default(),
+        daddr: e.daddr.clone().unwrap_or_default(),
+        dport: e.dport,
+        dns_names: e.dns_names.clone().unwrap_or_default(),
+        drift: e.drift.iter().map(|k| k.as_str().to_owned()).collect(),
+        n,
+        last_ns: e.ts_nanos(),
+    }
+}
+
+fn on_host(mut e: LiveEvent, host: &str) -> LiveEvent {
+    e.host = host.into();
+    e
+}
+
+fn snapshot_of(uses: &[(&LiveEvent, u64)], fleet: &[&str]) -> Snapshot {
+    let f = Fetched {
+        uses: uses.iter().map(|(e, n)| use_row(e, *n)).collect(),
+        ..Fetched::default()
+    };
+    let mut s = Snapshot::build(&f, t(NOW), t(NOW) - Duration::from_secs(86_400));
+    for h in fleet {
+        if !s.hosts.iter().any(|x| x.host == *h) {
+            s.hosts.push(HostSummary {
+                host: (*h).into(),
+                ..HostSummary::default()
+            });
+        }
+    }
+    s.hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    s
+}
+
+fn with_history(app: App, hosts: &[&str]) -> App {
+    app.with_history(History::new(
+        Duration::from_secs(86_400),
+        hosts.iter().map(|h| (*h).to_owned()).collect(),
+    ))
+}
+
+fn reads(app: &App, nhi: &str) -> u64 {
+    app.stats
+        .get(&crate::tui::app::Subject::Nhi(nhi.into()))
+        .map_or(0, |s| s.reads)
+}
+
+const WORKER: &str = "/usr/local/bin/billing-worker";
+const CRED: &str = "/etc/billing/aws-credentials";
+
+#[test]
+fn history_and_live_count_each_use_once() {
+    let mut app = with_history(connected(registry()), &[]);
+    let a = open(
+        "10:00:01",
+        Some("billing-s3-writer"),
+        WORKER,
+        4100,
+        1001,
+        CRED,
+    );
+    let b = open(
+        "10:00:20",
+        Some("billing-s3-writer"),
+        WORKER,
+        4101,
+        1001,
+        CRED,
+    );
+    let other = drift(
+        on_host(
+            open(
+                "09:30:00",
+                Some("billing-s3-writer"),
+                "/usr/bin/cat",
+                77,
+                0,
+                CRED,
+            ),
+            "web-2",
+        ),
+        DriftKind::ReaderOutOfScope,
+        "outside its readers",
+    );
+    // Live first: counted at once, before ClickHouse has it.
+    app.on_event(a.clone());
+    assert_eq!(reads(&app, "billing-s3-writer"), 1);
+    // The snapshot has `a` (web-1) and five uses on web-2: a is not counted twice.
+    app.on_update(Update::History(Box::new(snapshot_of(
+        &[(&a, 1), (&other, 5)],
+        &[],
+    ))));
+    assert_eq!(reads(&app, "billing-s3-writer"), 6);
+    assert_eq!(app.history.as_ref().unwrap().pending(), 0);
+    let s = &app.stats[&crate::tui::app::Subject::Nhi("billing-s3-writer".into())];
+    assert_eq!(s.drifts, 5);
+    assert_eq!(s.hosts.len(), 2, "{:?}", s.hosts);
+    // `b` arrives live; a snapshot taken before it was stored must not lose it...
+    app.on_event(b.clone());
+    assert_eq!(reads(&app, "billing-s3-writer"), 7);
+    app.on_update(Update::History(Box::new(snapshot_of(
+        &[(&a, 1), (&other, 5)],
+        &[],
+    ))));
+    assert_eq!(reads(&app, "billing-s3-writer"), 7, "b is still counted");
+    assert_eq!(app.history.as_ref().unwrap().pending(), 1);
+    // ...and one taken after must not count it twice.
+    let mut stored = use_row(&b, 2);
+    stored.n = 2;
+    let f = Fetched {
+        uses: vec![stored, use_row(&other, 5)],
+        ..Fetched::default()
+    };
+    app.on_update(Update::History(Box::new(Snapshot::build(
+        &f,
+        t(NOW),
+        t(NOW) - Duration::from_secs(86_400),
+    ))));
+    assert_eq!(reads(&app, "billing-s3-writer"), 7);
+    assert_eq!(app.history.as_ref().unwrap().pending(), 0);
+    // A live event the snapshot already holds (the feed is behind) is not counted again.
+    app.on_event(a);
+    assert_eq!(reads(&app, "billing-s3-writer"), 7);
+}
+
+#[test]
+fn history_of_some_hosts_leaves_the_others_out() {
+    let mut app = with_history(connected(registry()), &["web-2"]);
+    app.on_event(open(
+        "10:00:01",
+        Some("deploy-key"),
+        "/usr/bin/git",
+        1,
+        0,
+        "/k",
+    ));
+    assert_eq!(reads(&app, "deploy-key"), 0, "web-1 is not asked for");
+    app.on_event(on_host(
+        open("10:00:02", Some("deploy-key"), "/usr/bin/git", 2, 0, "/k"),
+        "web-2",
+    ));
+    assert_eq!(reads(&app, "deploy-key"), 1);
+    assert_eq!(app.stream_items().len(), 1);
+}
+
+#[test]
+fn the_drift_feed_merges_history_and_live_newest_first_each_once() {
+    let mut app = with_history(connected(registry()), &[]);
+    let old = drift(
+        on_host(
+            connect(
+                "09:00:00",
+                "billing-s3-writer",
+                "/usr/bin/curl",
+                9,
+                "1.2.3.4",
+                443,
+            ),
+            "web-2",
+        ),
+        DriftKind::EndpointOutOfScope,
+        "outside its endpoints",
+    );
+    let live = drift(
+        connect(
+            "10:00:25",
+            "billing-s3-writer",
+            "/usr/bin/curl",
+            10,
+            "5.6.7.8",
+            443,
+        ),
+        DriftKind::EndpointOutOfScope,
+        "outside its endpoints",
+    );
+    app.on_event(live.clone());
+    let mut snap = snapshot_of(&[(&old, 1)], &[]);
+    // ClickHouse already has the live one too: it is listed once.
+    snap.drifts = vec![live.clone(), old.clone()];
+    snap.stream = vec![live.clone(), old.clone()];
+    app.on_update(Update::History(Box::new(snap)));
+    let feed: Vec<&str> = app.drift_items().iter().map(|e| e.ts.as_str()).collect();
+    assert_eq!(feed, [live.ts.as_str(), old.ts.as_str()]);
+    assert_eq!(app.stream_items().len(), 2);
+}
+
+#[test]
+fn a_snapshot_counts_uses_activity_and_the_fleet() {
+    let a = open("10:00:01", Some("deploy-key"), "/usr/bin/git", 1, 0, "/k");
+    let b = on_host(
+        open("10:00:05", Some("deploy-key"), "/usr/bin/git", 2, 0, "/k"),
+        "web-2",
+    );
+    let f = Fetched {
+        uses: vec![use_row(&a, 3), use_row(&b, 4)],
+        activity: vec![crate::tui::history::ActivityRecord {
+            nhi: "deploy-key".into(),
+            bucket: a.ts_nanos() / 10_000_000_000,
+            n: 7,
+        }],
+        agents: vec![crate::tui::history::AgentRecord {
+            host: "web-1".into(),
+            last_secs: a.ts_nanos() / 1_000_000_000,
+            version: "0.1.0".into(),
+            counter_names: vec![],
+            counter_values: vec![],
+        }],
+        losses: vec![crate::tui::history::LossRecord {
+            host: "web-3".into(),
+            cause: "ringbuf_full_open".into(),
+            lost: 12,
+        }],
+        ..Fetched::default()
+    };
+    let s = Snapshot::build(&f, t(NOW), t(NOW) - Duration::from_secs(3600));
+    let st = &s.stats[&crate::tui::app::Subject::Nhi("deploy-key".into())];
+    assert_eq!(st.reads, 7);
+    assert_eq!(st.series(t(NOW), 6).iter().sum::<u64>(), 7);
+    assert_eq!(s.watermarks["web-1"], a.ts_nanos());
+    assert_eq!(s.watermarks["web-2"], b.ts_nanos());
+    let hosts: Vec<&str> = s.hosts.iter().map(|h| h.host.as_str()).collect();
+    assert_eq!(hosts, ["web-1", "web-2", "web-3"]);
+    assert_eq!(s.hosts[2].lost["ringbuf_full_open"], 12);
+    assert!(s.hosts[0].last_heartbeat.is_some());
+    assert!(!s.truncated);
+}
+
+/// A fleet of three hosts from ClickHouse, read on web-1 whose daemon is live.
+fn fleet() -> App {
+    let mut app = play(with_history(connected(registry()), &[]));
+    let cat = drift(
+        on_host(
+            open(
+                "09:40:00",
+                Some("billing-s3-writer"),
+                "/usr/bin/cat",
+                77,
+                0,
+                CRED,
+            ),
+            "web-2",
+        ),
+        DriftKind::ReaderOutOfScope,
+        "/usr/bin/cat (pid 77, uid 0) opened /etc/billing/aws-credentials of NHI \
+         billing-s3-writer, outside its readers.",
+    );
+    let git = on_host(
+        open(
+            "09:50:00",
+            Some("gitlab-runner"),
+            "/usr/bin/git",
+            88,
+            999,
+            "/etc/gitlab-runner/token",
+        ),
+        "web-3",
+    );
+    let mut snap = snapshot_of(&[(&cat, 3), (&git, 40)], &["web-1", "web-2", "web-3"]);
+    snap.hosts[0].last_heartbeat = Some(t(NOW) - Duration::from_secs(4));
+    snap.hosts[1].last_heartbeat = Some(t(NOW) - Duration::from_secs(600));
+    snap.hosts[2].last_heartbeat = Some(t(NOW) - Duration::from_secs(7));
+    snap.hosts[2].lost.insert("ringbuf_full_open".into(), 12);
+    snap.drifts = vec![cat.clone()];
+    snap.stream = vec![git, cat];
+    app.on_update(Update::History(Box::new(snap)));
+    app
+}
+
+#[test]
+fn snapshot_overview_of_a_fleet() {
+    snapshot!("overview_fleet", fleet());
+}
+
+#[test]
+fn snapshot_health_of_a_fleet() {
+    let mut app = fleet();
+    key(&mut app, KeyCode::Char('5'));
+    snapshot!("health_fleet", app, 100, 30);
+}
+
+#[test]
+fn a_silent_host_is_marked_in_words() {
+    let mut app = fleet();
+    key(&mut app, KeyCode::Char('5'));
+    let area = Rect::new(0, 0, 100, 30);
+    let mut buf = Buffer::empty(area);
+    (&app).render(area, &mut buf);
+    let (_, y) = find(&buf, "web-2").expect("web-2 is listed");
+    assert!(
+        row_text(&buf, y).contains("SILENT"),
+        "{}",
+        row_text(&buf, y)
+    );
+    let (_, y) = find(&buf, "web-3").expect("web-3 is listed");
+    assert!(
+        row_text(&buf, y).contains("LOSS 12"),
+        "{}",
+        row_text(&buf, y)
+    );
+    let (_, y) = find(&buf, "web-1  ").expect("web-1 is listed");
+    assert!(
+        !row_text(&buf, y).contains("SILENT"),
+        "{}",
+        row_text(&buf, y)
+    );
+}
+
+#[test]
+fn snapshot_history_down_while_showing_data() {
+    let mut app = fleet();
+    app.on_update(Update::HistoryDown {
+        reason: "ClickHouse http://127.0.0.1:8123: connection refused".into(),
+        attempt: 3,
+        retry_in: Duration::from_secs(4),
+    });
+    assert!(matches!(
+        app.history.as_ref().unwrap().state,
+        HistoryState::Down { .. }
+    ));
+    snapshot!("history_down_with_data", app);
+}
+
+#[test]
+fn snapshot_history_only_and_clickhouse_unreachable() {
+    let mut app =
+        with_history(App::new("/run/nhiscope/live.sock", t(NOW)), &["web-2"]).without_live();
+    app.on_update(Update::HistoryDown {
+        reason: "ClickHouse http://127.0.0.1:8123: connection refused".into(),
+        attempt: 1,
+        retry_in: Duration::from_secs(1),
+    });
+    snapshot!("history_only_unreachable", app);
+}
+
+#[test]
+fn snapshot_history_only_with_the_daemon_down() {
+    let mut app = with_history(App::new("/run/nhiscope/live.sock", t(NOW)), &[]);
+    app.on_update(Update::Down {
+        reason:
+            "daemon not running: no socket at /run/nhiscope/live.sock (start `nhiscope daemon`)"
+                .into(),
+        attempt: 2,
+        retry_in: Duration::from_millis(500),
+    });
+    app.on_update(Update::History(Box::new(snapshot_of(
+        &[(
+            &on_host(
+                open(
+                    "09:50:00",
+                    Some("gitlab-runner"),
+                    "/usr/bin/git",
+                    88,
+                    999,
+                    "/t",
+                ),
+                "web-3",
+            ),
+            40,
+        )],
+        &["web-3"],
+    ))));
+    snapshot!("history_with_daemon_down", app);
 }
