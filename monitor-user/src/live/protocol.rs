@@ -65,11 +65,11 @@ impl Outgoing<'_> {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Message {
     /// The first message on every connection.
-    Hello(Hello),
+    Hello(Box<Hello>),
     /// An event, as the daemon decided it.
     Event { event: Box<LiveEvent> },
     /// The daemon's health, about once a second.
-    Health { health: Health },
+    Health { health: Box<Health> },
     /// The registry was reloaded.
     Registry { registry: RegistrySummary },
     /// The daemon is about to close the connection, and why.

@@ -197,7 +197,7 @@ fn event_key(e: &LiveEvent) -> (String, String, u32, Kind) {
 fn merge_newest(a: Vec<LiveEvent>, b: Vec<LiveEvent>, cap: usize) -> VecDeque<LiveEvent> {
     let mut all: Vec<(u64, LiveEvent)> =
         a.into_iter().chain(b).map(|e| (e.ts_nanos(), e)).collect();
-    all.sort_by(|x, y| y.0.cmp(&x.0));
+    all.sort_by_key(|x| std::cmp::Reverse(x.0));
     let mut seen = HashSet::new();
     all.into_iter()
         .map(|(_, e)| e)
@@ -632,7 +632,7 @@ impl App {
                 self.on_health(h.health);
             }
             Message::Event { event } => self.on_event(*event),
-            Message::Health { health } => self.on_health(health),
+            Message::Health { health } => self.on_health(*health),
             Message::Registry { registry } => self.registry = registry.nhis,
             Message::Error { message } => self.server_error = Some(message),
         }
@@ -981,7 +981,7 @@ mod tests {
     fn app_with(nhis: &[&str]) -> App {
         let mut app = App::new("/run/nhiscope/live.sock", at(1_000_000));
         app.on_update(Update::Connected);
-        app.on_update(Update::Message(Message::Hello(Hello {
+        app.on_update(Update::Message(Message::Hello(Box::new(Hello {
             version: PROTOCOL_VERSION,
             host: "web-1".into(),
             pid: 1,
@@ -995,7 +995,7 @@ mod tests {
                     .collect(),
             },
             health: Health::default(),
-        })));
+        }))));
         app
     }
 

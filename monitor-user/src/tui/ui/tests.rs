@@ -79,13 +79,13 @@ fn health() -> Health {
 fn connected(registry: RegistrySummary) -> App {
     let mut app = App::new("/run/nhiscope/live.sock", t(NOW));
     app.on_update(Update::Connected);
-    app.on_update(Update::Message(Message::Hello(Hello {
+    app.on_update(Update::Message(Message::Hello(Box::new(Hello {
         version: PROTOCOL_VERSION,
         host: "web-1".into(),
         pid: 812,
         registry,
         health: health(),
-    })));
+    }))));
     app
 }
 
@@ -428,10 +428,10 @@ fn snapshot_health() {
     let mut app = busy();
     for rate in [3, 5, 8, 4, 2, 9] {
         app.on_update(Update::Message(Message::Health {
-            health: Health {
+            health: Box::new(Health {
                 events_per_sec: f64::from(rate),
                 ..health()
-            },
+            }),
         }));
     }
     key(&mut app, KeyCode::Char('5'));
@@ -454,7 +454,9 @@ fn snapshot_health_with_losses_and_clickhouse_down() {
         spool_rows: Some(5120),
         last_error: Some("connection refused".into()),
     });
-    app.on_update(Update::Message(Message::Health { health: h }));
+    app.on_update(Update::Message(Message::Health {
+        health: Box::new(h),
+    }));
     key(&mut app, KeyCode::Char('5'));
     snapshot!("health_losses_clickhouse_down", app);
 }
