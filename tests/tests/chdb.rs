@@ -227,6 +227,7 @@ fn the_modern_schema_queries_and_sink_bytes_work_on_current_clickhouse() {
             .map(|p| match *p {
                 "nhi" => Param::from("billing-s3-writer"),
                 "host" => Param::from("h1"),
+                "hosts" => Param::Strs(vec!["h1".into()]),
                 "from" => from.clone(),
                 "to" => to.clone(),
                 "limit" => Param::U64(1000),
@@ -276,6 +277,25 @@ fn the_modern_schema_queries_and_sink_bytes_work_on_current_clickhouse() {
     assert_eq!(result("agents")[0]["counter_names"][0], "records");
     assert_eq!(result("agents")[0]["counter_values"][0], 60);
     assert_eq!(result("nhi_summary")[0]["events"], 24);
+    // The dashboard's history: uses of NHIs and of unregistered credentials, each counted.
+    let uses = sent
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Open | Kind::Connect))
+        .filter(|e| e.nhi.is_some() || e.verdict == Verdict::Unregistered)
+        .count() as u64;
+    let sum = |name: &str| -> u64 {
+        result(name)
+            .iter()
+            .map(|r| r["n"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(sum("dashboard_uses"), uses);
+    assert_eq!(sum("dashboard_activity"), uses);
+    assert_eq!(result("dashboard_recent").len(), sent.len());
+    let drifts = sent.iter().filter(|e| e.verdict == Verdict::Drift).count();
+    assert_eq!(result("dashboard_drift").len(), drifts);
+    let newest = result("dashboard_recent")[0]["seq"].as_u64();
+    assert_eq!(newest, Some(sent.len() as u64 - 1), "newest first");
 
     // The tables have the TTL asked for, and retention changes are valid statements.
     let tables = rows_of(&out, checks + 1);

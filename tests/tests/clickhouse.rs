@@ -600,6 +600,7 @@ fn every_shipped_query_runs_on_18_16() {
             .map(|p| match *p {
                 "nhi" => Param::from("billing-s3-writer"),
                 "host" => Param::from("host-q"),
+                "hosts" => Param::Strs(vec![]),
                 "from" => from.clone(),
                 "to" => to.clone(),
                 "limit" => Param::U64(1000),
@@ -646,6 +647,115 @@ fn every_shipped_query_runs_on_18_16() {
     assert_eq!(results["losses_by_host"][0]["lost"], 17);
     assert_eq!(results["losses"][0]["cause"], "ringbuf_full_open");
     assert_eq!(results["agents"][0]["counter_names"][0], "records");
+    let uses: u64 = results["dashboard_uses"]
+        .iter()
+        .map(|r| r["n"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(uses, opens as u64);
+    let active: u64 = results["dashboard_activity"]
+        .iter()
+        .map(|r| r["n"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(active, opens as u64);
+    assert_eq!(results["dashboard_recent"].len(), 201);
+    assert_eq!(results["dashboard_recent"][0]["seq"], 199, "newest first");
+    assert_eq!(results["dashboard_drift"].len(), drifts);
+}
+
+/// The dashboard's history of a fleet, read from a real server: counts per NHI, the newest
+/// use per host, a host filter, and (fed to the dashboard's state with the same events arriving
+/// live) every use counted once.
+#[test]
+fn the_dashboard_reads_a_fleet_history() {
+    use nhiscope::{
+        live::protocol::LiveEvent,
+        tui::{
+            app::{App, History, Subject, Update},
+            history,
+        },
+    };
+    let Some(ch) = ClickHouse::start("history") else {
+        return;
+    };
+    let spool = temp_dir("store-history");
+    let config = config(&ch, &spool);
+    let a = events("host-a", 0..200);
+    let b = events("host-b", 200..260);
+    runtime().block_on(async {
+        for (host, sent) in [("host-a", &a), ("host-b", &b)] {
+            let store = Store::start(config.clone(), host).unwrap_or_else(|e| panic!("{e}"));
+            store.send(sent);
+            store.heartbeat(&[("records", sent.len() as u64)]);
+            store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    });
+    let client = sink::admin_client(&config);
+    let now = std::time::SystemTime::now();
+    let opts = |hosts: &[&str]| history::Options {
+        config: config.clone(),
+        since: Duration::from_secs(30 * 86_400),
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        refresh: Duration::from_secs(5),
+        drift_limit: 1000,
+        stream_limit: 5000,
+    };
+    let rt = runtime();
+    let schema = rt
+        .block_on(nhiscope::store::migrate::read_schema(&client, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(schema.dialect, Dialect::Legacy);
+    let snap = rt
+        .block_on(history::fetch(&client, &schema, &opts(&[]), now))
+        .unwrap_or_else(|e| panic!("{e}\n{}", ch.logs()));
+
+    let count = |evs: &[&Event], k: Kind| evs.iter().filter(|e| e.kind == k).count() as u64;
+    let all: Vec<&Event> = a.iter().chain(&b).collect();
+    let nhi = Subject::Nhi("billing-s3-writer".into());
+    let st = &snap.stats[&nhi];
+    assert_eq!(st.reads, count(&all, Kind::Open));
+    assert_eq!(st.connections, count(&all, Kind::Connect));
+    let drifts = all.iter().filter(|e| e.verdict == Verdict::Drift).count();
+    assert_eq!(st.drifts, drifts as u64);
+    assert_eq!(st.hosts.len(), 2);
+    for (host, sent) in [("host-a", &a), ("host-b", &b)] {
+        let newest_use = sent
+            .iter()
+            .filter(|e| matches!(e.kind, Kind::Open | Kind::Connect))
+            .map(|e| LiveEvent::of(e).ts_nanos())
+            .max();
+        assert_eq!(snap.watermarks.get(host).copied(), newest_use, "{host}");
+    }
+    assert_eq!(snap.drifts.len(), drifts);
+    assert_eq!(snap.stream.len(), 260);
+    assert_eq!(snap.stream[0].host, "host-b", "newest first");
+    let fleet: Vec<&str> = snap.hosts.iter().map(|h| h.host.as_str()).collect();
+    assert_eq!(fleet, ["host-a", "host-b"]);
+    assert!(snap.hosts.iter().all(|h| h.last_heartbeat.is_some()));
+
+    // One host only.
+    let only_b = rt
+        .block_on(history::fetch(&client, &schema, &opts(&["host-b"]), now))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b_refs: Vec<&Event> = b.iter().collect();
+    assert_eq!(only_b.stats[&nhi].reads, count(&b_refs, Kind::Open));
+    assert_eq!(only_b.stream.len(), 60);
+    assert!(only_b.stream.iter().all(|e| e.host == "host-b"));
+    let fleet: Vec<&str> = only_b.hosts.iter().map(|h| h.host.as_str()).collect();
+    assert_eq!(fleet, ["host-b"]);
+
+    // The dashboard saw host-a's events live before the snapshot came: each use counts once.
+    let mut app =
+        App::new("-", now).with_history(History::new(Duration::from_secs(86_400), vec![]));
+    for e in &a {
+        app.on_event(LiveEvent::of(e));
+    }
+    assert_eq!(
+        app.stats[&nhi].reads,
+        count(&a.iter().collect::<Vec<_>>(), Kind::Open)
+    );
+    app.on_update(Update::History(Box::new(snap)));
+    assert_eq!(app.stats[&nhi].reads, count(&all, Kind::Open));
+    assert_eq!(app.history.as_ref().map(History::pending), Some(0));
 }
 
 #[test]

@@ -559,8 +559,19 @@ impl App {
         h.truncated = snap.truncated;
         h.fleet = snap.hosts;
         h.watermarks = snap.watermarks;
+        // Stored: up to the newest stored use of its host, or listed in the snapshot (an exec
+        // after the last use, say).
+        let listed: HashSet<_> = snap
+            .stream
+            .iter()
+            .chain(&snap.drifts)
+            .map(event_key)
+            .collect();
         let pending = std::mem::take(&mut h.pending);
-        h.pending = pending.into_iter().filter(|e| !h.covers(e)).collect();
+        h.pending = pending
+            .into_iter()
+            .filter(|e| !h.covers(e) && !listed.contains(&event_key(e)))
+            .collect();
         let mut stats = snap.stats;
         for e in &h.pending {
             if let Some(subject) = Subject::of(e) {
