@@ -282,7 +282,7 @@ pub mod config {
     pub const SELF_PID: u32 = 0;
     /// `FLAG_*` bits.
     pub const FLAGS: u32 = 1;
-    pub const LEN: u32 = 14;
+    pub const LEN: u32 = 15;
     /// Some pattern needs the directory-prefix scan (see `filter`).
     pub const FLAG_PREFIX_SCAN: u64 = 1;
     /// Report every open, unfiltered (for debugging the filter; costly).
@@ -303,6 +303,8 @@ pub mod config {
     pub const PENDING_COUNT: u32 = 11;
     pub const OFF_TASK_SIGNAL: u32 = 12;
     pub const OFF_SIGNAL_TTY: u32 = 13;
+    /// `file->f_mode`: which end of a pipe a file is.
+    pub const OFF_FILE_MODE: u32 = 14;
 }
 
 #[cfg(feature = "user")]

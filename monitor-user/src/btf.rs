@@ -184,6 +184,7 @@ pub struct FileOffsets {
     pub inode_mode: u32,
     pub task_signal: u32,
     pub signal_tty: u32,
+    pub file_mode: u32,
 }
 
 impl FileOffsets {
@@ -200,6 +201,7 @@ impl FileOffsets {
             inode_mode: btf.offset("inode", "i_mode")?,
             task_signal: btf.offset("task_struct", "signal")?,
             signal_tty: btf.offset("signal_struct", "tty")?,
+            file_mode: btf.offset("file", "f_mode")?,
         })
     }
 }

@@ -231,6 +231,7 @@ impl Probes {
                 (config::OFF_INODE_MODE, o.inode_mode),
                 (config::OFF_TASK_SIGNAL, o.task_signal),
                 (config::OFF_SIGNAL_TTY, o.signal_tty),
+                (config::OFF_FILE_MODE, o.file_mode),
             ];
             for (slot, offset) in slots {
                 set(&mut cfg, slot, u64::from(offset) + 1)?;

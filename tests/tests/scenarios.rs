@@ -105,6 +105,36 @@ fn a_shell_that_merely_started_a_reader_does_not_become_a_holder() {
 }
 
 #[test]
+fn a_shell_that_shares_its_output_pipe_with_a_reader_does_not_become_a_holder() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (_dir, cred) = credential("shared-pipe");
+    let (_l, port) = listener("127.0.0.23");
+    let d = Daemon::start(&registry(
+        &cred,
+        "    endpoints:\n      - cidr: 127.0.0.0/8\n",
+    ));
+    let py = connect_code(&[("127.0.0.23".into(), port)]);
+    // The reader writes into the pipe the shell itself writes to (as in `job | logger`): the
+    // shell holds the pipe's write end, never its read end, so it never read the secret.
+    let script = format!("cat {}; {PYTHON} -c \"{py}\"; true", cred.display());
+    let shell = run(Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::piped()));
+    let reader = d.wait_for(WAIT, |e| e["kind"] == "open" && e["ppid"] == shell);
+    assert_eq!(reader["nhi"], "svc");
+    let sentinel = cat(&cred);
+    d.wait_for(WAIT, |e| open_of(e, sentinel, &cred));
+    assert!(
+        !d.events()
+            .iter()
+            .any(|e| e["kind"] == "connect" && e["dport"] == port),
+        "the shell became a holder by sharing its stdout with the reader"
+    );
+}
+
+#[test]
 fn use_from_a_terminal_is_interactive_drift_and_a_service_session_is_not() {
     if !require_root_bpf() {
         return;

@@ -9,10 +9,15 @@ use std::{
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
+use nhiscope::{
+    event::{DriftKind, Event, Kind, Verdict},
+    store::{Store, StoreConfig},
+};
 use nhiscope_tests::{
+    clickhouse::ClickHouse,
     nhiscope_bin,
     procs::{connect_code, run, PYTHON},
     require_root_bpf, temp_dir, Daemon,
@@ -134,11 +139,15 @@ impl Drop for Tmux {
 
 /// The command line that runs the dashboard and then reports how it ended.
 fn tui_command(socket: &Path) -> String {
+    tui_command_with(&format!("--socket {}", socket.display()))
+}
+
+/// The same with any flags.
+fn tui_command_with(flags: &str) -> String {
     format!(
         // Quoted apart, so that the command line itself does not show the marker.
-        "{} tui --socket {}; echo \"nhiscope-tui-\"\"exited-$?\"",
+        "{} tui {flags}; echo \"nhiscope-tui-\"\"exited-$?\"",
         nhiscope_bin().display(),
-        socket.display()
     )
 }
 
@@ -277,4 +286,211 @@ fn without_a_terminal_it_says_so_and_exits_1() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("nhiscope tui needs a terminal"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Uses of one NHI on `host`, `minutes_ago` minutes ago; `drift`: read by a process outside
+/// its readers.
+fn uses(host: &str, n: u32, minutes_ago: u64, drift: bool) -> Vec<Event> {
+    let at = SystemTime::now() - Duration::from_secs(minutes_ago * 60);
+    (0..n)
+        .map(|i| {
+            let ts = humantime::format_rfc3339_nanos(at + Duration::from_millis(u64::from(i)));
+            let mut e = Event::new(Kind::Open, ts.to_string(), host.to_owned());
+            e.pid = 4000 + i;
+            e.exe = "/usr/bin/cat".into();
+            e.comm = "cat".into();
+            e.path = Some("/etc/fleet/api-token".into());
+            e.result = Some(3);
+            e.nhi = Some("fleet-api".into());
+            if drift {
+                e.verdict = Verdict::Drift;
+                e.drift = vec![DriftKind::ReaderOutOfScope];
+                e.reason = "/usr/bin/cat opened /etc/fleet/api-token of NHI fleet-api, outside \
+                            its readers."
+                    .into();
+            }
+            e
+        })
+        .collect()
+}
+
+/// History only (`--no-live`), as on an analyst's workstation: a fleet of two hosts read from
+/// a real ClickHouse, then ClickHouse stops and the dashboard says so, keeps what it showed,
+/// and keeps retrying.
+#[test]
+fn a_fleet_history_from_clickhouse_and_clickhouse_going_away() {
+    if !require_tmux() {
+        return;
+    }
+    let Some(mut ch) = ClickHouse::start("tui-history") else {
+        return;
+    };
+    let mut config = StoreConfig::new(&ch.url()).unwrap_or_else(|e| panic!("{e}"));
+    config.spool_dir = temp_dir("tui-history-spool");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        for (host, events) in [
+            ("web-a", uses("web-a", 3, 20, true)),
+            ("web-b", uses("web-b", 4, 5, false)),
+        ] {
+            let store = Store::start(config.clone(), host).unwrap_or_else(|e| panic!("{e}"));
+            store.send(&events);
+            store.heartbeat(&[("records", 1)]);
+            store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    });
+    let context = || String::new();
+    let tmux = Tmux::start(100, 30);
+    tmux.type_line(&tui_command_with(&format!(
+        "--no-live --clickhouse {} --since 1h --refresh 1s",
+        ch.url()
+    )));
+    let screen = tmux.wait_for("the fleet's history", STARTED, context, |s| {
+        s.contains("fleet-api") && s.contains("2 hosts")
+    });
+    let row = screen
+        .lines()
+        .find(|l| l.contains("fleet-api"))
+        .unwrap_or_default()
+        .to_owned();
+    // STATE NHI OWNER HOSTS READS CONNS DRIFT LAST: 2 hosts, 7 reads, 3 of them drift.
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert!(row.contains("DRIFT"), "{screen}");
+    assert!(
+        cols.windows(4).any(|w| w == ["2", "7", "0", "3"]),
+        "hosts 2, reads 7, conns 0, drift 3 expected in: {row}\n{screen}"
+    );
+    assert!(screen.contains("◷ HISTORY"), "{screen}");
+
+    tmux.press("5");
+    let screen = tmux.wait_for("the fleet in the health view", SHOWN, context, |s| {
+        s.contains("[5 Health]") && s.contains("web-a") && s.contains("web-b")
+    });
+    assert!(screen.contains("heartbeat"), "{screen}");
+
+    tmux.press("2");
+    tmux.wait_for("the drift of web-a in the feed", SHOWN, context, |s| {
+        s.lines()
+            .filter(|l| l.contains("cat[400") && l.contains("reader"))
+            .count()
+            == 3
+    });
+
+    ch.stop();
+    let screen = tmux.wait_for(
+        "that ClickHouse is gone",
+        Duration::from_secs(15),
+        context,
+        |s| s.contains("HISTORY UNAVAILABLE") && s.contains("retrying"),
+    );
+    assert!(screen.contains("CLICKHOUSE DOWN"), "{screen}");
+    assert!(
+        screen.lines().filter(|l| l.contains("fleet-api")).count() >= 3,
+        "what was shown stays:\n{screen}"
+    );
+    tmux.press("q");
+    assert_left_clean(&tmux, context);
+}
+
+/// As root, the real pipeline: the daemon writes to ClickHouse; a drift that happened before
+/// the dashboard started comes from the history, one after it from the live feed, and once
+/// ClickHouse has stored the second one too it is still counted once.
+#[test]
+fn history_and_live_together_count_each_drift_once() {
+    if !require_root_bpf() || !require_tmux() {
+        return;
+    }
+    let Some(ch) = ClickHouse::start("tui-merge") else {
+        return;
+    };
+    let dir = std::fs::canonicalize(temp_dir("tui-merge")).expect("temp dir");
+    let cred = dir.join("merge-token");
+    std::fs::write(&cred, "not-a-real-secret\n").expect("credential file");
+    let outside = TcpListener::bind("127.0.0.9:0").expect("listen on 127.0.0.9");
+    let port = outside.local_addr().expect("addr").port();
+    let url = ch.url();
+    let args: Vec<&std::ffi::OsStr> = ["--clickhouse", url.as_str()]
+        .into_iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+    let d = Daemon::start_with(
+        &format!(
+            "nhis:\n  - id: merge-api\n    credentials:\n      - {}\n    endpoints:\n      \
+             - cidr: 127.0.0.3/32\n        port: 443\n",
+            cred.display()
+        ),
+        &args,
+    );
+    let context = || {
+        let out = d.output();
+        let from = out.len().saturating_sub(20);
+        format!("--- daemon output, last lines:\n{}", out[from..].join("\n"))
+    };
+    let code = format!("open('{}').read()\n", cred.display())
+        + &connect_code(&[("127.0.0.9".to_owned(), port)]);
+    let drifts_stored = || {
+        ch.query_u64(
+            "SELECT count() FROM nhiscope.events WHERE nhi = 'merge-api' AND verdict = 'drift'",
+        )
+    };
+    // The first drift, stored before the dashboard starts.
+    run(Command::new(PYTHON).args(["-c", &code]));
+    let started = Instant::now();
+    while drifts_stored() < 1 {
+        assert!(started.elapsed() < STARTED, "not stored\n{}", context());
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    let tmux = Tmux::start(100, 30);
+    tmux.type_line(&tui_command_with(&format!(
+        "--socket {} --clickhouse {url} --since 1h --refresh 1s",
+        d.live_socket().display()
+    )));
+    // Each run of the reader is one read and one connect, which drifts: READS CONNS DRIFT.
+    let has_row = |s: &str, n: &str| {
+        s.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            l.contains("merge-api") && cols.windows(3).any(|w| w == [n, n, n])
+        })
+    };
+    tmux.wait_for(
+        "the stored drift, from the history",
+        STARTED,
+        context,
+        |s| s.contains("● LIVE") && s.contains("DRIFT 1") && has_row(s, "1"),
+    );
+
+    // The second drift arrives live.
+    run(Command::new(PYTHON).args(["-c", &code]));
+    tmux.wait_for("the live drift", SHOWN, context, |s| s.contains("DRIFT 2"));
+    // ClickHouse stores it and the dashboard reads the history again, a few times.
+    let started = Instant::now();
+    while drifts_stored() < 2 {
+        assert!(started.elapsed() < STARTED, "not stored\n{}", context());
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_secs(3));
+    let screen = tmux.screen();
+    assert!(
+        screen.contains("DRIFT 2") && has_row(&screen, "2"),
+        "each drift counted once, after several history reads:\n{screen}"
+    );
+    tmux.press("2");
+    let screen = tmux.wait_for("the drift feed", SHOWN, context, |s| {
+        s.contains("[2 Drift (2)]")
+    });
+    let dest = format!("127.0.0.9:{port}");
+    assert_eq!(
+        screen
+            .lines()
+            .filter(|l| l.contains(&dest) && l.contains("endpoint"))
+            .count(),
+        2,
+        "both drifts listed once each:\n{screen}"
+    );
+    tmux.press("q");
+    assert_left_clean(&tmux, context);
 }

@@ -70,8 +70,22 @@ fn is_fifo(fd: u64) -> bool {
     mode().is_some_and(|m| m & S_IFMT == S_IFIFO)
 }
 
-/// Whether the current task's stdout (inode `stdout_ino`) is a pipe that is open in its parent
-/// too, among the parent's first `PARENT_FDS_SCANNED` fds.
+/// Whether `file` is open for reading (`FMODE_READ`).
+#[inline(always)]
+fn readable(file: u64) -> bool {
+    const FMODE_READ: u32 = 1;
+    let Some(o) = off(config::OFF_FILE_MODE) else {
+        return false;
+    };
+    // SAFETY: as in read_ptr; f_mode is a u32 (fmode_t).
+    unsafe { bpf_probe_read_kernel((file as usize + o) as *const u32) }
+        .is_ok_and(|m| m & FMODE_READ != 0)
+}
+
+/// Whether the current task's stdout (inode `stdout_ino`) is a pipe whose read end is open in
+/// its parent, among the parent's first `PARENT_FDS_SCANNED` fds: the parent reads what the
+/// task writes (`$(cat f)`). A parent that merely shares the same stdout (the write end it
+/// passed down) does not count.
 #[inline(always)]
 pub fn parent_holds(stdout_ino: u64) -> bool {
     if stdout_ino == 0 || !is_fifo(1) {
@@ -88,7 +102,7 @@ pub fn parent_holds(stdout_ino: u64) -> bool {
     let mut i = 0u64;
     while i < monitor_common::PARENT_FDS_SCANNED {
         if let Some(file) = read_ptr(fds, (i as usize) * 8) {
-            if file_ino(file) == Some(stdout_ino) {
+            if file_ino(file) == Some(stdout_ino) && readable(file) {
                 return true;
             }
         }

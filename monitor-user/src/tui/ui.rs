@@ -164,6 +164,7 @@ fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
         left.push(match &h.state {
             HistoryState::Down { .. } => Span::styled("CLICKHOUSE DOWN", alert()),
             HistoryState::Loading => Span::raw("loading history"),
+            HistoryState::Ok if app.conn == Conn::Off => Span::raw(history_scope(h)),
             HistoryState::Ok => Span::raw(format!("◷ {}", history_scope(h))),
         });
     }
