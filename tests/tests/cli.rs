@@ -90,3 +90,42 @@ fn daemon_as_non_root_is_exit_2() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("must run as root"), "{}", stderr(&o));
 }
+
+#[test]
+fn dashboard_history_flags_are_checked_before_the_terminal() {
+    // History flags without a ClickHouse to read it from.
+    let o = nhiscope(&["tui", "--since", "24h", "--host", "web-1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--since, --host") && e.contains("--clickhouse"),
+        "{e}"
+    );
+    // A window that is not a duration, a refresh too often, a bad URL.
+    for (args, needle) in [
+        (vec!["tui", "--since", "yesterday"], "yesterday"),
+        (vec!["tui", "--refresh", "10ms"], "at least 1s"),
+        (
+            vec!["tui", "--clickhouse", "ftp://ch:21", "--since", "1h"],
+            "ftp://ch:21",
+        ),
+    ] {
+        let o = nhiscope(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+    // Every flag is documented.
+    let help = nhiscope(&["tui", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--since",
+        "--host",
+        "--no-live",
+        "--refresh",
+        "--clickhouse",
+        "--socket",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from:\n{text}");
+    }
+}

@@ -105,6 +105,7 @@ fn with_dashboard(
         .arg("tui")
         .arg("--socket")
         .arg(&socket)
+        .args(tui_history_args(store, extra))
         .status()
         .with_context(|| format!("starting {} tui", binary.display()));
     // SAFETY: kill(2) on our own child's pid.
@@ -119,6 +120,29 @@ fn with_dashboard(
         bail!("run: the dashboard exited with {tui}");
     }
     Ok(())
+}
+
+/// The dashboard reads the history from the ClickHouse the daemon writes to (the last day), so
+/// what happened before it started shows too.
+fn tui_history_args(store: &[String], daemon_args: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut named = daemon_args.iter();
+    while let Some(a) = named.next() {
+        let flag = a.split('=').next().unwrap_or(a);
+        if flag == "--clickhouse" || flag == "--clickhouse-config" {
+            out.push(a.clone());
+            if !a.contains('=') {
+                out.extend(named.next().cloned());
+            }
+        }
+    }
+    if out.is_empty() {
+        out.extend(store.iter().cloned());
+    }
+    if !out.is_empty() {
+        out.extend(["--since".to_owned(), "24h".to_owned()]);
+    }
+    out
 }
 
 /// `--clickhouse-config .nhiscope/clickhouse.yaml`, with the local server started, unless the
@@ -137,4 +161,39 @@ fn clickhouse_args(binary: &Path, args: &[String]) -> Result<Vec<String>> {
         "--clickhouse-config".to_owned(),
         clickhouse::daemon_config().display().to_string(),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tui_history_args;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_dashboard_reads_the_clickhouse_the_daemon_writes_to() {
+        let local = strings(&["--clickhouse-config", ".nhiscope/clickhouse.yaml"]);
+        assert_eq!(
+            tui_history_args(&local, &strings(&["--hostname", "web-1"])),
+            strings(&[
+                "--clickhouse-config",
+                ".nhiscope/clickhouse.yaml",
+                "--since",
+                "24h"
+            ])
+        );
+        assert_eq!(
+            tui_history_args(&[], &strings(&["--clickhouse", "http://ch:8123", "-v"])),
+            strings(&["--clickhouse", "http://ch:8123", "--since", "24h"])
+        );
+        assert_eq!(
+            tui_history_args(&[], &strings(&["--clickhouse=http://ch:8123"])),
+            strings(&["--clickhouse=http://ch:8123", "--since", "24h"])
+        );
+        assert!(
+            tui_history_args(&[], &[]).is_empty(),
+            "no ClickHouse: live only"
+        );
+    }
 }
