@@ -32,6 +32,95 @@ pub enum Command {
     /// daemon's socket and, with --clickhouse, over the history of a host or the whole fleet
     /// (press `?` inside for the keys).
     Tui(TuiArgs),
+    /// History for incident responders: run one of the shipped queries on ClickHouse and print
+    /// the rows as a table, JSON lines or CSV (`nhiscope query list` names them).
+    Query(QueryArgs),
+    /// Least-privilege scopes learned from what NHIs were seen doing.
+    #[command(subcommand)]
+    Scope(ScopeCommand),
+}
+
+/// How rows are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for a person (long values cut).
+    Table,
+    /// One JSON object per line (events as the daemon writes them).
+    Json,
+    /// Comma-separated values with a header line.
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The query: events_by_nhi, events_by_host, drift, nhi_summary, drift_kinds,
+    /// verdicts_per_minute, losses, losses_by_host, agents, ... or `list` for all of them.
+    #[arg(value_name = "QUERY")]
+    pub name: String,
+
+    /// The NHI, for queries about one NHI.
+    #[arg(long, value_name = "ID")]
+    pub nhi: Option<String>,
+
+    /// The host, for queries about one host (repeat for queries over some hosts).
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+
+    /// How far back: `30m`, `24h`, `7d` (default 24h; --from wins).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<std::time::Duration>,
+
+    /// Start of the time range, RFC 3339 (`2026-11-23T09:00:00Z`).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+
+    /// End of the time range, RFC 3339 (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+
+    /// At most this many rows, for queries that take a limit.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub limit: u64,
+
+    /// How to print the rows.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// The ClickHouse to read.
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScopeCommand {
+    /// Print a registry entry for one NHI that allows exactly what it was seen doing: the
+    /// readers (exe, uid) that opened its credentials, and the destinations and ports its
+    /// holders connected to. With --registry, what is declared and unused is listed too.
+    Suggest(SuggestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SuggestArgs {
+    /// The NHI.
+    #[arg(long, value_name = "ID")]
+    pub nhi: String,
+
+    /// How far back to learn from: `24h`, `7d`, `30d`.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    pub since: std::time::Duration,
+
+    /// Learn from these hosts only (repeatable; default: every host).
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+
+    /// The registry in force: keeps the NHI's owner, credentials, expiry, max age, holders and
+    /// interactive setting, and notes what it declares that was never used.
+    #[arg(long, value_name = "FILE")]
+    pub registry: Option<PathBuf>,
+
+    /// The ClickHouse to read.
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
 }
 
 #[derive(Debug, Args)]

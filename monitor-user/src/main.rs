@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nhiscope::{
-    cli::{Cli, Command, DbCommand, RegistryCommand},
-    daemon, registry, store, tui,
+    cli::{Cli, Command, DbCommand, RegistryCommand, ScopeCommand},
+    daemon, query, registry, store, tui,
 };
 
 fn main() -> ExitCode {
@@ -61,6 +61,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Query(a) => finish(query::run_query(a, &mut std::io::stdout().lock())),
+        Command::Scope(ScopeCommand::Suggest(a)) => {
+            finish(query::run_suggest(a, &mut std::io::stdout().lock()))
+        }
         Command::Db(DbCommand::Migrate {
             clickhouse,
             cluster,
@@ -93,5 +97,19 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+fn finish(r: Result<(), query::QueryError>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`| head`) is not an error.
+        Err(query::QueryError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nhiscope: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }

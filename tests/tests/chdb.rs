@@ -296,6 +296,11 @@ fn the_modern_schema_queries_and_sink_bytes_work_on_current_clickhouse() {
     assert_eq!(result("dashboard_drift").len(), drifts);
     let newest = result("dashboard_recent")[0]["seq"].as_u64();
     assert_eq!(newest, Some(sent.len() as u64 - 1), "newest first");
+    assert_eq!(
+        sum("scope_uses"),
+        result("events_by_nhi").len() as u64,
+        "one NHI's uses, grouped"
+    );
 
     // The tables have the TTL asked for, and retention changes are valid statements.
     let tables = rows_of(&out, checks + 1);

@@ -660,6 +660,160 @@ fn every_shipped_query_runs_on_18_16() {
     assert_eq!(results["dashboard_recent"].len(), 201);
     assert_eq!(results["dashboard_recent"][0]["seq"], 199, "newest first");
     assert_eq!(results["dashboard_drift"].len(), drifts);
+    let scope: u64 = results["scope_uses"]
+        .iter()
+        .map(|r| r["n"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(scope, opens as u64, "every use of the NHI, grouped");
+}
+
+fn nhiscope_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let o = Command::new(nhiscope_tests::nhiscope_bin())
+        .args(args)
+        .output()
+        .expect("run nhiscope");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// `nhiscope query` and `nhiscope scope suggest`, the real binary against a real server.
+#[test]
+fn responders_query_the_history_and_get_a_scope_suggested() {
+    let Some(ch) = ClickHouse::start("responder") else {
+        return;
+    };
+    let spool = temp_dir("store-responder");
+    let config = config(&ch, &spool);
+    let sent = events("host-r", 0..100);
+    runtime().block_on(async {
+        let store = Store::start(config.clone(), "host-r").unwrap_or_else(|e| panic!("{e}"));
+        store.send(&sent);
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+    let url = ch.url();
+    let q = |extra: &[&str]| {
+        let mut args = vec!["query"];
+        args.extend_from_slice(extra);
+        args.extend(["--clickhouse", url.as_str(), "--since", "30d"]);
+        nhiscope_cli(&args)
+    };
+    let drifts = sent.iter().filter(|e| e.verdict == Verdict::Drift).count();
+    let (code, out, err) = q(&["drift", "--format", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    assert_eq!(lines.len(), drifts);
+    assert!(lines
+        .iter()
+        .all(|e| e["verdict"] == "drift" && e["host"] == "host-r"));
+
+    let (code, out, err) = q(&["nhi_summary", "--format", "csv"]);
+    assert_eq!(code, Some(0), "{err}");
+    let mut rows = out.lines();
+    assert_eq!(
+        rows.next(),
+        Some("nhi,events,drifts,hosts,exes,first_secs,last_secs"),
+        "columns in the query's order:\n{out}"
+    );
+    let opens = sent
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Open | Kind::Connect))
+        .count();
+    assert!(
+        rows.next()
+            .is_some_and(|r| r.starts_with(&format!("billing-s3-writer,{opens},{drifts},1,"))),
+        "{out}"
+    );
+
+    let (code, out, err) = q(&["events_by_nhi", "--nhi", "billing-s3-writer"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("TIME "), "{out}");
+    assert_eq!(
+        out.lines().count(),
+        opens + 1,
+        "a header and one line per use"
+    );
+    assert!(
+        out.contains("DRIFT") && out.contains("/usr/bin/python3.11[0]"),
+        "{out}"
+    );
+
+    // Flags a query does not take, a missing one, an unknown query: exit 2, and why.
+    for (args, needle) in [
+        (vec!["drift", "--nhi", "x"], "does not take --nhi"),
+        (vec!["events_by_nhi"], "needs --nhi"),
+        (vec!["no_such_query"], "nhiscope query list"),
+        (vec!["drift", "--from", "yesterday"], "--from yesterday"),
+    ] {
+        let (code, _, err) = q(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let (code, out, _) = nhiscope_cli(&["query", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("scope_uses") && out.contains("--nhi ID"),
+        "{out}"
+    );
+    // ClickHouse unreachable: exit 1 and what failed.
+    let closed = nhiscope_tests::clickhouse::free_port();
+    let (code, _, err) = nhiscope_cli(&[
+        "query",
+        "agents",
+        "--clickhouse",
+        &format!("http://127.0.0.1:{closed}"),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{closed}")), "{err}");
+
+    // The scope learned from those events is a registry that allows them and nothing else.
+    let (code, out, err) = nhiscope_cli(&[
+        "scope",
+        "suggest",
+        "--nhi",
+        "billing-s3-writer",
+        "--since",
+        "30d",
+        "--clickhouse",
+        &url,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let r = nhiscope::registry::parse(&out, "suggestion").unwrap_or_else(|e| panic!("{e}\n{out}"));
+    let n = r.nhi("billing-s3-writer").expect("the NHI");
+    let readers = n.readers.as_ref().expect("readers");
+    for e in sent
+        .iter()
+        .filter(|e| e.kind == Kind::Open && e.result.unwrap_or(0) >= 0)
+    {
+        assert!(
+            readers.allows(&e.exe, e.uid),
+            "{} uid {} not allowed:\n{out}",
+            e.exe,
+            e.uid
+        );
+    }
+    assert!(
+        out.contains("refused by the kernel"),
+        "EACCES opens are noted:\n{out}"
+    );
+    let eps = n.endpoints.as_ref().expect("endpoints");
+    for e in sent.iter().filter(|e| e.kind == Kind::Connect) {
+        let addr: std::net::IpAddr = e.daddr.as_deref().unwrap_or("").parse().expect("addr");
+        let names = e.dns_names.clone().unwrap_or_default();
+        assert!(
+            eps.iter().any(|ep| ep.allows(addr, 443, &names)),
+            "{addr} {names:?} not allowed:\n{out}"
+        );
+        assert!(
+            !eps.iter().any(|ep| ep.allows(addr, 80, &names)),
+            "port 80 allowed"
+        );
+    }
 }
 
 /// The dashboard's history of a fleet, read from a real server: counts per NHI, the newest

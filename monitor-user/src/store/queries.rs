@@ -357,6 +357,37 @@ pub const DASHBOARD_DRIFT: Query = Query {
     ),
 };
 
+/// One NHI's uses by process, file and destination, with whether each open succeeded (what
+/// `nhiscope scope suggest` learns a scope from).
+pub const SCOPE_USES: Query = Query {
+    name: "scope_uses",
+    description: "one NHI's uses by process, file, destination and host, in a time range",
+    params: &["nhi", "from", "to", "hosts", "hosts"],
+    returns_events: false,
+    legacy: concat!(
+        "SELECT CAST(kind AS Int8) AS kind_code, exe, uid, path, daddr, dport, dns_names, \
+         toUInt8(ifNull(result, 0) >= 0) AS succeeded, host, count() AS n, \
+         toUInt64(toUnixTimestamp(min(ts))) AS first_secs, \
+         toUInt64(toUnixTimestamp(max(ts))) AS last_secs \
+         FROM {db}.events FINAL WHERE nhi = ? AND kind IN ('open', 'connect') \
+         AND ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
+        hosts_filter!(),
+        " GROUP BY kind_code, exe, uid, path, daddr, dport, dns_names, succeeded, host \
+         ORDER BY n DESC, exe, path, daddr, dport"
+    ),
+    modern: concat!(
+        "SELECT CAST(kind AS Int8) AS kind_code, exe, uid, path, \
+         ifNull(replaceRegexpOne(toString(daddr), '^::ffff:', ''), '') AS daddr_text, dport, \
+         dns_names, toUInt8(ifNull(result, 0) >= 0) AS succeeded, host, count() AS n, toUInt64(toUnixTimestamp(min(ts))) AS first_secs, \
+         toUInt64(toUnixTimestamp(max(ts))) AS last_secs \
+         FROM {db}.events FINAL WHERE nhi = ? AND kind IN ('open', 'connect') \
+         AND ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
+        hosts_filter!(),
+        " GROUP BY kind_code, exe, uid, path, daddr_text, dport, dns_names, succeeded, host \
+         ORDER BY n DESC, exe, path, daddr_text, dport"
+    ),
+};
+
 /// Every shipped query.
 pub const ALL: &[&Query] = &[
     &EVENTS_BY_NHI,
@@ -372,6 +403,7 @@ pub const ALL: &[&Query] = &[
     &DASHBOARD_ACTIVITY,
     &DASHBOARD_RECENT,
     &DASHBOARD_DRIFT,
+    &SCOPE_USES,
 ];
 
 impl Query {
@@ -544,6 +576,32 @@ where
     T: clickhouse::RowOwned + clickhouse::RowRead,
 {
     query.bound(client, schema, params).fetch_all().await
+}
+
+/// Runs a summary query and returns its column names, in order, and its rows.
+pub async fn fetch_table(
+    client: &Client,
+    schema: &Schema,
+    query: &Query,
+    params: &[Param],
+) -> clickhouse::error::Result<(Vec<String>, Vec<Vec<serde_json::Value>>)> {
+    #[derive(Deserialize)]
+    struct Meta {
+        name: String,
+    }
+    #[derive(Deserialize)]
+    struct Compact {
+        meta: Vec<Meta>,
+        data: Vec<Vec<serde_json::Value>>,
+    }
+    let mut cursor = query
+        .bound(client, schema, params)
+        .with_setting("output_format_json_quote_64bit_integers", "0")
+        .fetch_bytes("JSONCompact")?;
+    let bytes = cursor.collect().await?;
+    let c: Compact = serde_json::from_slice(&bytes)
+        .map_err(|e| clickhouse::error::Error::Custom(format!("not JSONCompact: {e}")))?;
+    Ok((c.meta.into_iter().map(|m| m.name).collect(), c.data))
 }
 
 /// Runs any query and returns its rows as JSON objects (64-bit numbers as numbers).

@@ -1,0 +1,355 @@
+//! `nhiscope scope suggest`: a least-privilege scope for one NHI, learned from what its readers
+//! and holders were seen doing, written as a registry entry a person reviews before adopting.
+//!
+//! The suggestion is exactly what was observed, nothing wider: the executables and users that
+//! opened the credential successfully, the files they opened, and each destination its holders
+//! connected to (by the DNS name they looked up when there was one, else the address alone)
+//! with the ports used. With the registry in force (`--registry`), what the NHI declares and no
+//! one used is listed as removable, what was used outside it is marked, and the fields that
+//! are not learned from behaviour (owner, expiry, max age, interactive use, holders) are kept.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    net::IpAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use crate::{
+    event::Kind,
+    registry::{Interactive, Nhi, Principals},
+    store::row::kind_from_code,
+};
+
+/// A row of [`crate::store::queries::SCOPE_USES`], in its column order.
+#[derive(Clone, Debug, Row, Deserialize)]
+pub struct ScopeRecord {
+    pub kind_code: i8,
+    pub exe: String,
+    pub uid: u32,
+    pub path: String,
+    #[serde(alias = "daddr_text")]
+    pub daddr: String,
+    pub dport: Option<u16>,
+    pub dns_names: Vec<String>,
+    /// 1 when the open succeeded (connects always 1).
+    pub succeeded: u8,
+    pub host: String,
+    pub n: u64,
+    pub first_secs: u64,
+    pub last_secs: u64,
+}
+
+/// Where holders went: a name they looked up, or an address.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Place {
+    Name(String),
+    Addr(IpAddr),
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    uses: u64,
+    last: u64,
+}
+
+impl Seen {
+    fn add(&mut self, n: u64, last: u64) {
+        self.uses += n;
+        self.last = self.last.max(last);
+    }
+}
+
+/// Everything observed of one NHI.
+#[derive(Debug, Default)]
+pub struct Observed {
+    readers: BTreeMap<String, Seen>,
+    uids: BTreeMap<u32, Seen>,
+    paths: BTreeMap<String, Seen>,
+    /// Destination -> port -> uses.
+    places: BTreeMap<Place, BTreeMap<u16, Seen>>,
+    /// Opens refused by the kernel (by exe), not part of the scope.
+    refused: BTreeMap<String, u64>,
+    hosts: BTreeSet<String>,
+    uses: u64,
+    first: Option<u64>,
+    last: Option<u64>,
+}
+
+impl Observed {
+    pub fn from_records(rows: &[ScopeRecord]) -> Observed {
+        let mut o = Observed::default();
+        for r in rows {
+            let Some(kind) = kind_from_code(r.kind_code) else {
+                continue;
+            };
+            o.hosts.insert(r.host.clone());
+            o.uses += r.n;
+            o.first = Some(o.first.map_or(r.first_secs, |f| f.min(r.first_secs)));
+            o.last = Some(o.last.map_or(r.last_secs, |l| l.max(r.last_secs)));
+            match kind {
+                Kind::Open if r.succeeded == 0 => {
+                    *o.refused.entry(r.exe.clone()).or_default() += r.n;
+                }
+                Kind::Open => {
+                    o.readers
+                        .entry(r.exe.clone())
+                        .or_default()
+                        .add(r.n, r.last_secs);
+                    o.uids.entry(r.uid).or_default().add(r.n, r.last_secs);
+                    if !r.path.is_empty() {
+                        o.paths
+                            .entry(r.path.clone())
+                            .or_default()
+                            .add(r.n, r.last_secs);
+                    }
+                }
+                Kind::Connect => {
+                    let place = match r.dns_names.first() {
+                        Some(name) => Place::Name(name.clone()),
+                        None => match r.daddr.parse::<IpAddr>() {
+                            Ok(a) => Place::Addr(a),
+                            Err(_) => continue,
+                        },
+                    };
+                    o.places
+                        .entry(place)
+                        .or_default()
+                        .entry(r.dport.unwrap_or(0))
+                        .or_default()
+                        .add(r.n, r.last_secs);
+                }
+                _ => {}
+            }
+        }
+        o
+    }
+
+    /// No use at all was seen.
+    pub fn is_empty(&self) -> bool {
+        self.uses == 0
+    }
+}
+
+/// A YAML double-quoted scalar (a JSON string is one).
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+fn day(secs: u64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(t).to_string()[..10].to_owned()
+}
+
+fn uses(s: &Seen) -> String {
+    format!("{} use(s), last {}", s.uses, day(s.last))
+}
+
+/// Whether a declared principal set admits this executable (uid not considered).
+fn declares_exe(p: Option<&Principals>, exe: &str) -> bool {
+    p.is_some_and(|p| p.exe.iter().any(|g| g.matches(exe)))
+}
+
+/// The suggested registry entry for `id`, with comments; `declared` is the NHI as the registry
+/// in force has it. `window` names the time range the observations cover.
+pub fn suggest(id: &str, o: &Observed, declared: Option<&Nhi>, window: &str) -> String {
+    let mut y = String::new();
+    let hosts: Vec<&str> = o.hosts.iter().map(String::as_str).collect();
+    let _ = writeln!(
+        y,
+        "# Least-privilege scope for NHI {id}, learned from {} use(s) on {} host(s) ({}) {window}{}.",
+        o.uses,
+        hosts.len(),
+        hosts.join(", "),
+        match (o.first, o.last) {
+            (Some(f), Some(l)) => format!(", first {} last {}", day(f), day(l)),
+            _ => String::new(),
+        }
+    );
+    let _ = writeln!(
+        y,
+        "# It allows exactly what was observed: review it, widen what must be wider, then put it \
+         in the registry."
+    );
+    if o.is_empty() {
+        let _ = writeln!(
+            y,
+            "# Nothing was observed: an NHI unused for this long may not be needed at all."
+        );
+    }
+    for (exe, n) in &o.refused {
+        let _ = writeln!(
+            y,
+            "# {exe} tried to open the credential {n} time(s) and was refused by the kernel; \
+             it is not in the suggested readers."
+        );
+    }
+    let _ = writeln!(y, "nhis:");
+    let _ = writeln!(y, "  - id: {}", q(id));
+    if let Some(owner) = declared.and_then(|d| d.owner.as_deref()) {
+        let _ = writeln!(y, "    owner: {}", q(owner));
+    }
+
+    // Credentials: the declared patterns stay (they name what the NHI is); else the files seen.
+    let _ = writeln!(y, "    credentials:");
+    match declared {
+        Some(d) => {
+            for g in &d.credentials {
+                let text = g.to_string();
+                let seen: u64 = o
+                    .paths
+                    .iter()
+                    .filter(|(p, _)| g.matches(p))
+                    .map(|(_, s)| s.uses)
+                    .sum();
+                let note = if seen == 0 {
+                    "  # declared; no open seen".to_owned()
+                } else {
+                    format!("  # {seen} open(s)")
+                };
+                let _ = writeln!(y, "      - {}{note}", q(&text));
+            }
+        }
+        None => {
+            for (p, s) in &o.paths {
+                let _ = writeln!(y, "      - {}  # {}", q(p), uses(s));
+            }
+            if o.paths.is_empty() {
+                let _ = writeln!(y, "      []  # no file was seen opened: add its path");
+            }
+        }
+    }
+
+    // Readers: exactly the executables and users that read it.
+    if !o.readers.is_empty() {
+        let dr = declared.and_then(|d| d.readers.as_ref());
+        let _ = writeln!(y, "    readers:");
+        let _ = writeln!(y, "      exe:");
+        for (exe, s) in &o.readers {
+            let mark = match declared {
+                Some(d) if d.readers.is_some() && !declares_exe(dr, exe) => {
+                    " · OUTSIDE the declared readers"
+                }
+                _ => "",
+            };
+            let _ = writeln!(y, "        - {}  # {}{mark}", q(exe), uses(s));
+        }
+        let _ = writeln!(y, "      uid:");
+        for (uid, s) in &o.uids {
+            let _ = writeln!(y, "        - {uid}  # {}", uses(s));
+        }
+        if let Some(p) = dr {
+            for g in &p.exe {
+                if !o.readers.keys().any(|exe| g.matches(exe)) {
+                    let _ = writeln!(y, "      # declared, never seen (remove?): exe {g}");
+                }
+            }
+            for uid in &p.uid {
+                if !o.uids.contains_key(uid) {
+                    let _ = writeln!(y, "      # declared, never seen (remove?): uid {uid}");
+                }
+            }
+        }
+    }
+
+    if let Some(h) = declared.and_then(|d| d.holders.as_ref()) {
+        let _ = writeln!(y, "    holders:  # kept as declared");
+        principals(&mut y, h);
+    }
+
+    // Endpoints: each destination with the ports used.
+    let _ = writeln!(y, "    endpoints:");
+    if o.places.is_empty() {
+        let _ = writeln!(y, "      []  # its holders made no connection");
+    }
+    for (place, ports) in &o.places {
+        match place {
+            Place::Name(n) => {
+                let _ = writeln!(y, "      - host: {}", q(n));
+            }
+            Place::Addr(a) => {
+                let bits = if a.is_ipv4() { 32 } else { 128 };
+                let _ = writeln!(y, "      - cidr: {}", q(&format!("{a}/{bits}")));
+            }
+        }
+        let list: Vec<String> = ports.keys().map(u16::to_string).collect();
+        let total: u64 = ports.values().map(|s| s.uses).sum();
+        let last = ports.values().map(|s| s.last).max().unwrap_or(0);
+        let _ = writeln!(
+            y,
+            "        ports: [{}]  # {total} connection(s), last {}",
+            list.join(", "),
+            day(last)
+        );
+    }
+    if let Some(eps) = declared.and_then(|d| d.endpoints.as_ref()) {
+        for e in eps {
+            let used = o.places.iter().any(|(place, ports)| {
+                ports.keys().any(|p| match place {
+                    Place::Name(n) => e.allows(IpAddr::from([0, 0, 0, 0]), *p, &[n.as_str()]),
+                    Place::Addr(a) => e.allows(*a, *p, &[] as &[&str]),
+                })
+            });
+            if !used {
+                let what = match (&e.host, &e.cidr) {
+                    (Some(h), _) => format!("host {h}"),
+                    (None, Some(c)) => format!("cidr {c}"),
+                    _ => "?".to_owned(),
+                };
+                let _ = writeln!(y, "      # declared, never used (remove?): {what}");
+            }
+        }
+    }
+
+    if let Some(d) = declared {
+        if let Some(t) = d.expires {
+            let _ = writeln!(y, "    expires: {}", humantime::format_rfc3339_seconds(t));
+        }
+        if let Some(a) = d.max_age {
+            let _ = writeln!(y, "    max_age: {}", humantime::format_duration(a));
+        }
+        let _ = writeln!(
+            y,
+            "    interactive: {}",
+            match d.interactive {
+                Interactive::Deny => "deny",
+                Interactive::Allow => "allow",
+            }
+        );
+    }
+    y
+}
+
+fn principals(y: &mut String, p: &Principals) {
+    if !p.exe.is_empty() {
+        let list: Vec<String> = p.exe.iter().map(|g| q(&g.to_string())).collect();
+        let _ = writeln!(y, "      exe: [{}]", list.join(", "));
+    }
+    if !p.uid.is_empty() {
+        let list: Vec<String> = p.uid.iter().map(u32::to_string).collect();
+        let _ = writeln!(y, "      uid: [{}]", list.join(", "));
+    }
+    if !p.cgroup.is_empty() {
+        let list: Vec<String> = p.cgroup.iter().map(|g| q(&g.to_string())).collect();
+        let _ = writeln!(y, "      cgroup: [{}]", list.join(", "));
+    }
+    if !p.container.is_empty() {
+        let list: Vec<String> = p.container.iter().map(|c| q(c)).collect();
+        let _ = writeln!(y, "      container: [{}]", list.join(", "));
+    }
+}
+
+/// `over the last 7d` / `from ... to ...`.
+pub fn window_text(from: SystemTime, to: SystemTime) -> String {
+    format!(
+        "between {} and {}",
+        humantime::format_rfc3339_seconds(from),
+        humantime::format_rfc3339_seconds(to)
+    )
+}
+
+#[cfg(test)]
+mod tests;
