@@ -9,7 +9,7 @@ use monitor_common::{config, filter::FILTER_WORDS, ExecEvent, OpenEvent, LOSS_CA
 
 /// Every record for userspace. The daemon may resize it before load.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 /// The prefilter bitmap (see `monitor_common::filter`), written by the daemon.
 #[map]

@@ -164,8 +164,9 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "PATH|-")]
     pub json: Option<String>,
 
-    /// Size of the kernel-to-daemon ring buffer in bytes: a power of two, at least 4096.
-    /// Larger survives longer bursts; overflow is counted and reported as `loss` events.
+    /// Size of the kernel-to-daemon ring buffer in bytes: a power of two, at least 4096
+    /// (default 8 MiB). Larger survives longer bursts, and costs twice its size in resident
+    /// memory; overflow is counted and reported as `loss` events.
     #[arg(long, value_name = "BYTES", value_parser = parse_ringbuf_size)]
     pub ringbuf_size: Option<u32>,
 

@@ -220,13 +220,18 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     });
     live.set_host(engine.host());
     live.set_registry(engine.registry());
+    let dns = open_dns_capture();
+    // Everything that needed privileges is done: keep only what running needs.
+    match crate::privileges::drop_to_needed() {
+        Ok(kept) => log::debug!("capabilities kept: {kept:#x}"),
+        Err(e) => log::warn!("could not drop capabilities, running with all of them: {e}"),
+    }
     eprintln!(
         "nhiscope: ready: {} probes attached, {nhis} NHIs registered, {} filter keys, {seeded} processes known",
         probes.attached(),
         plan.keys.len()
     );
 
-    let dns = open_dns_capture();
     let mut dns_buf = vec![0u8; 65536];
     let mut watcher = RegistryWatch::new(&opts.registry);
     let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Runtime(e.to_string()))?;

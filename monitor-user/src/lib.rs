@@ -12,6 +12,7 @@ pub mod event;
 pub mod filter;
 pub mod live;
 pub mod pattern;
+pub mod privileges;
 pub mod probes;
 pub mod proctable;
 pub mod query;

@@ -77,7 +77,8 @@ fn object() -> Option<&'static [u8]> {
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// Ring buffer size in bytes (a power of two, a multiple of the page size); None keeps the
-    /// object's default (16 MiB).
+    /// object's default (8 MiB: about 25,000 watched opens, 150 ms at 150k opens/s, while
+    /// keeping the daemon under 30 MB resident; the buffer is mapped twice, so it counts double).
     pub ringbuf_bytes: Option<u32>,
     /// Send every open, unfiltered (debugging the prefilter).
     pub all_opens: bool,

@@ -14,89 +14,17 @@ use std::{
 };
 
 use nhiscope::{
-    event::{DriftKind, Event, Kind, Verdict},
+    event::{Event, Kind, Verdict},
     store::{
-        config::Compression,
         queries::{self, Param},
         row::{EventRow, Ts},
         schema::{Dialect, Schema},
         sink, Store, StoreConfig, StoreHandle,
     },
 };
-use nhiscope_tests::{clickhouse::ClickHouse, require_root_bpf, temp_dir, Daemon};
-
-/// One varied event per `i`: opens (ok, drift, failed), connects (IPv4, IPv6), execs, exits;
-/// `i` also goes into `pid` and the path so that each is recognisable.
-fn event(host: &str, i: u64) -> Event {
-    let base = 1_795_000_000u64; // 2026-11-18
-    let t =
-        std::time::UNIX_EPOCH + Duration::new(base + i / 1000, (i % 1000) as u32 * 1_000_000 + 7);
-    let ts = humantime::format_rfc3339_nanos(t).to_string();
-    let kind = match i % 5 {
-        0 | 1 => Kind::Open,
-        2 => Kind::Connect,
-        3 => Kind::Exec,
-        _ => Kind::Exit,
-    };
-    let mut e = Event::new(kind, ts, host.to_owned());
-    e.pid = i as u32;
-    e.tid = i as u32 + 1;
-    e.ppid = 1;
-    e.uid = 1000 + (i % 3) as u32;
-    e.gid = 100;
-    e.exe = "/usr/bin/python3.11".into();
-    e.comm = "python3".into();
-    e.cmdline = vec![
-        "python3".into(),
-        format!("job-{i}.py"),
-        "--flag=été ✓".into(),
-    ];
-    e.cgroup_id = 4242 + i;
-    match kind {
-        Kind::Open => {
-            e.syscall = Some("openat");
-            e.path = Some(format!("/etc/billing/aws-credentials-{i}"));
-            e.path_arg = Some("aws-credentials".into());
-            e.flags = Some(if i.is_multiple_of(2) { 0 } else { 0o2 | 0o100 });
-            if i.is_multiple_of(7) {
-                e.result = Some(-13);
-                e.error = Some("EACCES".into());
-            } else {
-                e.result = Some(3);
-            }
-            e.nhi = Some("billing-s3-writer".into());
-            if i.is_multiple_of(4) {
-                e.verdict = Verdict::Drift;
-                e.drift = vec![DriftKind::ReaderOutOfScope, DriftKind::InteractiveUse];
-                e.reason = "opened by /usr/bin/python3.11, outside `readers`".into();
-            }
-        }
-        Kind::Connect => {
-            if i.is_multiple_of(2) {
-                e.daddr = Some("10.20.1.7".into());
-                e.saddr = Some("10.20.0.2".into());
-            } else {
-                e.daddr = Some("2001:db8::17".into());
-                e.saddr = Some("::1".into());
-            }
-            e.dport = Some(443);
-            e.sport = Some(40_000 + (i % 1000) as u16);
-            e.dns_names = Some(if i.is_multiple_of(3) {
-                vec![]
-            } else {
-                vec!["bucket.s3.eu-west-1.amazonaws.com".into()]
-            });
-            e.nhi = Some("billing-s3-writer".into());
-            e.container = Some("3f2a9c".into());
-        }
-        _ => {}
-    }
-    e
-}
-
-fn events(host: &str, range: std::ops::Range<u64>) -> Vec<Event> {
-    range.map(|i| event(host, i)).collect()
-}
+use nhiscope_tests::{
+    clickhouse::ClickHouse, fixtures::events, require_root_bpf, temp_dir, Daemon,
+};
 
 fn config(ch: &ClickHouse, spool: &Path) -> StoreConfig {
     let mut c = StoreConfig::new(&ch.url()).unwrap_or_else(|e| panic!("{e}"));
@@ -964,140 +892,6 @@ fn db_migrate_applies_the_schema_once_and_rejects_a_bad_url() {
     let (code, _, stderr) = run(&["db", "migrate", "--clickhouse", &closed]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("cannot connect"), "{stderr}");
-}
-
-/// Throughput, not a check: run with
-/// `cargo test --release -p nhiscope-tests --test clickhouse -- --ignored --nocapture insert_rate`.
-/// Prints the sustained insert rate through the store (send -> batches -> RowBinary over HTTP),
-/// and how long the replay of a 10-minute outage at 1k events/s (600k spooled events in
-/// 500-row batches, as 0.5 s batches at 1k/s are) takes once ClickHouse is back.
-#[test]
-#[ignore]
-fn insert_rate() {
-    let Some(mut ch) = ClickHouse::start("rate") else {
-        return;
-    };
-    let spool = temp_dir("store-rate");
-    let mut c = config(&ch, &spool);
-    c.batch_rows = 100_000;
-    c.batch_interval = Duration::from_millis(500);
-    let n = 1_000_000u64;
-    let all = events("host-r", 0..n);
-    let rt = runtime();
-    // The sink alone: rows built beforehand, 100k-row batches, with and without lz4.
-    for compression in [Compression::Lz4, Compression::None] {
-        let mut c = c.clone();
-        c.compression = compression;
-        let host = format!("host-raw-{compression:?}");
-        let started = Instant::now();
-        let rows: Vec<EventRow> = all
-            .iter()
-            .enumerate()
-            .map(|(i, e)| EventRow::from_event(e, 1, i as u64, Ts::now()))
-            .map(|r| EventRow {
-                host: host.clone(),
-                ..r
-            })
-            .collect();
-        let convert = started.elapsed().as_secs_f64();
-        let batches: Vec<sink::Batch> = rows
-            .chunks(100_000)
-            .map(|r| sink::Batch::new(&host, 1, sink::Rows::Events(r.to_vec())))
-            .collect();
-        rt.block_on(async {
-            let (conn, _) = sink::Conn::open(&c).await.unwrap_or_else(|e| panic!("{e}"));
-            let server = ch.pid().unwrap_or(0);
-            let cpu0 = (cpu_secs("self"), cpu_secs(&server.to_string()));
-            let started = Instant::now();
-            for b in &batches {
-                conn.insert(b).await.unwrap_or_else(|e| panic!("{e}"));
-            }
-            let secs = started.elapsed().as_secs_f64();
-            let cpu1 = (cpu_secs("self"), cpu_secs(&server.to_string()));
-            println!(
-                "sink alone ({compression:?}): {n} rows in {secs:.2}s = {:.0} rows/s \
-                 (building the rows from events: {:.0} rows/s); CPU: nhiscope {:.2}s, \
-                 clickhouse-server {:.2}s",
-                n as f64 / secs,
-                n as f64 / convert,
-                cpu1.0 - cpu0.0,
-                cpu1.1 - cpu0.1,
-            );
-        });
-    }
-    rt.block_on(async {
-        let store = Store::start(c.clone(), "host-r").unwrap_or_else(|e| panic!("{e}"));
-        while !store.stats().healthy {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let started = Instant::now();
-        for chunk in all.chunks(1000) {
-            store.send(chunk);
-            tokio::task::yield_now().await;
-        }
-        while store.stats().inserted_rows < n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        let s = store.stats();
-        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
-        println!(
-            "insert_rate: {n} events in {secs:.2}s = {:.0} rows/s (spooled on the way: {})",
-            n as f64 / secs,
-            s.spooled_rows
-        );
-    });
-    assert_eq!(
-        ch.query_u64("SELECT count() FROM nhiscope.events WHERE host = 'host-r'"),
-        n
-    );
-
-    // Outage replay.
-    let spool = temp_dir("store-rate-outage");
-    let mut c = config(&ch, &spool);
-    c.batch_rows = 500;
-    c.retry_max = Duration::from_millis(200);
-    ch.stop();
-    let outage = 600_000u64;
-    rt.block_on(async {
-        let store = Store::start(c.clone(), "host-r2").unwrap_or_else(|e| panic!("{e}"));
-        for chunk in events("host-r2", 0..outage).chunks(500) {
-            store.send(chunk);
-            tokio::task::yield_now().await;
-        }
-        while store.stats().spool_rows < outage {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let bytes = store.stats().spool_bytes;
-        ch.restart();
-        let started = Instant::now();
-        wait_drained(&store, &ch, Duration::from_secs(600)).await;
-        let secs = started.elapsed().as_secs_f64();
-        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
-        println!(
-            "outage replay: {outage} events ({} MB spooled) replayed in {secs:.1}s = {:.0} rows/s",
-            bytes / 1_000_000,
-            outage as f64 / secs
-        );
-    });
-    assert_eq!(
-        ch.query_u64("SELECT count() FROM nhiscope.events WHERE host = 'host-r2'"),
-        outage
-    );
-}
-
-/// User + system CPU seconds of process `pid` (or `self`) so far.
-fn cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = after
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    // Fields 14 and 15 (utime, stime), counted from the state (field 3) at index 0.
-    let ticks = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 /// The whole chain, as root: the daemon with its probes writes numbered canary opens to

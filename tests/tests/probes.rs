@@ -306,3 +306,51 @@ fn sigterm_flushes_and_exits_zero() {
     let status = d.stop();
     assert_eq!(status.code(), Some(0));
 }
+
+/// Once `ready`, every thread of the daemon holds CAP_BPF, CAP_SYS_PTRACE and
+/// CAP_DAC_READ_SEARCH only, in its effective, permitted and bounding sets, and can gain no
+/// other (no_new_privs). The other tests run the daemon so reduced, reloads included.
+#[test]
+fn after_attaching_the_daemon_keeps_only_the_capabilities_it_needs() {
+    if !require_root_bpf() {
+        return;
+    }
+    let f = Fixture::new("caps");
+    let d = Daemon::start(&f.registry(""));
+    let expected = nhiscope::privileges::kept_mask(
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .expect("cap_last_cap")
+            .trim()
+            .parse()
+            .expect("a number"),
+    );
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", d.pid())).expect("tasks");
+    let mut threads = 0;
+    for t in tasks {
+        let status =
+            std::fs::read_to_string(t.expect("task").path().join("status")).expect("status");
+        let field = |name: &str| -> String {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|| panic!("no {name} in\n{status}"))
+        };
+        let mask = |name: &str| u64::from_str_radix(&field(name), 16).expect("hex");
+        for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            assert_eq!(mask(set), expected, "{set} of a daemon thread:\n{status}");
+        }
+        assert_eq!(mask("CapInh:"), 0);
+        assert_eq!(mask("CapAmb:"), 0);
+        assert_eq!(field("NoNewPrivs:"), "1");
+        threads += 1;
+    }
+    assert!(threads >= 1);
+    // And it still works: a credential open is reported.
+    let pid = run(Command::new("cat")
+        .arg(&f.cred)
+        .stdout(std::process::Stdio::null()));
+    d.wait_for(Duration::from_secs(5), |e| {
+        e["kind"] == "open" && e["pid"] == pid
+    });
+}

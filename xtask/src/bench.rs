@@ -63,8 +63,8 @@ pub struct Options {
     #[arg(long, default_value_t = 2_000_000, value_name = "N")]
     pub count: u64,
     /// Opens in the watched-open loop (each one becomes an event; the default fits in the
-    /// daemon's 16 MiB ring buffer, so that none is lost even if the daemon falls behind).
-    #[arg(long, default_value_t = 50_000, value_name = "N")]
+    /// daemon's 8 MiB ring buffer, so that none is lost even if the daemon falls behind).
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub watched_count: u64,
     /// Runs of each wall-time loop; the median is kept.
     #[arg(long, default_value_t = 3, value_name = "N")]
@@ -75,7 +75,13 @@ pub struct Options {
     /// Seconds of the userspace pipeline measurement.
     #[arg(long, default_value_t = 5, value_name = "SECS")]
     pub pipeline_secs: u64,
-    /// Do not build: use target/release/nhiscope and the pipeline_bench example as they are.
+    /// Rows of the ClickHouse store measurements (sink alone, store under a flood).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub store_rows: u64,
+    /// Events spooled during the simulated outage (10 minutes at 1k events/s), then replayed.
+    #[arg(long, default_value_t = 600_000, value_name = "N")]
+    pub outage_events: u64,
+    /// Do not build: use target/release/nhiscope and the bench examples as they are.
     #[arg(long)]
     pub no_build: bool,
 }
@@ -85,10 +91,12 @@ fn command_line(opts: &Options) -> String {
     let mut c = String::from("cargo xtask bench");
     let d = Options {
         count: 2_000_000,
-        watched_count: 50_000,
+        watched_count: 20_000,
         repeat: 3,
         idle_secs: 10,
         pipeline_secs: 5,
+        store_rows: 1_000_000,
+        outage_events: 600_000,
         no_build: false,
     };
     if opts.count != d.count {
@@ -106,6 +114,12 @@ fn command_line(opts: &Options) -> String {
     if opts.pipeline_secs != d.pipeline_secs {
         c += &format!(" --pipeline-secs {}", opts.pipeline_secs);
     }
+    if opts.store_rows != d.store_rows {
+        c += &format!(" --store-rows {}", opts.store_rows);
+    }
+    if opts.outage_events != d.outage_events {
+        c += &format!(" --outage-events {}", opts.outage_events);
+    }
     if opts.no_build {
         c += " --no-build";
     }
@@ -113,7 +127,7 @@ fn command_line(opts: &Options) -> String {
 }
 
 fn step(n: usize, what: &str) {
-    eprintln!("bench: [{n}/7] {what}");
+    eprintln!("bench: [{n}/8] {what}");
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -330,6 +344,15 @@ pub fn run(opts: &Options) -> Result<()> {
         &format!("userspace pipeline on one core ({} s)", opts.pipeline_secs),
     );
     let pipeline = run_pipeline(&pipeline_bin, &reg, opts.pipeline_secs, cpu);
+
+    step(
+        8,
+        &format!(
+            "ClickHouse store: {} rows through the sink and the store, a {}-event outage replayed",
+            opts.store_rows, opts.outage_events
+        ),
+    );
+    let store = run_store(opts);
 
     // The report.
     let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
@@ -568,6 +591,81 @@ pub fn run(opts: &Options) -> Result<()> {
         }
     }
 
+    match &store {
+        Ok(s) => {
+            let f = |path: &[&str]| {
+                let mut v = s;
+                for k in path {
+                    v = &v[*k];
+                }
+                v.as_f64()
+            };
+            rep.add(
+                "store.sink_lz4_rows_per_s",
+                "ClickHouse sink alone, lz4, into the local 18.16",
+                f(&["sink_lz4", "rows_per_s"]),
+                "rows/s",
+                0,
+                Some(Target::AtLeast(500_000.0)),
+            );
+            rep.add(
+                "store.sink_none_rows_per_s",
+                "ClickHouse sink alone, uncompressed",
+                f(&["sink_none", "rows_per_s"]),
+                "rows/s",
+                0,
+                None,
+            );
+            rep.add(
+                "store.flood_rows_per_s",
+                "Through the store (batching, spilling to the spool)",
+                f(&["store", "rows_per_s"]),
+                "rows/s",
+                0,
+                None,
+            );
+            rep.add(
+                "store.outage_replay_s",
+                &format!(
+                    "Replay after an outage of {} events (10 min at 1k/s)",
+                    opts.outage_events
+                ),
+                f(&["outage", "replay_s"]),
+                "s",
+                1,
+                None,
+            );
+            if f(&["outage", "stored"]) != Some(opts.outage_events as f64) {
+                rep.note(format!(
+                    "outage replay stored {:?} of {} events",
+                    f(&["outage", "stored"]),
+                    opts.outage_events
+                ));
+            }
+            if let (Some(ours), Some(server)) = (
+                f(&["sink_lz4", "cpu_s_nhiscope"]),
+                f(&["sink_lz4", "cpu_s_server"]),
+            ) {
+                rep.note(format!(
+                    "CPU for the lz4 sink run: nhiscope {ours:.2} s, clickhouse-server \
+                     {server:.2} s (the server shares the machine's two cores)"
+                ));
+            }
+            rep.detail("store", s.clone());
+        }
+        Err(e) => {
+            rep.add(
+                "store.sink_lz4_rows_per_s",
+                "ClickHouse sink alone, lz4, into the local 18.16",
+                None,
+                "rows/s",
+                0,
+                Some(Target::AtLeast(500_000.0)),
+            );
+            rep.note(format!("store benchmark failed: {e:#}"));
+        }
+    }
+
     rep.add(
         "idle.rss_start_mb",
         "Daemon RSS after start",
@@ -656,7 +754,33 @@ pub fn run(opts: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Builds the daemon (release, with its eBPF object) and the pipeline example; returns both.
+/// Runs the store benchmark (`tests/examples/store_bench.rs`, built by `build_all`) and returns
+/// its JSON result.
+fn run_store(opts: &Options) -> Result<Value> {
+    let bin = cmd::target_dir()
+        .join("release")
+        .join("examples")
+        .join("store_bench");
+    let out = Command::new(&bin)
+        .args(["--rows", &opts.store_rows.to_string()])
+        .args(["--outage", &opts.outage_events.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!("{} failed ({})", bin.display(), out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("store_bench printed no JSON result")?;
+    serde_json::from_str(last).context("store_bench printed unreadable JSON")
+}
+
+/// Builds the daemon (release, with its eBPF object) and the bench examples; returns the
+/// daemon and the pipeline example.
 fn build_all(opts: &Options) -> Result<(PathBuf, PathBuf)> {
     let example = cmd::target_dir()
         .join("release")
@@ -682,6 +806,10 @@ fn build_all(opts: &Options) -> Result<(PathBuf, PathBuf)> {
             "monitor-user",
             "--example",
             "pipeline_bench",
+            "-p",
+            "nhiscope-tests",
+            "--example",
+            "store_bench",
         ])
         .run()?;
     Ok((daemon, example))

@@ -1,0 +1,92 @@
+//! Events for tests and benchmarks of the store: varied, numbered, recognisable.
+
+use std::time::Duration;
+
+use nhiscope::event::{DriftKind, Event, Kind, Verdict};
+
+/// One varied event per `i`: opens (ok, drift, failed), connects (IPv4, IPv6), execs, exits;
+/// `i` also goes into `pid` and the path so that each is recognisable.
+pub fn event(host: &str, i: u64) -> Event {
+    let base = 1_795_000_000u64; // 2026-11-18
+    let t =
+        std::time::UNIX_EPOCH + Duration::new(base + i / 1000, (i % 1000) as u32 * 1_000_000 + 7);
+    let ts = humantime::format_rfc3339_nanos(t).to_string();
+    let kind = match i % 5 {
+        0 | 1 => Kind::Open,
+        2 => Kind::Connect,
+        3 => Kind::Exec,
+        _ => Kind::Exit,
+    };
+    let mut e = Event::new(kind, ts, host.to_owned());
+    e.pid = i as u32;
+    e.tid = i as u32 + 1;
+    e.ppid = 1;
+    e.uid = 1000 + (i % 3) as u32;
+    e.gid = 100;
+    e.exe = "/usr/bin/python3.11".into();
+    e.comm = "python3".into();
+    e.cmdline = vec![
+        "python3".into(),
+        format!("job-{i}.py"),
+        "--flag=été ✓".into(),
+    ];
+    e.cgroup_id = 4242 + i;
+    match kind {
+        Kind::Open => {
+            e.syscall = Some("openat");
+            e.path = Some(format!("/etc/billing/aws-credentials-{i}"));
+            e.path_arg = Some("aws-credentials".into());
+            e.flags = Some(if i.is_multiple_of(2) { 0 } else { 0o2 | 0o100 });
+            if i.is_multiple_of(7) {
+                e.result = Some(-13);
+                e.error = Some("EACCES".into());
+            } else {
+                e.result = Some(3);
+            }
+            e.nhi = Some("billing-s3-writer".into());
+            if i.is_multiple_of(4) {
+                e.verdict = Verdict::Drift;
+                e.drift = vec![DriftKind::ReaderOutOfScope, DriftKind::InteractiveUse];
+                e.reason = "opened by /usr/bin/python3.11, outside `readers`".into();
+            }
+        }
+        Kind::Connect => {
+            if i.is_multiple_of(2) {
+                e.daddr = Some("10.20.1.7".into());
+                e.saddr = Some("10.20.0.2".into());
+            } else {
+                e.daddr = Some("2001:db8::17".into());
+                e.saddr = Some("::1".into());
+            }
+            e.dport = Some(443);
+            e.sport = Some(40_000 + (i % 1000) as u16);
+            e.dns_names = Some(if i.is_multiple_of(3) {
+                vec![]
+            } else {
+                vec!["bucket.s3.eu-west-1.amazonaws.com".into()]
+            });
+            e.nhi = Some("billing-s3-writer".into());
+            e.container = Some("3f2a9c".into());
+        }
+        _ => {}
+    }
+    e
+}
+
+pub fn events(host: &str, range: std::ops::Range<u64>) -> Vec<Event> {
+    range.map(|i| event(host, i)).collect()
+}
+
+/// User + system CPU seconds of process `pid` (or `self`) so far.
+pub fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14 and 15 (utime, stime), counted from the state (field 3) at index 0.
+    let ticks = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
