@@ -200,3 +200,49 @@ pub fn capture_inserts(
         })
         .collect()
 }
+
+/// `INSERT INTO db.t (cols) SELECT * FROM file(path, RowBinary, 'structure')` for a captured
+/// `INSERT INTO t(cols) FORMAT RowBinary`, with the column types of the schema.
+pub fn replay(
+    s: &nhiscope::store::schema::Schema,
+    t: nhiscope::store::schema::Table,
+    sql: &str,
+    path: &std::path::Path,
+    token: &str,
+) -> String {
+    let open = sql
+        .find('(')
+        .unwrap_or_else(|| panic!("no column list in {sql}"));
+    let close = sql
+        .find(')')
+        .unwrap_or_else(|| panic!("no column list in {sql}"));
+    assert!(sql[close..].contains("FORMAT RowBinary"), "{sql}");
+    let names: Vec<String> = sql[open + 1..close]
+        .split(',')
+        .map(|c| c.trim().trim_matches('`').to_owned())
+        .collect();
+    let types = s.column_types(t);
+    let structure: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let (_, ty) = types
+                .iter()
+                .find(|(c, _)| c == n)
+                .unwrap_or_else(|| panic!("the sink sends column {n}, which {t:?} lacks"));
+            format!("{n} {ty}")
+        })
+        .collect();
+    assert_eq!(
+        names.len(),
+        types.len(),
+        "the sink must send every column of {t:?}"
+    );
+    format!(
+        "INSERT INTO {} ({}) SETTINGS insert_deduplication_token = '{token}' \
+         SELECT * FROM file('{}', 'RowBinary', '{}')",
+        s.table(t),
+        names.join(", "),
+        path.display(),
+        structure.join(", ").replace('\'', "\\'"),
+    )
+}

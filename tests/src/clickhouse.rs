@@ -285,34 +285,14 @@ impl Drop for ClickHouse {
 /// and [`WRITER_USER`] with [`WRITER_PASSWORD`]; then `extra`.
 fn write_config(dir: &Path, http_port: u16, tcp_port: u16, extra: &str) {
     let d = dir.display();
-    let config = format!(
-        r#"<?xml version="1.0"?>
-<yandex>
-    <logger>
-        <level>information</level>
-        <log>{d}/log/server.log</log>
-        <errorlog>{d}/log/server.err.log</errorlog>
-        <size>50M</size>
-        <count>1</count>
-    </logger>
-    <http_port>{http_port}</http_port>
-    <tcp_port>{tcp_port}</tcp_port>
-    <listen_host>127.0.0.1</listen_host>
-    <path>{d}/data/</path>
-    <tmp_path>{d}/tmp/</tmp_path>
-    <user_files_path>{d}/user_files/</user_files_path>
-    <format_schema_path>{d}/format_schemas/</format_schema_path>
-    <users_config>{d}/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <timezone>UTC</timezone>
-    <mark_cache_size>67108864</mark_cache_size>
-    <uncompressed_cache_size>67108864</uncompressed_cache_size>
-    <max_concurrent_queries>50</max_concurrent_queries>
-{extra}
-</yandex>
-"#
-    );
+    let config = include_str!("../../examples/clickhouse/config.xml.in")
+        .replace("@DIR@", &d.to_string())
+        .replace("@HTTP_PORT@", &http_port.to_string())
+        .replace("@TCP_PORT@", &tcp_port.to_string())
+        .replace("@LOG_LEVEL@", "information")
+        // Small caches: tests run several servers at once on a small machine.
+        .replace("@CACHE_BYTES@", "67108864")
+        .replace("@EXTRA@", extra);
     let users = format!(
         r#"<?xml version="1.0"?>
 <yandex>

@@ -2,7 +2,7 @@
 //! modern DDL, every shipped query, retention changes, and the exact RowBinary bytes the sink
 //! sends, captured on the wire and loaded with `file(..., RowBinary, 'structure')`.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use nhiscope::{
     event::{DriftKind, Event, Kind, Verdict},
@@ -110,46 +110,6 @@ fn ddl(s: &Schema) -> Vec<String> {
     out
 }
 
-/// `INSERT INTO db.t (cols) SELECT * FROM file(path, RowBinary, 'structure')` for a captured
-/// `INSERT INTO t(cols) FORMAT RowBinary`, with the column types of the schema.
-fn replay(s: &Schema, t: Table, sql: &str, path: &Path, token: &str) -> String {
-    let open = sql
-        .find('(')
-        .unwrap_or_else(|| panic!("no column list in {sql}"));
-    let close = sql
-        .find(')')
-        .unwrap_or_else(|| panic!("no column list in {sql}"));
-    assert!(sql[close..].contains("FORMAT RowBinary"), "{sql}");
-    let names: Vec<String> = sql[open + 1..close]
-        .split(',')
-        .map(|c| c.trim().trim_matches('`').to_owned())
-        .collect();
-    let types = s.column_types(t);
-    let structure: Vec<String> = names
-        .iter()
-        .map(|n| {
-            let (_, ty) = types
-                .iter()
-                .find(|(c, _)| c == n)
-                .unwrap_or_else(|| panic!("the sink sends column {n}, which {t:?} lacks"));
-            format!("{n} {ty}")
-        })
-        .collect();
-    assert_eq!(
-        names.len(),
-        types.len(),
-        "the sink must send every column of {t:?}"
-    );
-    format!(
-        "INSERT INTO {} ({}) SETTINGS insert_deduplication_token = '{token}' \
-         SELECT * FROM file('{}', 'RowBinary', '{}')",
-        s.table(t),
-        names.join(", "),
-        path.display(),
-        structure.join(", ").replace('\'', "\\'"),
-    )
-}
-
 fn rows_of(out: &[Vec<Value>], i: usize) -> &[Value] {
     &out[i]
 }
@@ -210,7 +170,7 @@ fn the_modern_schema_queries_and_sink_bytes_work_on_current_clickhouse() {
         assert!(!token.is_empty(), "no dedup token sent for {t:?}");
         let path = dir.join(format!("{}.rowbinary", t.name()));
         std::fs::write(&path, body).unwrap_or_else(|e| panic!("{e}"));
-        let insert = replay(&s, *t, sql, &path, token);
+        let insert = capture::replay(&s, *t, sql, &path, token);
         if *t == Table::Events {
             events_insert = insert.clone();
         }

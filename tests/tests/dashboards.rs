@@ -20,7 +20,7 @@ use nhiscope::{
     event::{DriftKind, Event, Kind, Verdict},
     store::{
         row::{AgentRow, EventRow, LossRow, Ts},
-        schema::{Dialect, Schema, Table, MIGRATIONS},
+        schema::{Dialect, Schema, MIGRATIONS},
         sink::{Batch, Rows},
         Loss, Store, StoreConfig,
     },
@@ -633,7 +633,7 @@ fn current_dashboards_run_on_current_clickhouse() {
     for (i, (t, sql, body, token)) in captured.iter().enumerate() {
         let path = dir.join(format!("{i}-{}.rowbinary", t.name()));
         fs::write(&path, body).unwrap_or_else(|e| panic!("{e}"));
-        stmts.push(replay(&s, *t, sql, &path, token));
+        stmts.push(capture::replay(&s, *t, sql, &path, token));
     }
     let range = range_around(now);
     for d in &dashes {
@@ -710,40 +710,4 @@ fn modern_batches(now: SystemTime) -> Vec<Batch> {
         }]),
     ));
     batches
-}
-
-/// `INSERT INTO db.t (cols) SELECT * FROM file(path, RowBinary, 'structure')` for a captured
-/// `INSERT INTO t(cols) FORMAT RowBinary`, with the column types of the schema.
-fn replay(s: &Schema, t: Table, sql: &str, path: &Path, token: &str) -> String {
-    let open = sql
-        .find('(')
-        .unwrap_or_else(|| panic!("no column list in {sql}"));
-    let close = sql
-        .find(')')
-        .unwrap_or_else(|| panic!("no column list in {sql}"));
-    assert!(sql[close..].contains("FORMAT RowBinary"), "{sql}");
-    let types = s.column_types(t);
-    let structure: Vec<String> = sql[open + 1..close]
-        .split(',')
-        .map(|c| c.trim().trim_matches('`'))
-        .map(|n| {
-            let (_, ty) = types
-                .iter()
-                .find(|(c, _)| c == n)
-                .unwrap_or_else(|| panic!("the sink sends column {n}, which {t:?} lacks"));
-            format!("{n} {ty}")
-        })
-        .collect();
-    let names: Vec<&str> = structure
-        .iter()
-        .map(|c| c.split(' ').next().unwrap_or_default())
-        .collect();
-    format!(
-        "INSERT INTO {} ({}) SETTINGS insert_deduplication_token = '{token}' \
-         SELECT * FROM file('{}', 'RowBinary', '{}')",
-        s.table(t),
-        names.join(", "),
-        path.display(),
-        structure.join(", ").replace('\'', "\\'"),
-    )
 }

@@ -761,9 +761,16 @@ fn run_store(opts: &Options) -> Result<Value> {
         .join("release")
         .join("examples")
         .join("store_bench");
-    let out = Command::new(&bin)
-        .args(["--rows", &opts.store_rows.to_string()])
-        .args(["--outage", &opts.outage_events.to_string()])
+    sys::check_interrupted()?;
+    let mut c = Command::new(&bin);
+    c.args(["--rows", &opts.store_rows.to_string()])
+        .args(["--outage", &opts.outage_events.to_string()]);
+    json_result(c, &bin)
+}
+
+/// Runs a bench example (its progress on our stderr) and reads the JSON object it prints last.
+fn json_result(mut c: Command, bin: &Path) -> Result<Value> {
+    let out = c
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("cannot run {}", bin.display()))?;
@@ -771,12 +778,15 @@ fn run_store(opts: &Options) -> Result<Value> {
         bail!("{} failed ({})", bin.display(), out.status);
     }
     let text = String::from_utf8_lossy(&out.stdout);
+    let name = bin
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let last = text
         .lines()
         .rev()
         .find(|l| l.trim_start().starts_with('{'))
-        .context("store_bench printed no JSON result")?;
-    serde_json::from_str(last).context("store_bench printed unreadable JSON")
+        .with_context(|| format!("{name} printed no JSON result"))?;
+    serde_json::from_str(last).with_context(|| format!("{name} printed unreadable JSON"))
 }
 
 /// Builds the daemon (release, with its eBPF object) and the bench examples; returns the
@@ -1129,18 +1139,5 @@ fn run_pipeline(
         reg.path.display(),
         cpu.map(|c| format!(" --cpu {c}")).unwrap_or_default()
     );
-    let out = c
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    if !out.status.success() {
-        bail!("{} failed ({})", bin.display(), out.status);
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .context("pipeline_bench printed no JSON result")?;
-    serde_json::from_str(last).context("pipeline_bench printed unreadable JSON")
+    json_result(c, bin)
 }

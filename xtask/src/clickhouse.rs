@@ -192,33 +192,13 @@ fn write_daemon_config() -> Result<()> {
 
 fn write_server_config(dir: &Path) -> Result<()> {
     let d = dir.display();
-    let config = format!(
-        r#"<?xml version="1.0"?>
-<!-- Written by `cargo xtask run`: a development server, loopback only. -->
-<yandex>
-    <logger>
-        <level>warning</level>
-        <log>{d}/log/server.log</log>
-        <errorlog>{d}/log/server.err.log</errorlog>
-        <size>100M</size>
-        <count>2</count>
-    </logger>
-    <http_port>{HTTP_PORT}</http_port>
-    <tcp_port>{TCP_PORT}</tcp_port>
-    <listen_host>127.0.0.1</listen_host>
-    <path>{d}/data/</path>
-    <tmp_path>{d}/tmp/</tmp_path>
-    <user_files_path>{d}/user_files/</user_files_path>
-    <format_schema_path>{d}/format_schemas/</format_schema_path>
-    <users_config>{d}/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <timezone>UTC</timezone>
-    <mark_cache_size>268435456</mark_cache_size>
-    <uncompressed_cache_size>268435456</uncompressed_cache_size>
-</yandex>
-"#
-    );
+    let config = include_str!("../../examples/clickhouse/config.xml.in")
+        .replace("@DIR@", &d.to_string())
+        .replace("@HTTP_PORT@", &HTTP_PORT.to_string())
+        .replace("@TCP_PORT@", &TCP_PORT.to_string())
+        .replace("@LOG_LEVEL@", "warning")
+        .replace("@CACHE_BYTES@", "268435456")
+        .replace("@EXTRA@", "");
     let users = r#"<?xml version="1.0"?>
 <yandex>
     <profiles><default></default></profiles>

@@ -422,47 +422,19 @@ impl Conn {
         } else {
             self.client.clone()
         };
+        // Each table's rows, in the wire layout of the database's dialect.
+        macro_rules! write_as {
+            ($wire:ident, $rows:expr) => {
+                write_rows::<$wire<'static>, _>(&client, table, $rows.iter().map($wire::new)).await
+            };
+        }
         let r = match (&batch.rows, modern) {
-            (Rows::Events(r), false) => {
-                write_rows::<LegacyEvent<'static>, _>(
-                    &client,
-                    table,
-                    r.iter().map(LegacyEvent::new),
-                )
-                .await
-            }
-            (Rows::Events(r), true) => {
-                write_rows::<ModernEvent<'static>, _>(
-                    &client,
-                    table,
-                    r.iter().map(ModernEvent::new),
-                )
-                .await
-            }
-            (Rows::Losses(r), false) => {
-                write_rows::<LegacyLoss<'static>, _>(&client, table, r.iter().map(LegacyLoss::new))
-                    .await
-            }
-            (Rows::Losses(r), true) => {
-                write_rows::<ModernLoss<'static>, _>(&client, table, r.iter().map(ModernLoss::new))
-                    .await
-            }
-            (Rows::Agents(r), false) => {
-                write_rows::<LegacyAgent<'static>, _>(
-                    &client,
-                    table,
-                    r.iter().map(LegacyAgent::new),
-                )
-                .await
-            }
-            (Rows::Agents(r), true) => {
-                write_rows::<ModernAgent<'static>, _>(
-                    &client,
-                    table,
-                    r.iter().map(ModernAgent::new),
-                )
-                .await
-            }
+            (Rows::Events(r), false) => write_as!(LegacyEvent, r),
+            (Rows::Events(r), true) => write_as!(ModernEvent, r),
+            (Rows::Losses(r), false) => write_as!(LegacyLoss, r),
+            (Rows::Losses(r), true) => write_as!(ModernLoss, r),
+            (Rows::Agents(r), false) => write_as!(LegacyAgent, r),
+            (Rows::Agents(r), true) => write_as!(ModernAgent, r),
         };
         r.map_err(|e| self.err(&e))
     }
