@@ -42,6 +42,57 @@ fn listener(addr: &str) -> (TcpListener, u16) {
     (l, port)
 }
 
+/// For the holder scenarios: NHI `svc` with a credential and loopback endpoints, the daemon
+/// watching it, a listener on `addr`, and `sh -c SCRIPT` with `{cred}` and `{connect}` (a Python
+/// command that connects to the listener) filled in, run to completion. Returns the daemon, the
+/// credential, the port and the shell's pid.
+struct Holding {
+    d: Daemon,
+    cred: PathBuf,
+    port: u16,
+    shell: u32,
+    _dir: PathBuf,
+    _listener: TcpListener,
+}
+
+fn holding(name: &str, addr: &str, script: &str, stdout: Stdio) -> Holding {
+    let (dir, cred) = credential(name);
+    let (listener, port) = listener(addr);
+    let d = Daemon::start(&registry(
+        &cred,
+        "    endpoints:\n      - cidr: 127.0.0.0/8\n",
+    ));
+    let py = connect_code(&[(addr.into(), port)]);
+    let script = script
+        .replace("{cred}", &cred.display().to_string())
+        .replace("{connect}", &format!("{PYTHON} -c \"{py}\""));
+    let shell = run(Command::new("sh").args(["-c", &script]).stdout(stdout));
+    Holding {
+        d,
+        cred,
+        port,
+        shell,
+        _dir: dir,
+        _listener: listener,
+    }
+}
+
+/// The shell's reader opened the credential, and no connection to the listener was attributed
+/// to the NHI (a later open proves the daemon got past the shell's connection).
+fn assert_no_holder(h: &Holding, why: &str) {
+    let reader =
+        h.d.wait_for(WAIT, |e| e["kind"] == "open" && e["ppid"] == h.shell);
+    assert_eq!(reader["nhi"], "svc");
+    let sentinel = cat(&h.cred);
+    h.d.wait_for(WAIT, |e| open_of(e, sentinel, &h.cred));
+    assert!(
+        !h.d.events()
+            .iter()
+            .any(|e| e["kind"] == "connect" && e["dport"] == h.port),
+        "{why}"
+    );
+}
+
 /// Opens `path` in a process whose verdict the scenario decides on; returns its pid.
 fn cat(path: &Path) -> u32 {
     run(Command::new("cat").arg(path).stdout(Stdio::null()))
@@ -52,21 +103,15 @@ fn command_substitution_makes_the_parents_later_children_holders() {
     if !require_root_bpf() {
         return;
     }
-    let (_dir, cred) = credential("subst");
-    let (_l, port) = listener("127.0.0.21");
-    let d = Daemon::start(&registry(
-        &cred,
-        "    endpoints:\n      - cidr: 127.0.0.0/8\n",
-    ));
-    let py = connect_code(&[("127.0.0.21".into(), port)]);
     // TOKEN=$(cat file); then a child of the shell uses it.
-    let script = format!(
-        "TOKEN=$(cat {}); {PYTHON} -c \"{py}\"; true",
-        cred.display()
+    let h = holding(
+        "subst",
+        "127.0.0.21",
+        "TOKEN=$(cat {cred}); {connect}; true",
+        Stdio::inherit(),
     );
-    let shell = run(Command::new("sh").args(["-c", &script]));
-    let e = d.wait_for(WAIT, |e| {
-        e["kind"] == "connect" && e["ppid"] == shell && e["dport"] == port
+    let e = h.d.wait_for(WAIT, |e| {
+        e["kind"] == "connect" && e["ppid"] == h.shell && e["dport"] == h.port
     });
     assert_eq!(e["nhi"], "svc");
     assert_eq!(e["verdict"], "ok");
@@ -78,30 +123,14 @@ fn a_shell_that_merely_started_a_reader_does_not_become_a_holder() {
     if !require_root_bpf() {
         return;
     }
-    let (_dir, cred) = credential("supervisor");
-    let (_l, port) = listener("127.0.0.22");
-    let d = Daemon::start(&registry(
-        &cred,
-        "    endpoints:\n      - cidr: 127.0.0.0/8\n",
-    ));
-    let py = connect_code(&[("127.0.0.22".into(), port)]);
     // The reader's output goes elsewhere: the shell never had the secret.
-    let script = format!(
-        "cat {} >/dev/null; {PYTHON} -c \"{py}\"; true",
-        cred.display()
+    let h = holding(
+        "supervisor",
+        "127.0.0.22",
+        "cat {cred} >/dev/null; {connect}; true",
+        Stdio::inherit(),
     );
-    let shell = run(Command::new("sh").args(["-c", &script]));
-    let reader = d.wait_for(WAIT, |e| e["kind"] == "open" && e["ppid"] == shell);
-    assert_eq!(reader["nhi"], "svc");
-    // A later, unrelated holder event proves the daemon got past the shell's connection.
-    let sentinel = cat(&cred);
-    d.wait_for(WAIT, |e| open_of(e, sentinel, &cred));
-    assert!(
-        !d.events()
-            .iter()
-            .any(|e| e["kind"] == "connect" && e["dport"] == port),
-        "the shell's other child was attributed to the NHI"
-    );
+    assert_no_holder(&h, "the shell's other child was attributed to the NHI");
 }
 
 #[test]
@@ -109,28 +138,17 @@ fn a_shell_that_shares_its_output_pipe_with_a_reader_does_not_become_a_holder() 
     if !require_root_bpf() {
         return;
     }
-    let (_dir, cred) = credential("shared-pipe");
-    let (_l, port) = listener("127.0.0.23");
-    let d = Daemon::start(&registry(
-        &cred,
-        "    endpoints:\n      - cidr: 127.0.0.0/8\n",
-    ));
-    let py = connect_code(&[("127.0.0.23".into(), port)]);
     // The reader writes into the pipe the shell itself writes to (as in `job | logger`): the
     // shell holds the pipe's write end, never its read end, so it never read the secret.
-    let script = format!("cat {}; {PYTHON} -c \"{py}\"; true", cred.display());
-    let shell = run(Command::new("sh")
-        .args(["-c", &script])
-        .stdout(Stdio::piped()));
-    let reader = d.wait_for(WAIT, |e| e["kind"] == "open" && e["ppid"] == shell);
-    assert_eq!(reader["nhi"], "svc");
-    let sentinel = cat(&cred);
-    d.wait_for(WAIT, |e| open_of(e, sentinel, &cred));
-    assert!(
-        !d.events()
-            .iter()
-            .any(|e| e["kind"] == "connect" && e["dport"] == port),
-        "the shell became a holder by sharing its stdout with the reader"
+    let h = holding(
+        "shared-pipe",
+        "127.0.0.23",
+        "cat {cred}; {connect}; true",
+        Stdio::piped(),
+    );
+    assert_no_holder(
+        &h,
+        "the shell became a holder by sharing its stdout with the reader",
     );
 }
 

@@ -219,6 +219,21 @@ fn row_text(buf: &Buffer, y: u16) -> String {
     (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect()
 }
 
+/// The screen of `app` at `width` x `height`, drawn into a plain buffer.
+fn render(app: &App, width: u16, height: u16) -> Buffer {
+    let area = Rect::new(0, 0, width, height);
+    let mut buf = Buffer::empty(area);
+    app.render(area, &mut buf);
+    buf
+}
+
+/// The text of the first row holding `needle`.
+#[track_caller]
+fn row_with(buf: &Buffer, needle: &str) -> String {
+    let (_, y) = find(buf, needle).unwrap_or_else(|| panic!("no row holds `{needle}`"));
+    row_text(buf, y)
+}
+
 fn find(buf: &Buffer, needle: &str) -> Option<(u16, u16)> {
     (0..buf.area.height).find_map(|y| {
         let text = row_text(buf, y);
@@ -292,23 +307,14 @@ fn a_drifting_nhi_says_drift_in_words_and_in_red() {
 fn the_detail_marks_the_out_of_scope_reader_and_endpoint() {
     let mut app = busy();
     key(&mut app, KeyCode::Enter);
-    let area = Rect::new(0, 0, 80, 24);
-    let mut buf = Buffer::empty(area);
-    (&app).render(area, &mut buf);
-    let (_, y) = find(&buf, "127.0.0.9:8443").expect("the endpoint is listed");
-    assert!(
-        row_text(&buf, y).contains("OUT 127.0.0.9:8443 ×1"),
-        "{}",
-        row_text(&buf, y)
-    );
-    let (_, y) = find(&buf, "uid 65534").expect("the reader is listed");
-    assert!(
-        row_text(&buf, y).contains("OUT /usr/bin/cat uid 65534"),
-        "{}",
-        row_text(&buf, y)
-    );
-    let (_, y) = find(&buf, "amazonaws.com:443").expect("a name stands for its address");
-    assert!(row_text(&buf, y).contains("in  …"), "{}", row_text(&buf, y));
+    let buf = render(&app, 80, 24);
+    let row = row_with(&buf, "127.0.0.9:8443");
+    assert!(row.contains("OUT 127.0.0.9:8443 ×1"), "{row}");
+    let row = row_with(&buf, "uid 65534");
+    assert!(row.contains("OUT /usr/bin/cat uid 65534"), "{row}");
+    // A name stands for its address.
+    let row = row_with(&buf, "amazonaws.com:443");
+    assert!(row.contains("in  …"), "{row}");
 }
 
 #[test]
@@ -821,27 +827,13 @@ fn snapshot_health_of_a_fleet() {
 fn a_silent_host_is_marked_in_words() {
     let mut app = fleet();
     key(&mut app, KeyCode::Char('5'));
-    let area = Rect::new(0, 0, 100, 30);
-    let mut buf = Buffer::empty(area);
-    (&app).render(area, &mut buf);
-    let (_, y) = find(&buf, "web-2").expect("web-2 is listed");
-    assert!(
-        row_text(&buf, y).contains("SILENT"),
-        "{}",
-        row_text(&buf, y)
-    );
-    let (_, y) = find(&buf, "web-3").expect("web-3 is listed");
-    assert!(
-        row_text(&buf, y).contains("LOSS 12"),
-        "{}",
-        row_text(&buf, y)
-    );
-    let (_, y) = find(&buf, "web-1  ").expect("web-1 is listed");
-    assert!(
-        !row_text(&buf, y).contains("SILENT"),
-        "{}",
-        row_text(&buf, y)
-    );
+    let buf = render(&app, 100, 30);
+    let row = row_with(&buf, "web-2");
+    assert!(row.contains("SILENT"), "{row}");
+    let row = row_with(&buf, "web-3");
+    assert!(row.contains("LOSS 12"), "{row}");
+    let row = row_with(&buf, "web-1  ");
+    assert!(!row.contains("SILENT"), "{row}");
 }
 
 #[test]
