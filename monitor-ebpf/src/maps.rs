@@ -47,3 +47,19 @@ pub fn count_loss(cause: monitor_common::LossCause) {
         unsafe { *p += 1 };
     }
 }
+
+/// Submit flags for a record: wake the daemon when the ring buffer is an eighth full, else let
+/// the record wait for the daemon's next poll (every 50 ms). A steady trickle of events then
+/// costs the daemon one wakeup per poll, not one per record, and a burst still wakes it early.
+#[inline(always)]
+pub fn wakeup() -> u64 {
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    const BPF_RB_RING_SIZE: u64 = 1;
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= EVENTS.query(BPF_RB_RING_SIZE) / 8 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}

@@ -240,6 +240,11 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let mut int =
         signal(SignalKind::interrupt()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The programs wake the daemon only when the ring buffer fills up (see monitor-ebpf's
+    // `maps::wakeup`); otherwise records wait for this poll, so that a trickle of events costs
+    // one wakeup per poll rather than one per record.
+    let mut poll = tokio::time::interval(RING_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported = [0u64; LOSS_CAUSES as usize];
     let mut ticks: u64 = 0;
     let mut out = Vec::with_capacity(1024);
@@ -261,6 +266,21 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 ring_peak = ring_peak.max(ring_fill.used());
                 drain(guard.get_inner_mut(), &mut engine, &mut out);
                 guard.clear_ready();
+                sink.write(&out)?;
+                if let Some(store) = &store {
+                    store.send(&out);
+                }
+                live.publish_all(&out);
+                out.clear();
+            }
+            _ = poll.tick() => {
+                if ring_fill.used() == 0 {
+                    continue;
+                }
+                // As above: the answers that named an address before the connects to it.
+                drain_dns(&dns, &mut engine, &mut dns_buf);
+                ring_peak = ring_peak.max(ring_fill.used());
+                drain(ring.get_mut(), &mut engine, &mut out);
                 sink.write(&out)?;
                 if let Some(store) = &store {
                     store.send(&out);
@@ -450,6 +470,10 @@ impl RegistryWatch {
         false
     }
 }
+
+/// How long a record may wait in the ring buffer before the daemon reads it, when the programs
+/// did not wake it (the buffer is far from full).
+pub const RING_POLL: Duration = Duration::from_millis(50);
 
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,

@@ -85,7 +85,10 @@ pub struct Engine {
     /// link or a bind mount (in any mount namespace) is the same credential under another name.
     cred_inodes: HashMap<(u32, u32, u64), usize>,
     cgroups: crate::cgroups::CgroupNames,
+    /// The container id of each cgroup seen (cgroup ids are not reused while the host runs).
+    containers: HashMap<u64, Option<Arc<str>>>,
     exe_paths: HashMap<PathBuf, PathBuf>,
+    ts: crate::event::TsFormatter,
     pub stats: Stats,
 }
 
@@ -121,7 +124,9 @@ impl Engine {
             host,
             dns: crate::dns::Cache::default(),
             cgroups: crate::cgroups::CgroupNames::new(),
+            containers: HashMap::new(),
             exe_paths: HashMap::new(),
+            ts: crate::event::TsFormatter::default(),
             stats: Stats::default(),
         }
     }
@@ -191,7 +196,7 @@ impl Engine {
 
     /// An event with the process fields filled from the header and the process table.
     fn base(&mut self, kind: Kind, hdr: &EventHeader) -> Event {
-        let ts = humantime::format_rfc3339_nanos(self.clock.wall(hdr.ts_ns)).to_string();
+        let ts = self.ts.format(self.clock.wall(hdr.ts_ns));
         let mut e = Event::new(kind, ts, self.host.clone());
         let p = self.procs.lookup_fresh(hdr.pid);
         e.pid = hdr.pid;
@@ -206,11 +211,20 @@ impl Engine {
         let fallback = p.container.as_deref().map(str::to_string);
         // The kernel's cgroup id is what the task was in at the event; /proc may be gone.
         if let Some(path) = self.cgroups.path(hdr.cgroup_id) {
-            let container = crate::proctable::container_id(&format!("0::{path}"));
+            if self.containers.len() > 65_536 {
+                self.containers.clear();
+            }
+            let container = self
+                .containers
+                .entry(hdr.cgroup_id)
+                .or_insert_with(|| {
+                    crate::proctable::container_id(&format!("0::{path}")).map(Arc::from)
+                })
+                .clone();
+            e.container = container.as_deref().map(str::to_owned);
             let p = self.procs.lookup(hdr.pid);
-            p.container = container.as_deref().map(Arc::from);
+            p.container = container;
             p.cgroup = Some(path);
-            e.container = container;
         } else {
             e.container = fallback;
         }

@@ -45,7 +45,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 saddr,
                 daddr,
             });
-            slot.submit(0);
+            slot.submit(crate::maps::wakeup());
         }
         None => count_loss(LossCause::RingbufConnect),
     }

@@ -156,7 +156,7 @@ fn exit(ctx: &TracePointContext) {
                             }
                         }
                     }
-                    slot.submit(0);
+                    slot.submit(crate::maps::wakeup());
                 } else {
                     slot.discard(0);
                     count_loss(if is_chdir {

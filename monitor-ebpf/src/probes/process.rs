@@ -118,7 +118,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         (*ev).filename_len = if n > 0 { (n - 1) as u32 } else { 0 };
         (*ev)._pad = 0;
     }
-    slot.submit(0);
+    slot.submit(crate::maps::wakeup());
     let _ = PENDING_EXEC.remove(&old_tid);
     0
 }
@@ -134,7 +134,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
                 child_tid: child,
                 _pad: 0,
             });
-            slot.submit(0);
+            slot.submit(crate::maps::wakeup());
         }
         None => count_loss(LossCause::RingbufFork),
     }
@@ -153,7 +153,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
             slot.write(ExitEvent {
                 hdr: header(EventKind::Exit),
             });
-            slot.submit(0);
+            slot.submit(crate::maps::wakeup());
         }
         None => count_loss(LossCause::RingbufExit),
     }
