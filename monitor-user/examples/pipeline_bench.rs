@@ -30,6 +30,10 @@ use nhiscope::{
     registry::{self, Registry},
 };
 
+/// The daemon's allocator (see `src/main.rs`), so that the pipeline is measured as it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Processes alive for the whole run; they open credentials and connect.
 const POPULATION: u32 = 512;
 const FIRST_PID: u32 = 100_000;

@@ -11,7 +11,7 @@ use std::{
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use monitor_common::{ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, AF_INET};
@@ -73,6 +73,9 @@ pub struct Stats {
     pub events: u64,
 }
 
+/// How long a credential file's modification time is trusted before it is read again.
+const MTIME_TTL: Duration = Duration::from_secs(1);
+
 /// Kernel records in, events out.
 pub struct Engine {
     registry: Arc<Registry>,
@@ -87,6 +90,9 @@ pub struct Engine {
     cgroups: crate::cgroups::CgroupNames,
     /// The container id of each cgroup seen (cgroup ids are not reused while the host runs).
     containers: HashMap<u64, Option<Arc<str>>>,
+    /// Modification times of credential files (for `max_age`), read at most once per
+    /// [`MTIME_TTL`] per file: a burst of opens costs one `stat`.
+    mtimes: HashMap<PathBuf, (Instant, Option<SystemTime>)>,
     exe_paths: HashMap<PathBuf, PathBuf>,
     ts: crate::event::TsFormatter,
     pub stats: Stats,
@@ -125,6 +131,7 @@ impl Engine {
             dns: crate::dns::Cache::default(),
             cgroups: crate::cgroups::CgroupNames::new(),
             containers: HashMap::new(),
+            mtimes: HashMap::new(),
             exe_paths: HashMap::new(),
             ts: crate::event::TsFormatter::default(),
             stats: Stats::default(),
@@ -192,6 +199,22 @@ impl Engine {
             KernelEvent::Connect(c) => self.connect(&c, out),
         }
         self.stats.events += (out.len() - before) as u64;
+    }
+
+    /// The modification time of `path` (following symlinks), at most [`MTIME_TTL`] old.
+    fn mtime(&mut self, path: &Path) -> Option<SystemTime> {
+        let now = Instant::now();
+        if let Some((at, m)) = self.mtimes.get(path) {
+            if now.duration_since(*at) < MTIME_TTL {
+                return *m;
+            }
+        }
+        if self.mtimes.len() > 4096 {
+            self.mtimes.clear();
+        }
+        let m = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        self.mtimes.insert(path.to_path_buf(), (now, m));
+        m
     }
 
     /// An event with the process fields filled from the header and the process table.
@@ -326,9 +349,10 @@ impl Engine {
                 let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
                 let actor = Actor::of(&e, interactive, cgroup.as_deref());
                 let real = target.as_deref().unwrap_or(&path);
-                let mtime = nhi
-                    .max_age
-                    .and_then(|_| std::fs::metadata(real).and_then(|m| m.modified()).ok());
+                let mtime = match nhi.max_age {
+                    Some(_) => self.mtime(real),
+                    None => None,
+                };
                 let f = verdict::assess_open(nhi, &actor, &path_s, now, mtime);
                 e.nhi = Some(nhi.id.to_string());
                 if f.is_drift() {

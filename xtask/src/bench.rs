@@ -81,6 +81,12 @@ pub struct Options {
     /// Events spooled during the simulated outage (10 minutes at 1k events/s), then replayed.
     #[arg(long, default_value_t = 600_000, value_name = "N")]
     pub outage_events: u64,
+    /// Matched credential opens per second of the sustained run (daemon to ClickHouse).
+    #[arg(long, default_value_t = 150_000, value_name = "N")]
+    pub sustained_rate: u64,
+    /// Seconds of the sustained run.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub sustained_secs: u64,
     /// Do not build: use target/release/nhiscope and the bench examples as they are.
     #[arg(long)]
     pub no_build: bool,
@@ -97,6 +103,8 @@ fn command_line(opts: &Options) -> String {
         pipeline_secs: 5,
         store_rows: 1_000_000,
         outage_events: 600_000,
+        sustained_rate: 150_000,
+        sustained_secs: 30,
         no_build: false,
     };
     if opts.count != d.count {
@@ -120,6 +128,12 @@ fn command_line(opts: &Options) -> String {
     if opts.outage_events != d.outage_events {
         c += &format!(" --outage-events {}", opts.outage_events);
     }
+    if opts.sustained_rate != d.sustained_rate {
+        c += &format!(" --sustained-rate {}", opts.sustained_rate);
+    }
+    if opts.sustained_secs != d.sustained_secs {
+        c += &format!(" --sustained-secs {}", opts.sustained_secs);
+    }
     if opts.no_build {
         c += " --no-build";
     }
@@ -127,7 +141,7 @@ fn command_line(opts: &Options) -> String {
 }
 
 fn step(n: usize, what: &str) {
-    eprintln!("bench: [{n}/8] {what}");
+    eprintln!("bench: [{n}/9] {what}");
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -353,6 +367,15 @@ pub fn run(opts: &Options) -> Result<()> {
         ),
     );
     let store = run_store(opts);
+
+    step(
+        9,
+        &format!(
+            "sustained: {} matched opens/s for {} s, the daemon writing to a local ClickHouse",
+            opts.sustained_rate, opts.sustained_secs
+        ),
+    );
+    let sustained = run_sustained(opts, &daemon_bin, &reg, &out_dir);
 
     // The report.
     let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
@@ -666,6 +689,64 @@ pub fn run(opts: &Options) -> Result<()> {
         }
     }
 
+    match &sustained {
+        Ok(s) => {
+            let f = |k: &str| s[k].as_f64();
+            let sent = f("opens").unwrap_or(0.0);
+            let ok = f("stored") == Some(sent)
+                && f("stored_final") == Some(sent)
+                && f("lost") == Some(0.0);
+            rep.add(
+                "sustained.rate",
+                "Sustained: matched opens/s achieved by the workload",
+                f("opens_per_s"),
+                "opens/s",
+                0,
+                Some(Target::AtLeast(opts.sustained_rate as f64)),
+            );
+            rep.add(
+                "sustained.stored_ratio",
+                "Sustained: stored exactly once and no drop (1 = all)",
+                Some(if ok {
+                    1.0
+                } else {
+                    f("stored_final").unwrap_or(0.0) / sent.max(1.0)
+                }),
+                "",
+                4,
+                Some(Target::AtLeast(1.0)),
+            );
+            rep.add(
+                "sustained.lost",
+                "Sustained: counted lost",
+                f("lost"),
+                "events",
+                0,
+                None,
+            );
+            rep.add(
+                "sustained.duplicates",
+                "Sustained: rows stored twice",
+                f("stored").zip(f("stored_final")).map(|(a, b)| a - b),
+                "rows",
+                0,
+                None,
+            );
+            rep.detail("sustained", s.clone());
+        }
+        Err(e) => {
+            rep.add(
+                "sustained.rate",
+                "Sustained: matched opens/s achieved by the workload",
+                None,
+                "opens/s",
+                0,
+                Some(Target::AtLeast(opts.sustained_rate as f64)),
+            );
+            rep.note(format!("sustained run failed: {e:#}"));
+        }
+    }
+
     rep.add(
         "idle.rss_start_mb",
         "Daemon RSS after start",
@@ -752,6 +833,103 @@ pub fn run(opts: &Options) -> Result<()> {
         bail!("bench: the pipeline benchmark could not be measured");
     }
     Ok(())
+}
+
+/// The sustained run: the daemon writes to the local ClickHouse (database `nhiscope_bench`,
+/// emptied first) while a workload opens a registered credential at `opts.sustained_rate` per
+/// second for `opts.sustained_secs`; then the daemon is stopped (it flushes) and ClickHouse is
+/// asked how many of those opens it holds, how many twice, and how many were counted lost.
+fn run_sustained(
+    opts: &Options,
+    daemon_bin: &Path,
+    reg: &registry::BenchRegistry,
+    out_dir: &Path,
+) -> Result<Value> {
+    sys::check_interrupted()?;
+    crate::clickhouse::start()?;
+    let db = "nhiscope_bench";
+    crate::clickhouse::query(&format!("DROP DATABASE IF EXISTS {db}"))?;
+    let spool = out_dir.join("sustained-spool");
+    let _ = fs::remove_dir_all(&spool);
+    let config = out_dir.join("sustained-clickhouse.yaml");
+    fs::write(
+        &config,
+        format!(
+            "url: {}\ndatabase: {db}\nspool_dir: {}\n",
+            crate::clickhouse::url(),
+            spool.display()
+        ),
+    )?;
+    let log = out_dir.join("sustained-daemon.log");
+    let log_file = fs::File::create(&log)?;
+    let mut c = Command::new(daemon_bin);
+    c.arg("daemon")
+        .arg("--registry")
+        .arg(&reg.path)
+        .arg("--clickhouse-config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file);
+    let mut daemon = Managed::spawn("nhiscope daemon", c, libc::SIGTERM)?;
+    wait_for_ready(&mut daemon, &log, Duration::from_secs(90))?;
+    let count = opts.sustained_rate * opts.sustained_secs;
+    let cpu0 = sys::cpu_seconds(daemon.pid()).unwrap_or(0.0);
+    let o = open_loop::spawn_paced(&reg.watched, count, None, opts.sustained_rate)?;
+    let daemon_cpu = sys::cpu_seconds(daemon.pid()).unwrap_or(0.0) - cpu0;
+    eprintln!(
+        "bench:   {count} opens in {:.1} s ({:.0}/s); the daemon used {daemon_cpu:.1} s of CPU",
+        o.elapsed_s,
+        count as f64 / o.elapsed_s
+    );
+    let path = reg.watched.display().to_string().replace('\'', "\\'");
+    let number = |sql: String| -> Result<f64> {
+        let text = crate::clickhouse::query(&sql)?;
+        text.trim()
+            .parse::<f64>()
+            .with_context(|| format!("`{sql}` answered {text:?}"))
+    };
+    // The daemon catches up: until its spool is empty and the row count has stood still for
+    // 3 s (at most 3 minutes); then it is stopped, and flushes what it still holds.
+    let caught_up = Instant::now();
+    let (mut last, mut still) = (-1.0, Instant::now());
+    while caught_up.elapsed() < Duration::from_secs(180) {
+        sys::sleep(Duration::from_millis(500))?;
+        let n = number(format!("SELECT count() FROM {db}.events"))?;
+        let spooled = fs::read_dir(spool.join("batches"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if n != last {
+            (last, still) = (n, Instant::now());
+        } else if spooled == 0 && still.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let catch_up_s = caught_up.elapsed().as_secs_f64();
+    let stopped = Instant::now();
+    let status = daemon.stop(Duration::from_secs(120))?;
+    let flush_s = stopped.elapsed().as_secs_f64();
+    let stored = number(format!(
+        "SELECT count() FROM {db}.events WHERE kind = 'open' AND path = '{path}'"
+    ))?;
+    let stored_final = number(format!(
+        "SELECT count() FROM {db}.events FINAL WHERE kind = 'open' AND path = '{path}'"
+    ))?;
+    let lost = number(format!("SELECT sum(count) FROM {db}.losses"))?;
+    eprintln!(
+        "bench:   stored {stored} ({stored_final} distinct) of {count}, lost {lost}; the daemon \
+         stopped ({status}) after {flush_s:.1} s"
+    );
+    Ok(json!({
+        "opens": count,
+        "opens_per_s": count as f64 / o.elapsed_s,
+        "stored": stored,
+        "stored_final": stored_final,
+        "lost": lost,
+        "daemon_cpu_s": daemon_cpu,
+        "catch_up_s": catch_up_s,
+        "stop_s": flush_s,
+    }))
 }
 
 /// Runs the store benchmark (`tests/examples/store_bench.rs`, built by `build_all`) and returns

@@ -174,6 +174,25 @@ fn answers() -> bool {
     resp.ends_with("Ok.\n")
 }
 
+/// Runs `sql` on the local server over HTTP and returns the body (an error for a non-200).
+pub fn query(sql: &str) -> Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", HTTP_PORT))
+        .with_context(|| format!("clickhouse: cannot connect to {}", url()))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let req = format!(
+        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
+        sql.len()
+    );
+    s.write_all(req.as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!("clickhouse: `{sql}` failed: {}", body.trim());
+    }
+    Ok(body.to_owned())
+}
+
 /// `.nhiscope/clickhouse.yaml`: the daemon's `--clickhouse-config`.
 pub fn daemon_config() -> PathBuf {
     state_dir().join("clickhouse.yaml")

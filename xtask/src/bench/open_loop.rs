@@ -20,6 +20,9 @@ pub struct Options {
     /// Pin to this CPU first.
     #[arg(long)]
     pub cpu: Option<usize>,
+    /// At most this many opens per second (0: as fast as it goes).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -30,7 +33,14 @@ pub fn run(opts: &Options) -> Result<()> {
         .context("open-loop: the path has a NUL byte")?;
     let mut failures = 0u64;
     let started = std::time::Instant::now();
-    for _ in 0..opts.count {
+    for i in 0..opts.count {
+        // Paced in steps of 1000 opens: ahead of the rate, sleep until it is due.
+        if opts.rate > 0 && i % 1000 == 0 {
+            let due = std::time::Duration::from_secs_f64(i as f64 / opts.rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
         // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         if fd >= 0 {
@@ -87,6 +97,16 @@ impl Outcome {
 
 /// Runs the loop in a child process (this xtask binary, `open-loop`) and waits for it.
 pub fn spawn(path: &std::path::Path, count: u64, cpu: Option<usize>) -> Result<Outcome> {
+    spawn_paced(path, count, cpu, 0)
+}
+
+/// The same at most `rate` opens per second (0: unpaced).
+pub fn spawn_paced(
+    path: &std::path::Path,
+    count: u64,
+    cpu: Option<usize>,
+    rate: u64,
+) -> Result<Outcome> {
     sys::check_interrupted()?;
     let exe = std::env::current_exe().context("cannot find the xtask binary")?;
     let mut cmd = Command::new(exe);
@@ -94,7 +114,9 @@ pub fn spawn(path: &std::path::Path, count: u64, cpu: Option<usize>) -> Result<O
         .arg("--path")
         .arg(path)
         .arg("--count")
-        .arg(count.to_string());
+        .arg(count.to_string())
+        .arg("--rate")
+        .arg(rate.to_string());
     if let Some(cpu) = cpu {
         cmd.arg("--cpu").arg(cpu.to_string());
     }
