@@ -267,10 +267,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 drain(guard.get_inner_mut(), &mut engine, &mut out);
                 guard.clear_ready();
                 sink.write(&out)?;
-                if let Some(store) = &store {
-                    store.send(&out);
-                }
                 live.publish_all(&out);
+                if let Some(store) = &store {
+                    store.send_owned(&mut out);
+                }
                 out.clear();
             }
             _ = poll.tick() => {
@@ -282,10 +282,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 ring_peak = ring_peak.max(ring_fill.used());
                 drain(ring.get_mut(), &mut engine, &mut out);
                 sink.write(&out)?;
-                if let Some(store) = &store {
-                    store.send(&out);
-                }
                 live.publish_all(&out);
+                if let Some(store) = &store {
+                    store.send_owned(&mut out);
+                }
                 out.clear();
             }
             _ = tick.tick() => {
@@ -313,10 +313,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                     log::debug!("process table: {} entries, {gone} swept", engine.procs().len());
                 }
                 sink.write(&out)?;
-                if let Some(store) = &store {
-                    store.send(&out);
-                }
                 live.publish_all(&out);
+                if let Some(store) = &store {
+                    store.send_owned(&mut out);
+                }
                 out.clear();
             }
             _ = hup.recv() => {

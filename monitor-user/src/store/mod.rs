@@ -270,10 +270,16 @@ impl StoreHandle {
     /// written to the spool right here. `loss` events also become rows of `losses`, covering
     /// the time since the previous loss event of the same cause.
     pub fn send(&self, events: &[Event]) {
+        self.send_owned(&mut events.to_vec());
+    }
+
+    /// [`StoreHandle::send`] taking the events (`events` is left empty): their strings move
+    /// into the rows instead of being copied.
+    pub fn send_owned(&self, events: &mut Vec<Event>) {
         if events.is_empty() {
             return;
         }
-        let cut = self.shared.accept(events);
+        let cut = self.shared.accept(events.drain(..));
         for b in cut {
             self.shared.dispatch(b);
         }
@@ -436,28 +442,31 @@ impl Shared {
     }
 
     /// Turns events into pending rows; returns the batches that became full.
-    fn accept(&self, events: &[Event]) -> Vec<Batch> {
+    fn accept(&self, events: impl ExactSizeIterator<Item = Event>) -> Vec<Batch> {
         let now = Ts::now();
         let mut cut = Vec::new();
+        let n = events.len();
         let mut p = self.pending();
         for e in events {
             let seq = p.next_seq;
             p.next_seq += 1;
-            let row = EventRow::from_event(e, self.run_id, seq, now);
-            if e.kind == Kind::Loss {
-                let cause = e.cause.clone().unwrap_or_else(|| "unknown".into());
+            let loss = (e.kind == Kind::Loss)
+                .then(|| (e.cause.clone(), e.host.clone(), e.count, e.reason.clone()));
+            let row = EventRow::from_owned(e, self.run_id, seq, now);
+            if let Some((cause, host, count, reason)) = loss {
+                let cause = cause.unwrap_or_else(|| "unknown".into());
                 let start = p.last_loss.get(&cause).copied().unwrap_or(self.started);
                 p.last_loss.insert(cause.clone(), row.ts);
                 let aux = p.next_aux();
                 p.losses.push(LossRow {
-                    host: e.host.clone(),
+                    host,
                     run_id: self.run_id,
                     seq: aux,
                     start,
                     end: row.ts,
-                    count: e.count.unwrap_or(0),
+                    count: count.unwrap_or(0),
                     cause,
-                    reason: e.reason.clone(),
+                    reason,
                 });
             }
             p.events.push(row);
@@ -472,7 +481,7 @@ impl Shared {
         }
         self.counters
             .accepted
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
+            .fetch_add(n as u64, Ordering::Relaxed);
         drop(p);
         for b in &cut {
             self.in_transit(b);

@@ -43,6 +43,37 @@ impl Ts {
 
     /// Parses the RFC 3339 timestamp of an [`Event`]; `None` when it is not one.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
+        // Events carry `2026-11-23T14:54:19.123456789Z`, and the part up to the second repeats
+        // from one event to the next: its calendar arithmetic is done once per second.
+        thread_local! {
+            static LAST: std::cell::RefCell<(String, u64)> =
+                const { std::cell::RefCell::new((String::new(), 0)) };
+        }
+        let b = s.as_bytes();
+        if b.len() == 30
+            && b[19] == b'.'
+            && b[29] == b'Z'
+            && b[20..29].iter().all(u8::is_ascii_digit)
+        {
+            let prefix = &s[..19];
+            let nanos = b[20..29]
+                .iter()
+                .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+            let cached = LAST.with(|l| {
+                let l = l.borrow();
+                (l.0 == prefix).then_some(l.1)
+            });
+            let secs = match cached {
+                Some(secs) => secs,
+                None => {
+                    let whole = humantime::parse_rfc3339(&format!("{prefix}Z")).ok()?;
+                    let secs = whole.duration_since(UNIX_EPOCH).ok()?.as_secs();
+                    LAST.with(|l| *l.borrow_mut() = (prefix.to_owned(), secs));
+                    secs
+                }
+            };
+            return Some(Self { secs, nanos });
+        }
         humantime::parse_rfc3339(s).ok().map(Self::from_system)
     }
 
@@ -210,6 +241,45 @@ impl EventRow {
             verdict: verdict_code(e.verdict),
             drift: e.drift.iter().map(|d| d.as_str().to_owned()).collect(),
             reason: e.reason.clone(),
+        }
+    }
+
+    /// [`EventRow::from_event`], taking the event's strings instead of copying them.
+    pub fn from_owned(e: Event, run_id: u64, seq: u64, fallback_ts: Ts) -> Self {
+        Self {
+            ts: Ts::parse_rfc3339(&e.ts).unwrap_or(fallback_ts),
+            host: e.host,
+            run_id,
+            seq,
+            kind: kind_code(e.kind),
+            pid: e.pid,
+            tid: e.tid,
+            ppid: e.ppid,
+            uid: e.uid,
+            gid: e.gid,
+            exe: e.exe,
+            comm: e.comm,
+            cmdline: e.cmdline,
+            cgroup_id: e.cgroup_id,
+            container: e.container.unwrap_or_default(),
+            syscall: e.syscall.unwrap_or_default().to_owned(),
+            path: e.path.unwrap_or_default(),
+            path_arg: e.path_arg.unwrap_or_default(),
+            target: e.target.unwrap_or_default(),
+            flags: e.flags,
+            result: e.result,
+            error: e.error.unwrap_or_default(),
+            daddr: e.daddr.unwrap_or_default(),
+            dport: e.dport,
+            saddr: e.saddr.unwrap_or_default(),
+            sport: e.sport,
+            dns_names: e.dns_names.unwrap_or_default(),
+            count: e.count,
+            cause: e.cause.unwrap_or_default(),
+            nhi: e.nhi.unwrap_or_default(),
+            verdict: verdict_code(e.verdict),
+            drift: e.drift.iter().map(|d| d.as_str().to_owned()).collect(),
+            reason: e.reason,
         }
     }
 

@@ -535,3 +535,39 @@ fn errors_say_what_to_fix() {
     let e = SinkError::from_clickhouse(&clickhouse::error::Error::TimedOut, None);
     assert!(e.uncertain, "a timeout may have stored the batch");
 }
+
+#[test]
+fn timestamps_parse_exactly_with_and_without_the_per_second_cache() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in 0..20_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Runs within one second (the cache) and jumps across the calendar.
+        let secs = if i % 3 == 0 {
+            x % 4_000_000_000
+        } else {
+            1_795_000_000 + i / 500
+        };
+        let t = UNIX_EPOCH + Duration::new(secs, (x % 1_000_000_000) as u32);
+        let text = humantime::format_rfc3339_nanos(t).to_string();
+        assert_eq!(Ts::parse_rfc3339(&text), Some(Ts::from_system(t)), "{text}");
+    }
+    // Other RFC 3339 forms still parse; garbage does not.
+    assert_eq!(
+        Ts::parse_rfc3339("2026-11-18T11:06:40Z"),
+        Some(Ts {
+            secs: 1_795_000_000,
+            nanos: 0
+        })
+    );
+    assert_eq!(
+        Ts::parse_rfc3339("2026-11-18T11:06:40.5Z"),
+        Some(Ts {
+            secs: 1_795_000_000,
+            nanos: 500_000_000
+        })
+    );
+    assert_eq!(Ts::parse_rfc3339("2026-11-18T11:06:40.12345678xZ"), None);
+}
