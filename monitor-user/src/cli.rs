@@ -194,7 +194,7 @@ pub struct DaemonArgs {
 #[derive(Debug, Args)]
 pub struct ClickHouseArgs {
     /// ClickHouse's HTTP interface, e.g. http://127.0.0.1:8123 (wins over the config file's).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "NHISCOPE_CLICKHOUSE_URL")]
     pub clickhouse: Option<String>,
 
     /// ClickHouse settings (YAML): url, database, user, password_file, cluster, retention_days,

@@ -151,6 +151,7 @@ impl Daemon {
             .arg(dir.join("live.sock"))
             .args(extra)
             .env("RUST_BACKTRACE", "1")
+            .env_remove("NHISCOPE_CLICKHOUSE_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

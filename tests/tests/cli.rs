@@ -7,6 +7,8 @@ use nhiscope_tests::{nhiscope_bin, temp_dir};
 fn nhiscope(args: &[&str]) -> Output {
     Command::new(nhiscope_bin())
         .args(args)
+        // A developer's own ClickHouse must not change what these flags mean.
+        .env_remove("NHISCOPE_CLICKHOUSE_URL")
         .output()
         .expect("run nhiscope")
 }
@@ -128,4 +130,15 @@ fn dashboard_history_flags_are_checked_before_the_terminal() {
     ] {
         assert!(text.contains(flag), "{flag} missing from:\n{text}");
     }
+}
+
+#[test]
+fn the_clickhouse_url_can_come_from_the_environment() {
+    let o = Command::new(nhiscope_bin())
+        .args(["query", "agents"])
+        .env("NHISCOPE_CLICKHOUSE_URL", "ftp://ch.example:21")
+        .output()
+        .expect("run nhiscope");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ftp://ch.example:21"), "{}", stderr(&o));
 }
