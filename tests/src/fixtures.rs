@@ -4,10 +4,21 @@ use std::time::Duration;
 
 use nhiscope::event::{DriftKind, Event, Kind, Verdict};
 
+/// When the fixture events start: [`event`]`(_, 0)` is at this Unix second (2026-11-18).
+pub const FIXTURE_BASE_SECS: u64 = 1_795_000_000;
+
+/// A window back from now that holds every fixture event, whenever the tests run: whole days.
+pub fn days_back_to_fixtures() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    now.saturating_sub(FIXTURE_BASE_SECS) / 86_400 + 2
+}
+
 /// One varied event per `i`: opens (ok, drift, failed), connects (IPv4, IPv6), execs, exits;
 /// `i` also goes into `pid` and the path so that each is recognisable.
 pub fn event(host: &str, i: u64) -> Event {
-    let base = 1_795_000_000u64; // 2026-11-18
+    let base = FIXTURE_BASE_SECS;
     let t =
         std::time::UNIX_EPOCH + Duration::new(base + i / 1000, (i % 1000) as u32 * 1_000_000 + 7);
     let ts = humantime::format_rfc3339_nanos(t).to_string();

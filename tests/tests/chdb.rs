@@ -19,8 +19,17 @@ use serde_json::Value;
 
 const RUN: u64 = 0x5eed;
 
+/// A day before now, in whole seconds: the rows stay inside the 30-day TTL the tables get,
+/// whenever the tests run.
+fn t0() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        - 86_400
+}
+
 fn events() -> Vec<Event> {
-    let t0 = 1_795_000_000u64;
+    let t0 = t0();
     (0..60u64)
         .map(|i| {
             let t = std::time::UNIX_EPOCH + Duration::new(t0 + i * 7, (i as u32) * 13_579 + 1);
@@ -130,11 +139,11 @@ fn the_modern_schema_queries_and_sink_bytes_work_on_current_clickhouse() {
         run_id: RUN,
         seq: 0,
         start: Ts {
-            secs: 1_795_000_000,
+            secs: t0(),
             nanos: 5,
         },
         end: Ts {
-            secs: 1_795_000_100,
+            secs: t0() + 100,
             nanos: 999_999_999,
         },
         count: 1234,
@@ -146,11 +155,11 @@ fn the_modern_schema_queries_and_sink_bytes_work_on_current_clickhouse() {
         run_id: RUN,
         seq: 1,
         ts: Ts {
-            secs: 1_795_000_200,
+            secs: t0() + 200,
             nanos: 0,
         },
         started: Ts {
-            secs: 1_795_000_000,
+            secs: t0(),
             nanos: 0,
         },
         version: "0.1.0".into(),

@@ -23,7 +23,9 @@ use nhiscope::{
     },
 };
 use nhiscope_tests::{
-    clickhouse::ClickHouse, fixtures::events, require_root_bpf, temp_dir, Daemon,
+    clickhouse::ClickHouse,
+    fixtures::{days_back_to_fixtures, events},
+    require_root_bpf, temp_dir, Daemon,
 };
 
 fn config(ch: &ClickHouse, spool: &Path) -> StoreConfig {
@@ -622,10 +624,12 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
         store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
     });
     let url = ch.url();
+    // Back to the fixtures' days, whenever this runs.
+    let since = format!("{}d", days_back_to_fixtures());
     let q = |extra: &[&str]| {
         let mut args = vec!["query"];
         args.extend_from_slice(extra);
-        args.extend(["--clickhouse", url.as_str(), "--since", "30d"]);
+        args.extend(["--clickhouse", url.as_str(), "--since", since.as_str()]);
         nhiscope_cli(&args)
     };
     let drifts = sent.iter().filter(|e| e.verdict == Verdict::Drift).count();
@@ -706,7 +710,7 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
         "--nhi",
         "billing-s3-writer",
         "--since",
-        "30d",
+        &since,
         "--clickhouse",
         &url,
     ]);
@@ -775,7 +779,7 @@ fn the_dashboard_reads_a_fleet_history() {
     let now = std::time::SystemTime::now();
     let opts = |hosts: &[&str]| history::Options {
         config: config.clone(),
-        since: Duration::from_secs(30 * 86_400),
+        since: Duration::from_secs(days_back_to_fixtures() * 86_400),
         hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
         refresh: Duration::from_secs(5),
         drift_limit: 1000,
