@@ -250,6 +250,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let mut out = Vec::with_capacity(1024);
     // The fullest the ring buffer was seen (at a wakeup, before draining) since the last report.
     let mut ring_peak = 0u64;
+    let mut batch = false;
     loop {
         tokio::select! {
             ready = dns_readable(&dns) => {
@@ -258,36 +259,12 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 }
                 drain_dns(&dns, &mut engine, &mut dns_buf);
             }
-            guard = ring.readable_mut() => {
-                // DNS answers first, read right now: the kernel queued the answer on the packet
-                // socket before the client could read it, so before it could connect.
-                drain_dns(&dns, &mut engine, &mut dns_buf);
-                let mut guard = guard.map_err(|e| DaemonError::Runtime(format!("ring buffer: {e}")))?;
-                ring_peak = ring_peak.max(ring_fill.used());
-                drain(guard.get_inner_mut(), &mut engine, &mut out);
-                guard.clear_ready();
-                sink.write(&out)?;
-                live.publish_all(&out);
-                if let Some(store) = &store {
-                    store.send_owned(&mut out);
-                }
-                out.clear();
+            // A wakeup (the ring buffer is filling up) or a poll: one batch either way, below.
+            woken = ring.readable_mut() => {
+                woken.map_err(|e| DaemonError::Runtime(format!("ring buffer: {e}")))?.clear_ready();
+                batch = true;
             }
-            _ = poll.tick() => {
-                if ring_fill.used() == 0 {
-                    continue;
-                }
-                // As above: the answers that named an address before the connects to it.
-                drain_dns(&dns, &mut engine, &mut dns_buf);
-                ring_peak = ring_peak.max(ring_fill.used());
-                drain(ring.get_mut(), &mut engine, &mut out);
-                sink.write(&out)?;
-                live.publish_all(&out);
-                if let Some(store) = &store {
-                    store.send_owned(&mut out);
-                }
-                out.clear();
-            }
+            _ = poll.tick() => batch = true,
             _ = tick.tick() => {
                 losses(&probes, &engine, &mut reported, &mut out);
                 let peak = ring_peak.max(ring_fill.used());
@@ -312,12 +289,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                     engine.forget_paths();
                     log::debug!("process table: {} entries, {gone} swept", engine.procs().len());
                 }
-                sink.write(&out)?;
-                live.publish_all(&out);
-                if let Some(store) = &store {
-                    store.send_owned(&mut out);
-                }
-                out.clear();
+                emit(&mut out, &mut sink, &live, store.as_ref())?;
             }
             _ = hup.recv() => {
                 log::info!("SIGHUP: reloading {}", opts.registry.display());
@@ -328,14 +300,20 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+        if std::mem::take(&mut batch) && ring_fill.used() > 0 {
+            // DNS answers first, read right now: the kernel queued the answer on the packet
+            // socket before the client could read it, so before it connected.
+            drain_dns(&dns, &mut engine, &mut dns_buf);
+            ring_peak = ring_peak.max(ring_fill.used());
+            drain(ring.get_mut(), &mut engine, &mut out);
+            emit(&mut out, &mut sink, &live, store.as_ref())?;
+        }
     }
     // Everything the kernel delivered before the signal is written before exit.
     drain(ring.get_mut(), &mut engine, &mut out);
     losses(&probes, &engine, &mut reported, &mut out);
-    sink.write(&out)?;
-    live.publish_all(&out);
+    emit(&mut out, &mut sink, &live, store.as_ref())?;
     if let Some(store) = store {
-        store.send(&out);
         match store.shutdown().await {
             Ok(r) => log::info!(
                 "store: {} rows inserted, {} batches left in the spool",
@@ -469,6 +447,23 @@ impl RegistryWatch {
         }
         false
     }
+}
+
+/// Events leave the daemon: JSON lines, the live feed, then the store, which takes them (`out`
+/// is left empty).
+fn emit(
+    out: &mut Vec<Event>,
+    sink: &mut Sink,
+    live: &live::Server,
+    store: Option<&crate::store::StoreHandle>,
+) -> Result<(), DaemonError> {
+    sink.write(out)?;
+    live.publish_all(out);
+    match store {
+        Some(store) => store.send_owned(out),
+        None => out.clear(),
+    }
+    Ok(())
 }
 
 /// How long a record may wait in the ring buffer before the daemon reads it, when the programs

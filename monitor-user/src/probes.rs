@@ -329,11 +329,6 @@ impl RingFill {
         };
         producer.saturating_sub(consumer).min(u64::from(self.size))
     }
-
-    /// [`Self::used`] as a fraction of the size, 0 to 1.
-    pub fn fraction(&self) -> f64 {
-        self.used() as f64 / f64::from(self.size.max(1))
-    }
 }
 
 impl Drop for RingFill {

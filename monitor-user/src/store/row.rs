@@ -207,41 +207,7 @@ impl EventRow {
     /// The row for `e`; `fallback_ts` is used when `e.ts` is not RFC 3339 (a bug upstream, but
     /// the event is still worth keeping).
     pub fn from_event(e: &Event, run_id: u64, seq: u64, fallback_ts: Ts) -> Self {
-        Self {
-            host: e.host.clone(),
-            run_id,
-            seq,
-            ts: Ts::parse_rfc3339(&e.ts).unwrap_or(fallback_ts),
-            kind: kind_code(e.kind),
-            pid: e.pid,
-            tid: e.tid,
-            ppid: e.ppid,
-            uid: e.uid,
-            gid: e.gid,
-            exe: e.exe.clone(),
-            comm: e.comm.clone(),
-            cmdline: e.cmdline.clone(),
-            cgroup_id: e.cgroup_id,
-            container: e.container.clone().unwrap_or_default(),
-            syscall: e.syscall.unwrap_or_default().to_owned(),
-            path: e.path.clone().unwrap_or_default(),
-            path_arg: e.path_arg.clone().unwrap_or_default(),
-            target: e.target.clone().unwrap_or_default(),
-            flags: e.flags,
-            result: e.result,
-            error: e.error.clone().unwrap_or_default(),
-            daddr: e.daddr.clone().unwrap_or_default(),
-            dport: e.dport,
-            saddr: e.saddr.clone().unwrap_or_default(),
-            sport: e.sport,
-            dns_names: e.dns_names.clone().unwrap_or_default(),
-            count: e.count,
-            cause: e.cause.clone().unwrap_or_default(),
-            nhi: e.nhi.clone().unwrap_or_default(),
-            verdict: verdict_code(e.verdict),
-            drift: e.drift.iter().map(|d| d.as_str().to_owned()).collect(),
-            reason: e.reason.clone(),
-        }
+        Self::from_owned(e.clone(), run_id, seq, fallback_ts)
     }
 
     /// [`EventRow::from_event`], taking the event's strings instead of copying them.

@@ -624,6 +624,20 @@ impl Writer {
         }
     }
 
+    /// Inserts `batch` on the connection, unless a shutdown cuts it short (then the insert
+    /// may have landed: the error is uncertain). `None` without a connection.
+    async fn insert(&mut self, batch: &Batch) -> Option<Result<usize, SinkError>> {
+        let conn = self.conn.as_ref()?;
+        let r = interruptible(
+            &mut self.control,
+            &mut self.stopping,
+            self.shared.config.shutdown_timeout,
+            conn.insert(batch),
+        )
+        .await;
+        Some(r.unwrap_or_else(|| Err(SinkError::new("cut short by the shutdown", true))))
+    }
+
     fn spool_empty(&self) -> bool {
         self.shared.spool().is_empty()
     }
@@ -631,15 +645,9 @@ impl Writer {
     /// Inserts a new batch, or spools it when ClickHouse is failing or older batches wait.
     async fn deliver(&mut self, batch: Batch) {
         if self.conn.is_some() && self.healthy && self.spool_empty() {
-            let Some(conn) = &self.conn else { return };
-            let r = interruptible(
-                &mut self.control,
-                &mut self.stopping,
-                self.shared.config.shutdown_timeout,
-                conn.insert(&batch),
-            )
-            .await
-            .unwrap_or_else(|| Err(SinkError::new("cut short by the shutdown", true)));
+            let Some(r) = self.insert(&batch).await else {
+                return;
+            };
             match r {
                 Ok(n) => {
                     self.succeeded();
@@ -799,15 +807,9 @@ impl Writer {
             }
             let n = parts.len();
             let batch = Batch::merge(parts);
-            let Some(conn) = &self.conn else { return };
-            let r = interruptible(
-                &mut self.control,
-                &mut self.stopping,
-                self.shared.config.shutdown_timeout,
-                conn.insert(&batch),
-            )
-            .await
-            .unwrap_or_else(|| Err(SinkError::new("cut short by the shutdown", true)));
+            let Some(r) = self.insert(&batch).await else {
+                return;
+            };
             match r {
                 Ok(written) => {
                     self.succeeded();

@@ -309,13 +309,13 @@ impl Spool {
     }
 
     /// Rows of the batches waiting.
-    /// The oldest time of any event row waiting here.
+    /// The oldest time of any event row waiting here: the first event batch's (batches are
+    /// spooled in order).
     pub fn oldest_event(&self) -> Option<Ts> {
         self.queue
             .iter()
-            .filter(|e| e.table == Table::Events)
-            .filter_map(|e| e.oldest)
-            .min()
+            .find(|e| e.table == Table::Events)
+            .and_then(|e| e.oldest)
     }
 
     pub fn rows(&self) -> u64 {

@@ -20,7 +20,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::app::{Stats, Subject, Update};
 use crate::{
-    event::{DriftKind, Kind, Verdict},
+    event::DriftKind,
     live::protocol::LiveEvent,
     store::{
         config::StoreConfig,
@@ -73,8 +73,6 @@ pub struct HostSummary {
 pub struct Snapshot {
     /// When it was fetched.
     pub at: SystemTime,
-    /// The window's start.
-    pub from: SystemTime,
     /// Per NHI (and unregistered credentials), over the window.
     pub stats: BTreeMap<Subject, Stats>,
     /// Per host: the newest use counted in `stats`, in ns since the epoch.
@@ -188,10 +186,9 @@ fn events(rows: &[EventRow]) -> Vec<LiveEvent> {
 
 impl Snapshot {
     /// Puts one fetch together (no I/O).
-    pub fn build(f: &Fetched, at: SystemTime, from: SystemTime) -> Snapshot {
+    pub fn build(f: &Fetched, at: SystemTime) -> Snapshot {
         let mut s = Snapshot {
             at,
-            from,
             stats: BTreeMap::new(),
             watermarks: HashMap::new(),
             drifts: Vec::new(),
@@ -315,7 +312,7 @@ pub async fn fetch(
         agents,
         losses,
     };
-    Ok(Snapshot::build(&f, now, from))
+    Ok(Snapshot::build(&f, now))
 }
 
 /// Starts fetching on the current runtime; it ends when `tx`'s receiver is dropped.
@@ -372,10 +369,4 @@ async fn run(opts: Options, tx: mpsc::Sender<Update>) {
         }
         tokio::time::sleep(wait).await;
     }
-}
-
-/// Whether a use (open or connect) is one the NHI views count.
-pub fn counted(e: &LiveEvent) -> bool {
-    matches!(e.kind, Kind::Open | Kind::Connect)
-        && (e.nhi.is_some() || e.verdict == Verdict::Unregistered)
 }

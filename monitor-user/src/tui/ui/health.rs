@@ -44,6 +44,9 @@ fn history_lines(app: &App, h: &History, lines: &mut Vec<Line<'static>>) {
     lines.push(row("history", v));
     for (i, host) in h.fleet.iter().enumerate() {
         let mut v = vec![Span::raw(format!("{:<16} ", host.host))];
+        if !host.version.is_empty() {
+            v.push(Span::raw(format!("nhiscope {} · ", host.version)));
+        }
         match host.last_heartbeat {
             Some(t) if app.now.duration_since(t).unwrap_or_default() > STALE_HEARTBEAT => {
                 v.push(Span::styled("SILENT", alert()));

@@ -564,7 +564,7 @@ fn snapshot_of(uses: &[(&LiveEvent, u64)], fleet: &[&str]) -> Snapshot {
         uses: uses.iter().map(|(e, n)| use_row(e, *n)).collect(),
         ..Fetched::default()
     };
-    let mut s = Snapshot::build(&f, t(NOW), t(NOW) - Duration::from_secs(86_400));
+    let mut s = Snapshot::build(&f, t(NOW));
     for h in fleet {
         if !s.hosts.iter().any(|x| x.host == *h) {
             s.hosts.push(HostSummary {
@@ -650,17 +650,11 @@ fn history_and_live_count_each_use_once() {
     assert_eq!(reads(&app, "billing-s3-writer"), 7, "b is still counted");
     assert_eq!(app.history.as_ref().unwrap().pending(), 1);
     // ...and one taken after must not count it twice.
-    let mut stored = use_row(&b, 2);
-    stored.n = 2;
     let f = Fetched {
-        uses: vec![stored, use_row(&other, 5)],
+        uses: vec![use_row(&b, 2), use_row(&other, 5)],
         ..Fetched::default()
     };
-    app.on_update(Update::History(Box::new(Snapshot::build(
-        &f,
-        t(NOW),
-        t(NOW) - Duration::from_secs(86_400),
-    ))));
+    app.on_update(Update::History(Box::new(Snapshot::build(&f, t(NOW)))));
     assert_eq!(reads(&app, "billing-s3-writer"), 7);
     assert_eq!(app.history.as_ref().unwrap().pending(), 0);
     // A live event the snapshot already holds (the feed is behind) is not counted again.
@@ -757,7 +751,7 @@ fn a_snapshot_counts_uses_activity_and_the_fleet() {
         }],
         ..Fetched::default()
     };
-    let s = Snapshot::build(&f, t(NOW), t(NOW) - Duration::from_secs(3600));
+    let s = Snapshot::build(&f, t(NOW));
     let st = &s.stats[&crate::tui::app::Subject::Nhi("deploy-key".into())];
     assert_eq!(st.reads, 7);
     assert_eq!(st.series(t(NOW), 6).iter().sum::<u64>(), 7);
@@ -805,6 +799,7 @@ fn fleet() -> App {
     snap.hosts[1].last_heartbeat = Some(t(NOW) - Duration::from_secs(600));
     snap.hosts[2].last_heartbeat = Some(t(NOW) - Duration::from_secs(7));
     snap.hosts[2].lost.insert("ringbuf_full_open".into(), 12);
+    snap.hosts[2].version = "0.1.0".into();
     snap.drifts = vec![cat.clone()];
     snap.stream = vec![git, cat];
     app.on_update(Update::History(Box::new(snap)));
@@ -824,6 +819,23 @@ fn snapshot_health_of_a_fleet() {
 }
 
 #[test]
+fn a_ring_buffer_near_full_is_an_alert_in_words_and_red() {
+    let mut app = busy();
+    let mut h = health();
+    h.ringbuf_fill = Some(0.93);
+    h.ringbuf_bytes = Some(8 << 20);
+    app.on_update(Update::Message(Message::Health {
+        health: Box::new(h),
+    }));
+    key(&mut app, KeyCode::Char('5'));
+    let buf = render(&app, 100, 30);
+    let row = row_with(&buf, "ring buffer");
+    assert!(row.contains("93% FULL of 8.0 MiB"), "{row}");
+    let (x, y) = find(&buf, "93% FULL").expect("the alert");
+    assert_eq!(buf[(x, y)].fg, Color::Red);
+}
+
+#[test]
 fn a_silent_host_is_marked_in_words() {
     let mut app = fleet();
     key(&mut app, KeyCode::Char('5'));
@@ -831,7 +843,10 @@ fn a_silent_host_is_marked_in_words() {
     let row = row_with(&buf, "web-2");
     assert!(row.contains("SILENT"), "{row}");
     let row = row_with(&buf, "web-3");
-    assert!(row.contains("LOSS 12"), "{row}");
+    assert!(
+        row.contains("LOSS 12") && row.contains("nhiscope 0.1.0"),
+        "{row}"
+    );
     let row = row_with(&buf, "web-1  ");
     assert!(!row.contains("SILENT"), "{row}");
 }
