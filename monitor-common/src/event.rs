@@ -1,8 +1,15 @@
 //! The event envelope: every record in the ring buffer starts with an [`EventHeader`] whose
 //! `kind` says which payload struct the whole record is.
 
-/// Longest path the kernel copies. Longer paths are truncated and flagged.
+/// Bytes of the path argument (as the process spelled it) the kernel copies for a matched open.
+/// Longer arguments are truncated and flagged: the decision never rests on this string, which
+/// only says how the process asked.
 pub const PATH_CAP: usize = 256;
+/// Bytes of a file's real path, as components walked up its dentries, the kernel copies. A path
+/// whose components do not fit is flagged (not [`NAMES_COMPLETE`]).
+pub const NAMES_CAP: usize = 512;
+/// Components the kernel walks up at most when it builds a real path.
+pub const NAMES_DEPTH: usize = 32;
 /// Bytes of NUL-separated arguments an exec event carries at most.
 pub const ARGS_CAP: usize = 512;
 /// Arguments read per exec at most.
@@ -24,9 +31,7 @@ pub enum EventKind {
     Exit = 4,
     /// An outbound TCP connection attempt (SYN sent): [`ConnectEvent`].
     Connect = 5,
-    /// A successful `chdir`/`fchdir`, so relative paths resolve after the process is gone:
-    /// [`OpenEvent`] with `op` set to [`OpenOp::Chdir`] or [`OpenOp::Fchdir`].
-    Chdir = 6,
+    // 6 was `Chdir` (cwd tracking for string paths): retired, the kernel now sends real paths.
 }
 
 impl EventKind {
@@ -37,7 +42,6 @@ impl EventKind {
             3 => Self::Fork,
             4 => Self::Exit,
             5 => Self::Connect,
-            6 => Self::Chdir,
             _ => return None,
         })
     }
@@ -51,8 +55,7 @@ pub enum OpenOp {
     Openat2 = 2,
     Open = 3,
     Creat = 4,
-    Chdir = 5,
-    Fchdir = 6,
+    // 5 and 6 were `chdir`/`fchdir`: retired.
 }
 
 impl OpenOp {
@@ -62,8 +65,6 @@ impl OpenOp {
             2 => Self::Openat2,
             3 => Self::Open,
             4 => Self::Creat,
-            5 => Self::Chdir,
-            6 => Self::Fchdir,
             _ => return None,
         })
     }
@@ -74,8 +75,6 @@ impl OpenOp {
             Self::Openat2 => "openat2",
             Self::Open => "open",
             Self::Creat => "creat",
-            Self::Chdir => "chdir",
-            Self::Fchdir => "fchdir",
         }
     }
 }
@@ -121,32 +120,47 @@ pub const HDR_TTY_KNOWN: u32 = 1;
 /// `EventHeader::flags` bit: the task has a controlling terminal (`current->signal->tty`).
 pub const HDR_TTY: u32 = 2;
 
-/// `OpenEvent::flags` bit: the path did not fit in [`PATH_CAP`] bytes.
+/// `OpenEvent::flags` bit: the path argument did not fit in [`PATH_CAP`] bytes.
 pub const PATH_TRUNCATED: u32 = 1;
 /// `OpenEvent::flags` bit: the caller's standard output is a pipe (FIFO) its parent holds open among
 /// its first [`PARENT_FDS_SCANNED`] fds (command substitution: the parent reads what it writes).
 pub const FEEDS_PARENT: u32 = 2;
 /// How many of the parent's fds the kernel compares with the caller's stdout.
 pub const PARENT_FDS_SCANNED: u64 = 16;
+/// `OpenEvent::flags` bit: the opened file's inode number is a watched one (a registered file).
+pub const MATCH_INODE: u32 = 4;
+/// `OpenEvent::flags` bit: the opened file's name (or its parent's, or a directory above it)
+/// is a watched key.
+pub const MATCH_NAME: u32 = 8;
+/// `OpenEvent::flags`/`ExecEvent::flags` bit: `names` reached the root of the process's file
+/// system view, so it is the whole real path.
+pub const NAMES_COMPLETE: u32 = 16;
+/// `OpenEvent::flags` bit: `names` is not the opened file but the directory a relative path
+/// argument starts from (a failed open has no file: its cwd or dirfd is walked instead).
+pub const NAMES_ARE_BASE: u32 = 32;
+/// `OpenEvent::flags` bit: the path argument could not be read from the process's memory.
+pub const PATH_UNREAD: u32 = 64;
 
-/// An open (or chdir) and its result. Kept in a pending map between syscall enter and exit.
+/// An open and its result, sent from the syscall's exit once the kernel has decided, from the
+/// file it actually opened, that the open is watched.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenEvent {
     pub hdr: EventHeader,
     /// An [`OpenOp`] as u32.
     pub op: u32,
-    /// Directory fd the path is relative to (`AT_FDCWD` = -100 for the cwd); for `fchdir`, the fd.
+    /// Directory fd the path argument is relative to (`AT_FDCWD` = -100 for the cwd).
     pub dfd: i32,
     /// `open(2)` flags (`O_*`), or 0 where the syscall has none.
     pub open_flags: u32,
-    /// `PATH_TRUNCATED`, ...
+    /// `PATH_TRUNCATED`, `MATCH_*`, `NAMES_*`, ...
     pub flags: u32,
-    /// Syscall result: an fd (or 0 for chdir) on success, `-errno` on failure.
+    /// Syscall result: an fd on success, `-errno` on failure.
     pub ret: i64,
     /// Bytes of `path` in use, without the NUL.
     pub path_len: u32,
-    pub _pad: u32,
+    /// Bytes of `names` in use.
+    pub names_len: u32,
     /// Inode number of the caller's standard output (fd 1) at the open: a pipe's inode tells
     /// whose process reads what the caller writes. 0 when unknown.
     pub stdout_ino: u64,
@@ -154,10 +168,15 @@ pub struct OpenEvent {
     pub ino: u64,
     pub dev: u32,
     pub _pad2: u32,
+    /// The path argument as the process passed it.
     pub path: [u8; PATH_CAP],
+    /// The real path, as the kernel reached the file: NUL-terminated components from the file up
+    /// (`token\0app\0srv\0` is `/srv/app/token`), across mounts, up to the process's root.
+    /// Twice [`NAMES_CAP`] so that a component copied at any offset below `NAMES_CAP` fits.
+    pub names: [u8; 2 * NAMES_CAP],
 }
 
-/// A new image, with the path it was started from and its arguments.
+/// A new image: the file the kernel executed, the name it was asked for and the arguments.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecEvent {
@@ -171,17 +190,35 @@ pub struct ExecEvent {
     /// Number of arguments read; `ARGS_TRUNCATED` set in `flags` when there were more.
     pub argc: u32,
     pub flags: u32,
-    pub _pad: u32,
+    /// Bytes of `exe_names` in use.
+    pub exe_names_len: u32,
+    /// Inode number and device of the executed file (for a script, its interpreter).
+    pub exe_ino: u64,
+    pub exe_dev: u32,
+    /// Bytes of `cwd_names` in use (only for a script named by a relative path).
+    pub cwd_names_len: u32,
+    /// The name the exec was asked for (`bprm->filename`: for a script, the script).
     pub filename: [u8; PATH_CAP],
     /// Twice `ARGS_CAP` so that an argument read at any offset below `ARGS_CAP` fits: this is
     /// what lets the verifier accept the copy loop.
     pub args: [u8; 2 * ARGS_CAP],
+    /// The executed file's real path, as in `OpenEvent::names`.
+    pub exe_names: [u8; 2 * NAMES_CAP],
+    /// The working directory, as in `OpenEvent::names`, when a script's name is relative.
+    pub cwd_names: [u8; 2 * NAMES_CAP],
 }
 
 /// `ExecEvent::flags` bit: not every argument fitted.
 pub const ARGS_TRUNCATED: u32 = 1;
 /// `ExecEvent::flags` bit: no `execve` entry was seen for this exec (e.g. `execveat`).
 pub const ARGS_MISSING: u32 = 2;
+/// `ExecEvent::flags` bit: the kernel ran an interpreter for `filename` (`#!`, binfmt_misc):
+/// `filename` is the script and `exe_names` its interpreter.
+pub const EXEC_SCRIPT: u32 = 4;
+/// `ExecEvent::flags` bit: `exe_names` is the whole real path (see [`NAMES_COMPLETE`]).
+pub const EXE_NAMES_COMPLETE: u32 = 8;
+/// `ExecEvent::flags` bit: `cwd_names` is the whole real path of the working directory.
+pub const CWD_NAMES_COMPLETE: u32 = 16;
 
 /// Task creation. `hdr` describes the parent (the caller of fork/clone).
 #[repr(C)]
@@ -232,13 +269,18 @@ pub enum LossCause {
     RingbufFork = 2,
     RingbufExit = 3,
     RingbufConnect = 4,
+    /// Retired with chdir records; the slot stays so that numbers are never reused.
     RingbufChdir = 5,
-    /// The map pairing syscall enter with exit was full.
+    /// The map carrying an `execve`'s arguments to its exec was full: the exec is sent
+    /// without them.
     PendingFull = 6,
+    /// A watched open whose path argument could not be read from the process's memory (it is
+    /// sent without it); or a failed open whose name could not be read to be tested.
+    UserCopy = 7,
 }
 
 /// Number of `LossCause` slots.
-pub const LOSS_CAUSES: u32 = 7;
+pub const LOSS_CAUSES: u32 = 8;
 
 impl LossCause {
     pub const ALL: [LossCause; LOSS_CAUSES as usize] = [
@@ -249,6 +291,7 @@ impl LossCause {
         Self::RingbufConnect,
         Self::RingbufChdir,
         Self::PendingFull,
+        Self::UserCopy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -259,15 +302,16 @@ impl LossCause {
             Self::RingbufExit => "ringbuf_full_exit",
             Self::RingbufConnect => "ringbuf_full_connect",
             Self::RingbufChdir => "ringbuf_full_chdir",
-            Self::PendingFull => "pending_map_full",
+            Self::PendingFull => "exec_args_map_full",
+            Self::UserCopy => "user_memory_unreadable",
         }
     }
 
     /// The kind of the record this loss would have been.
     pub fn kind(self) -> &'static str {
         match self {
-            Self::RingbufOpen | Self::PendingFull => "open",
-            Self::RingbufExec => "exec",
+            Self::RingbufOpen | Self::UserCopy => "open",
+            Self::RingbufExec | Self::PendingFull => "exec",
             Self::RingbufFork => "fork",
             Self::RingbufExit => "exit",
             Self::RingbufConnect => "connect",
@@ -282,29 +326,64 @@ pub mod config {
     pub const SELF_PID: u32 = 0;
     /// `FLAG_*` bits.
     pub const FLAGS: u32 = 1;
-    pub const LEN: u32 = 15;
-    /// Some pattern needs the directory-prefix scan (see `filter`).
-    pub const FLAG_PREFIX_SCAN: u64 = 1;
+    /// The filter's hash key, chosen at random by the daemon at start (see `filter`).
+    pub const HASH_KEY: u32 = 2;
+    /// Some pattern needs the parent directory's name checked for every open (see `filter`).
+    pub const FLAG_PARENT_SCAN: u64 = 1;
     /// Report every open, unfiltered (for debugging the filter; costly).
     pub const FLAG_ALL_OPENS: u64 = 2;
-    /// Byte offsets plus one in kernel structs, from the running kernel's BTF (0: unknown), to follow
-    /// `current->files->fdt->fd[n]->f_inode->{i_ino, i_sb->s_dev}`.
-    pub const OFF_TASK_FILES: u32 = 2;
-    pub const OFF_FILES_FDT: u32 = 3;
-    pub const OFF_FDT_FD: u32 = 4;
-    pub const OFF_FILE_INODE: u32 = 5;
-    pub const OFF_INODE_INO: u32 = 6;
-    pub const OFF_INODE_SB: u32 = 7;
-    pub const OFF_SB_DEV: u32 = 8;
-    pub const OFF_TASK_PARENT: u32 = 9;
-    pub const OFF_INODE_MODE: u32 = 10;
-    /// Opens parked in the pending map and not yet taken by their exit (kept by the programs):
-    /// while it is 0, a syscall exit needs no hash lookup.
-    pub const PENDING_COUNT: u32 = 11;
-    pub const OFF_TASK_SIGNAL: u32 = 12;
-    pub const OFF_SIGNAL_TTY: u32 = 13;
-    /// `file->f_mode`: which end of a pipe a file is.
-    pub const OFF_FILE_MODE: u32 = 14;
+    /// Some pattern needs the opened file's ancestor directories checked (see `filter`).
+    pub const FLAG_ANCESTOR_SCAN: u64 = 4;
+
+    /// Byte offsets plus one in kernel structs, from the running kernel's BTF (0: unknown).
+    /// The first slot; the order is `Offset`'s.
+    pub const OFF_BASE: u32 = 8;
+    /// Kernel struct members the programs follow, in the order of their `CONFIG` slots.
+    #[repr(u32)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Offset {
+        TaskFiles = 0,
+        FilesFdt,
+        FdtFd,
+        FileInode,
+        InodeIno,
+        InodeSb,
+        SbDev,
+        TaskParent,
+        InodeMode,
+        TaskSignal,
+        SignalTty,
+        FileMode,
+        /// `file.f_path`
+        FilePath,
+        /// `path.mnt`, `path.dentry`
+        PathMnt,
+        PathDentry,
+        DentryParent,
+        /// `dentry.d_name` and, inside it, `qstr.name`
+        DentryName,
+        QstrName,
+        DentryInode,
+        VfsmountRoot,
+        /// `mount.mnt` (the embedded vfsmount), `mount.mnt_parent`, `mount.mnt_mountpoint`
+        MountMnt,
+        MountParent,
+        MountMountpoint,
+        TaskFs,
+        FsRoot,
+        FsPwd,
+        TaskMm,
+        MmExeFile,
+        BprmFilename,
+        BprmInterp,
+        /// `pt_regs.di`, `.si`, `.dx`: a syscall's first three arguments at its exit.
+        RegsDi,
+        RegsSi,
+        RegsDx,
+    }
+    /// Number of `Offset` slots.
+    pub const OFFSETS: u32 = 33;
+    pub const LEN: u32 = OFF_BASE + OFFSETS;
 }
 
 #[cfg(feature = "user")]

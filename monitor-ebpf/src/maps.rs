@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use monitor_common::{config, filter::FILTER_WORDS, ExecEvent, OpenEvent, LOSS_CAUSES};
+use monitor_common::{config, filter::FILTER_WORDS, ExecEvent, ARGS_CAP, LOSS_CAUSES, PATH_CAP};
 
 /// Every record for userspace. The daemon may resize it before load.
 #[map]
@@ -23,20 +23,37 @@ pub static CONFIG: Array<u64> = Array::with_max_entries(config::LEN, 0);
 #[map]
 pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_CAUSES, 0);
 
-/// Watched opens (and chdirs) between syscall enter and exit, by pid_tgid.
-#[map]
-pub static PENDING: HashMap<u64, OpenEvent> = HashMap::with_max_entries(16384, 0);
+/// An `execve`'s arguments, read at its entry and kept until its `sched_process_exec`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecArgs {
+    pub args_len: u32,
+    pub argc: u32,
+    pub flags: u32,
+    pub _pad: u32,
+    /// As `ExecEvent::args`.
+    pub args: [u8; 2 * ARGS_CAP],
+}
 
-/// Arguments read at `execve` entry, by thread id, until `sched_process_exec`.
+/// Arguments read at `execve` entry, by thread id, until `sched_process_exec`. An entry whose
+/// exec failed is overwritten by the thread's next `execve`; the map holds one per thread
+/// between entry and exec, so 2048 threads exec'ing at the same instant fill it (counted).
 #[map]
-pub static PENDING_EXEC: HashMap<u32, ExecEvent> = HashMap::with_max_entries(2048, 0);
+pub static PENDING_EXEC: HashMap<u32, ExecArgs> = HashMap::with_max_entries(2048, 0);
 
-/// Scratch space: records are too big for the 512-byte BPF stack.
+/// Scratch space: names and records are too big for the 512-byte BPF stack.
 #[map]
-pub static OPEN_SCRATCH: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(1, 0);
+pub static NAME_SCRATCH: PerCpuArray<[u8; PATH_CAP]> = PerCpuArray::with_max_entries(1, 0);
+
+/// One word to turn a pointer into a plain number (see `probes::files::syscall_arg`).
+#[map]
+pub static SCALAR: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
-pub static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+pub static EXEC_SCRATCH: PerCpuArray<ExecArgs> = PerCpuArray::with_max_entries(1, 0);
+
+// `ExecEvent::args` and `ExecArgs::args` are copied one onto the other.
+const _: () = assert!(core::mem::size_of::<ExecEvent>() > 2 * ARGS_CAP);
 
 /// Count one lost record.
 #[inline(always)]

@@ -1,12 +1,13 @@
 //! Reading struct member offsets from the kernel's BTF (`/sys/kernel/btf/vmlinux`).
 //!
-//! Rust eBPF has no CO-RE relocations, so the few kernel structs the programs follow (from the
-//! current task to the file behind one of its fds) are followed at offsets computed here, at
-//! load time, for the running kernel, and handed to the programs through the `CONFIG` map.
-//! When an offset cannot be found, the programs skip what needs it.
+//! Rust eBPF has no CO-RE relocations, so the kernel structs the programs follow (from the
+//! current task to the file behind one of its fds, its dentries and mounts, the executed file)
+//! are followed at offsets computed here, at load time, for the running kernel, and handed to
+//! the programs through the `CONFIG` map. The daemon does not start without all of them.
 
 use std::collections::HashMap;
 
+use monitor_common::config::{Offset, OFFSETS};
 use thiserror::Error;
 
 /// Why BTF could not be read.
@@ -169,40 +170,61 @@ impl Btf {
     }
 }
 
-/// The offsets the programs need to go from the current task to an open file's inode number:
-/// `task->files->fdt->fd[n]->f_inode->i_ino`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FileOffsets {
-    pub task_files: u32,
-    pub files_fdt: u32,
-    pub fdt_fd: u32,
-    pub file_inode: u32,
-    pub inode_ino: u32,
-    pub inode_sb: u32,
-    pub sb_dev: u32,
-    pub task_parent: u32,
-    pub inode_mode: u32,
-    pub task_signal: u32,
-    pub signal_tty: u32,
-    pub file_mode: u32,
-}
+/// Where each `monitor_common::config::Offset` is: (slot, struct, member). The programs follow
+/// these from the current task to its open files, their inodes and dentries, the mounts above
+/// them, the executed file and a syscall's saved registers.
+const MEMBERS: [(Offset, &str, &str); OFFSETS as usize] = [
+    (Offset::TaskFiles, "task_struct", "files"),
+    (Offset::FilesFdt, "files_struct", "fdt"),
+    (Offset::FdtFd, "fdtable", "fd"),
+    (Offset::FileInode, "file", "f_inode"),
+    (Offset::InodeIno, "inode", "i_ino"),
+    (Offset::InodeSb, "inode", "i_sb"),
+    (Offset::SbDev, "super_block", "s_dev"),
+    (Offset::TaskParent, "task_struct", "real_parent"),
+    (Offset::InodeMode, "inode", "i_mode"),
+    (Offset::TaskSignal, "task_struct", "signal"),
+    (Offset::SignalTty, "signal_struct", "tty"),
+    (Offset::FileMode, "file", "f_mode"),
+    (Offset::FilePath, "file", "f_path"),
+    (Offset::PathMnt, "path", "mnt"),
+    (Offset::PathDentry, "path", "dentry"),
+    (Offset::DentryParent, "dentry", "d_parent"),
+    (Offset::DentryName, "dentry", "d_name"),
+    (Offset::QstrName, "qstr", "name"),
+    (Offset::DentryInode, "dentry", "d_inode"),
+    (Offset::VfsmountRoot, "vfsmount", "mnt_root"),
+    (Offset::MountMnt, "mount", "mnt"),
+    (Offset::MountParent, "mount", "mnt_parent"),
+    (Offset::MountMountpoint, "mount", "mnt_mountpoint"),
+    (Offset::TaskFs, "task_struct", "fs"),
+    (Offset::FsRoot, "fs_struct", "root"),
+    (Offset::FsPwd, "fs_struct", "pwd"),
+    (Offset::TaskMm, "task_struct", "mm"),
+    (Offset::MmExeFile, "mm_struct", "exe_file"),
+    (Offset::BprmFilename, "linux_binprm", "filename"),
+    (Offset::BprmInterp, "linux_binprm", "interp"),
+    (Offset::RegsDi, "pt_regs", "di"),
+    (Offset::RegsSi, "pt_regs", "si"),
+    (Offset::RegsDx, "pt_regs", "dx"),
+];
 
-impl FileOffsets {
+/// The byte offsets of every kernel struct member the programs follow, for the running kernel,
+/// indexed by `monitor_common::config::Offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets(pub [u32; OFFSETS as usize]);
+
+impl KernelOffsets {
     pub fn from_btf(btf: &Btf) -> Result<Self, BtfError> {
-        Ok(Self {
-            task_files: btf.offset("task_struct", "files")?,
-            files_fdt: btf.offset("files_struct", "fdt")?,
-            fdt_fd: btf.offset("fdtable", "fd")?,
-            file_inode: btf.offset("file", "f_inode")?,
-            inode_ino: btf.offset("inode", "i_ino")?,
-            inode_sb: btf.offset("inode", "i_sb")?,
-            sb_dev: btf.offset("super_block", "s_dev")?,
-            task_parent: btf.offset("task_struct", "real_parent")?,
-            inode_mode: btf.offset("inode", "i_mode")?,
-            task_signal: btf.offset("task_struct", "signal")?,
-            signal_tty: btf.offset("signal_struct", "tty")?,
-            file_mode: btf.offset("file", "f_mode")?,
-        })
+        let mut out = [0; OFFSETS as usize];
+        for (slot, strukt, member) in MEMBERS {
+            out[slot as usize] = btf.offset(strukt, member)?;
+        }
+        Ok(Self(out))
+    }
+
+    pub fn get(&self, o: Offset) -> u32 {
+        self.0[o as usize]
     }
 }
 
@@ -291,10 +313,15 @@ mod tests {
             eprintln!("skipping: no readable /sys/kernel/btf/vmlinux");
             return;
         };
-        let o = FileOffsets::from_btf(&btf).expect("offsets");
+        let o = KernelOffsets::from_btf(&btf).expect("offsets");
+        for (slot, _, _) in MEMBERS {
+            assert_eq!(MEMBERS[slot as usize].0, slot, "MEMBERS is in slot order");
+        }
         assert!(
-            o.task_files > 0 && o.file_inode > 0 && o.inode_ino > 0,
+            o.get(Offset::TaskFiles) > 0 && o.get(Offset::FileInode) > 0,
             "{o:?}"
         );
+        // `struct path` is { mnt, dentry }: two pointers.
+        assert_eq!(o.get(Offset::PathDentry), o.get(Offset::PathMnt) + 8);
     }
 }

@@ -149,7 +149,8 @@ impl Sink {
 /// Run the daemon until a termination signal.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let registry = registry::load(&opts.registry).map_err(|e| DaemonError::Input(e.to_string()))?;
-    let plan = filter::compile(registry.all_patterns())
+    let key = random_key();
+    let plan = kernel_plan(key, &registry)
         .map_err(|e| DaemonError::Input(format!("{}: {e}", opts.registry.display())))?;
     let store_config = crate::store::StoreConfig::load(
         opts.clickhouse_config.as_deref(),
@@ -161,25 +162,26 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     preflight()?;
     let mut sink = Sink::open(opts.json.as_deref())?;
 
+    // Without these the kernel cannot tell which file was opened or executed: no start.
     let offsets = match crate::btf::Btf::from_sys_fs() {
-        Ok(Ok(btf)) => crate::btf::FileOffsets::from_btf(&btf)
-            .map_err(|e| {
-                log::warn!(
-                    "kernel BTF lacks what inode numbers need ({e}): open events will have none"
-                )
-            })
-            .ok(),
+        Ok(Ok(btf)) => crate::btf::KernelOffsets::from_btf(&btf).map_err(|e| {
+            DaemonError::Runtime(format!(
+                "this kernel's BTF (/sys/kernel/btf/vmlinux) lacks what nhiscope follows: {e}"
+            ))
+        })?,
         Ok(Err(e)) => {
-            log::warn!("cannot parse /sys/kernel/btf/vmlinux ({e}): open events will have no inode numbers");
-            None
+            return Err(DaemonError::Runtime(format!(
+                "cannot parse /sys/kernel/btf/vmlinux: {e}"
+            )))
         }
         Err(e) => {
-            log::warn!(
-                "cannot read /sys/kernel/btf/vmlinux ({e}): open events will have no inode numbers"
-            );
-            None
+            return Err(DaemonError::Runtime(format!(
+                "cannot read /sys/kernel/btf/vmlinux ({e}): nhiscope needs a kernel built with \
+                 CONFIG_DEBUG_INFO_BTF"
+            )))
         }
     };
+    let offsets = Some(offsets);
     let load = LoadOptions {
         offsets,
         ringbuf_bytes: opts.ringbuf_bytes,
@@ -266,6 +268,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             }
             _ = poll.tick() => batch = true,
             _ = tick.tick() => {
+                probes.flush_log();
+                refresh_inodes(key, &mut probes, &mut engine);
                 losses(&probes, &engine, &mut reported, &mut out);
                 let peak = ring_peak.max(ring_fill.used());
                 ring_peak = 0;
@@ -273,7 +277,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 ticks += 1;
                 if watcher.changed(&opts.registry) {
                     log::info!("{} changed: reloading", opts.registry.display());
-                    reload(&opts.registry, &mut probes, &mut engine);
+                    reload(key, &opts.registry, &mut probes, &mut engine);
                     live.set_registry(engine.registry());
                 }
                 if ticks.is_multiple_of(10) {
@@ -286,14 +290,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                         ]);
                     }
                     let gone = engine.procs().sweep(Duration::from_secs(5));
-                    engine.forget_paths();
                     log::debug!("process table: {} entries, {gone} swept", engine.procs().len());
                 }
                 emit(&mut out, &mut sink, &live, store.as_ref())?;
             }
             _ = hup.recv() => {
                 log::info!("SIGHUP: reloading {}", opts.registry.display());
-                reload(&opts.registry, &mut probes, &mut engine);
+                reload(key, &opts.registry, &mut probes, &mut engine);
                 live.set_registry(engine.registry());
                 watcher.seen(&opts.registry);
             }
@@ -386,7 +389,7 @@ fn drain_dns(
 
 /// Load the registry again and put it in force, in the kernel's filter and in the engine, without
 /// detaching anything. An invalid registry is refused and the one in force stays.
-fn reload(path: &Path, probes: &mut Probes, engine: &mut Engine) {
+fn reload(key: u64, path: &Path, probes: &mut Probes, engine: &mut Engine) {
     let registry = match registry::load(path) {
         Ok(r) => r,
         Err(e) => {
@@ -394,7 +397,7 @@ fn reload(path: &Path, probes: &mut Probes, engine: &mut Engine) {
             return;
         }
     };
-    let plan = match filter::compile(registry.all_patterns()) {
+    let plan = match kernel_plan(key, &registry) {
         Ok(p) => p,
         Err(e) => {
             log::error!(
@@ -414,6 +417,69 @@ fn reload(path: &Path, probes: &mut Probes, engine: &mut Engine) {
         "registry reloaded: {n} NHIs, {} filter keys",
         plan.keys.len()
     );
+}
+
+/// A random key for the filter's hashes, drawn once per run: names that collide with watched
+/// ones in the kernel's bitmap cannot be prepared in advance.
+fn random_key() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // The kernel's entropy pool is always there after boot; this is a last resort that is
+        // still different per run.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return t ^ u64::from(std::process::id()).rotate_left(32);
+    }
+    u64::from_ne_bytes(b)
+}
+
+/// The kernel's filter for `registry`: the name keys of its patterns, and the inodes of what is
+/// on disk now (every literal credential file, every watched directory), so that any name of
+/// those files (a hard link) is seen.
+fn kernel_plan(
+    key: u64,
+    registry: &registry::Registry,
+) -> Result<filter::FilterPlan, filter::FilterError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut plan = registry.filter_plan(key)?;
+    for ino in registry
+        .nhis
+        .iter()
+        .flat_map(|n| &n.credentials)
+        .filter(|g| g.is_literal())
+        .filter_map(|g| std::fs::metadata(g.as_str()).ok())
+        .map(|m| m.ino())
+    {
+        plan.add_inode(monitor_common::filter::KeyKind::Inode, ino);
+    }
+    for dir in plan.dirs.clone() {
+        if let Ok(m) = std::fs::metadata(&dir) {
+            plan.add_inode(monitor_common::filter::KeyKind::DirInode, m.ino());
+        }
+    }
+    Ok(plan)
+}
+
+/// Credential files replaced since the last look (a new file renamed over the old one, the usual
+/// rotation) have new inodes: put them in the kernel's filter and the engine. Their names were
+/// watched all along, so the first open after the rename was already seen by name; this makes
+/// the new file's other names (hard links) seen too, within a second.
+fn refresh_inodes(key: u64, probes: &mut Probes, engine: &mut Engine) {
+    let registry = Arc::clone(engine.registry());
+    let Ok(plan) = kernel_plan(key, &registry) else {
+        return;
+    };
+    if probes.filter_words() == plan.words.as_slice() {
+        return;
+    }
+    log::info!("credential files changed on disk: kernel filter and inodes updated");
+    if let Err(e) = probes.set_filter(&plan) {
+        log::error!("cannot update the kernel filter: {e}");
+    }
+    engine.set_registry(registry);
 }
 
 /// Notices when the registry file changes (modification time, size or inode).

@@ -13,7 +13,6 @@ use thiserror::Error;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelEvent {
     Open(Box<OpenEvent>),
-    Chdir(Box<OpenEvent>),
     Exec(Box<ExecEvent>),
     Fork(ForkEvent),
     Exit(ExitEvent),
@@ -23,7 +22,7 @@ pub enum KernelEvent {
 impl KernelEvent {
     pub fn header(&self) -> &EventHeader {
         match self {
-            Self::Open(e) | Self::Chdir(e) => &e.hdr,
+            Self::Open(e) => &e.hdr,
             Self::Exec(e) => &e.hdr,
             Self::Fork(e) => &e.hdr,
             Self::Exit(e) => &e.hdr,
@@ -67,7 +66,6 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     let kind = EventKind::from_u32(hdr.kind).ok_or(DecodeError::UnknownKind(hdr.kind))?;
     Ok(match kind {
         EventKind::Open => KernelEvent::Open(Box::new(read(bytes, "an open")?)),
-        EventKind::Chdir => KernelEvent::Chdir(Box::new(read(bytes, "a chdir")?)),
         EventKind::Exec => KernelEvent::Exec(Box::new(read(bytes, "an exec")?)),
         EventKind::Fork => KernelEvent::Fork(read(bytes, "a fork")?),
         EventKind::Exit => KernelEvent::Exit(read(bytes, "an exit")?),
@@ -92,6 +90,34 @@ pub fn c_bytes(buf: &[u8], len: usize) -> &[u8] {
         Some(i) => &b[..i],
         None => b,
     }
+}
+
+/// A real path from the kernel's dentry walk: NUL-terminated components, leaf first
+/// (`token\0app\0srv\0`), as `/srv/app/token`. `None` when the walk did not reach the root
+/// (`complete` unset) or found nothing. A component holding a `/` or a `..` cannot come from a
+/// dentry and makes the whole path `None`.
+pub fn names_path(buf: &[u8], len: u32, complete: bool) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt as _;
+    if !complete {
+        return None;
+    }
+    let used = &buf[..(len as usize).min(buf.len())];
+    let mut parts: Vec<&[u8]> = used.split(|&b| b == 0).filter(|c| !c.is_empty()).collect();
+    if parts
+        .iter()
+        .any(|c| c.contains(&b'/') || *c == b".." || *c == b".")
+    {
+        return None;
+    }
+    parts.reverse();
+    let mut out = std::ffi::OsString::from("/");
+    for (i, c) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push("/");
+        }
+        out.push(std::ffi::OsStr::from_bytes(c));
+    }
+    Some(out.into())
 }
 
 /// `comm` as text.
@@ -133,6 +159,8 @@ mod tests {
     fn open(kind: EventKind) -> OpenEvent {
         let mut path = [0u8; PATH_CAP];
         path[..19].copy_from_slice(b"/etc/app/creds.json");
+        let mut names = [0u8; 2 * monitor_common::NAMES_CAP];
+        names[..19].copy_from_slice(b"creds.json\0app\0etc\0");
         OpenEvent {
             hdr: hdr(kind),
             op: OpenOp::Openat as u32,
@@ -141,12 +169,13 @@ mod tests {
             flags: 0,
             ret: -13,
             path_len: 19,
-            _pad: 0,
+            names_len: 19,
             stdout_ino: 77,
             ino: 1234,
             dev: 0x801,
             _pad2: 0,
             path,
+            names,
         }
     }
 
@@ -154,20 +183,16 @@ mod tests {
     fn round_trip_every_kind() {
         let o = open(EventKind::Open);
         assert_eq!(decode(&encode(&o)), Ok(KernelEvent::Open(Box::new(o))));
-        let c = open(EventKind::Chdir);
-        assert_eq!(decode(&encode(&c)), Ok(KernelEvent::Chdir(Box::new(c))));
+        assert_eq!(
+            names_path(&o.names, o.names_len, true),
+            Some("/etc/app/creds.json".into())
+        );
 
-        let mut e = ExecEvent {
-            hdr: hdr(EventKind::Exec),
-            old_tid: 4243,
-            filename_len: 13,
-            args_len: 0,
-            argc: 0,
-            flags: 0,
-            _pad: 0,
-            filename: [0; PATH_CAP],
-            args: [0; 2 * monitor_common::ARGS_CAP],
-        };
+        let mut e: ExecEvent =
+            read(&vec![0u8; std::mem::size_of::<ExecEvent>()], "x").expect("zeroed");
+        e.hdr = hdr(EventKind::Exec);
+        e.old_tid = 4243;
+        e.filename_len = 13;
         e.filename[..13].copy_from_slice(b"/usr/bin/curl");
         let a = b"curl\0-s\0http://x\0";
         e.args[..a.len()].copy_from_slice(a);
@@ -219,6 +244,18 @@ mod tests {
         let mut bad = o.clone();
         bad[0] = 99;
         assert_eq!(decode(&bad), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn names_become_a_path_only_when_whole_and_sane() {
+        let n = b"token\0app\0srv\0";
+        assert_eq!(names_path(n, 14, true), Some("/srv/app/token".into()));
+        assert_eq!(names_path(n, 14, false), None);
+        assert_eq!(names_path(b"", 0, true), Some("/".into()));
+        assert_eq!(names_path(b"x\0..\0y\0", 7, true), None);
+        assert_eq!(names_path(b"a/b\0c\0", 6, true), None);
+        // A length past the buffer is capped, never a panic.
+        assert_eq!(names_path(n, 9999, true), Some("/srv/app/token".into()));
     }
 
     #[test]

@@ -86,27 +86,26 @@ pub struct Engine {
     dns: crate::dns::Cache,
     /// The registered credential files by identity, (major, minor, inode) -> NHI index: a hard
     /// link or a bind mount (in any mount namespace) is the same credential under another name.
-    cred_inodes: HashMap<(u32, u32, u64), usize>,
+    cred_inodes: HashMap<(u32, u32, u64), (usize, Arc<str>)>,
     cgroups: crate::cgroups::CgroupNames,
     /// The container id of each cgroup seen (cgroup ids are not reused while the host runs).
     containers: HashMap<u64, Option<Arc<str>>>,
     /// Modification times of credential files (for `max_age`), read at most once per
     /// [`MTIME_TTL`] per file: a burst of opens costs one `stat`.
     mtimes: HashMap<PathBuf, (Instant, Option<SystemTime>)>,
-    exe_paths: HashMap<PathBuf, PathBuf>,
     ts: crate::event::TsFormatter,
     pub stats: Stats,
 }
 
 /// Identity of every literal credential path of `registry`, as it is now on disk.
-fn credential_inodes(registry: &Registry) -> HashMap<(u32, u32, u64), usize> {
+fn credential_inodes(registry: &Registry) -> HashMap<(u32, u32, u64), (usize, Arc<str>)> {
     use std::os::unix::fs::MetadataExt;
     let mut out = HashMap::new();
     for (i, nhi) in registry.nhis.iter().enumerate() {
         for g in nhi.credentials.iter().filter(|g| g.is_literal()) {
             if let Ok(m) = std::fs::metadata(g.as_str()) {
                 out.entry((libc::major(m.dev()), libc::minor(m.dev()), m.ino()))
-                    .or_insert(i);
+                    .or_insert_with(|| (i, Arc::from(g.as_str())));
             }
         }
     }
@@ -132,7 +131,6 @@ impl Engine {
             cgroups: crate::cgroups::CgroupNames::new(),
             containers: HashMap::new(),
             mtimes: HashMap::new(),
-            exe_paths: HashMap::new(),
             ts: crate::event::TsFormatter::default(),
             stats: Stats::default(),
         }
@@ -144,26 +142,6 @@ impl Engine {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
-    }
-
-    /// Where an executable path leads after symlinks (`/usr/bin/python3` -> `python3.11`),
-    /// cached: every exec asks, and each uncached answer is a system call per component. The
-    /// cache is dropped by [`Engine::forget_paths`] so that changed links are seen again.
-    fn canonical_exe(&mut self, path: PathBuf) -> PathBuf {
-        if let Some(c) = self.exe_paths.get(&path) {
-            return c.clone();
-        }
-        let canon = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-        if self.exe_paths.len() >= 4096 {
-            self.exe_paths.clear();
-        }
-        self.exe_paths.insert(path, canon.clone());
-        canon
-    }
-
-    /// Forget cached path resolutions (called periodically by the daemon).
-    pub fn forget_paths(&mut self) {
-        self.exe_paths.clear();
     }
 
     /// Addresses and names from a DNS response seen on the host.
@@ -192,7 +170,6 @@ impl Engine {
         let before = out.len();
         match ev {
             KernelEvent::Open(o) => self.open(&o, out),
-            KernelEvent::Chdir(c) => self.chdir(&c),
             KernelEvent::Exec(e) => self.exec(&e, out),
             KernelEvent::Fork(f) => self.procs.fork(f.hdr.pid, f.child_tid),
             KernelEvent::Exit(x) => self.exit(&x.hdr, out),
@@ -228,6 +205,7 @@ impl Engine {
         e.uid = hdr.uid;
         e.gid = hdr.gid;
         e.exe = p.exe.clone();
+        e.script = p.script.clone();
         e.comm = decode::comm(hdr);
         e.cmdline = p.cmdline.clone();
         e.cgroup_id = hdr.cgroup_id;
@@ -289,44 +267,43 @@ impl Engine {
     }
 
     fn open(&mut self, o: &OpenEvent, out: &mut Vec<Event>) {
+        use monitor_common::{NAMES_ARE_BASE, NAMES_COMPLETE};
         let raw = decode::c_bytes(&o.path, o.path_len as usize);
         let raw_path = Path::new(OsStr::from_bytes(raw));
-        let abs = {
-            let cwd = self.procs.lookup(o.hdr.pid).cwd.clone();
-            let base = if raw_path.is_absolute() {
-                None
-            } else {
-                resolve::base_dir(&self.proc_root, o.hdr.pid, o.dfd, cwd.as_deref())
-            };
-            resolve::absolute(base.as_deref(), raw_path)
+        let names = decode::names_path(&o.names, o.names_len, o.flags & NAMES_COMPLETE != 0);
+        // The file the kernel opened, by its real path; a failed open has none, so its argument
+        // is resolved against the directory the kernel said it started from.
+        let real = if o.flags & NAMES_ARE_BASE != 0 {
+            names.and_then(|base| resolve::absolute(Some(&base), raw_path))
+        } else if o.ret >= 0 {
+            names
+        } else {
+            resolve::absolute(None, raw_path)
         };
-        let path = abs.clone().unwrap_or_else(|| raw_path.to_path_buf());
-        let path_s = path.to_string_lossy().into_owned();
+        let real_s = real.as_ref().map(|p| p.to_string_lossy().into_owned());
         let reg = Arc::clone(&self.registry);
-        let by_path = reg.owner_of(&path_s);
+        // The inode is the file's identity: a registered file under any name is that file.
         let by_inode = (o.ino != 0)
             .then(|| {
                 self.cred_inodes
                     .get(&(o.dev >> 20, o.dev & 0xf_ffff, o.ino))
             })
             .flatten()
-            .and_then(|&i| reg.nhis.get(i));
-        let watched = by_path.is_some() || reg.is_watched(&path_s);
-        // Where a watched name leads is asked only when no NHI owns the name itself (a link
-        // such as ~/.aws/credentials to a file kept elsewhere): each step is a system call.
-        let target = if by_path.is_none() && (watched || by_inode.is_some()) {
-            abs.as_deref().and_then(resolve::symlink_target)
-        } else {
-            None
-        };
-        let target_s = target.as_ref().map(|t| t.to_string_lossy().into_owned());
-        let owner = by_path
-            .or_else(|| target_s.as_deref().and_then(|t| reg.owner_of(t)))
-            .or(by_inode);
-        if owner.is_none() && !watched && !target_s.as_deref().is_some_and(|t| reg.is_watched(t)) {
+            .and_then(|(i, path)| Some((reg.nhis.get(*i)?, Arc::clone(path))));
+        let by_path = real_s.as_deref().and_then(|p| reg.owner_of(p));
+        let owner = by_inode.as_ref().map(|(n, _)| *n).or(by_path);
+        let watched = owner.is_some() || real_s.as_deref().is_some_and(|p| reg.is_watched(p));
+        if !watched {
             self.stats.filter_false_positives += 1;
             return;
         }
+        let path_s = match (&by_inode, &real_s) {
+            (Some((_, registered)), _) => registered.to_string(),
+            (None, Some(r)) => r.clone(),
+            (None, None) => String::from_utf8_lossy(raw).into_owned(),
+        };
+        let target_s = real_s.filter(|r| *r != path_s);
+        let path = PathBuf::from(&path_s);
 
         let mut e = self.base(Kind::Open, &o.hdr);
         e.syscall = OpenOp::from_u32(o.op).map(OpenOp::name);
@@ -348,9 +325,9 @@ impl Engine {
                 let interactive = self.is_interactive(e.pid, o.hdr.flags);
                 let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
                 let actor = Actor::of(&e, interactive, cgroup.as_deref());
-                let real = target.as_deref().unwrap_or(&path);
+                // The registered name (for an inode match) is the one the daemon can stat.
                 let mtime = match nhi.max_age {
-                    Some(_) => self.mtime(real),
+                    Some(_) => self.mtime(&path),
                     None => None,
                 };
                 let f = verdict::assess_open(nhi, &actor, &path_s, now, mtime);
@@ -383,23 +360,6 @@ impl Engine {
         out.push(e);
     }
 
-    fn chdir(&mut self, c: &OpenEvent) {
-        let pid = c.hdr.pid;
-        let new = match OpenOp::from_u32(c.op) {
-            Some(OpenOp::Chdir) => {
-                let raw = Path::new(OsStr::from_bytes(decode::c_bytes(
-                    &c.path,
-                    c.path_len as usize,
-                )));
-                let cwd = self.procs.lookup(pid).cwd.clone();
-                resolve::absolute(cwd.as_deref(), raw)
-                    .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
-            }
-            _ => std::fs::read_link(self.proc_root.join(format!("{pid}/cwd"))).ok(),
-        };
-        self.procs.lookup(pid).cwd = new;
-    }
-
     fn exec(&mut self, x: &ExecEvent, out: &mut Vec<Event>) {
         let pid = x.hdr.pid;
         if x.old_tid != pid {
@@ -410,10 +370,35 @@ impl Engine {
             &x.filename,
             x.filename_len as usize,
         )));
-        let cwd = self.procs.lookup(pid).cwd.clone();
-        let exe = match resolve::absolute(cwd.as_deref(), raw) {
-            Some(p) => self.canonical_exe(p),
-            None => raw.to_path_buf(),
+        // The file the kernel executed, never the name it was asked for (which may be
+        // `/proc/self/exe`, a symlink, a relative name or a script).
+        let exe = decode::names_path(
+            &x.exe_names,
+            x.exe_names_len,
+            x.flags & monitor_common::EXE_NAMES_COMPLETE != 0,
+        )
+        .or_else(|| resolve::absolute(None, raw))
+        .unwrap_or_else(|| raw.to_path_buf());
+        let prev = self
+            .procs
+            .get(pid)
+            .map(|p| (p.exe.clone(), p.script.clone()));
+        let script = if x.flags & monitor_common::EXEC_SCRIPT != 0 {
+            let cwd = decode::names_path(
+                &x.cwd_names,
+                x.cwd_names_len,
+                x.flags & monitor_common::CWD_NAMES_COMPLETE != 0,
+            );
+            Some(
+                resolve::absolute(cwd.as_deref(), raw)
+                    .unwrap_or_else(|| raw.to_path_buf())
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        } else {
+            // `#!/usr/bin/env python3`: the script's interpreter is env, which then execs the
+            // real interpreter in the same process; the script is still what runs.
+            prev.and_then(|(exe, script)| script.filter(|_| basename(&exe) == "env"))
         };
         let mut cmdline = decode::args(x);
         if cmdline.is_empty() {
@@ -424,6 +409,7 @@ impl Engine {
         let exe = exe.to_string_lossy().into_owned();
         self.procs
             .exec(pid, x.hdr.uid, decode::comm(&x.hdr), exe.clone(), cmdline);
+        self.procs.lookup(pid).script = script.clone();
         // Declared holders carry their NHI without reading a file (a secret in the environment).
         let reg = Arc::clone(&self.registry);
         let placed = reg.nhis.iter().any(|n| {
@@ -445,7 +431,7 @@ impl Engine {
             if nhi
                 .holders
                 .as_ref()
-                .is_some_and(|h| h.admits(&exe, x.hdr.uid, at))
+                .is_some_and(|h| h.admits(&exe, script.as_deref(), x.hdr.uid, at))
             {
                 self.procs
                     .lookup(pid)
@@ -519,7 +505,7 @@ impl Engine {
     fn connect(&mut self, c: &ConnectEvent, out: &mut Vec<Event>) {
         let p = self.procs.lookup(c.hdr.pid);
         let mut held: Vec<Arc<str>> = p.holds.iter().cloned().collect();
-        let (exe, uid) = (p.exe.clone(), c.hdr.uid);
+        let (exe, script, uid) = (p.exe.clone(), p.script.clone(), c.hdr.uid);
         let (cgroup, container) = (p.cgroup.clone(), p.container.clone());
         let at = Placement {
             cgroup: cgroup.as_deref(),
@@ -528,7 +514,9 @@ impl Engine {
         let reg = Arc::clone(&self.registry);
         for nhi in &reg.nhis {
             if let Some(h) = &nhi.holders {
-                if h.admits(&exe, uid, at) && !held.iter().any(|id| **id == *nhi.id) {
+                if h.admits(&exe, script.as_deref(), uid, at)
+                    && !held.iter().any(|id| **id == *nhi.id)
+                {
                     held.push(Arc::from(nhi.id.as_str()));
                 }
             }
@@ -712,6 +700,16 @@ mod tests {
         p[..path.len()].copy_from_slice(path.as_bytes());
         o.path = p;
         o.path_len = path.len() as u32;
+        if ret >= 0 {
+            // The kernel's walk of the opened file: components leaf first.
+            let mut at = 0;
+            for c in path.rsplit('/').filter(|c| !c.is_empty()) {
+                o.names[at..at + c.len()].copy_from_slice(c.as_bytes());
+                at += c.len() + 1;
+            }
+            o.names_len = at as u32;
+            o.flags |= monitor_common::NAMES_COMPLETE;
+        }
         KernelEvent::Open(Box::new(o))
     }
 

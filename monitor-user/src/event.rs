@@ -65,7 +65,11 @@ pub struct Event {
     pub ppid: u32,
     pub uid: u32,
     pub gid: u32,
+    /// The file the kernel executed (its real path; for a script, the interpreter).
     pub exe: String,
+    /// The script `exe` runs, when the kernel started an interpreter for one (`#!`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
     pub comm: String,
     pub cmdline: Vec<String>,
     pub cgroup_id: u64,
@@ -75,13 +79,16 @@ pub struct Event {
     /// open: the syscall (`openat`, `openat2`, `open`, `creat`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syscall: Option<&'static str>,
-    /// open: the absolute path, resolved against the process's cwd or dirfd.
+    /// open: the file opened: the registered credential path it is (by inode), else its real
+    /// path as the kernel reached it (a failed open: the argument resolved against the cwd or
+    /// dirfd).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// open: the path exactly as the process passed it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path_arg: Option<String>,
-    /// open: where `path` leads after symlinks, when that differs.
+    /// open: the file's real path, when it differs from `path` (a hard link, a bind mount or
+    /// another mount namespace's view of a registered file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// open: `open(2)` flags.
@@ -134,6 +141,7 @@ impl Event {
             uid: 0,
             gid: 0,
             exe: String::new(),
+            script: None,
             comm: String::new(),
             cmdline: Vec::new(),
             cgroup_id: 0,

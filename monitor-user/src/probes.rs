@@ -6,7 +6,7 @@
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use monitor_common::{config, LossCause, LOSS_CAUSES};
@@ -14,27 +14,19 @@ use thiserror::Error;
 
 use crate::filter::FilterPlan;
 
-/// Every program in the object: (program name, tracepoint group, tracepoint name).
-/// Exits are attached before entries, so no open is parked without its exit being watched.
-const PROGRAMS: &[(&str, &str, &str)] = &[
-    ("sys_exit_openat", "syscalls", "sys_exit_openat"),
-    ("sys_exit_openat2", "syscalls", "sys_exit_openat2"),
-    ("sys_exit_open", "syscalls", "sys_exit_open"),
-    ("sys_exit_creat", "syscalls", "sys_exit_creat"),
-    ("sys_exit_chdir", "syscalls", "sys_exit_chdir"),
-    ("sys_exit_fchdir", "syscalls", "sys_exit_fchdir"),
-    ("sched_process_fork", "sched", "sched_process_fork"),
-    ("sched_process_exec", "sched", "sched_process_exec"),
-    ("sched_process_exit", "sched", "sched_process_exit"),
-    ("sys_enter_execve", "syscalls", "sys_enter_execve"),
-    ("sys_enter_execveat", "syscalls", "sys_enter_execveat"),
-    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-    ("sys_enter_chdir", "syscalls", "sys_enter_chdir"),
-    ("sys_enter_fchdir", "syscalls", "sys_enter_fchdir"),
-    ("sys_enter_openat", "syscalls", "sys_enter_openat"),
-    ("sys_enter_openat2", "syscalls", "sys_enter_openat2"),
-    ("sys_enter_open", "syscalls", "sys_enter_open"),
-    ("sys_enter_creat", "syscalls", "sys_enter_creat"),
+/// Every program in the object: (program name, tracepoint group, tracepoint name); a group of
+/// `None` is a raw tracepoint.
+const PROGRAMS: &[(&str, Option<&str>, &str)] = &[
+    ("sys_exit_openat", Some("syscalls"), "sys_exit_openat"),
+    ("sys_exit_openat2", Some("syscalls"), "sys_exit_openat2"),
+    ("sys_exit_open", Some("syscalls"), "sys_exit_open"),
+    ("sys_exit_creat", Some("syscalls"), "sys_exit_creat"),
+    ("sched_process_fork", Some("sched"), "sched_process_fork"),
+    ("sched_process_exec", None, "sched_process_exec"),
+    ("sched_process_exit", Some("sched"), "sched_process_exit"),
+    ("sys_enter_execve", Some("syscalls"), "sys_enter_execve"),
+    ("sys_enter_execveat", Some("syscalls"), "sys_enter_execveat"),
+    ("inet_sock_set_state", Some("sock"), "inet_sock_set_state"),
 ];
 
 /// Why the probes could not be set up.
@@ -82,15 +74,14 @@ pub struct LoadOptions {
     pub ringbuf_bytes: Option<u32>,
     /// Send every open, unfiltered (debugging the prefilter).
     pub all_opens: bool,
-    /// Kernel struct offsets for following fds to inodes (see `btf`); None leaves inode
-    /// numbers out of open records.
-    pub offsets: Option<crate::btf::FileOffsets>,
+    /// Kernel struct offsets for following tasks to files, dentries and mounts (see `btf`).
+    pub offsets: Option<crate::btf::KernelOffsets>,
 }
 
 /// The loaded and attached programs.
 pub struct Probes {
     bpf: Ebpf,
-    _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     losses: PerCpuArray<MapData, u64>,
     attached: usize,
     /// The bitmap as last written to the kernel.
@@ -124,7 +115,7 @@ impl Probes {
             )
             .map_err(|e| ProbeError::Map("LOSSES", e.to_string()))?,
             bpf,
-            _logger: logger,
+            logger,
             attached: 0,
             filter: Vec::new(),
             options: opts.clone(),
@@ -133,24 +124,30 @@ impl Probes {
         for &(prog, group, name) in PROGRAMS {
             let attach_err = |e: aya::programs::ProgramError| ProbeError::Attach {
                 prog,
-                group,
+                group: group.unwrap_or("raw"),
                 name,
                 source: Box::new(e),
             };
-            let tp: &mut TracePoint = probes
-                .bpf
-                .program_mut(prog)
-                .ok_or(ProbeError::Map(
-                    prog,
-                    "program missing from the object".into(),
-                ))?
-                .try_into()
-                .map_err(attach_err)?;
+            let program = probes.bpf.program_mut(prog).ok_or(ProbeError::Map(
+                prog,
+                "program missing from the object".into(),
+            ))?;
             let started = std::time::Instant::now();
-            tp.load().map_err(attach_err)?;
-            tp.attach(group, name).map_err(attach_err)?;
+            match group {
+                Some(group) => {
+                    let tp: &mut TracePoint = program.try_into().map_err(attach_err)?;
+                    tp.load().map_err(attach_err)?;
+                    tp.attach(group, name).map_err(attach_err)?;
+                }
+                None => {
+                    let tp: &mut RawTracePoint = program.try_into().map_err(attach_err)?;
+                    tp.load().map_err(attach_err)?;
+                    tp.attach(name).map_err(attach_err)?;
+                }
+            }
             log::debug!(
-                "attached {prog} to {group}:{name} in {:?}",
+                "attached {prog} to {}:{name} in {:?}",
+                group.unwrap_or("raw"),
                 started.elapsed()
             );
             probes.attached += 1;
@@ -161,6 +158,18 @@ impl Probes {
     /// How many programs are attached.
     pub fn attached(&self) -> usize {
         self.attached
+    }
+
+    /// Hand the kernel programs' log lines (aya-log: rare, about losses) to the daemon's log.
+    pub fn flush_log(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+    }
+
+    /// The bitmap as last written to the kernel.
+    pub fn filter_words(&self) -> &[u64] {
+        &self.filter
     }
 
     /// Replace the prefilter bitmap and its settings, while the programs run.
@@ -206,8 +215,11 @@ impl Probes {
         )
         .map_err(|e| ProbeError::Map("CONFIG", e.to_string()))?;
         let mut flags = 0;
-        if plan.prefix_scan {
-            flags |= config::FLAG_PREFIX_SCAN;
+        if plan.parent_scan {
+            flags |= config::FLAG_PARENT_SCAN;
+        }
+        if plan.ancestor_scan {
+            flags |= config::FLAG_ANCESTOR_SCAN;
         }
         if opts.all_opens {
             flags |= config::FLAG_ALL_OPENS;
@@ -217,25 +229,12 @@ impl Probes {
                 .map_err(|e| ProbeError::Map("CONFIG", e.to_string()))
         };
         set(&mut cfg, config::SELF_PID, u64::from(std::process::id()))?;
+        set(&mut cfg, config::HASH_KEY, plan.key)?;
         set(&mut cfg, config::FLAGS, flags)?;
         if let Some(o) = opts.offsets {
-            // Stored as offset + 1: 0 tells the programs the offset is unknown.
-            let slots = [
-                (config::OFF_TASK_FILES, o.task_files),
-                (config::OFF_FILES_FDT, o.files_fdt),
-                (config::OFF_FDT_FD, o.fdt_fd),
-                (config::OFF_FILE_INODE, o.file_inode),
-                (config::OFF_INODE_INO, o.inode_ino),
-                (config::OFF_INODE_SB, o.inode_sb),
-                (config::OFF_SB_DEV, o.sb_dev),
-                (config::OFF_TASK_PARENT, o.task_parent),
-                (config::OFF_INODE_MODE, o.inode_mode),
-                (config::OFF_TASK_SIGNAL, o.task_signal),
-                (config::OFF_SIGNAL_TTY, o.signal_tty),
-                (config::OFF_FILE_MODE, o.file_mode),
-            ];
-            for (slot, offset) in slots {
-                set(&mut cfg, slot, u64::from(offset) + 1)?;
+            for (i, &offset) in o.0.iter().enumerate() {
+                // Stored as offset + 1: 0 tells the programs the offset is unknown.
+                set(&mut cfg, config::OFF_BASE + i as u32, u64::from(offset) + 1)?;
             }
         }
         Ok(())

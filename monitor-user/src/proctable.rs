@@ -22,6 +22,8 @@ pub struct Process {
     pub comm: String,
     /// Absolute path of the executable image ("" if unknown).
     pub exe: String,
+    /// The script the image runs, when the kernel started an interpreter for one.
+    pub script: Option<String>,
     pub cmdline: Vec<String>,
     /// Working directory, when known.
     pub cwd: Option<PathBuf>,
@@ -54,6 +56,7 @@ impl Process {
             uid: 0,
             comm: String::new(),
             exe: String::new(),
+            script: None,
             cmdline: Vec::new(),
             cwd: None,
             holds: BTreeSet::new(),
@@ -303,6 +306,7 @@ pub fn read_proc(root: &Path, pid: u32) -> Option<Process> {
         exe: std::fs::read_link(dir.join("exe"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        script: None,
         cmdline,
         cwd: std::fs::read_link(dir.join("cwd")).ok(),
         holds: BTreeSet::new(),

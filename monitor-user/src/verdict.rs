@@ -15,6 +15,8 @@ use crate::{
 pub struct Actor<'a> {
     pub pid: u32,
     pub exe: &'a str,
+    /// The script `exe` runs, if any: `readers.exe` matches either.
+    pub script: Option<&'a str>,
     pub comm: &'a str,
     pub uid: u32,
     /// The process is in a human's terminal session (see `Engine::is_interactive`).
@@ -29,6 +31,7 @@ impl<'a> Actor<'a> {
         Actor {
             pid: e.pid,
             exe: &e.exe,
+            script: e.script.as_deref(),
             comm: &e.comm,
             uid: e.uid,
             interactive,
@@ -109,7 +112,7 @@ pub fn assess_open(
 ) -> Findings {
     let mut f = Findings::default();
     if let Some(readers) = &nhi.readers {
-        if !readers.admits(actor.exe, actor.uid, actor.at) {
+        if !readers.admits(actor.exe, actor.script, actor.uid, actor.at) {
             f.add(
                 DriftKind::ReaderOutOfScope,
                 format!(

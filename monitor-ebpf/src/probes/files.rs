@@ -1,19 +1,43 @@
-//! From the current task to the inode behind one of its fds:
-//! `current->files->fdt->fd[n]->f_inode->{i_ino, i_sb->s_dev}`.
+//! Following the kernel's own objects: from the current task to the `struct file` behind one of
+//! its fds (`current->files->fdt->fd[n]`), to that file's inode and device, to its real path (its
+//! dentries walked up to the process's root, across mounts); and a syscall's arguments at its
+//! exit (`task_pt_regs`).
 //!
 //! The struct offsets come from the running kernel's BTF, computed by the daemon at load time
 //! and put in `CONFIG` (Rust eBPF has no CO-RE). Every step is a `bpf_probe_read_kernel`, which
-//! faults safely; an offset of 0 (unknown) or a failed read gives `None`. Only watched opens
-//! pay for this.
+//! faults safely; an offset of 0 (unknown) or a failed read gives `None`.
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use monitor_common::config;
+use aya_ebpf::helpers::{
+    bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs,
+    generated,
+};
+use monitor_common::{
+    config::{self, Offset},
+    NAMES_CAP, NAMES_DEPTH,
+};
 
-use crate::maps::CONFIG;
+use crate::maps::{CONFIG, SCALAR};
 
+/// `v`, passed through map memory so that the verifier knows nothing of it: a pointer becomes
+/// a plain number, and a loop variable stops carrying its exact range into the next iteration
+/// (so that the verifier's walk of a loop merges states instead of multiplying them).
 #[inline(always)]
-fn off(i: u32) -> Option<usize> {
-    match CONFIG.get(i) {
+pub fn launder(v: u64) -> u64 {
+    match SCALAR.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU map, written then read back at once; programs
+        // on one CPU do not interleave here.
+        Some(slot) => unsafe {
+            core::ptr::write_volatile(slot, v);
+            core::ptr::read_volatile(slot)
+        },
+        None => v,
+    }
+}
+
+/// A kernel struct member's offset, if the daemon found it.
+#[inline(always)]
+pub fn offset(o: Offset) -> Option<usize> {
+    match CONFIG.get(config::OFF_BASE + o as u32) {
         // Stored as offset + 1, so that 0 can mean "unknown" and offset 0 (`i_mode`) is usable.
         Some(&v) if v != 0 => Some(v as usize - 1),
         _ => None,
@@ -21,7 +45,7 @@ fn off(i: u32) -> Option<usize> {
 }
 
 #[inline(always)]
-fn read_ptr(base: u64, offset: usize) -> Option<u64> {
+pub fn read_ptr(base: u64, offset: usize) -> Option<u64> {
     // SAFETY: the helper checks the address and returns an error instead of faulting.
     let v = unsafe { bpf_probe_read_kernel((base as usize + offset) as *const u64) }.ok()?;
     (v != 0).then_some(v)
@@ -38,16 +62,16 @@ pub fn fd_inode(fd: u64) -> Option<(u64, u32)> {
 /// The `struct file *` array of `task`'s open files.
 #[inline(always)]
 fn fd_array(task: u64) -> Option<u64> {
-    let files = read_ptr(task, off(config::OFF_TASK_FILES)?)?;
-    let fdt = read_ptr(files, off(config::OFF_FILES_FDT)?)?;
-    read_ptr(fdt, off(config::OFF_FDT_FD)?)
+    let files = read_ptr(task, offset(Offset::TaskFiles)?)?;
+    let fdt = read_ptr(files, offset(Offset::FilesFdt)?)?;
+    read_ptr(fdt, offset(Offset::FdtFd)?)
 }
 
 /// The inode number behind a `struct file *`.
 #[inline(always)]
 fn file_ino(file: u64) -> Option<u64> {
-    let inode = read_ptr(file, off(config::OFF_FILE_INODE)?)?;
-    read_ptr(inode, off(config::OFF_INODE_INO)?)
+    let inode = read_ptr(file, offset(Offset::FileInode)?)?;
+    read_ptr(inode, offset(Offset::InodeIno)?)
 }
 
 /// Whether fd `fd` of the current task is a pipe (a FIFO inode).
@@ -60,10 +84,10 @@ fn is_fifo(fd: u64) -> bool {
     let mode = || -> Option<u16> {
         let fds = fd_array(task)?;
         let file = read_ptr(fds, (fd as usize & 0xffff) * 8)?;
-        let inode = read_ptr(file, off(config::OFF_FILE_INODE)?)?;
+        let inode = read_ptr(file, offset(Offset::FileInode)?)?;
         // SAFETY: as in read_ptr; i_mode is a u16 (umode_t).
         unsafe {
-            bpf_probe_read_kernel((inode as usize + off(config::OFF_INODE_MODE)?) as *const u16)
+            bpf_probe_read_kernel((inode as usize + offset(Offset::InodeMode)?) as *const u16)
         }
         .ok()
     };
@@ -74,7 +98,7 @@ fn is_fifo(fd: u64) -> bool {
 #[inline(always)]
 fn readable(file: u64) -> bool {
     const FMODE_READ: u32 = 1;
-    let Some(o) = off(config::OFF_FILE_MODE) else {
+    let Some(o) = offset(Offset::FileMode) else {
         return false;
     };
     // SAFETY: as in read_ptr; f_mode is a u32 (fmode_t).
@@ -93,7 +117,7 @@ pub fn parent_holds(stdout_ino: u64) -> bool {
     }
     // SAFETY: as in fd_inode.
     let task = unsafe { bpf_get_current_task() };
-    let Some(parent) = off(config::OFF_TASK_PARENT).and_then(|o| read_ptr(task, o)) else {
+    let Some(parent) = offset(Offset::TaskParent).and_then(|o| read_ptr(task, o)) else {
         return false;
     };
     let Some(fds) = fd_array(parent) else {
@@ -111,20 +135,158 @@ pub fn parent_holds(stdout_ino: u64) -> bool {
     false
 }
 
+/// The `struct file *` open on `fd` in `task`.
+#[inline(always)]
+pub fn fd_file(task: u64, fd: u64) -> Option<u64> {
+    let fds = fd_array(task)?;
+    read_ptr(fds, (fd as usize & 0xffff) * 8)
+}
+
+/// Inode number and device of a `struct file *`.
+#[inline(always)]
+pub fn file_identity(file: u64) -> Option<(u64, u32)> {
+    let inode = read_ptr(file, offset(Offset::FileInode)?)?;
+    let ino = read_ptr(inode, offset(Offset::InodeIno)?)?;
+    let sb = read_ptr(inode, offset(Offset::InodeSb)?)?;
+    // SAFETY: as in read_ptr; s_dev is a u32 (dev_t).
+    let dev = unsafe {
+        bpf_probe_read_kernel((sb as usize + offset(Offset::SbDev)?) as *const u32)
+    }
+    .ok()?;
+    Some((ino, dev))
+}
+
 #[inline(always)]
 fn task_fd_inode(task: u64, fd: u64) -> Option<(u64, u32)> {
-    let files = read_ptr(task, off(config::OFF_TASK_FILES)?)?;
-    let fdt = read_ptr(files, off(config::OFF_FILES_FDT)?)?;
-    let fds = read_ptr(fdt, off(config::OFF_FDT_FD)?)?;
-    let file = read_ptr(fds, (fd as usize & 0xffff) * 8)?;
-    let inode = read_ptr(file, off(config::OFF_FILE_INODE)?)?;
-    let ino = read_ptr(inode, off(config::OFF_INODE_INO)?)?;
-    let sb = read_ptr(inode, off(config::OFF_INODE_SB)?)?;
-    // SAFETY: as in read_ptr; s_dev is a u32 (dev_t).
-    let dev =
-        unsafe { bpf_probe_read_kernel((sb as usize + off(config::OFF_SB_DEV)?) as *const u32) }
-            .ok()?;
-    Some((ino, dev))
+    file_identity(fd_file(task, fd)?)
+}
+
+/// A `struct path` (vfsmount and dentry) at `at`.
+#[inline(always)]
+pub fn path_at(at: u64) -> Option<(u64, u64)> {
+    let mnt = read_ptr(at, offset(Offset::PathMnt)?)?;
+    let dentry = read_ptr(at, offset(Offset::PathDentry)?)?;
+    Some((mnt, dentry))
+}
+
+/// A file's `f_path`.
+#[inline(always)]
+pub fn file_path(file: u64) -> Option<(u64, u64)> {
+    path_at(file + offset(Offset::FilePath)? as u64)
+}
+
+/// The current task's root directory (`fs->root`) or working directory (`fs->pwd`).
+#[inline(always)]
+pub fn fs_path(task: u64, which: Offset) -> Option<(u64, u64)> {
+    let fs = read_ptr(task, offset(Offset::TaskFs)?)?;
+    path_at(fs + offset(which)? as u64)
+}
+
+/// Write the real path of `(mnt, dentry)` into `out` as NUL-terminated components from the leaf
+/// up, stopping at the current task's root (or its mount namespace's root), crossing mount
+/// points as the kernel's `d_path` does. Returns the bytes written and whether the root was
+/// reached (the path is whole).
+///
+/// # Safety
+/// `out` must be valid for `2 * NAMES_CAP` bytes of writes.
+#[inline(always)]
+pub unsafe fn walk(task: u64, mnt: u64, dentry: u64, out: *mut u8) -> (u32, bool) {
+    let (Some(o_parent), Some(o_name), Some(o_qname), Some(o_root), Some(o_mnt)) = (
+        offset(Offset::DentryParent),
+        offset(Offset::DentryName),
+        offset(Offset::QstrName),
+        offset(Offset::VfsmountRoot),
+        offset(Offset::MountMnt),
+    ) else {
+        return (0, false);
+    };
+    let (Some(o_mparent), Some(o_mpoint)) = (
+        offset(Offset::MountParent),
+        offset(Offset::MountMountpoint),
+    ) else {
+        return (0, false);
+    };
+    let (root_mnt, root_dentry) = fs_path(task, Offset::FsRoot).unwrap_or((0, 0));
+    let mut d = dentry;
+    let mut vfsmnt = mnt;
+    let mut mount = mnt.wrapping_sub(o_mnt as u64);
+    let Some(mut mnt_root) = read_ptr(vfsmnt, o_root) else {
+        return (0, false);
+    };
+    let mut off = 0usize;
+    let mut i = 0;
+    while i < NAMES_DEPTH {
+        i += 1;
+        off = launder(off as u64) as usize & (2 * NAMES_CAP - 1);
+        if d == root_dentry && vfsmnt == root_mnt {
+            return (off as u32, true);
+        }
+        if d == mnt_root {
+            // The top of this mount: go on from where it is mounted.
+            let Some(parent) = read_ptr(mount, o_mparent) else {
+                break;
+            };
+            if parent == mount {
+                return (off as u32, true);
+            }
+            let Some(point) = read_ptr(mount, o_mpoint) else {
+                break;
+            };
+            d = point;
+            mount = parent;
+            vfsmnt = parent + o_mnt as u64;
+            match read_ptr(vfsmnt, o_root) {
+                Some(r) => mnt_root = r,
+                None => break,
+            }
+            continue;
+        }
+        let Some(parent) = read_ptr(d, o_parent) else {
+            break;
+        };
+        if parent == d {
+            return (off as u32, true);
+        }
+        let Some(name) = read_ptr(d + o_name as u64, o_qname) else {
+            break;
+        };
+        if off >= NAMES_CAP {
+            break;
+        }
+        // SAFETY: the destination starts below NAMES_CAP and the copy writes at most NAMES_CAP
+        // bytes, inside the 2 * NAMES_CAP the caller gives.
+        let n = unsafe {
+            generated::bpf_probe_read_kernel_str(
+                out.add(off & (NAMES_CAP - 1)).cast(),
+                NAMES_CAP as u32,
+                name as *const core::ffi::c_void,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        off += n as usize;
+        d = parent;
+    }
+    ((off & (2 * NAMES_CAP - 1)) as u32, false)
+}
+
+/// The current syscall's arguments 1 to 3 (`di`, `si`, `dx` on x86-64), read at its exit from
+/// the registers saved at its entry.
+#[inline(always)]
+pub fn syscall_arg(which: Offset) -> Option<u64> {
+    let o = offset(which)?;
+    // SAFETY: the BTF task pointer of the current task, handed straight to the helper that
+    // finds its saved user registers.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    if regs == 0 {
+        return None;
+    }
+    // The verifier forbids arithmetic with a runtime offset on a BTF pointer: make it a plain
+    // number, which the read helper takes as an address.
+    let regs = launder(regs);
+    // SAFETY: as in read_ptr.
+    unsafe { bpf_probe_read_kernel((regs as usize + o) as *const u64) }.ok()
 }
 
 /// `HDR_*` bits about the current task's controlling terminal.
@@ -133,7 +295,7 @@ pub fn tty_flags() -> u32 {
     // SAFETY: as in fd_inode.
     let task = unsafe { bpf_get_current_task() };
     let (Some(sig_off), Some(tty_off)) =
-        (off(config::OFF_TASK_SIGNAL), off(config::OFF_SIGNAL_TTY))
+        (offset(Offset::TaskSignal), offset(Offset::SignalTty))
     else {
         return 0;
     };

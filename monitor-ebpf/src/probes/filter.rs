@@ -1,18 +1,18 @@
-//! The open prefilter: does this path possibly match a watched pattern?
+//! The open filter: is this opened file (or this failed open's name) possibly watched?
 //!
-//! Mirrors `monitor_common::filter::tail_keys` (the reference, with the rules spelled out and
-//! tested), returning at the first key whose bit is set in `FILTER`. Kept branch-light: the cost
-//! of this function is the cost nhiscope adds to every unwatched open.
+//! Mirrors `monitor_common::filter::{file_watched, failed_open_watched}` (the reference, with the
+//! rules spelled out and tested). Kept short: what runs before the first `return false` is the
+//! cost nhiscope adds to every unwatched open.
 
+use aya_ebpf::helpers::generated;
 use monitor_common::{
-    config,
-    filter::{bit, step, KeyKind, BASE_PREFIX_LEN, PREFIX_DEPTH, PREFIX_SCAN, SEED, TAIL_SCAN},
+    config::{self, Offset},
+    filter::{bit, ino_hash, seed, step, two, KeyKind, ANCESTOR_DEPTH, BASE_PREFIX_LEN, NAME_SCAN},
     PATH_CAP,
 };
 
-use crate::maps::FILTER;
-
-const MASK: usize = PATH_CAP - 1;
+use super::files::{launder, offset, read_ptr};
+use crate::maps::{CONFIG, FILTER};
 
 #[inline(always)]
 fn hit(b: u32) -> bool {
@@ -22,123 +22,175 @@ fn hit(b: u32) -> bool {
     }
 }
 
-/// Hide a loop counter's exact value from the verifier by a round trip through map memory.
-///
-/// After a loop the verifier knows the counter exactly, so it would walk the rest of the program
-/// once per possible exit value (and once per pair after two loops): past its 1M-instruction
-/// limit. Map memory reads back as an unknown scalar, so every exit shares one walk; the mask
-/// gives back the bound (`n` and `k` are below `PATH_CAP` = 256, so 8 bits each).
+/// The filter's hash key (see `config::HASH_KEY`).
 #[inline(always)]
-fn launder(v: usize, slot: &mut i64, mask: usize) -> usize {
-    // SAFETY: `slot` is a valid, exclusive reference into this CPU's scratch record.
-    unsafe {
-        core::ptr::write_volatile(slot, v as i64);
-        (core::ptr::read_volatile(slot) as usize) & mask
+pub fn key() -> u64 {
+    CONFIG.get(config::HASH_KEY).copied().unwrap_or(0)
+}
+
+/// Hashes of the last component of `buf[..n]` (a dentry name has no slash: all of it).
+struct Hashes {
+    base: u64,
+    ext: u64,
+    has_ext: bool,
+    prefix: u64,
+    has_prefix: bool,
+}
+
+/// One forward pass. The loop keeps no state the verifier must tell apart between iterations
+/// (flags and positions are laundered before they are tested), so its walk stays linear; the
+/// name prefix is hashed after the loop from where the last component starts.
+#[inline(always)]
+fn hash_last<const N: usize>(buf: &[u8; N], n: usize, key: u64) -> Hashes {
+    let s = seed(key);
+    let mut base = s;
+    let mut ext = s;
+    let mut has_ext = 0u64;
+    let mut start = 0u64;
+    let mut i = 0usize;
+    while i < N - 1 && i < n {
+        let c = buf[i];
+        if c == b'/' {
+            base = s;
+            ext = s;
+            has_ext = 0;
+            start = i as u64 + 1;
+        } else {
+            base = step(base, c);
+            if c == b'.' {
+                ext = step(s, c);
+                has_ext = 1;
+            } else {
+                ext = step(ext, c);
+            }
+        }
+        i += 1;
+    }
+    let end = launder(i as u64) as usize & (N - 1);
+    let start = launder(start) as usize & (N - 1);
+    let has_ext = launder(has_ext) != 0;
+    let mut prefix = s;
+    let has_prefix = end >= start + BASE_PREFIX_LEN;
+    if has_prefix {
+        prefix = step(prefix, buf[start & (N - 1)]);
+        prefix = step(prefix, buf[(start + 1) & (N - 1)]);
+        prefix = step(prefix, buf[(start + 2) & (N - 1)]);
+    }
+    Hashes {
+        base,
+        ext,
+        has_ext,
+        prefix,
+        has_prefix,
     }
 }
 
-/// `p[..n]` is the path as the process passed it (`n` < `PATH_CAP`).
-///
-/// The byte loops keep almost no state and test no bits inside (but for the prefix scan), so
-/// the verifier's walk through them stays small; the tests happen after each loop.
+/// Copy a kernel string (a dentry name) into `buf`; its length without the NUL.
 #[inline(always)]
-pub fn watched(p: &[u8; PATH_CAP], n: usize, flags: u64, slot: &mut i64) -> bool {
-    if n == 0 || n >= PATH_CAP {
-        return false;
-    }
-    let relative = p[0] != b'/';
-
-    // The basename, backwards, noting the hash at its last dot (the extension).
-    let mut h = SEED;
-    let mut h_ext = SEED;
-    let mut has_ext = false;
-    let mut k = 0usize;
-    while k < TAIL_SCAN && k < n {
-        let c = p[(n - 1 - k) & MASK];
-        if c == b'/' {
-            break;
-        }
-        h = step(h, c);
-        if c == b'.' && !has_ext {
-            has_ext = true;
-            h_ext = h;
-        }
-        k += 1;
-    }
-    // Leaving the loop at the path's start pins `n` as well as `k`: launder both.
-    let both = launder((n << 8) | k, slot, 0xffff);
-    let (n, k) = (both >> 8, both & 0xff);
-    if has_ext && hit(bit(h_ext, KeyKind::Ext)) {
-        return true;
-    }
-    let found_slash = k < n && k < TAIL_SCAN;
-    let base_start = if found_slash {
-        if hit(bit(h, KeyKind::Base)) || (relative && hit(bit(h, KeyKind::RelBase))) {
-            return true;
-        }
-        n - k
-    } else if k == n {
-        if hit(bit(h, KeyKind::RelBase)) {
-            return true;
-        }
-        0
-    } else {
-        PATH_CAP // the basename is longer than the scan
+fn copy_kernel_name(buf: &mut [u8; NAME_SCAN], name: u64) -> usize {
+    // SAFETY: writes at most NAME_SCAN bytes into `buf`; the helper faults safely.
+    let n = unsafe {
+        generated::bpf_probe_read_kernel_str(
+            buf.as_mut_ptr().cast(),
+            NAME_SCAN as u32,
+            name as *const core::ffi::c_void,
+        )
     };
+    if n > 0 {
+        n as usize - 1
+    } else {
+        0
+    }
+}
 
-    // The parent component, continuing backwards past the slash.
-    if found_slash {
-        let mut h2 = step(h, b'/');
-        let mut hp = SEED;
-        let mut plen = 0usize;
-        let mut j = k + 1;
-        while j < TAIL_SCAN && j < n {
-            let c = p[(n - 1 - j) & MASK];
-            if c == b'/' {
+/// A dentry's name pointer.
+#[inline(always)]
+fn dentry_name(d: u64) -> Option<u64> {
+    read_ptr(d + offset(Offset::DentryName)? as u64, offset(Offset::QstrName)?)
+}
+
+/// Whether the file open at `file` (dentry `dentry`) may be watched: `MATCH_INODE`,
+/// `MATCH_NAME` or 0. `buf` is scratch space.
+#[inline(always)]
+pub fn file_watched(file: u64, dentry: u64, flags: u64, buf: &mut [u8; NAME_SCAN]) -> u32 {
+    let key = key();
+    let Some(o_inode) = offset(Offset::FileInode) else {
+        return 0;
+    };
+    let Some(o_ino) = offset(Offset::InodeIno) else {
+        return 0;
+    };
+    if let Some(inode) = read_ptr(file, o_inode) {
+        if let Some(ino) = read_ptr(inode, o_ino) {
+            if hit(bit(ino_hash(key, ino), KeyKind::Inode)) {
+                return monitor_common::MATCH_INODE;
+            }
+        }
+    }
+    let Some(name) = dentry_name(dentry) else {
+        return 0;
+    };
+    let n = copy_kernel_name(buf, name);
+    let h = hash_last(buf, n, key);
+    if hit(bit(h.base, KeyKind::Base))
+        || (h.has_ext && hit(bit(h.ext, KeyKind::Ext)))
+        || (h.has_prefix && hit(bit(h.prefix, KeyKind::BasePrefix)))
+    {
+        return monitor_common::MATCH_NAME;
+    }
+    let gate = flags & config::FLAG_PARENT_SCAN != 0
+        || hit(bit(h.base, KeyKind::BaseGate))
+        || (h.has_ext && hit(bit(h.ext, KeyKind::ExtGate)))
+        || (h.has_prefix && hit(bit(h.prefix, KeyKind::BasePrefixGate)));
+    let Some(o_parent) = offset(Offset::DentryParent) else {
+        return 0;
+    };
+    if gate {
+        if let Some(parent) = read_ptr(dentry, o_parent) {
+            if parent != dentry {
+                if let Some(pname) = dentry_name(parent) {
+                    let pn = copy_kernel_name(buf, pname);
+                    let hp = hash_last(buf, pn, key).base;
+                    if hit(bit(hp, KeyKind::Parent)) || hit(bit(two(hp, h.base), KeyKind::Two)) {
+                        return monitor_common::MATCH_NAME;
+                    }
+                }
+            }
+        }
+    }
+    if flags & config::FLAG_ANCESTOR_SCAN != 0 {
+        let Some(o_dinode) = offset(Offset::DentryInode) else {
+            return 0;
+        };
+        let mut d = dentry;
+        let mut i = 0;
+        while i < ANCESTOR_DEPTH {
+            let Some(p) = read_ptr(d, o_parent) else {
+                break;
+            };
+            if p == d {
                 break;
             }
-            h2 = step(h2, c);
-            hp = step(hp, c);
-            plen += 1;
-            j += 1;
-        }
-        let j = launder(j, slot, PATH_CAP - 1);
-        if plen > 0
-            && (j == n || j < TAIL_SCAN)
-            && (hit(bit(hp, KeyKind::Parent)) || hit(bit(h2, KeyKind::Two)))
-        {
-            return true;
-        }
-    }
-
-    if base_start < PATH_CAP && n >= base_start + BASE_PREFIX_LEN {
-        let mut hb = SEED;
-        hb = step(hb, p[base_start & MASK]);
-        hb = step(hb, p[(base_start + 1) & MASK]);
-        hb = step(hb, p[(base_start + 2) & MASK]);
-        if hit(bit(hb, KeyKind::BasePrefix)) {
-            return true;
-        }
-    }
-
-    if flags & config::FLAG_PREFIX_SCAN != 0 && !relative {
-        let mut h = SEED;
-        let mut depth = 0;
-        let mut j = 0usize;
-        while j < PREFIX_SCAN && j < n {
-            let c = p[j & MASK];
-            h = step(h, c);
-            if c == b'/' && j > 0 {
-                if hit(bit(h, KeyKind::DirPrefix)) {
-                    return true;
-                }
-                depth += 1;
-                if depth >= PREFIX_DEPTH {
-                    break;
+            if let Some(ino) = read_ptr(p, o_dinode).and_then(|inode| read_ptr(inode, o_ino)) {
+                if hit(bit(ino_hash(key, ino), KeyKind::DirInode)) {
+                    return monitor_common::MATCH_NAME;
                 }
             }
-            j += 1;
+            d = p;
+            i += 1;
         }
     }
-    false
+    0
+}
+
+/// Whether a failed open's path argument, copied into `buf[..n]`, names a possibly watched file.
+#[inline(always)]
+pub fn failed_open_watched(buf: &[u8; PATH_CAP], n: usize) -> bool {
+    let h = hash_last(buf, n, key());
+    hit(bit(h.base, KeyKind::Base))
+        || hit(bit(h.base, KeyKind::BaseGate))
+        || (h.has_ext && (hit(bit(h.ext, KeyKind::Ext)) || hit(bit(h.ext, KeyKind::ExtGate))))
+        || (h.has_prefix
+            && (hit(bit(h.prefix, KeyKind::BasePrefix))
+                || hit(bit(h.prefix, KeyKind::BasePrefixGate))))
 }

@@ -1,19 +1,26 @@
 //! Process lifecycle: exec (with its arguments), fork and exit, so the daemon's process table
 //! knows every process, also those gone before it could look at /proc.
+//!
+//! An exec names the file the kernel executed (`current->mm->exe_file`: its inode and its real
+//! path), never only the string passed to `execve`: `/proc/self/exe`, `execveat(fd, "",
+//! AT_EMPTY_PATH)`, relative names and symlinks all end at the same file. When the kernel ran an
+//! interpreter for a script (`bprm->interp` differs from `bprm->filename`), the record says so
+//! and carries the script's name (and, for a relative one, the working directory).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
-    macros::tracepoint,
-    programs::TracePointContext,
-    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_user, generated},
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
-    EventKind, ExecEvent, ExitEvent, ForkEvent, LossCause, ARGS_CAP, ARGS_MISSING, ARGS_TRUNCATED,
-    MAX_ARGS, PATH_CAP,
+    config::Offset, EventKind, ExecEvent, ExitEvent, ForkEvent, LossCause, ARGS_CAP, ARGS_MISSING,
+    ARGS_TRUNCATED, CWD_NAMES_COMPLETE, EXEC_SCRIPT, EXE_NAMES_COMPLETE, MAX_ARGS, PATH_CAP,
 };
 
-use super::{arg, header};
-use crate::maps::{count_loss, EVENTS, EXEC_SCRATCH, PENDING_EXEC};
+use aya_log_ebpf::warn;
+
+use super::{arg, files, header};
+use crate::maps::{count_loss, ExecArgs, EVENTS, EXEC_SCRATCH, PENDING_EXEC};
 
 /// syscalls/sys_enter_execve: filename at 16, argv at 24.
 #[tracepoint]
@@ -35,7 +42,7 @@ fn read_args(ctx: &TracePointContext, argv_off: usize) {
         return;
     };
     // SAFETY: per-CPU scratch.
-    let ev = unsafe { &mut *ev };
+    let ev: &mut ExecArgs = unsafe { &mut *ev };
     let argv: *const u64 = arg::<u64>(ctx, argv_off) as *const u64;
     let mut off: usize = 0;
     let mut argc: u32 = 0;
@@ -76,13 +83,19 @@ fn read_args(ctx: &TracePointContext, argv_off: usize) {
     ev.args_len = off.min(2 * ARGS_CAP) as u32;
     ev.argc = argc;
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = PENDING_EXEC.insert(&tid, ev, 0);
+    if PENDING_EXEC.insert(&tid, ev, 0).is_err() {
+        count_loss(LossCause::PendingFull);
+        warn!(ctx, "nhiscope: exec argument map full, an exec is sent without its arguments");
+    }
 }
 
-/// sched/sched_process_exec: `__data_loc char[] filename` at 8, pid at 12, old_pid at 16.
-#[tracepoint]
-pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    let old_tid: u32 = arg(&ctx, 16);
+/// Raw tracepoint sched_process_exec: `(struct task_struct *p, pid_t old_pid, struct
+/// linux_binprm *bprm)`, in the new image's context.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
+    let old_tid: u64 = ctx.arg(1);
+    let old_tid = old_tid as u32;
+    let bprm: u64 = ctx.arg(2);
     let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) else {
         count_loss(LossCause::RingbufExec);
         let _ = PENDING_EXEC.remove(&old_tid);
@@ -95,10 +108,13 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         match PENDING_EXEC.get(&old_tid) {
             Some(p) => {
                 generated::bpf_probe_read_kernel(
-                    ev.cast(),
-                    core::mem::size_of::<ExecEvent>() as u32,
-                    (p as *const ExecEvent).cast(),
+                    (*ev).args.as_mut_ptr().cast(),
+                    (2 * ARGS_CAP) as u32,
+                    p.args.as_ptr().cast(),
                 );
+                (*ev).args_len = p.args_len;
+                (*ev).argc = p.argc;
+                (*ev).flags = p.flags;
             }
             None => {
                 (*ev).args_len = 0;
@@ -108,15 +124,51 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         }
         (*ev).hdr = header(EventKind::Exec);
         (*ev).old_tid = old_tid;
-        let loc: u32 = arg(&ctx, 8);
-        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
-        let n = generated::bpf_probe_read_kernel_str(
-            (*ev).filename.as_mut_ptr().cast(),
-            PATH_CAP as u32,
-            src.cast(),
-        );
+        let filename = files::offset(Offset::BprmFilename).and_then(|o| files::read_ptr(bprm, o));
+        let interp = files::offset(Offset::BprmInterp).and_then(|o| files::read_ptr(bprm, o));
+        let n = match filename {
+            Some(f) => generated::bpf_probe_read_kernel_str(
+                (*ev).filename.as_mut_ptr().cast(),
+                PATH_CAP as u32,
+                f as *const core::ffi::c_void,
+            ),
+            None => 0,
+        };
         (*ev).filename_len = if n > 0 { (n - 1) as u32 } else { 0 };
-        (*ev)._pad = 0;
+        if filename.is_some() && interp != filename {
+            (*ev).flags |= EXEC_SCRIPT;
+        }
+        let task = bpf_get_current_task();
+        let exe = files::offset(Offset::TaskMm)
+            .and_then(|o| files::read_ptr(task, o))
+            .and_then(|mm| files::read_ptr(mm, files::offset(Offset::MmExeFile)?));
+        (*ev).exe_ino = 0;
+        (*ev).exe_dev = 0;
+        (*ev).exe_names_len = 0;
+        (*ev).cwd_names_len = 0;
+        if let Some(file) = exe {
+            if let Some((ino, dev)) = files::file_identity(file) {
+                (*ev).exe_ino = ino;
+                (*ev).exe_dev = dev;
+            }
+            if let Some((mnt, dentry)) = files::file_path(file) {
+                let (len, whole) = files::walk(task, mnt, dentry, (*ev).exe_names.as_mut_ptr());
+                (*ev).exe_names_len = len;
+                if whole {
+                    (*ev).flags |= EXE_NAMES_COMPLETE;
+                }
+            }
+        }
+        // A script named relative to the working directory: send that directory.
+        if (*ev).flags & EXEC_SCRIPT != 0 && n > 0 && (*ev).filename[0] != b'/' {
+            if let Some((mnt, dentry)) = files::fs_path(task, Offset::FsPwd) {
+                let (len, whole) = files::walk(task, mnt, dentry, (*ev).cwd_names.as_mut_ptr());
+                (*ev).cwd_names_len = len;
+                if whole {
+                    (*ev).flags |= CWD_NAMES_COMPLETE;
+                }
+            }
+        }
     }
     slot.submit(crate::maps::wakeup());
     let _ = PENDING_EXEC.remove(&old_tid);

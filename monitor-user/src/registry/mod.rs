@@ -153,13 +153,17 @@ impl Principals {
     /// Whether a process running `exe` as `uid`, outside any known cgroup or container, is in
     /// the set.
     pub fn allows(&self, exe: &str, uid: u32) -> bool {
-        self.admits(exe, uid, Placement::default())
+        self.admits(exe, None, uid, Placement::default())
     }
 
-    /// Whether a process running `exe` as `uid` in `at` is in the set: every list that is
-    /// given must match.
-    pub fn admits(&self, exe: &str, uid: u32, at: Placement<'_>) -> bool {
-        (self.exe.is_empty() || self.exe.iter().any(|g| g.matches(exe)))
+    /// Whether a process running `exe` (or the script `exe` interprets) as `uid` in `at` is in
+    /// the set: every list that is given must match.
+    pub fn admits(&self, exe: &str, script: Option<&str>, uid: u32, at: Placement<'_>) -> bool {
+        (self.exe.is_empty()
+            || self
+                .exe
+                .iter()
+                .any(|g| g.matches(exe) || script.is_some_and(|s| g.matches(s))))
             && (self.uid.is_empty() || self.uid.contains(&uid))
             && (self.cgroup.is_empty()
                 || at
@@ -275,10 +279,10 @@ impl Registry {
             .collect()
     }
 
-    /// The kernel prefilter for [`Registry::all_patterns`]. Loading already checked every
-    /// pattern of the registry, so this fails only on a bad built-in pattern.
-    pub fn filter_plan(&self) -> Result<filter::FilterPlan, filter::FilterError> {
-        filter::compile(self.all_patterns())
+    /// The kernel's name keys for [`Registry::all_patterns`], hashed with `key`. Loading
+    /// already checked every pattern of the registry, so this fails only on a bad built-in one.
+    pub fn filter_plan(&self, key: u64) -> Result<filter::FilterPlan, filter::FilterError> {
+        filter::compile(key, self.all_patterns())
     }
 
     /// The NHI with this id.
@@ -702,16 +706,17 @@ mod placement_tests {
             cgroup: Some("/kubepods.slice/pod1/cri-containerd-ab.scope"),
             container: Some("ab"),
         };
-        assert!(p.admits("/bin/cat", 0, inside));
+        assert!(p.admits("/bin/cat", None, 0, inside));
         assert!(!p.admits(
             "/bin/cat",
+            None,
             0,
             Placement {
                 cgroup: inside.cgroup,
                 container: None
             }
         ));
-        assert!(!p.admits("/bin/cat", 0, Placement::default()));
+        assert!(!p.admits("/bin/cat", None, 0, Placement::default()));
         assert!(wildcard("3f4e*", "3F4E1A"));
         assert!(!wildcard("3f4e*", "4f4e"));
         assert!(wildcard("*", "x"));

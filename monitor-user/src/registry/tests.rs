@@ -90,9 +90,9 @@ fn the_shipped_example_loads_and_compiles() {
     let r = load(&root().join("examples/registry.yaml")).unwrap_or_else(|e| panic!("{e}"));
     assert!((3..=6).contains(&r.nhis.len()));
     assert!(r.nhis.iter().any(|n| n.holders.is_some()));
-    let plan = r.filter_plan().unwrap();
+    let plan = r.filter_plan(7).unwrap();
     assert!(plan.may_match(b"/etc/nhiscope-example/billing/aws-credentials"));
-    assert!(!plan.prefix_scan, "{:?}", plan.keys);
+    assert!(!plan.parent_scan && !plan.ancestor_scan, "{:?}", plan.keys);
     for unwatched in [
         "/etc/passwd",
         "/usr/lib/x86_64-linux-gnu/libc.so.6",
@@ -474,6 +474,6 @@ fn ownership_and_watching() {
     let all = r.all_patterns();
     assert_eq!(all.len(), 3 + 1 + watchlist::builtin().len());
     assert_eq!(all[0].as_str(), "/etc/app/*.key");
-    let plan = filter::compile(all).unwrap();
+    let plan = filter::compile(7, all).unwrap();
     assert!(plan.may_match(b"/etc/second/token") && plan.may_match(b"/srv/b/secrets/db.json"));
 }
