@@ -409,14 +409,17 @@ fn a_hard_link_and_a_bind_mount_in_a_private_mount_namespace_are_the_same_creden
         return;
     }
     let (dir, cred) = credential("alias");
-    // A hard link elsewhere (same file name: the kernel prefilter matches names, see README).
-    std::fs::create_dir_all(dir.join("copy/secrets")).expect("dir");
-    let link = dir.join("copy/secrets/token");
+    // A hard link elsewhere under a name no pattern watches: the kernel knows the inode.
+    std::fs::create_dir_all(dir.join("copy/elsewhere")).expect("dir");
+    let link = dir.join("copy/elsewhere/notes.txt");
     std::fs::hard_link(&cred, &link).expect("hard link");
     let d = Daemon::start(&registry(&cred, ""));
     let pid = cat(&link);
-    let e = d.wait_for(WAIT, |e| open_of(e, pid, &link));
+    // The event names the registered file, and the name it was reached by.
+    let e = d.wait_for(WAIT, |e| open_of(e, pid, &cred));
     assert_eq!(e["nhi"], "svc", "{e}");
+    assert_eq!(e["target"], link.to_str().expect("utf8"), "{e}");
+    assert_eq!(e["path_arg"], link.to_str().expect("utf8"), "{e}");
     assert!(e["inode"].as_u64().is_some(), "{e}");
     // A bind mount that only a private mount namespace sees.
     let inside = dir.join("ns/secrets");
@@ -437,9 +440,12 @@ fn a_hard_link_and_a_bind_mount_in_a_private_mount_namespace_are_the_same_creden
     ]));
     let seen = inside.join("token");
     let e = d.wait_for(WAIT, |e| {
-        e["kind"] == "open" && e["path"] == seen.to_str().expect("utf8") && e["ppid"] == pid
+        e["kind"] == "open" && e["path_arg"] == seen.to_str().expect("utf8") && e["ppid"] == pid
     });
     assert_eq!(e["nhi"], "svc", "{e}");
+    assert_eq!(e["path"], cred.to_str().expect("utf8"), "{e}");
+    // The real path as that namespace sees it, across the bind mount.
+    assert_eq!(e["target"], seen.to_str().expect("utf8"), "{e}");
     assert_eq!(e["verdict"], "ok");
 }
 
