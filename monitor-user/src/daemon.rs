@@ -32,6 +32,8 @@ pub struct Options {
     pub ringbuf_bytes: Option<u32>,
     pub hostname: Option<String>,
     pub all_opens: bool,
+    /// How much of each command line events carry.
+    pub cmdline: crate::redact::CmdlineMode,
     /// The live feed's socket (`nhiscope tui` reads it).
     pub live_socket: PathBuf,
     /// `--clickhouse URL` and `--clickhouse-config FILE` (see `store::config`).
@@ -211,6 +213,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         None => None,
     };
     let mut engine = Engine::new(Arc::new(registry), "/proc", Clock::now(), host);
+    engine.set_cmdline_mode(opts.cmdline);
     let seeded = engine.procs().seed();
     // The live feed listens before `ready` is printed: a client started after it connects.
     // Without it the daemon still monitors; only the dashboard is blind.

@@ -138,6 +138,12 @@ impl Engine {
         }
     }
 
+    /// How much of each command line is kept (the daemon's `--cmdline`); set before the
+    /// process table is seeded.
+    pub fn set_cmdline_mode(&mut self, mode: crate::redact::CmdlineMode) {
+        self.procs.set_cmdline_mode(mode);
+    }
+
     pub fn procs(&mut self) -> &mut ProcTable {
         &mut self.procs
     }
