@@ -119,7 +119,11 @@ fn events(e: &mut Engine) -> Vec<Event> {
     e.handle(connect(4242), &mut out);
     e.handle(exit(4242), &mut out);
     let kinds: Vec<Kind> = out.iter().map(|x| x.kind).collect();
-    assert_eq!(kinds, vec![Kind::Exec, Kind::Connect, Kind::Exit], "{out:?}");
+    assert_eq!(
+        kinds,
+        vec![Kind::Exec, Kind::Connect, Kind::Exit],
+        "{out:?}"
+    );
     out
 }
 
@@ -138,7 +142,9 @@ fn outputs(ev: &Event, spool_dir: &std::path::Path) -> Vec<(&'static str, String
         .expect("spooled");
     let mut spooled = String::new();
     for f in walk(spool_dir) {
-        spooled.push_str(&String::from_utf8_lossy(&std::fs::read(f).expect("spool file")));
+        spooled.push_str(&String::from_utf8_lossy(
+            &std::fs::read(f).expect("spool file"),
+        ));
     }
     vec![
         ("json", json),
@@ -180,7 +186,10 @@ fn no_output_carries_a_secret_from_a_command_line() {
         // What an analyst needs stays: the program, the header's name, the host.
         let kept = ev.cmdline.join(" ");
         assert!(kept.contains("Authorization: ***"), "{kept}");
-        assert!(kept.contains("https://deploy:***@10.1.2.3/v1/push"), "{kept}");
+        assert!(
+            kept.contains("https://deploy:***@10.1.2.3/v1/push"),
+            "{kept}"
+        );
         assert!(kept.contains("DEPLOY_API_KEY=***"), "{kept}");
     }
     let _ = std::fs::remove_dir_all(spool_dir);

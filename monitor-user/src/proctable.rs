@@ -350,7 +350,8 @@ mod tests {
 
     /// A /proc of its own for each test (`name`): tests run in parallel.
     fn fixture(name: &str) -> (PathBuf, ProcTable) {
-        let root = std::env::temp_dir().join(format!("nhiscope-proc-{}-{name}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("nhiscope-proc-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for (pid, tgid, ppid) in [(100u32, 100u32, 1u32), (101, 100, 1)] {
             let d = root.join(pid.to_string());
@@ -430,10 +431,22 @@ mod tests {
         assert_eq!(t.lookup(100).cmdline, vec!["env", "API_TOKEN=***", "run"]);
         // argv0 keeps the program only; full keeps everything.
         t.set_cmdline_mode(CmdlineMode::Argv0);
-        t.exec(100, 0, "x".into(), "/x".into(), vec!["x".into(), "y".into()]);
+        t.exec(
+            100,
+            0,
+            "x".into(),
+            "/x".into(),
+            vec!["x".into(), "y".into()],
+        );
         assert_eq!(t.lookup(100).cmdline, vec!["x"]);
         t.set_cmdline_mode(CmdlineMode::Full);
-        t.exec(100, 0, "x".into(), "/x".into(), vec!["x".into(), "--token=z".into()]);
+        t.exec(
+            100,
+            0,
+            "x".into(),
+            "/x".into(),
+            vec!["x".into(), "--token=z".into()],
+        );
         assert_eq!(t.lookup(100).cmdline, vec!["x", "--token=z"]);
         let _ = std::fs::remove_dir_all(root);
     }

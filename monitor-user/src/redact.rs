@@ -21,9 +21,7 @@ use serde::{Deserialize, Serialize};
 pub const MASK: &str = "***";
 
 /// How much of a command line is kept (the daemon's `--cmdline`).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum CmdlineMode {
     /// Every argument, with secret-looking values replaced by `***`.
@@ -93,7 +91,10 @@ impl Tool {
 
 /// The command line with every secret-looking value replaced by [`MASK`].
 pub fn redact(argv: &[String]) -> Vec<String> {
-    let mut tool = argv.first().and_then(|a| Tool::of(a)).unwrap_or(Tool::Other);
+    let mut tool = argv
+        .first()
+        .and_then(|a| Tool::of(a))
+        .unwrap_or(Tool::Other);
     let mut next = None;
     let mut out = Vec::with_capacity(argv.len());
     for (i, arg) in argv.iter().enumerate() {
@@ -413,10 +414,12 @@ pub fn sensitive(name: &str) -> bool {
     {
         return false;
     }
-    if parts
-        .iter()
-        .any(|p| matches!(*p, "PASS" | "PASSIN" | "PASSOUT" | "PW" | "PASSPHRASE" | "SIG"))
-    {
+    if parts.iter().any(|p| {
+        matches!(
+            *p,
+            "PASS" | "PASSIN" | "PASSOUT" | "PW" | "PASSPHRASE" | "SIG"
+        )
+    }) {
         return true;
     }
     // AUTHOR (git's GIT_AUTHOR_NAME, --author) is a person, AUTHORIZATION a credential.
@@ -480,7 +483,9 @@ pub fn looks_random(w: &str) -> bool {
     let hex = w.bytes().all(|b| b.is_ascii_hexdigit());
     let classes = [lower, upper, digit].iter().filter(|&&n| n > 0).count();
     let mixed = transitions(w) * 4 >= w.len();
-    (hex && w.len() >= 32) || (classes == 3 && mixed) || (classes == 2 && digit * 5 >= w.len() && mixed)
+    (hex && w.len() >= 32)
+        || (classes == 3 && mixed)
+        || (classes == 2 && digit * 5 >= w.len() && mixed)
 }
 
 /// How often the character class changes from one character to the next.
@@ -501,8 +506,24 @@ fn transitions(w: &str) -> usize {
 /// `sk-`): such a word is a secret at any length past its prefix.
 fn known_prefix(w: &str) -> bool {
     const PREFIXES: &[&str] = &[
-        "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xoxb-", "xoxp-",
-        "xoxa-", "xoxs-", "AKIA", "ASIA", "sk-", "sk_live_", "rk_live_", "hf_", "npm_",
+        "ghp_",
+        "gho_",
+        "ghu_",
+        "ghs_",
+        "ghr_",
+        "github_pat_",
+        "glpat-",
+        "xoxb-",
+        "xoxp-",
+        "xoxa-",
+        "xoxs-",
+        "AKIA",
+        "ASIA",
+        "sk-",
+        "sk_live_",
+        "rk_live_",
+        "hf_",
+        "npm_",
     ];
     PREFIXES.iter().any(|p| {
         w.strip_prefix(p).is_some_and(|rest| {
@@ -539,7 +560,12 @@ mod tests {
     #[test]
     fn curl_headers_and_users() {
         let out = gone(
-            &["curl", "-H", "Authorization: Bearer s3cr3tCanary", "https://api.example.com/v1"],
+            &[
+                "curl",
+                "-H",
+                "Authorization: Bearer s3cr3tCanary",
+                "https://api.example.com/v1",
+            ],
             TOKEN,
         );
         assert_eq!(out[2], "Authorization: ***");
@@ -554,9 +580,15 @@ mod tests {
         gone(&["curl", "--user", "deploy:s3cr3tCanary"], TOKEN);
         gone(&["/usr/bin/curl", "--oauth2-bearer", "s3cr3tCanary"], TOKEN);
         // Through a wrapper, the client is still known.
-        gone(&["sudo", "-u", "app", "curl", "-u", "a:s3cr3tCanary"], TOKEN);
+        gone(
+            &["sudo", "-u", "app", "curl", "-u", "a:s3cr3tCanary"],
+            TOKEN,
+        );
         // `-u` of other programs is not a password.
-        assert_eq!(r(&["sudo", "-u", "app", "id"]), vec!["sudo", "-u", "app", "id"]);
+        assert_eq!(
+            r(&["sudo", "-u", "app", "id"]),
+            vec!["sudo", "-u", "app", "id"]
+        );
     }
 
     #[test]
@@ -576,7 +608,10 @@ mod tests {
         ] {
             gone(args, TOKEN);
         }
-        assert_eq!(r(&["app", "--password", "x"]), vec!["app", "--password", "***"]);
+        assert_eq!(
+            r(&["app", "--password", "x"]),
+            vec!["app", "--password", "***"]
+        );
         assert_eq!(r(&["app", "--token=x"]), vec!["app", "--token=***"]);
         // Where a secret is kept is not a secret: the path stays.
         assert_eq!(
@@ -602,7 +637,10 @@ mod tests {
         gone(&["redis-cli", "-a", "s3cr3tCanary", "ping"], TOKEN);
         gone(&["mongosh", "-u", "x", "-p", "s3cr3tCanary"], TOKEN);
         // `-p` of other programs is a port.
-        assert_eq!(r(&["ssh", "-p", "2222", "h"]), vec!["ssh", "-p", "2222", "h"]);
+        assert_eq!(
+            r(&["ssh", "-p", "2222", "h"]),
+            vec!["ssh", "-p", "2222", "h"]
+        );
     }
 
     #[test]
@@ -618,7 +656,10 @@ mod tests {
         ] {
             gone(args, TOKEN);
         }
-        assert_eq!(r(&["env", "TOKEN=x", "run"]), vec!["env", "TOKEN=***", "run"]);
+        assert_eq!(
+            r(&["env", "TOKEN=x", "run"]),
+            vec!["env", "TOKEN=***", "run"]
+        );
         for keep in [
             "PATH=/usr/bin:/bin",
             "LANG=C.UTF-8",
@@ -633,11 +674,22 @@ mod tests {
     #[test]
     fn urls_lose_their_password_and_secret_parameters() {
         assert_eq!(
-            r(&["git", "clone", "https://bot:s3cr3tCanary@git.example.com/team/repo.git"]),
-            vec!["git", "clone", "https://bot:***@git.example.com/team/repo.git"]
+            r(&[
+                "git",
+                "clone",
+                "https://bot:s3cr3tCanary@git.example.com/team/repo.git"
+            ]),
+            vec![
+                "git",
+                "clone",
+                "https://bot:***@git.example.com/team/repo.git"
+            ]
         );
         assert_eq!(
-            r(&["psql", "postgres://app:s3cr3tCanary@db:5432/app?sslmode=require"]),
+            r(&[
+                "psql",
+                "postgres://app:s3cr3tCanary@db:5432/app?sslmode=require"
+            ]),
             vec!["psql", "postgres://app:***@db:5432/app?sslmode=require"]
         );
         assert_eq!(
@@ -652,8 +704,14 @@ mod tests {
 
     #[test]
     fn bearer_and_basic_anywhere() {
-        gone(&["http", "GET", "h", "Authorization:Bearer s3cr3tCanary"], TOKEN);
-        gone(&["wget", "--header=Authorization: Basic s3cr3tCanary", "h"], TOKEN);
+        gone(
+            &["http", "GET", "h", "Authorization:Bearer s3cr3tCanary"],
+            TOKEN,
+        );
+        gone(
+            &["wget", "--header=Authorization: Basic s3cr3tCanary", "h"],
+            TOKEN,
+        );
         gone(&["x", "Bearer", "s3cr3tCanary"], TOKEN);
         gone(&["x", "the header is Bearer s3cr3tCanary ok"], TOKEN);
         gone(&["http", "h", "X-Auth-Token:s3cr3tCanary"], TOKEN);
@@ -669,10 +727,20 @@ mod tests {
             ],
             TOKEN,
         );
-        assert!(out[2].starts_with("curl -sf -H 'Authorization:"), "{}", out[2]);
+        assert!(
+            out[2].starts_with("curl -sf -H 'Authorization:"),
+            "{}",
+            out[2]
+        );
         assert!(out[2].ends_with("https://h/x && echo done"), "{}", out[2]);
-        gone(&["bash", "-c", "TOKEN=s3cr3tCanary ./deploy.sh --fast"], TOKEN);
-        gone(&["sh", "-c", "mysql -uroot -ps3cr3tCanary db < dump.sql"], TOKEN);
+        gone(
+            &["bash", "-c", "TOKEN=s3cr3tCanary ./deploy.sh --fast"],
+            TOKEN,
+        );
+        gone(
+            &["sh", "-c", "mysql -uroot -ps3cr3tCanary db < dump.sql"],
+            TOKEN,
+        );
         gone(
             &["sh", "-c", "git push https://x:s3cr3tCanary@h/r.git main"],
             TOKEN,
@@ -738,7 +806,14 @@ mod tests {
     fn redaction_is_stable() {
         // Redacting what was redacted changes nothing (the /proc fallback may pass twice).
         for args in [
-            &["curl", "-H", "Authorization: Bearer x", "-u", "a:b", "https://u:p@h/?token=t"][..],
+            &[
+                "curl",
+                "-H",
+                "Authorization: Bearer x",
+                "-u",
+                "a:b",
+                "https://u:p@h/?token=t",
+            ][..],
             &["mysql", "-pX", "API_KEY=y"],
         ] {
             let once = r(args);

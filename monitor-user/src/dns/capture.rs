@@ -118,7 +118,7 @@ impl DnsSocket {
                     _ => return Err(e),
                 }
             }
-            let outgoing = from.sll_pkttype == libc::PACKET_OUTGOING as u8;
+            let outgoing = from.sll_pkttype == libc::PACKET_OUTGOING;
             return Ok(Some((n as usize, outgoing)));
         }
     }
@@ -212,7 +212,11 @@ mod tests {
                 },
                 0x74 => a >>= ins.k,
                 0x15 | 0x45 => {
-                    let hit = if ins.code == 0x15 { a == ins.k } else { a & ins.k != 0 };
+                    let hit = if ins.code == 0x15 {
+                        a == ins.k
+                    } else {
+                        a & ins.k != 0
+                    };
                     pc += usize::from(if hit { ins.jt } else { ins.jf });
                 }
                 0x06 => return ins.k,
@@ -222,7 +226,9 @@ mod tests {
     }
 
     fn v4(proto: u8, sport: u16, dport: u16) -> Vec<u8> {
-        let mut p = vec![0x45, 0, 0, 30, 0, 0, 0, 0, 64, proto, 0, 0, 10, 0, 0, 5, 10, 0, 0, 1];
+        let mut p = vec![
+            0x45, 0, 0, 30, 0, 0, 0, 0, 64, proto, 0, 0, 10, 0, 0, 5, 10, 0, 0, 1,
+        ];
         p.extend_from_slice(&sport.to_be_bytes());
         p.extend_from_slice(&dport.to_be_bytes());
         p.extend_from_slice(&[0, 10, 0, 0, 0xab, 0xcd]);

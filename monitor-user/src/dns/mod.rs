@@ -265,7 +265,10 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Cache::default();
         for i in 0..100 {
-            c.insert(&[answer("192.0.2.9", &[&format!("n{i}.example")], 60 + i)], t0);
+            c.insert(
+                &[answer("192.0.2.9", &[&format!("n{i}.example")], 60 + i)],
+                t0,
+            );
         }
         let names = c.names("192.0.2.9".parse().unwrap(), t0);
         assert_eq!(names.len(), MAX_NAMES_PER_ADDR);
@@ -281,13 +284,23 @@ mod tests {
         }
         assert_eq!(c.len(), 200);
         // Past MIN_KEEP every one of them is gone at the next insert.
-        c.insert(&[answer("10.1.0.1", &["b"], 0)], t0 + MIN_KEEP + Duration::from_secs(1));
+        c.insert(
+            &[answer("10.1.0.1", &["b"], 0)],
+            t0 + MIN_KEEP + Duration::from_secs(1),
+        );
         assert_eq!(c.len(), 1);
         // The same address answered over and over does not grow the heap without bound.
         for i in 0..10_000u64 {
-            c.insert(&[answer("10.1.0.1", &["b"], 60)], t0 + Duration::from_secs(40 + i));
+            c.insert(
+                &[answer("10.1.0.1", &["b"], 60)],
+                t0 + Duration::from_secs(40 + i),
+            );
         }
-        assert!(c.expiries.len() <= 4 * c.len() + 1025, "{}", c.expiries.len());
+        assert!(
+            c.expiries.len() <= 4 * c.len() + 1025,
+            "{}",
+            c.expiries.len()
+        );
     }
 
     /// A packet with IPv4 and UDP headers around a DNS message.
@@ -308,14 +321,27 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Dns::default();
         let (client, server) = ([10, 0, 0, 5], [10, 0, 0, 1]);
-        let forged = response("api.example.com", &[("api.example.com", 1, vec![203, 0, 113, 9])]);
+        let forged = response(
+            "api.example.com",
+            &[("api.example.com", 1, vec![203, 0, 113, 9])],
+        );
         d.packet(&packet(server, 53, client, 40000, &forged), false, t0);
         assert!(d.names("203.0.113.9".parse().unwrap(), t0).is_empty());
         assert_eq!(d.stats().not_believed(), 1);
-        d.packet(&packet(client, 40000, server, 53, &query("api.example.com", 0x1234)), true, t0);
-        let real = response("api.example.com", &[("api.example.com", 1, vec![192, 0, 2, 7])]);
+        d.packet(
+            &packet(client, 40000, server, 53, &query("api.example.com", 0x1234)),
+            true,
+            t0,
+        );
+        let real = response(
+            "api.example.com",
+            &[("api.example.com", 1, vec![192, 0, 2, 7])],
+        );
         d.packet(&packet(server, 53, client, 40000, &real), false, t0);
-        assert_eq!(d.names("192.0.2.7".parse().unwrap(), t0), vec!["api.example.com"]);
+        assert_eq!(
+            d.names("192.0.2.7".parse().unwrap(), t0),
+            vec!["api.example.com"]
+        );
         assert_eq!(d.stats().accepted, 1);
     }
 }

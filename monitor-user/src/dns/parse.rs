@@ -128,7 +128,10 @@ impl Message {
     /// at the question (an attacker's extra "answer" for another name), and records skipped.
     pub fn answers(&self) -> (Vec<Answer>, usize) {
         let Some(q) = &self.question else {
-            return (Vec::new(), self.cnames.len() + self.addrs.len() + self.skipped);
+            return (
+                Vec::new(),
+                self.cnames.len() + self.addrs.len() + self.skipped,
+            );
         };
         let mut chain = vec![q.name.clone()];
         let mut used = 0;
@@ -293,7 +296,10 @@ pub(crate) mod tests {
             ],
         );
         let m = parse_message(&msg).expect("parses");
-        assert_eq!(m.question.as_ref().map(|q| q.name.as_str()), Some("api.example.com"));
+        assert_eq!(
+            m.question.as_ref().map(|q| q.name.as_str()),
+            Some("api.example.com")
+        );
         let (answers, off) = m.answers();
         assert_eq!(answers.len(), 1);
         assert_eq!(answers[0].addr, "192.0.2.1".parse::<IpAddr>().unwrap());

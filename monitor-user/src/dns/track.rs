@@ -224,7 +224,10 @@ mod tests {
     fn a_matching_answer_is_believed() {
         let t0 = Instant::now();
         let mut t = asked("api.example.com", t0);
-        let r = response("api.example.com", &[("api.example.com", A, vec![192, 0, 2, 7])]);
+        let r = response(
+            "api.example.com",
+            &[("api.example.com", A, vec![192, 0, 2, 7])],
+        );
         let seen = t.packet(&dgram(SERVER, CLIENT, &r), false, t0);
         let Seen::Answers(a) = seen else {
             panic!("not believed: {seen:?}")
@@ -238,7 +241,10 @@ mod tests {
     fn an_unsolicited_answer_is_rejected() {
         let t0 = Instant::now();
         let mut t = Tracker::default();
-        let r = response("api.example.com", &[("api.example.com", A, vec![203, 0, 113, 9])]);
+        let r = response(
+            "api.example.com",
+            &[("api.example.com", A, vec![203, 0, 113, 9])],
+        );
         assert_eq!(
             t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
             Seen::Rejected(Rejected::Unsolicited)
@@ -250,7 +256,10 @@ mod tests {
     fn a_wrong_id_port_or_server_is_rejected() {
         let t0 = Instant::now();
         let mut t = asked("api.example.com", t0);
-        let mut r = response("api.example.com", &[("api.example.com", A, vec![203, 0, 113, 9])]);
+        let mut r = response(
+            "api.example.com",
+            &[("api.example.com", A, vec![203, 0, 113, 9])],
+        );
         r[1] ^= 1; // another transaction id
         assert_eq!(
             t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
@@ -258,9 +267,9 @@ mod tests {
         );
         r[1] ^= 1;
         for (src, dst) in [
-            ("10.0.0.99:53", CLIENT),     // another server
-            (SERVER, "10.0.0.5:40001"),   // another client port
-            (SERVER, "10.0.0.6:40000"),   // another client
+            ("10.0.0.99:53", CLIENT),   // another server
+            (SERVER, "10.0.0.5:40001"), // another client port
+            (SERVER, "10.0.0.6:40000"), // another client
         ] {
             assert_eq!(
                 t.packet(&dgram(src, dst, &r), false, t0),
@@ -280,7 +289,10 @@ mod tests {
     fn an_answer_about_another_name_is_rejected() {
         let t0 = Instant::now();
         let mut t = asked("api.example.com", t0);
-        let r = response("evil.example.net", &[("evil.example.net", A, vec![203, 0, 113, 9])]);
+        let r = response(
+            "evil.example.net",
+            &[("evil.example.net", A, vec![203, 0, 113, 9])],
+        );
         assert_eq!(
             t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
             Seen::Rejected(Rejected::OtherQuestion)
@@ -313,7 +325,10 @@ mod tests {
     #[test]
     fn late_and_second_answers_are_rejected() {
         let t0 = Instant::now();
-        let r = response("api.example.com", &[("api.example.com", A, vec![192, 0, 2, 7])]);
+        let r = response(
+            "api.example.com",
+            &[("api.example.com", A, vec![192, 0, 2, 7])],
+        );
         let mut t = asked("api.example.com", t0);
         let late = t0 + QUERY_TIMEOUT + Duration::from_millis(1);
         assert_eq!(
@@ -337,12 +352,21 @@ mod tests {
         let mut t = Tracker::default();
         let q = query("api.example.com", 0x1234);
         // A query arriving (for a server on this host) opens nothing.
-        assert_eq!(t.packet(&dgram(CLIENT, SERVER, &q), false, t0), Seen::Ignored);
+        assert_eq!(
+            t.packet(&dgram(CLIENT, SERVER, &q), false, t0),
+            Seen::Ignored
+        );
         assert_eq!(t.pending(), 0);
         // A response leaving (from a server on this host) is not an answer to believe.
         let mut t = asked("api.example.com", t0);
-        let r = response("api.example.com", &[("api.example.com", A, vec![192, 0, 2, 7])]);
-        assert_eq!(t.packet(&dgram(SERVER, CLIENT, &r), true, t0), Seen::Ignored);
+        let r = response(
+            "api.example.com",
+            &[("api.example.com", A, vec![192, 0, 2, 7])],
+        );
+        assert_eq!(
+            t.packet(&dgram(SERVER, CLIENT, &r), true, t0),
+            Seen::Ignored
+        );
         assert_eq!(t.pending(), 1);
     }
 

@@ -481,7 +481,10 @@ fn health_says_when_dns_answers_were_not_believed() {
         health: Box::new(h),
     }));
     let line = row_with(&render(&app, 100, 30), "REJECTED");
-    assert!(line.contains("DNS") && line.contains("REJECTED 7"), "{line}");
+    assert!(
+        line.contains("DNS") && line.contains("REJECTED 7"),
+        "{line}"
+    );
 }
 
 #[test]
