@@ -183,6 +183,13 @@ pub struct DaemonArgs {
     #[arg(long, hide = true)]
     pub all_opens: bool,
 
+    /// How much of each process's command line events carry: `redacted` (every argument, with
+    /// secret-looking values such as passwords, tokens, header values, URL passwords and
+    /// random-looking words replaced by `***`), `argv0` (the program only) or `full` (as the
+    /// process gave it, secrets included: for test hosts only).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = crate::redact::CmdlineMode::Redacted)]
+    pub cmdline: crate::redact::CmdlineMode,
+
     /// Where events are stored (ClickHouse); off when neither flag nor config gives a URL.
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
@@ -276,6 +283,24 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_refresh("100ms").is_err());
+    }
+
+    #[test]
+    fn command_lines_are_redacted_unless_asked() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["nhiscope", "daemon", "--registry", "r.yaml"];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Daemon(d)) => Ok(d.cmdline),
+                Ok(other) => panic!("not the daemon: {other:?}"),
+                Err(e) => Err(e.kind()),
+            }
+        };
+        use crate::redact::CmdlineMode;
+        assert_eq!(parse(&[]), Ok(CmdlineMode::Redacted));
+        assert_eq!(parse(&["--cmdline", "argv0"]), Ok(CmdlineMode::Argv0));
+        assert_eq!(parse(&["--cmdline", "full"]), Ok(CmdlineMode::Full));
+        assert!(parse(&["--cmdline", "some"]).is_err());
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Options {
     pub ringbuf_bytes: Option<u32>,
     pub hostname: Option<String>,
     pub all_opens: bool,
+    /// How much of each command line events carry.
+    pub cmdline: crate::redact::CmdlineMode,
     /// The live feed's socket (`nhiscope tui` reads it).
     pub live_socket: PathBuf,
     /// `--clickhouse URL` and `--clickhouse-config FILE` (see `store::config`).
@@ -213,6 +215,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         None => None,
     };
     let mut engine = Engine::new(Arc::new(registry), "/proc", Clock::now(), host);
+    engine.set_cmdline_mode(opts.cmdline);
     let seeded = engine.procs().seed();
     // The live feed listens before `ready` is printed: a client started after it connects.
     // Without it the daemon still monitors; only the dashboard is blind.
@@ -256,10 +259,12 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     loop {
         tokio::select! {
             ready = dns_readable(&dns) => {
-                if let Ok(mut guard) = ready {
+                // Readiness is cleared only once the socket is empty: a flood left for the next
+                // turn wakes the loop again, after the ring buffer and the timers had their turn.
+                let emptied = drain_dns(&dns, &mut engine, &mut dns_buf);
+                if let (Ok(mut guard), true) = (ready, emptied) {
                     guard.clear_ready();
                 }
-                drain_dns(&dns, &mut engine, &mut dns_buf);
             }
             // A wakeup (the ring buffer is filling up) or a poll: one batch either way, below.
             woken = ring.readable_mut() => {
@@ -273,7 +278,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 losses(&probes, &engine, &mut reported, &mut out);
                 let peak = ring_peak.max(ring_fill.used());
                 ring_peak = 0;
-                live.set_health(live_health(&probes, store.as_ref(), peak, ring_fill.size()));
+                let mut health = live_health(&probes, store.as_ref(), peak, ring_fill.size());
+                health.dns_rejected = engine.dns_stats().not_believed();
+                live.set_health(health);
                 ticks += 1;
                 if watcher.changed(&opts.registry) {
                     log::info!("{} changed: reloading", opts.registry.display());
@@ -287,6 +294,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                             ("records", s.records),
                             ("events", s.events),
                             ("filter_false_positives", s.filter_false_positives),
+                            ("dns_rejected", engine.dns_stats().not_believed()),
                         ]);
                     }
                     let gone = engine.procs().sweep(Duration::from_secs(5));
@@ -368,23 +376,29 @@ async fn dns_readable(
     }
 }
 
-/// Hand every DNS answer received so far to the engine.
+/// DNS packets handled per loop turn at most: a flood of DNS packets (anyone can send them)
+/// delays the ring buffer by this much work, not by the whole flood.
+const DNS_PER_TURN: usize = 256;
+
+/// Hand the DNS packets received so far to the engine, at most [`DNS_PER_TURN`]; true when the
+/// socket is empty.
 fn drain_dns(
     dns: &Option<AsyncFd<crate::dns::capture::DnsSocket>>,
     engine: &mut Engine,
     buf: &mut [u8],
-) {
-    let Some(d) = dns else { return };
-    loop {
+) -> bool {
+    let Some(d) = dns else { return true };
+    for _ in 0..DNS_PER_TURN {
         match d.get_ref().try_next(buf) {
-            Ok(Some(answers)) => engine.dns_answers(&answers),
-            Ok(None) => return,
+            Ok(Some((n, outgoing))) => engine.dns_packet(&buf[..n], outgoing),
+            Ok(None) => return true,
             Err(e) => {
-                log::warn!("reading DNS answers: {e}");
-                return;
+                log::warn!("reading DNS packets: {e}");
+                return true;
             }
         }
     }
+    false
 }
 
 /// Load the registry again and put it in force, in the kernel's filter and in the engine, without

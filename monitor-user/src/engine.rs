@@ -83,7 +83,7 @@ pub struct Engine {
     proc_root: PathBuf,
     clock: Clock,
     host: String,
-    dns: crate::dns::Cache,
+    dns: crate::dns::Dns,
     /// The registered credential files by identity, (major, minor, inode) -> NHI index: a hard
     /// link or a bind mount (in any mount namespace) is the same credential under another name.
     cred_inodes: HashMap<(u32, u32, u64), (usize, Arc<str>)>,
@@ -127,13 +127,19 @@ impl Engine {
             proc_root,
             clock,
             host,
-            dns: crate::dns::Cache::default(),
+            dns: crate::dns::Dns::default(),
             cgroups: crate::cgroups::CgroupNames::new(),
             containers: HashMap::new(),
             mtimes: HashMap::new(),
             ts: crate::event::TsFormatter::default(),
             stats: Stats::default(),
         }
+    }
+
+    /// How much of each command line is kept (the daemon's `--cmdline`); set before the
+    /// process table is seeded.
+    pub fn set_cmdline_mode(&mut self, mode: crate::redact::CmdlineMode) {
+        self.procs.set_cmdline_mode(mode);
     }
 
     pub fn procs(&mut self) -> &mut ProcTable {
@@ -144,9 +150,15 @@ impl Engine {
         &self.registry
     }
 
-    /// Addresses and names from a DNS response seen on the host.
-    pub fn dns_answers(&mut self, answers: &[crate::dns::Answer]) {
-        self.dns.insert(answers, std::time::Instant::now());
+    /// A DNS packet seen on the host (`outgoing`: sent by it): queries are remembered, and the
+    /// answers to them give addresses their names.
+    pub fn dns_packet(&mut self, pkt: &[u8], outgoing: bool) {
+        self.dns.packet(pkt, outgoing, Instant::now());
+    }
+
+    /// What became of the DNS packets seen (for health and heartbeats).
+    pub fn dns_stats(&self) -> crate::dns::DnsStats {
+        self.dns.stats()
     }
 
     /// Use a new registry from the next record on. Holdings stay: a process that read a

@@ -2,6 +2,8 @@
 //! adapters around it (probes, outputs).
 
 pub mod btf;
+#[cfg(test)]
+mod canary_tests;
 pub mod cgroups;
 pub mod cli;
 pub mod daemon;
@@ -16,6 +18,7 @@ pub mod privileges;
 pub mod probes;
 pub mod proctable;
 pub mod query;
+pub mod redact;
 pub mod registry;
 pub mod resolve;
 pub mod scope;

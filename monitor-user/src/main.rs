@@ -54,6 +54,7 @@ fn main() -> ExitCode {
                 ringbuf_bytes: a.ringbuf_size,
                 hostname: a.hostname,
                 all_opens: a.all_opens,
+                cmdline: a.cmdline,
                 live_socket: a.live_socket,
                 clickhouse: a.clickhouse.clickhouse,
                 clickhouse_config: a.clickhouse.clickhouse_config,

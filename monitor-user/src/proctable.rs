@@ -5,6 +5,10 @@
 //! Fork records also announce new threads, which the kernel cannot cheaply tell apart from
 //! processes; those entries are never looked up (events carry the thread group id) and
 //! [`ProcTable::sweep`] drops them, with any process whose exit record was lost.
+//!
+//! Command lines enter here, from exec records and from /proc, and only as the daemon's
+//! `--cmdline` setting keeps them ([`crate::redact`]): whatever reads the table, and so every
+//! output, never sees a secret that a process put in its arguments.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -12,6 +16,8 @@ use std::{
     sync::Arc,
     time::Instant,
 };
+
+use crate::redact::CmdlineMode;
 
 /// What is known about one process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,6 +136,8 @@ pub struct ProcTable {
     procs: HashMap<u32, Process>,
     /// Root of the proc filesystem (`/proc`; a fixture directory in tests).
     proc_root: PathBuf,
+    /// How much of each command line is kept.
+    cmdline: CmdlineMode,
 }
 
 impl ProcTable {
@@ -137,7 +145,14 @@ impl ProcTable {
         Self {
             procs: HashMap::new(),
             proc_root: proc_root.into(),
+            cmdline: CmdlineMode::default(),
         }
+    }
+
+    /// Keep command lines as `mode` says from now on (entries already in the table were kept
+    /// by the previous mode: set it before [`ProcTable::seed`]).
+    pub fn set_cmdline_mode(&mut self, mode: CmdlineMode) {
+        self.cmdline = mode;
     }
 
     pub fn len(&self) -> usize {
@@ -170,7 +185,7 @@ impl ProcTable {
             else {
                 continue;
             };
-            if let Some(p) = read_proc(&self.proc_root, pid) {
+            if let Some(p) = read_proc_as(&self.proc_root, pid, self.cmdline) {
                 self.procs.insert(pid, p);
                 n += 1;
             }
@@ -182,10 +197,10 @@ impl ProcTable {
     /// or a placeholder when it is gone.
     pub fn lookup(&mut self, pid: u32) -> &mut Process {
         let root = self.proc_root.clone();
-        let p = self
-            .procs
-            .entry(pid)
-            .or_insert_with(|| read_proc(&root, pid).unwrap_or_else(|| Process::unknown(pid)));
+        let mode = self.cmdline;
+        let p = self.procs.entry(pid).or_insert_with(|| {
+            read_proc_as(&root, pid, mode).unwrap_or_else(|| Process::unknown(pid))
+        });
         p.unconfirmed = false;
         p
     }
@@ -203,8 +218,9 @@ impl ProcTable {
         self.procs.insert(child, p);
     }
 
-    /// Process `pid` replaced its image.
+    /// Process `pid` replaced its image; `cmdline` is kept as the table's mode says.
     pub fn exec(&mut self, pid: u32, uid: u32, comm: String, exe: String, cmdline: Vec<String>) {
+        let cmdline = self.cmdline.keep(cmdline);
         let p = self.lookup(pid);
         p.uid = uid;
         p.comm = comm;
@@ -281,8 +297,14 @@ fn status_field(status: &str, key: &str) -> Option<u32> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Read one process from /proc (None if it is gone or is not a thread group leader).
+/// Read one process from /proc (None if it is gone or is not a thread group leader), its command
+/// line redacted.
 pub fn read_proc(root: &Path, pid: u32) -> Option<Process> {
+    read_proc_as(root, pid, CmdlineMode::Redacted)
+}
+
+/// Read one process from /proc, its command line kept as `mode` says.
+pub fn read_proc_as(root: &Path, pid: u32, mode: CmdlineMode) -> Option<Process> {
     let dir = root.join(pid.to_string());
     let status = std::fs::read_to_string(dir.join("status")).ok()?;
     if status_field(&status, "Tgid:")? != pid {
@@ -295,6 +317,7 @@ pub fn read_proc(root: &Path, pid: u32) -> Option<Process> {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect()
         })
+        .map(|argv| mode.keep(argv))
         .unwrap_or_default();
     Some(Process {
         pid,
@@ -329,8 +352,10 @@ pub fn read_proc(root: &Path, pid: u32) -> Option<Process> {
 mod tests {
     use super::*;
 
-    fn fixture() -> (PathBuf, ProcTable) {
-        let root = std::env::temp_dir().join(format!("nhiscope-proc-{}", std::process::id()));
+    /// A /proc of its own for each test (`name`): tests run in parallel.
+    fn fixture(name: &str) -> (PathBuf, ProcTable) {
+        let root =
+            std::env::temp_dir().join(format!("nhiscope-proc-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for (pid, tgid, ppid) in [(100u32, 100u32, 1u32), (101, 100, 1)] {
             let d = root.join(pid.to_string());
@@ -349,7 +374,7 @@ mod tests {
 
     #[test]
     fn seeds_processes_but_not_threads() {
-        let (root, mut t) = fixture();
+        let (root, mut t) = fixture("seed");
         assert_eq!(t.seed(), 1);
         let p = t.get(100).expect("seeded");
         assert_eq!((p.ppid, p.uid, p.comm.as_str()), (1, 1000, "sh"));
@@ -360,7 +385,7 @@ mod tests {
 
     #[test]
     fn fork_exec_exit_keep_the_table() {
-        let (root, mut t) = fixture();
+        let (root, mut t) = fixture("forkexec");
         t.seed();
         t.get_mut(100).expect("seeded").cwd = Some("/srv".into());
         t.fork(100, 200);
@@ -381,6 +406,52 @@ mod tests {
         );
         assert_eq!(t.exit(200).map(|p| p.pid), Some(200));
         assert!(t.get(200).is_none());
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn command_lines_enter_the_table_redacted() {
+        let (root, mut t) = fixture("redact");
+        std::fs::write(
+            root.join("100/cmdline"),
+            b"curl\0-u\0bot:CanaryPw1\0https://h\0",
+        )
+        .expect("cmdline");
+        t.seed();
+        assert_eq!(
+            t.get(100).expect("seeded").cmdline,
+            vec!["curl", "-u", "bot:***", "https://h"]
+        );
+        // A process first heard of through a lookup is read from /proc the same way.
+        t.exit(100);
+        assert_eq!(t.lookup(100).cmdline[2], "bot:***");
+        t.exec(
+            100,
+            0,
+            "env".into(),
+            "/usr/bin/env".into(),
+            vec!["env".into(), "API_TOKEN=CanaryPw1".into(), "run".into()],
+        );
+        assert_eq!(t.lookup(100).cmdline, vec!["env", "API_TOKEN=***", "run"]);
+        // argv0 keeps the program only; full keeps everything.
+        t.set_cmdline_mode(CmdlineMode::Argv0);
+        t.exec(
+            100,
+            0,
+            "x".into(),
+            "/x".into(),
+            vec!["x".into(), "y".into()],
+        );
+        assert_eq!(t.lookup(100).cmdline, vec!["x"]);
+        t.set_cmdline_mode(CmdlineMode::Full);
+        t.exec(
+            100,
+            0,
+            "x".into(),
+            "/x".into(),
+            vec!["x".into(), "--token=z".into()],
+        );
+        assert_eq!(t.lookup(100).cmdline, vec!["x", "--token=z"]);
         let _ = std::fs::remove_dir_all(root);
     }
 
@@ -418,7 +489,7 @@ mod tests {
 
     #[test]
     fn sweep_drops_threads_and_vanished_processes() {
-        let (root, mut t) = fixture();
+        let (root, mut t) = fixture("sweep");
         t.seed();
         t.fork(100, 101); // a thread of 100 (Tgid 100 in its status)
         t.fork(100, 555); // gone without an exit record

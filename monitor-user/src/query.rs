@@ -248,6 +248,35 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// Whether a character must not reach a terminal or a line-based file as itself: control
+/// characters (C0, DEL, C1: escape sequences, line breaks), the Unicode line and paragraph
+/// separators, and the bidirectional overrides that make text read otherwise than it is.
+/// Executable names, paths and DNS names are chosen by whoever made them.
+pub fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A table cell: the characters of [`unprintable`] written as escapes (`\n`, `\t`, `\u{1b}`),
+/// and backslashes doubled so that an escape cannot be forged.
+fn printable(s: &str) -> String {
+    if !s.chars().any(|c| unprintable(c) || c == '\\') {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unprintable(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// At most `width` characters, `…` marking a cut.
 fn cut(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
@@ -258,7 +287,13 @@ fn cut(s: &str, width: usize) -> String {
     t
 }
 
+/// Rows as aligned columns for a person; every cell goes through [`printable`].
 fn aligned(names: &[String], rows: &[Vec<String>], out: &mut dyn Write) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c)).collect())
+        .collect();
+    let names: Vec<String> = names.iter().map(|n| printable(n)).collect();
     let last = names.len().saturating_sub(1);
     let widths: Vec<usize> = (0..names.len())
         .map(|i| {
@@ -286,7 +321,7 @@ fn aligned(names: &[String], rows: &[Vec<String>], out: &mut dyn Write) -> io::R
     };
     let header: Vec<String> = names.iter().map(|n| n.to_uppercase()).collect();
     writeln!(out, "{}", line(&header))?;
-    for r in rows {
+    for r in &rows {
         writeln!(out, "{}", line(r))?;
     }
     Ok(())
@@ -467,4 +502,60 @@ pub fn run_suggest(a: SuggestArgs, out: &mut dyn Write) -> Result<(), QueryError
     );
     out.write_all(text.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Kind};
+
+    /// An event whose strings carry what a hostile process or host can put in them.
+    fn hostile() -> Event {
+        let mut e = Event::new(
+            Kind::Open,
+            "2026-01-02T03:04:05.000000006Z".into(),
+            "h".into(),
+        );
+        e.exe = "/x\n2026 h OK\x1b[2J\u{202e}fdp".into();
+        e.path = Some("/home/u/.aws/credentials\r\x07".into());
+        e.reason = "opened\tit \\n".into();
+        e
+    }
+
+    fn out(f: impl FnOnce(&mut Vec<u8>) -> Result<(), QueryError>) -> String {
+        let mut v = Vec::new();
+        f(&mut v).expect("printed");
+        String::from_utf8(v).expect("utf8")
+    }
+
+    #[test]
+    fn tables_escape_control_characters() {
+        let t = out(|o| print_events(&[hostile()], Format::Table, o));
+        assert_eq!(t.lines().count(), 2, "{t}");
+        assert!(!t.chars().any(|c| unprintable(c) && c != '\n'), "{t:?}");
+        assert!(t.contains("/x\\n2026 h OK"), "{t}");
+        assert!(t.contains("\\u{1b}[2J\\u{202e}fdp"), "{t}");
+        // A backslash is doubled: `\\n` in a name cannot pass for an escaped line break.
+        assert!(t.contains("opened\\tit \\\\n"), "{t}");
+        let t = out(|o| {
+            print_table(
+                &["exe\x1b".into()],
+                &[vec![Value::String("a\nb".into())]],
+                Format::Table,
+                o,
+            )
+        });
+        assert_eq!(t, "EXE\\U{1B}\na\\nb\n");
+    }
+
+    #[test]
+    fn json_and_csv_stay_exact() {
+        let e = hostile();
+        let j = out(|o| print_events(std::slice::from_ref(&e), Format::Json, o));
+        let back: Value = serde_json::from_str(j.trim_end()).expect("json");
+        assert_eq!(back["exe"].as_str(), Some(e.exe.as_str()));
+        assert_eq!(back["path"].as_str(), e.path.as_deref());
+        let c = out(|o| print_events(std::slice::from_ref(&e), Format::Csv, o));
+        assert!(c.contains(&format!("\"{}\"", e.exe)), "{c:?}");
+    }
 }

@@ -134,9 +134,22 @@ impl Observed {
     }
 }
 
-/// A YAML double-quoted scalar (a JSON string is one).
+/// A YAML double-quoted scalar, for values and comments alike: everything it writes comes from
+/// processes, hosts and users, and a line break in an executable's name must not add a line. A
+/// JSON string is a YAML double-quoted scalar; JSON leaves DEL, the C1 controls (NEL is a line
+/// break to YAML 1.1), the line and paragraph separators and the bidirectional overrides as
+/// they are, so they are escaped too.
 fn q(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+    let json = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+    if !json.chars().any(crate::query::unprintable) {
+        return json;
+    }
+    json.chars()
+        .map(|c| match c {
+            c if crate::query::unprintable(c) => format!("\\u{:04x}", u32::from(c)),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 fn day(secs: u64) -> String {
@@ -160,10 +173,11 @@ pub fn suggest(id: &str, o: &Observed, declared: Option<&Nhi>, window: &str) -> 
     let hosts: Vec<&str> = o.hosts.iter().map(String::as_str).collect();
     let _ = writeln!(
         y,
-        "# Least-privilege scope for NHI {id}, learned from {} use(s) on {} host(s) ({}) {window}{}.",
+        "# Least-privilege scope for NHI {}, learned from {} use(s) on {} host(s) ({}) {window}{}.",
+        q(id),
         o.uses,
         hosts.len(),
-        hosts.join(", "),
+        hosts.iter().map(|h| q(h)).collect::<Vec<_>>().join(", "),
         match (o.first, o.last) {
             (Some(f), Some(l)) => format!(", first {} last {}", day(f), day(l)),
             _ => String::new(),
@@ -183,8 +197,9 @@ pub fn suggest(id: &str, o: &Observed, declared: Option<&Nhi>, window: &str) -> 
     for (exe, n) in &o.refused {
         let _ = writeln!(
             y,
-            "# {exe} tried to open the credential {n} time(s) and was refused by the kernel; \
-             it is not in the suggested readers."
+            "# {} tried to open the credential {n} time(s) and was refused by the kernel; \
+             it is not in the suggested readers.",
+            q(exe)
         );
     }
     let _ = writeln!(y, "nhis:");
@@ -244,7 +259,11 @@ pub fn suggest(id: &str, o: &Observed, declared: Option<&Nhi>, window: &str) -> 
         if let Some(p) = dr {
             for g in &p.exe {
                 if !o.readers.keys().any(|exe| g.matches(exe)) {
-                    let _ = writeln!(y, "      # declared, never seen (remove?): exe {g}");
+                    let _ = writeln!(
+                        y,
+                        "      # declared, never seen (remove?): exe {}",
+                        q(&g.to_string())
+                    );
                 }
             }
             for uid in &p.uid {
@@ -295,8 +314,8 @@ pub fn suggest(id: &str, o: &Observed, declared: Option<&Nhi>, window: &str) -> 
             });
             if !used {
                 let what = match (&e.host, &e.cidr) {
-                    (Some(h), _) => format!("host {h}"),
-                    (None, Some(c)) => format!("cidr {c}"),
+                    (Some(h), _) => format!("host {}", q(&h.to_string())),
+                    (None, Some(c)) => format!("cidr {}", q(&c.to_string())),
                     _ => "?".to_owned(),
                 };
                 let _ = writeln!(y, "      # declared, never used (remove?): {what}");

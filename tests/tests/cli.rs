@@ -142,3 +142,28 @@ fn the_clickhouse_url_can_come_from_the_environment() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("ftp://ch.example:21"), "{}", stderr(&o));
 }
+
+#[test]
+fn an_expiry_the_daemon_cannot_represent_is_refused_where_it_is_written() {
+    let dir = temp_dir("cli-expiry");
+    let file = dir.join("registry.yaml");
+    std::fs::write(
+        &file,
+        "nhis:\n  - id: far\n    credentials: [/etc/far]\n    expires: 9999-12-31T23:59:59-23:00\n",
+    )
+    .expect("write");
+    for args in [
+        vec!["registry", "check", file.to_str().expect("utf8")],
+        vec!["daemon", "--registry", file.to_str().expect("utf8")],
+    ] {
+        let o = nhiscope(&args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(
+            e.contains(&format!("{}:4:", file.display())),
+            "{args:?}: {e}"
+        );
+        assert!(e.contains("out of range"), "{e}");
+        assert!(!e.contains("panicked"), "{e}");
+    }
+}

@@ -1,19 +1,19 @@
-//! Capturing DNS responses with a raw packet socket (`AF_PACKET`, cooked: frames start at the
-//! IP header) and a classic BPF filter in the kernel, so only UDP datagrams from port 53 reach
-//! the daemon.
+//! Capturing DNS traffic with a raw packet socket (`AF_PACKET`, cooked: frames start at the
+//! IP header) and a classic BPF filter in the kernel, so only UDP datagrams from or to port 53
+//! reach the daemon: the queries leaving the host as well as the responses coming back, since a
+//! response is believed only when its query was seen ([`super::track`]). The socket also says
+//! which packets this host sent.
 
 use std::{
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
-use super::parse::{parse_response, Answer};
-
 const ETH_P_ALL: u16 = 0x0003;
 
-/// `struct sock_filter` instructions: UDP from port 53 over IPv4 (first fragments only) or IPv6
-/// (no extension headers), whole packet kept.
+/// `struct sock_filter` instructions: UDP from or to port 53 over IPv4 (first fragments only) or
+/// IPv6 (no extension headers), whole packet kept.
 fn dns_filter() -> Vec<libc::sock_filter> {
     const LD_B_ABS: u16 = 0x30;
     const LD_H_ABS: u16 = 0x28;
@@ -27,26 +27,29 @@ fn dns_filter() -> Vec<libc::sock_filter> {
     vec![
         i(LD_B_ABS, 0, 0, 0),     // 0: A = first byte
         i(ALU_RSH_K, 0, 0, 4),    // 1: A >>= 4 (IP version)
-        i(JEQ_K, 0, 7, 4),        // 2: v4? else to 10
+        i(JEQ_K, 0, 9, 4),        // 2: v4? else to 12
         i(LD_B_ABS, 0, 0, 9),     // 3: protocol
-        i(JEQ_K, 0, 12, 17),      // 4: UDP? else drop (17)
+        i(JEQ_K, 0, 15, 17),      // 4: UDP? else drop (20)
         i(LD_H_ABS, 0, 0, 6),     // 5: flags + fragment offset
-        i(JSET_K, 10, 0, 0x1fff), // 6: a later fragment: drop (17)
+        i(JSET_K, 13, 0, 0x1fff), // 6: a later fragment: drop (20)
         i(LDX_MSH, 0, 0, 0),      // 7: X = 4 * IHL
         i(LD_H_IND, 0, 0, 0),     // 8: source port
-        i(JEQ_K, 6, 7, 53),       // 9: 53: accept (16), else drop (17)
-        i(JEQ_K, 0, 6, 6),        // 10: v6? else drop
-        i(LD_B_ABS, 0, 0, 6),     // 11: next header
-        i(JEQ_K, 0, 4, 17),       // 12: UDP? else drop
-        i(LD_H_ABS, 0, 0, 40),    // 13: source port
-        i(JEQ_K, 1, 2, 53),       // 14: 53: accept (16), else drop (17)
-        i(RET_K, 0, 0, 0),        // 15: (unused)
-        i(RET_K, 0, 0, 0x40000),  // 16: accept
-        i(RET_K, 0, 0, 0),        // 17: drop
+        i(JEQ_K, 9, 0, 53),       // 9: 53: accept (19)
+        i(LD_H_IND, 0, 0, 2),     // 10: destination port
+        i(JEQ_K, 7, 8, 53),       // 11: 53: accept (19), else drop (20)
+        i(JEQ_K, 0, 7, 6),        // 12: v6? else drop (20)
+        i(LD_B_ABS, 0, 0, 6),     // 13: next header
+        i(JEQ_K, 0, 5, 17),       // 14: UDP? else drop (20)
+        i(LD_H_ABS, 0, 0, 40),    // 15: source port
+        i(JEQ_K, 2, 0, 53),       // 16: 53: accept (19)
+        i(LD_H_ABS, 0, 0, 42),    // 17: destination port
+        i(JEQ_K, 0, 1, 53),       // 18: 53: accept (19), else drop (20)
+        i(RET_K, 0, 0, 0x40000),  // 19: accept
+        i(RET_K, 0, 0, 0),        // 20: drop
     ]
 }
 
-/// A packet socket that receives DNS responses.
+/// A packet socket that receives DNS queries and responses.
 pub struct DnsSocket {
     fd: OwnedFd,
 }
@@ -88,17 +91,23 @@ impl DnsSocket {
         Ok(Self { fd })
     }
 
-    /// The answers of the next DNS response already received, or `None` when there is none
-    /// (the socket never blocks). Responses that answer no address are skipped.
-    pub fn try_next(&self, buf: &mut [u8]) -> io::Result<Option<Vec<Answer>>> {
+    /// The next packet already received, as (its length in `buf`, whether this host sent it),
+    /// or `None` when there is none (the socket never blocks).
+    pub fn try_next(&self, buf: &mut [u8]) -> io::Result<Option<(usize, bool)>> {
         loop {
-            // SAFETY: recv writes at most buf.len() bytes into buf.
+            // SAFETY: all-zero is a valid sockaddr_ll.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: recvfrom writes at most buf.len() bytes into buf and at most `from_len`
+            // bytes into `from`, both ours and alive for the call.
             let n = unsafe {
-                libc::recv(
+                libc::recvfrom(
                     self.fd.as_raw_fd(),
                     buf.as_mut_ptr().cast(),
                     buf.len(),
                     libc::MSG_DONTWAIT,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut from_len,
                 )
             };
             if n < 0 {
@@ -109,13 +118,8 @@ impl DnsSocket {
                     _ => return Err(e),
                 }
             }
-            if let Some(payload) = udp_payload(&buf[..n as usize]) {
-                if let Some(a) = parse_response(payload) {
-                    if !a.is_empty() {
-                        return Ok(Some(a));
-                    }
-                }
-            }
+            let outgoing = from.sll_pkttype == libc::PACKET_OUTGOING;
+            return Ok(Some((n as usize, outgoing)));
         }
     }
 }
@@ -126,23 +130,36 @@ impl AsRawFd for DnsSocket {
     }
 }
 
-/// The UDP payload of an IPv4 or IPv6 packet from port 53 (the filter's work, checked again).
-pub fn udp_payload(pkt: &[u8]) -> Option<&[u8]> {
-    let version = pkt.first()? >> 4;
-    let (l4, proto) = match version {
+/// A UDP datagram from or to port 53: its ends and its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Datagram<'a> {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub payload: &'a [u8],
+}
+
+/// The UDP datagram in an IPv4 or IPv6 packet from or to port 53 (the filter's work, checked
+/// again).
+pub fn datagram(pkt: &[u8]) -> Option<Datagram<'_>> {
+    let (src, dst) = addresses(pkt)?;
+    let (l4, proto) = match pkt.first()? >> 4 {
         4 => (usize::from(pkt[0] & 0x0f) * 4, *pkt.get(9)?),
-        6 => (40, *pkt.get(6)?),
-        _ => return None,
+        _ => (40, *pkt.get(6)?),
     };
     if proto != 17 {
         return None;
     }
     let udp = pkt.get(l4..)?;
-    let sport = u16::from_be_bytes([*udp.first()?, *udp.get(1)?]);
-    if sport != 53 {
+    let port = |i: usize| Some(u16::from_be_bytes([*udp.get(i)?, *udp.get(i + 1)?]));
+    let (sport, dport) = (port(0)?, port(2)?);
+    if sport != 53 && dport != 53 {
         return None;
     }
-    udp.get(8..)
+    Some(Datagram {
+        src: SocketAddr::new(src, sport),
+        dst: SocketAddr::new(dst, dport),
+        payload: udp.get(8..)?,
+    })
 }
 
 /// Source and destination of a packet, for logs.
@@ -166,27 +183,129 @@ pub fn addresses(pkt: &[u8]) -> Option<(IpAddr, IpAddr)> {
 mod tests {
     use super::*;
 
+    /// Runs the classic BPF program on a packet, for the instructions [`dns_filter`] uses: what
+    /// the kernel would keep of it (0: dropped).
+    fn run_filter(prog: &[libc::sock_filter], pkt: &[u8]) -> u32 {
+        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+        let byte = |i: usize| pkt.get(i).map(|&b| u32::from(b));
+        let half = |i: usize| Some(byte(i)? << 8 | byte(i + 1)?);
+        loop {
+            let ins = prog[pc];
+            let k = ins.k as usize;
+            pc += 1;
+            match ins.code {
+                0x30 => match byte(k) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                0x28 => match half(k) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                0x48 => match half(x as usize + k) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                0xb1 => match byte(k) {
+                    Some(v) => x = 4 * (v & 0x0f),
+                    None => return 0,
+                },
+                0x74 => a >>= ins.k,
+                0x15 | 0x45 => {
+                    let hit = if ins.code == 0x15 {
+                        a == ins.k
+                    } else {
+                        a & ins.k != 0
+                    };
+                    pc += usize::from(if hit { ins.jt } else { ins.jf });
+                }
+                0x06 => return ins.k,
+                other => panic!("instruction {other:#x} not simulated"),
+            }
+        }
+    }
+
+    fn v4(proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+        let mut p = vec![
+            0x45, 0, 0, 30, 0, 0, 0, 0, 64, proto, 0, 0, 10, 0, 0, 5, 10, 0, 0, 1,
+        ];
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0, 10, 0, 0, 0xab, 0xcd]);
+        p
+    }
+
+    fn v6(next: u8, sport: u16, dport: u16) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0, 0, 10, next, 64];
+        p.extend_from_slice(&[0; 32]);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0, 10, 0, 0, 0xab, 0xcd]);
+        p
+    }
+
     #[test]
-    fn payload_of_ipv4_and_ipv6_udp_from_53() {
+    fn the_filter_keeps_queries_and_responses_only() {
+        let prog = dns_filter();
+        let kept = |p: &[u8]| run_filter(&prog, p) != 0;
+        // Queries leaving and responses coming back, IPv4 and IPv6.
+        assert!(kept(&v4(17, 40000, 53)));
+        assert!(kept(&v4(17, 53, 40000)));
+        assert!(kept(&v6(17, 40000, 53)));
+        assert!(kept(&v6(17, 53, 40000)));
+        // Other UDP, TCP, later fragments, garbage.
+        assert!(!kept(&v4(17, 40000, 443)));
+        assert!(!kept(&v4(6, 40000, 53)));
+        assert!(!kept(&v6(17, 40000, 123)));
+        assert!(!kept(&v6(6, 53, 40000)));
+        let mut frag = v4(17, 53, 40000);
+        frag[7] = 8; // fragment offset 8
+        assert!(!kept(&frag));
+        assert!(!kept(&[0x70, 0, 0]));
+        assert!(!kept(&[]));
+        // IPv4 options move the UDP header.
+        let mut opts = v4(17, 40000, 53);
+        opts[0] = 0x46;
+        opts.splice(20..20, [1, 1, 1, 0]);
+        assert!(kept(&opts));
+    }
+
+    #[test]
+    fn datagrams_of_ipv4_and_ipv6_udp_from_or_to_53() {
         let dns = [0xab, 0xcd];
         let mut v4 = vec![
             0x45, 0, 0, 30, 0, 0, 0, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
         ];
         v4.extend_from_slice(&[0, 53, 0x9c, 0x40, 0, 10, 0, 0]);
         v4.extend_from_slice(&dns);
-        assert_eq!(udp_payload(&v4), Some(&dns[..]));
+        let d = datagram(&v4).expect("v4");
+        assert_eq!(d.payload, &dns[..]);
+        assert_eq!(
+            (d.src, d.dst),
+            (
+                "127.0.0.1:53".parse().unwrap(),
+                "127.0.0.1:40000".parse().unwrap()
+            )
+        );
         let mut v6 = vec![0x60, 0, 0, 0, 0, 10, 17, 64];
         v6.extend_from_slice(&[0; 32]);
         v6.extend_from_slice(&[0, 53, 0x9c, 0x40, 0, 10, 0, 0]);
         v6.extend_from_slice(&dns);
-        assert_eq!(udp_payload(&v6), Some(&dns[..]));
+        assert_eq!(datagram(&v6).map(|d| d.payload), Some(&dns[..]));
+        // A query: to port 53.
+        let mut query = v4.clone();
+        query[20..24].copy_from_slice(&[0x9c, 0x40, 0, 53]);
+        assert_eq!(datagram(&query).map(|d| d.dst.port()), Some(53));
         let mut tcp = v4.clone();
         tcp[9] = 6;
-        assert_eq!(udp_payload(&tcp), None);
+        assert_eq!(datagram(&tcp), None);
         let mut other = v4.clone();
         other[21] = 54;
-        assert_eq!(udp_payload(&other), None);
-        assert_eq!(udp_payload(&[]), None);
+        assert_eq!(datagram(&other), None);
+        assert_eq!(datagram(&[]), None);
+        for cut in 0..v4.len() {
+            let _ = datagram(&v4[..cut]); // never panics
+        }
         assert_eq!(
             addresses(&v4).map(|a| a.0),
             Some("127.0.0.1".parse().unwrap())

@@ -1,31 +1,75 @@
 //! Endpoint identity from DNS answers seen on the host.
 //!
-//! A raw packet socket ([`capture`]) sees every DNS response (UDP source port 53, IPv4 and
-//! IPv6) that reaches the host; [`parse`] reads its A, AAAA and CNAME records, and [`Cache`]
-//! maps each address to the names that led to it, for the answer's TTL. Connections are then
-//! known by name as well as by address. The daemon never sends a DNS query of its own.
+//! A raw packet socket ([`capture`]) sees the DNS queries that leave the host and the responses
+//! that reach it (UDP port 53, IPv4 and IPv6); [`track`] believes a response only when it answers
+//! a query seen leaving, and only for the names on its question's CNAME chain ([`parse`]); and
+//! [`Cache`] maps each answered address to the names that led to it, for the answer's TTL.
+//! Connections are then known by name as well as by address. The daemon never sends a DNS query
+//! of its own. [`Dns`] is the three together, as the engine uses them.
 
 pub mod capture;
 pub mod parse;
+pub mod track;
 
 use std::{
-    collections::HashMap,
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
     net::IpAddr,
     time::{Duration, Instant},
 };
 
 pub use parse::{parse_response, Answer};
+pub use track::DnsStats;
 
 /// Names are kept at least this long, whatever the TTL: a client connects right after it got
 /// the answer, and TTL-0 answers exist.
 const MIN_KEEP: Duration = Duration::from_secs(30);
 /// And at most this long.
 const MAX_KEEP: Duration = Duration::from_secs(24 * 3600);
+/// Names kept per address: a CDN address serves many names, but a flood of answers for one
+/// address must not grow its list (each connection copies it).
+pub const MAX_NAMES_PER_ADDR: usize = 16;
+
+/// The DNS side of the engine: packets in, names of addresses out.
+#[derive(Debug, Default)]
+pub struct Dns {
+    tracker: track::Tracker,
+    cache: Cache,
+}
+
+impl Dns {
+    /// One captured packet (`outgoing`: this host sent it). Believed answers go to the cache.
+    pub fn packet(&mut self, pkt: &[u8], outgoing: bool, now: Instant) {
+        let Some(d) = capture::datagram(pkt) else {
+            return;
+        };
+        match self.tracker.packet(&d, outgoing, now) {
+            track::Seen::Answers(a) => self.cache.insert(&a, now),
+            track::Seen::Rejected(why) => {
+                log::debug!("DNS response {} -> {} not believed: {why:?}", d.src, d.dst);
+            }
+            track::Seen::Query | track::Seen::Ignored => {}
+        }
+    }
+
+    /// The names `addr` is currently known by, the name asked for first.
+    pub fn names(&self, addr: IpAddr, now: Instant) -> Vec<String> {
+        self.cache.names(addr, now)
+    }
+
+    pub fn stats(&self) -> DnsStats {
+        self.tracker.stats()
+    }
+}
 
 /// Address -> names, each with its expiry.
 #[derive(Debug)]
 pub struct Cache {
     map: HashMap<IpAddr, Vec<(String, Instant)>>,
+    /// (expiry, address) for every time an address got a later expiry: the soonest first, so
+    /// eviction pops instead of scanning. An item whose address has since got a later expiry
+    /// is stale and skipped.
+    expiries: BinaryHeap<Reverse<(Instant, IpAddr)>>,
     capacity: usize,
 }
 
@@ -40,7 +84,8 @@ impl Cache {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             map: HashMap::new(),
-            capacity,
+            expiries: BinaryHeap::new(),
+            capacity: capacity.max(1),
         }
     }
 
@@ -54,19 +99,47 @@ impl Cache {
 
     /// Record the addresses of one response.
     pub fn insert(&mut self, answers: &[Answer], now: Instant) {
+        self.expire(now);
         for a in answers {
             let keep = Duration::from_secs(u64::from(a.ttl)).clamp(MIN_KEEP, MAX_KEEP);
             let until = now + keep;
-            if self.map.len() >= self.capacity && !self.map.contains_key(&a.addr) {
-                self.evict(now);
-            }
-            let names = self.map.entry(a.addr).or_default();
-            for n in &a.names {
-                match names.iter_mut().find(|(have, _)| have == n) {
-                    Some(slot) => slot.1 = slot.1.max(until),
-                    None => names.push((n.clone(), until)),
+            while self.map.len() >= self.capacity && !self.map.contains_key(&a.addr) {
+                if !self.evict_soonest() {
+                    break;
                 }
             }
+            let names = self.map.entry(a.addr).or_default();
+            let before = last_expiry(names);
+            for n in &a.names {
+                if let Some(slot) = names.iter_mut().find(|(have, _)| have == n) {
+                    slot.1 = slot.1.max(until);
+                    continue;
+                }
+                match names.len() < MAX_NAMES_PER_ADDR {
+                    true => names.push((n.clone(), until)),
+                    false => {
+                        // Full: the name that expires first (or has) makes room.
+                        if let Some(slot) = names.iter_mut().min_by_key(|(_, t)| *t) {
+                            *slot = (n.clone(), until);
+                        }
+                    }
+                }
+            }
+            let after = last_expiry(names);
+            if after > before {
+                if let Some(t) = after {
+                    self.expiries.push(Reverse((t, a.addr)));
+                }
+            }
+        }
+        // Stale heap items pile up when the same addresses are answered again and again: rebuilt
+        // from the map when they outnumber the live ones (amortised over the inserts).
+        if self.expiries.len() > 4 * self.map.len() + 1024 {
+            self.expiries = self
+                .map
+                .iter()
+                .filter_map(|(addr, v)| last_expiry(v).map(|t| Reverse((t, *addr))))
+                .collect();
         }
     }
 
@@ -83,24 +156,35 @@ impl Cache {
             .unwrap_or_default()
     }
 
-    /// Drop expired names; if the cache is still full, drop the entries that expire first.
-    fn evict(&mut self, now: Instant) {
-        self.map.retain(|_, v| {
-            v.retain(|(_, t)| *t > now);
-            !v.is_empty()
-        });
-        while self.map.len() >= self.capacity {
-            let Some(oldest) = self
-                .map
-                .iter()
-                .min_by_key(|(_, v)| v.iter().map(|(_, t)| *t).max())
-                .map(|(k, _)| *k)
-            else {
+    /// Drop the addresses whose every name has expired.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&Reverse((t, addr))) = self.expiries.peek() {
+            if t > now {
                 break;
-            };
-            self.map.remove(&oldest);
+            }
+            self.expiries.pop();
+            if self.map.get(&addr).and_then(|v| last_expiry(v)) == Some(t) {
+                self.map.remove(&addr);
+            }
         }
     }
+
+    /// Drop the address that expires first; false when there is none.
+    fn evict_soonest(&mut self) -> bool {
+        while let Some(Reverse((t, addr))) = self.expiries.pop() {
+            let current = self.map.get(&addr).and_then(|v| last_expiry(v));
+            if current == Some(t) {
+                self.map.remove(&addr);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// When the last of an address's names expires.
+fn last_expiry(names: &[(String, Instant)]) -> Option<Instant> {
+    names.iter().map(|(_, t)| *t).max()
 }
 
 #[cfg(test)]
@@ -174,5 +258,90 @@ mod tests {
             c.names("192.0.2.1".parse().unwrap(), t0).is_empty(),
             "the first to expire goes"
         );
+    }
+
+    #[test]
+    fn names_per_address_are_capped() {
+        let t0 = Instant::now();
+        let mut c = Cache::default();
+        for i in 0..100 {
+            c.insert(
+                &[answer("192.0.2.9", &[&format!("n{i}.example")], 60 + i)],
+                t0,
+            );
+        }
+        let names = c.names("192.0.2.9".parse().unwrap(), t0);
+        assert_eq!(names.len(), MAX_NAMES_PER_ADDR);
+        assert!(names.contains(&"n99.example".to_string()), "{names:?}");
+    }
+
+    #[test]
+    fn expired_addresses_leave_without_a_scan_and_the_heap_stays_bounded() {
+        let t0 = Instant::now();
+        let mut c = Cache::with_capacity(1000);
+        for i in 0..200u8 {
+            c.insert(&[answer(&format!("10.0.0.{i}"), &["a"], 0)], t0);
+        }
+        assert_eq!(c.len(), 200);
+        // Past MIN_KEEP every one of them is gone at the next insert.
+        c.insert(
+            &[answer("10.1.0.1", &["b"], 0)],
+            t0 + MIN_KEEP + Duration::from_secs(1),
+        );
+        assert_eq!(c.len(), 1);
+        // The same address answered over and over does not grow the heap without bound.
+        for i in 0..10_000u64 {
+            c.insert(
+                &[answer("10.1.0.1", &["b"], 60)],
+                t0 + Duration::from_secs(40 + i),
+            );
+        }
+        assert!(
+            c.expiries.len() <= 4 * c.len() + 1025,
+            "{}",
+            c.expiries.len()
+        );
+    }
+
+    /// A packet with IPv4 and UDP headers around a DNS message.
+    fn packet(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, dns: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        p.extend_from_slice(dns);
+        p
+    }
+
+    #[test]
+    fn only_answers_to_queries_seen_leaving_reach_the_cache() {
+        use parse::tests::{query, response};
+        let t0 = Instant::now();
+        let mut d = Dns::default();
+        let (client, server) = ([10, 0, 0, 5], [10, 0, 0, 1]);
+        let forged = response(
+            "api.example.com",
+            &[("api.example.com", 1, vec![203, 0, 113, 9])],
+        );
+        d.packet(&packet(server, 53, client, 40000, &forged), false, t0);
+        assert!(d.names("203.0.113.9".parse().unwrap(), t0).is_empty());
+        assert_eq!(d.stats().not_believed(), 1);
+        d.packet(
+            &packet(client, 40000, server, 53, &query("api.example.com", 0x1234)),
+            true,
+            t0,
+        );
+        let real = response(
+            "api.example.com",
+            &[("api.example.com", 1, vec![192, 0, 2, 7])],
+        );
+        d.packet(&packet(server, 53, client, 40000, &real), false, t0);
+        assert_eq!(
+            d.names("192.0.2.7".parse().unwrap(), t0),
+            vec!["api.example.com"]
+        );
+        assert_eq!(d.stats().accepted, 1);
     }
 }

@@ -5,8 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// One answered address and the names that lead to it: the name asked for, the CNAME chain,
-/// and the owner name of the address record.
+/// One answered address and the names that lead to it: the name asked for, then the CNAME chain
+/// down to the owner name of the address record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub addr: IpAddr,
@@ -88,27 +88,114 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The addresses a DNS response message (the UDP payload) answers, with their names. `None` when
-/// the message is not a well-formed successful response.
-pub fn parse_response(msg: &[u8]) -> Option<Vec<Answer>> {
-    let mut r = Reader { msg, pos: 0 };
-    let _id = r.u16()?;
-    let flags = r.u16()?;
-    if flags & 0x8000 == 0 || flags & 0x000f != 0 {
-        return None; // a query, or an error response
+/// The most answer records read from one message: a flood of records in one packet costs no
+/// more than this; the rest are skipped and counted.
+pub const MAX_RECORDS: usize = 32;
+/// The longest CNAME chain followed from the question.
+const MAX_CHAIN: usize = 16;
+
+/// The question of a query or response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Question {
+    /// Lowercased, without the trailing dot.
+    pub name: String,
+    pub qtype: u16,
+}
+
+/// What a DNS message says, as far as the daemon needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    /// The transaction id.
+    pub id: u16,
+    /// QR: a response (else a query).
+    pub response: bool,
+    /// The response code (0: no error).
+    pub rcode: u8,
+    /// The question, when the message has exactly one (every real client sends one).
+    pub question: Option<Question>,
+    /// CNAME records of the answer section: (alias, target).
+    pub cnames: Vec<(String, String)>,
+    /// A and AAAA records of the answer section: (owner, address, TTL).
+    pub addrs: Vec<(String, IpAddr, u32)>,
+    /// Answer records past [`MAX_RECORDS`], not read.
+    pub skipped: usize,
+}
+
+impl Message {
+    /// The addresses this response answers for its question, each with the names that lead
+    /// to it (the question first, then the CNAME chain down to the address record's owner), and
+    /// how many records were not believed: a record whose owner is not on the chain that starts
+    /// at the question (an attacker's extra "answer" for another name), and records skipped.
+    pub fn answers(&self) -> (Vec<Answer>, usize) {
+        let Some(q) = &self.question else {
+            return (
+                Vec::new(),
+                self.cnames.len() + self.addrs.len() + self.skipped,
+            );
+        };
+        let mut chain = vec![q.name.clone()];
+        let mut used = 0;
+        while chain.len() <= MAX_CHAIN {
+            let Some(cur) = chain.last() else { break };
+            let Some((_, target)) = self.cnames.iter().find(|(alias, _)| alias == cur) else {
+                break;
+            };
+            if chain.contains(target) {
+                break; // a loop
+            }
+            chain.push(target.clone());
+            used += 1;
+        }
+        let mut out = Vec::new();
+        let mut off = self.cnames.len() - used + self.skipped;
+        for (owner, addr, ttl) in &self.addrs {
+            match chain.iter().position(|n| n == owner) {
+                Some(i) => out.push(Answer {
+                    addr: *addr,
+                    names: chain[..=i].to_vec(),
+                    ttl: *ttl,
+                }),
+                None => off += 1,
+            }
+        }
+        (out, off)
     }
+}
+
+/// Read a DNS message (the UDP payload): its header, question and answer records. `None` when it
+/// is malformed.
+pub fn parse_message(msg: &[u8]) -> Option<Message> {
+    let mut r = Reader { msg, pos: 0 };
+    let id = r.u16()?;
+    let flags = r.u16()?;
     let qd = r.u16()?;
     let an = r.u16()?;
     let _ns = r.u16()?;
     let _ar = r.u16()?;
-    let mut asked = Vec::new();
-    for _ in 0..qd {
-        asked.push(r.name()?);
-        r.bytes(4)?;
+    let mut m = Message {
+        id,
+        response: flags & 0x8000 != 0,
+        rcode: (flags & 0x000f) as u8,
+        ..Message::default()
+    };
+    let mut questions = Vec::new();
+    for _ in 0..qd.min(4) {
+        let name = r.name()?;
+        let qtype = r.u16()?;
+        let _class = r.u16()?;
+        questions.push(Question { name, qtype });
     }
-    let mut cnames: Vec<(String, String)> = Vec::new(); // alias -> target
-    let mut addrs: Vec<(String, IpAddr, u32)> = Vec::new();
-    for _ in 0..an {
+    if qd > 4 {
+        return None;
+    }
+    if questions.len() == 1 {
+        m.question = questions.pop();
+    }
+    for i in 0..usize::from(an) {
+        if i >= MAX_RECORDS {
+            m.skipped = usize::from(an) - MAX_RECORDS;
+            break;
+        }
         let owner = r.name()?;
         let typ = r.u16()?;
         let class = r.u16()?;
@@ -119,49 +206,35 @@ pub fn parse_response(msg: &[u8]) -> Option<Vec<Answer>> {
         if class != CLASS_IN {
             continue;
         }
-        match (typ, len) {
-            (TYPE_A, 4) => addrs.push((
-                owner,
-                IpAddr::V4(Ipv4Addr::new(data[0], data[1], data[2], data[3])),
-                ttl,
-            )),
-            (TYPE_AAAA, 16) => {
+        match (typ, data) {
+            (TYPE_A, &[a, b, c, d]) => {
+                m.addrs
+                    .push((owner, IpAddr::V4(Ipv4Addr::new(a, b, c, d)), ttl));
+            }
+            (TYPE_AAAA, _) if len == 16 => {
                 let mut b = [0u8; 16];
                 b.copy_from_slice(data);
-                addrs.push((owner, IpAddr::V6(Ipv6Addr::from(b)), ttl));
+                m.addrs.push((owner, IpAddr::V6(Ipv6Addr::from(b)), ttl));
             }
             (TYPE_CNAME, _) => {
                 let mut sub = Reader { msg, pos: start };
-                cnames.push((owner, sub.name()?));
+                m.cnames.push((owner, sub.name()?));
             }
             _ => {}
         }
     }
-    let mut out = Vec::new();
-    for (owner, addr, ttl) in addrs {
-        // Walk the CNAME chain back from the owner to the names that were asked for.
-        let mut names = vec![owner.clone()];
-        let mut frontier = vec![owner];
-        for _ in 0..16 {
-            let mut next = Vec::new();
-            for n in &frontier {
-                for (alias, target) in &cnames {
-                    if target == n && !names.contains(alias) {
-                        names.push(alias.clone());
-                        next.push(alias.clone());
-                    }
-                }
-            }
-            if next.is_empty() {
-                break;
-            }
-            frontier = next;
-        }
-        // The name asked for first: it is what the client used.
-        names.sort_by_key(|n| !asked.contains(n));
-        out.push(Answer { addr, names, ttl });
+    Some(m)
+}
+
+/// The addresses a successful DNS response answers for its question, with their names. `None`
+/// when the message is not a well-formed successful response. Whether anyone asked is not
+/// checked here: see [`super::track`].
+pub fn parse_response(msg: &[u8]) -> Option<Vec<Answer>> {
+    let m = parse_message(msg)?;
+    if !m.response || m.rcode != 0 {
+        return None; // a query, or an error response
     }
-    Some(out)
+    Some(m.answers().0)
 }
 
 #[cfg(test)]
@@ -198,6 +271,64 @@ pub(crate) mod tests {
             m.extend_from_slice(data);
         }
         m
+    }
+
+    /// A query for `q` (type A) with transaction id `id`.
+    pub(crate) fn query(q: &str, id: u16) -> Vec<u8> {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        m.extend(qname(q));
+        m.extend_from_slice(&[0, 1, 0, 1]);
+        m
+    }
+
+    #[test]
+    fn records_off_the_question_chain_are_not_answers() {
+        let msg = response(
+            "api.example.com",
+            &[
+                ("api.example.com", TYPE_CNAME, qname("edge.cdn.net")),
+                ("edge.cdn.net", TYPE_A, vec![192, 0, 2, 1]),
+                // Extra records for names nobody asked about, and a CNAME elsewhere.
+                ("bank.example.org", TYPE_A, vec![203, 0, 113, 6]),
+                ("other.example.com", TYPE_CNAME, qname("edge.cdn.net")),
+                ("allowed.example.com", TYPE_CNAME, qname("api.example.com")),
+            ],
+        );
+        let m = parse_message(&msg).expect("parses");
+        assert_eq!(
+            m.question.as_ref().map(|q| q.name.as_str()),
+            Some("api.example.com")
+        );
+        let (answers, off) = m.answers();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].addr, "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(answers[0].names, vec!["api.example.com", "edge.cdn.net"]);
+        assert_eq!(off, 3);
+    }
+
+    #[test]
+    fn records_past_the_cap_are_skipped() {
+        let records: Vec<(&str, u16, Vec<u8>)> = (0..100u8)
+            .map(|i| ("many.example", TYPE_A, vec![10, 0, 0, i]))
+            .collect();
+        let m = parse_message(&response("many.example", &records)).expect("parses");
+        let (answers, off) = m.answers();
+        assert_eq!(answers.len(), MAX_RECORDS);
+        assert_eq!(off, 100 - MAX_RECORDS);
+    }
+
+    #[test]
+    fn queries_have_their_question() {
+        let m = parse_message(&query("Api.Example.com", 0xbeef)).expect("parses");
+        assert_eq!((m.id, m.response), (0xbeef, false));
+        assert_eq!(
+            m.question,
+            Some(Question {
+                name: "api.example.com".into(),
+                qtype: TYPE_A
+            })
+        );
     }
 
     #[test]

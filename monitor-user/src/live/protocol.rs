@@ -122,6 +122,10 @@ pub struct Health {
     pub live_clients_dropped: u64,
     /// Connections refused by the peer check.
     pub live_clients_refused: u64,
+    /// DNS answers not believed since start: responses to no query seen leaving the host (or
+    /// to another question), and answer records off their question's CNAME chain. Forged
+    /// answers land here; a few may also be late answers to queries that timed out.
+    pub dns_rejected: u64,
 }
 
 /// The ClickHouse sink's state; every field is optional but `connected`.

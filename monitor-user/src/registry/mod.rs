@@ -17,7 +17,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::{self, value::MapAccessDeserializer, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -655,12 +655,26 @@ fn parse_instant(v: &str) -> Result<SystemTime, String> {
         _ => (v, None),
     };
     let t = humantime::parse_rfc3339_weak(local).map_err(|_| bad())?;
-    Ok(match offset {
+    let t = match offset {
         Some((true, d)) => t.checked_sub(d).ok_or_else(bad)?,
         Some((false, d)) => t.checked_add(d).ok_or_else(bad)?,
         None => t,
-    })
+    };
+    // The offset can carry a valid local time out of what the daemon writes: RFC 3339 with a
+    // four-digit year, from 1970 (humantime's formatting panics outside it, and the daemon
+    // formats `expires` in reasons and the live feed).
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs());
+    match secs {
+        Ok(s) if s < LAST_INSTANT_SECS => Ok(t),
+        _ => Err(format!(
+            "`{v}` is out of range: instants must lie between 1970-01-01T00:00:00Z and \
+             9999-12-31T23:59:59Z"
+        )),
+    }
 }
+
+/// Seconds from the epoch to 10000-01-01T00:00:00Z, the first instant past RFC 3339's years.
+const LAST_INSTANT_SECS: u64 = 253_402_300_800;
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let check = |v: &str| match humantime::parse_duration(v) {

@@ -174,6 +174,32 @@ fn instants_with_offsets() {
     }
 }
 
+#[test]
+fn instants_the_daemon_cannot_write_are_refused_with_their_place() {
+    // Valid local times that an offset carries past year 9999 or before 1970.
+    for bad in [
+        "9999-12-31T23:59:59-23:00",
+        "9999-12-31T23:00:00-01:00",
+        "1970-01-01T00:00:00+01:00",
+    ] {
+        let e = parse_instant(bad).expect_err(bad);
+        assert!(e.contains("out of range"), "{e}");
+        let e = err(&format!(
+            "nhis:\n  - id: a\n    credentials: [/etc/a]\n    expires: {bad}\n"
+        ));
+        assert!(e.contains("test.yaml:4:"), "{e}");
+    }
+    // The edges that fit are kept, and can be written.
+    for ok in [
+        "9999-12-31T23:59:59Z",
+        "9999-12-31T22:59:59-01:00",
+        "1970-01-01T01:00:00+01:00",
+    ] {
+        let t = parse_instant(ok).expect(ok);
+        let _ = humantime::format_rfc3339_seconds(t).to_string();
+    }
+}
+
 /// Each fixture's first line states the error it must produce; the table repeats it so that a
 /// changed fixture cannot silently change the expectation.
 #[test]

@@ -105,7 +105,7 @@ fn the_suggestion_is_a_valid_registry_that_allows_exactly_what_was_seen() {
     assert!(!allowed("10.20.1.8", 5432, &[]), "the address alone");
     assert!(!allowed("10.20.1.7", 22, &[]), "the ports used only");
     assert!(
-        text.contains("/usr/bin/cat tried to open the credential 2 time(s)"),
+        text.contains(r#""/usr/bin/cat" tried to open the credential 2 time(s)"#),
         "{text}"
     );
     assert!(text.contains("120 use(s)"), "{text}");
@@ -135,7 +135,7 @@ fn with_the_registry_it_keeps_what_is_declared_and_notes_what_went_unused() {
     assert_eq!(n.max_age, d.max_age);
     assert_eq!(n.expires, d.expires);
     assert!(
-        text.contains("declared, never seen (remove?): exe /usr/bin/python3*"),
+        text.contains(r#"declared, never seen (remove?): exe "/usr/bin/python3*""#),
         "{text}"
     );
     assert!(
@@ -143,7 +143,7 @@ fn with_the_registry_it_keeps_what_is_declared_and_notes_what_went_unused() {
         "{text}"
     );
     assert!(
-        text.contains("declared, never used (remove?): cidr 192.168.0.0/16"),
+        text.contains(r#"declared, never used (remove?): cidr "192.168.0.0/16""#),
         "{text}"
     );
     assert!(
@@ -158,4 +158,47 @@ fn nothing_observed_suggests_nothing_allowed() {
     assert!(text.contains("Nothing was observed"), "{text}");
     // No file, no reader, no endpoint: the entry needs a path before it is valid, and says so.
     assert!(text.contains("add its path"), "{text}");
+}
+
+#[test]
+fn every_string_written_is_quoted_so_no_name_adds_a_line() {
+    let evil = "/tmp/x\nnhis: []\n# \u{85}\u{2028}";
+    let o = Observed::from_records(&[
+        rec(Kind::Open, evil, 0, CRED, ("", 0, &[]), true, 1),
+        rec(Kind::Open, evil, 0, CRED, ("", 0, &[]), false, 1),
+        rec(
+            Kind::Connect,
+            evil,
+            0,
+            "",
+            ("10.0.0.1", 443, &["a\nb.example"]),
+            true,
+            1,
+        ),
+    ]);
+    let y = suggest("api\nx", &o, None, "over the last 7d");
+    for line in y.lines() {
+        assert!(
+            line.trim_start().starts_with(['#', '-', '[']) || line.trim_start().contains(':'),
+            "a line the suggestion did not mean to write: {line:?}\n{y}"
+        );
+        assert!(!line.starts_with("nhis: []"), "{y}");
+    }
+    assert!(
+        !y.chars().any(|c| crate::query::unprintable(c) && c != '\n'),
+        "{y:?}"
+    );
+    // The refused reader, named in a comment, is quoted there too.
+    assert!(
+        y.contains(r#"# "/tmp/x\nnhis: []\n# \u0085\u2028" tried to open"#),
+        "{y}"
+    );
+    // And the YAML still reads back to the very names.
+    let v: serde_yaml::Value = serde_yaml::from_str(&y).expect("yaml");
+    assert_eq!(v["nhis"][0]["id"].as_str(), Some("api\nx"));
+    assert_eq!(v["nhis"][0]["readers"]["exe"][0].as_str(), Some(evil));
+    assert_eq!(
+        v["nhis"][0]["endpoints"][0]["host"].as_str(),
+        Some("a\nb.example")
+    );
 }

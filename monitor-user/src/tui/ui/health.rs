@@ -1,5 +1,5 @@
-//! The daemon's health: kernel drops, ring buffer fill, ClickHouse lag and spool, uptime, the
-//! event rate, and the dashboard's own view of the feed.
+//! The daemon's health: kernel drops, ring buffer fill, ClickHouse lag and spool, DNS answers not
+//! believed, uptime, the event rate, and the dashboard's own view of the feed.
 
 use ratatui::{
     buffer::Buffer,
@@ -184,6 +184,20 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
                 }
             };
             lines.push(row("ClickHouse", ch));
+            // Said only when it happens: DNS answers nobody asked for are an attack or a
+            // misconfigured network, and hostname endpoints ignored them.
+            if h.dns_rejected > 0 {
+                lines.push(row(
+                    "DNS",
+                    vec![
+                        Span::styled(format!("REJECTED {}", h.dns_rejected), alert()),
+                        Span::raw(
+                            " answer(s) not believed (no matching query, or off the question's \
+                             CNAME chain)",
+                        ),
+                    ],
+                ));
+            }
             lines.push(row(
                 "live feed",
                 vec![Span::raw(format!(

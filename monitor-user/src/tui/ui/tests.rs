@@ -468,6 +468,26 @@ fn snapshot_health_with_losses_and_clickhouse_down() {
 }
 
 #[test]
+fn health_says_when_dns_answers_were_not_believed() {
+    let mut app = busy();
+    app.on_update(Update::Message(Message::Health {
+        health: Box::new(health()),
+    }));
+    key(&mut app, KeyCode::Char('5'));
+    assert!(find(&render(&app, 100, 30), "REJECTED").is_none());
+    let mut h = health();
+    h.dns_rejected = 7;
+    app.on_update(Update::Message(Message::Health {
+        health: Box::new(h),
+    }));
+    let line = row_with(&render(&app, 100, 30), "REJECTED");
+    assert!(
+        line.contains("DNS") && line.contains("REJECTED 7"),
+        "{line}"
+    );
+}
+
+#[test]
 fn snapshot_help() {
     let mut app = busy();
     key(&mut app, KeyCode::Char('?'));
