@@ -149,10 +149,9 @@ pub fn file_identity(file: u64) -> Option<(u64, u32)> {
     let ino = read_ptr(inode, offset(Offset::InodeIno)?)?;
     let sb = read_ptr(inode, offset(Offset::InodeSb)?)?;
     // SAFETY: as in read_ptr; s_dev is a u32 (dev_t).
-    let dev = unsafe {
-        bpf_probe_read_kernel((sb as usize + offset(Offset::SbDev)?) as *const u32)
-    }
-    .ok()?;
+    let dev =
+        unsafe { bpf_probe_read_kernel((sb as usize + offset(Offset::SbDev)?) as *const u32) }
+            .ok()?;
     Some((ino, dev))
 }
 
@@ -200,10 +199,9 @@ pub unsafe fn walk(task: u64, mnt: u64, dentry: u64, out: *mut u8) -> (u32, bool
     ) else {
         return (0, false);
     };
-    let (Some(o_mparent), Some(o_mpoint)) = (
-        offset(Offset::MountParent),
-        offset(Offset::MountMountpoint),
-    ) else {
+    let (Some(o_mparent), Some(o_mpoint)) =
+        (offset(Offset::MountParent), offset(Offset::MountMountpoint))
+    else {
         return (0, false);
     };
     let (root_mnt, root_dentry) = fs_path(task, Offset::FsRoot).unwrap_or((0, 0));
@@ -294,8 +292,7 @@ pub fn syscall_arg(which: Offset) -> Option<u64> {
 pub fn tty_flags() -> u32 {
     // SAFETY: as in fd_inode.
     let task = unsafe { bpf_get_current_task() };
-    let (Some(sig_off), Some(tty_off)) =
-        (offset(Offset::TaskSignal), offset(Offset::SignalTty))
+    let (Some(sig_off), Some(tty_off)) = (offset(Offset::TaskSignal), offset(Offset::SignalTty))
     else {
         return 0;
     };

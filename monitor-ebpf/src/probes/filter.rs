@@ -106,7 +106,10 @@ fn copy_kernel_name(buf: &mut [u8; NAME_SCAN], name: u64) -> usize {
 /// A dentry's name pointer.
 #[inline(always)]
 fn dentry_name(d: u64) -> Option<u64> {
-    read_ptr(d + offset(Offset::DentryName)? as u64, offset(Offset::QstrName)?)
+    read_ptr(
+        d + offset(Offset::DentryName)? as u64,
+        offset(Offset::QstrName)?,
+    )
 }
 
 /// Whether the file open at `file` (dentry `dentry`) may be watched: `MATCH_INODE`,

@@ -73,12 +73,13 @@ fn exit(ctx: &TracePointContext, l: Layout) -> Option<()> {
             MATCH_NAME
         } else {
             // SAFETY: the first NAME_SCAN bytes of the PATH_CAP scratch buffer.
-            let names = unsafe { &mut *(buf.as_mut_ptr() as *mut [u8; monitor_common::filter::NAME_SCAN]) };
+            let names =
+                unsafe { &mut *(buf.as_mut_ptr() as *mut [u8; monitor_common::filter::NAME_SCAN]) };
             filter::file_watched(file, dentry, flags, names)
         }
     } else {
-        let Some(n) = files::syscall_arg(l.path)
-            .and_then(|p| read_user_str(buf.as_mut_ptr(), PATH_CAP, p))
+        let Some(n) =
+            files::syscall_arg(l.path).and_then(|p| read_user_str(buf.as_mut_ptr(), PATH_CAP, p))
         else {
             // EFAULT: the kernel could not read the name either, nothing was opened.
             if ret != -14 {

@@ -85,7 +85,10 @@ fn read_args(ctx: &TracePointContext, argv_off: usize) {
     let tid = bpf_get_current_pid_tgid() as u32;
     if PENDING_EXEC.insert(&tid, ev, 0).is_err() {
         count_loss(LossCause::PendingFull);
-        warn!(ctx, "nhiscope: exec argument map full, an exec is sent without its arguments");
+        warn!(
+            ctx,
+            "nhiscope: exec argument map full, an exec is sent without its arguments"
+        );
     }
 }
 
