@@ -56,6 +56,9 @@ pub enum OpenOp {
     Open = 3,
     Creat = 4,
     // 5 and 6 were `chdir`/`fchdir`: retired.
+    /// An io_uring `IORING_OP_OPENAT`/`OPENAT2` request.
+    IoUring = 7,
+    OpenByHandleAt = 8,
 }
 
 impl OpenOp {
@@ -65,6 +68,8 @@ impl OpenOp {
             2 => Self::Openat2,
             3 => Self::Open,
             4 => Self::Creat,
+            7 => Self::IoUring,
+            8 => Self::OpenByHandleAt,
             _ => return None,
         })
     }
@@ -75,6 +80,8 @@ impl OpenOp {
             Self::Openat2 => "openat2",
             Self::Open => "open",
             Self::Creat => "creat",
+            Self::IoUring => "io_uring_openat",
+            Self::OpenByHandleAt => "open_by_handle_at",
         }
     }
 }
@@ -380,9 +387,15 @@ pub mod config {
         RegsDi,
         RegsSi,
         RegsDx,
+        /// `io_open.dfd`, `.file_slot`, `.filename` (an io_uring open request's command area)
+        IoOpenDfd,
+        IoOpenFileSlot,
+        IoOpenFilename,
+        /// `filename.name`
+        FilenameName,
     }
     /// Number of `Offset` slots.
-    pub const OFFSETS: u32 = 33;
+    pub const OFFSETS: u32 = 37;
     pub const LEN: u32 = OFF_BASE + OFFSETS;
 }
 

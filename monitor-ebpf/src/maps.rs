@@ -45,6 +45,25 @@ pub static PENDING_EXEC: HashMap<u32, ExecArgs> = HashMap::with_max_entries(2048
 #[map]
 pub static NAME_SCRATCH: PerCpuArray<[u8; PATH_CAP]> = PerCpuArray::with_max_entries(1, 0);
 
+/// An io_uring open request between its submission and its completion.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UringOpen {
+    pub dfd: i32,
+    /// Fixed file slot + 1, or 0 when the new fd goes to the task's table.
+    pub slot: u32,
+    pub path_len: u32,
+    pub _pad: u32,
+    pub path: [u8; PATH_CAP],
+}
+
+/// io_uring open requests in flight, by request address. Only io_uring opens pay for it.
+#[map]
+pub static URING_OPENS: HashMap<u64, UringOpen> = HashMap::with_max_entries(1024, 0);
+
+#[map]
+pub static URING_SCRATCH: PerCpuArray<UringOpen> = PerCpuArray::with_max_entries(1, 0);
+
 /// One word to turn a pointer into a plain number (see `probes::files::syscall_arg`).
 #[map]
 pub static SCALAR: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

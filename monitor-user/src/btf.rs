@@ -207,6 +207,10 @@ const MEMBERS: [(Offset, &str, &str); OFFSETS as usize] = [
     (Offset::RegsDi, "pt_regs", "di"),
     (Offset::RegsSi, "pt_regs", "si"),
     (Offset::RegsDx, "pt_regs", "dx"),
+    (Offset::IoOpenDfd, "io_open", "dfd"),
+    (Offset::IoOpenFileSlot, "io_open", "file_slot"),
+    (Offset::IoOpenFilename, "io_open", "filename"),
+    (Offset::FilenameName, "filename", "name"),
 ];
 
 /// The byte offsets of every kernel struct member the programs follow, for the running kernel,

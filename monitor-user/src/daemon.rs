@@ -151,6 +151,11 @@ impl Sink {
 /// Run the daemon until a termination signal.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let registry = registry::load(&opts.registry).map_err(|e| DaemonError::Input(e.to_string()))?;
+    // Before any thread is started (the check forks).
+    let unseen = crate::coverage::unseen_doors();
+    for door in &unseen {
+        log::warn!("not seen: {door}");
+    }
     let key = random_key();
     let plan = kernel_plan(key, &registry)
         .map_err(|e| DaemonError::Input(format!("{}: {e}", opts.registry.display())))?;
@@ -280,6 +285,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 ring_peak = 0;
                 let mut health = live_health(&probes, store.as_ref(), peak, ring_fill.size());
                 health.dns_rejected = engine.dns_stats().not_believed();
+                health.unseen.clone_from(&unseen);
                 live.set_health(health);
                 ticks += 1;
                 if watcher.changed(&opts.registry) {

@@ -285,12 +285,11 @@ impl Engine {
         let names = decode::names_path(&o.names, o.names_len, o.flags & NAMES_COMPLETE != 0);
         // The file the kernel opened, by its real path; a failed open has none, so its argument
         // is resolved against the directory the kernel said it started from.
+        // (an io_uring open into a fixed slot has no fd either: it is judged like a failed one).
         let real = if o.flags & NAMES_ARE_BASE != 0 {
             names.and_then(|base| resolve::absolute(Some(&base), raw_path))
-        } else if o.ret >= 0 {
-            names
         } else {
-            resolve::absolute(None, raw_path)
+            names.or_else(|| resolve::absolute(None, raw_path))
         };
         let real_s = real.as_ref().map(|p| p.to_string_lossy().into_owned());
         let reg = Arc::clone(&self.registry);

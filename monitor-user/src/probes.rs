@@ -21,6 +21,17 @@ const PROGRAMS: &[(&str, Option<&str>, &str)] = &[
     ("sys_exit_openat2", Some("syscalls"), "sys_exit_openat2"),
     ("sys_exit_open", Some("syscalls"), "sys_exit_open"),
     ("sys_exit_creat", Some("syscalls"), "sys_exit_creat"),
+    (
+        "sys_exit_open_by_handle_at",
+        Some("syscalls"),
+        "sys_exit_open_by_handle_at",
+    ),
+    ("io_uring_complete", Some("io_uring"), "io_uring_complete"),
+    (
+        "io_uring_submit_req",
+        Some("io_uring"),
+        "io_uring_submit_req",
+    ),
     ("sched_process_fork", Some("sched"), "sched_process_fork"),
     ("sched_process_exec", None, "sched_process_exec"),
     ("sched_process_exit", Some("sched"), "sched_process_exit"),

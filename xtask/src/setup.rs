@@ -40,6 +40,9 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     "iproute2",
     "netcat-openbsd",
+    // tests/helpers/uring_open.c: opens through io_uring, as a process avoiding the syscalls.
+    "liburing-dev",
+    "gcc",
 ];
 
 /// bpf-linker's version: the one checked to build against Debian's LLVM 22 and to link what

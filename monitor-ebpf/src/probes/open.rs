@@ -13,7 +13,10 @@
 //! the same keys.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_user, generated},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -24,7 +27,7 @@ use monitor_common::{
 };
 
 use super::{arg, files, filter, header};
-use crate::maps::{count_loss, CONFIG, EVENTS, NAME_SCRATCH};
+use crate::maps::{count_loss, CONFIG, EVENTS, NAME_SCRATCH, URING_OPENS, URING_SCRATCH};
 
 const AT_FDCWD: i32 = -100;
 
@@ -32,7 +35,7 @@ const AT_FDCWD: i32 = -100;
 struct Layout {
     op: OpenOp,
     dfd: Option<Offset>,
-    path: Offset,
+    path: Option<Offset>,
     /// The `flags` argument, or for openat2 the `struct open_how *` whose first u64 it is.
     flags: Option<Offset>,
 }
@@ -48,14 +51,57 @@ fn read_user_str(dst: *mut u8, cap: usize, src: u64) -> Option<usize> {
     (n > 0).then(|| n as usize - 1)
 }
 
+/// Where an open's path argument is.
+#[derive(Clone, Copy)]
+enum Arg {
+    /// A user pointer (a syscall's argument).
+    User(u64),
+    /// A copy kept in kernel memory (an io_uring request's name, copied at submission).
+    Kernel(u64),
+    /// The syscall has none (`open_by_handle_at`).
+    None,
+}
+
+/// Copy the path argument into `dst` (`PATH_CAP` bytes); its length without the NUL.
 #[inline(always)]
-fn exit(ctx: &TracePointContext, l: Layout) -> Option<()> {
+fn read_arg(dst: *mut u8, arg: Arg) -> Option<usize> {
+    match arg {
+        Arg::User(p) => read_user_str(dst, PATH_CAP, p),
+        Arg::Kernel(p) => {
+            // SAFETY: as in read_user_str, for kernel memory.
+            let n = unsafe {
+                generated::bpf_probe_read_kernel_str(
+                    dst.cast(),
+                    PATH_CAP as u32,
+                    p as *const core::ffi::c_void,
+                )
+            };
+            (n > 0).then(|| n as usize - 1)
+        }
+        Arg::None => None,
+    }
+}
+
+/// One open, as its door knows it.
+struct Open {
+    op: OpenOp,
+    /// The result: an fd, or `-errno`.
+    ret: i64,
+    /// Whether a successful result is an fd in the task's table (an io_uring open into a fixed
+    /// file slot is not: it is judged by name, as a failed open is).
+    in_table: bool,
+    arg: Arg,
+}
+
+/// Decide an open, and send it when it is watched. `fill` writes the fields only the door knows
+/// (`dfd`, `open_flags`) into the reserved record.
+#[inline(always)]
+fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
     let pt = bpf_get_current_pid_tgid();
     if (pt >> 32) == CONFIG.get(config::SELF_PID).copied().unwrap_or(0) {
         return None;
     }
-    // sys_exit_*: `long ret` at 16.
-    let ret: i64 = arg(ctx, 16);
+    let ret = o.ret;
     let flags = CONFIG.get(config::FLAGS).copied().unwrap_or(0);
     let all = flags & config::FLAG_ALL_OPENS != 0;
     let buf = NAME_SCRATCH.get_ptr_mut(0)?;
@@ -65,7 +111,7 @@ fn exit(ctx: &TracePointContext, l: Layout) -> Option<()> {
     let task = unsafe { bpf_get_current_task() };
 
     let mut file_path = None;
-    let matched = if ret >= 0 {
+    let matched = if ret >= 0 && o.in_table {
         let file = files::fd_file(task, ret as u64)?;
         let (mnt, dentry) = files::file_path(file)?;
         file_path = Some((file, mnt, dentry));
@@ -78,11 +124,9 @@ fn exit(ctx: &TracePointContext, l: Layout) -> Option<()> {
             filter::file_watched(file, dentry, flags, names)
         }
     } else {
-        let Some(n) =
-            files::syscall_arg(l.path).and_then(|p| read_user_str(buf.as_mut_ptr(), PATH_CAP, p))
-        else {
+        let Some(n) = read_arg(buf.as_mut_ptr(), o.arg) else {
             // EFAULT: the kernel could not read the name either, nothing was opened.
-            if ret != -14 {
+            if ret != -14 && !matches!(o.arg, Arg::None) {
                 count_loss(LossCause::UserCopy);
             }
             return None;
@@ -105,26 +149,14 @@ fn exit(ctx: &TracePointContext, l: Layout) -> Option<()> {
     unsafe {
         (*ev).hdr = header(EventKind::Open);
         (*ev).hdr.flags = files::tty_flags();
-        (*ev).op = l.op as u32;
+        (*ev).op = o.op as u32;
         (*ev).ret = ret;
         (*ev)._pad2 = 0;
+        (*ev).dfd = AT_FDCWD;
+        (*ev).open_flags = 0;
+        fill(&mut *ev);
         let mut evflags = matched;
-        (*ev).dfd = match l.dfd.and_then(files::syscall_arg) {
-            Some(v) => v as i32,
-            None => AT_FDCWD,
-        };
-        (*ev).open_flags = match l.op {
-            // creat(2) is open(O_CREAT|O_WRONLY|O_TRUNC).
-            OpenOp::Creat => 0o1101,
-            OpenOp::Openat2 => l
-                .flags
-                .and_then(files::syscall_arg)
-                .and_then(|how| bpf_probe_read_user(how as *const u64).ok())
-                .unwrap_or(0) as u32,
-            _ => l.flags.and_then(files::syscall_arg).unwrap_or(0) as u32,
-        };
-        let arg_len = files::syscall_arg(l.path)
-            .and_then(|p| read_user_str((*ev).path.as_mut_ptr(), PATH_CAP, p));
+        let arg_len = read_arg((*ev).path.as_mut_ptr(), o.arg);
         match arg_len {
             Some(n) => {
                 (*ev).path_len = n as u32;
@@ -134,8 +166,11 @@ fn exit(ctx: &TracePointContext, l: Layout) -> Option<()> {
             }
             None => {
                 (*ev).path_len = 0;
-                evflags |= PATH_UNREAD;
-                count_loss(LossCause::UserCopy);
+                (*ev).path[0] = 0;
+                if !matches!(o.arg, Arg::None) {
+                    evflags |= PATH_UNREAD;
+                    count_loss(LossCause::UserCopy);
+                }
             }
         }
         let names = (*ev).names.as_mut_ptr();
@@ -159,7 +194,7 @@ fn exit(ctx: &TracePointContext, l: Layout) -> Option<()> {
                 (*ev).dev = 0;
                 (*ev).stdout_ino = 0;
                 (*ev).names_len = 0;
-                // A relative name of a failed open: send the directory it was relative to.
+                // A relative name without a file: send the directory it was relative to.
                 if arg_len.is_some() && (*ev).path[0] != b'/' {
                     let base = if (*ev).dfd == AT_FDCWD {
                         files::fs_path(task, Offset::FsPwd)
@@ -183,6 +218,108 @@ fn exit(ctx: &TracePointContext, l: Layout) -> Option<()> {
     Some(())
 }
 
+/// A syscall's exit: its arguments come from the registers saved at its entry.
+#[inline(always)]
+fn exit(ctx: &TracePointContext, l: Layout) -> Option<()> {
+    // sys_exit_*: `long ret` at 16.
+    let ret: i64 = arg(ctx, 16);
+    let arg = match l.path {
+        Some(reg) => match files::syscall_arg(reg) {
+            Some(p) => Arg::User(p),
+            None => Arg::None,
+        },
+        None => Arg::None,
+    };
+    report(
+        Open {
+            op: l.op,
+            ret,
+            in_table: true,
+            arg,
+        },
+        |ev| {
+            if let Some(v) = l.dfd.and_then(files::syscall_arg) {
+                ev.dfd = v as i32;
+            }
+            ev.open_flags = match l.op {
+                // creat(2) is open(O_CREAT|O_WRONLY|O_TRUNC).
+                OpenOp::Creat => 0o1101,
+                OpenOp::Openat2 => l
+                    .flags
+                    .and_then(files::syscall_arg)
+                    // SAFETY: user memory through the helper.
+                    .and_then(|how| unsafe { bpf_probe_read_user(how as *const u64) }.ok())
+                    .unwrap_or(0) as u32,
+                _ => l.flags.and_then(files::syscall_arg).unwrap_or(0) as u32,
+            };
+        },
+    )
+}
+
+/// io_uring opcodes that open files (`IORING_OP_OPENAT`, `IORING_OP_OPENAT2`).
+const IORING_OP_OPENAT: u8 = 18;
+const IORING_OP_OPENAT2: u8 = 28;
+
+/// io_uring:io_uring_submit_req: `req` at 16, `opcode` at 32. An open request is remembered
+/// with its name (copied now: the kernel frees it before completion) until it completes.
+#[tracepoint]
+pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
+    let opcode: u8 = arg(&ctx, 32);
+    if opcode != IORING_OP_OPENAT && opcode != IORING_OP_OPENAT2 {
+        return 0;
+    }
+    let req: u64 = arg(&ctx, 16);
+    let _ = remember_uring_open(req);
+    0
+}
+
+#[inline(always)]
+fn remember_uring_open(req: u64) -> Option<()> {
+    let scratch = URING_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch.
+    let u = unsafe { &mut *scratch };
+    // The request's command area is a `struct io_open` at its start.
+    u.dfd = files::offset(Offset::IoOpenDfd)
+        // SAFETY: kernel memory through the helper.
+        .and_then(|o| unsafe { bpf_probe_read_kernel((req as usize + o) as *const i32) }.ok())
+        .unwrap_or(AT_FDCWD);
+    u.slot = files::offset(Offset::IoOpenFileSlot)
+        // SAFETY: as above.
+        .and_then(|o| unsafe { bpf_probe_read_kernel((req as usize + o) as *const u32) }.ok())
+        .unwrap_or(0);
+    let filename = files::read_ptr(req, files::offset(Offset::IoOpenFilename)?)?;
+    let name = files::read_ptr(filename, files::offset(Offset::FilenameName)?)?;
+    u.path_len = read_arg(u.path.as_mut_ptr(), Arg::Kernel(name)).unwrap_or(0) as u32;
+    if URING_OPENS.insert(&req, u, 0).is_err() {
+        count_loss(LossCause::PendingFull);
+    }
+    Some(())
+}
+
+/// io_uring:io_uring_complete: `req` at 16, `res` at 32. Runs in the submitter or one of its
+/// io-wq workers, which share its file table.
+#[tracepoint]
+pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
+    let req: u64 = arg(&ctx, 16);
+    // SAFETY: the value is copied out (by `report`, from its address) before it is removed.
+    let Some(u) = (unsafe { URING_OPENS.get(&req) }) else {
+        return 0;
+    };
+    let res: i32 = arg(&ctx, 32);
+    let (dfd, in_table) = (u.dfd, u.slot == 0);
+    let _ = report(
+        Open {
+            op: OpenOp::IoUring,
+            ret: i64::from(res),
+            in_table,
+            arg: Arg::Kernel(u.path.as_ptr() as u64),
+        },
+        |ev| ev.dfd = dfd,
+    );
+    let _ = URING_OPENS.remove(&req);
+    0
+}
+
 macro_rules! open_probe {
     ($exit:ident, $layout:expr) => {
         #[tracepoint]
@@ -199,7 +336,7 @@ open_probe!(
     Layout {
         op: OpenOp::Openat,
         dfd: Some(Offset::RegsDi),
-        path: Offset::RegsSi,
+        path: Some(Offset::RegsSi),
         flags: Some(Offset::RegsDx)
     }
 );
@@ -209,7 +346,7 @@ open_probe!(
     Layout {
         op: OpenOp::Openat2,
         dfd: Some(Offset::RegsDi),
-        path: Offset::RegsSi,
+        path: Some(Offset::RegsSi),
         flags: Some(Offset::RegsDx)
     }
 );
@@ -219,7 +356,7 @@ open_probe!(
     Layout {
         op: OpenOp::Open,
         dfd: None,
-        path: Offset::RegsDi,
+        path: Some(Offset::RegsDi),
         flags: Some(Offset::RegsSi)
     }
 );
@@ -229,7 +366,17 @@ open_probe!(
     Layout {
         op: OpenOp::Creat,
         dfd: None,
-        path: Offset::RegsDi,
+        path: Some(Offset::RegsDi),
         flags: None
+    }
+);
+// open_by_handle_at(mount_fd, handle, flags): no path at all, the file is what it opened.
+open_probe!(
+    sys_exit_open_by_handle_at,
+    Layout {
+        op: OpenOp::OpenByHandleAt,
+        dfd: Some(Offset::RegsDi),
+        path: None,
+        flags: Some(Offset::RegsDx)
     }
 );

@@ -126,6 +126,10 @@ pub struct Health {
     /// to another question), and answer records off their question's CNAME chain. Forged
     /// answers land here; a few may also be late answers to queries that timed out.
     pub dns_rejected: u64,
+    /// What this host lets processes do that the probes do not see (found at start, see
+    /// `coverage`), one sentence each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unseen: Vec<String>,
 }
 
 /// The ClickHouse sink's state; every field is optional but `connected`.

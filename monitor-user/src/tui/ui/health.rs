@@ -205,6 +205,10 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
                     h.live_clients, h.live_clients_dropped, h.live_clients_refused
                 ))],
             ));
+            // What this host lets processes do unseen: said plainly, every time.
+            for door in &h.unseen {
+                lines.push(row("NOT SEEN", vec![Span::styled(door.clone(), alert())]));
+            }
         }
     }
     let c = &app.counters;

@@ -488,6 +488,23 @@ fn health_says_when_dns_answers_were_not_believed() {
 }
 
 #[test]
+fn health_names_what_this_host_leaves_unseen() {
+    let mut app = busy();
+    app.on_update(Update::Message(Message::Health {
+        health: Box::new(health()),
+    }));
+    key(&mut app, KeyCode::Char('5'));
+    assert!(find(&render(&app, 120, 30), "NOT SEEN").is_none());
+    let mut h = health();
+    h.unseen = vec!["32-bit system calls (int 0x80) are accepted".into()];
+    app.on_update(Update::Message(Message::Health {
+        health: Box::new(h),
+    }));
+    let line = row_with(&render(&app, 120, 30), "NOT SEEN");
+    assert!(line.contains("32-bit system calls"), "{line}");
+}
+
+#[test]
 fn snapshot_help() {
     let mut app = busy();
     key(&mut app, KeyCode::Char('?'));
