@@ -147,6 +147,8 @@ pub const NAMES_COMPLETE: u32 = 16;
 pub const NAMES_ARE_BASE: u32 = 32;
 /// `OpenEvent::flags` bit: the path argument could not be read from the process's memory.
 pub const PATH_UNREAD: u32 = 64;
+/// `OpenEvent::flags` bit: the caller's standard output (`stdout_ino`) is a pipe.
+pub const STDOUT_PIPE: u32 = 128;
 
 /// An open and its result, sent from the syscall's exit once the kernel has decided, from the
 /// file it actually opened, that the open is watched.
@@ -249,22 +251,33 @@ pub struct ExitEvent {
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
-/// An outbound TCP connection attempt.
+/// An outbound connection: a TCP connection attempt (SYN sent), or a UDP destination (a
+/// `connect` on a UDP socket, or a datagram sent to an address: once per process and
+/// destination per [`UDP_INTERVAL_NS`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectEvent {
     pub hdr: EventHeader,
     /// `AF_INET` or `AF_INET6`.
     pub family: u16,
-    /// Host byte order.
+    /// Host byte order (0 for UDP: not chosen yet when the kernel sees the destination).
     pub sport: u16,
     /// Host byte order.
     pub dport: u16,
-    pub _pad: u16,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u16,
     /// IPv4 in the first 4 bytes, or IPv6.
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    /// Inode number of the caller's standard input when it is the read end of a pipe, else 0:
+    /// what a holder writes into that pipe reaches this process (`cat token | curl -d @- ...`).
+    pub stdin_pipe: u64,
 }
+
+pub const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_UDP: u16 = 17;
+/// A process's datagrams to one destination are reported once per this interval.
+pub const UDP_INTERVAL_NS: u64 = 10_000_000_000;
 
 /// Why a record was lost in the kernel: the index of a per-CPU counter in the `LOSSES` map.
 #[repr(u32)]

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{config, filter::FILTER_WORDS, ExecEvent, ARGS_CAP, LOSS_CAUSES, PATH_CAP};
 
@@ -63,6 +63,22 @@ pub static URING_OPENS: HashMap<u64, UringOpen> = HashMap::with_max_entries(1024
 
 #[map]
 pub static URING_SCRATCH: PerCpuArray<UringOpen> = PerCpuArray::with_max_entries(1, 0);
+
+/// A process and a UDP destination.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UdpKey {
+    pub pid: u32,
+    pub dport: u16,
+    pub family: u16,
+    pub daddr: [u8; 16],
+}
+
+/// When each process last sent to each UDP destination (boot ns): datagrams are reported once
+/// per destination per interval. LRU: a process spraying destinations evicts old entries (and
+/// gets more events, each counted as usual), it cannot fill the map for others.
+#[map]
+pub static UDP_SEEN: LruHashMap<UdpKey, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// One word to turn a pointer into a plain number (see `probes::files::syscall_arg`).
 #[map]

@@ -222,9 +222,10 @@ mod tests {
             family: AF_INET6,
             sport: 40000,
             dport: 443,
-            _pad: 0,
+            proto: monitor_common::IPPROTO_UDP,
             saddr: [0; 16],
             daddr,
+            stdin_pipe: 99,
         };
         assert_eq!(decode(&encode(&n)), Ok(KernelEvent::Connect(n)));
         assert_eq!(comm(&n.hdr), "curl");

@@ -94,8 +94,16 @@ pub struct Engine {
     /// [`MTIME_TTL`] per file: a burst of opens costs one `stat`.
     mtimes: HashMap<PathBuf, (Instant, Option<SystemTime>)>,
     ts: crate::event::TsFormatter,
+    /// Pipes a holder writes into (by inode), with the NHIs it holds: a process whose standard
+    /// input is one of them holds those NHIs from its next connection on. Bounded by
+    /// [`FED_PIPES_CAP`] (cleared when full: a pipe inode is not reused while the host runs,
+    /// and an old pipeline's reader already took its holding).
+    fed_pipes: HashMap<u64, Vec<Arc<str>>>,
     pub stats: Stats,
 }
+
+/// Pipes remembered at most (see `Engine::fed_pipes`).
+const FED_PIPES_CAP: usize = 4096;
 
 /// Identity of every literal credential path of `registry`, as it is now on disk.
 fn credential_inodes(registry: &Registry) -> HashMap<(u32, u32, u64), (usize, Arc<str>)> {
@@ -132,6 +140,7 @@ impl Engine {
             containers: HashMap::new(),
             mtimes: HashMap::new(),
             ts: crate::event::TsFormatter::default(),
+            fed_pipes: HashMap::new(),
             stats: Stats::default(),
         }
     }
@@ -491,6 +500,16 @@ impl Engine {
         let id: Arc<str> = Arc::from(id);
         let p = self.procs.lookup(pid);
         p.holds.insert(Arc::clone(&id));
+        if o.flags & monitor_common::STDOUT_PIPE != 0 && o.stdout_ino != 0 {
+            // Whatever reads this pipe may get the secret (a pipeline's next command).
+            if self.fed_pipes.len() >= FED_PIPES_CAP {
+                self.fed_pipes.clear();
+            }
+            let ids = self.fed_pipes.entry(o.stdout_ino).or_default();
+            if !ids.contains(&id) {
+                ids.push(Arc::clone(&id));
+            }
+        }
         let ppid = p.ppid;
         let stdout = p.stdout.clone();
         if ppid <= 1 {
@@ -514,6 +533,17 @@ impl Engine {
     }
 
     fn connect(&mut self, c: &ConnectEvent, out: &mut Vec<Event>) {
+        // A process reading from a pipe a holder writes into holds what flows through it
+        // (`cat token | curl -d @- ...`); a shell that merely started both sides reads from
+        // its terminal, not from that pipe.
+        if c.stdin_pipe != 0 {
+            if let Some(ids) = self.fed_pipes.get(&c.stdin_pipe).cloned() {
+                let p = self.procs.lookup(c.hdr.pid);
+                for id in ids {
+                    p.holds.insert(id);
+                }
+            }
+        }
         let p = self.procs.lookup(c.hdr.pid);
         let mut held: Vec<Arc<str>> = p.holds.iter().cloned().collect();
         let (exe, script, uid) = (p.exe.clone(), p.script.clone(), c.hdr.uid);
@@ -544,6 +574,11 @@ impl Engine {
                 continue;
             };
             let mut e = self.base(Kind::Connect, &c.hdr);
+            e.proto = Some(if c.proto == monitor_common::IPPROTO_UDP {
+                "udp"
+            } else {
+                "tcp"
+            });
             e.daddr = Some(daddr.to_string());
             e.dport = Some(c.dport);
             e.saddr = Some(saddr.to_string());

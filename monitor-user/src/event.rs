@@ -105,6 +105,10 @@ pub struct Event {
     /// open: `errno` name when the open failed (`EACCES`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// connect: `tcp` (a connection attempt) or `udp` (a datagram destination: connected to,
+    /// or sent to, reported once per process and destination every 10 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<&'static str>,
     /// connect: destination address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub daddr: Option<String>,
@@ -155,6 +159,7 @@ impl Event {
             dev: None,
             result: None,
             error: None,
+            proto: None,
             daddr: None,
             dport: None,
             saddr: None,

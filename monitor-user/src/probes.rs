@@ -6,7 +6,7 @@
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{CgroupAttachMode, CgroupSockAddr, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use monitor_common::{config, LossCause, LOSS_CAUSES};
@@ -14,31 +14,93 @@ use thiserror::Error;
 
 use crate::filter::FilterPlan;
 
-/// Every program in the object: (program name, tracepoint group, tracepoint name); a group of
-/// `None` is a raw tracepoint.
-const PROGRAMS: &[(&str, Option<&str>, &str)] = &[
-    ("sys_exit_openat", Some("syscalls"), "sys_exit_openat"),
-    ("sys_exit_openat2", Some("syscalls"), "sys_exit_openat2"),
-    ("sys_exit_open", Some("syscalls"), "sys_exit_open"),
-    ("sys_exit_creat", Some("syscalls"), "sys_exit_creat"),
+/// Where a program hangs.
+#[derive(Clone, Copy, Debug)]
+enum Hook {
+    /// A tracepoint: (group, name).
+    Tracepoint(&'static str, &'static str),
+    /// A raw tracepoint.
+    Raw(&'static str),
+    /// A cgroup socket-address program on the root cgroup v2 (its attach type is in the object).
+    CgroupSockAddr,
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hook::Tracepoint(g, n) => write!(f, "tracepoint {g}:{n}"),
+            Hook::Raw(n) => write!(f, "raw tracepoint {n}"),
+            Hook::CgroupSockAddr => write!(f, "the root cgroup"),
+        }
+    }
+}
+
+/// Every program in the object, with where it hangs.
+const PROGRAMS: &[(&str, Hook)] = &[
+    (
+        "sys_exit_openat",
+        Hook::Tracepoint("syscalls", "sys_exit_openat"),
+    ),
+    (
+        "sys_exit_openat2",
+        Hook::Tracepoint("syscalls", "sys_exit_openat2"),
+    ),
+    (
+        "sys_exit_open",
+        Hook::Tracepoint("syscalls", "sys_exit_open"),
+    ),
+    (
+        "sys_exit_creat",
+        Hook::Tracepoint("syscalls", "sys_exit_creat"),
+    ),
     (
         "sys_exit_open_by_handle_at",
-        Some("syscalls"),
-        "sys_exit_open_by_handle_at",
+        Hook::Tracepoint("syscalls", "sys_exit_open_by_handle_at"),
     ),
-    ("io_uring_complete", Some("io_uring"), "io_uring_complete"),
+    (
+        "io_uring_complete",
+        Hook::Tracepoint("io_uring", "io_uring_complete"),
+    ),
     (
         "io_uring_submit_req",
-        Some("io_uring"),
-        "io_uring_submit_req",
+        Hook::Tracepoint("io_uring", "io_uring_submit_req"),
     ),
-    ("sched_process_fork", Some("sched"), "sched_process_fork"),
-    ("sched_process_exec", None, "sched_process_exec"),
-    ("sched_process_exit", Some("sched"), "sched_process_exit"),
-    ("sys_enter_execve", Some("syscalls"), "sys_enter_execve"),
-    ("sys_enter_execveat", Some("syscalls"), "sys_enter_execveat"),
-    ("inet_sock_set_state", Some("sock"), "inet_sock_set_state"),
+    (
+        "sched_process_fork",
+        Hook::Tracepoint("sched", "sched_process_fork"),
+    ),
+    ("sched_process_exec", Hook::Raw("sched_process_exec")),
+    (
+        "sched_process_exit",
+        Hook::Tracepoint("sched", "sched_process_exit"),
+    ),
+    (
+        "sys_enter_execve",
+        Hook::Tracepoint("syscalls", "sys_enter_execve"),
+    ),
+    (
+        "sys_enter_execveat",
+        Hook::Tracepoint("syscalls", "sys_enter_execveat"),
+    ),
+    (
+        "inet_sock_set_state",
+        Hook::Tracepoint("sock", "inet_sock_set_state"),
+    ),
+    ("udp_connect4", Hook::CgroupSockAddr),
+    ("udp_connect6", Hook::CgroupSockAddr),
+    ("udp_sendmsg4", Hook::CgroupSockAddr),
+    ("udp_sendmsg6", Hook::CgroupSockAddr),
 ];
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
+/// a hybrid host).
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
+    })
+}
 
 /// Why the probes could not be set up.
 #[derive(Debug, Error)]
@@ -53,14 +115,16 @@ pub enum ProbeError {
     #[error("eBPF map {0}: {1}")]
     Map(&'static str, String),
     /// A program could not be loaded or attached.
-    #[error("cannot attach {prog} to tracepoint {group}:{name}: {source}")]
+    #[error("cannot attach {prog} to {hook}: {source}")]
     Attach {
         prog: &'static str,
-        group: &'static str,
-        name: &'static str,
+        hook: String,
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    /// No cgroup v2 hierarchy to hang the UDP programs on.
+    #[error("no cgroup v2 hierarchy is mounted: UDP destinations cannot be seen ({0})")]
+    NoCgroup2(String),
 }
 
 #[cfg(nhiscope_bpf)]
@@ -132,11 +196,11 @@ impl Probes {
             options: opts.clone(),
         };
         probes.set_filter(plan)?;
-        for &(prog, group, name) in PROGRAMS {
+        let mut cgroup: Option<std::fs::File> = None;
+        for &(prog, hook) in PROGRAMS {
             let attach_err = |e: aya::programs::ProgramError| ProbeError::Attach {
                 prog,
-                group: group.unwrap_or("raw"),
-                name,
+                hook: hook.to_string(),
                 source: Box::new(e),
             };
             let program = probes.bpf.program_mut(prog).ok_or(ProbeError::Map(
@@ -144,23 +208,36 @@ impl Probes {
                 "program missing from the object".into(),
             ))?;
             let started = std::time::Instant::now();
-            match group {
-                Some(group) => {
+            match hook {
+                Hook::Tracepoint(group, name) => {
                     let tp: &mut TracePoint = program.try_into().map_err(attach_err)?;
                     tp.load().map_err(attach_err)?;
                     tp.attach(group, name).map_err(attach_err)?;
                 }
-                None => {
+                Hook::Raw(name) => {
                     let tp: &mut RawTracePoint = program.try_into().map_err(attach_err)?;
                     tp.load().map_err(attach_err)?;
                     tp.attach(name).map_err(attach_err)?;
                 }
+                Hook::CgroupSockAddr => {
+                    if cgroup.is_none() {
+                        let root = cgroup2_root()
+                            .ok_or_else(|| ProbeError::NoCgroup2("/proc/self/mounts".into()))?;
+                        cgroup = Some(std::fs::File::open(&root).map_err(|e| {
+                            ProbeError::NoCgroup2(format!("{}: {e}", root.display()))
+                        })?);
+                    }
+                    let Some(cg) = cgroup.as_ref() else {
+                        continue;
+                    };
+                    let p: &mut CgroupSockAddr = program.try_into().map_err(attach_err)?;
+                    p.load().map_err(attach_err)?;
+                    // A BPF link (kernel >= 5.7): other agents' programs on the root cgroup keep
+                    // running beside ours; links take no attach flags, hence `Single`.
+                    p.attach(cg, CgroupAttachMode::Single).map_err(attach_err)?;
+                }
             }
-            log::debug!(
-                "attached {prog} to {}:{name} in {:?}",
-                group.unwrap_or("raw"),
-                started.elapsed()
-            );
+            log::debug!("attached {prog} to {hook} in {:?}", started.elapsed());
             probes.attached += 1;
         }
         Ok(probes)

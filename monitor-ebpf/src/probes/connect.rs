@@ -1,14 +1,22 @@
-//! Outbound TCP connections, from the state change into SYN_SENT, which `connect()` makes in the
-//! caller's context (so the current task is the connecting process).
+//! Outbound connections. TCP: the state change into SYN_SENT, which `connect()` makes in the
+//! caller's context (so the current task is the connecting process). UDP: cgroup `connect4/6`
+//! and `sendmsg4/6` programs on the root cgroup see every destination a datagram socket is
+//! connected or sent to, in the sender's context; a process's datagrams to one destination are
+//! reported once per `UDP_INTERVAL_NS` (an LRU map remembers when), not once per packet.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use monitor_common::{ConnectEvent, EventKind, LossCause, AF_INET, AF_INET6};
+use aya_ebpf::{
+    macros::{cgroup_sock_addr, tracepoint},
+    programs::{SockAddrContext, TracePointContext},
+};
+use monitor_common::{
+    ConnectEvent, EventKind, LossCause, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP,
+    UDP_INTERVAL_NS,
+};
 
-use super::{arg, header};
-use crate::maps::{count_loss, EVENTS};
+use super::{arg, files, header};
+use crate::maps::{count_loss, UdpKey, EVENTS, UDP_SEEN};
 
 const TCP_SYN_SENT: i32 = 2;
-const IPPROTO_TCP: u16 = 6;
 
 /// sock/inet_sock_set_state: newstate at 20, sport 24, dport 26, family 28, protocol 30,
 /// saddr 32, daddr 36, saddr_v6 40, daddr_v6 56 (ports in host order).
@@ -41,9 +49,10 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 family,
                 sport: arg(&ctx, 24),
                 dport: arg(&ctx, 26),
-                _pad: 0,
+                proto: IPPROTO_TCP,
                 saddr,
                 daddr,
+                stdin_pipe: files::stdin_pipe(),
             });
             slot.submit(crate::maps::wakeup());
         }
@@ -51,6 +60,90 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     }
     0
 }
+
+const SOCK_DGRAM: u32 = 2;
+
+/// One `u32` of `struct bpf_sock_addr` at a constant offset: a direct context load (the
+/// verifier refuses loads through a moved context pointer).
+#[inline(always)]
+fn sa(ctx: &SockAddrContext, offset: usize) -> u32 {
+    // SAFETY: `offset` is a field of bpf_sock_addr (uapi/linux/bpf.h), checked by the verifier.
+    unsafe { core::ptr::read_volatile(ctx.sock_addr.cast::<u8>().add(offset).cast::<u32>()) }
+}
+
+/// A UDP destination given to `connect` or `sendto`/`sendmsg`. Always allows the call. `V6`:
+/// a `*6` program, the only kind that may read `user_ip6`.
+#[inline(always)]
+fn udp<const V6: bool>(ctx: &SockAddrContext) {
+    // bpf_sock_addr: user_family 0, user_ip4 4, user_ip6 8..24, user_port 24, family 28,
+    // type 32, protocol 36.
+    if sa(ctx, 32) != SOCK_DGRAM || sa(ctx, 36) != u32::from(IPPROTO_UDP) {
+        return;
+    }
+    let family = sa(ctx, 0) as u16;
+    let daddr = if !V6 && family == AF_INET {
+        v4(sa(ctx, 4))
+    } else if V6 && family == AF_INET6 {
+        let (a, b1, c, d) = (
+            sa(ctx, 8).to_ne_bytes(),
+            sa(ctx, 12).to_ne_bytes(),
+            sa(ctx, 16).to_ne_bytes(),
+            sa(ctx, 20).to_ne_bytes(),
+        );
+        [
+            a[0], a[1], a[2], a[3], b1[0], b1[1], b1[2], b1[3], c[0], c[1], c[2], c[3], d[0], d[1],
+            d[2], d[3],
+        ]
+    } else {
+        return;
+    };
+    // user_port: network byte order in the low 16 bits.
+    let dport = u16::from_be(sa(ctx, 24) as u16);
+    let hdr = header(EventKind::Connect);
+    let key = UdpKey {
+        pid: hdr.pid,
+        dport,
+        family,
+        daddr,
+    };
+    // SAFETY: a copy of the value is taken at once.
+    let last = unsafe { UDP_SEEN.get(&key) }.copied().unwrap_or(0);
+    if last != 0 && hdr.ts_ns.wrapping_sub(last) < UDP_INTERVAL_NS {
+        return;
+    }
+    let _ = UDP_SEEN.insert(&key, &hdr.ts_ns, 0);
+    match EVENTS.reserve::<ConnectEvent>(0) {
+        Some(mut slot) => {
+            slot.write(ConnectEvent {
+                hdr,
+                family,
+                sport: 0,
+                dport,
+                proto: IPPROTO_UDP,
+                saddr: [0; 16],
+                daddr,
+                stdin_pipe: files::stdin_pipe(),
+            });
+            slot.submit(crate::maps::wakeup());
+        }
+        None => count_loss(LossCause::RingbufConnect),
+    }
+}
+
+macro_rules! udp_probe {
+    ($name:ident, $kind:ident, $v6:expr) => {
+        #[cgroup_sock_addr($kind)]
+        pub fn $name(ctx: SockAddrContext) -> i32 {
+            udp::<$v6>(&ctx);
+            1
+        }
+    };
+}
+
+udp_probe!(udp_connect4, connect4, false);
+udp_probe!(udp_connect6, connect6, true);
+udp_probe!(udp_sendmsg4, sendmsg4, false);
+udp_probe!(udp_sendmsg6, sendmsg6, true);
 
 /// An IPv4 address as loaded (bytes in memory order) into the 16-byte field.
 #[inline(always)]

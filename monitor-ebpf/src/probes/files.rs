@@ -74,9 +74,23 @@ fn file_ino(file: u64) -> Option<u64> {
     read_ptr(inode, offset(Offset::InodeIno)?)
 }
 
+/// The inode number of the current task's standard input when it is the read end of a pipe.
+#[inline(always)]
+pub fn stdin_pipe() -> u64 {
+    if !is_fifo(0) {
+        return 0;
+    }
+    // SAFETY: as in fd_inode.
+    let task = unsafe { bpf_get_current_task() };
+    match fd_file(task, 0) {
+        Some(file) if readable(file) => file_ino(file).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Whether fd `fd` of the current task is a pipe (a FIFO inode).
 #[inline(always)]
-fn is_fifo(fd: u64) -> bool {
+pub fn is_fifo(fd: u64) -> bool {
     const S_IFMT: u16 = 0o170000;
     const S_IFIFO: u16 = 0o010000;
     // SAFETY: as in fd_inode.
@@ -112,7 +126,7 @@ fn readable(file: u64) -> bool {
 /// passed down) does not count.
 #[inline(always)]
 pub fn parent_holds(stdout_ino: u64) -> bool {
-    if stdout_ino == 0 || !is_fifo(1) {
+    if stdout_ino == 0 {
         return false;
     }
     // SAFETY: as in fd_inode.

@@ -23,7 +23,7 @@ use aya_ebpf::{
 use monitor_common::{
     config::{self, Offset},
     EventKind, LossCause, OpenEvent, OpenOp, FEEDS_PARENT, MATCH_NAME, NAMES_ARE_BASE,
-    NAMES_COMPLETE, PATH_CAP, PATH_TRUNCATED, PATH_UNREAD,
+    NAMES_COMPLETE, PATH_CAP, PATH_TRUNCATED, PATH_UNREAD, STDOUT_PIPE,
 };
 
 use super::{arg, files, filter, header};
@@ -185,8 +185,11 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
                     evflags |= NAMES_COMPLETE;
                 }
                 (*ev).stdout_ino = files::fd_inode(1).map_or(0, |(ino, _)| ino);
-                if files::parent_holds((*ev).stdout_ino) {
-                    evflags |= FEEDS_PARENT;
+                if files::is_fifo(1) {
+                    evflags |= STDOUT_PIPE;
+                    if files::parent_holds((*ev).stdout_ino) {
+                        evflags |= FEEDS_PARENT;
+                    }
                 }
             }
             None => {
