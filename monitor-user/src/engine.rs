@@ -511,7 +511,6 @@ impl Engine {
             }
         }
         let ppid = p.ppid;
-        let stdout = p.stdout.clone();
         if ppid <= 1 {
             return;
         }
@@ -519,13 +518,8 @@ impl Engine {
             .procs
             .get(ppid)
             .is_none_or(|pp| is_supervisor(&pp.exe, &pp.comm));
-        // The kernel compared the reader's stdout with its parent's fds at the open; without the
-        // kernel offsets that needs, /proc is asked (racy: both may be gone by now).
-        let feeds = if o.stdout_ino != 0 {
-            o.flags & monitor_common::FEEDS_PARENT != 0
-        } else {
-            feeds_parent(&self.proc_root, pid, stdout.as_deref(), ppid)
-        };
+        // The kernel compared the reader's stdout with its parent's fds at the open.
+        let feeds = o.flags & monitor_common::FEEDS_PARENT != 0;
         if !supervisor && feeds {
             log::debug!("pid {pid} read NHI {id} for its parent {ppid}: the parent holds it too");
             self.procs.lookup(ppid).holds.insert(id);
@@ -655,29 +649,6 @@ fn is_supervisor(exe: &str, comm: &str) -> bool {
 fn is_login_manager(exe: &str, comm: &str) -> bool {
     matches!(basename(exe), "sshd" | "sshd-session" | "login")
         || matches!(comm, "sshd" | "sshd-session" | "login")
-}
-
-/// Whether `child`'s standard output is a pipe that `parent` holds open: the child's output is
-/// read by its parent (command substitution). Read from /proc while the child lives, else from
-/// what was seen at its exec (`known`); the parent, reading the pipe, is still there.
-fn feeds_parent(proc_root: &Path, child: u32, known: Option<&str>, parent: u32) -> bool {
-    let out = match (
-        known,
-        std::fs::read_link(proc_root.join(format!("{child}/fd/1"))),
-    ) {
-        (Some(k), _) if k.starts_with("pipe:") => k.to_string(),
-        (_, Ok(t)) => t.to_string_lossy().into_owned(),
-        (Some(k), Err(_)) => k.to_string(),
-        (None, Err(_)) => return false,
-    };
-    if !out.starts_with("pipe:") {
-        return false;
-    }
-    let Ok(fds) = std::fs::read_dir(proc_root.join(format!("{parent}/fd"))) else {
-        return false;
-    };
-    fds.flatten()
-        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == out))
 }
 
 #[cfg(test)]

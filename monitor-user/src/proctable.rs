@@ -31,8 +31,6 @@ pub struct Process {
     /// The script the image runs, when the kernel started an interpreter for one.
     pub script: Option<String>,
     pub cmdline: Vec<String>,
-    /// Working directory, when known.
-    pub cwd: Option<PathBuf>,
     /// NHIs this process holds (opened one of their credentials, or inherited the holding).
     pub holds: BTreeSet<Arc<str>>,
     /// Session id (`setsid`), from /proc when it could be read.
@@ -43,12 +41,9 @@ pub struct Process {
     pub container: Option<Arc<str>>,
     /// cgroup v2 path (`/system.slice/x.service`), when it could be read.
     pub cgroup: Option<Arc<str>>,
-    /// `sid`, `tty`, `container` and `stdout` need reading again from /proc (after an exec):
+    /// `sid`, `tty` and `container` need reading again from /proc (after an exec):
     /// done when first needed, not at every exec.
     pub session_stale: bool,
-    /// Where its standard output went when it started (`pipe:[N]`, a file, a terminal), read
-    /// at exec: a reader that is gone by the time its open is handled is still understood.
-    pub stdout: Option<String>,
     /// Created by a fork record and not yet confirmed to be a process (it may be a thread).
     pub unconfirmed: bool,
     pub seen: Instant,
@@ -64,13 +59,11 @@ impl Process {
             exe: String::new(),
             script: None,
             cmdline: Vec::new(),
-            cwd: None,
             holds: BTreeSet::new(),
             sid: 0,
             tty: false,
             container: None,
             cgroup: None,
-            stdout: None,
             session_stale: false,
             unconfirmed: false,
             seen: Instant::now(),
@@ -88,9 +81,6 @@ impl Process {
             self.sid = sid;
             self.tty = tty;
         }
-        self.stdout = std::fs::read_link(dir.join("fd/1"))
-            .ok()
-            .map(|t| t.to_string_lossy().into_owned());
         if let Ok(cg) = std::fs::read_to_string(dir.join("cgroup")) {
             self.container = container_id(&cg).map(Arc::from);
             self.cgroup = cg
@@ -331,13 +321,11 @@ pub fn read_proc_as(root: &Path, pid: u32, mode: CmdlineMode) -> Option<Process>
             .unwrap_or_default(),
         script: None,
         cmdline,
-        cwd: std::fs::read_link(dir.join("cwd")).ok(),
         holds: BTreeSet::new(),
         sid: 0,
         tty: false,
         container: None,
         cgroup: None,
-        stdout: None,
         session_stale: false,
         unconfirmed: false,
         seen: Instant::now(),
@@ -387,10 +375,10 @@ mod tests {
     fn fork_exec_exit_keep_the_table() {
         let (root, mut t) = fixture("forkexec");
         t.seed();
-        t.get_mut(100).expect("seeded").cwd = Some("/srv".into());
+        t.get_mut(100).expect("seeded").script = Some("/srv/run.py".into());
         t.fork(100, 200);
         let c = t.get(200).expect("child");
-        assert_eq!((c.ppid, c.cwd.as_deref()), (100, Some(Path::new("/srv"))));
+        assert_eq!((c.ppid, c.script.as_deref()), (100, Some("/srv/run.py")));
         assert!(c.unconfirmed);
         t.exec(
             200,
