@@ -297,10 +297,15 @@ pub enum LossCause {
     /// A watched open whose path argument could not be read from the process's memory (it is
     /// sent without it); or a failed open whose name could not be read to be tested.
     UserCopy = 7,
+    /// Failed opens of a watched name beyond [`FAILED_OPENS_PER_SEC`] per user and name in a
+    /// second (a flood of them costs the flooder, not the monitor).
+    FailedOpenLimit = 8,
 }
 
 /// Number of `LossCause` slots.
-pub const LOSS_CAUSES: u32 = 8;
+pub const LOSS_CAUSES: u32 = 9;
+/// Failed opens of one watched name by one user reported per second at most.
+pub const FAILED_OPENS_PER_SEC: u64 = 20;
 
 impl LossCause {
     pub const ALL: [LossCause; LOSS_CAUSES as usize] = [
@@ -312,6 +317,7 @@ impl LossCause {
         Self::RingbufChdir,
         Self::PendingFull,
         Self::UserCopy,
+        Self::FailedOpenLimit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -324,13 +330,27 @@ impl LossCause {
             Self::RingbufChdir => "ringbuf_full_chdir",
             Self::PendingFull => "exec_args_map_full",
             Self::UserCopy => "user_memory_unreadable",
+            Self::FailedOpenLimit => "failed_open_rate_limited",
         }
+    }
+
+    /// Whether the record was lost because the ring buffer was full.
+    pub fn ring_full(self) -> bool {
+        matches!(
+            self,
+            Self::RingbufOpen
+                | Self::RingbufExec
+                | Self::RingbufFork
+                | Self::RingbufExit
+                | Self::RingbufConnect
+                | Self::RingbufChdir
+        )
     }
 
     /// The kind of the record this loss would have been.
     pub fn kind(self) -> &'static str {
         match self {
-            Self::RingbufOpen | Self::UserCopy => "open",
+            Self::RingbufOpen | Self::UserCopy | Self::FailedOpenLimit => "open",
             Self::RingbufExec | Self::PendingFull => "exec",
             Self::RingbufFork => "fork",
             Self::RingbufExit => "exit",
@@ -406,9 +426,12 @@ pub mod config {
         IoOpenFilename,
         /// `filename.name`
         FilenameName,
+        /// `task_struct.pid`, `.tgid`: a new task is a thread when they differ.
+        TaskPid,
+        TaskTgid,
     }
     /// Number of `Offset` slots.
-    pub const OFFSETS: u32 = 37;
+    pub const OFFSETS: u32 = 39;
     pub const LEN: u32 = OFF_BASE + OFFSETS;
 }
 

@@ -80,6 +80,29 @@ pub struct UdpKey {
 #[map]
 pub static UDP_SEEN: LruHashMap<UdpKey, u64> = LruHashMap::with_max_entries(16384, 0);
 
+/// A user and a watched name (its filter hash) that failed to open.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FailedKey {
+    pub uid: u32,
+    pub _pad: u32,
+    pub name: u64,
+}
+
+/// The current one-second window of a user's failed opens of a name.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FailedWindow {
+    pub start: u64,
+    pub count: u64,
+}
+
+/// Failed opens of watched names, per user and name, for the rate limit. LRU: a flood of
+/// distinct names evicts old windows instead of filling the map.
+#[map]
+pub static FAILED_OPENS: LruHashMap<FailedKey, FailedWindow> =
+    LruHashMap::with_max_entries(8192, 0);
+
 /// One word to turn a pointer into a plain number (see `probes::files::syscall_arg`).
 #[map]
 pub static SCALAR: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

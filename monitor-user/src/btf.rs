@@ -211,6 +211,8 @@ const MEMBERS: [(Offset, &str, &str); OFFSETS as usize] = [
     (Offset::IoOpenFileSlot, "io_open", "file_slot"),
     (Offset::IoOpenFilename, "io_open", "filename"),
     (Offset::FilenameName, "filename", "name"),
+    (Offset::TaskPid, "task_struct", "pid"),
+    (Offset::TaskTgid, "task_struct", "tgid"),
 ];
 
 /// The byte offsets of every kernel struct member the programs follow, for the running kernel,

@@ -261,6 +261,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     // The fullest the ring buffer was seen (at a wakeup, before draining) since the last report.
     let mut ring_peak = 0u64;
     let mut batch = false;
+    let mut more = false;
     loop {
         tokio::select! {
             ready = dns_readable(&dns) => {
@@ -277,11 +278,20 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 batch = true;
             }
             _ = poll.tick() => batch = true,
+            // The last batch stopped at its bound with records left: go on at once, after
+            // whatever else is ready.
+            () = std::future::ready(()), if more => batch = true,
             _ = tick.tick() => {
                 probes.flush_log();
                 refresh_inodes(key, &mut probes, &mut engine);
-                losses(&probes, &engine, &mut reported, &mut out);
-                let peak = ring_peak.max(ring_fill.used());
+                let overflowed = losses(&probes, &engine, &mut reported, &mut out);
+                // The fill is sampled when the daemon wakes, but the kernel fills the buffer
+                // while the daemon drains it too: a loss to a full buffer is the kernel's own
+                // word that it was full in this interval, whatever the samples saw.
+                let mut peak = ring_peak.max(ring_fill.used());
+                if overflowed {
+                    peak = u64::from(ring_fill.size());
+                }
                 ring_peak = 0;
                 let mut health = live_health(&probes, store.as_ref(), peak, ring_fill.size());
                 health.dns_rejected = engine.dns_stats().not_believed();
@@ -322,13 +332,15 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             // socket before the client could read it, so before it connected.
             drain_dns(&dns, &mut engine, &mut dns_buf);
             ring_peak = ring_peak.max(ring_fill.used());
-            drain(ring.get_mut(), &mut engine, &mut out);
+            more = drain(ring.get_mut(), &mut engine, &mut out);
             emit(&mut out, &mut sink, &live, store.as_ref())?;
         }
     }
     // Everything the kernel delivered before the signal is written before exit.
-    drain(ring.get_mut(), &mut engine, &mut out);
-    losses(&probes, &engine, &mut reported, &mut out);
+    while drain(ring.get_mut(), &mut engine, &mut out) {
+        emit(&mut out, &mut sink, &live, store.as_ref())?;
+    }
+    let _ = losses(&probes, &engine, &mut reported, &mut out);
     emit(&mut out, &mut sink, &live, store.as_ref())?;
     if let Some(store) = store {
         match store.shutdown().await {
@@ -560,26 +572,38 @@ fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     engine: &mut Engine,
     out: &mut Vec<Event>,
-) {
-    while let Some(item) = ring.next() {
+) -> bool {
+    for _ in 0..RECORDS_PER_TURN {
+        let Some(item) = ring.next() else {
+            return false;
+        };
         match decode::decode(&item) {
             Ok(ev) => engine.handle(ev, out),
             Err(e) => log::warn!("dropping a malformed kernel record: {e}"),
         }
     }
+    true
 }
 
+/// Kernel records handled per turn of the loop at most, before the events leave and signals,
+/// DNS and the clock get their turn: a flood is drained in bounded steps, never in one
+/// unbounded batch.
+const RECORDS_PER_TURN: usize = 8192;
+
 /// Turn growth of the kernel's loss counters into `loss` events.
+/// Returns whether the ring buffer was found full by the kernel since the last call.
 fn losses(
     probes: &Probes,
     engine: &Engine,
     reported: &mut [u64; LOSS_CAUSES as usize],
     out: &mut Vec<Event>,
-) {
+) -> bool {
     let now = probes.losses();
+    let mut ring_full = false;
     for cause in LossCause::ALL {
         let i = cause as usize;
         if now[i] > reported[i] {
+            ring_full |= cause.ring_full();
             let n = now[i] - reported[i];
             let ts = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
             let mut e = Event::new(Kind::Loss, ts, engine.host().to_string());
@@ -594,6 +618,7 @@ fn losses(
             reported[i] = now[i];
         }
     }
+    ring_full
 }
 
 /// The daemon's part of the live feed's health report; the server adds uptime, event rate and

@@ -186,14 +186,16 @@ pub fn file_watched(file: u64, dentry: u64, flags: u64, buf: &mut [u8; NAME_SCAN
     0
 }
 
-/// Whether a failed open's path argument, copied into `buf[..n]`, names a possibly watched file.
+/// Whether a failed open's path argument, copied into `buf[..n]`, names a possibly watched
+/// file: the hash of its name when it does.
 #[inline(always)]
-pub fn failed_open_watched(buf: &[u8; PATH_CAP], n: usize) -> bool {
+pub fn failed_open_watched(buf: &[u8; PATH_CAP], n: usize) -> Option<u64> {
     let h = hash_last(buf, n, key());
-    hit(bit(h.base, KeyKind::Base))
+    let watched = hit(bit(h.base, KeyKind::Base))
         || hit(bit(h.base, KeyKind::BaseGate))
         || (h.has_ext && (hit(bit(h.ext, KeyKind::Ext)) || hit(bit(h.ext, KeyKind::ExtGate))))
         || (h.has_prefix
             && (hit(bit(h.prefix, KeyKind::BasePrefix))
-                || hit(bit(h.prefix, KeyKind::BasePrefixGate))))
+                || hit(bit(h.prefix, KeyKind::BasePrefixGate))));
+    watched.then_some(h.base)
 }

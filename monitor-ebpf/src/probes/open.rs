@@ -27,7 +27,10 @@ use monitor_common::{
 };
 
 use super::{arg, files, filter, header};
-use crate::maps::{count_loss, CONFIG, EVENTS, NAME_SCRATCH, URING_OPENS, URING_SCRATCH};
+use crate::maps::{
+    count_loss, FailedKey, FailedWindow, CONFIG, EVENTS, FAILED_OPENS, NAME_SCRATCH, URING_OPENS,
+    URING_SCRATCH,
+};
 
 const AT_FDCWD: i32 = -100;
 
@@ -131,8 +134,12 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
             }
             return None;
         };
-        if !all && !filter::failed_open_watched(buf, n) {
-            return None;
+        if !all {
+            let name = filter::failed_open_watched(buf, n)?;
+            if !failed_open_allowed(name) {
+                count_loss(LossCause::FailedOpenLimit);
+                return None;
+            }
         }
         MATCH_NAME
     };
@@ -219,6 +226,35 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
     }
     slot.submit(crate::maps::wakeup());
     Some(())
+}
+
+/// Whether one more failed open of the name hashed `name` by the current user may be sent this
+/// second (at most `FAILED_OPENS_PER_SEC`): anyone can fail to open a watched name in a loop,
+/// and that must cost the monitor a counter, not an event each.
+#[inline(always)]
+fn failed_open_allowed(name: u64) -> bool {
+    // SAFETY: helpers without arguments.
+    let (uid, now) = unsafe {
+        (
+            generated::bpf_get_current_uid_gid() as u32,
+            generated::bpf_ktime_get_boot_ns(),
+        )
+    };
+    let key = FailedKey { uid, _pad: 0, name };
+    // SAFETY: the value is copied at once.
+    let (start, count) = match unsafe { FAILED_OPENS.get(&key) } {
+        Some(w) if now.wrapping_sub(w.start) < 1_000_000_000 => (w.start, w.count),
+        _ => (now, 0),
+    };
+    let _ = FAILED_OPENS.insert(
+        &key,
+        &FailedWindow {
+            start,
+            count: count + 1,
+        },
+        0,
+    );
+    count < monitor_common::FAILED_OPENS_PER_SEC
 }
 
 /// A syscall's exit: its arguments come from the registers saved at its entry.

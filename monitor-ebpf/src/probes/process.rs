@@ -8,7 +8,10 @@
 //! and carries the script's name (and, for a relative one, the working directory).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_user, generated},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
+        bpf_probe_read_user, generated,
+    },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -178,15 +181,33 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
     0
 }
 
-/// sched/sched_process_fork: `pid_t child_pid` at 20. Runs in the parent.
-#[tracepoint]
-pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    let child: u32 = arg(&ctx, 20);
+/// Raw tracepoint sched_process_fork: `(struct task_struct *parent, struct task_struct *child)`,
+/// in the parent's context. A new thread (its pid differs from its tgid) is no new process and
+/// costs no record: a thread storm costs the daemon nothing.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
+    let child: u64 = ctx.arg(1);
+    let (Some(o_pid), Some(o_tgid)) = (
+        files::offset(Offset::TaskPid),
+        files::offset(Offset::TaskTgid),
+    ) else {
+        return 0;
+    };
+    // SAFETY: kernel memory through the helper; pid_t is an i32.
+    let (pid, tgid) = unsafe {
+        (
+            bpf_probe_read_kernel((child as usize + o_pid) as *const i32).unwrap_or(0),
+            bpf_probe_read_kernel((child as usize + o_tgid) as *const i32).unwrap_or(0),
+        )
+    };
+    if pid != tgid {
+        return 0;
+    }
     match EVENTS.reserve::<ForkEvent>(0) {
         Some(mut slot) => {
             slot.write(ForkEvent {
                 hdr: header(EventKind::Fork),
-                child_tid: child,
+                child_tid: pid as u32,
                 _pad: 0,
             });
             slot.submit(crate::maps::wakeup());
