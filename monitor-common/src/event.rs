@@ -291,8 +291,9 @@ pub enum LossCause {
     RingbufConnect = 4,
     /// Retired with chdir records; the slot stays so that numbers are never reused.
     RingbufChdir = 5,
-    /// The map carrying an `execve`'s arguments to its exec was full: the exec is sent
-    /// without them.
+    /// A map carrying part of a record between two hooks was full: an `execve`'s arguments (the
+    /// exec is sent without them), or an io_uring open's name (the open is judged by its file,
+    /// without `path_arg`).
     PendingFull = 6,
     /// A watched open whose path argument could not be read from the process's memory (it is
     /// sent without it); or a failed open whose name could not be read to be tested.
@@ -328,7 +329,7 @@ impl LossCause {
             Self::RingbufExit => "ringbuf_full_exit",
             Self::RingbufConnect => "ringbuf_full_connect",
             Self::RingbufChdir => "ringbuf_full_chdir",
-            Self::PendingFull => "exec_args_map_full",
+            Self::PendingFull => "pending_map_full",
             Self::UserCopy => "user_memory_unreadable",
             Self::FailedOpenLimit => "failed_open_rate_limited",
         }
@@ -351,7 +352,8 @@ impl LossCause {
     pub fn kind(self) -> &'static str {
         match self {
             Self::RingbufOpen | Self::UserCopy | Self::FailedOpenLimit => "open",
-            Self::RingbufExec | Self::PendingFull => "exec",
+            Self::RingbufExec => "exec",
+            Self::PendingFull => "partial",
             Self::RingbufFork => "fork",
             Self::RingbufExit => "exit",
             Self::RingbufConnect => "connect",
@@ -429,9 +431,11 @@ pub mod config {
         /// `task_struct.pid`, `.tgid`: a new task is a thread when they differ.
         TaskPid,
         TaskTgid,
+        /// `io_kiocb.opcode`: what an io_uring request does.
+        KiocbOpcode,
     }
     /// Number of `Offset` slots.
-    pub const OFFSETS: u32 = 39;
+    pub const OFFSETS: u32 = 40;
     pub const LEN: u32 = OFF_BASE + OFFSETS;
 }
 

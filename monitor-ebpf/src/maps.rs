@@ -50,14 +50,16 @@ pub static NAME_SCRATCH: PerCpuArray<[u8; PATH_CAP]> = PerCpuArray::with_max_ent
 #[derive(Clone, Copy)]
 pub struct UringOpen {
     pub dfd: i32,
-    /// Fixed file slot + 1, or 0 when the new fd goes to the task's table.
-    pub slot: u32,
+    pub _reserved: u32,
     pub path_len: u32,
     pub _pad: u32,
     pub path: [u8; PATH_CAP],
 }
 
-/// io_uring open requests in flight, by request address. Only io_uring opens pay for it.
+/// The names of io_uring open requests in flight, by request address (the kernel frees a
+/// request's name before it completes). Only io_uring opens pay for it. When it is full (requests
+/// that never complete, such as opens of FIFOs nobody writes), later requests are still judged
+/// by their files at completion, only without their names (counted: `LossCause::PendingFull`).
 #[map]
 pub static URING_OPENS: HashMap<u64, UringOpen> = HashMap::with_max_entries(1024, 0);
 

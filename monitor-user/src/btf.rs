@@ -213,6 +213,7 @@ const MEMBERS: [(Offset, &str, &str); OFFSETS as usize] = [
     (Offset::FilenameName, "filename", "name"),
     (Offset::TaskPid, "task_struct", "pid"),
     (Offset::TaskTgid, "task_struct", "tgid"),
+    (Offset::KiocbOpcode, "io_kiocb", "opcode"),
 ];
 
 /// The byte offsets of every kernel struct member the programs follow, for the running kernel,

@@ -609,11 +609,17 @@ fn losses(
             let mut e = Event::new(Kind::Loss, ts, engine.host().to_string());
             e.count = Some(n);
             e.cause = Some(cause.name().to_string());
-            e.reason = format!(
-                "{n} {} record(s) were lost in the kernel ({}).",
-                cause.kind(),
-                cause.name().replace('_', " ")
-            );
+            e.reason = match cause {
+                LossCause::PendingFull => format!(
+                    "{n} record(s) left the kernel without their exec arguments or io_uring \
+                     open name (a pending map was full)."
+                ),
+                _ => format!(
+                    "{n} {} record(s) were lost in the kernel ({}).",
+                    cause.kind(),
+                    cause.name().replace('_', " ")
+                ),
+            };
             out.push(e);
             reported[i] = now[i];
         }

@@ -65,10 +65,7 @@ const PROGRAMS: &[(&str, Hook)] = &[
         "io_uring_submit_req",
         Hook::Tracepoint("io_uring", "io_uring_submit_req"),
     ),
-    (
-        "sched_process_fork",
-        Hook::Tracepoint("sched", "sched_process_fork"),
-    ),
+    ("sched_process_fork", Hook::Raw("sched_process_fork")),
     ("sched_process_exec", Hook::Raw("sched_process_exec")),
     (
         "sched_process_exit",

@@ -258,6 +258,19 @@ impl Daemon {
     /// Sends SIGTERM and waits for the daemon to exit (it must flush and exit 0). Panics if it
     /// is still running after `STOP_TIMEOUT` (it is then killed).
     #[track_caller]
+    /// [`Daemon::stop`], then everything it printed (its last lines included, read to the end).
+    pub fn stop_with_output(self) -> (ExitStatus, Vec<String>) {
+        let output = Arc::clone(&self.output);
+        let status = self.stop();
+        // The readers finish when the pipes close, a moment after the exit.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && !lock(&output).iter().any(|l| l.contains("stopping:")) {
+            thread::sleep(POLL);
+        }
+        let lines = lock(&output).clone();
+        (status, lines)
+    }
+
     pub fn stop(self) -> ExitStatus {
         let Some(mut child) = lock(&self.child).take() else {
             panic!("nhiscope was already reaped");

@@ -56,12 +56,7 @@ fn a_tiny_ring_buffer_loses_events_and_counts_every_one() {
     let lost: u64 = events
         .iter()
         .filter(|e| e["kind"] == "loss")
-        .filter(|e| {
-            matches!(
-                e["cause"].as_str(),
-                Some("ringbuf_full_open")
-            )
-        })
+        .filter(|e| matches!(e["cause"].as_str(), Some("ringbuf_full_open")))
         .map(|e| e["count"].as_u64().expect("count"))
         .sum();
     eprintln!("{N} opens: {delivered} delivered, {lost} counted lost");

@@ -182,6 +182,15 @@ pub fn path_at(at: u64) -> Option<(u64, u64)> {
     Some((mnt, dentry))
 }
 
+/// A file's dentry (`f_path.dentry`).
+#[inline(always)]
+pub fn file_dentry(file: u64) -> Option<u64> {
+    read_ptr(
+        file + offset(Offset::FilePath)? as u64,
+        offset(Offset::PathDentry)?,
+    )
+}
+
 /// A file's `f_path`.
 #[inline(always)]
 pub fn file_path(file: u64) -> Option<(u64, u64)> {

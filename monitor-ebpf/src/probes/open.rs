@@ -57,8 +57,9 @@ fn read_user_str(dst: *mut u8, cap: usize, src: u64) -> Option<usize> {
 /// Where an open's path argument is.
 #[derive(Clone, Copy)]
 enum Arg {
-    /// A user pointer (a syscall's argument).
-    User(u64),
+    /// A user pointer in a syscall's saved argument register (read only when needed: most
+    /// opens are decided without it).
+    User(Offset),
     /// A copy kept in kernel memory (an io_uring request's name, copied at submission).
     Kernel(u64),
     /// The syscall has none (`open_by_handle_at`).
@@ -69,7 +70,7 @@ enum Arg {
 #[inline(always)]
 fn read_arg(dst: *mut u8, arg: Arg) -> Option<usize> {
     match arg {
-        Arg::User(p) => read_user_str(dst, PATH_CAP, p),
+        Arg::User(reg) => read_user_str(dst, PATH_CAP, files::syscall_arg(reg)?),
         Arg::Kernel(p) => {
             // SAFETY: as in read_user_str, for kernel memory.
             let n = unsafe {
@@ -100,10 +101,6 @@ struct Open {
 /// (`dfd`, `open_flags`) into the reserved record.
 #[inline(always)]
 fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
-    let pt = bpf_get_current_pid_tgid();
-    if (pt >> 32) == CONFIG.get(config::SELF_PID).copied().unwrap_or(0) {
-        return None;
-    }
     let ret = o.ret;
     let flags = CONFIG.get(config::FLAGS).copied().unwrap_or(0);
     let all = flags & config::FLAG_ALL_OPENS != 0;
@@ -116,8 +113,9 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
     let mut file_path = None;
     let matched = if ret >= 0 && o.in_table {
         let file = files::fd_file(task, ret as u64)?;
-        let (mnt, dentry) = files::file_path(file)?;
-        file_path = Some((file, mnt, dentry));
+        // The dentry alone: the mount is read only for a watched open.
+        let dentry = files::file_dentry(file)?;
+        file_path = Some((file, dentry));
         if all {
             MATCH_NAME
         } else {
@@ -144,6 +142,11 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
         MATCH_NAME
     };
     if matched == 0 {
+        return None;
+    }
+    // The daemon's own opens are not reported (checked here, after the filter: the daemon opens
+    // no watched file in the common case, and every other open saves the helper call).
+    if (bpf_get_current_pid_tgid() >> 32) == CONFIG.get(config::SELF_PID).copied().unwrap_or(0) {
         return None;
     }
 
@@ -182,10 +185,11 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
         }
         let names = (*ev).names.as_mut_ptr();
         match file_path {
-            Some((file, mnt, dentry)) => {
+            Some((file, dentry)) => {
                 let (ino, dev) = files::file_identity(file).unwrap_or((0, 0));
                 (*ev).ino = ino;
                 (*ev).dev = dev;
+                let mnt = files::file_path(file).map_or(0, |(mnt, _)| mnt);
                 let (n, whole) = files::walk(task, mnt, dentry, names);
                 (*ev).names_len = n;
                 if whole {
@@ -263,10 +267,7 @@ fn exit(ctx: &TracePointContext, l: Layout) -> Option<()> {
     // sys_exit_*: `long ret` at 16.
     let ret: i64 = arg(ctx, 16);
     let arg = match l.path {
-        Some(reg) => match files::syscall_arg(reg) {
-            Some(p) => Arg::User(p),
-            None => Arg::None,
-        },
+        Some(reg) => Arg::User(reg),
         None => Arg::None,
     };
     report(
@@ -322,10 +323,7 @@ fn remember_uring_open(req: u64) -> Option<()> {
         // SAFETY: kernel memory through the helper.
         .and_then(|o| unsafe { bpf_probe_read_kernel((req as usize + o) as *const i32) }.ok())
         .unwrap_or(AT_FDCWD);
-    u.slot = files::offset(Offset::IoOpenFileSlot)
-        // SAFETY: as above.
-        .and_then(|o| unsafe { bpf_probe_read_kernel((req as usize + o) as *const u32) }.ok())
-        .unwrap_or(0);
+    u._reserved = 0;
     let filename = files::read_ptr(req, files::offset(Offset::IoOpenFilename)?)?;
     let name = files::read_ptr(filename, files::offset(Offset::FilenameName)?)?;
     u.path_len = read_arg(u.path.as_mut_ptr(), Arg::Kernel(name)).unwrap_or(0) as u32;
@@ -336,27 +334,51 @@ fn remember_uring_open(req: u64) -> Option<()> {
 }
 
 /// io_uring:io_uring_complete: `req` at 16, `res` at 32. Runs in the submitter or one of its
-/// io-wq workers, which share its file table.
+/// io-wq workers, which share its file table. Whether the request was an open is read from the
+/// request itself, so an open into the file table is judged by its file even when its name
+/// could not be remembered at submission (the map full): only `path_arg` is then missing.
 #[tracepoint]
 pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
     let req: u64 = arg(&ctx, 16);
-    // SAFETY: the value is copied out (by `report`, from its address) before it is removed.
-    let Some(u) = (unsafe { URING_OPENS.get(&req) }) else {
-        return 0;
+    let _ = uring_complete(&ctx, req);
+    0
+}
+
+#[inline(always)]
+fn uring_complete(ctx: &TracePointContext, req: u64) -> Option<()> {
+    // SAFETY: kernel memory through the helper.
+    let opcode: u8 = unsafe {
+        bpf_probe_read_kernel((req as usize + files::offset(Offset::KiocbOpcode)?) as *const u8)
+    }
+    .ok()?;
+    if opcode != IORING_OP_OPENAT && opcode != IORING_OP_OPENAT2 {
+        return None;
+    }
+    let res: i32 = arg(ctx, 32);
+    // SAFETY: as above; the request's command area is its `struct io_open`.
+    let slot: u32 = unsafe {
+        bpf_probe_read_kernel((req as usize + files::offset(Offset::IoOpenFileSlot)?) as *const u32)
+    }
+    .unwrap_or(0);
+    // SAFETY: the value is read (by `report`, from its address) before it is removed.
+    let kept = unsafe { URING_OPENS.get(&req) };
+    let (dfd, arg) = match kept {
+        Some(u) => (u.dfd, Arg::Kernel(u.path.as_ptr() as u64)),
+        None => (AT_FDCWD, Arg::None),
     };
-    let res: i32 = arg(&ctx, 32);
-    let (dfd, in_table) = (u.dfd, u.slot == 0);
     let _ = report(
         Open {
             op: OpenOp::IoUring,
             ret: i64::from(res),
-            in_table,
-            arg: Arg::Kernel(u.path.as_ptr() as u64),
+            in_table: slot == 0,
+            arg,
         },
         |ev| ev.dfd = dfd,
     );
-    let _ = URING_OPENS.remove(&req);
-    0
+    if kept.is_some() {
+        let _ = URING_OPENS.remove(&req);
+    }
+    Some(())
 }
 
 macro_rules! open_probe {
