@@ -18,6 +18,7 @@
 //! the sysctl gets its old value back and the credential files are removed.
 
 mod bpftool;
+mod floods;
 pub mod open_loop;
 mod registry;
 mod report;
@@ -87,6 +88,9 @@ pub struct Options {
     /// Seconds of the sustained run.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub sustained_secs: u64,
+    /// Seconds of each flood (fork bomb, thread storm, failed opens, DNS packets).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub flood_secs: u64,
     /// Do not build: use target/release/nhiscope and the bench examples as they are.
     #[arg(long)]
     pub no_build: bool,
@@ -105,6 +109,7 @@ fn command_line(opts: &Options) -> String {
         outage_events: 600_000,
         sustained_rate: 150_000,
         sustained_secs: 30,
+        flood_secs: 10,
         no_build: false,
     };
     if opts.count != d.count {
@@ -141,7 +146,7 @@ fn command_line(opts: &Options) -> String {
 }
 
 fn step(n: usize, what: &str) {
-    eprintln!("bench: [{n}/9] {what}");
+    eprintln!("bench: [{n}/10] {what}");
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -377,6 +382,24 @@ pub fn run(opts: &Options) -> Result<()> {
         ),
     );
     let sustained = run_sustained(opts, &daemon_bin, &reg, &out_dir);
+
+    step(
+        10,
+        &format!(
+            "floods: fork bomb, thread storm, failed opens, DNS packets ({} s each)",
+            opts.flood_secs
+        ),
+    );
+    let flood_log = out_dir.join("daemon-floods.log");
+    let floods = floods::run(
+        &|| {
+            let mut d = start_daemon(&daemon_bin, &reg.path, &flood_log)?;
+            wait_for_ready(&mut d, &flood_log, Duration::from_secs(90))?;
+            Ok(d)
+        },
+        &reg.watched,
+        opts.flood_secs,
+    );
 
     // The report.
     let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
@@ -656,6 +679,40 @@ pub fn run(opts: &Options) -> Result<()> {
             );
             rep.note(format!("store benchmark failed: {e:#}"));
         }
+    }
+
+    match &floods {
+        Ok(rows) => {
+            for (name, what, v) in rows {
+                let f = |k: &str| v[k].as_f64();
+                rep.add(
+                    &format!("flood.{name}.peak_rss_mb"),
+                    &format!("Flood, {what}: daemon peak RSS"),
+                    f("peak_rss_mb"),
+                    "MB",
+                    1,
+                    Some(Target::Below(64.0)),
+                );
+                rep.add(
+                    &format!("flood.{name}.cpu_pct"),
+                    &format!("Flood, {what}: daemon CPU"),
+                    f("cpu_pct"),
+                    "% of a core",
+                    0,
+                    None,
+                );
+                rep.add(
+                    &format!("flood.{name}.lost"),
+                    &format!("Flood, {what}: kernel records counted lost"),
+                    f("lost_counted"),
+                    "records",
+                    0,
+                    None,
+                );
+                rep.detail(&format!("flood_{name}"), v.clone());
+            }
+        }
+        Err(e) => rep.note(format!("flood benchmark failed: {e:#}")),
     }
 
     match &sustained {

@@ -43,6 +43,8 @@ const APT_PACKAGES: &[&str] = &[
     // tests/helpers/uring_open.c: opens through io_uring, as a process avoiding the syscalls.
     "liburing-dev",
     "gcc",
+    // `cargo xtask bench`'s floods (fork bomb, thread storm).
+    "stress-ng",
 ];
 
 /// bpf-linker's version: the one checked to build against Debian's LLVM 22 and to link what

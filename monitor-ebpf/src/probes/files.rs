@@ -51,17 +51,9 @@ pub fn read_ptr(base: u64, offset: usize) -> Option<u64> {
     (v != 0).then_some(v)
 }
 
-/// Inode number and device of the file open on `fd` in the current task.
-#[inline(always)]
-pub fn fd_inode(fd: u64) -> Option<(u64, u32)> {
-    // SAFETY: returns the current task pointer as an integer; it is only read through the helper.
-    let task = unsafe { bpf_get_current_task() };
-    task_fd_inode(task, fd)
-}
-
 /// The `struct file *` array of `task`'s open files.
 #[inline(always)]
-fn fd_array(task: u64) -> Option<u64> {
+pub fn fd_array(task: u64) -> Option<u64> {
     let files = read_ptr(task, offset(Offset::TaskFiles)?)?;
     let fdt = read_ptr(files, offset(Offset::FilesFdt)?)?;
     read_ptr(fdt, offset(Offset::FdtFd)?)
@@ -77,35 +69,32 @@ fn file_ino(file: u64) -> Option<u64> {
 /// The inode number of the current task's standard input when it is the read end of a pipe.
 #[inline(always)]
 pub fn stdin_pipe() -> u64 {
-    if !is_fifo(0) {
-        return 0;
-    }
-    // SAFETY: as in fd_inode.
+    // SAFETY: the current task pointer as an integer, only ever read through the helper.
     let task = unsafe { bpf_get_current_task() };
-    match fd_file(task, 0) {
-        Some(file) if readable(file) => file_ino(file).unwrap_or(0),
+    match fd_array(task).and_then(|fds| pipe_at(fds, 0)) {
+        Some((ino, true)) => ino,
         _ => 0,
     }
 }
 
-/// Whether fd `fd` of the current task is a pipe (a FIFO inode).
+/// When fd `fd` of the file array `fds` is a pipe (a FIFO): its inode number, and whether this
+/// end is open for reading.
 #[inline(always)]
-pub fn is_fifo(fd: u64) -> bool {
+pub fn pipe_at(fds: u64, fd: u64) -> Option<(u64, bool)> {
     const S_IFMT: u16 = 0o170000;
     const S_IFIFO: u16 = 0o010000;
-    // SAFETY: as in fd_inode.
-    let task = unsafe { bpf_get_current_task() };
-    let mode = || -> Option<u16> {
-        let fds = fd_array(task)?;
-        let file = read_ptr(fds, (fd as usize & 0xffff) * 8)?;
-        let inode = read_ptr(file, offset(Offset::FileInode)?)?;
-        // SAFETY: as in read_ptr; i_mode is a u16 (umode_t).
-        unsafe {
-            bpf_probe_read_kernel((inode as usize + offset(Offset::InodeMode)?) as *const u16)
-        }
-        .ok()
-    };
-    mode().is_some_and(|m| m & S_IFMT == S_IFIFO)
+    let file = read_ptr(fds, (fd as usize & 0xffff) * 8)?;
+    let inode = read_ptr(file, offset(Offset::FileInode)?)?;
+    // SAFETY: as in read_ptr; i_mode is a u16 (umode_t).
+    let mode: u16 = unsafe {
+        bpf_probe_read_kernel((inode as usize + offset(Offset::InodeMode)?) as *const u16)
+    }
+    .ok()?;
+    if mode & S_IFMT != S_IFIFO {
+        return None;
+    }
+    let ino = read_ptr(inode, offset(Offset::InodeIno)?)?;
+    Some((ino, readable(file)))
 }
 
 /// Whether `file` is open for reading (`FMODE_READ`).
@@ -129,7 +118,7 @@ pub fn parent_holds(stdout_ino: u64) -> bool {
     if stdout_ino == 0 {
         return false;
     }
-    // SAFETY: as in fd_inode.
+    // SAFETY: the current task pointer as an integer, only ever read through the helper.
     let task = unsafe { bpf_get_current_task() };
     let Some(parent) = offset(Offset::TaskParent).and_then(|o| read_ptr(task, o)) else {
         return false;
@@ -169,10 +158,6 @@ pub fn file_identity(file: u64) -> Option<(u64, u32)> {
     Some((ino, dev))
 }
 
-#[inline(always)]
-fn task_fd_inode(task: u64, fd: u64) -> Option<(u64, u32)> {
-    file_identity(fd_file(task, fd)?)
-}
 
 /// A `struct path` (vfsmount and dentry) at `at`.
 #[inline(always)]
@@ -313,7 +298,7 @@ pub fn syscall_arg(which: Offset) -> Option<u64> {
 /// `HDR_*` bits about the current task's controlling terminal.
 #[inline(always)]
 pub fn tty_flags() -> u32 {
-    // SAFETY: as in fd_inode.
+    // SAFETY: the current task pointer as an integer, only ever read through the helper.
     let task = unsafe { bpf_get_current_task() };
     let (Some(sig_off), Some(tty_off)) = (offset(Offset::TaskSignal), offset(Offset::SignalTty))
     else {

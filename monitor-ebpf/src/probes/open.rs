@@ -111,8 +111,10 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
     let task = unsafe { bpf_get_current_task() };
 
     let mut file_path = None;
+    let mut fds = 0;
     let matched = if ret >= 0 && o.in_table {
-        let file = files::fd_file(task, ret as u64)?;
+        fds = files::fd_array(task)?;
+        let file = files::read_ptr(fds, (ret as usize & 0xffff) * 8)?;
         // The dentry alone: the mount is read only for a watched open.
         let dentry = files::file_dentry(file)?;
         file_path = Some((file, dentry));
@@ -195,10 +197,12 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
                 if whole {
                     evflags |= NAMES_COMPLETE;
                 }
-                (*ev).stdout_ino = files::fd_inode(1).map_or(0, |(ino, _)| ino);
-                if files::is_fifo(1) {
+                // Where the secret may flow next: a pipe on stdout (a pipeline, `$(...)`).
+                (*ev).stdout_ino = 0;
+                if let Some((ino, _)) = files::pipe_at(fds, 1) {
+                    (*ev).stdout_ino = ino;
                     evflags |= STDOUT_PIPE;
-                    if files::parent_holds((*ev).stdout_ino) {
+                    if files::parent_holds(ino) {
                         evflags |= FEEDS_PARENT;
                     }
                 }
