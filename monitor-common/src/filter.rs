@@ -168,19 +168,35 @@ pub fn inode_bit(key: u64, kind: KeyKind, ino: u64) -> u32 {
     bit(ino_hash(key, ino), kind)
 }
 
+/// What the kernel knows of an opened file when it tests it.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenedFile<'a> {
+    pub ino: u64,
+    /// Its dentry name.
+    pub name: &'a [u8],
+    /// Its parent directory's dentry name.
+    pub parent: Option<&'a [u8]>,
+    /// The inode numbers of the directories above it, nearest first.
+    pub ancestors: &'a [u64],
+}
+
+/// Which of the slower tests are on (`config::FLAG_PARENT_SCAN`, `FLAG_ANCESTOR_SCAN`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scans {
+    pub parent: bool,
+    pub ancestor: bool,
+}
+
 /// What the kernel's test of an opened file comes to, given a bitmap test `hit`: the reference
-/// for the programs in `monitor-ebpf/src/probes/filter.rs`. `ancestors` are the inode numbers of
-/// the directories above the file, nearest first.
-pub fn file_watched(
-    key: u64,
-    hit: impl Fn(u32) -> bool,
-    parent_scan: bool,
-    ancestor_scan: bool,
-    ino: u64,
-    name: &[u8],
-    parent: Option<&[u8]>,
-    ancestors: &[u64],
-) -> bool {
+/// for the programs in `monitor-ebpf/src/probes/filter.rs`.
+pub fn file_watched(key: u64, hit: impl Fn(u32) -> bool, scans: Scans, f: OpenedFile) -> bool {
+    let OpenedFile {
+        ino,
+        name,
+        parent,
+        ancestors,
+    } = f;
+    let (parent_scan, ancestor_scan) = (scans.parent, scans.ancestor);
     if hit(inode_bit(key, KeyKind::Inode, ino)) {
         return true;
     }
@@ -280,7 +296,13 @@ mod tests {
             key_bit(K, KeyKind::Two, b".aws/credentials"),
         ];
         let w = |name: &[u8], parent: &[u8]| {
-            file_watched(K, set(&bits), false, false, 7, name, Some(parent), &[])
+            let f = OpenedFile {
+                ino: 7,
+                name,
+                parent: Some(parent),
+                ancestors: &[],
+            };
+            file_watched(K, set(&bits), Scans::default(), f)
         };
         assert!(w(b"credentials", b".aws"));
         assert!(!w(b"credentials", b".gcp"));
@@ -296,8 +318,18 @@ mod tests {
             inode_bit(K, KeyKind::Inode, 99),
             inode_bit(K, KeyKind::DirInode, 5),
         ];
-        let w = |ino, anc: &[u64], scan| {
-            file_watched(K, set(&bits), false, scan, ino, b"any", Some(b"dir"), anc)
+        let w = |ino, ancestors: &[u64], scan| {
+            let f = OpenedFile {
+                ino,
+                name: b"any",
+                parent: Some(b"dir"),
+                ancestors,
+            };
+            let scans = Scans {
+                parent: false,
+                ancestor: scan,
+            };
+            file_watched(K, set(&bits), scans, f)
         };
         assert!(w(99, &[], false));
         assert!(!w(98, &[5], false));

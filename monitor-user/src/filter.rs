@@ -22,8 +22,8 @@
 //! Every hash is keyed with the plan's random key (see [`FilterPlan::new`]).
 
 use monitor_common::filter::{
-    file_watched, inode_bit, key_bit, KeyKind, ANCESTOR_DEPTH, BASE_PREFIX_LEN, FILTER_WORDS,
-    NAME_SCAN,
+    file_watched, inode_bit, key_bit, KeyKind, OpenedFile, Scans, ANCESTOR_DEPTH,
+    BASE_PREFIX_LEN, FILTER_WORDS, NAME_SCAN,
 };
 
 use crate::pattern::{Component, Glob};
@@ -122,17 +122,17 @@ impl FilterPlan {
                 && path[d.len()] == b'/'
                 && path[d.len() + 1..].iter().filter(|&&c| c == b'/').count() < ANCESTOR_DEPTH
         });
-        under_dir
-            || file_watched(
-                self.key,
-                |b| self.is_set(b),
-                self.parent_scan,
-                false,
-                ino,
-                name,
-                parent,
-                &[],
-            )
+        let scans = Scans {
+            parent: self.parent_scan,
+            ancestor: false,
+        };
+        let file = OpenedFile {
+            ino,
+            name,
+            parent,
+            ancestors: &[],
+        };
+        under_dir || file_watched(self.key, |b| self.is_set(b), scans, file)
     }
 
     /// [`FilterPlan::may_match_file`] for a file whose inode is not a key.
@@ -248,7 +248,7 @@ mod tests {
         Glob::parse(s).unwrap()
     }
 
-    const K: u64 = 0x5eed_0f_7e57;
+    const K: u64 = 0x005e_ed0f_7e57;
 
     fn plan(s: &str) -> FilterPlan {
         compile(K, [&g(s)]).unwrap()

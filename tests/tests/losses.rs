@@ -93,12 +93,11 @@ fn watch_ring_fill(
         .set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
     std::thread::spawn(move || {
-        let started = std::time::Instant::now();
         let (mut peak, mut size) = (0f64, 0u64);
         let mut reader = std::io::BufReader::new(stream);
         // A line cut by the read timeout stays in `line` and is completed by the next read.
         let mut line = Vec::new();
-        while started.elapsed() < Duration::from_millis(3000) {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             match reader.read_until(b'\n', &mut line) {
                 Ok(0) => break,
                 Ok(_) if line.ends_with(b"\n") => {}

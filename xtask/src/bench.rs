@@ -248,14 +248,12 @@ pub fn run(opts: &Options) -> Result<()> {
     let foreign = bpftool::foreign_openat_progs(&all, &ours);
     rep.detail("foreign_openat_programs", json!(foreign));
     rep.detail("daemon_programs", json!(progs.len()));
-    for (name, id) in [("exit", exit_id)] {
-        let (xl, jit) = bpftool::sizes(&all, id);
-        rep.detail(
-            &format!("ours_sys_{name}_openat_program"),
-            json!({"id": id, "bytes_xlated": xl, "bytes_jited": jit,
-                   "verified_insns": progs.get(&id).and_then(|p| p.verified_insns)}),
-        );
-    }
+    let (xl, jit) = bpftool::sizes(&all, exit_id);
+    rep.detail(
+        "ours_sys_exit_openat_program",
+        json!({"id": exit_id, "bytes_xlated": xl, "bytes_jited": jit,
+               "verified_insns": progs.get(&exit_id).and_then(|p| p.verified_insns)}),
+    );
     let rss_start = sys::rss_bytes(dpid)? as f64 / MB;
     eprintln!("bench: daemon pid {dpid} ready, RSS {rss_start:.1} MB");
     let rest = idle(dpid, &reg.watched, opts.idle_secs)?;
