@@ -158,7 +158,6 @@ pub fn file_identity(file: u64) -> Option<(u64, u32)> {
     Some((ino, dev))
 }
 
-
 /// A `struct path` (vfsmount and dentry) at `at`.
 #[inline(always)]
 pub fn path_at(at: u64) -> Option<(u64, u64)> {
