@@ -22,8 +22,8 @@
 //! Every hash is keyed with the plan's random key (see [`FilterPlan::new`]).
 
 use monitor_common::filter::{
-    file_watched, inode_bit, key_bit, KeyKind, OpenedFile, Scans, ANCESTOR_DEPTH,
-    BASE_PREFIX_LEN, FILTER_WORDS, NAME_SCAN,
+    file_watched, inode_bit, key_bit, KeyKind, OpenedFile, Scans, ANCESTOR_DEPTH, BASE_PREFIX_LEN,
+    FILTER_WORDS, NAME_SCAN,
 };
 
 use crate::pattern::{Component, Glob};
