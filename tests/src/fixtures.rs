@@ -42,6 +42,10 @@ pub fn event(host: &str, i: u64) -> Event {
         "--flag=été ✓".into(),
     ];
     e.cgroup_id = 4242 + i;
+    // Every third one runs a script (the interpreter is `exe`).
+    if i.is_multiple_of(3) {
+        e.script = Some(format!("/opt/jobs/job-{i}.py"));
+    }
     match kind {
         Kind::Open => {
             e.syscall = Some("openat");
@@ -71,6 +75,7 @@ pub fn event(host: &str, i: u64) -> Event {
             }
             e.dport = Some(443);
             e.sport = Some(40_000 + (i % 1000) as u16);
+            e.proto = Some(if i.is_multiple_of(4) { "udp" } else { "tcp" });
             e.dns_names = Some(if i.is_multiple_of(3) {
                 vec![]
             } else {

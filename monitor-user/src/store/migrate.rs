@@ -127,11 +127,22 @@ async fn run(admin: &Client, sql: &str) -> Result<(), MigrateError> {
         .chars()
         .take(100)
         .collect();
-    admin
-        .query_raw(sql)
-        .execute()
-        .await
-        .map_err(ch(format!("applying `{head}`")))
+    match admin.query_raw(sql).execute().await {
+        Ok(()) => Ok(()),
+        // 18.16 has no `ADD COLUMN IF NOT EXISTS`: a step interrupted after adding a column
+        // (or run on a cluster, where a replica may have it already) meets it again; the column
+        // being there is what the statement was for. 15: DUPLICATE_COLUMN, 44: ILLEGAL_COLUMN
+        // ("column with this name already exists").
+        Err(e)
+            if sql.contains("ADD COLUMN")
+                && (e.to_string().contains("Code: 15,")
+                    || e.to_string().contains("already exists")) =>
+        {
+            log::debug!("schema: `{head}`: the column is already there");
+            Ok(())
+        }
+        Err(e) => Err(ch(format!("applying `{head}`"))(e)),
+    }
 }
 
 /// Makes the tables keep rows `schema.retention_days` days: TTL where the server has it, else

@@ -64,7 +64,7 @@ macro_rules! legacy_event_columns {
          CAST(kind AS Int8) AS kind_code, pid, tid, ppid, uid, gid, exe, comm, cmdline, \
          cgroup_id, container, syscall, path, path_arg, target, flags, result, error, daddr, \
          dport, saddr, sport, dns_names, count, cause, nhi, CAST(verdict AS Int8) AS \
-         verdict_code, drift, reason"
+         verdict_code, drift, reason, script, proto"
     };
 }
 
@@ -76,7 +76,8 @@ macro_rules! modern_event_columns {
          cgroup_id, container, syscall, path, path_arg, target, flags, result, error, \
          ifNull(replaceRegexpOne(toString(daddr), '^::ffff:', ''), '') AS daddr_text, dport, \
          ifNull(replaceRegexpOne(toString(saddr), '^::ffff:', ''), '') AS saddr_text, sport, \
-         dns_names, count, cause, nhi, CAST(verdict AS Int8) AS verdict_code, drift, reason"
+         dns_names, count, cause, nhi, CAST(verdict AS Int8) AS verdict_code, drift, reason, \
+         script, proto"
     };
 }
 
@@ -509,6 +510,8 @@ pub struct EventRecord {
     verdict_code: i8,
     drift: Vec<String>,
     reason: String,
+    script: String,
+    proto: String,
 }
 
 impl From<EventRecord> for EventRow {
@@ -550,6 +553,8 @@ impl From<EventRecord> for EventRow {
             verdict: r.verdict_code,
             drift: r.drift,
             reason: r.reason,
+            script: r.script,
+            proto: r.proto,
         }
     }
 }

@@ -201,6 +201,11 @@ pub struct EventRow {
     pub verdict: i8,
     pub drift: Vec<String>,
     pub reason: String,
+    /// Schema version 2. Default when read from a spool written before it.
+    #[serde(default)]
+    pub script: String,
+    #[serde(default)]
+    pub proto: String,
 }
 
 impl EventRow {
@@ -246,6 +251,8 @@ impl EventRow {
             verdict: verdict_code(e.verdict),
             drift: e.drift.iter().map(|d| d.as_str().to_owned()).collect(),
             reason: e.reason,
+            script: e.script.unwrap_or_default(),
+            proto: e.proto.unwrap_or_default().to_owned(),
         }
     }
 
@@ -293,6 +300,13 @@ impl EventRow {
             .map(|d| drift_from_name(d))
             .collect::<Option<_>>()?;
         e.reason = self.reason.clone();
+        e.script = text(&self.script);
+        e.proto = match self.proto.as_str() {
+            "" => None,
+            "tcp" => Some("tcp"),
+            "udp" => Some("udp"),
+            _ => return None,
+        };
         Some(e)
     }
 }
@@ -369,6 +383,8 @@ pub struct LegacyEvent<'a> {
     verdict: i8,
     drift: &'a [String],
     reason: &'a str,
+    script: &'a str,
+    proto: &'a str,
 }
 
 /// `events` on current servers: `DateTime64(9)` and `IPv6` columns.
@@ -407,6 +423,8 @@ pub struct ModernEvent<'a> {
     verdict: i8,
     drift: &'a [String],
     reason: &'a str,
+    script: &'a str,
+    proto: &'a str,
 }
 
 /// Expands to the wire event of one dialect; the fields both share are listed once.
@@ -445,6 +463,8 @@ macro_rules! wire_event {
             verdict: r.verdict,
             drift: &r.drift,
             reason: &r.reason,
+            script: &r.script,
+            proto: &r.proto,
         }
     }};
 }

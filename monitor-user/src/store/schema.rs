@@ -117,11 +117,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Append; never edit a released one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events, losses and agents",
-    statements: v1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events, losses and agents",
+        statements: v1,
+    },
+    Migration {
+        version: 2,
+        name: "events: script and proto",
+        statements: v2,
+    },
+];
 
 /// The version a fully migrated database is at.
 pub fn latest_version() -> u32 {
@@ -131,9 +138,14 @@ pub fn latest_version() -> u32 {
 fn v1(s: &Schema) -> Vec<String> {
     let mut out = Vec::new();
     for t in Table::ALL {
-        out.extend(s.create_table(t));
+        out.extend(s.create_table_at(t, 1));
     }
     out
+}
+
+/// `events` gains the script an interpreter ran and the connection's protocol.
+fn v2(s: &Schema) -> Vec<String> {
+    s.add_columns(Table::Events, 2)
 }
 
 impl Schema {
@@ -190,8 +202,49 @@ impl Schema {
         )
     }
 
-    /// `CREATE TABLE` for `t` (and its `Distributed` table on a cluster).
+    /// `CREATE TABLE` for `t` as it is at the latest version.
     pub fn create_table(&self, t: Table) -> Vec<String> {
+        self.create_table_at(t, latest_version())
+    }
+
+    /// `ALTER TABLE ... ADD COLUMN` for the columns `t` gained at `version` (on the local tables
+    /// and, on a cluster, on the `Distributed` table over them).
+    fn add_columns(&self, t: Table, version: u32) -> Vec<String> {
+        // 18.16 knows no `IF NOT EXISTS` here: one column per statement, and the migration
+        // runner takes "already there" (code 15) as done.
+        let if_not_exists = match self.dialect {
+            Dialect::Modern => "IF NOT EXISTS ",
+            Dialect::Legacy => "",
+        };
+        let mut out = Vec::new();
+        for (_, name, ty) in self
+            .versioned_columns(t)
+            .into_iter()
+            .filter(|(v, _, _)| *v == version)
+        {
+            out.push(format!(
+                "ALTER TABLE {}{} ADD COLUMN {if_not_exists}{name} {ty}",
+                self.storage_table(t),
+                self.on_cluster()
+            ));
+        }
+        if let (Some(cluster), false) = (&self.cluster, out.is_empty()) {
+            // A `Distributed` table cannot be altered ON CLUSTER where shards are replicated
+            // (18.16 refuses); it holds no rows (inserts are synchronous), so it is made again
+            // over the altered local tables.
+            out.push(format!(
+                "DROP TABLE IF EXISTS {}{}",
+                self.table(t),
+                self.on_cluster()
+            ));
+            out.push(self.distributed(t, cluster));
+        }
+        out
+    }
+
+    /// `CREATE TABLE` for `t` (and its `Distributed` table on a cluster) with the columns it
+    /// had at `version`.
+    fn create_table_at(&self, t: Table, version: u32) -> Vec<String> {
         let local_name = match self.cluster {
             Some(_) => format!("{}_local", t.name()),
             None => t.name().to_owned(),
@@ -200,7 +253,7 @@ impl Schema {
             "CREATE TABLE IF NOT EXISTS {}{} (\n{}\n) ENGINE = {}\n{}",
             self.storage_table(t),
             self.on_cluster(),
-            self.columns(t),
+            self.columns(t, version),
             self.engine("ReplacingMergeTree", &local_name),
             self.layout(t),
         );
@@ -220,16 +273,22 @@ impl Schema {
         let _ = write!(sql, "\nSETTINGS {}", settings.join(", "));
         let mut out = vec![sql];
         if let Some(cluster) = &self.cluster {
-            out.push(format!(
-                "CREATE TABLE IF NOT EXISTS {}{} AS {} ENGINE = Distributed({cluster}, {}, \
-                 {local_name}, cityHash64(host))",
-                self.table(t),
-                self.on_cluster(),
-                self.storage_table(t),
-                self.database,
-            ));
+            out.push(self.distributed(t, cluster));
         }
         out
+    }
+
+    /// The `Distributed` table over `t`'s local tables on `cluster`.
+    fn distributed(&self, t: Table, cluster: &str) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {}{} AS {} ENGINE = Distributed({cluster}, {}, \
+             {}_local, cityHash64(host))",
+            self.table(t),
+            self.on_cluster(),
+            self.storage_table(t),
+            self.database,
+            t.name(),
+        )
     }
 
     /// The TTL expression of `t`, when retention is set and the server has TTL.
@@ -257,9 +316,15 @@ impl Schema {
         }
     }
 
-    /// Column definitions, in the field order of the wire rows of [`super::row`].
-    fn columns(&self, t: Table) -> String {
-        let cols = self.column_types(t);
+    /// Column definitions of `t` at `version`, in the field order of the wire rows of
+    /// [`super::row`].
+    fn columns(&self, t: Table, version: u32) -> String {
+        let cols: Vec<(String, String)> = self
+            .versioned_columns(t)
+            .into_iter()
+            .filter(|(v, _, _)| *v <= version)
+            .map(|(_, n, ty)| (n, ty))
+            .collect();
         let mut out = String::new();
         for (i, (name, ty)) in cols.iter().enumerate() {
             let sep = if i + 1 == cols.len() { "" } else { "," };
@@ -268,8 +333,36 @@ impl Schema {
         out.trim_end().to_owned()
     }
 
-    /// `(name, type)` of every column of `t`, in order.
+    /// `(name, type)` of every column of `t` at the latest version, in order (columns added by
+    /// later migrations come last, where `ALTER TABLE ... ADD COLUMN` puts them).
     pub fn column_types(&self, t: Table) -> Vec<(String, String)> {
+        self.versioned_columns(t)
+            .into_iter()
+            .map(|(_, n, ty)| (n, ty))
+            .collect()
+    }
+
+    /// `(version added, name, type)` of every column of `t`, in order.
+    fn versioned_columns(&self, t: Table) -> Vec<(u32, String, String)> {
+        let lc = if self.dialect == Dialect::Modern {
+            "LowCardinality(String)"
+        } else {
+            "String"
+        };
+        let mut out: Vec<(u32, String, String)> = self
+            .v1_column_types(t)
+            .into_iter()
+            .map(|(n, ty)| (1, n, ty))
+            .collect();
+        if t == Table::Events {
+            out.push((2, "script".into(), "String".into()));
+            out.push((2, "proto".into(), lc.into()));
+        }
+        out
+    }
+
+    /// `(name, type)` of every column `t` was created with (version 1).
+    fn v1_column_types(&self, t: Table) -> Vec<(String, String)> {
         let modern = self.dialect == Dialect::Modern;
         // Repeated, low-cardinality text: dictionary-encoded where the server has it.
         let lc = if modern {

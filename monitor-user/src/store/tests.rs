@@ -63,6 +63,8 @@ fn connect_event(daddr: &str) -> Event {
     e.sport = Some(0);
     e.dns_names = Some(vec![]);
     e.nhi = Some("dev-aws".into());
+    e.proto = Some("udp");
+    e.script = Some("/opt/tools/sync.py".into());
     e
 }
 
@@ -139,6 +141,8 @@ fn every_event_field_is_mapped() {
         "verdict",
         "drift",
         "reason",
+        "script",
+        "proto",
     ];
     for e in [open_event(), connect_event("1.2.3.4"), loss_event()] {
         let v = serde_json::to_value(&e).unwrap();
