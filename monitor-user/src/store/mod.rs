@@ -183,8 +183,18 @@ impl Store {
     /// drops privileges, and starts the store after.
     pub fn claim(config: &StoreConfig, owner: Owner) -> Result<SpoolClaim, StoreError> {
         let dir = &config.spool_dir;
+        let lock_path = dir.join(SPOOL_LOCK);
+        // Another daemon's lock is the clearest reason to stop, so it is looked at first (its
+        // spool may well belong to another user); the checks follow, before anything is used.
+        let early = std::fs::symlink_metadata(dir)
+            .is_ok_and(|m| m.is_dir())
+            .then(|| PidLock::acquire("spool directory", dir, &lock_path))
+            .transpose()?;
         files::private_dir("spool directory", dir, owner)?;
-        let lock = PidLock::acquire("spool directory", dir, &dir.join(SPOOL_LOCK))?;
+        let lock = match early {
+            Some(l) => l,
+            None => PidLock::acquire("spool directory", dir, &lock_path)?,
+        };
         Ok(SpoolClaim { lock })
     }
 
