@@ -318,6 +318,11 @@ pub fn admin_client(config: &StoreConfig) -> Client {
         c = c.with_user(user);
     }
     if let Some(password) = &config.password {
+        // A password alone is `default`'s: the client would otherwise send an empty user name,
+        // which the server does not know.
+        if config.user.is_none() {
+            c = c.with_user("default");
+        }
         c = c.with_password(password.expose());
     }
     c
