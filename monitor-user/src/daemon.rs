@@ -247,12 +247,12 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     // only means spooling.
     let store = match (store_config, spool) {
         (Some(c), Some(claim)) => Some(
-            crate::store::Store::start_claimed(c, engine.host().to_string(), claim).map_err(|e| {
-                match e.exit_code() {
+            crate::store::Store::start_claimed(c, engine.host().to_string(), claim).map_err(
+                |e| match e.exit_code() {
                     2 => DaemonError::Input(e.to_string()),
                     _ => DaemonError::Runtime(e.to_string()),
-                }
-            })?,
+                },
+            )?,
         ),
         _ => None,
     };

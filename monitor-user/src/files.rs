@@ -162,7 +162,9 @@ pub fn open_private_append(
     // A hard link to another file (say /etc/shadow, planted in a shared directory) would make
     // the daemon write into it.
     if m.nlink() != 1 {
-        return Err(kind("has other hard links; nhiscope writes only to a file of its own"));
+        return Err(kind(
+            "has other hard links; nhiscope writes only to a file of its own",
+        ));
     }
     if m.uid() != 0 && m.uid() != owner.uid {
         return Err(FileError::Owner {
@@ -283,8 +285,9 @@ fn make_parents(what: &'static str, dir: &Path) -> Result<(), FileError> {
         make_parents(what, parent)?;
     }
     match fs::DirBuilder::new().mode(0o755).create(dir) {
-        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
-            .map_err(io_err(what, dir)),
+        Ok(()) => {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(io_err(what, dir))
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(FileError::Io {
             what,

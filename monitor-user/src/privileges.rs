@@ -123,7 +123,13 @@ fn last_cap() -> u32 {
 /// The capabilities kept, as a 64-bit mask, for a kernel whose last capability is `last`.
 pub fn kept_mask(last: u32) -> u64 {
     KEPT.iter()
-        .map(|&c| if c == CAP_BPF && last < CAP_BPF { CAP_SYS_ADMIN } else { c })
+        .map(|&c| {
+            if c == CAP_BPF && last < CAP_BPF {
+                CAP_SYS_ADMIN
+            } else {
+                c
+            }
+        })
         .fold(0u64, |m, c| m | (1 << c))
 }
 
@@ -270,9 +276,7 @@ fn check_status(status: &str, uid: Option<u32>, kept: u64) -> Result<(), String>
                 let caps = u64::from_str_radix(value, 16)
                     .map_err(|_| format!("unreadable {key}: {value}"))?;
                 if caps & !kept != 0 {
-                    return Err(format!(
-                        "{key} is {caps:#x}, more than the kept {kept:#x}"
-                    ));
+                    return Err(format!("{key} is {caps:#x}, more than the kept {kept:#x}"));
                 }
             }
             _ => {}
@@ -302,9 +306,16 @@ mod tests {
         );
         assert_eq!(check_status(&good, Some(999), kept), Ok(()));
         let root = good.replace("Uid:\t999\t999", "Uid:\t999\t0");
-        assert!(check_status(&root, Some(999), kept).unwrap_err().contains("Uid"));
-        let full = good.replace(&format!("CapEff:\t{kept:016x}"), "CapEff:\t000001ffffffffff");
-        assert!(check_status(&full, Some(999), kept).unwrap_err().contains("CapEff"));
+        assert!(check_status(&root, Some(999), kept)
+            .unwrap_err()
+            .contains("Uid"));
+        let full = good.replace(
+            &format!("CapEff:\t{kept:016x}"),
+            "CapEff:\t000001ffffffffff",
+        );
+        assert!(check_status(&full, Some(999), kept)
+            .unwrap_err()
+            .contains("CapEff"));
         assert_eq!(check_status(&root, None, kept), Ok(()));
     }
 
@@ -314,6 +325,9 @@ mod tests {
             Account::lookup("no-such-user-nhiscope-test"),
             Err(PrivilegeError::NoSuchUser(_))
         ));
-        assert!(matches!(Account::lookup("root"), Err(PrivilegeError::Root(_))));
+        assert!(matches!(
+            Account::lookup("root"),
+            Err(PrivilegeError::Root(_))
+        ));
     }
 }

@@ -1045,9 +1045,8 @@ fn a_batch_the_server_keeps_rejecting_is_set_aside_and_the_rows_behind_it_are_st
     assert!(proxy.rejected() >= 3, "{} rejections", proxy.rejected());
     let stored: Vec<u64> = (0..100).chain(200..300).collect();
     assert_stored_once(&ch, "host-p", &stored);
-    let losses = ch.query_json(
-        "SELECT cause, count, reason FROM nhiscope.losses WHERE host = 'host-p'",
-    );
+    let losses =
+        ch.query_json("SELECT cause, count, reason FROM nhiscope.losses WHERE host = 'host-p'");
     assert_eq!(losses.len(), 1, "{losses:?}");
     assert_eq!(losses[0]["cause"], "rejected_by_server");
     assert_eq!(losses[0]["count"], 100, "{losses:?}");

@@ -42,7 +42,10 @@ fn registry(dir: &Path) -> PathBuf {
     fs::write(&cred, "not-a-real-secret\n").expect("credential");
     fs::write(
         &path,
-        format!("nhis:\n  - id: svc\n    credentials: [{}]\n", cred.display()),
+        format!(
+            "nhis:\n  - id: svc\n    credentials: [{}]\n",
+            cred.display()
+        ),
     )
     .expect("registry");
     path
@@ -186,7 +189,10 @@ fn a_symlink_planted_at_the_json_path_is_refused_not_followed() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("symbolic link"), "{}", stderr(&o));
     assert_eq!(fs::read_to_string(&target).expect("victim"), "untouched\n");
-    assert!(fs::symlink_metadata(&link).expect("link").file_type().is_symlink());
+    assert!(fs::symlink_metadata(&link)
+        .expect("link")
+        .file_type()
+        .is_symlink());
 }
 
 #[test]
@@ -269,7 +275,11 @@ fn a_spool_that_is_not_the_daemons_own_is_refused() {
     fs::set_permissions(&spool, fs::Permissions::from_mode(0o777)).expect("chmod");
     let o = run(&config);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("lets other users write"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("lets other users write"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// The uid of `TEST_USER`, made with `useradd` when missing.
@@ -280,13 +290,24 @@ fn test_user() -> u32 {
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+            })
     };
     if let Some(uid) = id("-u") {
         return uid;
     }
     let made = Command::new("useradd")
-        .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER])
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            TEST_USER,
+        ])
         .status()
         .expect("run useradd");
     // Another test process may have made it meanwhile.
@@ -305,7 +326,10 @@ fn with_user_it_runs_unprivileged_on_every_thread_and_keeps_working() {
     let cred = dir.join("token");
     fs::write(&cred, "not-a-real-secret\n").expect("credential");
     let d = Daemon::start_with(
-        &format!("nhis:\n  - id: svc\n    credentials: [{}]\n", cred.display()),
+        &format!(
+            "nhis:\n  - id: svc\n    credentials: [{}]\n",
+            cred.display()
+        ),
         &[
             "--user".as_ref(),
             TEST_USER.as_ref(),
@@ -340,9 +364,14 @@ fn with_user_it_runs_unprivileged_on_every_thread_and_keeps_working() {
         .expect("cat");
     let pid = cat.id();
     let _ = cat.wait_with_output();
-    d.wait_for(WAIT, |e| e["kind"] == "open" && e["pid"] == pid && e["nhi"] == "svc");
+    d.wait_for(WAIT, |e| {
+        e["kind"] == "open" && e["pid"] == pid && e["nhi"] == "svc"
+    });
     // Its store, started after the switch, writes the spool as that user.
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(fs::metadata(spool.join("state.json")).expect("state").uid(), uid);
+    assert_eq!(
+        fs::metadata(spool.join("state.json")).expect("state").uid(),
+        uid
+    );
     assert!(d.stop().success());
 }

@@ -341,7 +341,10 @@ fn write_server_config(dir: &Path, password: &str) -> Result<()> {
 "#;
     fs::write(dir.join("config.xml"), config)?;
     // The password is hex: nothing in it needs escaping in XML.
-    write_private(&dir.join("users.xml"), &users.replace("@PASSWORD@", password))
+    write_private(
+        &dir.join("users.xml"),
+        &users.replace("@PASSWORD@", password),
+    )
 }
 
 #[cfg(test)]

@@ -223,7 +223,11 @@ impl Store {
             path: spool_dir.clone(),
             source,
         };
-        log::debug!("spool {}: locked ({})", spool_dir.display(), claim.lock.path().display());
+        log::debug!(
+            "spool {}: locked ({})",
+            spool_dir.display(),
+            claim.lock.path().display()
+        );
         let mut spool =
             Spool::open(&config.spool_dir, config.spool_max_bytes).map_err(spool_err)?;
         if !spool.is_empty() {
@@ -715,7 +719,10 @@ impl Shared {
             Err(
                 mpsc::error::TrySendError::Full(Overflow::Batch(b))
                 | mpsc::error::TrySendError::Closed(Overflow::Batch(b)),
-            ) => self.drop_batch(&b, "the store cannot keep up (ClickHouse and the spool are both behind)"),
+            ) => self.drop_batch(
+                &b,
+                "the store cannot keep up (ClickHouse and the spool are both behind)",
+            ),
             Err(_) => {}
         }
     }

@@ -24,6 +24,7 @@ use clickhouse::{Client, RowWrite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
+    blocking,
     config::{Compression, StoreConfig},
     migrate,
     row::{
@@ -31,7 +32,7 @@ use super::{
         ModernEvent, ModernLoss, Ts,
     },
     schema::{Dialect, Schema, Table},
-    blocking, Overflow, Shared, ShutdownReport, SpoolClaim,
+    Overflow, Shared, ShutdownReport, SpoolClaim,
 };
 
 /// Rows of one table.
@@ -193,12 +194,10 @@ const BAD_DATA_CODES: &[u32] = &[6, 26, 27, 32, 33, 36, 38, 41, 53, 69, 70, 72, 
 /// Whether a refusal (not one about authentication) blames the data: a bad-data error code, or
 /// a bare HTTP 4xx status.
 fn is_rejection(message: &str) -> bool {
-    let code = message
-        .split_once("Code: ")
-        .and_then(|(_, rest)| {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse::<u32>().ok()
-        });
+    let code = message.split_once("Code: ").and_then(|(_, rest)| {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u32>().ok()
+    });
     match code {
         Some(c) => BAD_DATA_CODES.contains(&c),
         None => {
@@ -999,7 +998,13 @@ impl Writer {
         let deadline = Instant::now() + self.shared.config.shutdown_timeout;
         // The batches the spooler still holds are spooled before the clean checkpoint.
         let (done, flushed) = oneshot::channel();
-        if self.shared.overflow.send(Overflow::Flush(done)).await.is_ok() {
+        if self
+            .shared
+            .overflow
+            .send(Overflow::Flush(done))
+            .await
+            .is_ok()
+        {
             let _ = flushed.await;
         }
         self.batches.close();

@@ -697,5 +697,9 @@ fn a_rejected_batch_is_set_aside_and_the_rest_stays_in_order() {
     assert_eq!(s.front().unwrap().first_seq, 5);
     drop(s);
     let s = Spool::open(&d, u64::MAX).unwrap();
-    assert_eq!(s.len(), 1, "the dead letter is not replayed after a restart");
+    assert_eq!(
+        s.len(),
+        1,
+        "the dead letter is not replayed after a restart"
+    );
 }
