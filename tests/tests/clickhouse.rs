@@ -323,8 +323,15 @@ fn a_full_spool_counts_what_it_drops_in_a_loss_row() {
             store.send(&events("host-f", chunk * 50..chunk * 50 + 50));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let s = store.stats();
+        // Spooling runs off the caller's thread, on the blocking pool: wait until every batch
+        // was spooled or counted.
+        let started = Instant::now();
+        let mut s = store.stats();
+        while s.dropped_events + s.spool_rows < total && started.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            s = store.stats();
+        }
         assert!(s.dropped_events > 0 && s.spool_rows > 0, "{s:?}");
         assert_eq!(s.dropped_events + s.spool_rows, total, "{s:?}");
         ch.restart();
