@@ -566,6 +566,8 @@ struct Ledger {
     in_transit: BTreeMap<u64, Ts>,
     /// Spool-full drops not yet written as a loss row.
     dropped: Option<Dropped>,
+    /// Drops because the writer and the spooler were both behind, not yet written.
+    backlog: Option<Dropped>,
 }
 
 #[derive(Default)]
@@ -719,10 +721,7 @@ impl Shared {
             Err(
                 mpsc::error::TrySendError::Full(Overflow::Batch(b))
                 | mpsc::error::TrySendError::Closed(Overflow::Batch(b)),
-            ) => self.drop_batch(
-                &b,
-                "the store cannot keep up (ClickHouse and the spool are both behind)",
-            ),
+            ) => self.drop_backlog(&b),
             Err(_) => {}
         }
     }
@@ -785,6 +784,31 @@ impl Shared {
         }
         let _ = self.checkpoint(false);
         None
+    }
+
+    /// Counts the events of a batch that neither the writer nor the spooler could queue.
+    fn drop_backlog(&self, b: &Batch) {
+        let Rows::Events(r) = &b.rows else {
+            log::debug!("the store is behind: dropping a batch of {} rows", b.len());
+            return;
+        };
+        let (Some(first), Some(last)) = (r.first(), r.last()) else {
+            return;
+        };
+        let n = r.len() as u64;
+        let total = self.counters.dropped_events.fetch_add(n, Ordering::Relaxed) + n;
+        if total == n {
+            log::error!(
+                "the store cannot keep up (ClickHouse and the spool are both behind): dropping \
+                 events; they are counted and will be written as a store_backlog loss row"
+            );
+        }
+        let mut l = self.ledger();
+        Dropped::add(&mut l.backlog, first.ts, last.ts, n);
+        for row in r {
+            l.accounted.insert(row.seq, row.seq);
+        }
+        l.in_transit.remove(&first.seq);
     }
 
     fn drop_batch(&self, b: &Batch, why: &str) {
@@ -890,23 +914,36 @@ impl Shared {
         }
     }
 
-    /// Moves spool-full drops into a pending loss row (the spool has room again).
+    /// The drops not yet written, as loss rows.
+    fn take_dropped_rows(&self) -> Vec<LossRow> {
+        let (full, backlog) = {
+            let mut l = self.ledger();
+            (l.dropped.take(), l.backlog.take())
+        };
+        let mut rows = Vec::new();
+        for (d, cause) in [(full, DropCause::SpoolFull), (backlog, DropCause::Backlog)] {
+            if let Some(d) = d {
+                let seq = self.pending().next_aux();
+                rows.push(dropped_row(&self.host, self.run_id, seq, d, cause));
+            }
+        }
+        rows
+    }
+
+    /// Moves drops into pending loss rows (the spool has room again).
     pub(crate) fn flush_dropped(&self) {
-        let d = self.ledger().dropped.take();
-        if let Some(d) = d {
+        let rows = self.take_dropped_rows();
+        if !rows.is_empty() {
             let mut p = self.pending();
-            let seq = p.next_aux();
-            p.losses.push(dropped_row(&self.host, self.run_id, seq, d));
+            p.losses.extend(rows);
             p.since.get_or_insert_with(Instant::now);
         }
     }
 
-    /// Spool-full drops as a loss batch of their own, for the final flush.
+    /// Drops as a loss batch of their own, for the final flush.
     pub(crate) fn take_dropped_batch(&self) -> Option<Batch> {
-        let d = self.ledger().dropped.take()?;
-        let seq = self.pending().next_aux();
-        let row = dropped_row(&self.host, self.run_id, seq, d);
-        Some(Batch::new(&self.host, self.run_id, Rows::Losses(vec![row])))
+        let rows = self.take_dropped_rows();
+        (!rows.is_empty()).then(|| Batch::new(&self.host, self.run_id, Rows::Losses(rows)))
     }
 
     pub(crate) fn set_healthy(&self, ok: bool) {
@@ -969,12 +1006,13 @@ impl Shared {
             let p = self.pending();
             (p.next_seq, p.events.first().map(|r| r.ts))
         };
-        let (durable, transit_ts, dropped) = {
+        let (durable, transit_ts, dropped, backlog) = {
             let l = self.ledger();
             (
                 l.accounted.as_vec().to_vec(),
                 l.in_transit.values().min().copied(),
                 l.dropped,
+                l.backlog,
             )
         };
         let oldest_pending = match (pending_ts, transit_ts) {
@@ -991,6 +1029,7 @@ impl Shared {
             oldest_pending,
             clean,
             dropped,
+            backlog,
         };
         let r = self.spool().write_state(&state);
         if let Err(e) = &r {
@@ -1055,7 +1094,12 @@ impl Shared {
         let now = Ts::now();
         let mut rows = Vec::new();
         if let Some(d) = prev.dropped {
-            rows.push(dropped_row(&prev.host, prev.run_id, u64::MAX - 1, d));
+            let cause = DropCause::SpoolFull;
+            rows.push(dropped_row(&prev.host, prev.run_id, u64::MAX - 1, d, cause));
+        }
+        if let Some(d) = prev.backlog {
+            let cause = DropCause::Backlog;
+            rows.push(dropped_row(&prev.host, prev.run_id, u64::MAX - 2, d, cause));
         }
         if !prev.clean {
             let mut accounted = Ranges::from_vec(prev.durable.clone());
@@ -1097,7 +1141,27 @@ impl Shared {
     }
 }
 
-fn dropped_row(host: &str, run_id: u64, seq: u64, d: Dropped) -> LossRow {
+/// Why the store dropped events.
+#[derive(Clone, Copy)]
+enum DropCause {
+    /// ClickHouse was failing and the spool had reached its bound.
+    SpoolFull,
+    /// The writer and the spooler both had a full queue: the store did not make the daemon's
+    /// loop wait for them.
+    Backlog,
+}
+
+fn dropped_row(host: &str, run_id: u64, seq: u64, d: Dropped, cause: DropCause) -> LossRow {
+    let (cause, why) = match cause {
+        DropCause::SpoolFull => (
+            "spool_full",
+            "ClickHouse was unreachable and the spool was full",
+        ),
+        DropCause::Backlog => (
+            "store_backlog",
+            "they came faster than ClickHouse and the spool could take them",
+        ),
+    };
     LossRow {
         host: host.to_owned(),
         run_id,
@@ -1105,11 +1169,8 @@ fn dropped_row(host: &str, run_id: u64, seq: u64, d: Dropped) -> LossRow {
         start: d.start,
         end: d.end,
         count: d.count,
-        cause: "spool_full".into(),
-        reason: format!(
-            "{} events were dropped because ClickHouse was unreachable and the spool was full.",
-            d.count
-        ),
+        cause: cause.into(),
+        reason: format!("{} events were dropped because {why}.", d.count),
     }
 }
 

@@ -510,6 +510,9 @@ pub struct State {
     pub clean: bool,
     /// Events dropped because the spool was full, not yet written as a loss row.
     pub dropped: Option<Dropped>,
+    /// Events dropped because the store was behind, not yet written as a loss row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<Dropped>,
 }
 
 /// Events the full spool could not take: how many, and their time span.

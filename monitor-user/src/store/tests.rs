@@ -607,9 +607,10 @@ async fn sending_never_waits_for_the_disk() {
     let spool = dir("slow-disk").join("spool");
     super::spool::tests_slow::set(&spool, Duration::from_millis(300));
     let store = super::Store::start(unreachable_config(&spool), "host-s").unwrap();
-    // Twelve full batches in a row, the loop never yielding: the writer and the spooler take
-    // them all, and no send waits for a write to the (slow) spool.
-    for _ in 0..12 {
+    // Fifteen full batches in a row, the loop never yielding: the writer and the spooler queue
+    // twelve, the last three are dropped and counted, and no send waits for a write to the
+    // (slow) spool.
+    for _ in 0..15 {
         let t = std::time::Instant::now();
         store.send(&vec![open_event(); 10]);
         assert!(
@@ -619,8 +620,15 @@ async fn sending_never_waits_for_the_disk() {
         );
     }
     let report = store.shutdown().await.unwrap();
-    assert_eq!(report.stats.dropped_events, 0, "{report:?}");
-    assert_eq!(report.stats.spool_rows, 120, "{report:?}");
+    assert_eq!(report.stats.dropped_events, 30, "{report:?}");
+    let losses = spooled_losses(&spool);
+    assert_eq!(losses.len(), 1, "{losses:?}");
+    assert_eq!(
+        (losses[0].cause.as_str(), losses[0].count),
+        ("store_backlog", 30)
+    );
+    // The 120 queued events and the loss row.
+    assert_eq!(report.stats.spool_rows, 121, "{report:?}");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -642,17 +650,18 @@ async fn a_second_store_on_a_spool_is_refused_with_the_first_ones_pid() {
     again.shutdown().await.unwrap();
 }
 
-/// The loss rows waiting in the spool at `dir`.
+/// The loss rows waiting in the spool at `dir` (its `*.losses.batch` files: a header line, then
+/// one row per line).
 fn spooled_losses(dir: &std::path::Path) -> Vec<LossRow> {
-    let s = Spool::open(dir, u64::MAX).unwrap();
     let mut out = Vec::new();
-    for e in s.front_group(usize::MAX) {
-        if let Ok(Batch {
-            rows: Rows::Losses(r),
-            ..
-        }) = s.read(&e)
-        {
-            out.extend(r);
+    for e in fs::read_dir(dir.join("batches")).unwrap() {
+        let path = e.unwrap().path();
+        if !path.to_string_lossy().ends_with(".losses.batch") {
+            continue;
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
+            out.push(serde_json::from_str(line).unwrap());
         }
     }
     out
