@@ -164,7 +164,10 @@ pub fn drop_to_needed(user: Option<&Account>) -> Result<u64, PrivilegeError> {
         );
         // Needs CAP_SETPCAP, so before the switch and the capset below.
         for cap in 0..=last {
-            if keep & (1 << cap) == 0 {
+            // One already out of the bounding set (a container's) needs no dropping, nor
+            // CAP_SETPCAP.
+            let bounded = libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(cap), 0, 0, 0);
+            if keep & (1 << cap) == 0 && bounded != 0 {
                 call(
                     "PR_CAPBSET_DROP",
                     libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0).into(),

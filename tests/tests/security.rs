@@ -51,25 +51,28 @@ fn registry(dir: &Path) -> PathBuf {
     path
 }
 
-/// Runs `nhiscope daemon` with `args`, which must stop by itself: a daemon still running after
-/// [`READY_TIMEOUT`] (it accepted what it should have refused) is killed, and the test fails.
+/// Runs `nhiscope daemon` with `args`, which must stop by itself.
 fn daemon_run(args: &[&std::ffi::OsStr]) -> Output {
-    let mut child = Command::new(nhiscope_bin())
-        .arg("daemon")
-        .args(args)
+    run_to_end(Command::new(nhiscope_bin()).arg("daemon").args(args))
+}
+
+/// Runs `cmd`, which must stop by itself: a daemon still running after [`READY_TIMEOUT`] (it
+/// accepted what it should have refused) is killed, and the test fails.
+fn run_to_end(cmd: &mut Command) -> Output {
+    let mut child = cmd
         .env_remove("NHISCOPE_CLICKHOUSE_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run nhiscope");
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let started = Instant::now();
     while child.try_wait().expect("wait").is_none() {
         if started.elapsed() > READY_TIMEOUT {
             let _ = child.kill();
             let o = child.wait_with_output().expect("wait");
             panic!(
-                "the daemon should have refused to start, and ran instead:\n{}",
+                "the daemon should have stopped by itself, and ran instead:\n{}",
                 String::from_utf8_lossy(&o.stderr)
             );
         }
@@ -374,4 +377,32 @@ fn with_user_it_runs_unprivileged_on_every_thread_and_keeps_working() {
         uid
     );
     assert!(d.stop().success());
+}
+
+#[test]
+fn a_failed_privilege_drop_stops_the_daemon() {
+    if !require_root_bpf() {
+        return;
+    }
+    // Without CAP_SETPCAP the daemon can still load its programs, but not empty its bounding
+    // set: it must stop rather than run on with more than it meant to keep.
+    let dir = temp_dir("sec-drop");
+    let reg = registry(&dir);
+    let o = run_to_end(
+        Command::new("setpriv")
+            .args(["--inh-caps=-all", "--bounding-set=-setpcap"])
+            .arg(nhiscope_bin())
+            .arg("daemon")
+            .arg("--registry")
+            .arg(&reg)
+            .arg("--live-socket")
+            .arg(dir.join("live.sock")),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot drop privileges"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("ready"), "{}", stderr(&o));
 }
