@@ -180,7 +180,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         .map(|c| crate::store::Store::claim(c, owner))
         .transpose()
         .map_err(|e| DaemonError::Input(e.to_string()))?;
-    let live_lock = lock_live_socket(&opts.live_socket)?;
+    // Held until the end, after the live server (declared later, dropped earlier) removed its
+    // socket: a daemon that takes the lock next finds the path free.
+    let _live_lock = lock_live_socket(&opts.live_socket)?;
     let mut sink = Sink::open(opts.json.as_deref(), owner)?;
 
     // Without these the kernel cannot tell which file was opened or executed: no start.
@@ -359,7 +361,6 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             Err(e) => log::error!("store: {e}"),
         }
     }
-    drop(live_lock);
     log::info!(
         "stopping: {} records, {} events, {} prefilter false positives",
         engine.stats.records,

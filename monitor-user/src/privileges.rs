@@ -16,7 +16,8 @@
 //! thread only. glibc's `setgroups`/`setgid`/`setuid` do apply to every thread (it signals them
 //! all), and a thread that is switched away from uid 0 without `PR_SET_KEEPCAPS` loses every
 //! capability, so other threads can only end up with fewer. The daemon drops while it has one
-//! thread (its runtime is current-thread; the store's thread starts after this), and then
+//! thread (its runtime is current-thread, and the store, whose file work runs on tokio's
+//! blocking pool, starts after this: threads made later inherit the dropped state), and then
 //! checks every thread in `/proc/self/task`: a drop that did not take everywhere is an error,
 //! and the daemon stops.
 
