@@ -452,6 +452,11 @@ mod tests {
         fs::set_permissions(&spool, fs::Permissions::from_mode(0o700)).unwrap();
         let e = private_dir("spool directory", &spool, other).unwrap_err();
         assert!(matches!(e, FileError::Owner { .. }), "{e}");
+
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&spool, &link).unwrap();
+        let e = private_dir("spool directory", &link, me).unwrap_err();
+        assert!(matches!(e, FileError::Symlink { .. }), "{e}");
     }
 
     #[test]
