@@ -190,6 +190,13 @@ pub struct DaemonArgs {
     #[arg(long, value_enum, value_name = "MODE", default_value_t = crate::redact::CmdlineMode::Redacted)]
     pub cmdline: crate::redact::CmdlineMode,
 
+    /// Once the probes are attached, switch to this unprivileged user (e.g. `nhiscope`, made
+    /// with `useradd --system`), keeping only CAP_BPF, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE.
+    /// The spool directory and the --json file are this user's. Default: stay root, with the
+    /// same capabilities.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
     /// Where events are stored (ClickHouse); off when neither flag nor config gives a URL.
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,

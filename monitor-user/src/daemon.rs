@@ -18,7 +18,8 @@ use crate::{
     decode,
     engine::{Clock, Engine},
     event::{Event, Kind},
-    filter, live,
+    files::{self, Owner},
+    filter, live, privileges,
     probes::{LoadOptions, ProbeError, Probes},
     registry,
 };
@@ -39,6 +40,8 @@ pub struct Options {
     /// `--clickhouse URL` and `--clickhouse-config FILE` (see `store::config`).
     pub clickhouse: Option<String>,
     pub clickhouse_config: Option<PathBuf>,
+    /// `--user NAME`: the unprivileged user the daemon becomes once its probes are attached.
+    pub user: Option<String>,
 }
 
 /// Why the daemon stopped with an error.
@@ -117,18 +120,15 @@ enum Sink {
 }
 
 impl Sink {
-    fn open(spec: Option<&str>) -> Result<Self, DaemonError> {
+    /// Opens the `--json` output: a file is the daemon's own (0600, `owner`'s, never reached
+    /// through a symbolic link; see `files`).
+    fn open(spec: Option<&str>, owner: Owner) -> Result<Self, DaemonError> {
         Ok(match spec {
             None => Sink::None,
             Some("-") => Sink::Writer(std::io::BufWriter::new(Box::new(std::io::stdout()))),
             Some(path) => {
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| {
-                        DaemonError::Input(format!("--json {path}: cannot open for writing: {e}"))
-                    })?;
+                let f = files::open_private_append("--json", Path::new(path), owner)
+                    .map_err(|e| DaemonError::Input(e.to_string()))?;
                 Sink::Writer(std::io::BufWriter::new(Box::new(f)))
             }
         })
@@ -150,6 +150,18 @@ impl Sink {
 
 /// Run the daemon until a termination signal.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
+    files::restrict_umask();
+    let user = opts
+        .user
+        .as_deref()
+        .map(privileges::Account::lookup)
+        .transpose()
+        .map_err(|e| DaemonError::Input(e.to_string()))?;
+    // Whoever the daemon runs as after attaching owns its files.
+    let owner = user.as_ref().map_or_else(Owner::current, |u| Owner {
+        uid: u.uid,
+        gid: u.gid,
+    });
     let registry = registry::load(&opts.registry).map_err(|e| DaemonError::Input(e.to_string()))?;
     // Before any thread is started (the check forks).
     let unseen = crate::coverage::unseen_doors();
@@ -167,7 +179,16 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     )
     .map_err(|e| DaemonError::Input(e.to_string()))?;
     preflight()?;
-    let mut sink = Sink::open(opts.json.as_deref())?;
+    // One daemon per spool and per socket: a second one stops here, before loading anything.
+    let spool = store_config
+        .as_ref()
+        .map(|c| crate::store::Store::claim(c, owner))
+        .transpose()
+        .map_err(|e| DaemonError::Input(e.to_string()))?;
+    // Held until the end, after the live server (declared later, dropped earlier) removed its
+    // socket: a daemon that takes the lock next finds the path free.
+    let _live_lock = lock_live_socket(&opts.live_socket)?;
+    let mut sink = Sink::open(opts.json.as_deref(), owner)?;
 
     // Without these the kernel cannot tell which file was opened or executed: no start.
     let offsets = match crate::btf::Btf::from_sys_fs() {
@@ -208,17 +229,6 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 
     let nhis = registry.nhis.len();
     let host = opts.hostname.clone().unwrap_or_else(hostname);
-    // Connecting, migrating and replaying the spool happen in the background: an unreachable
-    // ClickHouse only means spooling.
-    let store = match store_config {
-        Some(c) => Some(crate::store::Store::start(c, host.clone()).map_err(
-            |e| match e.exit_code() {
-                2 => DaemonError::Input(e.to_string()),
-                _ => DaemonError::Runtime(e.to_string()),
-            },
-        )?),
-        None => None,
-    };
     let mut engine = Engine::new(Arc::new(registry), "/proc", Clock::now(), host);
     engine.set_cmdline_mode(opts.cmdline);
     let seeded = engine.procs().seed();
@@ -231,11 +241,28 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     live.set_host(engine.host());
     live.set_registry(engine.registry());
     let dns = open_dns_capture();
-    // Everything that needed privileges is done: keep only what running needs.
-    match crate::privileges::drop_to_needed() {
-        Ok(kept) => log::debug!("capabilities kept: {kept:#x}"),
-        Err(e) => log::warn!("could not drop capabilities, running with all of them: {e}"),
-    }
+    // Everything that needed privileges is done: keep only what running needs. Running on
+    // with more than the operator chose is worse than not running.
+    let kept = privileges::drop_to_needed(user.as_ref())
+        .map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    log::info!(
+        "running as uid {}, capabilities kept: {kept:#x}",
+        Owner::current().uid
+    );
+    // Started after the drop: the store's threads and files are the daemon user's. Connecting,
+    // migrating and replaying the spool happen in the background: an unreachable ClickHouse
+    // only means spooling.
+    let store = match (store_config, spool) {
+        (Some(c), Some(claim)) => Some(
+            crate::store::Store::start_claimed(c, engine.host().to_string(), claim).map_err(
+                |e| match e.exit_code() {
+                    2 => DaemonError::Input(e.to_string()),
+                    _ => DaemonError::Runtime(e.to_string()),
+                },
+            )?,
+        ),
+        _ => None,
+    };
     eprintln!(
         "nhiscope: ready: {} probes attached, {nhis} NHIs registered, {} filter keys, {seeded} processes known",
         probes.attached(),
@@ -359,6 +386,23 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         engine.stats.filter_false_positives
     );
     Ok(())
+}
+
+/// Takes the lock beside the live socket (`<socket>.lock`): a second daemon on the same socket
+/// stops with the first one's pid. A lock that cannot be made for another reason leaves the
+/// socket to `live::Server::bind`, whose failure only disables the dashboard's feed.
+fn lock_live_socket(socket: &Path) -> Result<Option<files::PidLock>, DaemonError> {
+    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match files::PidLock::acquire("live socket", socket, &files::socket_lock_path(socket)) {
+        Ok(l) => Ok(Some(l)),
+        Err(e @ files::FileError::Locked { .. }) => Err(DaemonError::Input(e.to_string())),
+        Err(e) => {
+            log::warn!("{e}");
+            Ok(None)
+        }
+    }
 }
 
 /// The DNS answer capture, if this host allows it. Without CAP_NET_RAW or packet sockets,

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod dns;
 pub mod engine;
 pub mod event;
+pub mod files;
 pub mod filter;
 pub mod live;
 pub mod pattern;

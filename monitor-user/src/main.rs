@@ -58,6 +58,7 @@ fn main() -> ExitCode {
                 live_socket: a.live_socket,
                 clickhouse: a.clickhouse.clickhouse,
                 clickhouse_config: a.clickhouse.clickhouse_config,
+                user: a.user,
             };
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -1,5 +1,6 @@
-//! After attaching, the daemon keeps only the capabilities it still needs, in every set, and
-//! can never gain others (`no_new_privs`, an emptied bounding set):
+//! After attaching, the daemon gives up what it no longer needs: it can switch to an
+//! unprivileged user of its own (`--user NAME`), keeps only the capabilities listed in [`KEPT`]
+//! in every set, and can never gain others (`no_new_privs`, an emptied bounding set):
 //!
 //! - `CAP_BPF` (`CAP_SYS_ADMIN` on kernels older than 5.8): the filter map is rewritten on a
 //!   registry reload and the loss counters are read, both through `bpf(2)`;
@@ -10,15 +11,93 @@
 //! Everything else (`CAP_SYS_ADMIN`, `CAP_PERFMON`, `CAP_NET_RAW`, `CAP_NET_ADMIN`,
 //! `CAP_SYS_RESOURCE`, `CAP_SETUID`, `CAP_DAC_OVERRIDE`, ...) was needed only to load and attach
 //! the programs, mount tracefs and open the packet socket, and is dropped.
+//!
+//! Capabilities belong to threads, not processes: `capset(2)` and `prctl(2)` change the calling
+//! thread only. glibc's `setgroups`/`setgid`/`setuid` do apply to every thread (it signals them
+//! all), and a thread that is switched away from uid 0 without `PR_SET_KEEPCAPS` loses every
+//! capability, so other threads can only end up with fewer. The daemon drops while it has one
+//! thread (its runtime is current-thread, and the store, whose file work runs on tokio's
+//! blocking pool, starts after this: threads made later inherit the dropped state), and then
+//! checks every thread in `/proc/self/task`: a drop that did not take everywhere is an error,
+//! and the daemon stops.
 
-use std::io;
+use std::{ffi::CString, fs, io};
+
+use thiserror::Error;
 
 const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_BPF: u32 = 39;
 
+/// The capabilities the daemon keeps after attaching. `CAP_BPF` stands for `CAP_SYS_ADMIN` on
+/// kernels that predate it.
+pub const KEPT: &[u32] = &[CAP_BPF, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE];
+
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Why privileges could not be dropped. Each is fatal: a monitor that meant to drop and did not
+/// runs with more power than its operator chose.
+#[derive(Debug, Error)]
+pub enum PrivilegeError {
+    /// `--user NAME` names no account.
+    #[error("--user {0}: no such user")]
+    NoSuchUser(String),
+    /// `--user` names root, which is no switch at all.
+    #[error("--user {0}: is uid 0; name an unprivileged user (e.g. one made with `useradd --system nhiscope`)")]
+    Root(String),
+    /// A system call failed.
+    #[error("cannot drop privileges: {what}: {source}")]
+    Call {
+        what: &'static str,
+        source: io::Error,
+    },
+    /// After the drop, a thread still had more than it should.
+    #[error("privileges not dropped on thread {tid}: {why}")]
+    Thread { tid: String, why: String },
+}
+
+/// A user account to switch to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Account {
+    /// Looks `name` up in the user database (`getpwnam_r`: /etc/passwd, or NSS).
+    pub fn lookup(name: &str) -> Result<Account, PrivilegeError> {
+        let c = CString::new(name).map_err(|_| PrivilegeError::NoSuchUser(name.to_owned()))?;
+        let mut pw = std::mem::MaybeUninit::<libc::passwd>::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16384];
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call; `buf` outlives it, and `pw` is only read
+        // when `result` says it was filled.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                c.as_ptr(),
+                pw.as_mut_ptr(),
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc != 0 || result.is_null() {
+            return Err(PrivilegeError::NoSuchUser(name.to_owned()));
+        }
+        // SAFETY: getpwnam_r succeeded and filled `pw`.
+        let pw = unsafe { pw.assume_init() };
+        if pw.pw_uid == 0 {
+            return Err(PrivilegeError::Root(name.to_owned()));
+        }
+        Ok(Account {
+            name: name.to_owned(),
+            uid: pw.pw_uid,
+            gid: pw.pw_gid,
+        })
+    }
+}
 
 #[repr(C)]
 struct CapHeader {
@@ -36,7 +115,7 @@ struct CapData {
 
 /// The highest capability this kernel knows.
 fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+    fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40)
@@ -44,25 +123,38 @@ fn last_cap() -> u32 {
 
 /// The capabilities kept, as a 64-bit mask, for a kernel whose last capability is `last`.
 pub fn kept_mask(last: u32) -> u64 {
-    let admin = if last >= CAP_BPF {
-        CAP_BPF
-    } else {
-        CAP_SYS_ADMIN
-    };
-    [CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, admin]
-        .iter()
+    KEPT.iter()
+        .map(|&c| {
+            if c == CAP_BPF && last < CAP_BPF {
+                CAP_SYS_ADMIN
+            } else {
+                c
+            }
+        })
         .fold(0u64, |m, c| m | (1 << c))
 }
 
-/// Drops every capability but those listed above. Returns the mask kept.
-pub fn drop_to_needed() -> io::Result<u64> {
+fn call(what: &'static str, rc: libc::c_long) -> Result<(), PrivilegeError> {
+    if rc != 0 {
+        return Err(PrivilegeError::Call {
+            what,
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// Switches to `user` (when given) and drops every capability but [`KEPT`], then checks every
+/// thread. Returns the mask kept.
+pub fn drop_to_needed(user: Option<&Account>) -> Result<u64, PrivilegeError> {
     let last = last_cap();
     let keep = kept_mask(last);
     // SAFETY: plain prctl calls with integer arguments.
     unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        call(
+            "PR_SET_NO_NEW_PRIVS",
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).into(),
+        )?;
         // Ambient capabilities would survive an exec; there is none to keep.
         let _ = libc::prctl(
             libc::PR_CAP_AMBIENT,
@@ -71,13 +163,21 @@ pub fn drop_to_needed() -> io::Result<u64> {
             0,
             0,
         );
+        // Needs CAP_SETPCAP, so before the switch and the capset below.
         for cap in 0..=last {
-            if keep & (1 << cap) == 0
-                && libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) != 0
-            {
-                return Err(io::Error::last_os_error());
+            // One already out of the bounding set (a container's) needs no dropping, nor
+            // CAP_SETPCAP.
+            let bounded = libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(cap), 0, 0, 0);
+            if keep & (1 << cap) == 0 && bounded != 0 {
+                call(
+                    "PR_CAPBSET_DROP",
+                    libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0).into(),
+                )?;
             }
         }
+    }
+    if let Some(user) = user {
+        switch_user(user)?;
     }
     let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
@@ -85,9 +185,9 @@ pub fn drop_to_needed() -> io::Result<u64> {
     };
     let mut data = [CapData::default(); 2];
     // SAFETY: capget fills two CapData for version 3; both pointers are valid.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    call("capget", unsafe {
+        libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr())
+    })?;
     let have = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
     let set = have & keep;
     for (i, d) in data.iter_mut().enumerate() {
@@ -97,10 +197,96 @@ pub fn drop_to_needed() -> io::Result<u64> {
         d.inheritable = 0;
     }
     // SAFETY: as above; capset reads the two CapData.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
+    call("capset", unsafe {
+        libc::syscall(libc::SYS_capset, &mut header, data.as_ptr())
+    })?;
+    if user.is_some() {
+        // SAFETY: prctl with integer arguments.
+        call("PR_SET_KEEPCAPS", unsafe {
+            libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0).into()
+        })?;
     }
+    verify_threads(user.map(|u| u.uid), set)?;
     Ok(set)
+}
+
+/// Becomes `user`, its primary group the only group, keeping the permitted capabilities of this
+/// thread across the switch (the capset that follows trims them).
+fn switch_user(user: &Account) -> Result<(), PrivilegeError> {
+    let groups = [user.gid];
+    // SAFETY: plain calls with integer arguments and a pointer to a live array of one gid.
+    unsafe {
+        call(
+            "PR_SET_KEEPCAPS",
+            libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0).into(),
+        )?;
+        call(
+            "setgroups",
+            libc::setgroups(groups.len(), groups.as_ptr()).into(),
+        )?;
+        call(
+            "setresgid",
+            libc::setresgid(user.gid, user.gid, user.gid).into(),
+        )?;
+        call(
+            "setresuid",
+            libc::setresuid(user.uid, user.uid, user.uid).into(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Checks, in `/proc/self/task/*/status`, that every thread runs as `uid` (when switching) and
+/// has no capability outside `kept` in any set.
+fn verify_threads(uid: Option<u32>, kept: u64) -> Result<(), PrivilegeError> {
+    let tasks = fs::read_dir("/proc/self/task").map_err(|source| PrivilegeError::Call {
+        what: "reading /proc/self/task",
+        source,
+    })?;
+    for t in tasks {
+        let t = t.map_err(|source| PrivilegeError::Call {
+            what: "reading /proc/self/task",
+            source,
+        })?;
+        let tid = t.file_name().to_string_lossy().into_owned();
+        let Ok(status) = fs::read_to_string(t.path().join("status")) else {
+            // The thread ended meanwhile.
+            continue;
+        };
+        if let Err(why) = check_status(&status, uid, kept) {
+            return Err(PrivilegeError::Thread { tid, why });
+        }
+    }
+    Ok(())
+}
+
+/// Checks one thread's `status` text.
+fn check_status(status: &str, uid: Option<u32>, kept: u64) -> Result<(), String> {
+    for line in status.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key {
+            "Uid" => {
+                if let Some(uid) = uid {
+                    let ids: Vec<&str> = value.split_whitespace().collect();
+                    if ids.iter().any(|id| *id != uid.to_string()) {
+                        return Err(format!("Uid is {value}, expected {uid} everywhere"));
+                    }
+                }
+            }
+            "CapInh" | "CapPrm" | "CapEff" | "CapBnd" | "CapAmb" => {
+                let caps = u64::from_str_radix(value, 16)
+                    .map_err(|_| format!("unreadable {key}: {value}"))?;
+                if caps & !kept != 0 {
+                    return Err(format!("{key} is {caps:#x}, more than the kept {kept:#x}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -112,5 +298,40 @@ mod tests {
         assert_eq!(kept_mask(40), (1 << 2) | (1 << 19) | (1 << 39));
         // Before CAP_BPF existed, bpf(2) needed CAP_SYS_ADMIN.
         assert_eq!(kept_mask(37), (1 << 2) | (1 << 19) | (1 << 21));
+    }
+
+    #[test]
+    fn a_thread_with_more_is_caught() {
+        let kept = kept_mask(40);
+        let good = format!(
+            "Name:\tnhiscope\nUid:\t999\t999\t999\t999\nCapInh:\t0000000000000000\n\
+             CapPrm:\t{kept:016x}\nCapEff:\t{kept:016x}\nCapBnd:\t{kept:016x}\n\
+             CapAmb:\t0000000000000000\n"
+        );
+        assert_eq!(check_status(&good, Some(999), kept), Ok(()));
+        let root = good.replace("Uid:\t999\t999", "Uid:\t999\t0");
+        assert!(check_status(&root, Some(999), kept)
+            .unwrap_err()
+            .contains("Uid"));
+        let full = good.replace(
+            &format!("CapEff:\t{kept:016x}"),
+            "CapEff:\t000001ffffffffff",
+        );
+        assert!(check_status(&full, Some(999), kept)
+            .unwrap_err()
+            .contains("CapEff"));
+        assert_eq!(check_status(&root, None, kept), Ok(()));
+    }
+
+    #[test]
+    fn unknown_users_and_root_are_refused() {
+        assert!(matches!(
+            Account::lookup("no-such-user-nhiscope-test"),
+            Err(PrivilegeError::NoSuchUser(_))
+        ));
+        assert!(matches!(
+            Account::lookup("root"),
+            Err(PrivilegeError::Root(_))
+        ));
     }
 }

@@ -14,6 +14,7 @@ pub mod capture;
 pub mod chdb;
 pub mod clickhouse;
 pub mod cluster;
+pub mod faults;
 pub mod fixtures;
 pub mod procs;
 

@@ -24,6 +24,7 @@ use nhiscope::{
 };
 use nhiscope_tests::{
     clickhouse::ClickHouse,
+    faults::RejectingProxy,
     fixtures::{days_back_to_fixtures, events},
     require_root_bpf, temp_dir, Daemon,
 };
@@ -322,8 +323,15 @@ fn a_full_spool_counts_what_it_drops_in_a_loss_row() {
             store.send(&events("host-f", chunk * 50..chunk * 50 + 50));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let s = store.stats();
+        // Spooling runs off the caller's thread, on the blocking pool: wait until every batch
+        // was spooled or counted.
+        let started = Instant::now();
+        let mut s = store.stats();
+        while s.dropped_events + s.spool_rows < total && started.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            s = store.stats();
+        }
         assert!(s.dropped_events > 0 && s.spool_rows > 0, "{s:?}");
         assert_eq!(s.dropped_events + s.spool_rows, total, "{s:?}");
         ch.restart();
@@ -1006,4 +1014,82 @@ fn shutdown_is_prompt_when_clickhouse_hangs() {
     });
     assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
     assert_eq!(report.stats.spool_rows, 100, "{report:?}");
+}
+
+#[test]
+fn a_batch_the_server_keeps_rejecting_is_set_aside_and_the_rows_behind_it_are_stored() {
+    let Some(ch) = ClickHouse::start("poison") else {
+        return;
+    };
+    let proxy = RejectingProxy::start(ch.http_port(), b"/poison/marker");
+    let spool = temp_dir("store-poison");
+    let mut c = config(&ch, &spool);
+    c.url = proxy.url();
+    // The proxy looks for the marker in the body.
+    c.compression = nhiscope::store::config::Compression::None;
+    c.batch_rows = 100;
+    let report = runtime().block_on(async {
+        let store = Store::start(c.clone(), "host-p").unwrap_or_else(|e| panic!("{e}"));
+        store.send(&events("host-p", 0..100));
+        let mut poison = events("host-p", 100..200);
+        poison[50].exe = "/poison/marker".into();
+        store.send(&poison);
+        store.send(&events("host-p", 200..300));
+        let started = Instant::now();
+        while store.stats().inserted_rows < 200 || store.stats().spool_rows > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the rows behind the poison batch were not stored: {:?} ({} rejections)\n{}",
+                store.stats(),
+                proxy.rejected(),
+                ch.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"))
+    });
+    assert_eq!(report.spooled_batches, 0, "{report:?}");
+    assert!(proxy.rejected() >= 3, "{} rejections", proxy.rejected());
+    let stored: Vec<u64> = (0..100).chain(200..300).collect();
+    assert_stored_once(&ch, "host-p", &stored);
+    let losses =
+        ch.query_json("SELECT cause, count, reason FROM nhiscope.losses WHERE host = 'host-p'");
+    assert_eq!(losses.len(), 1, "{losses:?}");
+    assert_eq!(losses[0]["cause"], "rejected_by_server");
+    assert_eq!(losses[0]["count"], 100, "{losses:?}");
+    let dead: Vec<_> = std::fs::read_dir(spool.join("deadletter"))
+        .unwrap_or_else(|e| panic!("no deadletter/: {e}"))
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+}
+
+#[test]
+fn a_corrupt_spool_file_at_start_is_a_loss_row() {
+    let Some(ch) = ClickHouse::start("corruptspool") else {
+        return;
+    };
+    let spool = temp_dir("store-corruptspool");
+    std::fs::create_dir_all(spool.join("batches")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        spool.join("batches").join("0000000000000003.events.batch"),
+        b"{\"v\":1,\"table\":\"ev",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let c = config(&ch, &spool);
+    runtime().block_on(async {
+        let store = Store::start(c.clone(), "host-s").unwrap_or_else(|e| panic!("{e}"));
+        store.send(&events("host-s", 0..10));
+        wait_drained(&store, &ch, Duration::from_secs(15)).await;
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+    assert_stored_once(&ch, "host-s", &(0..10).collect::<Vec<_>>());
+    let losses = ch.query_json("SELECT cause, reason FROM nhiscope.losses");
+    assert_eq!(losses.len(), 1, "{losses:?}");
+    assert_eq!(losses[0]["cause"], "spool_corrupt");
+    assert!(
+        losses[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("0000000000000003.events.batch")),
+        "{losses:?}"
+    );
 }

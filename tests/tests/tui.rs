@@ -412,10 +412,17 @@ fn history_and_live_together_count_each_drift_once() {
     let outside = TcpListener::bind("127.0.0.9:0").expect("listen on 127.0.0.9");
     let port = outside.local_addr().expect("addr").port();
     let url = ch.url();
-    let args: Vec<&std::ffi::OsStr> = ["--clickhouse", url.as_str()]
-        .into_iter()
-        .map(std::ffi::OsStr::new)
-        .collect();
+    // A spool of its own: the default one is the host's, and one daemon at a time may use it.
+    let store_config = dir.join("clickhouse.yaml");
+    std::fs::write(
+        &store_config,
+        format!("url: {url}\nspool_dir: {}\n", dir.join("spool").display()),
+    )
+    .expect("clickhouse config");
+    let args = [
+        std::ffi::OsStr::new("--clickhouse-config"),
+        store_config.as_os_str(),
+    ];
     let d = Daemon::start_with(
         &format!(
             "nhis:\n  - id: merge-api\n    credentials:\n      - {}\n    endpoints:\n      \

@@ -879,8 +879,8 @@ fn run_sustained(
     fs::write(
         &config,
         format!(
-            "url: {}\ndatabase: {db}\nspool_dir: {}\n",
-            crate::clickhouse::url(),
+            "{}database: {db}\nspool_dir: {}\n",
+            crate::clickhouse::config_lines(),
             spool.display()
         ),
     )?;

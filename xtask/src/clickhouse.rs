@@ -6,11 +6,17 @@
 //! with a spool in `spool/`. The server listens on loopback only, on ports 18123 (HTTP) and
 //! 19000 (native), away from a system server's 8123 and 9000, and keeps running in the
 //! background after `run` ends (its pid is in `clickhouse/server.pid`).
+//!
+//! Other local users can reach a loopback port too, so the server's `default` user has a
+//! password: generated once, kept in `clickhouse.password` (0600, like `clickhouse/users.xml`,
+//! which holds it too), and named by `clickhouse.yaml`'s `password_file:`, which the daemon and
+//! the dashboard read. It never goes on a command line.
 
 use std::{
     fs,
     io::{Read as _, Write as _},
     net::TcpStream,
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -77,14 +83,18 @@ pub fn url() -> String {
 pub fn start() -> Result<String> {
     let dir = server_dir();
     fs::create_dir_all(dir.join("log")).with_context(|| format!("creating {}", dir.display()))?;
+    let password = password()?;
     write_daemon_config()?;
+    // Written on every start: a server started by an older `run` (without a password) reloads
+    // users.xml by itself within seconds.
+    write_server_config(&dir, &password)?;
     if answers() {
+        wait_for_password()?;
         return Ok(url());
     }
     if !Path::new(SERVER_BIN).is_file() {
         bail!("clickhouse: {SERVER_BIN} is missing: run `cargo xtask setup` as root");
     }
-    write_server_config(&dir)?;
     let log = fs::File::create(dir.join("log").join("stdout.log"))?;
     let err = log.try_clone()?;
     eprintln!(
@@ -174,13 +184,87 @@ fn answers() -> bool {
     resp.ends_with("Ok.\n")
 }
 
+/// Until the running server takes the password (it reloads users.xml every few seconds).
+fn wait_for_password() -> Result<()> {
+    let started = Instant::now();
+    loop {
+        match query("SELECT 1") {
+            Ok(_) => return Ok(()),
+            Err(e) if started.elapsed() > Duration::from_secs(20) => bail!(
+                "clickhouse: the running server does not take the password in {} ({e}); \
+                 restart it: `cargo xtask clickhouse stop`, then run again",
+                password_file().display()
+            ),
+            Err(_) => thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// `.nhiscope/clickhouse.password`: the `default` user's password (0600).
+pub fn password_file() -> PathBuf {
+    state_dir().join("clickhouse.password")
+}
+
+/// The password, made on first use: 32 random bytes, hex.
+fn password() -> Result<String> {
+    let path = password_file();
+    if let Ok(text) = fs::read_to_string(&path) {
+        let text = text.trim().to_owned();
+        if !text.is_empty() {
+            // Tightened in case an editor or a copy loosened it.
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+            return Ok(text);
+        }
+    }
+    let mut bytes = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let _ = fs::remove_file(&path);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{password}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(password)
+}
+
+/// `Basic base64(default:PASSWORD)`: the HTTP interface's credentials, in a header rather than
+/// the URL (which the server may log).
+fn basic_auth(password: &str) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("default:{password}").into_bytes();
+    let mut out = String::from("Basic ");
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Runs `sql` on the local server over HTTP and returns the body (an error for a non-200).
 pub fn query(sql: &str) -> Result<String> {
+    let auth = basic_auth(&password()?);
     let mut s = TcpStream::connect(("127.0.0.1", HTTP_PORT))
         .with_context(|| format!("clickhouse: cannot connect to {}", url()))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let req = format!(
-        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
+        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n\
+         Content-Length: {}\r\n\r\n{sql}",
         sql.len()
     );
     s.write_all(req.as_bytes())?;
@@ -198,18 +282,41 @@ pub fn daemon_config() -> PathBuf {
     state_dir().join("clickhouse.yaml")
 }
 
+/// The lines of a daemon config that reach the local server: its URL and password file.
+pub fn config_lines() -> String {
+    format!(
+        "url: {}\nuser: default\npassword_file: {}\n",
+        url(),
+        password_file().display()
+    )
+}
+
 fn write_daemon_config() -> Result<()> {
     let text = format!(
         "# Written by `cargo xtask run`: the local development server.\n\
-         url: {}\n\
+         {}\
          spool_dir: {}\n",
-        url(),
+        config_lines(),
         state_dir().join("spool").display()
     );
     fs::write(daemon_config(), text).context("writing .nhiscope/clickhouse.yaml")
 }
 
-fn write_server_config(dir: &Path) -> Result<()> {
+/// Writes `path` with `text`, readable by its owner only (it holds the password).
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_server_config(dir: &Path, password: &str) -> Result<()> {
     let d = dir.display();
     let config = include_str!("../../examples/clickhouse/config.xml.in")
         .replace("@DIR@", &d.to_string())
@@ -223,7 +330,7 @@ fn write_server_config(dir: &Path) -> Result<()> {
     <profiles><default></default></profiles>
     <users>
         <default>
-            <password></password>
+            <password>@PASSWORD@</password>
             <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
             <profile>default</profile>
             <quota>default</quota>
@@ -233,6 +340,22 @@ fn write_server_config(dir: &Path) -> Result<()> {
 </yandex>
 "#;
     fs::write(dir.join("config.xml"), config)?;
-    fs::write(dir.join("users.xml"), users)?;
-    Ok(())
+    // The password is hex: nothing in it needs escaping in XML.
+    write_private(
+        &dir.join("users.xml"),
+        &users.replace("@PASSWORD@", password),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::basic_auth;
+
+    #[test]
+    fn basic_auth_is_base64_of_user_and_password() {
+        // `printf default:pw | base64`
+        assert_eq!(basic_auth("pw"), "Basic ZGVmYXVsdDpwdw==");
+        assert_eq!(basic_auth("pw1"), "Basic ZGVmYXVsdDpwdzE=");
+        assert_eq!(basic_auth("pw12"), "Basic ZGVmYXVsdDpwdzEy");
+    }
 }

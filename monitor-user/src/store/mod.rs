@@ -37,7 +37,19 @@
 //! place). When the spool is full, the events that do not fit are counted and written as a
 //! `spool_full` loss row. A checkpoint (`state.json`) records what was accepted and what was
 //! made durable; after a crash, the next start writes the difference as an `unclean_stop` loss
-//! row covering the time the agent was down.
+//! row covering the time the agent was down. A batch the server rejects as bad data, try
+//! after try, is moved to the spool's `deadletter/` with a `rejected_by_server` loss row, so
+//! that it does not hold up the batches behind it; a batch file or checkpoint that cannot be
+//! read back at start is moved to `corrupt/` with a loss row too.
+//!
+//! # Never in the way of the event loop
+//! The daemon's loop calls [`StoreHandle::send`], which only takes short locks on memory. Every
+//! file operation (spool writes and their `fsync`s, checkpoints, reading spooled batches back)
+//! runs on tokio's blocking pool ([`blocking`]); when the writer cannot take a batch at once, a
+//! spooler task writes it to the spool; when even that falls behind, the batch is counted as
+//! dropped (a `spool_full` loss row) rather than making the loop wait. The store's counters are
+//! read from atomics ([`SpoolGauge`]), never through the spool's lock, which a write may hold
+//! for the length of an `fsync`.
 
 pub mod config;
 pub mod migrate;
@@ -67,7 +79,10 @@ use row::{AgentRow, EventRow, LossRow, Ts};
 use sink::{Batch, Control, Rows, Writer};
 use spool::{Dropped, Pushed, Ranges, Spool, State};
 
-use crate::event::{Event, Kind};
+use crate::{
+    event::{Event, Kind},
+    files::{self, FileError, Owner, PidLock},
+};
 
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +90,9 @@ pub enum StoreError {
     /// The configuration is unusable (exit code 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The spool directory is not the daemon's own, or another daemon uses it (exit code 2).
+    #[error(transparent)]
+    Files(#[from] FileError),
     /// The spool directory cannot be used (exit code 2: the user must fix a path or a mount).
     #[error("spool {path}: {source}")]
     Spool {
@@ -96,7 +114,7 @@ impl StoreError {
     /// The process exit code for this error when it happens at start.
     pub fn exit_code(&self) -> u8 {
         match self {
-            StoreError::Config(_) | StoreError::Spool { .. } => 2,
+            StoreError::Config(_) | StoreError::Files(_) | StoreError::Spool { .. } => 2,
             StoreError::NoRuntime | StoreError::WriterGone | StoreError::Server { .. } => 1,
         }
     }
@@ -148,12 +166,55 @@ pub struct ShutdownReport {
 /// Starts stores.
 pub struct Store;
 
+/// The lock file in a spool directory: it holds the pid of the daemon using the spool.
+pub const SPOOL_LOCK: &str = "lock";
+
+/// A spool directory checked and locked for one store (see [`Store::claim`]); the lock is
+/// released when the store's writer stops.
+#[derive(Debug)]
+pub struct SpoolClaim {
+    lock: PidLock,
+}
+
 impl Store {
-    /// Opens the spool, writes the loss row of an earlier unclean stop if there was one, and
-    /// spawns the writer task (which connects, migrates and replays the spool in the
-    /// background: an unreachable server is not an error here). Must be called inside a tokio
-    /// runtime. `host` is written on heartbeats and loss rows (events carry their own).
+    /// Makes sure the spool directory is `owner`'s own (created 0700, or refused when another
+    /// user owns it or others may write there) and locks it, so that a second daemon on it
+    /// stops with the first one's pid instead of sharing its files. The daemon claims before it
+    /// drops privileges, and starts the store after.
+    pub fn claim(config: &StoreConfig, owner: Owner) -> Result<SpoolClaim, StoreError> {
+        let dir = &config.spool_dir;
+        let lock_path = dir.join(SPOOL_LOCK);
+        // Another daemon's lock is the clearest reason to stop, so it is looked at first (its
+        // spool may well belong to another user); the checks follow, before anything is used.
+        let early = std::fs::symlink_metadata(dir)
+            .is_ok_and(|m| m.is_dir())
+            .then(|| PidLock::acquire("spool directory", dir, &lock_path))
+            .transpose()?;
+        files::private_dir("spool directory", dir, owner)?;
+        let lock = match early {
+            Some(l) => l,
+            None => PidLock::acquire("spool directory", dir, &lock_path)?,
+        };
+        Ok(SpoolClaim { lock })
+    }
+
+    /// [`Store::claim`]s the spool as the current user and starts the store on it.
     pub fn start(config: StoreConfig, host: impl Into<String>) -> Result<StoreHandle, StoreError> {
+        config.validate()?;
+        let claim = Self::claim(&config, Owner::current())?;
+        Self::start_claimed(config, host, claim)
+    }
+
+    /// Opens the claimed spool, writes the loss rows of an earlier unclean stop and of what
+    /// could not be read back, and spawns the writer task (which connects, migrates and
+    /// replays the spool in the background: an unreachable server is not an error here). Must
+    /// be called inside a tokio runtime. `host` is written on heartbeats and loss rows (events
+    /// carry their own).
+    pub fn start_claimed(
+        config: StoreConfig,
+        host: impl Into<String>,
+        claim: SpoolClaim,
+    ) -> Result<StoreHandle, StoreError> {
         config.validate()?;
         let rt = tokio::runtime::Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
         let host = host.into();
@@ -162,7 +223,13 @@ impl Store {
             path: spool_dir.clone(),
             source,
         };
-        let spool = Spool::open(&config.spool_dir, config.spool_max_bytes).map_err(spool_err)?;
+        log::debug!(
+            "spool {}: locked ({})",
+            spool_dir.display(),
+            claim.lock.path().display()
+        );
+        let mut spool =
+            Spool::open(&config.spool_dir, config.spool_max_bytes).map_err(spool_err)?;
         if !spool.is_empty() {
             log::info!(
                 "spool {}: {} batches ({} rows, {} bytes) from an earlier run wait for ClickHouse",
@@ -173,10 +240,14 @@ impl Store {
             );
         }
         let previous = spool.read_state();
+        let unreadable = spool.take_unreadable();
         let run_id = random_u64();
         let started = Ts::now();
         let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
+        let (overflow_tx, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
         let (control_tx, control_rx) = mpsc::channel(1);
+        let gauge = SpoolGauge::default();
+        gauge.publish(&spool);
         let shared = Arc::new(Shared {
             host: host.clone(),
             run_id,
@@ -184,16 +255,20 @@ impl Store {
             config,
             pending: Mutex::new(Pending::default()),
             spool: Mutex::new(spool),
+            gauge,
             ledger: Mutex::new(Ledger::default()),
             batches: batch_tx,
+            overflow: overflow_tx,
             counters: Counters::default(),
             last_error: Mutex::new(None),
         });
-        if let Some(prev) = previous {
+        shared.unreadable_at_start(previous.as_ref().err(), &unreadable);
+        if let Ok(Some(prev)) = previous {
             shared.recover_previous(prev);
         }
         shared.checkpoint(true).map_err(spool_err)?;
-        let writer = Writer::new(Arc::clone(&shared), batch_rx, control_rx);
+        rt.spawn(spooler(Arc::clone(&shared), overflow_rx));
+        let writer = Writer::new(Arc::clone(&shared), batch_rx, control_rx, claim);
         let task = rt.spawn(writer.run());
         Ok(StoreHandle {
             shared,
@@ -252,8 +327,103 @@ pub fn db_migrate(
     ))
 }
 
-/// Batches that may wait for the writer before `send` spools them itself.
+/// Batches that may wait for the writer before they go to the spooler.
 const BATCH_QUEUE: usize = 4;
+/// Batches that may wait for the spooler before new ones are dropped (and counted): with
+/// `BATCH_QUEUE`, the bound on the memory a stalled store holds.
+const OVERFLOW_QUEUE: usize = 8;
+
+/// Work for the spooler task.
+pub(crate) enum Overflow {
+    /// A batch the writer had no room for: to the spool.
+    Batch(Batch),
+    /// Answered once every batch sent before it is spooled (the final flush waits for it).
+    Flush(oneshot::Sender<()>),
+}
+
+/// Writes the batches the writer could not take to the spool, one at a time, on the blocking
+/// pool.
+async fn spooler(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Overflow>) {
+    while let Some(job) = jobs.recv().await {
+        match job {
+            Overflow::Batch(b) => blocking(&shared, move |s| s.spool_batch(b)).await,
+            Overflow::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Runs `f` on tokio's blocking pool and waits for it: file writes, `fsync`s and the parsing
+/// of spooled batches must not hold up the thread the daemon's event loop runs on.
+pub(crate) async fn blocking<R: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&Shared) -> R + Send + 'static,
+) -> R {
+    let s = Arc::clone(shared);
+    match tokio::task::spawn_blocking(move || f(&s)).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down and did not run it: this task is about to be dropped
+        // too, and what was not written is found by the next start's accounting.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// The spool's size, readable without its lock.
+#[derive(Default)]
+pub(crate) struct SpoolGauge {
+    batches: AtomicU64,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+    oldest: Mutex<Option<Ts>>,
+}
+
+impl SpoolGauge {
+    fn publish(&self, s: &Spool) {
+        self.batches.store(s.len() as u64, Ordering::Relaxed);
+        self.rows.store(s.rows(), Ordering::Relaxed);
+        self.bytes.store(s.bytes(), Ordering::Relaxed);
+        *lock(&self.oldest) = s.oldest_event();
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.batches() == 0
+    }
+
+    pub(crate) fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+}
+
+/// The spool, locked; the gauge is brought up to date when the lock is let go.
+pub(crate) struct SpoolGuard<'a> {
+    spool: MutexGuard<'a, Spool>,
+    gauge: &'a SpoolGauge,
+}
+
+impl std::ops::Deref for SpoolGuard<'_> {
+    type Target = Spool;
+    fn deref(&self) -> &Spool {
+        &self.spool
+    }
+}
+
+impl std::ops::DerefMut for SpoolGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Spool {
+        &mut self.spool
+    }
+}
+
+impl Drop for SpoolGuard<'_> {
+    fn drop(&mut self) {
+        self.gauge.publish(&self.spool);
+    }
+}
 
 /// The daemon's side of a running store. Dropping it without [`StoreHandle::shutdown`] makes
 /// the writer flush (or spool) and stop in the background, if the runtime lives long enough; a
@@ -396,6 +566,8 @@ struct Ledger {
     in_transit: BTreeMap<u64, Ts>,
     /// Spool-full drops not yet written as a loss row.
     dropped: Option<Dropped>,
+    /// Drops because the writer and the spooler were both behind, not yet written.
+    backlog: Option<Dropped>,
 }
 
 #[derive(Default)]
@@ -415,9 +587,12 @@ pub(crate) struct Shared {
     started: Ts,
     config: StoreConfig,
     pending: Mutex<Pending>,
+    /// Locked only off the event loop (see [`blocking`]); read through `gauge` elsewhere.
     spool: Mutex<Spool>,
+    gauge: SpoolGauge,
     ledger: Mutex<Ledger>,
     batches: mpsc::Sender<Batch>,
+    pub(crate) overflow: mpsc::Sender<Overflow>,
     counters: Counters,
     last_error: Mutex<Option<String>>,
 }
@@ -433,8 +608,15 @@ impl Shared {
         lock(&self.pending)
     }
 
-    pub(crate) fn spool(&self) -> MutexGuard<'_, Spool> {
-        lock(&self.spool)
+    pub(crate) fn spool(&self) -> SpoolGuard<'_> {
+        SpoolGuard {
+            spool: lock(&self.spool),
+            gauge: &self.gauge,
+        }
+    }
+
+    pub(crate) fn gauge(&self) -> &SpoolGauge {
+        &self.gauge
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
@@ -527,13 +709,20 @@ impl Shared {
         }
     }
 
-    /// Hands a batch to the writer, or spools it when the writer is busy.
+    /// Hands a batch to the writer, or to the spooler when the writer is busy, without
+    /// waiting for either: when both are behind, the batch is dropped and counted.
     fn dispatch(&self, b: Batch) {
-        match self.batches.try_send(b) {
+        let b = match self.batches.try_send(b) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b)) => b,
+        };
+        match self.overflow.try_send(Overflow::Batch(b)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b)) => {
-                self.spool_batch(b)
-            }
+            Err(
+                mpsc::error::TrySendError::Full(Overflow::Batch(b))
+                | mpsc::error::TrySendError::Closed(Overflow::Batch(b)),
+            ) => self.drop_backlog(&b),
+            Err(_) => {}
         }
     }
 
@@ -597,6 +786,31 @@ impl Shared {
         None
     }
 
+    /// Counts the events of a batch that neither the writer nor the spooler could queue.
+    fn drop_backlog(&self, b: &Batch) {
+        let Rows::Events(r) = &b.rows else {
+            log::debug!("the store is behind: dropping a batch of {} rows", b.len());
+            return;
+        };
+        let (Some(first), Some(last)) = (r.first(), r.last()) else {
+            return;
+        };
+        let n = r.len() as u64;
+        let total = self.counters.dropped_events.fetch_add(n, Ordering::Relaxed) + n;
+        if total == n {
+            log::error!(
+                "the store cannot keep up (ClickHouse and the spool are both behind): dropping \
+                 events; they are counted and will be written as a store_backlog loss row"
+            );
+        }
+        let mut l = self.ledger();
+        Dropped::add(&mut l.backlog, first.ts, last.ts, n);
+        for row in r {
+            l.accounted.insert(row.seq, row.seq);
+        }
+        l.in_transit.remove(&first.seq);
+    }
+
     fn drop_batch(&self, b: &Batch, why: &str) {
         match &b.rows {
             Rows::Events(r) => {
@@ -607,9 +821,9 @@ impl Shared {
                 let total = self.counters.dropped_events.fetch_add(n, Ordering::Relaxed) + n;
                 if total == n {
                     log::error!(
-                        "{why} ({} bytes, limit {}): dropping events; they are counted and \
-                         will be written as a spool_full loss row",
-                        self.spool().bytes(),
+                        "{why} (spool: {} bytes, limit {}): dropping events; they are counted \
+                         and will be written as a spool_full loss row",
+                        self.gauge.bytes.load(Ordering::Relaxed),
                         self.config.spool_max_bytes
                     );
                 }
@@ -649,6 +863,49 @@ impl Shared {
         }
     }
 
+    /// Moves the oldest spooled batch, which the server rejected as bad data `tries` times, to
+    /// `deadletter/`, and writes a loss row that says so (except for a batch of loss rows:
+    /// another loss row could meet the same fate, forever).
+    pub(crate) fn dead_letter_front(&self, why: &str, tries: u32) {
+        let gone = self.spool().dead_letter_front();
+        let Some(e) = gone else { return };
+        log::error!(
+            "ClickHouse rejected a batch of {} {} rows {tries} times as bad data ({why}): moved \
+             it to {} so that the batches behind it go on",
+            e.rows,
+            e.table.name(),
+            e.path.display()
+        );
+        if e.table == schema::Table::Losses {
+            return;
+        }
+        let now = Ts::now();
+        let count = if e.table == schema::Table::Events {
+            e.rows as u64
+        } else {
+            0
+        };
+        let mut p = self.pending();
+        let seq = p.next_aux();
+        p.losses.push(LossRow {
+            host: self.host.clone(),
+            run_id: self.run_id,
+            seq,
+            start: e.oldest.unwrap_or(now),
+            end: now,
+            count,
+            cause: "rejected_by_server".into(),
+            reason: format!(
+                "ClickHouse rejected a batch of {} {} rows as bad data {tries} times ({why}); it \
+                 was set aside in {} and is not stored.",
+                e.rows,
+                e.table.name(),
+                e.path.display()
+            ),
+        });
+        p.since.get_or_insert_with(Instant::now);
+    }
+
     pub(crate) fn spool_quarantine(&self, e: &spool::Entry) {
         let gone = self.spool().quarantine_front();
         if let Some(gone) = gone {
@@ -657,23 +914,36 @@ impl Shared {
         }
     }
 
-    /// Moves spool-full drops into a pending loss row (the spool has room again).
+    /// The drops not yet written, as loss rows.
+    fn take_dropped_rows(&self) -> Vec<LossRow> {
+        let (full, backlog) = {
+            let mut l = self.ledger();
+            (l.dropped.take(), l.backlog.take())
+        };
+        let mut rows = Vec::new();
+        for (d, cause) in [(full, DropCause::SpoolFull), (backlog, DropCause::Backlog)] {
+            if let Some(d) = d {
+                let seq = self.pending().next_aux();
+                rows.push(dropped_row(&self.host, self.run_id, seq, d, cause));
+            }
+        }
+        rows
+    }
+
+    /// Moves drops into pending loss rows (the spool has room again).
     pub(crate) fn flush_dropped(&self) {
-        let d = self.ledger().dropped.take();
-        if let Some(d) = d {
+        let rows = self.take_dropped_rows();
+        if !rows.is_empty() {
             let mut p = self.pending();
-            let seq = p.next_aux();
-            p.losses.push(dropped_row(&self.host, self.run_id, seq, d));
+            p.losses.extend(rows);
             p.since.get_or_insert_with(Instant::now);
         }
     }
 
-    /// Spool-full drops as a loss batch of their own, for the final flush.
+    /// Drops as a loss batch of their own, for the final flush.
     pub(crate) fn take_dropped_batch(&self) -> Option<Batch> {
-        let d = self.ledger().dropped.take()?;
-        let seq = self.pending().next_aux();
-        let row = dropped_row(&self.host, self.run_id, seq, d);
-        Some(Batch::new(&self.host, self.run_id, Rows::Losses(vec![row])))
+        let rows = self.take_dropped_rows();
+        (!rows.is_empty()).then(|| Batch::new(&self.host, self.run_id, Rows::Losses(rows)))
     }
 
     pub(crate) fn set_healthy(&self, ok: bool) {
@@ -691,10 +961,12 @@ impl Shared {
 
     fn stats(&self) -> StoreStats {
         let c = &self.counters;
-        let (spool_rows, spool_bytes, spool_oldest) = {
-            let s = self.spool();
-            (s.rows(), s.bytes(), s.oldest_event())
-        };
+        let g = &self.gauge;
+        let (spool_rows, spool_bytes, spool_oldest) = (
+            g.rows.load(Ordering::Relaxed),
+            g.bytes.load(Ordering::Relaxed),
+            *lock(&g.oldest),
+        );
         let pending = self.pending().events.first().map(|r| r.ts);
         let transit = self.ledger().in_transit.values().min().copied();
         let lag = [pending, transit, spool_oldest]
@@ -723,22 +995,24 @@ impl Shared {
     pub(crate) fn report(&self) -> ShutdownReport {
         ShutdownReport {
             stats: self.stats(),
-            spooled_batches: self.spool().len(),
+            spooled_batches: self.gauge.batches.load(Ordering::Relaxed) as usize,
         }
     }
 
-    /// Writes `state.json`. `clean` means nothing is in memory any more (the final flush).
+    /// Writes `state.json`, durably. `clean` means nothing is in memory any more (the final
+    /// flush). Blocks on the disk: call it through [`blocking`] once the store runs.
     pub(crate) fn checkpoint(&self, clean: bool) -> std::io::Result<()> {
         let (next_seq, pending_ts) = {
             let p = self.pending();
             (p.next_seq, p.events.first().map(|r| r.ts))
         };
-        let (durable, transit_ts, dropped) = {
+        let (durable, transit_ts, dropped, backlog) = {
             let l = self.ledger();
             (
                 l.accounted.as_vec().to_vec(),
                 l.in_transit.values().min().copied(),
                 l.dropped,
+                l.backlog,
             )
         };
         let oldest_pending = match (pending_ts, transit_ts) {
@@ -755,8 +1029,9 @@ impl Shared {
             oldest_pending,
             clean,
             dropped,
+            backlog,
         };
-        let r = self.spool().write_state(&state, clean);
+        let r = self.spool().write_state(&state);
         if let Err(e) = &r {
             log::warn!(
                 "spool {}: cannot write the checkpoint: {e}",
@@ -766,12 +1041,65 @@ impl Shared {
         r
     }
 
+    /// Turns what could not be read back at start (a checkpoint, batch files) into a loss row,
+    /// spooled at once: losing track must show in the losses table, not only in a log.
+    fn unreadable_at_start(&self, state: Option<&String>, batches: &[(PathBuf, String)]) {
+        let now = Ts::now();
+        let mut rows = Vec::new();
+        if let Some(why) = state {
+            log::error!("spool: unreadable checkpoint {why}");
+            let seq = self.pending().next_aux();
+            rows.push(LossRow {
+                host: self.host.clone(),
+                run_id: self.run_id,
+                seq,
+                start: now,
+                end: now,
+                count: 0,
+                cause: "checkpoint_corrupt".into(),
+                reason: format!(
+                    "The store's checkpoint could not be read ({why}): whether the previous run \
+                     stopped cleanly, and how many of its events were lost, is unknown."
+                ),
+            });
+        }
+        for (path, why) in batches {
+            let seq = self.pending().next_aux();
+            rows.push(LossRow {
+                host: self.host.clone(),
+                run_id: self.run_id,
+                seq,
+                start: now,
+                end: now,
+                count: 0,
+                cause: "spool_corrupt".into(),
+                reason: format!(
+                    "A spooled batch could not be read back ({why}); it was moved to {} and its \
+                     rows, however many, are not stored.",
+                    path.display()
+                ),
+            });
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let b = Batch::new(&self.host, self.run_id, Rows::Losses(rows));
+        if let Err(e) = self.spool().push(&b) {
+            log::error!("spool: cannot save the loss rows of what could not be read: {e}");
+        }
+    }
+
     /// Turns what an earlier store left unaccounted into loss rows.
     fn recover_previous(&self, prev: State) {
         let now = Ts::now();
         let mut rows = Vec::new();
         if let Some(d) = prev.dropped {
-            rows.push(dropped_row(&prev.host, prev.run_id, u64::MAX - 1, d));
+            let cause = DropCause::SpoolFull;
+            rows.push(dropped_row(&prev.host, prev.run_id, u64::MAX - 1, d, cause));
+        }
+        if let Some(d) = prev.backlog {
+            let cause = DropCause::Backlog;
+            rows.push(dropped_row(&prev.host, prev.run_id, u64::MAX - 2, d, cause));
         }
         if !prev.clean {
             let mut accounted = Ranges::from_vec(prev.durable.clone());
@@ -813,7 +1141,27 @@ impl Shared {
     }
 }
 
-fn dropped_row(host: &str, run_id: u64, seq: u64, d: Dropped) -> LossRow {
+/// Why the store dropped events.
+#[derive(Clone, Copy)]
+enum DropCause {
+    /// ClickHouse was failing and the spool had reached its bound.
+    SpoolFull,
+    /// The writer and the spooler both had a full queue: the store did not make the daemon's
+    /// loop wait for them.
+    Backlog,
+}
+
+fn dropped_row(host: &str, run_id: u64, seq: u64, d: Dropped, cause: DropCause) -> LossRow {
+    let (cause, why) = match cause {
+        DropCause::SpoolFull => (
+            "spool_full",
+            "ClickHouse was unreachable and the spool was full",
+        ),
+        DropCause::Backlog => (
+            "store_backlog",
+            "they came faster than ClickHouse and the spool could take them",
+        ),
+    };
     LossRow {
         host: host.to_owned(),
         run_id,
@@ -821,11 +1169,8 @@ fn dropped_row(host: &str, run_id: u64, seq: u64, d: Dropped) -> LossRow {
         start: d.start,
         end: d.end,
         count: d.count,
-        cause: "spool_full".into(),
-        reason: format!(
-            "{} events were dropped because ClickHouse was unreachable and the spool was full.",
-            d.count
-        ),
+        cause: cause.into(),
+        reason: format!("{} events were dropped because {why}.", d.count),
     }
 }
 

@@ -24,6 +24,7 @@ use clickhouse::{Client, RowWrite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
+    blocking,
     config::{Compression, StoreConfig},
     migrate,
     row::{
@@ -31,7 +32,7 @@ use super::{
         ModernEvent, ModernLoss, Ts,
     },
     schema::{Dialect, Schema, Table},
-    Shared, ShutdownReport,
+    Overflow, Shared, ShutdownReport, SpoolClaim,
 };
 
 /// Rows of one table.
@@ -176,6 +177,34 @@ pub struct SinkError {
     pub message: String,
     /// The request may have been applied (so a retry must check first).
     pub uncertain: bool,
+    /// The server refused the data itself (a parse or type error, an HTTP 4xx other than
+    /// authentication): sending the same batch again will fail again.
+    pub rejected: bool,
+}
+
+/// ClickHouse error codes that say the inserted data is at fault, not the server or the
+/// connection: CANNOT_PARSE_TEXT (6), CANNOT_PARSE_QUOTED_STRING (26),
+/// CANNOT_PARSE_INPUT_ASSERTION_FAILED (27), ATTEMPT_TO_READ_AFTER_EOF (32),
+/// CANNOT_READ_ALL_DATA (33), BAD_ARGUMENTS (36, e.g. an unknown enum value),
+/// CANNOT_PARSE_DATE (38), CANNOT_PARSE_DATETIME (41), TYPE_MISMATCH (53),
+/// ARGUMENT_OUT_OF_BOUND (69), CANNOT_CONVERT_TYPE (70), CANNOT_PARSE_NUMBER (72),
+/// INCORRECT_DATA (117), TOO_LARGE_STRING_SIZE (131).
+const BAD_DATA_CODES: &[u32] = &[6, 26, 27, 32, 33, 36, 38, 41, 53, 69, 70, 72, 117, 131];
+
+/// Whether a refusal (not one about authentication) blames the data: a bad-data error code, or
+/// a bare HTTP 4xx status.
+fn is_rejection(message: &str) -> bool {
+    let code = message.split_once("Code: ").and_then(|(_, rest)| {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u32>().ok()
+    });
+    match code {
+        Some(c) => BAD_DATA_CODES.contains(&c),
+        None => {
+            let status = message.split_whitespace().next().unwrap_or_default();
+            status.len() == 3 && status.starts_with('4') && status.parse::<u16>().is_ok()
+        }
+    }
 }
 
 impl SinkError {
@@ -183,6 +212,7 @@ impl SinkError {
         Self {
             message: message.into(),
             uncertain,
+            rejected: false,
         }
     }
 
@@ -216,7 +246,9 @@ impl SinkError {
                         false,
                     )
                 } else {
-                    Self::new(format!("the server refused: {}", first_line(m)), true)
+                    let mut e = Self::new(format!("the server refused: {}", first_line(m)), true);
+                    e.rejected = is_rejection(m);
+                    e
                 }
             }
             other => Self::new(other.to_string(), true),
@@ -285,6 +317,11 @@ pub fn admin_client(config: &StoreConfig) -> Client {
         c = c.with_user(user);
     }
     if let Some(password) = &config.password {
+        // A password alone is `default`'s: the client would otherwise send an empty user name,
+        // which the server does not know.
+        if config.user.is_none() {
+            c = c.with_user("default");
+        }
         c = c.with_password(password.expose());
     }
     c
@@ -512,7 +549,15 @@ pub(crate) struct Writer {
     /// A control message (or the handle's end, `Some(None)`) that arrived during a request,
     /// which it cut short.
     stopping: Option<Option<Control>>,
+    /// The spooled batch the server rejected as bad data, and how many times in a row.
+    rejected: Option<(u64, u32)>,
+    /// The spool's lock, held as long as the writer runs (also when a crash in a test leaks the
+    /// handle: dropping the runtime drops the writer).
+    _claim: SpoolClaim,
 }
+
+/// Times the server may reject a spooled batch as bad data before it is set aside.
+const REJECTIONS_BEFORE_DEAD_LETTER: u32 = 3;
 
 /// Runs `fut`; when a control message arrives meanwhile, it is kept in `stopping` and `fut` gets
 /// `grace` more to finish, after which it is dropped (a request in flight is abandoned) and the
@@ -549,6 +594,7 @@ impl Writer {
         shared: Arc<Shared>,
         batches: mpsc::Receiver<Batch>,
         control: mpsc::Receiver<Control>,
+        claim: SpoolClaim,
     ) -> Self {
         let retry_max = shared.config.retry_max;
         Self {
@@ -561,7 +607,26 @@ impl Writer {
             last_error: None,
             retention_at: None,
             stopping: None,
+            rejected: None,
+            _claim: claim,
         }
+    }
+
+    /// [`Shared::stored`], off the event loop.
+    async fn stored(&self, batch: Batch, written: usize) {
+        blocking(&self.shared, move |s| s.stored(&batch, written)).await;
+    }
+
+    /// [`Shared::spool_batch`], off the event loop.
+    async fn spool_batch(&self, batch: Batch) {
+        blocking(&self.shared, move |s| s.spool_batch(batch)).await;
+    }
+
+    async fn checkpoint(&self, clean: bool) {
+        blocking(&self.shared, move |s| {
+            let _ = s.checkpoint(clean);
+        })
+        .await;
     }
 
     pub async fn run(mut self) {
@@ -605,7 +670,7 @@ impl Writer {
         for b in self.shared.cut_due(false) {
             self.deliver(b).await;
         }
-        let _ = self.shared.checkpoint(false);
+        self.checkpoint(false).await;
         if self.backoff.due() && (self.conn.is_none() || !self.healthy || !self.spool_empty()) {
             self.recover().await;
         }
@@ -639,7 +704,7 @@ impl Writer {
     }
 
     fn spool_empty(&self) -> bool {
-        self.shared.spool().is_empty()
+        self.shared.gauge().is_empty()
     }
 
     /// Inserts a new batch, or spools it when ClickHouse is failing or older batches wait.
@@ -651,7 +716,7 @@ impl Writer {
             match r {
                 Ok(n) => {
                     self.succeeded();
-                    self.shared.stored(&batch, n);
+                    self.stored(batch, n).await;
                     return;
                 }
                 Err(e) => {
@@ -660,14 +725,15 @@ impl Writer {
                     }
                     let mut batch = batch;
                     batch.uncertain |= e.uncertain;
-                    self.shared.spool_batch(batch);
+                    self.spool_batch(batch).await;
                     return;
                 }
             }
         }
         // Behind the spooled batches, to keep the order; but while ClickHouse works, a batch
         // the full spool cannot take is inserted rather than dropped.
-        let Some(batch) = self.shared.try_spool_batch(batch) else {
+        let back = blocking(&self.shared, move |s| s.try_spool_batch(batch)).await;
+        let Some(batch) = back else {
             if self.healthy && self.backoff.due() {
                 self.recover().await;
             }
@@ -687,12 +753,12 @@ impl Writer {
             _ => None,
         };
         match direct {
-            Some(Ok(n)) => self.shared.stored(&batch, n),
+            Some(Ok(n)) => self.stored(batch, n).await,
             Some(Err(e)) => {
                 self.failed(&e);
-                self.shared.spool_batch(batch);
+                self.spool_batch(batch).await;
             }
-            None => self.shared.spool_batch(batch),
+            None => self.spool_batch(batch).await,
         }
     }
 
@@ -762,10 +828,7 @@ impl Writer {
                 }
             }
         }
-        let (batches, rows) = {
-            let s = self.shared.spool();
-            (s.len(), s.rows())
-        };
+        let (batches, rows) = (self.shared.gauge().batches(), self.shared.gauge().rows());
         if batches == 0 {
             self.shared.flush_dropped();
             return;
@@ -782,26 +845,35 @@ impl Writer {
                 // Shutting down: what is left stays spooled for the next start.
                 return;
             }
-            // Many small spooled batches (an outage at a low rate) replay as few large inserts.
-            let most = self.shared.config.batch_rows.max(REPLAY_ROWS);
-            let group = self.shared.spool().front_group(most);
+            // Many small spooled batches (an outage at a low rate) replay as few large inserts;
+            // a batch the server rejected is tried alone, to know which one is at fault.
+            let most = match self.rejected {
+                Some(_) => 1,
+                None => self.shared.config.batch_rows.max(REPLAY_ROWS),
+            };
+            // Reading and parsing the files is disk work: off the event loop.
+            let (group, parts) = blocking(&self.shared, move |s| {
+                let group = s.spool().front_group(most);
+                let mut parts = Vec::with_capacity(group.len());
+                for entry in &group {
+                    let read = s.spool().read(entry);
+                    match read {
+                        Ok(b) => parts.push(b),
+                        Err(e) if parts.is_empty() => {
+                            log::error!("spool: {e}: moving it aside");
+                            s.spool_quarantine(entry);
+                            break;
+                        }
+                        // Replay what came before it; it is dealt with as the next group's first.
+                        Err(_) => break,
+                    }
+                }
+                (group, parts)
+            })
+            .await;
             let Some(first) = group.first().cloned() else {
                 break;
             };
-            let mut parts = Vec::with_capacity(group.len());
-            for entry in &group {
-                let read = self.shared.spool().read(entry);
-                match read {
-                    Ok(b) => parts.push(b),
-                    Err(e) if parts.is_empty() => {
-                        log::error!("spool: {e}: moving it aside");
-                        self.shared.spool_quarantine(entry);
-                        break;
-                    }
-                    // Replay what came before it; it is dealt with as the next group's first.
-                    Err(_) => break,
-                }
-            }
             if parts.is_empty() {
                 continue;
             }
@@ -813,18 +885,47 @@ impl Writer {
             match r {
                 Ok(written) => {
                     self.succeeded();
-                    for _ in 0..n {
-                        if let Err(e) = self.shared.spool().pop_front() {
-                            log::error!("spool: cannot remove {}: {e}", first.path.display());
+                    self.rejected = None;
+                    let path = first.path.clone();
+                    blocking(&self.shared, move |s| {
+                        for _ in 0..n {
+                            if let Err(e) = s.spool().pop_front() {
+                                log::error!("spool: cannot remove {}: {e}", path.display());
+                            }
                         }
-                    }
+                    })
+                    .await;
                     self.shared.replayed(&batch, written);
                     done_batches += n;
                     done_rows += batch.len() as u64;
                 }
+                Err(e) if e.rejected && self.stopping.is_none() => {
+                    // The server answered: it is up, the data is what it refuses.
+                    self.succeeded();
+                    let tries = match self.rejected {
+                        Some((id, t)) if id == first.id && n == 1 => t + 1,
+                        _ if n == 1 => 1,
+                        // A merged group: its batches are tried one by one from now on.
+                        _ => 0,
+                    };
+                    self.rejected = Some((first.id, tries));
+                    if tries >= REJECTIONS_BEFORE_DEAD_LETTER {
+                        self.rejected = None;
+                        let why = e.message.clone();
+                        blocking(&self.shared, move |s| s.dead_letter_front(&why, tries)).await;
+                    } else if tries > 0 {
+                        log::warn!(
+                            "ClickHouse rejected a spooled batch ({}), try {tries} of \
+                             {REJECTIONS_BEFORE_DEAD_LETTER}",
+                            e.message
+                        );
+                        // A pause before the next try: the server may be at fault after all.
+                        tokio::time::sleep(Backoff::FIRST).await;
+                    }
+                }
                 Err(e) => {
                     if e.uncertain {
-                        self.shared.spool().mark_front_uncertain(n);
+                        blocking(&self.shared, move |s| s.spool().mark_front_uncertain(n)).await;
                     }
                     if self.stopping.is_some() {
                         return;
@@ -839,12 +940,12 @@ impl Writer {
             }
             if last_log.elapsed() >= PROGRESS_LOG {
                 last_log = Instant::now();
-                let s = self.shared.spool();
+                let g = self.shared.gauge();
                 log::info!(
                     "spool replay: {done_batches} batches, {done_rows} rows sent; {} batches, \
                      {} rows left ({:.0} rows/s)",
-                    s.len(),
-                    s.rows(),
+                    g.batches(),
+                    g.rows(),
                     done_rows as f64 / started.elapsed().as_secs_f64().max(1e-3)
                 );
             }
@@ -854,7 +955,7 @@ impl Writer {
             "spool replay done: {done_batches} batches, {done_rows} rows in {:.1}s",
             started.elapsed().as_secs_f64()
         );
-        let _ = self.shared.checkpoint(false);
+        self.checkpoint(false).await;
         self.shared.flush_dropped();
     }
 
@@ -895,6 +996,17 @@ impl Writer {
     /// nothing is spooled, else spooled; bounded by `shutdown_timeout`.
     async fn shutdown(&mut self) -> ShutdownReport {
         let deadline = Instant::now() + self.shared.config.shutdown_timeout;
+        // The batches the spooler still holds are spooled before the clean checkpoint.
+        let (done, flushed) = oneshot::channel();
+        if self
+            .shared
+            .overflow
+            .send(Overflow::Flush(done))
+            .await
+            .is_ok()
+        {
+            let _ = flushed.await;
+        }
         self.batches.close();
         let mut queued = Vec::new();
         while let Ok(b) = self.batches.try_recv() {
@@ -916,19 +1028,19 @@ impl Writer {
                 };
                 match r {
                     Ok(n) => {
-                        self.shared.stored(&b, n);
+                        self.stored(b, n).await;
                         continue;
                     }
                     Err(e) => {
                         self.failed(&e);
                         let mut b = b;
                         b.uncertain |= e.uncertain;
-                        self.shared.spool_batch(b);
+                        self.spool_batch(b).await;
                         continue;
                     }
                 }
             }
-            self.shared.spool_batch(b);
+            self.spool_batch(b).await;
         }
         // Dropped-event counts not yet written become a loss row, spooled if need be.
         if let Some(b) = self.shared.take_dropped_batch() {
@@ -937,10 +1049,10 @@ impl Writer {
                 _ => false,
             };
             if !stored {
-                self.shared.spool_batch(b);
+                self.spool_batch(b).await;
             }
         }
-        let _ = self.shared.checkpoint(true);
+        self.checkpoint(true).await;
         self.shared.report()
     }
 }

@@ -8,10 +8,15 @@
 //!                                         order is the replay order
 //! batches/*.tmp                           a batch being written (removed at open)
 //! corrupt/                                files that could not be read back (kept for a look)
+//! deadletter/                             batches the server rejected as bad data, again and
+//!                                         again (kept for a look; a loss row says so)
 //! state.json                              the store's checkpoint (see [`State`])
+//! lock                                    the pid of the daemon using this spool (`flock`ed)
 //! ```
-//! A batch file appears whole or not at all: it is written under a `.tmp` name, `fsync`ed,
-//! renamed, and the directory `fsync`ed, so neither a crash nor a power cut leaves half a batch.
+//! A batch file or checkpoint appears whole or not at all: it is written under a `.tmp` name,
+//! `fsync`ed, renamed, and the directory `fsync`ed, so neither a crash nor a power cut leaves
+//! half of one. What cannot be read back at start is moved aside and reported (see
+//! [`Spool::take_unreadable`] and [`Spool::read_state`]): the store turns it into a loss row.
 //!
 //! Batches restored from an earlier process are replayed as *uncertain*: that process may have
 //! inserted one and died before removing its file, so the sink checks before inserting it again.
@@ -92,6 +97,8 @@ pub struct Spool {
     rows: u64,
     queue: VecDeque<Entry>,
     next_id: u64,
+    /// Batch files found unreadable by `open` and moved to `corrupt/`, not reported yet.
+    unreadable: Vec<(PathBuf, String)>,
 }
 
 impl Spool {
@@ -123,6 +130,7 @@ impl Spool {
             rows: 0,
             queue: VecDeque::new(),
             next_id: found.last().map_or(0, |(id, _)| id + 1),
+            unreadable: Vec::new(),
         };
         for (id, path) in found {
             match read_header(&path) {
@@ -144,7 +152,8 @@ impl Spool {
                 }
                 Err(e) => {
                     log::error!("spool: {e}: moving it aside");
-                    spool.quarantine(&path);
+                    let moved = spool.quarantine(&path);
+                    spool.unreadable.push((moved, e.to_string()));
                 }
             }
         }
@@ -155,6 +164,11 @@ impl Spool {
         &self.root
     }
 
+    /// The batch files `open` could not read (where they were moved, and why), once.
+    pub fn take_unreadable(&mut self) -> Vec<(PathBuf, String)> {
+        std::mem::take(&mut self.unreadable)
+    }
+
     /// Writes `batch` durably at the back of the queue, unless events or heartbeats would take
     /// the spool over its bound (loss rows always fit: they are what records that bound).
     pub fn push(&mut self, batch: &Batch) -> io::Result<Pushed> {
@@ -163,6 +177,8 @@ impl Spool {
         if !exempt && self.bytes + bytes.len() as u64 > self.max_bytes {
             return Ok(Pushed::Full);
         }
+        #[cfg(test)]
+        tests_slow::wait(&self.root);
         let id = self.next_id;
         let name = format!("{id:016}.{}.batch", batch.table().name());
         let path = self.batches.join(&name);
@@ -285,12 +301,33 @@ impl Spool {
         Some(e)
     }
 
-    fn quarantine(&self, path: &Path) {
-        let dir = self.root.join("corrupt");
+    /// Moves the oldest batch to `deadletter/` (the server keeps rejecting it as bad data);
+    /// returns it with its new path.
+    pub fn dead_letter_front(&mut self) -> Option<Entry> {
+        let mut e = self.queue.pop_front()?;
+        self.bytes -= e.bytes;
+        self.rows -= e.rows as u64;
+        e.path = self.move_aside(&e.path, "deadletter");
+        Some(e)
+    }
+
+    fn quarantine(&self, path: &Path) -> PathBuf {
+        self.move_aside(path, "corrupt")
+    }
+
+    /// Moves `path` into the subdirectory `to` of the spool; returns where it is now.
+    fn move_aside(&self, path: &Path, to: &str) -> PathBuf {
+        let dir = self.root.join(to);
+        let dest = dir.join(path.file_name().unwrap_or_default());
         let moved = fs::create_dir_all(&dir)
-            .and_then(|()| fs::rename(path, dir.join(path.file_name().unwrap_or_default())));
-        if let Err(e) = moved {
-            log::error!("spool: cannot move {} aside: {e}", path.display());
+            .and_then(|()| fs::rename(path, &dest))
+            .and_then(|()| File::open(&dir)?.sync_all());
+        match moved {
+            Ok(()) => dest,
+            Err(e) => {
+                log::error!("spool: cannot move {} to {to}/: {e}", path.display());
+                path.to_path_buf()
+            }
         }
     }
 
@@ -331,35 +368,64 @@ impl Spool {
             .collect()
     }
 
-    /// The checkpoint an earlier store left, if any.
-    pub fn read_state(&self) -> Option<State> {
+    /// The checkpoint an earlier store left, if any. One that cannot be read is moved to
+    /// `corrupt/` and its error returned: what the previous run accounted for is then unknown,
+    /// which the store must say rather than start as if nothing had happened.
+    pub fn read_state(&self) -> Result<Option<State>, String> {
         let path = self.root.join("state.json");
-        let text = fs::read_to_string(&path).ok()?;
-        match serde_json::from_str(&text) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log::warn!("spool: ignoring unreadable {}: {e}", path.display());
-                None
-            }
-        }
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        serde_json::from_slice(&text).map(Some).map_err(|e| {
+            let moved = self.quarantine(&path);
+            format!("{}: {e} (moved to {})", path.display(), moved.display())
+        })
     }
 
-    /// Replaces the checkpoint atomically; `sync` also makes it survive a power cut.
-    pub fn write_state(&self, state: &State, sync: bool) -> io::Result<()> {
+    /// Replaces the checkpoint atomically and durably: the file and the directory are
+    /// `fsync`ed, so that after a power cut the checkpoint is the last one written, not an
+    /// empty file or an older one.
+    pub fn write_state(&self, state: &State) -> io::Result<()> {
         let path = self.root.join("state.json");
         let tmp = self.root.join("state.json.tmp");
         {
             let mut f = File::create(&tmp)?;
             serde_json::to_writer(&mut f, state)?;
-            if sync {
-                f.sync_all()?;
-            }
+            f.sync_all()?;
         }
         fs::rename(&tmp, &path)?;
-        if sync {
-            File::open(&self.root)?.sync_all()?;
+        File::open(&self.root)?.sync_all()
+    }
+}
+
+/// A spool that writes slowly, for tests of who waits for the disk.
+#[cfg(test)]
+pub(crate) mod tests_slow {
+    use std::{
+        path::{Path, PathBuf},
+        sync::Mutex,
+        time::Duration,
+    };
+
+    static SLOW: Mutex<Vec<(PathBuf, Duration)>> = Mutex::new(Vec::new());
+
+    /// Every batch written under `root` takes `delay` more.
+    pub(crate) fn set(root: &Path, delay: Duration) {
+        SLOW.lock().unwrap().push((root.to_path_buf(), delay));
+    }
+
+    pub(super) fn wait(root: &Path) {
+        let delay = SLOW
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(r, _)| r == root)
+            .map(|(_, d)| *d);
+        if let Some(d) = delay {
+            std::thread::sleep(d);
         }
-        Ok(())
     }
 }
 
@@ -444,6 +510,9 @@ pub struct State {
     pub clean: bool,
     /// Events dropped because the spool was full, not yet written as a loss row.
     pub dropped: Option<Dropped>,
+    /// Events dropped because the store was behind, not yet written as a loss row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<Dropped>,
 }
 
 /// Events the full spool could not take: how many, and their time span.

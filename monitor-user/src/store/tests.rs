@@ -575,3 +575,144 @@ fn timestamps_parse_exactly_with_and_without_the_per_second_cache() {
     );
     assert_eq!(Ts::parse_rfc3339("2026-11-18T11:06:40.12345678xZ"), None);
 }
+
+#[test]
+fn bad_data_is_told_from_a_failing_server() {
+    let refused = |m: &str| {
+        SinkError::from_clickhouse(&clickhouse::error::Error::BadResponse(m.into()), None)
+    };
+    let parse = refused(
+        "Code: 27, e.displayText() = DB::Exception: Cannot parse input: expected \\t before: x",
+    );
+    assert!(parse.rejected, "{}", parse.message);
+    assert!(refused("Code: 53, e.displayText() = DB::Exception: Type mismatch").rejected);
+    assert!(refused("400 Bad Request").rejected);
+    // The server's trouble, not the data's: retried as long as it takes.
+    assert!(!refused("Code: 252, e.displayText() = DB::Exception: Too many parts").rejected);
+    assert!(!refused("Code: 241, e.displayText() = DB::Exception: Memory limit").rejected);
+    assert!(!refused("503 Service Unavailable").rejected);
+    assert!(!refused("Code: 516, e.displayText() = DB::Exception: Authentication failed").rejected);
+    assert!(!SinkError::from_clickhouse(&clickhouse::error::Error::TimedOut, None).rejected);
+}
+
+/// A store whose server never answers (nothing listens on port 1), on a fresh spool.
+fn unreachable_config(spool: &std::path::Path) -> StoreConfig {
+    let mut c = StoreConfig::new("http://127.0.0.1:1").unwrap();
+    c.spool_dir = spool.to_path_buf();
+    c.batch_rows = 10;
+    c.batch_interval = Duration::from_secs(3600);
+    c.retry_max = Duration::from_secs(60);
+    c.shutdown_timeout = Duration::from_secs(1);
+    c
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sending_never_waits_for_the_disk() {
+    let spool = dir("slow-disk").join("spool");
+    super::spool::tests_slow::set(&spool, Duration::from_millis(300));
+    let store = super::Store::start(unreachable_config(&spool), "host-s").unwrap();
+    // Fifteen full batches in a row, the loop never yielding: the writer and the spooler queue
+    // twelve, the last three are dropped and counted, and no send waits for a write to the
+    // (slow) spool.
+    for _ in 0..15 {
+        let t = std::time::Instant::now();
+        store.send(&vec![open_event(); 10]);
+        assert!(
+            t.elapsed() < Duration::from_millis(150),
+            "send waited {:?} for the spool",
+            t.elapsed()
+        );
+    }
+    let report = store.shutdown().await.unwrap();
+    assert_eq!(report.stats.dropped_events, 30, "{report:?}");
+    let losses = spooled_losses(&spool);
+    assert_eq!(losses.len(), 1, "{losses:?}");
+    assert_eq!(
+        (losses[0].cause.as_str(), losses[0].count),
+        ("store_backlog", 30)
+    );
+    // The 120 queued events and the loss row.
+    assert_eq!(report.stats.spool_rows, 121, "{report:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_second_store_on_a_spool_is_refused_with_the_first_ones_pid() {
+    let spool = dir("second").join("spool");
+    let first = super::Store::start(unreachable_config(&spool), "host-1").unwrap();
+    let e = super::Store::start(unreachable_config(&spool), "host-2")
+        .err()
+        .expect("a second store on the same spool");
+    assert_eq!(e.exit_code(), 2);
+    assert!(
+        e.to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{e}"
+    );
+    first.shutdown().await.unwrap();
+    // The lock goes with the store.
+    let again = super::Store::start(unreachable_config(&spool), "host-2").unwrap();
+    again.shutdown().await.unwrap();
+}
+
+/// The loss rows waiting in the spool at `dir` (its `*.losses.batch` files: a header line, then
+/// one row per line).
+fn spooled_losses(dir: &std::path::Path) -> Vec<LossRow> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir.join("batches")).unwrap() {
+        let path = e.unwrap().path();
+        if !path.to_string_lossy().ends_with(".losses.batch") {
+            continue;
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
+            out.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn what_cannot_be_read_back_at_start_becomes_a_loss_row() {
+    let spool = dir("unreadable").join("spool");
+    fs::create_dir_all(spool.join("batches")).unwrap();
+    fs::write(spool.join("state.json"), "{\"run_id\": 1, trunc").unwrap();
+    fs::write(
+        spool.join("batches").join("0000000000000007.events.batch"),
+        "not a header\n",
+    )
+    .unwrap();
+    let store = super::Store::start(unreachable_config(&spool), "host-u").unwrap();
+    store.shutdown().await.unwrap();
+    let mut causes: Vec<String> = spooled_losses(&spool)
+        .into_iter()
+        .map(|r| r.cause)
+        .collect();
+    causes.sort();
+    assert_eq!(causes, ["checkpoint_corrupt", "spool_corrupt"]);
+    assert!(spool.join("corrupt").join("state.json").exists());
+    assert!(spool
+        .join("corrupt")
+        .join("0000000000000007.events.batch")
+        .exists());
+}
+
+#[test]
+fn a_rejected_batch_is_set_aside_and_the_rest_stays_in_order() {
+    let d = dir("deadletter");
+    let mut s = Spool::open(&d, u64::MAX).unwrap();
+    s.push(&event_batch(1, 0..5)).unwrap();
+    s.push(&event_batch(1, 5..10)).unwrap();
+    let gone = s.dead_letter_front().unwrap();
+    assert_eq!(gone.rows, 5);
+    assert!(gone.path.starts_with(d.join("deadletter")), "{gone:?}");
+    assert!(gone.path.exists());
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.front().unwrap().first_seq, 5);
+    drop(s);
+    let s = Spool::open(&d, u64::MAX).unwrap();
+    assert_eq!(
+        s.len(),
+        1,
+        "the dead letter is not replayed after a restart"
+    );
+}
