@@ -4,9 +4,12 @@
 //!
 //! - `CAP_BPF` (`CAP_SYS_ADMIN` on kernels older than 5.8): the filter map is rewritten on a
 //!   registry reload and the loss counters are read, both through `bpf(2)`;
-//! - `CAP_SYS_PTRACE`: `/proc/PID/exe` and `/proc/PID/cwd` of other users' processes;
-//! - `CAP_DAC_READ_SEARCH`: resolving paths under other users' private directories (a home
-//!   directory's `.aws/credentials`) for symlinks and identity.
+//! - `CAP_DAC_READ_SEARCH`: the inodes and modification times of registered credential files
+//!   under other users' private directories (a home directory's `.aws/credentials`).
+//!
+//! Not `CAP_SYS_PTRACE`: the kernel programs name the executed file and the opened file's real
+//! path themselves, so the daemon reads no other process's `/proc/PID/exe`, `cwd` or `fd/`
+//! links after start (processes already running are read once, before the drop).
 //!
 //! Everything else (`CAP_SYS_ADMIN`, `CAP_PERFMON`, `CAP_NET_RAW`, `CAP_NET_ADMIN`,
 //! `CAP_SYS_RESOURCE`, `CAP_SETUID`, `CAP_DAC_OVERRIDE`, ...) was needed only to load and attach
@@ -26,13 +29,12 @@ use std::{ffi::CString, fs, io};
 use thiserror::Error;
 
 const CAP_DAC_READ_SEARCH: u32 = 2;
-const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_BPF: u32 = 39;
 
 /// The capabilities the daemon keeps after attaching. `CAP_BPF` stands for `CAP_SYS_ADMIN` on
 /// kernels that predate it.
-pub const KEPT: &[u32] = &[CAP_BPF, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE];
+pub const KEPT: &[u32] = &[CAP_BPF, CAP_DAC_READ_SEARCH];
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 

@@ -309,8 +309,8 @@ fn sigterm_flushes_and_exits_zero() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// Once `ready`, every thread of the daemon holds CAP_BPF, CAP_SYS_PTRACE and
-/// CAP_DAC_READ_SEARCH only, in its effective, permitted and bounding sets, and can gain no
+/// Once `ready`, every thread of the daemon holds CAP_BPF and CAP_DAC_READ_SEARCH only (not
+/// CAP_SYS_PTRACE: the kernel names executables and files itself), in its effective, permitted and bounding sets, and can gain no
 /// other (no_new_privs). The other tests run the daemon so reduced, reloads included.
 #[test]
 fn after_attaching_the_daemon_keeps_only_the_capabilities_it_needs() {
@@ -319,6 +319,7 @@ fn after_attaching_the_daemon_keeps_only_the_capabilities_it_needs() {
     }
     let f = Fixture::new("caps");
     let d = Daemon::start(&f.registry(""));
+    let ptrace = 1u64 << 19;
     let expected = nhiscope::privileges::kept_mask(
         std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
             .expect("cap_last_cap")
@@ -341,6 +342,7 @@ fn after_attaching_the_daemon_keeps_only_the_capabilities_it_needs() {
         let mask = |name: &str| u64::from_str_radix(&field(name), 16).expect("hex");
         for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
             assert_eq!(mask(set), expected, "{set} of a daemon thread:\n{status}");
+            assert_eq!(mask(set) & ptrace, 0, "CAP_SYS_PTRACE kept");
         }
         assert_eq!(mask("CapInh:"), 0);
         assert_eq!(mask("CapAmb:"), 0);
