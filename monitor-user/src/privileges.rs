@@ -296,10 +296,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_bpf_ptrace_and_dac_read_search() {
-        assert_eq!(kept_mask(40), (1 << 2) | (1 << 19) | (1 << 39));
+    fn keeps_bpf_and_dac_read_search_only() {
+        assert_eq!(kept_mask(40), (1 << 2) | (1 << 39));
         // Before CAP_BPF existed, bpf(2) needed CAP_SYS_ADMIN.
-        assert_eq!(kept_mask(37), (1 << 2) | (1 << 19) | (1 << 21));
+        assert_eq!(kept_mask(37), (1 << 2) | (1 << 21));
     }
 
     #[test]
