@@ -206,6 +206,9 @@ pub struct ExecEvent {
     pub exe_dev: u32,
     /// Bytes of `cwd_names` in use (only for a script named by a relative path).
     pub cwd_names_len: u32,
+    /// Inode number of the new image's standard input when it is the read end of a pipe, else
+    /// 0: a pipe some process reads as its stdin is a pipeline's, not a `$(...)`.
+    pub stdin_pipe: u64,
     /// The name the exec was asked for (`bprm->filename`: for a script, the script).
     pub filename: [u8; PATH_CAP],
     /// Twice `ARGS_CAP` so that an argument read at any offset below `ARGS_CAP` fits: this is

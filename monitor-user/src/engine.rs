@@ -99,6 +99,10 @@ pub struct Engine {
     /// [`FED_PIPES_CAP`] (cleared when full: a pipe inode is not reused while the host runs,
     /// and an old pipeline's reader already took its holding).
     fed_pipes: HashMap<u64, Vec<Arc<str>>>,
+    /// Pipes some process reads as its standard input (seen at its exec or connect): a
+    /// pipeline's pipes, which void holdings granted through them (`Process::holds_via_pipe`).
+    /// Bounded like `fed_pipes`.
+    pipeline_pipes: std::collections::HashSet<u64>,
     pub stats: Stats,
 }
 
@@ -141,6 +145,7 @@ impl Engine {
             mtimes: HashMap::new(),
             ts: crate::event::TsFormatter::default(),
             fed_pipes: HashMap::new(),
+            pipeline_pipes: std::collections::HashSet::new(),
             stats: Stats::default(),
         }
     }
@@ -382,6 +387,7 @@ impl Engine {
 
     fn exec(&mut self, x: &ExecEvent, out: &mut Vec<Event>) {
         let pid = x.hdr.pid;
+        self.note_stdin_pipe(x.stdin_pipe);
         if x.old_tid != pid {
             // A non-leader thread called exec: it took over the leader's pid.
             self.procs.exit(x.old_tid);
@@ -469,7 +475,7 @@ impl Engine {
 
     /// Exec and exit are reported for processes that hold an NHI: they bound its use.
     fn holder_event(&mut self, kind: Kind, hdr: &EventHeader, out: &mut Vec<Event>) {
-        let held: Vec<Arc<str>> = self.procs.lookup(hdr.pid).holds.iter().cloned().collect();
+        let held = self.held_by(hdr.pid);
         if held.is_empty() {
             return;
         }
@@ -522,14 +528,42 @@ impl Engine {
         let feeds = o.flags & monitor_common::FEEDS_PARENT != 0;
         if !supervisor && feeds {
             log::debug!("pid {pid} read NHI {id} for its parent {ppid}: the parent holds it too");
-            self.procs.lookup(ppid).holds.insert(id);
+            let p = self.procs.lookup(ppid);
+            if !p.holds_via_pipe.contains(&(Arc::clone(&id), o.stdout_ino)) {
+                p.holds_via_pipe.push((id, o.stdout_ino));
+            }
         }
+    }
+
+    /// A pipe some process reads as its standard input is a pipeline's.
+    fn note_stdin_pipe(&mut self, ino: u64) {
+        if ino == 0 {
+            return;
+        }
+        if self.pipeline_pipes.len() >= FED_PIPES_CAP {
+            self.pipeline_pipes.clear();
+        }
+        self.pipeline_pipes.insert(ino);
+    }
+
+    /// The NHIs `pid` holds now: its own holdings, and those granted through a pipe that did not
+    /// turn out to be a pipeline's.
+    fn held_by(&mut self, pid: u32) -> Vec<Arc<str>> {
+        let p = self.procs.lookup(pid);
+        let mut held: Vec<Arc<str>> = p.holds.iter().cloned().collect();
+        for (id, pipe) in &p.holds_via_pipe {
+            if !self.pipeline_pipes.contains(pipe) && !held.contains(id) {
+                held.push(Arc::clone(id));
+            }
+        }
+        held
     }
 
     fn connect(&mut self, c: &ConnectEvent, out: &mut Vec<Event>) {
         // A process reading from a pipe a holder writes into holds what flows through it
         // (`cat token | curl -d @- ...`); a shell that merely started both sides reads from
         // its terminal, not from that pipe.
+        self.note_stdin_pipe(c.stdin_pipe);
         if c.stdin_pipe != 0 {
             if let Some(ids) = self.fed_pipes.get(&c.stdin_pipe).cloned() {
                 let p = self.procs.lookup(c.hdr.pid);
@@ -538,8 +572,8 @@ impl Engine {
                 }
             }
         }
+        let mut held = self.held_by(c.hdr.pid);
         let p = self.procs.lookup(c.hdr.pid);
-        let mut held: Vec<Arc<str>> = p.holds.iter().cloned().collect();
         let (exe, script, uid) = (p.exe.clone(), p.script.clone(), c.hdr.uid);
         let (cgroup, container) = (p.cgroup.clone(), p.container.clone());
         let at = Placement {

@@ -33,6 +33,11 @@ pub struct Process {
     pub cmdline: Vec<String>,
     /// NHIs this process holds (opened one of their credentials, or inherited the holding).
     pub holds: BTreeSet<Arc<str>>,
+    /// NHIs this process holds because a child wrote one into a pipe this process held open
+    /// (`TOKEN=$(cat token)`), with that pipe's inode: void once the pipe turns out to be a
+    /// pipeline's (another process reads it as its stdin), since then the parent only held it
+    /// for a moment while starting both sides (`cat token | curl -d @- ...`).
+    pub holds_via_pipe: Vec<(Arc<str>, u64)>,
     /// Session id (`setsid`), from /proc when it could be read.
     pub sid: u32,
     /// Whether the process has a controlling terminal.
@@ -60,6 +65,7 @@ impl Process {
             script: None,
             cmdline: Vec::new(),
             holds: BTreeSet::new(),
+            holds_via_pipe: Vec::new(),
             sid: 0,
             tty: false,
             container: None,
@@ -322,6 +328,7 @@ pub fn read_proc_as(root: &Path, pid: u32, mode: CmdlineMode) -> Option<Process>
         script: None,
         cmdline,
         holds: BTreeSet::new(),
+        holds_via_pipe: Vec::new(),
         sid: 0,
         tty: false,
         container: None,

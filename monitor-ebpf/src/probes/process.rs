@@ -152,6 +152,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
         (*ev).exe_dev = 0;
         (*ev).exe_names_len = 0;
         (*ev).cwd_names_len = 0;
+        (*ev).stdin_pipe = files::stdin_pipe();
         if let Some(file) = exe {
             if let Some((ino, dev)) = files::file_identity(file) {
                 (*ev).exe_ino = ino;
