@@ -27,6 +27,18 @@ use crate::{cmd, cmd::Cmd};
 /// The targets, in the order they run (their `[[bin]]` names in fuzz/Cargo.toml).
 pub const TARGETS: [&str; 5] = ["registry", "store_config", "dns", "decode", "live_protocol"];
 
+/// The fuzz crate's sources, for `rustfmt --check` (it is outside the main workspace, so
+/// `cargo fmt --all` does not see it); rustfmt follows `mod` from `lib.rs`.
+pub const SOURCES: &[&str] = &[
+    "fuzz/src/lib.rs",
+    "fuzz/examples/seeds.rs",
+    "fuzz/fuzz_targets/registry.rs",
+    "fuzz/fuzz_targets/store_config.rs",
+    "fuzz/fuzz_targets/dns.rs",
+    "fuzz/fuzz_targets/decode.rs",
+    "fuzz/fuzz_targets/live_protocol.rs",
+];
+
 /// The host triple: given to cargo so that RUSTFLAGS reach the target code only.
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
@@ -288,6 +300,8 @@ mod tests {
                 manifest.contains(&format!("name = \"{t}\"")),
                 "{t} is not a [[bin]] of fuzz/Cargo.toml"
             );
+            let source = format!("fuzz/fuzz_targets/{t}.rs");
+            assert!(SOURCES.contains(&source.as_str()), "{source} is not format-checked");
             let seeds = fs::read_dir(fuzz.join("seeds").join(t)).map(Iterator::count);
             assert!(seeds.is_ok_and(|n| n > 0), "{t} has no seeds");
         }
