@@ -51,7 +51,7 @@ fn main() -> Result<()> {
     let dir = mkdir(&seeds.join("decode"))?;
     let sessions = sessions();
     for (name, records) in &sessions {
-        write(&dir, name, &records.concat())?;
+        write(&dir, name, records.concat())?;
     }
 
     let dir = mkdir(&seeds.join("live_protocol"))?;

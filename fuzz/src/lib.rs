@@ -20,7 +20,8 @@ mod tests {
     /// first input, before it finds anything new.
     #[test]
     fn seeds_pass_their_checks() {
-        let targets: [(&str, fn(&[u8])); 5] = [
+        type Check = fn(&[u8]);
+        let targets: [(&str, Check); 5] = [
             ("registry", crate::registry::check),
             ("store_config", crate::store_config::check),
             ("dns", crate::dns::check),
