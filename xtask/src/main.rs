@@ -9,6 +9,7 @@ mod build;
 mod clickhouse;
 mod cmd;
 mod ebpf;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -52,6 +53,10 @@ enum Task {
     /// Needs root, bpftool and bpftrace; takes about 2 minutes after the build. Writes
     /// target/bench/results.json and target/bench/results.md.
     Bench(bench::Options),
+    /// Build the fuzz targets of fuzz/ (libFuzzer, AddressSanitizer) and run each for N
+    /// seconds: the registry, the ClickHouse config, DNS packets, ring-buffer records and the
+    /// live feed's lines. Prints each target's runs; fails on a crash, naming the input.
+    Fuzz(fuzz::Options),
     /// Open and close one path N times (the benchmark's workload; prints JSON).
     #[command(hide = true)]
     OpenLoop(bench::open_loop::Options),
@@ -66,6 +71,7 @@ fn main() -> Result<()> {
         Task::Test(opts) => test::run(&opts),
         Task::Clickhouse(opts) => clickhouse::run(&opts),
         Task::Bench(opts) => bench::run(&opts),
+        Task::Fuzz(opts) => fuzz::run(&opts),
         Task::OpenLoop(opts) => bench::open_loop::run(&opts),
     }
 }

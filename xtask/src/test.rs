@@ -3,15 +3,18 @@
 //! The eBPF object and the debug `nhiscope` binary are built first, because the end-to-end tests
 //! (crate `nhiscope-tests`) run that binary. `NHISCOPE_REQUIRE_BPF=1` turns a kernel test's
 //! "skipping: <why>" into a failure: here, and so in CI, every test must really run.
-//! Once the builds are done, the tests, the format check and clippy all run even if one fails,
-//! so that one run reports every problem.
+//! Once the builds are done, the tests, the format checks, clippy and a short run of every fuzz
+//! target all run even if one fails, so that one run reports every problem.
 
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::{build, cmd, cmd::Cmd, ebpf, setup};
+use crate::{build, cmd, cmd::Cmd, ebpf, fuzz, setup};
+
+/// Seconds each fuzz target runs in CI.
+const CI_FUZZ_SECS: u64 = 10;
 
 #[derive(Args, Debug, Default)]
 pub struct Options {
@@ -29,7 +32,7 @@ pub fn run(opts: &Options) -> Result<()> {
 
     // The same NHISCOPE_BPF_OBJ for every cargo command: monitor-user's build script reruns
     // (and the crate rebuilds) whenever it changes.
-    let steps: [(&str, Cmd); 4] = [
+    let steps: [(&str, Cmd); 6] = [
         (
             "cargo test",
             cmd::cargo()
@@ -52,6 +55,14 @@ pub fn run(opts: &Options) -> Result<()> {
                 .args(["--edition", "2021", "--check", "monitor-ebpf/src/main.rs"]),
         ),
         (
+            // The fuzz crate is its own workspace too (built with sanitizer flags).
+            "rustfmt fuzz",
+            Cmd::new("rustfmt")
+                .current_dir(&cmd::workspace_root())
+                .args(["--edition", "2021", "--check"])
+                .args(fuzz::SOURCES),
+        ),
+        (
             "cargo clippy",
             cmd::cargo().env("NHISCOPE_BPF_OBJ", &object).args([
                 "clippy",
@@ -61,6 +72,14 @@ pub fn run(opts: &Options) -> Result<()> {
                 "-D",
                 "warnings",
             ]),
+        ),
+        (
+            // Every fuzz target briefly, from its seeds: a crash fails CI with its input named.
+            // The quick build (no ASan, opt-level 1) keeps this step near 4 minutes.
+            "cargo xtask fuzz",
+            cmd::cargo()
+                .args(["xtask", "fuzz", "--quick", "--secs"])
+                .arg(CI_FUZZ_SECS.to_string()),
         ),
     ];
 

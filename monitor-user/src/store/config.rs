@@ -198,15 +198,36 @@ impl StoreConfig {
         cluster: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, ConfigError> {
-        let (fc, text) = match file {
-            Some(path) => parse_file(path)?,
-            None => (FileConfig::default(), String::new()),
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                file: path.display().to_string(),
+                source,
+            })
         };
+        let text = file.map(read).transpose()?;
+        let read_password = |path: &Path| std::fs::read_to_string(path);
+        Self::from_text(file.zip(text.as_deref()), url, cluster, env, &read_password)
+    }
+
+    /// [`StoreConfig::load`] with the config file already read: `file` is its path (for
+    /// errors) and its text; `read_password` reads the file named by `password_file:`. No other
+    /// I/O, so that any text can be tried on it (the fuzz target does).
+    pub fn from_text(
+        file: Option<(&Path, &str)>,
+        url: Option<&str>,
+        cluster: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+        read_password: &dyn Fn(&Path) -> std::io::Result<String>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let (fc, text) = match file {
+            Some((path, text)) => (parse_text(path, text)?, text),
+            None => (FileConfig::default(), ""),
+        };
+        let file = file.map(|(path, _)| path);
         let at = file.unwrap_or(Path::new("-"));
-        let batch_interval = duration(at, &text, "batch_interval", fc.batch_interval.as_deref())?;
-        let request_timeout =
-            duration(at, &text, "request_timeout", fc.request_timeout.as_deref())?;
-        let retry_max = duration(at, &text, "retry_max", fc.retry_max.as_deref())?;
+        let batch_interval = duration(at, text, "batch_interval", fc.batch_interval.as_deref())?;
+        let request_timeout = duration(at, text, "request_timeout", fc.request_timeout.as_deref())?;
+        let retry_max = duration(at, text, "retry_max", fc.retry_max.as_deref())?;
         let Some(url) = url.map(str::to_owned).or(fc.url.clone()) else {
             return match file {
                 Some(path) => Err(ConfigError::Value(format!(
@@ -245,11 +266,10 @@ impl StoreConfig {
             c.retry_max = v;
         }
         if let Some(path) = &fc.password_file {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| ConfigError::PasswordFile {
-                    file: path.display().to_string(),
-                    source,
-                })?;
+            let text = read_password(path).map_err(|source| ConfigError::PasswordFile {
+                file: path.display().to_string(),
+                source,
+            })?;
             c.password = Some(Secret::new(text.trim_end_matches(['\n', '\r'])));
         }
         if let Some(user) = env(ENV_USER).filter(|u| !u.is_empty()) {
@@ -300,16 +320,13 @@ impl StoreConfig {
     }
 }
 
-fn parse_file(path: &Path) -> Result<(FileConfig, String), ConfigError> {
+/// The keys of the config file at `path` whose text is `text`.
+fn parse_text(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        file: file.clone(),
-        source,
-    })?;
     if text.trim().is_empty() {
-        return Ok((FileConfig::default(), text));
+        return Ok(FileConfig::default());
     }
-    let fc = serde_yaml::from_str(&text).map_err(|e| {
+    serde_yaml::from_str(text).map_err(|e| {
         let (line, column) = e.location().map_or((1, 1), |at| (at.line(), at.column()));
         let mut message = e.to_string();
         // serde_yaml appends " at line L column C": the prefix already says it.
@@ -322,8 +339,7 @@ fn parse_file(path: &Path) -> Result<(FileConfig, String), ConfigError> {
             column,
             message,
         }
-    })?;
-    Ok((fc, text))
+    })
 }
 
 /// Checks a ClickHouse HTTP URL and returns it without a trailing `/`.
