@@ -301,7 +301,10 @@ mod tests {
                 "{t} is not a [[bin]] of fuzz/Cargo.toml"
             );
             let source = format!("fuzz/fuzz_targets/{t}.rs");
-            assert!(SOURCES.contains(&source.as_str()), "{source} is not format-checked");
+            assert!(
+                SOURCES.contains(&source.as_str()),
+                "{source} is not format-checked"
+            );
             let seeds = fs::read_dir(fuzz.join("seeds").join(t)).map(Iterator::count);
             assert!(seeds.is_ok_and(|n| n > 0), "{t} has no seeds");
         }
