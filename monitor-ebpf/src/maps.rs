@@ -5,7 +5,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use monitor_common::{config, filter::FILTER_WORDS, ExecEvent, ARGS_CAP, LOSS_CAUSES, PATH_CAP};
+use monitor_common::{
+    config, filter::FILTER_WORDS, ExecEvent, OpenEvent, ARGS_CAP, LOSS_CAUSES, PATH_CAP,
+};
 
 /// Every record for userspace. The daemon may resize it before load.
 #[map]
@@ -108,6 +110,9 @@ pub static FAILED_OPENS: LruHashMap<FailedKey, FailedWindow> =
 /// One word to turn a pointer into a plain number (see `probes::files::syscall_arg`).
 #[map]
 pub static SCALAR: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static OPEN_SCRATCH: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub static EXEC_SCRATCH: PerCpuArray<ExecArgs> = PerCpuArray::with_max_entries(1, 0);

@@ -60,12 +60,30 @@ fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// An open record: the kernel sends only the `names` bytes in use, so the record may end
+/// anywhere after `names` starts; the rest reads as zeros.
+fn read_open(bytes: &[u8]) -> Result<OpenEvent, DecodeError> {
+    const FIXED: usize = std::mem::offset_of!(OpenEvent, names);
+    let full = std::mem::size_of::<OpenEvent>();
+    if bytes.len() < FIXED {
+        return Err(DecodeError::Short {
+            what: "an open",
+            len: bytes.len(),
+            need: FIXED,
+        });
+    }
+    let mut buf = vec![0u8; full];
+    let n = bytes.len().min(full);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    read(&buf, "an open")
+}
+
 /// Decode one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     let hdr: EventHeader = read(bytes, "a header")?;
     let kind = EventKind::from_u32(hdr.kind).ok_or(DecodeError::UnknownKind(hdr.kind))?;
     Ok(match kind {
-        EventKind::Open => KernelEvent::Open(Box::new(read(bytes, "an open")?)),
+        EventKind::Open => KernelEvent::Open(Box::new(read_open(bytes)?)),
         EventKind::Exec => KernelEvent::Exec(Box::new(read(bytes, "an exec")?)),
         EventKind::Fork => KernelEvent::Fork(read(bytes, "a fork")?),
         EventKind::Exit => KernelEvent::Exit(read(bytes, "an exit")?),
@@ -235,6 +253,12 @@ mod tests {
     fn short_and_unknown_records_are_errors() {
         assert!(matches!(decode(&[0u8; 8]), Err(DecodeError::Short { .. })));
         let o = encode(&open(EventKind::Open));
+        // An open cut after its fixed part is whole (names are sent as long as they are).
+        let fixed = std::mem::offset_of!(OpenEvent, names);
+        let KernelEvent::Open(cut) = decode(&o[..fixed + 19]).expect("a short open decodes") else {
+            unreachable!()
+        };
+        assert_eq!(*cut, open(EventKind::Open));
         assert!(matches!(
             decode(&o[..100]),
             Err(DecodeError::Short {

@@ -22,14 +22,14 @@ use aya_ebpf::{
 };
 use monitor_common::{
     config::{self, Offset},
-    EventKind, LossCause, OpenEvent, OpenOp, FEEDS_PARENT, MATCH_NAME, NAMES_ARE_BASE,
+    EventKind, LossCause, OpenEvent, OpenOp, FEEDS_PARENT, MATCH_NAME, NAMES_ARE_BASE, NAMES_CAP,
     NAMES_COMPLETE, PATH_CAP, PATH_TRUNCATED, PATH_UNREAD, STDOUT_PIPE,
 };
 
 use super::{arg, files, filter, header};
 use crate::maps::{
-    count_loss, FailedKey, FailedWindow, CONFIG, EVENTS, FAILED_OPENS, NAME_SCRATCH, URING_OPENS,
-    URING_SCRATCH,
+    count_loss, FailedKey, FailedWindow, CONFIG, EVENTS, FAILED_OPENS, NAME_SCRATCH, OPEN_SCRATCH,
+    URING_OPENS, URING_SCRATCH,
 };
 
 const AT_FDCWD: i32 = -100;
@@ -152,11 +152,9 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
         return None;
     }
 
-    let Some(mut slot) = EVENTS.reserve::<OpenEvent>(0) else {
-        count_loss(LossCause::RingbufOpen);
-        return None;
-    };
-    let ev = slot.as_mut_ptr();
+    // Built in per-CPU scratch, then sent with only the `names` bytes in use: a record is
+    // a few hundred bytes rather than the whole struct, so the ring buffer holds 3x more.
+    let ev = OPEN_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: `ev` points at a reserved OpenEvent; every field is written before submit.
     unsafe {
         (*ev).hdr = header(EventKind::Open);
@@ -232,9 +230,27 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
         }
         (*ev).flags = evflags;
     }
-    slot.submit(crate::maps::wakeup());
+    // SAFETY: `ev` is this CPU's scratch record, fully written above.
+    let names_len = unsafe { (*ev).names_len } as usize & (2 * NAMES_CAP - 1);
+    let size = NAMES_OFFSET + names_len;
+    // SAFETY: sends `size` bytes of the scratch record, `size` at most its length (the mask
+    // above); the helper copies them into the ring buffer.
+    let ret = unsafe {
+        generated::bpf_ringbuf_output(
+            core::ptr::addr_of!(EVENTS) as *mut core::ffi::c_void,
+            ev.cast(),
+            size as u64,
+            crate::maps::wakeup(),
+        )
+    };
+    if ret < 0 {
+        count_loss(LossCause::RingbufOpen);
+    }
     Some(())
 }
+
+/// Where `OpenEvent::names` starts: what every open record carries before its names.
+const NAMES_OFFSET: usize = core::mem::offset_of!(OpenEvent, names);
 
 /// Whether one more failed open of the name hashed `name` by the current user may be sent this
 /// second (at most `FAILED_OPENS_PER_SEC`): anyone can fail to open a watched name in a loop,
