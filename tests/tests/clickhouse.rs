@@ -966,6 +966,19 @@ fn daemon_canaries_survive_a_clickhouse_outage() {
     d.wait_for(Duration::from_secs(10), |e| {
         e["kind"] == "open" && e["path"] == last.to_string_lossy().as_ref()
     });
+    // The spool drains once the store sees ClickHouse back (after its retry backoff); a daemon
+    // stopped before that keeps the rest spooled for its next start, which another test covers.
+    let stored = || {
+        ch.query_u64(&format!(
+            "SELECT uniqExact(path) FROM nhiscope.events WHERE kind = 'open' \
+             AND path LIKE '{}/canary-%'",
+            canaries.display()
+        ))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stored() < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let status = d.stop();
     assert!(status.success(), "{status}");
     let rows = ch.query_json(&format!(

@@ -229,7 +229,11 @@ fn a_real_drift_shows_in_the_feed_and_the_detail_names_the_endpoint() {
     );
 
     tmux.press("Enter");
-    let screen = tmux.wait_for("the detail", SHOWN, context, |s| s.contains("[4 Detail]"));
+    // Both observed endpoints drawn (a capture can catch the screen between two draws).
+    let inside = format!("in  127.0.0.3:{p_in} ×1");
+    let screen = tmux.wait_for("the detail", SHOWN, context, |s| {
+        s.contains("[4 Detail]") && s.lines().any(|l| l.contains(&inside))
+    });
     assert!(
         screen
             .lines()
