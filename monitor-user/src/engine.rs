@@ -416,8 +416,7 @@ impl Engine {
                 x.flags & monitor_common::CWD_NAMES_COMPLETE != 0,
             );
             Some(
-                resolve::absolute(cwd.as_deref(), raw)
-                    .unwrap_or_else(|| raw.to_path_buf())
+                resolve::script_path(cwd.as_deref(), raw)
                     .to_string_lossy()
                     .into_owned(),
             )

@@ -16,6 +16,21 @@ pub fn absolute(base: Option<&Path>, path: &Path) -> Option<PathBuf> {
     Some(normalize(&joined))
 }
 
+/// The path a script was named by, made absolute for matching, without letting `..` decide.
+/// `.` and repeated slashes fold safely; `..` does not: after a symlinked directory the kernel
+/// climbs from the link's target, so `link/../../opt/tools/sync.py` can run a file of the
+/// caller's while folding it would name an allowed script. Such a path is kept as given (joined
+/// onto the cwd), so that no `readers.exe`/`holders.exe` pattern matches it by accident.
+pub fn script_path(cwd: Option<&Path>, path: &Path) -> PathBuf {
+    if path.components().any(|c| c == Component::ParentDir) {
+        return match (path.is_absolute(), cwd) {
+            (false, Some(base)) => base.join(path),
+            _ => path.to_path_buf(),
+        };
+    }
+    absolute(cwd, path).unwrap_or_else(|| path.to_path_buf())
+}
+
 /// Fold `.`, `..` and repeated slashes without touching the filesystem.
 pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
@@ -34,6 +49,23 @@ pub fn normalize(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn script_paths_never_fold_dotdot() {
+        let cwd = Path::new("/tmp/a");
+        assert_eq!(
+            script_path(Some(cwd), Path::new("x/../../../opt/tools/sync.py")),
+            PathBuf::from("/tmp/a/x/../../../opt/tools/sync.py")
+        );
+        assert_eq!(
+            script_path(None, Path::new("/tmp/x/../../opt/tools/sync.py")),
+            PathBuf::from("/tmp/x/../../opt/tools/sync.py")
+        );
+        assert_eq!(
+            script_path(Some(cwd), Path::new("./bin//tool.py")),
+            PathBuf::from("/tmp/a/bin/tool.py")
+        );
+    }
 
     #[test]
     fn relative_paths_join_the_base_and_fold() {

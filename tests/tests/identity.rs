@@ -206,6 +206,26 @@ fn a_script_is_judged_by_its_interpreter_and_by_itself() {
     let e = d.wait_for(WAIT, |e| e["kind"] == "open" && e["pid"] == pid);
     assert_eq!(e["verdict"], "drift", "{e}");
     assert_eq!(e["script"], s(&other), "{e}");
+    // A script of the caller's, named so that folding `..` would spell the allowed one: after
+    // a symlinked directory the kernel climbs from the link's target.
+    // cwd/hop -> evil/a/b: `hop/../../tool.py` folds to the allowed tool.py, runs evil/tool.py.
+    let evil = f.dir.join("evil");
+    std::fs::create_dir_all(evil.join("a/b")).expect("dir");
+    std::fs::copy(&script, evil.join("tool.py")).expect("copy");
+    let cwd = f.dir.join("cwd");
+    std::fs::create_dir_all(&cwd).expect("dir");
+    std::os::unix::fs::symlink(evil.join("a/b"), cwd.join("hop")).expect("symlink");
+    assert_eq!(
+        nhiscope::resolve::normalize(&cwd.join("hop/../../tool.py")),
+        script,
+        "the lexical folding spells the allowed script"
+    );
+    let pid = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("cd {} && exec ./hop/../../tool.py", s(&cwd))));
+    let e = d.wait_for(WAIT, |e| e["kind"] == "open" && e["pid"] == pid);
+    assert_eq!(e["verdict"], "drift", "{e}");
+    assert_ne!(e["script"], s(&script), "{e}");
 }
 
 #[test]
