@@ -380,10 +380,9 @@ pub mod config {
     /// Some pattern needs the opened file's ancestor directories checked (see `filter`).
     pub const FLAG_ANCESTOR_SCAN: u64 = 4;
 
-    /// Byte offsets plus one in kernel structs, from the running kernel's BTF (0: unknown).
-    /// The first slot; the order is `Offset`'s.
-    pub const OFF_BASE: u32 = 8;
-    /// Kernel struct members the programs follow, in the order of their `CONFIG` slots.
+    /// Kernel struct members the programs follow: their byte offsets plus one (0: unknown),
+    /// from the running kernel's BTF, are the programs' read-only global `OFFSETS`, in this
+    /// order.
     #[repr(u32)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Offset {
@@ -436,10 +435,16 @@ pub mod config {
         TaskTgid,
         /// `io_kiocb.opcode`: what an io_uring request does.
         KiocbOpcode,
+        /// `dentry.d_shortname` (`d_iname` before 6.14): where a short name is kept inline.
+        DentryShortname,
     }
-    /// Number of `Offset` slots.
-    pub const OFFSETS: u32 = 40;
-    pub const LEN: u32 = OFF_BASE + OFFSETS;
+    /// Number of `Offset`s.
+    pub const OFFSETS: u32 = 41;
+    /// Slots of the programs' `OFFSETS` global: a power of two above `OFFSETS`, so that an
+    /// index can be bounded with a mask.
+    pub const OFFSET_SLOTS: usize = 64;
+    /// Slots of the `CONFIG` array map.
+    pub const LEN: u32 = 8;
 }
 
 #[cfg(feature = "user")]

@@ -214,6 +214,7 @@ const MEMBERS: [(Offset, &str, &str); OFFSETS as usize] = [
     (Offset::TaskPid, "task_struct", "pid"),
     (Offset::TaskTgid, "task_struct", "tgid"),
     (Offset::KiocbOpcode, "io_kiocb", "opcode"),
+    (Offset::DentryShortname, "dentry", "d_shortname|d_iname"),
 ];
 
 /// The byte offsets of every kernel struct member the programs follow, for the running kernel,
@@ -225,7 +226,18 @@ impl KernelOffsets {
     pub fn from_btf(btf: &Btf) -> Result<Self, BtfError> {
         let mut out = [0; OFFSETS as usize];
         for (slot, strukt, member) in MEMBERS {
-            out[slot as usize] = btf.offset(strukt, member)?;
+            // `a|b`: the member's name in this kernel, then in older ones.
+            let mut found = Err(BtfError::Missing {
+                strukt: strukt.into(),
+                member: member.into(),
+            });
+            for name in member.split('|') {
+                found = btf.offset(strukt, name);
+                if found.is_ok() {
+                    break;
+                }
+            }
+            out[slot as usize] = found?;
         }
         Ok(Self(out))
     }

@@ -169,6 +169,15 @@ impl Probes {
         if let Some(b) = opts.ringbuf_bytes {
             loader.map_max_entries("EVENTS", b);
         }
+        // Offsets plus one (0: unknown), read-only for the programs: the verifier sees them as
+        // constants (monitor-ebpf/src/probes/files.rs, `OFFSETS`).
+        let mut offsets = [0u64; config::OFFSET_SLOTS];
+        if let Some(o) = &opts.offsets {
+            for (slot, &offset) in offsets.iter_mut().zip(o.0.iter()) {
+                *slot = u64::from(offset) + 1;
+            }
+        }
+        loader.override_global("OFFSETS", &offsets, true);
         let mut bpf = loader
             .load(data)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
@@ -316,12 +325,6 @@ impl Probes {
         set(&mut cfg, config::SELF_PID, u64::from(std::process::id()))?;
         set(&mut cfg, config::HASH_KEY, plan.key)?;
         set(&mut cfg, config::FLAGS, flags)?;
-        if let Some(o) = opts.offsets {
-            for (i, &offset) in o.0.iter().enumerate() {
-                // Stored as offset + 1: 0 tells the programs the offset is unknown.
-                set(&mut cfg, config::OFF_BASE + i as u32, u64::from(offset) + 1)?;
-            }
-        }
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 //! exit (`task_pt_regs`).
 //!
 //! The struct offsets come from the running kernel's BTF, computed by the daemon at load time
-//! and put in `CONFIG` (Rust eBPF has no CO-RE). Every step is a `bpf_probe_read_kernel`, which
+//! as the read-only global `OFFSETS` (Rust eBPF has no CO-RE). Every step is a `bpf_probe_read_kernel`, which
 //! faults safely; an offset of 0 (unknown) or a failed read gives `None`.
 
 use aya_ebpf::helpers::{
@@ -16,7 +16,7 @@ use monitor_common::{
     NAMES_CAP, NAMES_DEPTH,
 };
 
-use crate::maps::{CONFIG, SCALAR};
+use crate::maps::SCALAR;
 
 /// `v`, passed through map memory so that the verifier knows nothing of it: a pointer becomes
 /// a plain number, and a loop variable stops carrying its exact range into the next iteration
@@ -34,14 +34,36 @@ pub fn launder(v: u64) -> u64 {
     }
 }
 
-/// A kernel struct member's offset, if the daemon found it.
+/// Kernel struct member offsets plus one (0: unknown), in `Offset`'s order, set by the daemon
+/// before load (`EbpfLoader::set_global`). A global lands in a read-only, frozen map, so the
+/// verifier knows every value as a constant: a pointer plus an offset is a fixed offset it can
+/// check against the kernel's BTF (see `fd_array`), and the branches for an unknown offset are
+/// pruned at load.
+#[no_mangle]
+static OFFSETS: [u64; config::OFFSET_SLOTS] = [0; config::OFFSET_SLOTS];
+
+/// A kernel struct member's offset, if the daemon found it. For an `o` known when compiling
+/// (the verifier then sees a constant); see `offset_dyn` for one chosen at run time.
 #[inline(always)]
 pub fn offset(o: Offset) -> Option<usize> {
-    match CONFIG.get(config::OFF_BASE + o as u32) {
-        // Stored as offset + 1, so that 0 can mean "unknown" and offset 0 (`i_mode`) is usable.
-        Some(&v) if v != 0 => Some(v as usize - 1),
-        _ => None,
-    }
+    slot(o as usize)
+}
+
+/// `offset` for an `Offset` held in a variable: the index is bounded for the verifier (the
+/// compiler, which knows an enum's range, would drop a plain mask).
+#[inline(always)]
+pub fn offset_dyn(o: Offset) -> Option<usize> {
+    slot(launder(o as u64) as usize & (config::OFFSET_SLOTS - 1))
+}
+
+#[inline(always)]
+fn slot(i: usize) -> Option<usize> {
+    // SAFETY: an in-bounds element of a global (callers bound `i`); volatile so that the
+    // compiler does not fold the zeros it was compiled with (the daemon writes the real values
+    // before load).
+    let v = unsafe { core::ptr::read_volatile(&OFFSETS[i]) };
+    // Stored as offset + 1, so that 0 can mean "unknown" and offset 0 (`i_mode`) is usable.
+    (v != 0).then(|| v as usize - 1)
 }
 
 #[inline(always)]
@@ -49,6 +71,32 @@ pub fn read_ptr(base: u64, offset: usize) -> Option<u64> {
     // SAFETY: the helper checks the address and returns an error instead of faulting.
     let v = unsafe { bpf_probe_read_kernel((base as usize + offset) as *const u64) }.ok()?;
     (v != 0).then_some(v)
+}
+
+/// The `struct file *` array of the current task's open files, by direct loads: the task
+/// pointer is the kernel's typed (BTF) one, and with constant offsets the verifier checks each
+/// member access against the kernel's BTF and lets the JIT make it a plain load that cannot fault
+/// (a bad pointer reads as 0). Three loads instead of three helper calls on every open.
+#[inline(always)]
+pub fn current_fd_array() -> Option<u64> {
+    let o_files = offset(Offset::TaskFiles)?;
+    let o_fdt = offset(Offset::FilesFdt)?;
+    let o_fd = offset(Offset::FdtFd)?;
+    // SAFETY: typed kernel pointers the verifier checks member by member (see above); the
+    // loads are the JIT's fault-safe kind.
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let files = core::ptr::read_volatile(task.add(o_files) as *const *const u8);
+        if files.is_null() {
+            return None;
+        }
+        let fdt = core::ptr::read_volatile(files.add(o_fdt) as *const *const u8);
+        if fdt.is_null() {
+            return None;
+        }
+        let fd = core::ptr::read_volatile(fdt.add(o_fd) as *const u64);
+        (fd != 0).then_some(fd)
+    }
 }
 
 /// The `struct file *` array of `task`'s open files.
@@ -166,13 +214,32 @@ pub fn path_at(at: u64) -> Option<(u64, u64)> {
     Some((mnt, dentry))
 }
 
-/// A file's dentry (`f_path.dentry`).
+/// A file's inode, mount and dentry (`f_inode`, `f_path.mnt`, `f_path.dentry`), in one read
+/// when they lie within 64 bytes of each other, as they do in every kernel's `struct file`
+/// (one helper call instead of three on every open).
 #[inline(always)]
-pub fn file_dentry(file: u64) -> Option<u64> {
-    read_ptr(
-        file + offset(Offset::FilePath)? as u64,
-        offset(Offset::PathDentry)?,
-    )
+pub fn file_parts(file: u64) -> Option<(u64, u64, u64)> {
+    let o_inode = offset(Offset::FileInode)?;
+    let o_mnt = offset(Offset::FilePath)? + offset(Offset::PathMnt)?;
+    let o_dentry = offset(Offset::FilePath)? + offset(Offset::PathDentry)?;
+    let lo = o_inode.min(o_mnt).min(o_dentry);
+    let hi = o_inode.max(o_mnt).max(o_dentry);
+    // The offsets are constants to the verifier: one of these two ways is pruned at load.
+    if hi - lo <= 56 && (o_inode - lo) % 8 == 0 && (o_mnt - lo) % 8 == 0 && (o_dentry - lo) % 8 == 0
+    {
+        // SAFETY: as in read_ptr; 64 bytes inside the file struct (over 150 bytes long).
+        let chunk: [u64; 8] =
+            unsafe { bpf_probe_read_kernel((file as usize + lo) as *const [u64; 8]) }.ok()?;
+        let inode = chunk[((o_inode - lo) / 8) & 7];
+        let mnt = chunk[((o_mnt - lo) / 8) & 7];
+        let dentry = chunk[((o_dentry - lo) / 8) & 7];
+        return (inode != 0 && dentry != 0).then_some((inode, mnt, dentry));
+    }
+    Some((
+        read_ptr(file, o_inode)?,
+        read_ptr(file, o_mnt).unwrap_or(0),
+        read_ptr(file, o_dentry)?,
+    ))
 }
 
 /// A file's `f_path`.
@@ -185,7 +252,7 @@ pub fn file_path(file: u64) -> Option<(u64, u64)> {
 #[inline(always)]
 pub fn fs_path(task: u64, which: Offset) -> Option<(u64, u64)> {
     let fs = read_ptr(task, offset(Offset::TaskFs)?)?;
-    path_at(fs + offset(which)? as u64)
+    path_at(fs + offset_dyn(which)? as u64)
 }
 
 /// Write the real path of `(mnt, dentry)` into `out` as NUL-terminated components from the leaf
@@ -280,7 +347,7 @@ pub unsafe fn walk(task: u64, mnt: u64, dentry: u64, out: *mut u8) -> (u32, bool
 /// the registers saved at its entry.
 #[inline(always)]
 pub fn syscall_arg(which: Offset) -> Option<u64> {
-    let o = offset(which)?;
+    let o = offset_dyn(which)?;
     // SAFETY: the BTF task pointer of the current task, handed straight to the helper that
     // finds its saved user registers.
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;

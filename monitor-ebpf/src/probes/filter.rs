@@ -85,6 +85,92 @@ fn hash_last<const N: usize>(buf: &[u8; N], n: usize, key: u64) -> Hashes {
     }
 }
 
+/// Hashes of a dentry name (no slash) of `n` bytes at `buf[start..]`; as `hash_last`, over its
+/// first `NAME_SCAN - 1` bytes.
+#[inline(always)]
+fn hash_name(buf: &[u8; NAME_SCAN], start: usize, n: usize, key: u64) -> Hashes {
+    const M: usize = NAME_SCAN - 1;
+    let s = seed(key);
+    let mut base = s;
+    let mut ext = s;
+    let mut has_ext = 0u64;
+    let mut i = 0usize;
+    while i < M && i < n {
+        let c = buf[(start + i) & M];
+        base = step(base, c);
+        if c == b'.' {
+            ext = step(s, c);
+            has_ext = 1;
+        } else {
+            ext = step(ext, c);
+        }
+        i += 1;
+    }
+    let has_ext = launder(has_ext) != 0;
+    let has_prefix = n >= BASE_PREFIX_LEN;
+    let mut prefix = s;
+    if has_prefix {
+        prefix = step(prefix, buf[start & M]);
+        prefix = step(prefix, buf[(start + 1) & M]);
+        prefix = step(prefix, buf[(start + 2) & M]);
+    }
+    Hashes {
+        base,
+        ext,
+        has_ext,
+        prefix,
+        has_prefix,
+    }
+}
+
+/// Bytes of a short name read with the dentry's `d_name` (names this long or longer are
+/// copied from where `d_name.name` points).
+const INLINE_READ: usize = 32;
+/// Bytes read from `d_name` on: the qstr and, in every kernel's layout, the inline name.
+const DENTRY_READ: usize = 96;
+
+/// The hashes of a dentry's own name: read with its `d_name` in one go when the name is kept
+/// inline in the dentry (short names, most of them), else copied from where it points.
+#[inline(always)]
+fn dentry_hashes(dentry: u64, buf: &mut [u8; NAME_SCAN], key: u64) -> Option<Hashes> {
+    let o_name = offset(Offset::DentryName)?;
+    let o_qname = offset(Offset::QstrName)?;
+    let o_short = offset(Offset::DentryShortname)?;
+    // Constants to the verifier: the layout test is decided at load.
+    if o_short > o_name && o_short - o_name + INLINE_READ <= DENTRY_READ && o_qname == 8 {
+        // SAFETY: DENTRY_READ bytes into a NAME_SCAN-byte buffer, from inside the dentry
+        // (d_name is early in a struct of over 150 bytes); the helper faults safely.
+        let r = unsafe {
+            generated::bpf_probe_read_kernel(
+                buf.as_mut_ptr().cast(),
+                DENTRY_READ as u32,
+                (dentry as usize + o_name) as *const core::ffi::c_void,
+            )
+        };
+        if r != 0 {
+            crate::maps::count_loss(monitor_common::LossCause::UserCopy);
+            return None;
+        }
+        // SAFETY: in-bounds, possibly unaligned reads of the qstr just copied ({hash, len}, name).
+        let (hash_len, name) = unsafe {
+            (
+                core::ptr::read_unaligned(buf.as_ptr() as *const u64),
+                core::ptr::read_unaligned(buf.as_ptr().add(8) as *const u64),
+            )
+        };
+        let len = (hash_len >> 32) as usize;
+        let start = o_short - o_name;
+        if name == dentry + o_short as u64 && len < INLINE_READ {
+            return Some(hash_name(buf, start, len, key));
+        }
+        let n = copy_kernel_name(buf, name);
+        return Some(hash_name(buf, 0, n, key));
+    }
+    let name = dentry_name(dentry)?;
+    let n = copy_kernel_name(buf, name);
+    Some(hash_name(buf, 0, n, key))
+}
+
 /// Copy a kernel string (a dentry name) into `buf`; its length without the NUL.
 #[inline(always)]
 fn copy_kernel_name(buf: &mut [u8; NAME_SCAN], name: u64) -> usize {
@@ -112,29 +198,22 @@ fn dentry_name(d: u64) -> Option<u64> {
     )
 }
 
-/// Whether the file open at `file` (dentry `dentry`) may be watched: `MATCH_INODE`,
-/// `MATCH_NAME` or 0. `buf` is scratch space.
+/// Whether an opened file (its inode and dentry) may be watched: `MATCH_INODE`, `MATCH_NAME`
+/// or 0. `buf` is scratch space.
 #[inline(always)]
-pub fn file_watched(file: u64, dentry: u64, flags: u64, buf: &mut [u8; NAME_SCAN]) -> u32 {
+pub fn file_watched(inode: u64, dentry: u64, flags: u64, buf: &mut [u8; NAME_SCAN]) -> u32 {
     let key = key();
-    let Some(o_inode) = offset(Offset::FileInode) else {
-        return 0;
-    };
     let Some(o_ino) = offset(Offset::InodeIno) else {
         return 0;
     };
-    if let Some(inode) = read_ptr(file, o_inode) {
-        if let Some(ino) = read_ptr(inode, o_ino) {
-            if hit(bit(ino_hash(key, ino), KeyKind::Inode)) {
-                return monitor_common::MATCH_INODE;
-            }
+    if let Some(ino) = read_ptr(inode, o_ino) {
+        if hit(bit(ino_hash(key, ino), KeyKind::Inode)) {
+            return monitor_common::MATCH_INODE;
         }
     }
-    let Some(name) = dentry_name(dentry) else {
+    let Some(h) = dentry_hashes(dentry, buf, key) else {
         return 0;
     };
-    let n = copy_kernel_name(buf, name);
-    let h = hash_last(buf, n, key);
     if hit(bit(h.base, KeyKind::Base))
         || (h.has_ext && hit(bit(h.ext, KeyKind::Ext)))
         || (h.has_prefix && hit(bit(h.prefix, KeyKind::BasePrefix)))

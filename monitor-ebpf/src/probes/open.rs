@@ -113,18 +113,17 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
     let mut file_path = None;
     let mut fds = 0;
     let matched = if ret >= 0 && o.in_table {
-        fds = files::fd_array(task)?;
+        fds = files::current_fd_array()?;
         let file = files::read_ptr(fds, (ret as usize & 0xffff) * 8)?;
-        // The dentry alone: the mount is read only for a watched open.
-        let dentry = files::file_dentry(file)?;
-        file_path = Some((file, dentry));
+        let (inode, mnt, dentry) = files::file_parts(file)?;
+        file_path = Some((file, mnt, dentry));
         if all {
             MATCH_NAME
         } else {
             // SAFETY: the first NAME_SCAN bytes of the PATH_CAP scratch buffer.
             let names =
                 unsafe { &mut *(buf.as_mut_ptr() as *mut [u8; monitor_common::filter::NAME_SCAN]) };
-            filter::file_watched(file, dentry, flags, names)
+            filter::file_watched(inode, dentry, flags, names)
         }
     } else {
         let Some(n) = read_arg(buf.as_mut_ptr(), o.arg) else {
@@ -185,11 +184,10 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
         }
         let names = (*ev).names.as_mut_ptr();
         match file_path {
-            Some((file, dentry)) => {
+            Some((file, mnt, dentry)) => {
                 let (ino, dev) = files::file_identity(file).unwrap_or((0, 0));
                 (*ev).ino = ino;
                 (*ev).dev = dev;
-                let mnt = files::file_path(file).map_or(0, |(mnt, _)| mnt);
                 let (n, whole) = files::walk(task, mnt, dentry, names);
                 (*ev).names_len = n;
                 if whole {
