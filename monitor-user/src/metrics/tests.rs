@@ -379,3 +379,30 @@ fn the_server_bounds_what_clients_can_hold() {
     let health = get("/healthz");
     assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
 }
+
+/// With every slot held, one more connection is closed without an answer, and a server that is
+/// not ready says why with a 503.
+#[test]
+fn connections_past_the_limit_are_closed_and_a_server_not_ready_answers_503() {
+    let listener = http::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    http::spawn(listener, Arc::new(Metrics::new())).expect("spawn");
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(http::CONNECTION_TIMEOUT * 3))
+            .expect("timeout");
+        let _ = write!(s, "GET {path} HTTP/1.1\r\n\r\n");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let health = get("/healthz");
+    assert!(health.starts_with("HTTP/1.1 503 "), "{health}");
+    assert!(health.contains("not attached"), "{health}");
+
+    let idle: Vec<_> = (0..http::MAX_CONNECTIONS)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    assert_eq!(get("/metrics"), "", "served past the limit");
+    drop(idle);
+}
