@@ -197,6 +197,13 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check at
+    /// http://ADDR/healthz (200 once the probes are attached and while the event loop turns,
+    /// 503 with the reason otherwise). ADDR is an IP address and port, e.g. 127.0.0.1:9464 or
+    /// [::1]:9464; any local process can read it, so prefer a loopback address. Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Where events are stored (ClickHouse); off when neither flag nor config gives a URL.
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
@@ -257,6 +264,11 @@ fn parse_refresh(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an address and port like 127.0.0.1:9464 or [::1]:9464"))
+}
+
 fn parse_ringbuf_size(s: &str) -> Result<u32, String> {
     let n: u32 = s
         .parse()
@@ -308,6 +320,25 @@ mod tests {
         assert_eq!(parse(&["--cmdline", "argv0"]), Ok(CmdlineMode::Argv0));
         assert_eq!(parse(&["--cmdline", "full"]), Ok(CmdlineMode::Full));
         assert!(parse(&["--cmdline", "some"]).is_err());
+    }
+
+    #[test]
+    fn metrics_address_is_an_ip_and_port() {
+        assert_eq!(
+            parse_metrics_addr("127.0.0.1:9464"),
+            Ok(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        assert!(parse_metrics_addr("[::1]:9464").is_ok());
+        for bad in [
+            "notaport",
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            "localhost:9464",
+            ":9464",
+        ] {
+            let e = parse_metrics_addr(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
     }
 
     #[test]

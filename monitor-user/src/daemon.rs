@@ -19,7 +19,9 @@ use crate::{
     engine::{Clock, Engine},
     event::{Event, Kind},
     files::{self, Owner},
-    filter, live, privileges,
+    filter, live,
+    metrics::{self, Metrics},
+    privileges,
     probes::{LoadOptions, ProbeError, Probes},
     registry,
 };
@@ -42,6 +44,8 @@ pub struct Options {
     pub clickhouse_config: Option<PathBuf>,
     /// `--user NAME`: the unprivileged user the daemon becomes once its probes are attached.
     pub user: Option<String>,
+    /// `--metrics ADDR`: where Prometheus metrics and the health check are served.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Why the daemon stopped with an error.
@@ -189,6 +193,22 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     // socket: a daemon that takes the lock next finds the path free.
     let _live_lock = lock_live_socket(&opts.live_socket)?;
     let mut sink = Sink::open(opts.json.as_deref(), owner)?;
+    // Bound now, served once privileges are dropped: a port in use stops the daemon here.
+    let metrics_listener = opts
+        .metrics
+        .map(|addr| {
+            metrics::http::bind(addr).map_err(|e| {
+                DaemonError::Input(format!(
+                    "--metrics {addr}: cannot listen there: {e} (is another daemon or exporter \
+                     on that port?)"
+                ))
+            })
+        })
+        .transpose()?;
+    let metrics = metrics_listener.as_ref().map(|_| Arc::new(Metrics::new()));
+    if let Some(m) = &metrics {
+        m.set_registry(&registry);
+    }
 
     // Without these the kernel cannot tell which file was opened or executed: no start.
     let offsets = match crate::btf::Btf::from_sys_fs() {
@@ -263,6 +283,14 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         ),
         _ => None,
     };
+    // Threads made after the drop inherit it (see `privileges`).
+    if let (Some(listener), Some(m)) = (metrics_listener, &metrics) {
+        metrics::http::spawn(listener, Arc::clone(m))
+            .map_err(|e| DaemonError::Runtime(format!("cannot start the metrics server: {e}")))?;
+    }
+    if let Some(m) = &metrics {
+        m.set_ready(probes.attached());
+    }
     eprintln!(
         "nhiscope: ready: {} probes attached, {nhis} NHIs registered, {} filter keys, {seeded} processes known",
         probes.attached(),
@@ -320,6 +348,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                     peak = u64::from(ring_fill.size());
                 }
                 ring_peak = 0;
+                if let Some(m) = &metrics {
+                    m.turned();
+                    m.sample(&metrics_sample(&probes, &engine, store.as_ref(), &live, peak, ring_fill.size()));
+                }
                 let mut health = live_health(&probes, store.as_ref(), peak, ring_fill.size());
                 health.dns_rejected = engine.dns_stats().not_believed();
                 health.unseen.clone_from(&unseen);
@@ -327,8 +359,12 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 ticks += 1;
                 if watcher.changed(&opts.registry) {
                     log::info!("{} changed: reloading", opts.registry.display());
-                    reload(key, &opts.registry, &mut probes, &mut engine);
+                    let ok = reload(key, &opts.registry, &mut probes, &mut engine);
                     live.set_registry(engine.registry());
+                    if let Some(m) = &metrics {
+                        m.reloaded(ok);
+                        m.set_registry(engine.registry());
+                    }
                 }
                 if ticks.is_multiple_of(10) {
                     if let Some(store) = &store {
@@ -343,12 +379,16 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                     let gone = engine.procs().sweep(Duration::from_secs(5));
                     log::debug!("process table: {} entries, {gone} swept", engine.procs().len());
                 }
-                emit(&mut out, &mut sink, &live, store.as_ref())?;
+                emit(&mut out, &mut sink, &live, store.as_ref(), metrics.as_deref())?;
             }
             _ = hup.recv() => {
                 log::info!("SIGHUP: reloading {}", opts.registry.display());
-                reload(key, &opts.registry, &mut probes, &mut engine);
+                let ok = reload(key, &opts.registry, &mut probes, &mut engine);
                 live.set_registry(engine.registry());
+                if let Some(m) = &metrics {
+                    m.reloaded(ok);
+                    m.set_registry(engine.registry());
+                }
                 watcher.seen(&opts.registry);
             }
             _ = term.recv() => break,
@@ -360,15 +400,36 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             drain_dns(&dns, &mut engine, &mut dns_buf);
             ring_peak = ring_peak.max(ring_fill.used());
             more = drain(ring.get_mut(), &mut engine, &mut out);
-            emit(&mut out, &mut sink, &live, store.as_ref())?;
+            emit(
+                &mut out,
+                &mut sink,
+                &live,
+                store.as_ref(),
+                metrics.as_deref(),
+            )?;
         }
+    }
+    if let Some(m) = &metrics {
+        m.set_stopping();
     }
     // Everything the kernel delivered before the signal is written before exit.
     while drain(ring.get_mut(), &mut engine, &mut out) {
-        emit(&mut out, &mut sink, &live, store.as_ref())?;
+        emit(
+            &mut out,
+            &mut sink,
+            &live,
+            store.as_ref(),
+            metrics.as_deref(),
+        )?;
     }
     let _ = losses(&probes, &engine, &mut reported, &mut out);
-    emit(&mut out, &mut sink, &live, store.as_ref())?;
+    emit(
+        &mut out,
+        &mut sink,
+        &live,
+        store.as_ref(),
+        metrics.as_deref(),
+    )?;
     if let Some(store) = store {
         match store.shutdown().await {
             Ok(r) => log::info!(
@@ -464,13 +525,13 @@ fn drain_dns(
 }
 
 /// Load the registry again and put it in force, in the kernel's filter and in the engine, without
-/// detaching anything. An invalid registry is refused and the one in force stays.
-fn reload(key: u64, path: &Path, probes: &mut Probes, engine: &mut Engine) {
+/// detaching anything. An invalid registry is refused and the one in force stays (false).
+fn reload(key: u64, path: &Path, probes: &mut Probes, engine: &mut Engine) -> bool {
     let registry = match registry::load(path) {
         Ok(r) => r,
         Err(e) => {
             log::error!("registry not reloaded, the previous one stays in force: {e}");
-            return;
+            return false;
         }
     };
     let plan = match kernel_plan(key, &registry) {
@@ -480,12 +541,12 @@ fn reload(key: u64, path: &Path, probes: &mut Probes, engine: &mut Engine) {
                 "registry not reloaded, the previous one stays in force: {}: {e}",
                 path.display()
             );
-            return;
+            return false;
         }
     };
     if let Err(e) = probes.set_filter(&plan) {
         log::error!("registry not reloaded: cannot update the kernel filter: {e}");
-        return;
+        return false;
     }
     let n = registry.nhis.len();
     engine.set_registry(Arc::new(registry));
@@ -493,6 +554,7 @@ fn reload(key: u64, path: &Path, probes: &mut Probes, engine: &mut Engine) {
         "registry reloaded: {n} NHIs, {} filter keys",
         plan.keys.len()
     );
+    true
 }
 
 /// A random key for the filter's hashes, drawn once per run: names that collide with watched
@@ -598,7 +660,11 @@ fn emit(
     sink: &mut Sink,
     live: &live::Server,
     store: Option<&crate::store::StoreHandle>,
+    metrics: Option<&Metrics>,
 ) -> Result<(), DaemonError> {
+    if let Some(m) = metrics {
+        m.observe(out);
+    }
     sink.write(out)?;
     live.publish_all(out);
     match store {
@@ -700,5 +766,28 @@ fn live_health(
             .map(|&c| (c.name().to_owned(), lost[c as usize]))
             .collect(),
         ..live::Health::default()
+    }
+}
+
+/// What the metrics copy once a second, from the same sources as the health report.
+fn metrics_sample(
+    probes: &Probes,
+    engine: &Engine,
+    store: Option<&crate::store::StoreHandle>,
+    live: &live::Server,
+    ring_peak: u64,
+    ring_size: u32,
+) -> metrics::Sample {
+    metrics::Sample {
+        ringbuf_fill: ring_peak as f64 / f64::from(ring_size.max(1)),
+        ringbuf_bytes: u64::from(ring_size),
+        kernel_losses: probes.losses(),
+        records: engine.stats.records,
+        dns: engine.dns_stats(),
+        dns_cached_addresses: engine.dns_cached_addresses(),
+        store: store.map(crate::store::StoreHandle::stats),
+        live_clients: live.clients(),
+        live_clients_dropped: live.dropped(),
+        live_clients_refused: live.refused(),
     }
 }

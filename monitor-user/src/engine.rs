@@ -175,6 +175,11 @@ impl Engine {
         self.dns.stats()
     }
 
+    /// Addresses the DNS cache holds names for.
+    pub fn dns_cached_addresses(&self) -> usize {
+        self.dns.cached_addresses()
+    }
+
     /// Use a new registry from the next record on. Holdings stay: a process that read a
     /// credential still holds its secret, whatever the registry now says about it.
     pub fn set_registry(&mut self, registry: Arc<Registry>) {

@@ -15,6 +15,7 @@ pub mod event;
 pub mod files;
 pub mod filter;
 pub mod live;
+pub mod metrics;
 pub mod pattern;
 pub mod privileges;
 pub mod probes;

@@ -59,6 +59,7 @@ fn main() -> ExitCode {
                 clickhouse: a.clickhouse.clickhouse,
                 clickhouse_config: a.clickhouse.clickhouse_config,
                 user: a.user,
+                metrics: a.metrics,
             };
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

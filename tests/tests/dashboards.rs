@@ -8,6 +8,11 @@
 //! A dashboard whose file name contains `clickhouse18` is for the legacy schema (servers before
 //! 22.3); every other one is for current servers. The two must have the same panels and the
 //! same SQL, except in the panels listed in [`DIALECT_SPECIFIC`].
+//!
+//! A dashboard whose `datasource` variable is of the `prometheus` plugin reads the daemon's
+//! metrics (`--metrics`) instead: every metric any of its panels reads must be in a real
+//! daemon's `/metrics`, and every query of its panels and variables must return data from a
+//! real Prometheus server scraping that daemon.
 
 use std::{
     collections::BTreeMap,
@@ -62,8 +67,8 @@ fn dashboards_dir() -> PathBuf {
         .join("dashboards")
 }
 
-/// Every `dashboards/*.json`, parsed, with its queries.
-fn dashboards() -> Vec<Dashboard> {
+/// Every `dashboards/*.json`, parsed.
+fn dashboard_files() -> Vec<(PathBuf, Value)> {
     let dir = dashboards_dir();
     let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
@@ -80,6 +85,27 @@ fn dashboards() -> Vec<Dashboard> {
                 .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
             let json: Value = serde_json::from_str(&text)
                 .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+            (path, json)
+        })
+        .collect()
+}
+
+/// Whether a dashboard is over Prometheus (its `datasource` variable is of that plugin): those
+/// are checked against a real daemon's metrics, the others are ClickHouse ones.
+fn is_prometheus(dash: &Value) -> bool {
+    dash["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| v["name"] == "datasource" && v["query"] == "prometheus")
+}
+
+/// Every ClickHouse dashboard of `dashboards/`, with its queries.
+fn dashboards() -> Vec<Dashboard> {
+    dashboard_files()
+        .into_iter()
+        .filter(|(_, json)| !is_prometheus(json))
+        .map(|(path, json)| {
             let queries = collect_queries(&path, &json);
             let legacy = path
                 .file_name()
@@ -710,4 +736,198 @@ fn modern_batches(now: SystemTime) -> Vec<Batch> {
         }]),
     ));
     batches
+}
+
+// The Prometheus dashboards: over the daemon's `--metrics`, checked against a real daemon's
+// scrape and a real Prometheus server.
+
+/// One PromQL query of a Prometheus dashboard: where it is and the expression.
+struct PromQuery {
+    place: String,
+    expr: String,
+}
+
+/// Every panel's expressions and every variable's query (`label_values(SELECTOR, LABEL)`
+/// becomes `count by (LABEL) (SELECTOR)`: what it lists is what that returns); panics when a
+/// panel has no query or one is not on the `${datasource}` variable.
+fn prometheus_queries(path: &Path, dash: &Value) -> Vec<PromQuery> {
+    let file = path.display();
+    assert!(
+        dash["schemaVersion"].as_u64().is_some_and(|v| v >= 36),
+        "{file}: schemaVersion too old"
+    );
+    let on_variable = |place: &str, ds: &Value| {
+        assert_eq!(
+            ds["type"], "prometheus",
+            "{file}: {place}: data source {ds}"
+        );
+        assert_eq!(ds["uid"], "${datasource}", "{file}: {place}: {ds}");
+    };
+    let mut out = Vec::new();
+    for v in dash["templating"]["list"].as_array().into_iter().flatten() {
+        if v["type"] != "query" {
+            continue;
+        }
+        let name = v["name"].as_str().unwrap_or_default();
+        on_variable(&format!("variable {name}"), &v["datasource"]);
+        let q = v["query"]["query"].as_str().unwrap_or_default();
+        let inner = q
+            .strip_prefix("label_values(")
+            .and_then(|r| r.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{file}: variable {name}: not label_values(..): {q}"));
+        let (selector, label) = inner
+            .rsplit_once(',')
+            .unwrap_or_else(|| panic!("{file}: variable {name}: {q}"));
+        out.push(PromQuery {
+            place: format!("variable {name}"),
+            expr: format!("count by ({}) ({selector})", label.trim()),
+        });
+    }
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(!panels.is_empty(), "{file}: no panels");
+    for p in panels {
+        let title = p["title"].as_str().unwrap_or_default();
+        on_variable(title, &p["datasource"]);
+        let targets = p["targets"].as_array().map_or(&[][..], Vec::as_slice);
+        assert!(!targets.is_empty(), "{file}: panel {title} has no query");
+        for t in targets {
+            on_variable(title, &t["datasource"]);
+            let expr = t["expr"].as_str().unwrap_or_default();
+            assert!(
+                !expr.trim().is_empty(),
+                "{file}: panel {title}: empty query"
+            );
+            out.push(PromQuery {
+                place: format!("panel {title}"),
+                expr: expr.to_owned(),
+            });
+        }
+    }
+    out
+}
+
+/// `expr` as Grafana sends it with every variable at *All* (`.*`) and a rate interval that
+/// holds a few of the test's one-second scrapes. Any other `$` is an error.
+fn substitute_promql(expr: &str) -> String {
+    let s = expr
+        .replace("$__rate_interval", "5s")
+        .replace("$instance", ".*")
+        .replace("$nhi", ".*");
+    assert!(!s.contains('$'), "unreplaced variable in {expr}");
+    s
+}
+
+/// Every `nhiscope_*` metric name `expr` reads.
+fn metric_names(expr: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("nhiscope_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        names.insert(name);
+    }
+    names
+}
+
+fn prometheus_dashboards() -> Vec<(PathBuf, Vec<PromQuery>)> {
+    let dashes: Vec<_> = dashboard_files()
+        .into_iter()
+        .filter(|(_, json)| is_prometheus(json))
+        .map(|(path, json)| {
+            let q = prometheus_queries(&path, &json);
+            (path, q)
+        })
+        .collect();
+    assert!(!dashes.is_empty(), "no Prometheus dashboard");
+    dashes
+}
+
+#[test]
+fn prometheus_dashboards_query_on_their_variables_only() {
+    for (path, queries) in prometheus_dashboards() {
+        for q in &queries {
+            let s = substitute_promql(&q.expr);
+            assert!(
+                !metric_names(&s).is_empty(),
+                "{}: {}: reads no nhiscope metric: {s}",
+                path.display(),
+                q.place
+            );
+        }
+    }
+    assert_eq!(
+        metric_names("sum(rate(nhiscope_events_total{a=\"nhiscope_x\"}[5s])) / nhiscope_up"),
+        ["nhiscope_events_total", "nhiscope_up", "nhiscope_x"]
+            .map(String::from)
+            .into(),
+    );
+}
+
+/// A real daemon (with a ClickHouse that is not there, so that the store's series exist too)
+/// serves every metric any Prometheus panel reads, and every query of every panel and variable
+/// returns data from a real Prometheus scraping it.
+#[test]
+fn every_metric_a_prometheus_panel_reads_is_served_and_every_query_returns_data() {
+    if !nhiscope_tests::require_root_bpf() {
+        return;
+    }
+    use nhiscope_tests::prometheus::{metrics_addr, sample_names, scrape, Prometheus};
+    let dashes = prometheus_dashboards();
+    let dir = temp_dir("dashboards-prometheus");
+    let config = dir.join("clickhouse.yaml");
+    fs::write(
+        &config,
+        format!(
+            "url: http://127.0.0.1:{}\nspool_dir: {}\nbatch_interval: 100ms\n",
+            nhiscope_tests::clickhouse::free_port(),
+            dir.join("spool").display()
+        ),
+    )
+    .expect("clickhouse config");
+    let d = nhiscope_tests::Daemon::start_with(
+        "nhis:\n  - id: svc\n    credentials: [/etc/nhiscope-dashboards-test/token]\n",
+        &[
+            "--metrics".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--clickhouse-config".as_ref(),
+            config.as_os_str(),
+        ],
+    );
+    let addr = metrics_addr(&d);
+    // The store's numbers are copied within a second of the start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let served = loop {
+        let names = sample_names(&scrape(addr));
+        if names.contains("nhiscope_clickhouse_up") || std::time::Instant::now() > deadline {
+            break names;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for (path, queries) in &dashes {
+        for q in queries {
+            for name in metric_names(&q.expr) {
+                assert!(
+                    served.contains(&name),
+                    "{}: {}: {name} is not in the daemon's /metrics ({served:?})",
+                    path.display(),
+                    q.place
+                );
+            }
+        }
+    }
+    let Some(prom) = Prometheus::start(&[addr]) else {
+        return;
+    };
+    for (path, queries) in &dashes {
+        for q in queries {
+            let expr = substitute_promql(&q.expr);
+            let r = prom.wait_for(&expr, Duration::from_secs(60), |r| !r.is_empty());
+            assert!(!r.is_empty(), "{}: {}: {expr}", path.display(), q.place);
+        }
+    }
+    drop(prom);
+    assert_eq!(d.stop().code(), Some(0));
 }

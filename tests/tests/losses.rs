@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use nhiscope_tests::{
     procs::{run, PYTHON},
+    prometheus::{metrics_addr, sample, scrape},
     require_root_bpf, temp_dir, Daemon,
 };
 
@@ -23,7 +24,7 @@ fn a_tiny_ring_buffer_loses_events_and_counts_every_one() {
         "nhis:\n  - id: burst\n    credentials: [{}]\n",
         cred.display()
     );
-    let args: Vec<&std::ffi::OsStr> = ["--ringbuf-size", "4096"]
+    let args: Vec<&std::ffi::OsStr> = ["--ringbuf-size", "4096", "--metrics", "127.0.0.1:0"]
         .iter()
         .map(std::ffi::OsStr::new)
         .collect();
@@ -40,6 +41,7 @@ fn a_tiny_ring_buffer_loses_events_and_counts_every_one() {
     // long the burst took on this machine.
     std::thread::sleep(Duration::from_millis(2500));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let metrics = scrape(metrics_addr(&d));
     let path = d.events_path().to_path_buf();
     let (peak_fill, ring_bytes) = health.join().expect("the health reader");
     // SIGTERM: the daemon drains the ring buffer and reports the last losses before it exits.
@@ -65,6 +67,17 @@ fn a_tiny_ring_buffer_loses_events_and_counts_every_one() {
         "the ring buffer never overflowed ({delivered} delivered): the test proves nothing"
     );
     assert!(delivered > 0, "nothing was delivered");
+    // The metrics count the same losses, by cause: all of them once the burst is over (the
+    // final drain at exit may only add more).
+    let counted = sample(
+        &metrics,
+        "nhiscope_losses_total{cause=\"ringbuf_full_open\"}",
+    )
+    .unwrap_or_else(|| panic!("no ringbuf_full_open losses series:\n{metrics}"));
+    assert!(
+        counted > 0.0 && counted <= lost as f64,
+        "nhiscope_losses_total{{cause=\"ringbuf_full_open\"}} is {counted}, {lost} lost"
+    );
     assert_eq!(
         delivered + lost,
         N,

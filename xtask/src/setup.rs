@@ -40,6 +40,9 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     "iproute2",
     "netcat-openbsd",
+    // `prometheus` and `promtool`: tests/tests/metrics.rs starts a server of its own on loopback
+    // to scrape the daemon's `--metrics`, and checks the exposition with `promtool`.
+    "prometheus",
     // tests/helpers/uring_open.c: opens through io_uring, as a process avoiding the syscalls.
     "liburing-dev",
     "gcc",

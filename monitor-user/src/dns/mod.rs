@@ -60,6 +60,11 @@ impl Dns {
     pub fn stats(&self) -> DnsStats {
         self.tracker.stats()
     }
+
+    /// Addresses the cache holds names for now (expired ones may linger until the next answer).
+    pub fn cached_addresses(&self) -> usize {
+        self.cache.len()
+    }
 }
 
 /// Address -> names, each with its expiry.

@@ -144,8 +144,12 @@ pub struct StoreStats {
     /// Rows waiting in the spool now, and their bytes.
     pub spool_rows: u64,
     pub spool_bytes: u64,
-    /// Events dropped because the spool was full.
+    /// Events dropped because the spool was full, or because the writer and the spooler were
+    /// both behind (`dropped_backlog` of them).
     pub dropped_events: u64,
+    /// Of `dropped_events`, those dropped because the writer and the spooler were both behind
+    /// (the `store_backlog` loss rows); the rest are `spool_full`.
+    pub dropped_backlog: u64,
     /// Failed requests to ClickHouse.
     pub errors: u64,
     /// Whether the last request to ClickHouse succeeded.
@@ -576,6 +580,7 @@ struct Counters {
     inserted_rows: AtomicU64,
     spooled_rows: AtomicU64,
     dropped_events: AtomicU64,
+    dropped_backlog: AtomicU64,
     errors: AtomicU64,
     healthy: AtomicBool,
 }
@@ -796,6 +801,9 @@ impl Shared {
             return;
         };
         let n = r.len() as u64;
+        self.counters
+            .dropped_backlog
+            .fetch_add(n, Ordering::Relaxed);
         let total = self.counters.dropped_events.fetch_add(n, Ordering::Relaxed) + n;
         if total == n {
             log::error!(
@@ -986,6 +994,7 @@ impl Shared {
             spool_rows,
             spool_bytes,
             dropped_events: c.dropped_events.load(Ordering::Relaxed),
+            dropped_backlog: c.dropped_backlog.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             healthy: c.healthy.load(Ordering::Relaxed),
             lag,

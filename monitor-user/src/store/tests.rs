@@ -625,6 +625,7 @@ async fn sending_never_waits_for_the_disk() {
     }
     let report = store.shutdown().await.unwrap();
     assert_eq!(report.stats.dropped_events, 30, "{report:?}");
+    assert_eq!(report.stats.dropped_backlog, 30, "{report:?}");
     let losses = spooled_losses(&spool);
     assert_eq!(losses.len(), 1, "{losses:?}");
     assert_eq!(
