@@ -306,7 +306,8 @@ pub struct Conn {
 
 /// A client for `config`, without a database (DDL names every table in full).
 pub fn admin_client(config: &StoreConfig) -> Client {
-    let mut c = Client::default()
+    let mut c = config
+        .http_client()
         .with_url(&config.url)
         .with_validation(false)
         .with_compression(match config.compression {
