@@ -132,13 +132,6 @@ impl Sink {
     ) -> Result<Self, DaemonError> {
         Ok(match spec {
             None => Sink::None,
-            Some("-") if rotation.is_some() => {
-                return Err(DaemonError::Input(
-                    "--json-max-size: events go to standard output (--json -), which the \
-                     daemon cannot rotate; give --json PATH"
-                        .into(),
-                ))
-            }
             Some("-") => Sink::Stdout(std::io::BufWriter::new(std::io::stdout())),
             Some(path) => Sink::File(
                 crate::events_file::EventsFile::open(Path::new(path), owner, rotation)
@@ -178,6 +171,13 @@ impl Sink {
 /// Run the daemon until a termination signal.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
     files::restrict_umask();
+    if opts.json.as_deref() == Some("-") && opts.json_rotation.is_some() {
+        return Err(DaemonError::Input(
+            "--json-max-size: events go to standard output (--json -), which the daemon \
+             cannot rotate; give --json PATH"
+                .into(),
+        ));
+    }
     let user = opts
         .user
         .as_deref()
