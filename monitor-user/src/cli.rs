@@ -159,6 +159,17 @@ pub struct TuiArgs {
     pub clickhouse: ClickHouseArgs,
 }
 
+impl DaemonArgs {
+    /// `--json-max-size` and `--json-keep` (default [`crate::events_file::DEFAULT_KEEP`]).
+    pub fn json_rotation(&self) -> Option<crate::events_file::Rotation> {
+        self.json_max_size
+            .map(|max_bytes| crate::events_file::Rotation {
+                max_bytes,
+                keep: self.json_keep.unwrap_or(crate::events_file::DEFAULT_KEEP),
+            })
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// The NHI registry (YAML): the NHIs, their credential files and declared scope.
@@ -335,7 +346,7 @@ mod tests {
             let mut args = vec!["nhiscope", "daemon", "--registry", "r.yaml"];
             args.extend_from_slice(extra);
             match Cli::try_parse_from(args).map(|c| c.command) {
-                Ok(Command::Daemon(d)) => Ok((d.json_max_size, d.json_keep)),
+                Ok(Command::Daemon(d)) => Ok(d.json_rotation().map(|r| (r.max_bytes, r.keep))),
                 Ok(other) => panic!("not the daemon: {other:?}"),
                 Err(e) => Err(e.to_string()),
             }
@@ -349,8 +360,14 @@ mod tests {
                 "--json-keep",
                 "3"
             ]),
-            Ok((Some(1 << 20), Some(3)))
+            Ok(Some((1 << 20, 3)))
         );
+        assert_eq!(
+            parse(&["--json", "e.jsonl", "--json-max-size", "100M"]),
+            Ok(Some((100 << 20, 5))),
+            "five old files by default"
+        );
+        assert_eq!(parse(&["--json", "e.jsonl"]), Ok(None));
         let e = parse(&["--json", "e.jsonl", "--json-max-size", "12Q"]).unwrap_err();
         assert!(e.contains("--json-max-size") && e.contains("12Q"), "{e}");
         let e = parse(&["--json", "e", "--json-max-size", "1M", "--json-keep", "0"]).unwrap_err();

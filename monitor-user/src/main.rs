@@ -48,15 +48,11 @@ fn main() -> ExitCode {
     );
     match cli.command {
         Command::Daemon(a) => {
+            let json_rotation = a.json_rotation();
             let opts = daemon::Options {
                 registry: a.registry,
+                json_rotation,
                 json: a.json,
-                json_rotation: a
-                    .json_max_size
-                    .map(|max_bytes| nhiscope::events_file::Rotation {
-                        max_bytes,
-                        keep: a.json_keep.unwrap_or(nhiscope::events_file::DEFAULT_KEEP),
-                    }),
                 ringbuf_bytes: a.ringbuf_size,
                 hostname: a.hostname,
                 all_opens: a.all_opens,

@@ -373,4 +373,24 @@ fn bad_output_flags_are_exit_2_naming_the_flag() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(flag), "{args:?}: {flag} not named: {err}");
     }
+    // With --log-format json, the error a command stops with is a JSON line too.
+    let out = Command::new(nhiscope_bin())
+        .args(["--log-format", "json", "daemon", "--registry"])
+        .arg(dir.join("missing.yaml"))
+        .env_remove("NHISCOPE_CLICKHOUSE_URL")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    let v: Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(v["level"], "ERROR", "{err}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("missing.yaml"),
+        "{err}"
+    );
 }

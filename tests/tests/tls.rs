@@ -119,9 +119,21 @@ fn commands_reach_clickhouse_over_https_verified_with_the_ca_file_only() {
     );
     no_password("scope suggest", &(out + &err));
 
+    // The system's roots are where SSL_CERT_FILE says: with the test's CA there, no ca_file is
+    // needed.
+    let roots = config(&dir, "roots.yaml", &url, "");
+    let out = Command::new(nhiscope_bin())
+        .args(["db", "migrate", "--clickhouse-config"])
+        .arg(&roots)
+        .env("SSL_CERT_FILE", &pki.ca)
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (code, out, err) = text(&out);
+    assert_eq!(code, Some(0), "with SSL_CERT_FILE: {out}{err}");
+
     // The same server, verified with the system's roots (the default) or another CA: refused,
     // saying why, with the URL as scheme://host:port and no password.
-    let roots = config(&dir, "roots.yaml", &url, "");
     let other = config(
         &dir,
         "other.yaml",
