@@ -14,6 +14,11 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "info", env = "NHISCOPE_LOG")]
     pub log_level: String,
 
+    /// How messages on stderr are written: `text` (for a person) or `json` (one JSON object a
+    /// line with timestamp, level, target, message and fields, for a log shipper).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = crate::logging::LogFormat::Text, env = "NHISCOPE_LOG_FORMAT")]
+    pub log_format: crate::logging::LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -154,15 +159,37 @@ pub struct TuiArgs {
     pub clickhouse: ClickHouseArgs,
 }
 
+impl DaemonArgs {
+    /// `--json-max-size` and `--json-keep` (default [`crate::events_file::DEFAULT_KEEP`]).
+    pub fn json_rotation(&self) -> Option<crate::events_file::Rotation> {
+        self.json_max_size
+            .map(|max_bytes| crate::events_file::Rotation {
+                max_bytes,
+                keep: self.json_keep.unwrap_or(crate::events_file::DEFAULT_KEEP),
+            })
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// The NHI registry (YAML): the NHIs, their credential files and declared scope.
     #[arg(long, value_name = "FILE")]
     pub registry: PathBuf,
 
-    /// Write every event as one JSON line to PATH, or to standard output with `-`.
+    /// Write every event as one JSON line to PATH, or to standard output with `-`. The file is
+    /// reopened on SIGUSR1 (for logrotate's `postrotate`).
     #[arg(long, value_name = "PATH|-")]
     pub json: Option<String>,
+
+    /// Rotate the --json file before it would grow past this size: bytes, or with K, M or G
+    /// (powers of 1024), e.g. 100M. PATH becomes PATH.1, PATH.1 becomes PATH.2, and so on.
+    #[arg(long, value_name = "BYTES", requires = "json", value_parser = crate::events_file::parse_size)]
+    pub json_max_size: Option<u64>,
+
+    /// How many rotated --json files to keep (PATH.1 newest ... PATH.N oldest; older ones are
+    /// removed). Needs --json-max-size. Default 5.
+    #[arg(long, value_name = "N", requires = "json_max_size", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub json_keep: Option<u32>,
 
     /// Size of the kernel-to-daemon ring buffer in bytes: a power of two, at least 4096
     /// (default 8 MiB). Larger survives longer bursts, and costs twice its size in resident
@@ -214,12 +241,15 @@ pub struct DaemonArgs {
 /// NHISCOPE_CLICKHOUSE_PASSWORD.
 #[derive(Debug, Args)]
 pub struct ClickHouseArgs {
-    /// ClickHouse's HTTP interface, e.g. http://127.0.0.1:8123 (wins over the config file's).
+    /// ClickHouse's HTTP interface, e.g. http://127.0.0.1:8123, or https://HOST:8443 over TLS
+    /// (verified with the system's roots or the config file's ca_file). Wins over the config
+    /// file's.
     #[arg(long, value_name = "URL", env = "NHISCOPE_CLICKHOUSE_URL")]
     pub clickhouse: Option<String>,
 
-    /// ClickHouse settings (YAML): url, database, user, password_file, cluster, retention_days,
-    /// spool_dir, spool_max_bytes, batch_rows, batch_interval, compression.
+    /// ClickHouse settings (YAML): url, database, user, password_file, ca_file,
+    /// client_cert_file, client_key_file, cluster, retention_days, spool_dir, spool_max_bytes,
+    /// batch_rows, batch_interval, compression.
     #[arg(long, value_name = "FILE")]
     pub clickhouse_config: Option<PathBuf>,
 }
@@ -339,6 +369,51 @@ mod tests {
             let e = parse_metrics_addr(bad).unwrap_err();
             assert!(e.contains(bad), "{e}");
         }
+    }
+
+    #[test]
+    fn json_rotation_flags_are_checked() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["nhiscope", "daemon", "--registry", "r.yaml"];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Daemon(d)) => Ok(d.json_rotation().map(|r| (r.max_bytes, r.keep))),
+                Ok(other) => panic!("not the daemon: {other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(
+            parse(&[
+                "--json",
+                "e.jsonl",
+                "--json-max-size",
+                "1M",
+                "--json-keep",
+                "3"
+            ]),
+            Ok(Some((1 << 20, 3)))
+        );
+        assert_eq!(
+            parse(&["--json", "e.jsonl", "--json-max-size", "100M"]),
+            Ok(Some((100 << 20, 5))),
+            "five old files by default"
+        );
+        assert_eq!(parse(&["--json", "e.jsonl"]), Ok(None));
+        let e = parse(&["--json", "e.jsonl", "--json-max-size", "12Q"]).unwrap_err();
+        assert!(e.contains("--json-max-size") && e.contains("12Q"), "{e}");
+        let e = parse(&["--json", "e", "--json-max-size", "1M", "--json-keep", "0"]).unwrap_err();
+        assert!(e.contains("--json-keep"), "{e}");
+        let e = parse(&["--json", "e.jsonl", "--json-keep", "3"]).unwrap_err();
+        assert!(e.contains("--json-max-size"), "{e}");
+        let e = parse(&["--json-max-size", "1M"]).unwrap_err();
+        assert!(e.contains("--json"), "{e}");
+        let log = |f: &str| {
+            Cli::try_parse_from(["nhiscope", "--log-format", f, "registry", "check", "r"])
+                .map(|c| c.log_format)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(log("json"), Ok(crate::logging::LogFormat::Json));
+        assert!(log("xml").unwrap_err().contains("--log-format"));
     }
 
     #[test]

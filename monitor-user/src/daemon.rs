@@ -32,6 +32,8 @@ use monitor_common::{LossCause, LOSS_CAUSES};
 pub struct Options {
     pub registry: PathBuf,
     pub json: Option<String>,
+    /// `--json-max-size` and `--json-keep`: the --json file rotates itself.
+    pub json_rotation: Option<crate::events_file::Rotation>,
     pub ringbuf_bytes: Option<u32>,
     pub hostname: Option<String>,
     pub all_opens: bool,
@@ -120,41 +122,66 @@ fn hostname() -> String {
 /// Where events are written.
 enum Sink {
     None,
-    Writer(std::io::BufWriter<Box<dyn Write + Send>>),
+    Stdout(std::io::BufWriter<std::io::Stdout>),
+    File(crate::events_file::EventsFile),
 }
 
 impl Sink {
     /// Opens the `--json` output: a file is the daemon's own (0600, `owner`'s, never reached
-    /// through a symbolic link; see `files`).
-    fn open(spec: Option<&str>, owner: Owner) -> Result<Self, DaemonError> {
+    /// through a symbolic link; see `files`), rotated by size with `rotation`.
+    fn open(
+        spec: Option<&str>,
+        owner: Owner,
+        rotation: Option<crate::events_file::Rotation>,
+    ) -> Result<Self, DaemonError> {
         Ok(match spec {
             None => Sink::None,
-            Some("-") => Sink::Writer(std::io::BufWriter::new(Box::new(std::io::stdout()))),
-            Some(path) => {
-                let f = files::open_private_append("--json", Path::new(path), owner)
-                    .map_err(|e| DaemonError::Input(e.to_string()))?;
-                Sink::Writer(std::io::BufWriter::new(Box::new(f)))
-            }
+            Some("-") => Sink::Stdout(std::io::BufWriter::new(std::io::stdout())),
+            Some(path) => Sink::File(
+                crate::events_file::EventsFile::open(Path::new(path), owner, rotation)
+                    .map_err(|e| DaemonError::Input(e.to_string()))?,
+            ),
         })
     }
 
     /// Write events, each one complete line, and flush.
     fn write(&mut self, events: &[Event]) -> Result<(), DaemonError> {
-        let Sink::Writer(w) = self else { return Ok(()) };
-        for e in events {
-            serde_json::to_writer(&mut *w, e)
-                .map_err(|e| DaemonError::Runtime(format!("writing JSON: {e}")))?;
-            w.write_all(b"\n")
-                .map_err(|e| DaemonError::Runtime(format!("writing JSON: {e}")))?;
+        let failed = |e: std::io::Error| DaemonError::Runtime(format!("writing JSON: {e}"));
+        match self {
+            Sink::None => Ok(()),
+            Sink::File(f) => f.write(events).map_err(failed),
+            Sink::Stdout(w) => {
+                for e in events {
+                    serde_json::to_writer(&mut *w, e).map_err(|e| failed(e.into()))?;
+                    w.write_all(b"\n").map_err(failed)?;
+                }
+                w.flush().map_err(failed)
+            }
         }
-        w.flush()
-            .map_err(|e| DaemonError::Runtime(format!("writing JSON: {e}")))
+    }
+
+    /// SIGUSR1: the file is closed and opened again by name (logrotate moved it away).
+    fn reopen(&mut self) {
+        match self {
+            Sink::File(f) => match f.reopen() {
+                Ok(()) => log::info!("SIGUSR1: reopened --json {}", f.path().display()),
+                Err(e) => log::error!("SIGUSR1: {e}; writing on in the file already open"),
+            },
+            _ => log::info!("SIGUSR1: no --json file to reopen"),
+        }
     }
 }
 
 /// Run the daemon until a termination signal.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
     files::restrict_umask();
+    if opts.json.as_deref() == Some("-") && opts.json_rotation.is_some() {
+        return Err(DaemonError::Input(
+            "--json-max-size: events go to standard output (--json -), which the daemon \
+             cannot rotate; give --json PATH"
+                .into(),
+        ));
+    }
     let user = opts
         .user
         .as_deref()
@@ -192,7 +219,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     // Held until the end, after the live server (declared later, dropped earlier) removed its
     // socket: a daemon that takes the lock next finds the path free.
     let _live_lock = lock_live_socket(&opts.live_socket)?;
-    let mut sink = Sink::open(opts.json.as_deref(), owner)?;
+    let mut sink = Sink::open(opts.json.as_deref(), owner, opts.json_rotation)?;
     // Bound now, served once privileges are dropped: a port in use stops the daemon here.
     let metrics_listener = opts
         .metrics
@@ -291,19 +318,31 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     if let Some(m) = &metrics {
         m.set_ready(probes.attached());
     }
-    eprintln!(
-        "nhiscope: ready: {} probes attached, {nhis} NHIs registered, {} filter keys, {seeded} processes known",
-        probes.attached(),
-        plan.keys.len()
-    );
-
-    let mut dns_buf = vec![0u8; 65536];
-    let mut watcher = RegistryWatch::new(&opts.registry);
+    // Before `ready`: a signal sent once it is printed finds its handler (SIGUSR1 would
+    // otherwise end the process).
     let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
     let mut int =
         signal(SignalKind::interrupt()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    let mut usr1 =
+        signal(SignalKind::user_defined1()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    let (attached, keys) = (probes.attached(), plan.keys.len());
+    crate::logging::status(
+        &format!(
+            "ready: {attached} probes attached, {nhis} NHIs registered, {keys} filter keys, \
+             {seeded} processes known"
+        ),
+        &[
+            ("probes", attached.into()),
+            ("nhis", nhis.into()),
+            ("filter_keys", keys.into()),
+            ("processes", seeded.into()),
+        ],
+    );
+
+    let mut dns_buf = vec![0u8; 65536];
+    let mut watcher = RegistryWatch::new(&opts.registry);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // The programs wake the daemon only when the ring buffer fills up (see monitor-ebpf's
     // `maps::wakeup`); otherwise records wait for this poll, so that a trickle of events costs
@@ -391,6 +430,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 }
                 watcher.seen(&opts.registry);
             }
+            _ = usr1.recv() => sink.reopen(),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use nhiscope::{
     cli::{Cli, Command, DbCommand, RegistryCommand, ScopeCommand},
-    daemon, query, registry, store, tui,
+    daemon, logging, query, registry, store, tui,
 };
 
 /// Events are many small strings made and freed in batches of up to 100k rows; glibc's
@@ -42,14 +42,16 @@ static TUNE_ALLOCATOR: extern "C" fn() = {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::new()
-        .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log_level.clone()))
-        .format_target(false)
-        .init();
+    logging::init(
+        &std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log_level.clone()),
+        cli.log_format,
+    );
     match cli.command {
         Command::Daemon(a) => {
+            let json_rotation = a.json_rotation();
             let opts = daemon::Options {
                 registry: a.registry,
+                json_rotation,
                 json: a.json,
                 ringbuf_bytes: a.ringbuf_size,
                 hostname: a.hostname,
@@ -67,14 +69,14 @@ fn main() -> ExitCode {
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("nhiscope: cannot start the runtime: {e}");
+                    logging::fatal(&format!("cannot start the runtime: {e}"));
                     return ExitCode::from(1);
                 }
             };
             match rt.block_on(daemon::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("nhiscope: error: {e}");
+                    logging::fatal(&e.to_string());
                     ExitCode::from(e.exit_code())
                 }
             }
@@ -83,14 +85,14 @@ fn main() -> ExitCode {
             let opts = match tui::Options::from_args(a) {
                 Ok(o) => o,
                 Err(e) => {
-                    eprintln!("nhiscope: error: {e}");
+                    logging::fatal(&e.to_string());
                     return ExitCode::from(2);
                 }
             };
             match tui::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("nhiscope: error: {e}");
+                    logging::fatal(&e.to_string());
                     ExitCode::from(1)
                 }
             }
@@ -112,7 +114,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("nhiscope: error: {e}");
+                logging::fatal(&e.to_string());
                 ExitCode::from(e.exit_code())
             }
         },
@@ -127,7 +129,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{e}");
+                logging::fatal_bare(&e.to_string());
                 ExitCode::from(2)
             }
         },
@@ -142,7 +144,7 @@ fn finish(r: Result<(), query::QueryError>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("nhiscope: error: {e}");
+            logging::fatal(&e.to_string());
             ExitCode::from(e.exit_code())
         }
     }

@@ -18,6 +18,7 @@ pub mod faults;
 pub mod fixtures;
 pub mod procs;
 pub mod prometheus;
+pub mod tls;
 
 use std::{
     env,

@@ -20,7 +20,9 @@ use nhiscope_tests::{
     clickhouse::ClickHouse,
     nhiscope_bin,
     procs::{connect_code, run, PYTHON},
-    require_root_bpf, temp_dir, Daemon,
+    require_root_bpf, temp_dir,
+    tls::{Pki, TlsClickHouse},
+    Daemon,
 };
 
 /// How soon what happened must be on screen.
@@ -509,6 +511,75 @@ fn history_and_live_together_count_each_drift_once() {
         2,
         "both drifts listed once each:\n{screen}"
     );
+    tmux.press("q");
+    assert_left_clean(&tmux, context);
+}
+
+/// `nhiscope tui --clickhouse-config` with an `https://` URL: the history comes over TLS,
+/// verified with `ca_file:`; with another CA the dashboard says why, naming the server by
+/// scheme://host:port only.
+#[test]
+fn the_dashboard_reads_history_over_https_and_names_the_server_by_scheme_host_port() {
+    if !require_tmux() {
+        return;
+    }
+    let pki = Pki::make("tui");
+    let Some(server) = TlsClickHouse::start("tui-tls", &pki, false) else {
+        return;
+    };
+    let mut config = StoreConfig::new(&server.ch.url()).unwrap_or_else(|e| panic!("{e}"));
+    config.spool_dir = temp_dir("tui-tls-spool");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = Store::start(config.clone(), "web-tls").unwrap_or_else(|e| panic!("{e}"));
+        store.send(&uses("web-tls", 3, 5, true));
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+    let dir = temp_dir("tui-tls");
+    let url = server.https_url();
+    let write = |name: &str, ca: &Path| {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("url: {url}\nca_file: {}\n", ca.display()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        path
+    };
+    let good = write("good.yaml", &pki.ca);
+    let wrong = write("wrong.yaml", &pki.other_ca);
+    let context = || String::new();
+
+    let tmux = Tmux::start(160, 30);
+    tmux.type_line(&tui_command_with(&format!(
+        "--no-live --clickhouse-config {} --since 1h --refresh 1s",
+        good.display()
+    )));
+    let screen = tmux.wait_for("the history over https", STARTED, context, |s| {
+        s.contains("fleet-api")
+    });
+    assert!(screen.contains("◷ HISTORY"), "{screen}");
+    assert!(!screen.contains("HISTORY UNAVAILABLE"), "{screen}");
+    tmux.press("q");
+    assert_left_clean(&tmux, context);
+
+    let tmux = Tmux::start(160, 30);
+    tmux.type_line(&tui_command_with(&format!(
+        "--no-live --clickhouse-config {} --since 1h --refresh 1s",
+        wrong.display()
+    )));
+    let screen = tmux.wait_for("the refused server", STARTED, context, |s| {
+        s.contains("History cannot be read from ClickHouse")
+    });
+    assert!(
+        screen.contains(&format!("ClickHouse {url}: ")),
+        "the server as scheme://host:port:\n{screen}"
+    );
+    assert!(
+        screen.contains("certificate") || screen.contains("UnknownIssuer"),
+        "{screen}"
+    );
+    assert!(!screen.contains("fleet-api"), "{screen}");
     tmux.press("q");
     assert_left_clean(&tmux, context);
 }

@@ -37,6 +37,10 @@ const APT_PACKAGES: &[&str] = &[
     "tmux",
     "dnsmasq-base",
     "curl",
+    // Certificates for the TLS tests (tests/src/tls.rs); ca-certificates: the system roots
+    // an https:// ClickHouse URL is verified with by default.
+    "openssl",
+    "ca-certificates",
     "python3",
     "iproute2",
     "netcat-openbsd",

@@ -7,7 +7,10 @@
 //! a [`Secret`], which never prints.
 //!
 //! ```yaml
-//! url: http://127.0.0.1:8123      # http only (this build has no TLS)
+//! url: https://ch.example:8443   # http://, or https:// verified with the system roots...
+//! ca_file: /etc/nhiscope/clickhouse-ca.pem      # ...or with these certificates only
+//! client_cert_file: /etc/nhiscope/client.pem    # optional: a client certificate (PEM)
+//! client_key_file: /etc/nhiscope/client.key     # and its private key (PEM)
 //! database: nhiscope               # letters, digits, _
 //! user: nhiscope
 //! password_file: /etc/nhiscope/clickhouse.password
@@ -68,8 +71,10 @@ pub enum Compression {
 /// Everything the store needs; build it with [`StoreConfig::new`] or [`StoreConfig::load`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoreConfig {
-    /// `http://host:port`, checked: no credentials, no path, no query.
+    /// `http://host:port` or `https://host:port`, checked: no credentials, no path, no query.
     pub url: String,
+    /// For an `https://` URL: how the server is verified and the client certificate.
+    pub tls: Option<super::tls::Tls>,
     pub database: String,
     pub user: Option<String>,
     pub password: Option<Secret>,
@@ -112,6 +117,15 @@ pub enum ConfigError {
     /// A value is invalid, wherever it came from.
     #[error("{0}")]
     Value(String),
+    /// A TLS file (`ca_file:`, `client_cert_file:`, `client_key_file:`) cannot be used.
+    #[error("{at}: {key} {file}: {why}")]
+    Tls {
+        /// The config file that named it.
+        at: String,
+        key: &'static str,
+        file: String,
+        why: String,
+    },
     /// The password file could not be read.
     #[error("password_file {file}: cannot read: {source}")]
     PasswordFile {
@@ -128,6 +142,9 @@ struct FileConfig {
     database: Option<String>,
     user: Option<String>,
     password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
     cluster: Option<String>,
     retention_days: Option<u32>,
     spool_dir: Option<PathBuf>,
@@ -168,10 +185,25 @@ fn duration(
 }
 
 impl StoreConfig {
-    /// Defaults around a URL (checked); no credentials.
+    /// Defaults around a URL (checked); no credentials. An `https://` URL is verified with the
+    /// system's root certificates (see [`StoreConfig::with_tls`] for others).
     pub fn new(url: &str) -> Result<Self, ConfigError> {
-        Ok(Self {
-            url: check_url(url)?,
+        let url = check_url(url)?;
+        let tls = is_https(&url)
+            .then(|| {
+                super::tls::Tls::build(Default::default(), Path::new("-"), &|p: &Path| {
+                    std::fs::read_to_string(p)
+                })
+            })
+            .transpose()?;
+        Ok(Self::defaults(url, tls))
+    }
+
+    /// Defaults around a checked URL and its TLS side.
+    fn defaults(url: String, tls: Option<super::tls::Tls>) -> Self {
+        Self {
+            url,
+            tls,
             database: "nhiscope".into(),
             user: None,
             password: None,
@@ -185,7 +217,7 @@ impl StoreConfig {
             request_timeout: Duration::from_secs(10),
             retry_max: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
-        })
+        }
     }
 
     /// The configuration from the optional config `file`, the `--clickhouse` flag (`url`, which
@@ -210,8 +242,10 @@ impl StoreConfig {
     }
 
     /// [`StoreConfig::load`] with the config file already read: `file` is its path (for
-    /// errors) and its text; `read_password` reads the file named by `password_file:`. No other
-    /// I/O, so that any text can be tried on it (the fuzz target does).
+    /// errors) and its text; `read_password` reads the files it names (`password_file:`, and
+    /// the PEM files `ca_file:`, `client_cert_file:`, `client_key_file:`). No other I/O but the
+    /// system's root certificates, read once, for an `https://` URL without `ca_file:`, so that
+    /// any text can be tried on it (the fuzz target does).
     pub fn from_text(
         file: Option<(&Path, &str)>,
         url: Option<&str>,
@@ -237,7 +271,24 @@ impl StoreConfig {
                 None => Ok(None),
             };
         };
-        let mut c = Self::new(&url)?;
+        let tls_files = super::tls::TlsFiles {
+            ca_file: fc.ca_file,
+            client_cert_file: fc.client_cert_file,
+            client_key_file: fc.client_key_file,
+        };
+        let checked = check_url(&url)?;
+        if !is_https(&checked) && !tls_files.is_empty() {
+            return Err(ConfigError::Value(format!(
+                "{}: ca_file, client_cert_file and client_key_file are for an https:// URL, \
+                 and the URL is {}",
+                at.display(),
+                display_url(&checked)
+            )));
+        }
+        let tls = is_https(&checked)
+            .then(|| super::tls::Tls::build(tls_files, at, read_password))
+            .transpose()?;
+        let mut c = Self::defaults(checked, tls);
         if let Some(v) = fc.database {
             c.database = v;
         }
@@ -314,9 +365,41 @@ impl StoreConfig {
         Ok(())
     }
 
-    /// The URL as logs may show it.
-    pub fn display_url(&self) -> &str {
-        &self.url
+    /// The URL as logs, errors and screens may show it: `scheme://host:port` only.
+    pub fn display_url(&self) -> String {
+        display_url(&self.url)
+    }
+
+    /// A ClickHouse client for this URL: plain HTTP, or TLS as configured.
+    pub fn http_client(&self) -> clickhouse::Client {
+        match &self.tls {
+            Some(tls) => tls.client(),
+            None => clickhouse::Client::default(),
+        }
+    }
+}
+
+fn is_https(url: &str) -> bool {
+    url.starts_with("https://")
+}
+
+/// `url` as it may be printed anywhere: `scheme://host:port`, never a user, a password, a path
+/// or a query string (which may hold `password=`). What does not parse as a URL is not quoted.
+pub fn display_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => {
+            let host = match u.host() {
+                Some(url::Host::Domain(d)) => d.to_owned(),
+                Some(url::Host::Ipv4(a)) => a.to_string(),
+                Some(url::Host::Ipv6(a)) => format!("[{a}]"),
+                None => return format!("{}://", u.scheme()),
+            };
+            match u.port_or_known_default() {
+                Some(port) => format!("{}://{host}:{port}", u.scheme()),
+                None => format!("{}://{host}", u.scheme()),
+            }
+        }
+        Err(_) => "(not a URL)".to_owned(),
     }
 }
 
@@ -345,15 +428,14 @@ fn parse_text(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
 /// Checks a ClickHouse HTTP URL and returns it without a trailing `/`.
 pub fn check_url(url: &str) -> Result<String, ConfigError> {
     let err = |why: &str| ConfigError::Url {
-        // Never echo what may be a password.
-        url: redact(url),
+        // Never echo what may be a password (in the user part or the query string).
+        url: display_url(url),
         why: why.to_owned(),
     };
     let parsed = url::Url::parse(url).map_err(|e| err(&format!("not a URL ({e})")))?;
     match parsed.scheme() {
-        "http" => {}
-        "https" => return Err(err("https is not supported by this build: use http")),
-        s => return Err(err(&format!("scheme `{s}` is not http"))),
+        "http" | "https" => {}
+        s => return Err(err(&format!("scheme `{s}` is not http or https"))),
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(err("no host"));
@@ -373,12 +455,4 @@ pub fn check_url(url: &str) -> Result<String, ConfigError> {
         return Err(err("a query string is not supported"));
     }
     Ok(url.trim_end_matches('/').to_owned())
-}
-
-/// `url` with anything between `//` and `@` replaced by `***`.
-fn redact(url: &str) -> String {
-    match (url.find("//"), url.rfind('@')) {
-        (Some(a), Some(b)) if b > a => format!("{}***{}", &url[..a + 2], &url[b..]),
-        _ => url.to_owned(),
-    }
 }

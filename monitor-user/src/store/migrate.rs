@@ -29,7 +29,7 @@ pub struct Report {
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     /// A request failed.
-    #[error("{during}: {source}")]
+    #[error("{during}: {}", super::sink::with_cause(.source))]
     ClickHouse {
         during: String,
         #[source]

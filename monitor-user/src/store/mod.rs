@@ -58,6 +58,7 @@ pub mod row;
 pub mod schema;
 pub mod sink;
 pub mod spool;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -299,13 +300,13 @@ pub fn db_migrate(
         .enable_all()
         .build()
         .map_err(|e| StoreError::Server {
-            url: config.url.clone(),
+            url: config.display_url(),
             message: format!("cannot start a runtime: {e}"),
         })?;
     let (_, report) = rt
         .block_on(sink::Conn::open(&config))
         .map_err(|e| StoreError::Server {
-            url: config.url.clone(),
+            url: config.display_url(),
             message: e.message,
         })?;
     let applied = if report.applied.is_empty() {
@@ -323,7 +324,7 @@ pub fn db_migrate(
     };
     Ok(format!(
         "{}: database `{}` at schema version {} ({} dialect, ClickHouse {}): {applied}",
-        config.url,
+        config.display_url(),
         report.schema.database,
         report.version,
         report.schema.dialect.as_str(),

@@ -285,6 +285,18 @@ fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// `e`'s message, followed by its deepest cause when that says more (a TLS failure is only
+/// `client error (Connect)` at the top, and `invalid peer certificate: UnknownIssuer` below).
+pub(crate) fn with_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let top = e.to_string();
+    let inner = innermost(e);
+    if top.contains(&inner) {
+        top
+    } else {
+        format!("{top} ({inner})")
+    }
+}
+
 /// The message of the deepest cause, which is the one that says what happened.
 fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
@@ -306,7 +318,8 @@ pub struct Conn {
 
 /// A client for `config`, without a database (DDL names every table in full).
 pub fn admin_client(config: &StoreConfig) -> Client {
-    let mut c = Client::default()
+    let mut c = config
+        .http_client()
         .with_url(&config.url)
         .with_validation(false)
         .with_compression(match config.compression {

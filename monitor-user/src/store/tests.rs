@@ -6,7 +6,7 @@ use std::{fs, path::PathBuf, time::Duration};
 use clickhouse::Row as _;
 
 use super::{
-    config::{check_url, ConfigError, Secret, StoreConfig},
+    config::{check_url, display_url, ConfigError, Secret, StoreConfig},
     migrate::{civil_from_days, partition_expired},
     queries::{self, Param},
     row::*,
@@ -382,11 +382,13 @@ fn ranges_merge_and_count() {
 fn urls_are_checked_and_never_echo_a_password() {
     assert_eq!(check_url("http://ch:8123/").unwrap(), "http://ch:8123");
     let bad = [
-        ("https://ch:8443", "https is not supported"),
         ("ftp://ch", "not http"),
         ("http://u:topsecret@ch:8123", "credentials do not belong"),
         ("http://ch:8123/db", "a path"),
         ("http://ch:8123/?user=x", "query string"),
+        ("https://u:topsecret@ch:8443", "credentials do not belong"),
+        ("https://ch:8443/?password=topsecret", "query string"),
+        ("https://ch:8443/topsecret", "a path"),
         ("ch:8123", "not http"),
         ("", "not a URL"),
     ];
@@ -396,6 +398,129 @@ fn urls_are_checked_and_never_echo_a_password() {
         assert!(!e.contains("topsecret"), "{e}");
     }
     assert_eq!(format!("{:?}", Secret::new("topsecret")), "***");
+}
+
+/// Whatever URL is given, what is printed (errors, logs, the dashboard, `db migrate`) is
+/// `scheme://host:port` and nothing else.
+#[test]
+fn urls_print_as_scheme_host_and_port_only() {
+    for (url, shown) in [
+        ("http://ch:8123", "http://ch:8123"),
+        ("https://ch.example", "https://ch.example:443"),
+        ("http://ch.example/", "http://ch.example:80"),
+        (
+            "https://u:topsecret@ch:8443/db?password=topsecret#x",
+            "https://ch:8443",
+        ),
+        (
+            "http://[::1]:8123/?user=a&password=topsecret",
+            "http://[::1]:8123",
+        ),
+        ("HTTPS://CH:8443", "https://ch:8443"),
+        ("not a url topsecret", "(not a URL)"),
+    ] {
+        assert_eq!(display_url(url), shown, "{url}");
+    }
+    // Each bad URL's error shows it the same way.
+    for url in [
+        "https://u:topsecret@ch:8443",
+        "https://ch:8443/?password=topsecret",
+        "http://ch:8123/topsecret",
+    ] {
+        let e = check_url(url).unwrap_err().to_string();
+        assert!(!e.contains("topsecret"), "{e}");
+        assert!(e.contains("://ch:"), "{e}");
+    }
+    let c = StoreConfig::new("https://127.0.0.1:8443/").unwrap();
+    assert_eq!(c.display_url(), "https://127.0.0.1:8443");
+    assert!(
+        c.tls.is_some(),
+        "an https URL is TLS, with the system roots"
+    );
+    assert!(StoreConfig::new("http://127.0.0.1:8123")
+        .unwrap()
+        .tls
+        .is_none());
+}
+
+/// A bad `ca_file:`, `client_cert_file:` or `client_key_file:` is an error naming the config
+/// file, the key and the file, and quoting nothing the file holds.
+#[test]
+fn tls_files_are_checked_when_the_config_is_loaded() {
+    let d = dir("tls-bad");
+    let none = |_: &str| None;
+    let file = d.join("ch.yaml");
+    let junk = d.join("junk.pem");
+    fs::write(&junk, "-----BEGIN PRIVATE KEY-----\ntopsecret-key-line\n").unwrap();
+    let empty = d.join("empty.pem");
+    fs::write(&empty, "nothing here\n").unwrap();
+    let load = |yaml: String| {
+        fs::write(&file, yaml).unwrap();
+        StoreConfig::load(Some(&file), None, None, &none)
+    };
+    let at = file.display().to_string();
+    let cases = [
+        (
+            format!(
+                "url: https://ch:8443\nca_file: {}/missing.pem\n",
+                d.display()
+            ),
+            "ca_file",
+            "missing.pem",
+            "cannot read",
+        ),
+        (
+            format!("url: https://ch:8443\nca_file: {}\n", empty.display()),
+            "ca_file",
+            "empty.pem",
+            "no PEM certificate",
+        ),
+        (
+            format!("url: https://ch:8443\nca_file: {}\n", junk.display()),
+            "ca_file",
+            "junk.pem",
+            "PEM",
+        ),
+        (
+            format!(
+                "url: https://ch:8443\nclient_cert_file: {}\nclient_key_file: {}\n",
+                empty.display(),
+                junk.display()
+            ),
+            "client_cert_file",
+            "empty.pem",
+            "no PEM certificate",
+        ),
+    ];
+    for (yaml, key, name, why) in cases {
+        let e = load(yaml.clone()).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, ConfigError::Tls { .. }), "{yaml}: {msg}");
+        assert!(msg.starts_with(&at), "{msg}");
+        assert!(
+            msg.contains(&format!("{key} ")) && msg.contains(name),
+            "{msg}"
+        );
+        assert!(msg.contains(why), "{msg}");
+        assert!(!msg.contains("topsecret"), "{msg}");
+    }
+    let msg = load(format!(
+        "url: https://ch:8443\nclient_cert_file: {}\n",
+        junk.display()
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("without client_key_file"), "{msg}");
+    let msg = load(format!(
+        "url: http://ch:8123\nca_file: {}\n",
+        junk.display()
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("https://") && msg.contains("http://ch:8123"),
+        "{msg}"
+    );
 }
 
 #[test]
