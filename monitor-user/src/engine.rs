@@ -109,6 +109,15 @@ pub struct Engine {
 /// Pipes remembered at most (see `Engine::fed_pipes`).
 const FED_PIPES_CAP: usize = 4096;
 
+/// Whether `path` is still the file (major, minor, inode).
+fn still_at(path: &str, major: u32, minor: u32, ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).is_ok_and(|m| {
+        let dev = m.dev();
+        m.ino() == ino && libc::major(dev) == major && libc::minor(dev) == minor
+    })
+}
+
 /// Identity of every literal credential path of `registry`, as it is now on disk.
 fn credential_inodes(registry: &Registry) -> HashMap<(u32, u32, u64), (usize, Arc<str>)> {
     use std::os::unix::fs::MetadataExt;
@@ -319,7 +328,14 @@ impl Engine {
                     .get(&(o.dev >> 20, o.dev & 0xf_ffff, o.ino))
             })
             .flatten()
-            .and_then(|(i, path)| Some((reg.nhis.get(*i)?, Arc::clone(path))));
+            .and_then(|(i, path)| Some((reg.nhis.get(*i)?, Arc::clone(path))))
+            // Opened under another name: the inode number may be the credential's old one,
+            // freed by a rotation and given to a new file before the next refresh (a second at
+            // most). The registered path must still be that inode for the alias to count.
+            .filter(|(_, registered)| {
+                real_s.as_deref() == Some(&**registered)
+                    || still_at(registered, o.dev >> 20, o.dev & 0xf_ffff, o.ino)
+            });
         let by_path = real_s.as_deref().and_then(|p| reg.owner_of(p));
         let owner = by_inode.as_ref().map(|(n, _)| *n).or(by_path);
         let watched = owner.is_some() || real_s.as_deref().is_some_and(|p| reg.is_watched(p));

@@ -4,6 +4,7 @@
 //! unprivileged process can blind the open probes. Real processes against the real daemon.
 
 use std::{
+    os::unix::fs::MetadataExt,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -262,6 +263,33 @@ fn a_replaced_credential_and_a_new_file_of_a_glob_are_seen_at_once() {
     let pid = run(Command::new("cat").arg(&new).stdout(Stdio::null()));
     let e = d.wait_for(WAIT, |e| e["kind"] == "open" && e["pid"] == pid);
     assert_eq!(e["nhi"], "json", "{e}");
+    drop(d);
+
+    // A rotation frees the old file's inode number, and the filesystem may give it to the next
+    // new file at once: until the daemon's next look at the disk (a second), that number is
+    // still the credential's. A new file that got it is not the credential.
+    let d = Daemon::start(&format!(
+        "{}  - id: json\n    credentials:\n      - {}\n",
+        f.registry(""),
+        s(&glob)
+    ));
+    std::fs::remove_file(&link).expect("unlink the hard link");
+    let old_ino = std::fs::metadata(&f.cred).expect("stat").ino();
+    let fresh = f.dir.join("app/.token.new");
+    std::fs::write(&fresh, "rotated again\n").expect("new file");
+    std::fs::rename(&fresh, &f.cred).expect("rename over");
+    let reused = (0..64)
+        .map(|i| f.dir.join(format!("secrets/reused-{i}.json")))
+        .find(|p| {
+            std::fs::write(p, "{}").expect("new json");
+            std::fs::metadata(p).expect("stat").ino() == old_ino
+        })
+        .expect("the filesystem gave the freed inode number to none of 64 new files");
+    let pid = run(Command::new("cat").arg(&reused).stdout(Stdio::null()));
+    let e = d.wait_for(WAIT, |e| e["kind"] == "open" && e["pid"] == pid);
+    assert_eq!(e["inode"], old_ino, "{e}");
+    assert_eq!(e["nhi"], "json", "{e}");
+    assert_eq!(e["path"], s(&reused), "{e}");
 }
 
 #[test]
