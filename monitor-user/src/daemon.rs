@@ -151,6 +151,8 @@ impl Sink {
 /// Run the daemon until a termination signal.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
     files::restrict_umask();
+    // Connected now, while root: the socket's file may be closed to the daemon's user.
+    let notifier = crate::notify::Notifier::from_env();
     let user = opts
         .user
         .as_deref()
@@ -263,11 +265,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         ),
         _ => None,
     };
-    eprintln!(
-        "nhiscope: ready: {} probes attached, {nhis} NHIs registered, {} filter keys, {seeded} processes known",
+    let status = format!(
+        "{} probes attached, {nhis} NHIs registered, {} filter keys, {seeded} processes known",
         probes.attached(),
         plan.keys.len()
     );
+    eprintln!("nhiscope: ready: {status}");
+    notifier.ready(&status);
 
     let mut dns_buf = vec![0u8; 65536];
     let mut watcher = RegistryWatch::new(&opts.registry);
@@ -277,6 +281,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let mut int =
         signal(SignalKind::interrupt()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // systemd's watchdog is fed from this loop only: a loop stuck (on a blocked output, say)
+    // stops the pings, and systemd restarts the service.
+    let mut watchdog = notifier.ping_interval().map(|every| {
+        let mut i = tokio::time::interval(every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     // The programs wake the daemon only when the ring buffer fills up (see monitor-ebpf's
     // `maps::wakeup`); otherwise records wait for this poll, so that a trickle of events costs
     // one wakeup per poll rather than one per record.
@@ -351,6 +362,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 live.set_registry(engine.registry());
                 watcher.seen(&opts.registry);
             }
+            _ = watchdog_tick(&mut watchdog) => notifier.watchdog(),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -363,6 +375,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             emit(&mut out, &mut sink, &live, store.as_ref())?;
         }
     }
+    notifier.stopping("stopping: writing out what the kernel delivered");
     // Everything the kernel delivered before the signal is written before exit.
     while drain(ring.get_mut(), &mut engine, &mut out) {
         emit(&mut out, &mut sink, &live, store.as_ref())?;
@@ -386,6 +399,16 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         engine.stats.filter_false_positives
     );
     Ok(())
+}
+
+/// The next watchdog tick; never without a watchdog.
+async fn watchdog_tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Takes the lock beside the live socket (`<socket>.lock`): a second daemon on the same socket

@@ -1,6 +1,7 @@
 //! nhiscope's userspace: the domain core (registry, patterns, attribution, verdicts) and the
 //! adapters around it (probes, outputs).
 
+pub mod assets;
 pub mod btf;
 #[cfg(test)]
 mod canary_tests;
@@ -15,6 +16,7 @@ pub mod event;
 pub mod files;
 pub mod filter;
 pub mod live;
+pub mod notify;
 pub mod pattern;
 pub mod privileges;
 pub mod probes;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use nhiscope::{
     cli::{Cli, Command, DbCommand, RegistryCommand, ScopeCommand},
-    daemon, query, registry, store, tui,
+    assets, daemon, query, registry, store, tui,
 };
 
 /// Events are many small strings made and freed in batches of up to 100k rows; glibc's
@@ -113,6 +113,21 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("nhiscope: error: {e}");
                 ExitCode::from(e.exit_code())
+            }
+        },
+        Command::PackageAssets { out } => match assets::write(&out) {
+            Ok(w) => {
+                println!(
+                    "{}: {} man pages, {} completion files",
+                    out.display(),
+                    w.man_pages.len(),
+                    w.completions.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("nhiscope: error: {}: {e}", out.display());
+                ExitCode::from(1)
             }
         },
         Command::Registry(RegistryCommand::Check { file }) => match registry::load(&file) {
