@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod faults;
 pub mod fixtures;
 pub mod procs;
+pub mod systemd;
 
 use std::{
     env,
