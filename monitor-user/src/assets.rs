@@ -77,11 +77,17 @@ mod tests {
             assert!(names.iter().any(|n| n == page), "{page} missing: {names:?}");
         }
         // The hidden subcommand is a packaging tool, not a command to document.
-        assert!(!names.iter().any(|n| n.contains("package-assets")), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n.contains("package-assets")),
+            "{names:?}"
+        );
         let daemon = fs::read_to_string(out.join("man/nhiscope-daemon.1")).expect("read");
         assert!(daemon.contains("registry"), "{daemon}");
         let bash = fs::read_to_string(out.join("completions/nhiscope.bash")).expect("read");
-        assert!(bash.contains("--live-socket"), "bash completion lacks the daemon's flags");
+        assert!(
+            bash.contains("--live-socket"),
+            "bash completion lacks the daemon's flags"
+        );
         assert!(out.join("completions/_nhiscope").is_file());
         assert!(out.join("completions/nhiscope.fish").is_file());
         let _ = fs::remove_dir_all(&out);

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nhiscope::{
+    assets,
     cli::{Cli, Command, DbCommand, RegistryCommand, ScopeCommand},
-    assets, daemon, query, registry, store, tui,
+    daemon, query, registry, store, tui,
 };
 
 /// Events are many small strings made and freed in batches of up to 100k rows; glibc's

@@ -175,7 +175,8 @@ mod tests {
     }
 
     fn temp_socket(name: &str) -> (std::path::PathBuf, UnixDatagram) {
-        let dir = std::env::temp_dir().join(format!("nhiscope-notify-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("nhiscope-notify-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("notify");

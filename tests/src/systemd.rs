@@ -78,7 +78,12 @@ impl NotifySocket {
     /// The first message that `pred` accepts, received within `timeout` (the ones before it are
     /// kept in `received` too); panics with everything received otherwise.
     #[track_caller]
-    pub fn wait_for(&mut self, timeout: Duration, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         while let Some(msg) = self.next_before(deadline) {
             if pred(&msg) {

@@ -122,7 +122,9 @@ fn ready_after_attach_watchdog_while_the_loop_turns_and_stopping_on_sigterm() {
     let mut notify = NotifySocket::abstract_named(&format!(
         "nhiscope-test-notify-{}-{}",
         std::process::id(),
-        dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        dir.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
     let mut daemon = Running::spawn(
         Command::new(nhiscope_bin())
@@ -150,7 +152,8 @@ fn ready_after_attach_watchdog_while_the_loop_turns_and_stopping_on_sigterm() {
         .unwrap_or_else(|| panic!("READY=1 without `STATUS=N probes attached`: {ready:?}"));
     assert!(probes > 0, "{ready:?}");
     assert_eq!(
-        links, probes,
+        links,
+        probes,
         "READY=1 came when {links} of {probes} programs were attached\n{}",
         daemon.stderr()
     );
@@ -401,7 +404,12 @@ fn build_package(out: &Path) -> PathBuf {
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "deb"))
         .collect();
-    assert_eq!(debs.len(), 1, "expected one .deb in {}: {debs:?}", out.display());
+    assert_eq!(
+        debs.len(),
+        1,
+        "expected one .deb in {}: {debs:?}",
+        out.display()
+    );
     debs[0].clone()
 }
 
@@ -452,15 +460,22 @@ fn the_package_installs_runs_as_its_unit_and_is_removed_and_purged_cleanly() {
     for field in [
         "Package: nhiscope",
         "Depends: libc6",
+        "libgcc-s1",
         "adduser",
         "Section: admin",
     ] {
-        assert!(info.contains(field), "{field} missing from dpkg-deb --info:\n{info}");
+        assert!(
+            info.contains(field),
+            "{field} missing from dpkg-deb --info:\n{info}"
+        );
     }
     for conffile in CONFFILES {
         // dpkg-deb --info lists the control members; the conffiles member's content:
         let listed = ok(Command::new("dpkg-deb").args(["--info", deb_arg, "conffiles"]));
-        assert!(listed.lines().any(|l| l == *conffile), "{conffile}: {listed}");
+        assert!(
+            listed.lines().any(|l| l == *conffile),
+            "{conffile}: {listed}"
+        );
     }
     let contents = ok(Command::new("dpkg-deb").args(["--contents", deb_arg]));
     for file in INSTALLED {
@@ -491,10 +506,18 @@ fn the_package_installs_runs_as_its_unit_and_is_removed_and_purged_cleanly() {
         "the unit is not enabled"
     );
     let version = ok(Command::new("/usr/bin/nhiscope").arg("--version"));
-    assert_eq!(version.trim(), format!("nhiscope {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        version.trim(),
+        format!("nhiscope {}", env!("CARGO_PKG_VERSION"))
+    );
     for page in INSTALLED.iter().filter(|f| f.ends_with(".1.gz")) {
-        let text = ok(Command::new("man").args(["-l", page]).env("MANPAGER", "cat"));
-        assert!(text.contains("NAME") && text.contains("nhiscope"), "{page}: {text}");
+        let text = ok(Command::new("man")
+            .args(["-l", page])
+            .env("MANPAGER", "cat"));
+        assert!(
+            text.contains("NAME") && text.contains("nhiscope"),
+            "{page}: {text}"
+        );
     }
     let daemon_page = ok(Command::new("man")
         .args(["-P", "cat", "nhiscope-daemon"])
@@ -502,7 +525,10 @@ fn the_package_installs_runs_as_its_unit_and_is_removed_and_purged_cleanly() {
     assert!(daemon_page.contains("--registry"), "{daemon_page}");
     let conffiles = ok(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", PACKAGE]));
     for conffile in CONFFILES {
-        assert!(conffiles.contains(conffile), "{conffile} not a conffile: {conffiles}");
+        assert!(
+            conffiles.contains(conffile),
+            "{conffile} not a conffile: {conffiles}"
+        );
     }
 
     // The unit, as systemd reads it (systemd-analyze warns on stderr and still exits 0 for an
@@ -524,7 +550,9 @@ fn the_package_installs_runs_as_its_unit_and_is_removed_and_purged_cleanly() {
         "NHISCOPE_ARGS=\"--clickhouse-config /etc/nhiscope/clickhouse.yaml\"\n",
     )
     .expect("/etc/default/nhiscope");
-    let vars = environment_file(Path::new(unit.get("EnvironmentFile").trim_start_matches('-')));
+    let vars = environment_file(Path::new(
+        unit.get("EnvironmentFile").trim_start_matches('-'),
+    ));
     let argv = unit.exec_start(&vars);
     assert!(argv.contains(&"--clickhouse-config".to_owned()), "{argv:?}");
     for (dir, mode) in unit.directories() {
@@ -539,7 +567,10 @@ fn the_package_installs_runs_as_its_unit_and_is_removed_and_purged_cleanly() {
     let mut notify = NotifySocket::at_path(&notify_dir.join("notify"));
     let mut daemon = Running::spawn(
         Command::new("setpriv")
-            .arg(format!("--bounding-set={}", unit.bounding_set_for_setpriv()))
+            .arg(format!(
+                "--bounding-set={}",
+                unit.bounding_set_for_setpriv()
+            ))
             .args(["--inh-caps=-all", "--no-new-privs", "--"])
             .args(&argv)
             .env("NOTIFY_SOCKET", &notify.env)
@@ -589,6 +620,22 @@ fn the_package_installs_runs_as_its_unit_and_is_removed_and_purged_cleanly() {
     // systemd removes the RuntimeDirectory when the service stops.
     let _ = fs::remove_dir_all("/run/nhiscope");
 
+    // Upgrade (the same version again takes the same path through dpkg and postinst): the
+    // edited configuration, the user and the spool are kept.
+    let edited = fs::read_to_string("/etc/default/nhiscope").expect("/etc/default/nhiscope");
+    dpkg(&["-i", deb_arg]);
+    assert_eq!(package_status().as_deref(), Some("install ok installed"));
+    assert_eq!(
+        fs::read_to_string("/etc/default/nhiscope").ok().as_deref(),
+        Some(edited.as_str()),
+        "the upgrade replaced an edited conffile"
+    );
+    assert_eq!(ok(Command::new("getent").args(["passwd", PACKAGE])), passwd);
+    assert!(
+        Path::new("/var/lib/nhiscope/spool").is_dir(),
+        "spool gone on upgrade"
+    );
+
     // Remove: the program goes, the configuration and the data stay; the unit is masked.
     dpkg(&["-r", PACKAGE]);
     assert_eq!(
@@ -599,7 +646,10 @@ fn the_package_installs_runs_as_its_unit_and_is_removed_and_purged_cleanly() {
         let conf = CONFFILES.contains(file);
         assert_eq!(Path::new(file).exists(), conf, "{file} after dpkg -r");
     }
-    assert!(Path::new("/var/lib/nhiscope/spool").is_dir(), "spool gone on remove");
+    assert!(
+        Path::new("/var/lib/nhiscope/spool").is_dir(),
+        "spool gone on remove"
+    );
     assert_eq!(
         fs::read_link(MASK_LINK).ok().as_deref(),
         Some(Path::new("/dev/null")),
