@@ -360,6 +360,12 @@ impl Restore {
     }
 
     fn restore(&self) {
+        // A daemon of the package left running by a run that was killed (it outlives the test,
+        // its parent): it would hold the live socket and keep the user in use.
+        for pid in processes_running("/usr/bin/nhiscope") {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         if package_status().is_some() {
             let _ = Command::new("dpkg").args(["-P", PACKAGE]).status();
         }
@@ -384,6 +390,22 @@ impl Drop for Restore {
     fn drop(&mut self) {
         self.restore();
     }
+}
+
+/// The processes whose executable is `exe` (also when it was deleted since).
+fn processes_running(exe: &str) -> Vec<libc::pid_t> {
+    let deleted = format!("{exe} (deleted)");
+    fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
+                .filter(|pid| {
+                    fs::read_link(format!("/proc/{pid}/exe"))
+                        .is_ok_and(|p| p.as_os_str() == exe || p.as_os_str() == deleted.as_str())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `cargo xtask package --binary <the binary under test> --out <dir>`: the .deb it wrote.
