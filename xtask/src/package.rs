@@ -1,8 +1,8 @@
 //! `cargo xtask package`: the Debian package, built with `dpkg-deb` from a tree made here.
 //!
 //! What goes in, and from where:
-//! - `/usr/bin/nhiscope`: the release binary with the eBPF object embedded (`build::run`), its
-//!   debug information stripped; or the binary given with `--binary`;
+//! - `/usr/bin/nhiscope`: the release binary with the eBPF object embedded (`build::run`), or
+//!   the binary given with `--binary`, stripped;
 //! - the service and the files under `/etc` (marked as conffiles) and the maintainer scripts,
 //!   from `packaging/debian/`;
 //! - man pages and shell completions, written by the packaged binary itself (`nhiscope
@@ -140,11 +140,15 @@ pub fn run(opts: &Options) -> Result<PathBuf> {
     }
     let src = cmd::workspace_root().join("packaging/debian");
 
-    // The binary, without its debug information (backtraces keep the symbol names).
+    // The binary stripped as Debian's policy wants it (what dh_strip does).
     let bin = tree.join("usr/bin/nhiscope");
     make_parent(&bin)?;
     Cmd::new("objcopy")
-        .arg("--strip-debug")
+        .args([
+            "--strip-unneeded",
+            "--remove-section=.comment",
+            "--remove-section=.note",
+        ])
         .arg(&binary)
         .arg(&bin)
         .run()
