@@ -43,6 +43,14 @@ pub enum Command {
     /// Least-privilege scopes learned from what NHIs were seen doing.
     #[command(subcommand)]
     Scope(ScopeCommand),
+    /// Packaging: write the man pages (one per command) into DIR/man and the bash, zsh and fish
+    /// completions into DIR/completions (`cargo xtask package` runs it).
+    #[command(hide = true)]
+    PackageAssets {
+        /// The directory to write into (made when missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// How rows are printed.
@@ -218,9 +226,9 @@ pub struct DaemonArgs {
     pub cmdline: crate::redact::CmdlineMode,
 
     /// Once the probes are attached, switch to this unprivileged user (e.g. `nhiscope`, made
-    /// with `useradd --system`), keeping only CAP_BPF, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE.
-    /// The spool directory and the --json file are this user's. Default: stay root, with the
-    /// same capabilities.
+    /// with `useradd --system`; the package makes it), keeping only CAP_BPF and
+    /// CAP_DAC_READ_SEARCH. The spool directory and the --json file are this user's. Default:
+    /// stay root, with the same capabilities.
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
 

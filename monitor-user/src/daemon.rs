@@ -182,6 +182,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 .into(),
         ));
     }
+    // Connected now, while root: the socket's file may be closed to the daemon's user.
+    let notifier = crate::notify::Notifier::from_env();
     let user = opts
         .user
         .as_deref()
@@ -340,10 +342,21 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             ("processes", seeded.into()),
         ],
     );
+    notifier.ready(&format!(
+        "{attached} probes attached, {nhis} NHIs registered, {keys} filter keys, {seeded} \
+         processes known"
+    ));
 
     let mut dns_buf = vec![0u8; 65536];
     let mut watcher = RegistryWatch::new(&opts.registry);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // systemd's watchdog is fed from this loop only: a loop stuck (on a blocked output, say)
+    // stops the pings, and systemd restarts the service.
+    let mut watchdog = notifier.ping_interval().map(|every| {
+        let mut i = tokio::time::interval(every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     // The programs wake the daemon only when the ring buffer fills up (see monitor-ebpf's
     // `maps::wakeup`); otherwise records wait for this poll, so that a trickle of events costs
     // one wakeup per poll rather than one per record.
@@ -431,6 +444,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 watcher.seen(&opts.registry);
             }
             _ = usr1.recv() => sink.reopen(),
+            _ = watchdog_tick(&mut watchdog) => notifier.watchdog(),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -452,6 +466,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     if let Some(m) = &metrics {
         m.set_stopping();
     }
+    notifier.stopping("stopping: writing out what the kernel delivered");
     // Everything the kernel delivered before the signal is written before exit.
     while drain(ring.get_mut(), &mut engine, &mut out) {
         emit(
@@ -487,6 +502,16 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         engine.stats.filter_false_positives
     );
     Ok(())
+}
+
+/// The next watchdog tick; never without a watchdog.
+async fn watchdog_tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Takes the lock beside the live socket (`<socket>.lock`): a second daemon on the same socket

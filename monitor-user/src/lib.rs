@@ -1,6 +1,7 @@
 //! nhiscope's userspace: the domain core (registry, patterns, attribution, verdicts) and the
 //! adapters around it (probes, outputs).
 
+pub mod assets;
 pub mod btf;
 #[cfg(test)]
 mod canary_tests;
@@ -18,6 +19,7 @@ pub mod filter;
 pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod pattern;
 pub mod privileges;
 pub mod probes;

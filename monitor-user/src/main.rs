@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nhiscope::{
+    assets,
     cli::{Cli, Command, DbCommand, RegistryCommand, ScopeCommand},
     daemon, logging, query, registry, store, tui,
 };
@@ -116,6 +117,21 @@ fn main() -> ExitCode {
             Err(e) => {
                 logging::fatal(&e.to_string());
                 ExitCode::from(e.exit_code())
+            }
+        },
+        Command::PackageAssets { out } => match assets::write(&out) {
+            Ok(w) => {
+                println!(
+                    "{}: {} man pages, {} completion files",
+                    out.display(),
+                    w.man_pages.len(),
+                    w.completions.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("nhiscope: error: {}: {e}", out.display());
+                ExitCode::from(1)
             }
         },
         Command::Registry(RegistryCommand::Check { file }) => match registry::load(&file) {

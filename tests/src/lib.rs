@@ -18,6 +18,7 @@ pub mod faults;
 pub mod fixtures;
 pub mod procs;
 pub mod prometheus;
+pub mod systemd;
 pub mod tls;
 
 use std::{

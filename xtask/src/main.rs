@@ -10,6 +10,7 @@ mod clickhouse;
 mod cmd;
 mod ebpf;
 mod fuzz;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -57,6 +58,10 @@ enum Task {
     /// seconds: the registry, the ClickHouse config, DNS packets, ring-buffer records and the
     /// live feed's lines. Prints each target's runs; fails on a crash, naming the input.
     Fuzz(fuzz::Options),
+    /// Build the Debian package (target/debian/nhiscope_VERSION_ARCH.deb): the release binary
+    /// with its eBPF object, the hardened systemd unit, /etc/nhiscope's defaults, man pages
+    /// and shell completions. Needs dpkg-dev (`cargo xtask setup`).
+    Package(package::Options),
     /// Open and close one path N times (the benchmark's workload; prints JSON).
     #[command(hide = true)]
     OpenLoop(bench::open_loop::Options),
@@ -72,6 +77,7 @@ fn main() -> Result<()> {
         Task::Clickhouse(opts) => clickhouse::run(&opts),
         Task::Bench(opts) => bench::run(&opts),
         Task::Fuzz(opts) => fuzz::run(&opts),
+        Task::Package(opts) => package::run(&opts).map(drop),
         Task::OpenLoop(opts) => bench::open_loop::run(&opts),
     }
 }

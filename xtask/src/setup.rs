@@ -52,6 +52,15 @@ const APT_PACKAGES: &[&str] = &[
     "gcc",
     // `cargo xtask bench`'s floods (fork bomb, thread storm).
     "stress-ng",
+    // `cargo xtask package` (dpkg-shlibdeps; objcopy comes with it) and tests/tests/service.rs,
+    // which installs the package: its postinst makes the user with adduser and enables the unit
+    // with deb-systemd-helper; the unit is checked with systemd-analyze, the man pages read
+    // with man.
+    "dpkg-dev",
+    "adduser",
+    "init-system-helpers",
+    "systemd",
+    "man-db",
 ];
 
 /// bpf-linker's version: the one checked to build against Debian's LLVM 22 and to link what
