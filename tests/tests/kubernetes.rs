@@ -522,3 +522,218 @@ fn the_daemonsets_capabilities_are_enough_and_the_attaching_ones_each_needed() {
         assert!(stderr.contains(says), "without {missing}: {stderr}");
     }
 }
+
+/// Whether `tool` is on the PATH.
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `podman` (with runc, see deploy/container/build-image.sh) and returns its stdout;
+/// panics with its stderr when it fails.
+#[track_caller]
+fn podman(args: &[&str]) -> String {
+    let out = Command::new("podman")
+        .args(["--runtime", "runc"])
+        .args(args)
+        .output()
+        .expect("podman");
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes the container and the image on drop.
+struct Cleanup {
+    container: String,
+    image: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rm", "-f", "-t", "5", &self.container])
+            .output();
+        let _ = Command::new("podman").args(["rmi", &self.image]).output();
+    }
+}
+
+#[test]
+fn the_image_runs_the_daemon_with_the_daemonsets_capabilities() {
+    if !require_root_bpf() {
+        return;
+    }
+    let missing: Vec<&str> = ["podman", "runc", "debootstrap"]
+        .into_iter()
+        .filter(|t| !have(t))
+        .collect();
+    if !missing.is_empty() {
+        let why = format!("{} missing (cargo xtask setup installs them)", missing.join(", "));
+        if std::env::var_os("NHISCOPE_REQUIRE_BPF").is_some_and(|v| v == "1") {
+            panic!("this test needs {why}");
+        }
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let docs = manifest();
+    let caps = capabilities(&docs);
+    let ds = doc(&docs, "DaemonSet", "nhiscope");
+    let sc = &ds["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+    assert_eq!(sc["seccompProfile"]["type"], "Unconfined");
+    assert_eq!(sc["readOnlyRootFilesystem"], Yaml::Bool(true));
+
+    let pid = std::process::id();
+    let cleanup = Cleanup {
+        container: format!("nhiscope-test-{pid}"),
+        image: format!("localhost/nhiscope-test:{pid}"),
+    };
+    let root = workspace();
+    let build = Command::new(root.join("deploy/container/build-image.sh"))
+        .arg(nhiscope_bin())
+        .arg(&cleanup.image)
+        .env("NHISCOPE_ROOTFS", root.join("target/container/rootfs"))
+        .output()
+        .expect("build-image.sh");
+    assert!(
+        build.status.success(),
+        "build-image.sh: {}{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+
+    let dir = temp_dir("container");
+    let cred = dir.join("deploy-key");
+    std::fs::write(&cred, "k").expect("credential");
+    std::fs::write(
+        dir.join("registry.yaml"),
+        format!(
+            "nhis:\n  - id: deploy\n    credentials: [{}]\n",
+            cred.display()
+        ),
+    )
+    .expect("registry");
+    std::fs::create_dir_all(dir.join("run")).expect("run dir");
+    let pod = FakePod::new(&dir, "ci", "runner-5c6d", "uploader");
+    let cgroup = cgroup2_root();
+    let d = dir.display().to_string();
+    let cap_add = caps.join(",").to_ascii_uppercase();
+    let nofile = "nofile=1024:1024";
+    let mut args = vec![
+        "run",
+        "-d",
+        "--pull=never",
+        "--name",
+        &cleanup.container,
+        "--pid=host",
+        "--network=host",
+        "--read-only",
+        "--cap-drop=all",
+        "--cap-add",
+        &cap_add,
+        "--security-opt",
+        "seccomp=unconfined",
+        // Limits no higher than this process's (see build-image.sh).
+        "--ulimit",
+        nofile,
+        "--ulimit",
+        "nproc=32768:32768",
+    ];
+    let mounts = [
+        "/sys/kernel/tracing:/sys/kernel/tracing:ro".to_owned(),
+        format!("{0}:{0}:ro", cgroup.display()),
+        format!("{d}:{d}"),
+        format!("{d}/run:/run/nhiscope"),
+    ];
+    for m in &mounts {
+        args.extend(["-v", m]);
+    }
+    let registry = format!("{d}/registry.yaml");
+    let events = format!("{d}/events.jsonl");
+    let (pods, containers) = (
+        pod.pods_dir.display().to_string(),
+        pod.containers_dir.display().to_string(),
+    );
+    args.extend([
+        &cleanup.image,
+        "daemon",
+        "--registry",
+        &registry,
+        "--json",
+        &events,
+        "--live-socket",
+        "/run/nhiscope/live.sock",
+        "--pods-log-dir",
+        &pods,
+        "--containers-log-dir",
+        &containers,
+    ]);
+    podman(&args);
+
+    let started = Instant::now();
+    loop {
+        let logs = Command::new("podman")
+            .args(["logs", &cleanup.container])
+            .output()
+            .expect("podman logs");
+        let text = String::from_utf8_lossy(&logs.stderr).into_owned()
+            + &String::from_utf8_lossy(&logs.stdout);
+        if text.contains("ready:") {
+            break;
+        }
+        let state = podman(&["inspect", "-f", "{{.State.Running}}", &cleanup.container]);
+        assert!(
+            state.trim() == "true",
+            "the daemon stopped in its container:\n{text}"
+        );
+        assert!(
+            started.elapsed() < WAIT,
+            "not ready in its container within {WAIT:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A process in a pod reads the credential; the daemon in its container names the pod.
+    let mut proc_in_pod = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}' && exec sh -c 'cat \"$0\" > /dev/null && {{ read x; true; }}' '{}'",
+            pod.scope().join("cgroup.procs").display(),
+            cred.display()
+        ))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh");
+    let path = cred.to_string_lossy().into_owned();
+    let started = Instant::now();
+    let event = loop {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        if let Some(e) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["kind"] == "open" && e["path"] == path.as_str())
+        {
+            break e;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "no event from the daemon in its container within {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(proc_in_pod.stdin.take());
+    assert!(proc_in_pod.wait().expect("wait").success());
+    assert_eq!(event["nhi"], "deploy", "{event}");
+    assert_eq!(event["pod"], "runner-5c6d", "{event}");
+    assert_eq!(event["pod_namespace"], "ci", "{event}");
+    assert_eq!(event["container_name"], "uploader", "{event}");
+    assert_eq!(event["pod_uid"], pod.uid.as_str(), "{event}");
+    // SIGTERM: the daemon flushes and exits 0.
+    podman(&["stop", "-t", "10", &cleanup.container]);
+    let code = podman(&["inspect", "-f", "{{.State.ExitCode}}", &cleanup.container]);
+    assert_eq!(code.trim(), "0");
+}

@@ -8,6 +8,7 @@ mod bench;
 mod build;
 mod clickhouse;
 mod cmd;
+mod container;
 mod ebpf;
 mod fuzz;
 mod run;
@@ -57,6 +58,10 @@ enum Task {
     /// seconds: the registry, the ClickHouse config, DNS packets, ring-buffer records and the
     /// live feed's lines. Prints each target's runs; fails on a crash, naming the input.
     Fuzz(fuzz::Options),
+    /// Build the daemon's container image (deploy/container/Containerfile) with podman, on a
+    /// Debian 12 base made here by debootstrap (no image is pulled). Needs root; about a
+    /// minute the first time (the root filesystem is kept in target/container/rootfs).
+    Container(container::Options),
     /// Open and close one path N times (the benchmark's workload; prints JSON).
     #[command(hide = true)]
     OpenLoop(bench::open_loop::Options),
@@ -72,6 +77,7 @@ fn main() -> Result<()> {
         Task::Clickhouse(opts) => clickhouse::run(&opts),
         Task::Bench(opts) => bench::run(&opts),
         Task::Fuzz(opts) => fuzz::run(&opts),
+        Task::Container(opts) => container::run(&opts),
         Task::OpenLoop(opts) => bench::open_loop::run(&opts),
     }
 }
