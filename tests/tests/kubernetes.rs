@@ -573,7 +573,10 @@ fn the_image_runs_the_daemon_with_the_daemonsets_capabilities() {
         .filter(|t| !have(t))
         .collect();
     if !missing.is_empty() {
-        let why = format!("{} missing (cargo xtask setup installs them)", missing.join(", "));
+        let why = format!(
+            "{} missing (cargo xtask setup installs them)",
+            missing.join(", ")
+        );
         if std::env::var_os("NHISCOPE_REQUIRE_BPF").is_some_and(|v| v == "1") {
             panic!("this test needs {why}");
         }

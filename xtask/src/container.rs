@@ -28,7 +28,10 @@ pub fn run(opts: &Options) -> Result<()> {
     Cmd::new(root.join("deploy/container/build-image.sh"))
         .arg(&binary)
         .arg(&opts.tag)
-        .env("NHISCOPE_ROOTFS", cmd::target_dir().join("container/rootfs"))
+        .env(
+            "NHISCOPE_ROOTFS",
+            cmd::target_dir().join("container/rootfs"),
+        )
         .current_dir(&root)
         .run()?;
     eprintln!(
