@@ -5,6 +5,11 @@
 //! the pod's UID and the container's id (made by the test in the real cgroup v2 tree, with a real
 //! process moved into it), and the kubelet's log directories (made in a temporary directory the
 //! daemon is pointed at with `--pods-log-dir` and `--containers-log-dir`).
+//!
+//! The DaemonSet is held to the daemon: its arguments through the daemon's own parser, its
+//! capabilities by running the daemon with exactly those (`setpriv`, as a container runtime
+//! bounds them) and without each of the ones attaching needs, its image by building it
+//! (deploy/container/build-image.sh, podman) and running the daemon in it.
 
 use std::{
     collections::BTreeSet,
@@ -739,4 +744,77 @@ fn the_image_runs_the_daemon_with_the_daemonsets_capabilities() {
     podman(&["stop", "-t", "10", &cleanup.container]);
     let code = podman(&["inspect", "-f", "{{.State.ExitCode}}", &cleanup.container]);
     assert_eq!(code.trim(), "0");
+}
+
+#[test]
+fn a_registry_from_a_config_map_is_reloaded_when_the_kubelet_swaps_it() {
+    if !require_root_bpf() {
+        return;
+    }
+    let dir = temp_dir("configmap");
+    let (old_cred, new_cred) = (dir.join("old-token"), dir.join("new-token"));
+    for c in [&old_cred, &new_cred] {
+        std::fs::write(c, "t").expect("credential");
+    }
+    let registry = |id: &str, cred: &Path| {
+        format!(
+            "nhis:\n  - id: {id}\n    credentials: [{}]\n",
+            cred.display()
+        )
+    };
+    let d = Daemon::start(&registry("old", &old_cred));
+    // The kubelet's layout: registry.yaml -> ..data/registry.yaml, ..data -> ..<timestamp>,
+    // an update being a new timestamped directory and ..data renamed over to point at it.
+    let mount = d.dir();
+    let version = |n: u32, yaml: &str| {
+        let v = mount.join(format!("..2026_11_30_00_00_0{n}.000"));
+        std::fs::create_dir(&v).expect("version dir");
+        std::fs::write(v.join("registry.yaml"), yaml).expect("registry");
+        let tmp = mount.join("..data_tmp");
+        std::os::unix::fs::symlink(v.file_name().expect("name"), &tmp).expect("symlink");
+        std::fs::rename(&tmp, mount.join("..data")).expect("swap ..data");
+    };
+    version(1, &registry("old", &old_cred));
+    let file = mount.join("registry.yaml");
+    let tmp = mount.join("registry.yaml.tmp");
+    std::os::unix::fs::symlink("..data/registry.yaml", &tmp).expect("symlink");
+    std::fs::rename(&tmp, &file).expect("registry.yaml as a link");
+    // That replacement is a change of its own: once it is reloaded, only the swap of ..data
+    // (registry.yaml itself untouched) can bring the new registry in.
+    let reloads = || {
+        d.output()
+            .iter()
+            .filter(|l| l.contains("changed: reloading"))
+            .count()
+    };
+    let started = Instant::now();
+    while reloads() == 0 {
+        assert!(started.elapsed() < WAIT, "no reload: {:?}", d.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    version(2, &registry("new", &new_cred));
+
+    let path = new_cred.to_string_lossy().into_owned();
+    let started = Instant::now();
+    loop {
+        let status = Command::new("cat")
+            .arg(&new_cred)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("cat");
+        assert!(status.success());
+        if d.events()
+            .iter()
+            .any(|e| e["path"] == path.as_str() && e["nhi"] == "new")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the swapped registry was not loaded within {WAIT:?}: {:?}",
+            d.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(d.stop().success());
 }
