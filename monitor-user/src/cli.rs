@@ -239,6 +239,18 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics: Option<std::net::SocketAddr>,
 
+    /// The kubelet's pod log directory, whose entries `<namespace>_<pod>_<uid>` name the pods
+    /// whose UIDs the cgroup paths give: events of processes in a pod carry `pod_uid`, `pod` and
+    /// `pod_namespace`. Read only when a process runs in a pod; a missing directory leaves the
+    /// names out.
+    #[arg(long, value_name = "DIR", default_value = crate::kubernetes::DEFAULT_PODS_LOG_DIR)]
+    pub pods_log_dir: PathBuf,
+
+    /// The kubelet's container log links, `<pod>_<namespace>_<container>-<container id>.log`,
+    /// which give events of processes in a pod their `container_name`.
+    #[arg(long, value_name = "DIR", default_value = crate::kubernetes::DEFAULT_CONTAINERS_LOG_DIR)]
+    pub containers_log_dir: PathBuf,
+
     /// Where events are stored (ClickHouse); off when neither flag nor config gives a URL.
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,

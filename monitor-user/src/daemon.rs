@@ -48,6 +48,10 @@ pub struct Options {
     pub user: Option<String>,
     /// `--metrics ADDR`: where Prometheus metrics and the health check are served.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `--pods-log-dir` and `--containers-log-dir`: the kubelet's log directories, which name
+    /// the pods and containers events happen in.
+    pub pods_log_dir: PathBuf,
+    pub containers_log_dir: PathBuf,
 }
 
 /// Why the daemon stopped with an error.
@@ -280,6 +284,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let host = opts.hostname.clone().unwrap_or_else(hostname);
     let mut engine = Engine::new(Arc::new(registry), "/proc", Clock::now(), host);
     engine.set_cmdline_mode(opts.cmdline);
+    engine.set_kubernetes_dirs(&opts.pods_log_dir, &opts.containers_log_dir);
     let seeded = engine.procs().seed();
     // The live feed listens before `ready` is printed: a client started after it connects.
     // Without it the daemon still monitors; only the dashboard is blind.

@@ -88,8 +88,11 @@ pub struct Engine {
     /// link or a bind mount (in any mount namespace) is the same credential under another name.
     cred_inodes: HashMap<(u32, u32, u64), (usize, Arc<str>)>,
     cgroups: crate::cgroups::CgroupNames,
-    /// The container id of each cgroup seen (cgroup ids are not reused while the host runs).
-    containers: HashMap<u64, Option<Arc<str>>>,
+    /// The container id and Kubernetes pod UID of each cgroup seen (cgroup ids are not reused
+    /// while the host runs).
+    containers: HashMap<u64, Placed>,
+    /// Pod and container names, by pod UID and container id.
+    kube: crate::kubernetes::KubeNames,
     /// Modification times of credential files (for `max_age`), read at most once per
     /// [`MTIME_TTL`] per file: a burst of opens costs one `stat`.
     mtimes: HashMap<PathBuf, (Instant, Option<SystemTime>)>,
@@ -104,6 +107,26 @@ pub struct Engine {
     /// Bounded like `fed_pipes`.
     pipeline_pipes: std::collections::HashSet<u64>,
     pub stats: Stats,
+}
+
+/// Where a cgroup places its processes: the container and the Kubernetes pod, from its path.
+#[derive(Clone, Debug, Default)]
+struct Placed {
+    container: Option<Arc<str>>,
+    pod_uid: Option<Arc<str>>,
+}
+
+impl Placed {
+    /// From a cgroup v2 path (`/kubepods/burstable/pod<UID>/<id>`).
+    fn of(path: &str) -> Self {
+        let container = crate::proctable::container_id(&format!("0::{path}")).map(Arc::from);
+        // Only a container's cgroup is worth the parse: a pod's processes all run in one.
+        let pod_uid = container
+            .as_ref()
+            .and_then(|_| crate::kubernetes::pod_uid(path))
+            .map(Arc::from);
+        Self { container, pod_uid }
+    }
 }
 
 /// Pipes remembered at most (see `Engine::fed_pipes`).
@@ -151,6 +174,7 @@ impl Engine {
             dns: crate::dns::Dns::default(),
             cgroups: crate::cgroups::CgroupNames::new(),
             containers: HashMap::new(),
+            kube: crate::kubernetes::KubeNames::default(),
             mtimes: HashMap::new(),
             ts: crate::event::TsFormatter::default(),
             fed_pipes: HashMap::new(),
@@ -163,6 +187,12 @@ impl Engine {
     /// process table is seeded.
     pub fn set_cmdline_mode(&mut self, mode: crate::redact::CmdlineMode) {
         self.procs.set_cmdline_mode(mode);
+    }
+
+    /// Where the kubelet's pod and container log directories are (the daemon's
+    /// `--pods-log-dir` and `--containers-log-dir`): pod and container names come from them.
+    pub fn set_kubernetes_dirs(&mut self, pods: &Path, containers: &Path) {
+        self.kube = crate::kubernetes::KubeNames::new(pods, containers);
     }
 
     pub fn procs(&mut self) -> &mut ProcTable {
@@ -249,25 +279,43 @@ impl Engine {
         e.comm = decode::comm(hdr);
         e.cmdline = p.cmdline.clone();
         e.cgroup_id = hdr.cgroup_id;
-        let fallback = p.container.as_deref().map(str::to_string);
+        let fallback = (p.container.clone(), p.cgroup.clone());
         // The kernel's cgroup id is what the task was in at the event; /proc may be gone.
-        if let Some(path) = self.cgroups.path(hdr.cgroup_id) {
+        let placed = if let Some(path) = self.cgroups.path(hdr.cgroup_id) {
             if self.containers.len() > 65_536 {
                 self.containers.clear();
             }
-            let container = self
+            let placed = self
                 .containers
                 .entry(hdr.cgroup_id)
-                .or_insert_with(|| {
-                    crate::proctable::container_id(&format!("0::{path}")).map(Arc::from)
-                })
+                .or_insert_with(|| Placed::of(&path))
                 .clone();
-            e.container = container.as_deref().map(str::to_owned);
             let p = self.procs.lookup(hdr.pid);
-            p.container = container;
+            p.container.clone_from(&placed.container);
             p.cgroup = Some(path);
+            placed
         } else {
-            e.container = fallback;
+            match fallback {
+                (Some(container), Some(path)) => Placed {
+                    pod_uid: crate::kubernetes::pod_uid(&path).map(Arc::from),
+                    container: Some(container),
+                },
+                (container, _) => Placed {
+                    container,
+                    pod_uid: None,
+                },
+            }
+        };
+        e.container = placed.container.as_deref().map(str::to_owned);
+        if let Some(uid) = &placed.pod_uid {
+            e.pod_uid = Some(uid.to_string());
+            if let Some(pod) = self.kube.pod(uid) {
+                e.pod = Some(pod.name.to_string());
+                e.pod_namespace = Some(pod.namespace.to_string());
+            }
+            if let Some(id) = &placed.container {
+                e.container_name = self.kube.container(id).map(|n| n.to_string());
+            }
         }
         if hdr.flags & monitor_common::HDR_TTY_KNOWN != 0 {
             self.procs.lookup(hdr.pid).tty = hdr.flags & monitor_common::HDR_TTY != 0;

@@ -76,6 +76,17 @@ pub struct Event {
     /// Container id (from the cgroup path), when the process runs in a container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// Kubernetes: the UID of the pod the process runs in (from its cgroup path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// Kubernetes: the pod's name and namespace, and the container's name (from the kubelet's
+    /// log directories on the node, see `kubernetes`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
     /// open: the syscall (`openat`, `openat2`, `open`, `creat`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syscall: Option<&'static str>,
@@ -150,6 +161,10 @@ impl Event {
             cmdline: Vec::new(),
             cgroup_id: 0,
             container: None,
+            pod_uid: None,
+            pod: None,
+            pod_namespace: None,
+            container_name: None,
             syscall: None,
             path: None,
             path_arg: None,

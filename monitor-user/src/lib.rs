@@ -16,6 +16,7 @@ pub mod event;
 pub mod events_file;
 pub mod files;
 pub mod filter;
+pub mod kubernetes;
 pub mod live;
 pub mod logging;
 pub mod metrics;

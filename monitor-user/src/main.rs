@@ -63,6 +63,8 @@ fn main() -> ExitCode {
                 clickhouse_config: a.clickhouse.clickhouse_config,
                 user: a.user,
                 metrics: a.metrics,
+                pods_log_dir: a.pods_log_dir,
+                containers_log_dir: a.containers_log_dir,
             };
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

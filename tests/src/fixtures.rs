@@ -46,6 +46,14 @@ pub fn event(host: &str, i: u64) -> Event {
     if i.is_multiple_of(3) {
         e.script = Some(format!("/opt/jobs/job-{i}.py"));
     }
+    // Every fourth one runs in a Kubernetes pod.
+    if i.is_multiple_of(4) {
+        e.container = Some(format!("{:064x}", 0xc0ffee + i));
+        e.pod_uid = Some(format!("0f2a4c1e-6b7d-4e8f-9a0b-{:012x}", i % 7));
+        e.pod = Some(format!("billing-worker-{}", i % 7));
+        e.pod_namespace = Some("payments".into());
+        e.container_name = Some("worker".into());
+    }
     match kind {
         Kind::Open => {
             e.syscall = Some("openat");

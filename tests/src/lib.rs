@@ -139,13 +139,32 @@ impl Daemon {
     /// [`Daemon::start`] with `extra` arguments for `nhiscope daemon`.
     #[track_caller]
     pub fn start_with(registry_yaml: &str, extra: &[&std::ffi::OsStr]) -> Daemon {
+        Self::start_wrapped(&[], registry_yaml, extra)
+    }
+
+    /// [`Daemon::start_with`], the daemon started through `wrapper` (a command and its
+    /// arguments, e.g. `setpriv --bounding-set ...`), which runs it as its last arguments.
+    #[track_caller]
+    pub fn start_wrapped(
+        wrapper: &[&std::ffi::OsStr],
+        registry_yaml: &str,
+        extra: &[&std::ffi::OsStr],
+    ) -> Daemon {
         let bin = nhiscope_bin();
         let dir = temp_dir("daemon");
         let registry = dir.join("registry.yaml");
         fs::write(&registry, registry_yaml)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", registry.display()));
         let events_path = dir.join("events.jsonl");
-        let mut child = Command::new(&bin)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = cmd
             .arg("daemon")
             .arg("--registry")
             .arg(&registry)

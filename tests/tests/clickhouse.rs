@@ -906,6 +906,89 @@ fn db_migrate_applies_the_schema_once_and_rejects_a_bad_url() {
     assert!(stderr.contains("cannot connect"), "{stderr}");
 }
 
+/// A database an older nhiscope made (schema version 2, rows in it) gains the Kubernetes
+/// columns of version 3 from `db migrate`, its rows kept with the new columns empty; rows with
+/// pods then go in and come back.
+#[test]
+fn db_migrate_brings_a_version_2_database_to_the_pod_columns() {
+    let Some(ch) = ClickHouse::start("migrate-v3") else {
+        return;
+    };
+    let s = legacy_schema("nhiscope");
+    ch.query(&s.create_database());
+    ch.query(&s.create_migrations_table());
+    for m in &nhiscope::store::schema::MIGRATIONS[..2] {
+        for stmt in (m.statements)(&s) {
+            ch.query(&stmt);
+        }
+        ch.query(&format!(
+            "INSERT INTO nhiscope.schema_migrations (version, name, dialect, applied_at) \
+             VALUES ({}, '{}', 'legacy', now())",
+            m.version, m.name
+        ));
+    }
+    let columns = || {
+        ch.query(
+            "SELECT name, type FROM system.columns WHERE database = 'nhiscope' AND \
+             table = 'events' AND name IN ('pod_uid', 'pod', 'pod_namespace', \
+             'container_name') ORDER BY name",
+        )
+    };
+    assert_eq!(columns(), "");
+    ch.query(
+        "INSERT INTO nhiscope.events (ts, host, run_id, seq, kind, verdict, path, script) \
+         VALUES (now(), 'old-host', 1, 1, 'open', 'ok', '/etc/old', '/opt/old.py')",
+    );
+
+    let bin = nhiscope_tests::nhiscope_bin();
+    let migrate = || {
+        let out = Command::new(&bin)
+            .args(["db", "migrate", "--clickhouse", &ch.url()])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let out = migrate();
+    assert!(out.contains("applied 3"), "{out}");
+    assert_eq!(
+        columns(),
+        "container_name\tString\npod\tString\npod_namespace\tString\npod_uid\tString\n"
+    );
+    assert_eq!(
+        ch.query("SELECT max(version) FROM nhiscope.schema_migrations"),
+        "3\n"
+    );
+    // The old row, whole, with the new columns empty.
+    assert_eq!(
+        ch.query(
+            "SELECT host, path, script, pod_uid, pod, pod_namespace, container_name \
+             FROM nhiscope.events"
+        ),
+        "old-host\t/etc/old\t/opt/old.py\t\t\t\t\n"
+    );
+    assert!(migrate().contains("nothing to apply"));
+
+    // The store writes rows with pods into the migrated table, and they read back whole.
+    let dir = temp_dir("migrate-v3");
+    let config = config(&ch, &dir.join("spool"));
+    let sent = events("new-host", 0..8);
+    assert!(sent.iter().any(|e| e.pod.is_some()));
+    let report = runtime().block_on(async {
+        let store = Store::start(config.clone(), "new-host").unwrap_or_else(|e| panic!("{e}"));
+        store.send(&sent);
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"))
+    });
+    assert_eq!(report.stats.accepted, 8, "{report:?}");
+    let back: Vec<Event> = read_back(&ch, &config, "new-host")
+        .iter()
+        .map(|r| r.to_event().expect("a known event"))
+        .collect();
+    assert_eq!(back, sent);
+}
+
 /// The whole chain, as root: the daemon with its probes writes numbered canary opens to
 /// ClickHouse, which is killed in the middle and restarted; after SIGTERM every canary is
 /// stored exactly once and no loss is recorded.

@@ -8,6 +8,7 @@ mod bench;
 mod build;
 mod clickhouse;
 mod cmd;
+mod container;
 mod ebpf;
 mod fuzz;
 mod package;
@@ -62,6 +63,10 @@ enum Task {
     /// with its eBPF object, the hardened systemd unit, /etc/nhiscope's defaults, man pages
     /// and shell completions. Needs dpkg-dev (`cargo xtask setup`).
     Package(package::Options),
+    /// Build the daemon's container image (deploy/container/Containerfile) with podman, on a
+    /// Debian 12 base made here by debootstrap (no image is pulled). Needs root; about a
+    /// minute the first time (the root filesystem is kept in target/container/rootfs).
+    Container(container::Options),
     /// Open and close one path N times (the benchmark's workload; prints JSON).
     #[command(hide = true)]
     OpenLoop(bench::open_loop::Options),
@@ -78,6 +83,7 @@ fn main() -> Result<()> {
         Task::Bench(opts) => bench::run(&opts),
         Task::Fuzz(opts) => fuzz::run(&opts),
         Task::Package(opts) => package::run(&opts).map(drop),
+        Task::Container(opts) => container::run(&opts),
         Task::OpenLoop(opts) => bench::open_loop::run(&opts),
     }
 }

@@ -50,6 +50,13 @@ const APT_PACKAGES: &[&str] = &[
     // tests/helpers/uring_open.c: opens through io_uring, as a process avoiding the syscalls.
     "liburing-dev",
     "gcc",
+    // deploy/container/build-image.sh (`cargo xtask container`, tests/tests/kubernetes.rs): a
+    // Debian root filesystem made here, imported and built into the daemon's image by podman,
+    // run with runc (crun refuses hosts with controllers on both cgroup hierarchies); setpriv
+    // (util-linux) runs the daemon with the DaemonSet's capabilities only.
+    "podman",
+    "runc",
+    "debootstrap",
     // `cargo xtask bench`'s floods (fork bomb, thread storm).
     "stress-ng",
     // `cargo xtask package` (dpkg-shlibdeps; objcopy comes with it) and tests/tests/service.rs,

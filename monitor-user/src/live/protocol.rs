@@ -275,6 +275,14 @@ pub struct LiveEvent {
     #[serde(default)]
     pub container: Option<String>,
     #[serde(default)]
+    pub pod_uid: Option<String>,
+    #[serde(default)]
+    pub pod: Option<String>,
+    #[serde(default)]
+    pub pod_namespace: Option<String>,
+    #[serde(default)]
+    pub container_name: Option<String>,
+    #[serde(default)]
     pub path: Option<String>,
     #[serde(default)]
     pub target: Option<String>,
@@ -315,6 +323,10 @@ impl LiveEvent {
             comm: String::new(),
             cmdline: Vec::new(),
             container: None,
+            pod_uid: None,
+            pod: None,
+            pod_namespace: None,
+            container_name: None,
             path: None,
             target: None,
             result: None,
@@ -344,6 +356,10 @@ impl LiveEvent {
             comm: e.comm.clone(),
             cmdline: e.cmdline.clone(),
             container: e.container.clone(),
+            pod_uid: e.pod_uid.clone(),
+            pod: e.pod.clone(),
+            pod_namespace: e.pod_namespace.clone(),
+            container_name: e.container_name.clone(),
             path: e.path.clone(),
             target: e.target.clone(),
             result: e.result,

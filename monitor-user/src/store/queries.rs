@@ -64,7 +64,8 @@ macro_rules! legacy_event_columns {
          CAST(kind AS Int8) AS kind_code, pid, tid, ppid, uid, gid, exe, comm, cmdline, \
          cgroup_id, container, syscall, path, path_arg, target, flags, result, error, daddr, \
          dport, saddr, sport, dns_names, count, cause, nhi, CAST(verdict AS Int8) AS \
-         verdict_code, drift, reason, script, proto"
+         verdict_code, drift, reason, script, proto, pod_uid, pod, pod_namespace, \
+         container_name"
     };
 }
 
@@ -77,7 +78,7 @@ macro_rules! modern_event_columns {
          ifNull(replaceRegexpOne(toString(daddr), '^::ffff:', ''), '') AS daddr_text, dport, \
          ifNull(replaceRegexpOne(toString(saddr), '^::ffff:', ''), '') AS saddr_text, sport, \
          dns_names, count, cause, nhi, CAST(verdict AS Int8) AS verdict_code, drift, reason, \
-         script, proto"
+         script, proto, pod_uid, pod, pod_namespace, container_name"
     };
 }
 
@@ -512,6 +513,10 @@ pub struct EventRecord {
     reason: String,
     script: String,
     proto: String,
+    pod_uid: String,
+    pod: String,
+    pod_namespace: String,
+    container_name: String,
 }
 
 impl From<EventRecord> for EventRow {
@@ -555,6 +560,10 @@ impl From<EventRecord> for EventRow {
             reason: r.reason,
             script: r.script,
             proto: r.proto,
+            pod_uid: r.pod_uid,
+            pod: r.pod,
+            pod_namespace: r.pod_namespace,
+            container_name: r.container_name,
         }
     }
 }

@@ -206,6 +206,16 @@ pub struct EventRow {
     pub script: String,
     #[serde(default)]
     pub proto: String,
+    /// Schema version 3: the Kubernetes pod and container. Default when read from a spool
+    /// written before it.
+    #[serde(default)]
+    pub pod_uid: String,
+    #[serde(default)]
+    pub pod: String,
+    #[serde(default)]
+    pub pod_namespace: String,
+    #[serde(default)]
+    pub container_name: String,
 }
 
 impl EventRow {
@@ -253,6 +263,10 @@ impl EventRow {
             reason: e.reason,
             script: e.script.unwrap_or_default(),
             proto: e.proto.unwrap_or_default().to_owned(),
+            pod_uid: e.pod_uid.unwrap_or_default(),
+            pod: e.pod.unwrap_or_default(),
+            pod_namespace: e.pod_namespace.unwrap_or_default(),
+            container_name: e.container_name.unwrap_or_default(),
         }
     }
 
@@ -307,6 +321,10 @@ impl EventRow {
             "udp" => Some("udp"),
             _ => return None,
         };
+        e.pod_uid = text(&self.pod_uid);
+        e.pod = text(&self.pod);
+        e.pod_namespace = text(&self.pod_namespace);
+        e.container_name = text(&self.container_name);
         Some(e)
     }
 }
@@ -385,6 +403,10 @@ pub struct LegacyEvent<'a> {
     reason: &'a str,
     script: &'a str,
     proto: &'a str,
+    pod_uid: &'a str,
+    pod: &'a str,
+    pod_namespace: &'a str,
+    container_name: &'a str,
 }
 
 /// `events` on current servers: `DateTime64(9)` and `IPv6` columns.
@@ -425,6 +447,10 @@ pub struct ModernEvent<'a> {
     reason: &'a str,
     script: &'a str,
     proto: &'a str,
+    pod_uid: &'a str,
+    pod: &'a str,
+    pod_namespace: &'a str,
+    container_name: &'a str,
 }
 
 /// Expands to the wire event of one dialect; the fields both share are listed once.
@@ -465,6 +491,10 @@ macro_rules! wire_event {
             reason: &r.reason,
             script: &r.script,
             proto: &r.proto,
+            pod_uid: &r.pod_uid,
+            pod: &r.pod,
+            pod_namespace: &r.pod_namespace,
+            container_name: &r.container_name,
         }
     }};
 }

@@ -128,6 +128,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "events: script and proto",
         statements: v2,
     },
+    Migration {
+        version: 3,
+        name: "events: Kubernetes pod and container names",
+        statements: v3,
+    },
 ];
 
 /// The version a fully migrated database is at.
@@ -146,6 +151,11 @@ fn v1(s: &Schema) -> Vec<String> {
 /// `events` gains the script an interpreter ran and the connection's protocol.
 fn v2(s: &Schema) -> Vec<String> {
     s.add_columns(Table::Events, 2)
+}
+
+/// `events` gains the Kubernetes pod (UID, name, namespace) and container name.
+fn v3(s: &Schema) -> Vec<String> {
+    s.add_columns(Table::Events, 3)
 }
 
 impl Schema {
@@ -357,6 +367,9 @@ impl Schema {
         if t == Table::Events {
             out.push((2, "script".into(), "String".into()));
             out.push((2, "proto".into(), lc.into()));
+            for name in ["pod_uid", "pod", "pod_namespace", "container_name"] {
+                out.push((3, name.into(), lc.into()));
+            }
         }
         out
     }

@@ -39,6 +39,10 @@ fn open_event() -> Event {
     e.cmdline = vec!["cat".into(), "/home/u/.aws/credentials".into()];
     e.cgroup_id = 9;
     e.container = Some("abc123".into());
+    e.pod_uid = Some("0f2a4c1e-6b7d-4e8f-9a0b-1c2d3e4f5a6b".into());
+    e.pod = Some("billing-7d9f8-x2x".into());
+    e.pod_namespace = Some("payments".into());
+    e.container_name = Some("uploader".into());
     e.syscall = Some("openat");
     e.path = Some("/home/u/.aws/credentials".into());
     e.path_arg = Some(".aws/credentials".into());
@@ -143,6 +147,10 @@ fn every_event_field_is_mapped() {
         "reason",
         "script",
         "proto",
+        "pod_uid",
+        "pod",
+        "pod_namespace",
+        "container_name",
     ];
     for e in [open_event(), connect_event("1.2.3.4"), loss_event()] {
         let v = serde_json::to_value(&e).unwrap();
