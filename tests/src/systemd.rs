@@ -84,6 +84,18 @@ impl NotifySocket {
         what: &str,
         pred: impl Fn(&str) -> bool,
     ) -> String {
+        self.wait_for_or(timeout, what, pred, String::new)
+    }
+
+    /// [`NotifySocket::wait_for`], with `context()` (the daemon's output, say) in the panic.
+    #[track_caller]
+    pub fn wait_for_or(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+        context: impl Fn() -> String,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         while let Some(msg) = self.next_before(deadline) {
             if pred(&msg) {
@@ -91,8 +103,9 @@ impl NotifySocket {
             }
         }
         panic!(
-            "no {what} on the notify socket within {timeout:?}; received: {:?}",
-            self.received
+            "no {what} on the notify socket within {timeout:?}; received: {:?}\n{}",
+            self.received,
+            context()
         );
     }
 

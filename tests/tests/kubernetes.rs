@@ -169,6 +169,18 @@ fn a_process_in_a_pod_carries_its_pod_and_container_names_to_every_output() {
         "nhis:\n  - id: billing\n    credentials: [{}]\n",
         cred.display()
     );
+    // The spool in the test's own directory: the default one (/var/lib/nhiscope/spool) is the
+    // installed service's.
+    let ch_config = dir.join("clickhouse.yaml");
+    std::fs::write(
+        &ch_config,
+        format!(
+            "url: {}\nspool_dir: {}\n",
+            ch.url(),
+            dir.join("spool").display()
+        ),
+    )
+    .expect("clickhouse.yaml");
     let d = Daemon::start_with(
         &registry,
         &[
@@ -176,8 +188,8 @@ fn a_process_in_a_pod_carries_its_pod_and_container_names_to_every_output() {
             pod.pods_dir.as_os_str(),
             "--containers-log-dir".as_ref(),
             pod.containers_dir.as_os_str(),
-            "--clickhouse".as_ref(),
-            OsStr::new(&ch.url()),
+            "--clickhouse-config".as_ref(),
+            ch_config.as_os_str(),
         ],
     );
     let live = UnixStream::connect(d.live_socket()).expect("the live socket");

@@ -143,9 +143,12 @@ fn ready_after_attach_watchdog_while_the_loop_turns_and_stopping_on_sigterm() {
     );
     let pid = daemon.pid();
 
-    let ready = notify.wait_for(READY_TIMEOUT, "READY=1", |m| {
-        m.lines().any(|l| l == "READY=1")
-    });
+    let ready = notify.wait_for_or(
+        READY_TIMEOUT,
+        "READY=1",
+        |m| m.lines().any(|l| l == "READY=1"),
+        || format!("daemon's stderr:\n{}", daemon.stderr()),
+    );
     // Counted as soon as READY=1 is in: every probe must be attached by then.
     let links = bpf_links(pid);
     let probes = probes_in_status(&ready)
@@ -604,9 +607,12 @@ fn the_package_installs_runs_as_its_unit_and_is_removed_and_purged_cleanly() {
             .stdout(Stdio::null()),
     );
     let pid = daemon.pid();
-    let ready = notify.wait_for(READY_TIMEOUT, "READY=1", |m| {
-        m.lines().any(|l| l == "READY=1")
-    });
+    let ready = notify.wait_for_or(
+        READY_TIMEOUT,
+        "READY=1",
+        |m| m.lines().any(|l| l == "READY=1"),
+        || format!("daemon's stderr:\n{}", daemon.stderr()),
+    );
     let probes = probes_in_status(&ready).expect("STATUS=N probes attached");
     assert_eq!(bpf_links(pid), probes, "{}", daemon.stderr());
     assert_eq!(
