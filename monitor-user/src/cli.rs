@@ -373,7 +373,7 @@ pub(crate) fn parse_ringbuf_size(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use clap::{CommandFactory, FromArgMatches};
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -432,16 +432,72 @@ mod tests {
         }
     }
 
+    /// The daemon's flags as the daemon reads them: what was given, laid over no config file.
+    fn daemon_flags(extra: &[&str]) -> Result<crate::config::Flags, String> {
+        let mut args = vec!["nhiscope", "daemon"];
+        args.extend_from_slice(extra);
+        let m = Cli::command()
+            .try_get_matches_from(args)
+            .map_err(|e| e.to_string())?;
+        let cli = Cli::from_arg_matches(&m).map_err(|e| e.to_string())?;
+        match &cli.command {
+            Command::Daemon(d) => Ok(d.flags(
+                m.subcommand_matches("daemon").expect("daemon"),
+                &m,
+                &cli,
+            )),
+            other => panic!("not the daemon: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_flags_given_count_not_their_defaults() {
+        let f = daemon_flags(&["--config", "c.yaml"]).expect("parses");
+        assert_eq!(f, crate::config::Flags::default(), "defaults must not hide the file");
+        let f = daemon_flags(&[
+            "--live-socket",
+            "/run/x.sock",
+            "--cmdline",
+            "redacted",
+            "--log-format",
+            "text",
+            "--log-level",
+            "debug",
+            "--ringbuf-size",
+            "65536",
+        ])
+        .expect("parses");
+        assert_eq!(f.live_socket.as_deref(), Some(std::path::Path::new("/run/x.sock")));
+        assert_eq!(f.cmdline, Some(crate::redact::CmdlineMode::Redacted), "given, if default");
+        assert_eq!(f.log_format, Some(crate::logging::LogFormat::Text));
+        if std::env::var_os("RUST_LOG").is_none() {
+            assert_eq!(f.log_level.as_deref(), Some("debug"));
+        }
+        assert_eq!(f.ringbuf_size, Some(65536));
+        // Global flags before the subcommand count too.
+        let m = Cli::command()
+            .try_get_matches_from(["nhiscope", "--log-format", "json", "daemon"])
+            .expect("parses");
+        let cli = Cli::from_arg_matches(&m).expect("parses");
+        let Command::Daemon(d) = &cli.command else {
+            panic!("not the daemon")
+        };
+        let f = d.flags(m.subcommand_matches("daemon").expect("daemon"), &m, &cli);
+        assert_eq!(f.log_format, Some(crate::logging::LogFormat::Json));
+        assert!(daemon_flags(&["--log-level", "loud"])
+            .unwrap_err()
+            .contains("--log-level"));
+    }
+
     #[test]
     fn json_rotation_flags_are_checked() {
         let parse = |extra: &[&str]| {
-            let mut args = vec!["nhiscope", "daemon", "--registry", "r.yaml"];
+            let mut args = vec!["--registry", "r.yaml"];
             args.extend_from_slice(extra);
-            match Cli::try_parse_from(args).map(|c| c.command) {
-                Ok(Command::Daemon(d)) => Ok(d.json_rotation().map(|r| (r.max_bytes, r.keep))),
-                Ok(other) => panic!("not the daemon: {other:?}"),
-                Err(e) => Err(e.to_string()),
-            }
+            let flags = daemon_flags(&args)?;
+            crate::config::Settings::resolve(None, &flags)
+                .map(|s| s.json_rotation.map(|r| (r.max_bytes, r.keep)))
+                .map_err(|p| crate::config::lines(&p))
         };
         assert_eq!(
             parse(&[
@@ -468,6 +524,8 @@ mod tests {
         assert!(e.contains("--json-max-size"), "{e}");
         let e = parse(&["--json-max-size", "1M"]).unwrap_err();
         assert!(e.contains("--json"), "{e}");
+        let e = parse(&["--json", "-", "--json-max-size", "1M"]).unwrap_err();
+        assert!(e.contains("standard output"), "{e}");
         let log = |f: &str| {
             Cli::try_parse_from(["nhiscope", "--log-format", f, "registry", "check", "r"])
                 .map(|c| c.log_format)
