@@ -441,11 +441,9 @@ mod tests {
             .map_err(|e| e.to_string())?;
         let cli = Cli::from_arg_matches(&m).map_err(|e| e.to_string())?;
         match &cli.command {
-            Command::Daemon(d) => Ok(d.flags(
-                m.subcommand_matches("daemon").expect("daemon"),
-                &m,
-                &cli,
-            )),
+            Command::Daemon(d) => {
+                Ok(d.flags(m.subcommand_matches("daemon").expect("daemon"), &m, &cli))
+            }
             other => panic!("not the daemon: {other:?}"),
         }
     }
@@ -453,7 +451,11 @@ mod tests {
     #[test]
     fn only_flags_given_count_not_their_defaults() {
         let f = daemon_flags(&["--config", "c.yaml"]).expect("parses");
-        assert_eq!(f, crate::config::Flags::default(), "defaults must not hide the file");
+        assert_eq!(
+            f,
+            crate::config::Flags::default(),
+            "defaults must not hide the file"
+        );
         let f = daemon_flags(&[
             "--live-socket",
             "/run/x.sock",
@@ -467,8 +469,15 @@ mod tests {
             "65536",
         ])
         .expect("parses");
-        assert_eq!(f.live_socket.as_deref(), Some(std::path::Path::new("/run/x.sock")));
-        assert_eq!(f.cmdline, Some(crate::redact::CmdlineMode::Redacted), "given, if default");
+        assert_eq!(
+            f.live_socket.as_deref(),
+            Some(std::path::Path::new("/run/x.sock"))
+        );
+        assert_eq!(
+            f.cmdline,
+            Some(crate::redact::CmdlineMode::Redacted),
+            "given, if default"
+        );
         assert_eq!(f.log_format, Some(crate::logging::LogFormat::Text));
         if std::env::var_os("RUST_LOG").is_none() {
             assert_eq!(f.log_level.as_deref(), Some("debug"));

@@ -241,10 +241,23 @@ mod tests {
 
     #[test]
     fn log_levels_are_levels_or_directives() {
-        for ok in ["info", "DEBUG", "off", "info,nhiscope::store=debug", "nhiscope=trace"] {
+        for ok in [
+            "info",
+            "DEBUG",
+            "off",
+            "info,nhiscope::store=debug",
+            "nhiscope=trace",
+        ] {
             assert!(parse_level(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "inf", "nhiscope", "info,=debug", "a-b=info", "info,debug=loud"] {
+        for bad in [
+            "",
+            "inf",
+            "nhiscope",
+            "info,=debug",
+            "a-b=info",
+            "info,debug=loud",
+        ] {
             let e = parse_level(bad).unwrap_err();
             assert!(e.contains("log level"), "{bad}: {e}");
         }

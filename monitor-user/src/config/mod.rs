@@ -483,9 +483,9 @@ impl Settings {
                     None,
                     "no `registry:` here and no --registry FILE: the daemon needs a registry",
                 ),
-                None => Problem::plain(
-                    "--registry FILE is needed (or `registry:` in a --config file)",
-                ),
+                None => {
+                    Problem::plain("--registry FILE is needed (or `registry:` in a --config file)")
+                }
             });
         }
 
@@ -681,7 +681,11 @@ pub fn check(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<String
     let nhis = match crate::registry::load(&s.registry) {
         Ok(r) => r.nhis.len(),
         Err(e @ crate::registry::RegistryError::Read { .. }) => {
-            problems.push(Problem::in_file(path, at("registry"), format!("registry: {e}")));
+            problems.push(Problem::in_file(
+                path,
+                at("registry"),
+                format!("registry: {e}"),
+            ));
             0
         }
         Err(e) => {

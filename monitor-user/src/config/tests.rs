@@ -28,9 +28,7 @@ fn example_uncommented() -> String {
             .bytes()
             .take_while(|b| b.is_ascii_lowercase() || *b == b'_')
             .count();
-        (indent == 0 || indent >= 2)
-            && key_len > 0
-            && body[key_len..].starts_with(':')
+        (indent == 0 || indent >= 2) && key_len > 0 && body[key_len..].starts_with(':')
     };
     EXAMPLE
         .lines()
@@ -52,15 +50,27 @@ fn the_example_is_valid_as_shipped_and_with_every_setting_uncommented() {
     let s = Settings::resolve(Some(&shipped), &Flags::default()).expect("resolves");
     assert_eq!(s.json.as_deref(), Some("/var/log/nhiscope/events.jsonl"));
     assert_eq!(s.live_socket, Path::new(crate::live::DEFAULT_SOCKET));
-    assert_eq!(s.clickhouse, ClickHouse::Flags { url: None, file: None });
+    assert_eq!(
+        s.clickhouse,
+        ClickHouse::Flags {
+            url: None,
+            file: None
+        }
+    );
 
     // Every key is there, each with a value its flag's parser accepts.
     let all = example_uncommented();
     let full = at(&all).unwrap_or_else(|p| panic!("{}\n{all}", lines(&p)));
     let shown = format!("{:?}", full.config);
-    assert!(!shown.contains("None"), "a key is missing from the example: {shown}");
+    assert!(
+        !shown.contains("None"),
+        "a key is missing from the example: {shown}"
+    );
     for key in KEYS {
-        assert!(locate(&all, &[key]).is_some(), "{key} is not in the example");
+        assert!(
+            locate(&all, &[key]).is_some(),
+            "{key} is not in the example"
+        );
     }
     // The defaults it shows are the defaults.
     let c = &full.config;
@@ -105,30 +115,74 @@ fn the_readme_documents_every_key() {
 #[test]
 fn each_bad_value_is_named_at_its_line_and_column() {
     let cases: &[(&str, &str)] = &[
-        ("ringbuf_size: 65535\n", "config.yaml:1:15: ringbuf_size: 65535 is not a power of two"),
-        ("ringbuf_size: 1024\n", "config.yaml:1:15: ringbuf_size: 1024"),
-        ("ringbuf_size: lots\n", "config.yaml:1:15: ringbuf_size: `lots` is not a number"),
-        ("metrics: localhost:9464\n", "config.yaml:1:10: metrics: `localhost:9464` is not an address"),
-        ("json_max_size: 12Q\n", "config.yaml:1:16: json_max_size: `12Q` is not a size"),
-        ("json_keep: 0\n", "config.yaml:1:12: json_keep: `0` is not a number of files"),
-        ("log_level: loud\n", "config.yaml:1:12: log_level: `loud` is not a log level"),
-        ("log_format: xml\n", "config.yaml:1:13: log_format: `xml` is not one of text, json"),
-        ("cmdline: some\n", "config.yaml:1:10: cmdline: `some` is not one of redacted, argv0, full"),
-        ("registry: ''\n", "config.yaml:1:11: registry: the path is empty"),
+        (
+            "ringbuf_size: 65535\n",
+            "config.yaml:1:15: ringbuf_size: 65535 is not a power of two",
+        ),
+        (
+            "ringbuf_size: 1024\n",
+            "config.yaml:1:15: ringbuf_size: 1024",
+        ),
+        (
+            "ringbuf_size: lots\n",
+            "config.yaml:1:15: ringbuf_size: `lots` is not a number",
+        ),
+        (
+            "metrics: localhost:9464\n",
+            "config.yaml:1:10: metrics: `localhost:9464` is not an address",
+        ),
+        (
+            "json_max_size: 12Q\n",
+            "config.yaml:1:16: json_max_size: `12Q` is not a size",
+        ),
+        (
+            "json_keep: 0\n",
+            "config.yaml:1:12: json_keep: `0` is not a number of files",
+        ),
+        (
+            "log_level: loud\n",
+            "config.yaml:1:12: log_level: `loud` is not a log level",
+        ),
+        (
+            "log_format: xml\n",
+            "config.yaml:1:13: log_format: `xml` is not one of text, json",
+        ),
+        (
+            "cmdline: some\n",
+            "config.yaml:1:10: cmdline: `some` is not one of redacted, argv0, full",
+        ),
+        (
+            "registry: ''\n",
+            "config.yaml:1:11: registry: the path is empty",
+        ),
         ("user: \"\"\n", "config.yaml:1:7: user: `` is not a name"),
-        ("json: [a, b]\n", "config.yaml:1:7: json: invalid type: sequence"),
-        ("ringbuf_size: 4096.5\n", "config.yaml:1:15: ringbuf_size: invalid type: floating point"),
-        ("clickhouse: 3\n", "config.yaml:1:13: clickhouse: invalid type: integer"),
-        ("clickhouse:\n  batch_rows: many\n", "config.yaml:2:15: clickhouse.batch_rows: invalid type: string"),
+        (
+            "json: [a, b]\n",
+            "config.yaml:1:7: json: invalid type: sequence",
+        ),
+        (
+            "ringbuf_size: 4096.5\n",
+            "config.yaml:1:15: ringbuf_size: invalid type: floating point",
+        ),
+        (
+            "clickhouse: 3\n",
+            "config.yaml:1:13: clickhouse: invalid type: integer",
+        ),
+        (
+            "clickhouse:\n  batch_rows: many\n",
+            "config.yaml:2:15: clickhouse.batch_rows: invalid type: string",
+        ),
     ];
     for (text, want) in cases {
         let (got, want) = if text.starts_with("registry") {
             (errors(text), want.to_string())
         } else {
             // One line down: a registry line comes first.
-            let want = want
-                .replacen(":1:", ":2:", 1)
-                .replacen(":2:15: clickhouse.", ":3:15: clickhouse.", 1);
+            let want = want.replacen(":1:", ":2:", 1).replacen(
+                ":2:15: clickhouse.",
+                ":3:15: clickhouse.",
+                1,
+            );
             (errors(&format!("registry: r.yaml\n{text}")), want)
         };
         assert_eq!(got.len(), 1, "{text}: {got:?}");
@@ -145,13 +199,16 @@ fn unknown_keys_are_refused_with_their_name_and_place() {
     let got = errors("registry: r.yaml\nring_size: 4096\n");
     assert_eq!(got.len(), 1);
     assert!(
-        got[0].starts_with("/etc/nhiscope/config.yaml:2:1: unknown field `ring_size`, expected one of"),
+        got[0].starts_with(
+            "/etc/nhiscope/config.yaml:2:1: unknown field `ring_size`, expected one of"
+        ),
         "{}",
         got[0]
     );
     let got = errors("clickhouse:\n  url: http://ch:8123\n  pasword_file: /x\n");
     assert!(
-        got[0].starts_with("/etc/nhiscope/config.yaml:3:3: clickhouse: unknown field `pasword_file`"),
+        got[0]
+            .starts_with("/etc/nhiscope/config.yaml:3:3: clickhouse: unknown field `pasword_file`"),
         "{}",
         got[0]
     );
@@ -195,7 +252,10 @@ log_level: loud
     // A flow mapping is read (one error at a time).
     let ok = at("{registry: r.yaml, ringbuf_size: 65536}").expect("flow style");
     assert_eq!(ok.config.ringbuf_size, Some(65536));
-    assert_eq!(errors("{registry: r.yaml, ringbuf_size: 3, metrics: x}").len(), 1);
+    assert_eq!(
+        errors("{registry: r.yaml, ringbuf_size: 3, metrics: x}").len(),
+        1
+    );
 }
 
 #[test]
@@ -259,7 +319,9 @@ user: nobody
     // `--json -` over a file that rotates by size: the file's json_max_size cannot apply.
     let e = resolved(text, &flags).unwrap_err();
     assert!(
-        e[0].starts_with("/etc/nhiscope/config.yaml:3:16: json_max_size: events go to standard output"),
+        e[0].starts_with(
+            "/etc/nhiscope/config.yaml:3:16: json_max_size: events go to standard output"
+        ),
         "{e:?}"
     );
     let flags = Flags {
@@ -268,7 +330,11 @@ user: nobody
         ..flags
     };
     let s = resolved(text, &flags).expect("valid");
-    assert_eq!(s.registry, Path::new("flag.yaml"), "a flag's path is the shell's");
+    assert_eq!(
+        s.registry,
+        Path::new("flag.yaml"),
+        "a flag's path is the shell's"
+    );
     assert_eq!(s.json.as_deref(), Some("/tmp/e.jsonl"));
     assert_eq!(
         s.json_rotation,
@@ -302,8 +368,10 @@ fn what_spans_keys_is_checked_after_the_flags() {
     let e = resolved("ringbuf_size: 65536\n", &Flags::default()).unwrap_err();
     assert_eq!(
         e,
-        ["/etc/nhiscope/config.yaml: no `registry:` here and no --registry FILE: the daemon \
-          needs a registry"]
+        [
+            "/etc/nhiscope/config.yaml: no `registry:` here and no --registry FILE: the daemon \
+          needs a registry"
+        ]
     );
     let e = Settings::resolve(None, &Flags::default()).unwrap_err();
     assert!(e[0].message.contains("--registry FILE is needed"), "{e:?}");
@@ -354,7 +422,11 @@ fn what_spans_keys_is_checked_after_the_flags() {
         },
     )
     .unwrap_err();
-    assert!(e[0].message.starts_with("--json-keep: needs --json-max-size"), "{e:?}");
+    assert!(
+        e[0].message
+            .starts_with("--json-keep: needs --json-max-size"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -375,9 +447,16 @@ fn the_clickhouse_section_is_the_store_config_and_its_errors_are_placed() {
                 batch_interval: 2s\n  spool_dir: spool\n";
     let c = load(text, &Flags::default()).expect("valid").expect("on");
     assert_eq!(c.url, "http://ch.example:8123");
-    assert_eq!(c.password.as_ref().map(|p| p.expose()), Some("s3cret-Canary"));
+    assert_eq!(
+        c.password.as_ref().map(|p| p.expose()),
+        Some("s3cret-Canary")
+    );
     assert_eq!(c.batch_interval, std::time::Duration::from_secs(2));
-    assert_eq!(c.spool_dir, dir.join("spool"), "relative to the config file");
+    assert_eq!(
+        c.spool_dir,
+        dir.join("spool"),
+        "relative to the config file"
+    );
     // --clickhouse URL wins over url:.
     let flags = Flags {
         clickhouse_url: Some("https://other:8443".into()),
@@ -385,7 +464,10 @@ fn the_clickhouse_section_is_the_store_config_and_its_errors_are_placed() {
     };
     let c = load(text, &flags).expect("valid").expect("on");
     assert_eq!(c.url, "https://other:8443");
-    assert_eq!(c.password.as_ref().map(|p| p.expose()), Some("s3cret-Canary"));
+    assert_eq!(
+        c.password.as_ref().map(|p| p.expose()),
+        Some("s3cret-Canary")
+    );
     // --clickhouse-config replaces the section.
     let other = dir.join("clickhouse.yaml");
     std::fs::write(&other, "url: http://third:8123\n").expect("write");
@@ -397,7 +479,9 @@ fn the_clickhouse_section_is_the_store_config_and_its_errors_are_placed() {
     assert_eq!(c.url, "http://third:8123");
     assert_eq!(c.password, None);
     // No section: off.
-    assert!(load("registry: r\n", &Flags::default()).expect("valid").is_none());
+    assert!(load("registry: r\n", &Flags::default())
+        .expect("valid")
+        .is_none());
 
     let f = file.display().to_string();
     let bad: &[(&str, String)] = &[
@@ -417,9 +501,15 @@ fn the_clickhouse_section_is_the_store_config_and_its_errors_are_placed() {
         ),
     ];
     for (section, want) in bad {
-        let e = load(&format!("registry: r\nclickhouse:\n{section}"), &Flags::default())
-            .expect_err(section);
-        assert!(e[0].starts_with(want.as_str()), "{section}: {e:?}\nwant {want}");
+        let e = load(
+            &format!("registry: r\nclickhouse:\n{section}"),
+            &Flags::default(),
+        )
+        .expect_err(section);
+        assert!(
+            e[0].starts_with(want.as_str()),
+            "{section}: {e:?}\nwant {want}"
+        );
         assert!(!e[0].contains("s3cret-Canary"));
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -434,7 +524,11 @@ fn keys_are_located_in_block_style() {
     assert_eq!(locate(text, &["clickhouse"]), Some((5, 1)));
     assert_eq!(locate(text, &["clickhouse", "url"]), Some((7, 8)));
     assert_eq!(locate(text, &["clickhouse", "spool_dir"]), Some((8, 3)));
-    assert_eq!(locate(text, &["clickhouse", "cluster"]), Some((5, 1)), "the parent");
+    assert_eq!(
+        locate(text, &["clickhouse", "cluster"]),
+        Some((5, 1)),
+        "the parent"
+    );
     assert_eq!(locate(text, &["metrics"]), Some((10, 10)));
     assert_eq!(locate(text, &["url"]), None, "not a top-level key");
     assert_eq!(locate("{registry: r}", &["registry"]), None);
@@ -490,10 +584,16 @@ fn config_check_loads_what_the_file_names() {
     let dir = std::env::temp_dir().join(format!("nhiscope-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("config.yaml");
-    std::fs::write(dir.join("reg.yaml"), "nhis:\n  - id: a\n    credentials: [/etc/a]\n")
-        .expect("registry");
-    std::fs::write(&file, "registry: reg.yaml\njson: /var/log/e.jsonl\nmetrics: 127.0.0.1:9464\n")
-        .expect("config");
+    std::fs::write(
+        dir.join("reg.yaml"),
+        "nhis:\n  - id: a\n    credentials: [/etc/a]\n",
+    )
+    .expect("registry");
+    std::fs::write(
+        &file,
+        "registry: reg.yaml\njson: /var/log/e.jsonl\nmetrics: 127.0.0.1:9464\n",
+    )
+    .expect("config");
     let summary = check(&file, &|_| None).unwrap_or_else(|p| panic!("{}", lines(&p)));
     assert_eq!(
         summary,
@@ -505,7 +605,11 @@ fn config_check_loads_what_the_file_names() {
         )
     );
     // Every problem: a registry that does not load, a bad ClickHouse section, a missing user.
-    std::fs::write(dir.join("bad-reg.yaml"), "nhis:\n  - id: a\n    colour: red\n").expect("w");
+    std::fs::write(
+        dir.join("bad-reg.yaml"),
+        "nhis:\n  - id: a\n    colour: red\n",
+    )
+    .expect("w");
     std::fs::write(
         &file,
         "registry: bad-reg.yaml\nuser: no-such-user-here\nclickhouse:\n  url: http://u:p@ch:8123\n",
@@ -517,14 +621,33 @@ fn config_check_loads_what_the_file_names() {
         .map(ToString::to_string)
         .collect();
     assert_eq!(e.len(), 3, "{e:#?}");
-    assert!(e[0].starts_with(&format!("{}:3:5: ", dir.join("bad-reg.yaml").display())), "{e:?}");
-    assert!(e[1].starts_with(&format!("{}:4:8: clickhouse.url", file.display())), "{e:?}");
-    assert!(!e[1].contains("u:p"), "the URL's credentials are not echoed: {e:?}");
-    assert!(e[2].starts_with(&format!("{}:2:7: user: ", file.display())), "{e:?}");
+    assert!(
+        e[0].starts_with(&format!("{}:3:5: ", dir.join("bad-reg.yaml").display())),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with(&format!("{}:4:8: clickhouse.url", file.display())),
+        "{e:?}"
+    );
+    assert!(
+        !e[1].contains("u:p"),
+        "the URL's credentials are not echoed: {e:?}"
+    );
+    assert!(
+        e[2].starts_with(&format!("{}:2:7: user: ", file.display())),
+        "{e:?}"
+    );
     std::fs::write(&file, "registry: none.yaml\n").expect("config");
     let e = check(&file, &|_| None).expect_err("no registry file");
-    assert!(e[0].to_string().starts_with(&format!("{}:1:11: registry: ", file.display())), "{e:?}");
+    assert!(
+        e[0].to_string()
+            .starts_with(&format!("{}:1:11: registry: ", file.display())),
+        "{e:?}"
+    );
     let e = check(&dir.join("absent.yaml"), &|_| None).expect_err("no file");
-    assert!(e[0].to_string().contains("cannot read the config file"), "{e:?}");
+    assert!(
+        e[0].to_string().contains("cannot read the config file"),
+        "{e:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
