@@ -169,7 +169,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, Vec<Problem>> {
         {
             return Ok(DaemonConfig::default());
         }
-        serde_yaml::from_str::<DaemonConfig>(text).map_err(|e| yaml_problem(path, &e))
+        serde_yaml::from_str::<DaemonConfig>(text).map_err(|e| yaml_problem(path, text, &e))
     };
     match one(text) {
         Ok(config) => Ok(ConfigFile {
@@ -193,12 +193,19 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, Vec<Problem>> {
     }
 }
 
-fn yaml_problem(path: &Path, e: &serde_yaml::Error) -> Problem {
+/// serde_yaml's error as a problem at its place. An error at the end of the input is placed
+/// just after its last character (libyaml says the line after the last one).
+fn yaml_problem(path: &Path, text: &str, e: &serde_yaml::Error) -> Problem {
     let full = e.to_string();
+    let lines: Vec<&str> = text.split('\n').collect();
+    let place = |line: usize, column: usize| match lines.last() {
+        Some(last) if line > lines.len() => (lines.len(), last.chars().count() + 1),
+        _ => (line, column),
+    };
     match e.location() {
         Some(at) => Problem::in_file(
             path,
-            Some((at.line(), at.column())),
+            Some(place(at.line(), at.column())),
             full.replacen(
                 &format!(" at line {} column {}", at.line(), at.column()),
                 "",
@@ -361,6 +368,16 @@ impl ClickHouse {
         &self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<StoreConfig>, Vec<Problem>> {
+        self.store_config_with(env, &|p: &Path| std::fs::read_to_string(p))
+    }
+
+    /// [`ClickHouse::store_config`] with the section's files read by `read` (the fuzz target
+    /// gives its own); a `--clickhouse-config` file is read from disk.
+    pub fn store_config_with(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        read: &dyn Fn(&Path) -> std::io::Result<String>,
+    ) -> Result<Option<StoreConfig>, Vec<Problem>> {
         match self {
             Self::Flags { url, file } => {
                 StoreConfig::load(file.as_deref(), url.as_deref(), None, env)
@@ -380,7 +397,6 @@ impl ClickHouse {
                         "clickhouse: no `url:` and no --clickhouse URL",
                     )]);
                 }
-                let read = |p: &Path| std::fs::read_to_string(p);
                 StoreConfig::from_file_config(
                     section.clone(),
                     Some(file),
@@ -388,7 +404,7 @@ impl ClickHouse {
                     url.as_deref(),
                     None,
                     env,
-                    &read,
+                    read,
                 )
                 .map_err(|e| {
                     let problem = match e {

@@ -651,3 +651,24 @@ fn config_check_loads_what_the_file_names() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Found by the `daemon_config` fuzz target: an entry cut short at the end of the input made
+/// libyaml place its error on the line after the last one.
+#[test]
+fn an_error_at_the_end_of_the_input_is_placed_inside_it() {
+    let input: &[u8] =
+        b"registry: r.yaml\nring: 1\nclickhouse:\n  url: ftphttps://ch.example:8443\n  passwor";
+    let text = std::str::from_utf8(input).expect("utf8");
+    let problems = at(text).expect_err("invalid");
+    for p in &problems {
+        let (line, column) = p.at.expect("placed");
+        assert!(line <= 5, "{p}");
+        if line == 5 {
+            assert!(column <= "  passwor".len() + 1, "{p}");
+        }
+    }
+    assert!(
+        problems.iter().any(|p| p.to_string().contains(":5:10: ")),
+        "{problems:#?}"
+    );
+}
