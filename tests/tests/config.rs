@@ -60,7 +60,7 @@ fn stderr(o: &Output) -> String {
 #[track_caller]
 fn start(dir: &Path, config: &Path, events: &Path, extra: &[&str]) -> Daemon {
     let mut args: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), config.as_os_str()];
-    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(a)));
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
     Daemon::start_args(dir, events, &args)
 }
 

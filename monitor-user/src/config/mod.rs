@@ -338,7 +338,7 @@ pub enum ClickHouse {
     Section {
         file: PathBuf,
         text: Arc<str>,
-        section: FileConfig,
+        section: Box<FileConfig>,
         url: Option<String>,
     },
 }
@@ -398,7 +398,7 @@ impl ClickHouse {
                     )]);
                 }
                 StoreConfig::from_file_config(
-                    section.clone(),
+                    FileConfig::clone(section),
                     Some(file),
                     text,
                     url.as_deref(),
@@ -454,20 +454,13 @@ impl ClickHouse {
 
     /// The store as a summary shows it: `scheme://host:port`, where it is set, or `off`.
     pub fn summary(&self) -> String {
-        match self {
-            Self::Flags {
-                url: Some(u),
-                file: _,
-            }
-            | Self::Section { url: Some(u), .. } => display_url(u),
-            Self::Section {
-                section: FileConfig { url: Some(u), .. },
-                ..
-            } => display_url(u),
-            Self::Flags {
-                url: None,
-                file: Some(f),
-            } => format!("as in {}", f.display()),
+        let url = match self {
+            Self::Flags { url, .. } => url.as_ref(),
+            Self::Section { url, section, .. } => url.as_ref().or(section.url.as_ref()),
+        };
+        match (url, self) {
+            (Some(u), _) => display_url(u),
+            (None, Self::Flags { file: Some(f), .. }) => format!("as in {}", f.display()),
             _ => "off".to_owned(),
         }
     }
@@ -567,7 +560,7 @@ impl Settings {
                 ClickHouse::Section {
                     file: f.path.clone(),
                     text: Arc::clone(&f.text),
-                    section,
+                    section: Box::new(section),
                     url: flags.clickhouse_url.clone(),
                 }
             }
