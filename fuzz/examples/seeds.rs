@@ -48,6 +48,11 @@ fn main() -> Result<()> {
     write(&dir, "url-only.yaml", "url: http://127.0.0.1:8123\n")?;
     write(&dir, "bad-duration.yaml", CONFIG_BAD_DURATION)?;
 
+    let dir = mkdir(&seeds.join("daemon_config"))?;
+    fs::copy(root.join("examples/daemon.yaml"), dir.join("example.yaml"))?;
+    write(&dir, "inline-clickhouse.yaml", DAEMON_INLINE_CLICKHOUSE)?;
+    write(&dir, "every-error.yaml", DAEMON_EVERY_ERROR)?;
+
     let dir = mkdir(&seeds.join("decode"))?;
     let sessions = sessions();
     for (name, records) in &sessions {
@@ -120,6 +125,37 @@ fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> Result<()> {
 }
 
 const EXPIRES: &str = "nhis:\n  - id: late\n    holders: {uid: [0]}\n    expires: 2026-12-31T23:59:59-05:30\n    max_age: 7days\n";
+
+/// A daemon config with every key set and ClickHouse inline.
+const DAEMON_INLINE_CLICKHOUSE: &str = "registry: registry.yaml
+json: /var/log/nhiscope/events.jsonl
+json_max_size: 100M
+json_keep: 5
+ringbuf_size: 8388608
+hostname: web-1
+live_socket: /run/nhiscope/live.sock
+metrics: 127.0.0.1:9464
+log_level: info,nhiscope::store=debug
+log_format: json
+cmdline: argv0
+user: nhiscope
+clickhouse:
+  url: https://ch.example:8443
+  password_file: /etc/nhiscope/clickhouse.password
+  batch_interval: 500ms
+  spool_dir: spool
+";
+
+/// A daemon config with one error per entry, and one inside `clickhouse:`.
+const DAEMON_EVERY_ERROR: &str = "registry: ''
+ringbuf_size: 65535
+metrics: localhost:9464
+ring: 1
+clickhouse:
+  url: ftp://ch:21
+  colour: blue
+json_keep: 0
+";
 
 const CONFIG_FULL: &str = "url: http://127.0.0.1:8123
 database: nhiscope

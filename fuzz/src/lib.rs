@@ -6,6 +6,7 @@
 //! input: a panic or a failed assertion is a crash for libFuzzer. They live in a library so that
 //! the seed maker (`examples/seeds.rs`) and the tests below share them with the targets.
 
+pub mod daemon_config;
 pub mod decode;
 pub mod dns;
 pub mod live_protocol;
@@ -21,9 +22,10 @@ mod tests {
     #[test]
     fn seeds_pass_their_checks() {
         type Check = fn(&[u8]);
-        let targets: [(&str, Check); 5] = [
+        let targets: [(&str, Check); 6] = [
             ("registry", crate::registry::check),
             ("store_config", crate::store_config::check),
+            ("daemon_config", crate::daemon_config::check),
             ("dns", crate::dns::check),
             ("decode", crate::decode::check),
             ("live_protocol", crate::live_protocol::check),

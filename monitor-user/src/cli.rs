@@ -10,8 +10,9 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "nhiscope", version, propagate_version = true)]
 pub struct Cli {
-    /// Log level for messages on stderr: error, warn, info, debug, trace. Also RUST_LOG.
-    #[arg(long, global = true, default_value = "info", env = "NHISCOPE_LOG")]
+    /// Log level for messages on stderr: off, error, warn, info, debug, trace, or directives
+    /// such as `info,nhiscope::store=debug`. Also RUST_LOG (which wins over both).
+    #[arg(long, global = true, value_name = "LEVEL", default_value = "info", env = "NHISCOPE_LOG", value_parser = crate::logging::parse_level)]
     pub log_level: String,
 
     /// How messages on stderr are written: `text` (for a person) or `json` (one JSON object a
@@ -43,6 +44,9 @@ pub enum Command {
     /// Least-privilege scopes learned from what NHIs were seen doing.
     #[command(subcommand)]
     Scope(ScopeCommand),
+    /// Work with the daemon's configuration file (`nhiscope daemon --config FILE`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Packaging: write the man pages (one per command) into DIR/man and the bash, zsh and fish
     /// completions into DIR/completions (`cargo xtask package` runs it).
     #[command(hide = true)]
@@ -50,6 +54,19 @@ pub enum Command {
         /// The directory to write into (made when missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a daemon configuration file as `nhiscope daemon --config FILE` would read it:
+    /// every key and value, the registry it names, its ClickHouse section (and the files that
+    /// names) and its user. Prints a one-line summary, or every error as FILE:LINE:COLUMN with
+    /// exit code 2. Starts nothing.
+    Check {
+        /// The configuration file to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
 }
 
@@ -168,21 +185,60 @@ pub struct TuiArgs {
 }
 
 impl DaemonArgs {
-    /// `--json-max-size` and `--json-keep` (default [`crate::events_file::DEFAULT_KEEP`]).
-    pub fn json_rotation(&self) -> Option<crate::events_file::Rotation> {
-        self.json_max_size
-            .map(|max_bytes| crate::events_file::Rotation {
-                max_bytes,
-                keep: self.json_keep.unwrap_or(crate::events_file::DEFAULT_KEEP),
-            })
+    /// The settings given on the command line (or in their environment variables), as opposed
+    /// to clap's defaults, which must not hide the config file's values. `matches` are this
+    /// subcommand's; `global` the top level's, for --log-level and --log-format.
+    pub fn flags(
+        &self,
+        matches: &clap::ArgMatches,
+        global: &clap::ArgMatches,
+        cli: &Cli,
+    ) -> crate::config::Flags {
+        use clap::parser::ValueSource;
+        let given = |m: &clap::ArgMatches, id: &str| {
+            matches!(
+                m.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        let either = |id: &str| given(matches, id) || given(global, id);
+        crate::config::Flags {
+            registry: self.registry.clone(),
+            json: self.json.clone(),
+            json_max_size: self.json_max_size,
+            json_keep: self.json_keep,
+            ringbuf_size: self.ringbuf_size,
+            hostname: self.hostname.clone(),
+            live_socket: given(matches, "live_socket").then(|| self.live_socket.clone()),
+            metrics: self.metrics,
+            log_level: std::env::var("RUST_LOG")
+                .ok()
+                .or_else(|| either("log_level").then(|| cli.log_level.clone())),
+            log_format: either("log_format").then_some(cli.log_format),
+            cmdline: given(matches, "cmdline").then_some(self.cmdline),
+            user: self.user.clone(),
+            pods_log_dir: given(matches, "pods_log_dir").then(|| self.pods_log_dir.clone()),
+            containers_log_dir: given(matches, "containers_log_dir")
+                .then(|| self.containers_log_dir.clone()),
+            clickhouse_url: self.clickhouse.clickhouse.clone(),
+            clickhouse_config: self.clickhouse.clickhouse_config.clone(),
+        }
     }
 }
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// The NHI registry (YAML): the NHIs, their credential files and declared scope.
+    /// Read the daemon's settings from this YAML file (every key is one of the flags below;
+    /// see examples/daemon.yaml). Flags given on the command line win over it. SIGHUP reads it
+    /// again: the registry, log level and cmdline mode change live, other changes are logged
+    /// as needing a restart.
     #[arg(long, value_name = "FILE")]
-    pub registry: PathBuf,
+    pub config: Option<PathBuf>,
+
+    /// The NHI registry (YAML): the NHIs, their credential files and declared scope. Needed,
+    /// here or as `registry:` in --config.
+    #[arg(long, value_name = "FILE")]
+    pub registry: Option<PathBuf>,
 
     /// Write every event as one JSON line to PATH, or to standard output with `-`. The file is
     /// reopened on SIGUSR1 (for logrotate's `postrotate`).
@@ -191,12 +247,13 @@ pub struct DaemonArgs {
 
     /// Rotate the --json file before it would grow past this size: bytes, or with K, M or G
     /// (powers of 1024), e.g. 100M. PATH becomes PATH.1, PATH.1 becomes PATH.2, and so on.
-    #[arg(long, value_name = "BYTES", requires = "json", value_parser = crate::events_file::parse_size)]
+    /// Needs --json (here or in --config).
+    #[arg(long, value_name = "BYTES", value_parser = crate::events_file::parse_size)]
     pub json_max_size: Option<u64>,
 
     /// How many rotated --json files to keep (PATH.1 newest ... PATH.N oldest; older ones are
-    /// removed). Needs --json-max-size. Default 5.
-    #[arg(long, value_name = "N", requires = "json_max_size", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// removed), 1 to 10000. Needs --json-max-size (here or in --config). Default 5.
+    #[arg(long, value_name = "N", value_parser = parse_json_keep)]
     pub json_keep: Option<u32>,
 
     /// Size of the kernel-to-daemon ring buffer in bytes: a power of two, at least 4096
@@ -297,6 +354,13 @@ pub enum RegistryCommand {
     },
 }
 
+pub(crate) fn parse_json_keep(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a number of files from 1 to 10000")),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration like 30s, 15m, 24h or 7d: {e}"))?;
@@ -314,12 +378,12 @@ fn parse_refresh(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
-fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+pub(crate) fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
     s.parse()
         .map_err(|_| format!("`{s}` is not an address and port like 127.0.0.1:9464 or [::1]:9464"))
 }
 
-fn parse_ringbuf_size(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_ringbuf_size(s: &str) -> Result<u32, String> {
     let n: u32 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of bytes"))?;
@@ -332,7 +396,7 @@ fn parse_ringbuf_size(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use clap::{CommandFactory, FromArgMatches};
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -391,16 +455,81 @@ mod tests {
         }
     }
 
+    /// The daemon's flags as the daemon reads them: what was given, laid over no config file.
+    fn daemon_flags(extra: &[&str]) -> Result<crate::config::Flags, String> {
+        let mut args = vec!["nhiscope", "daemon"];
+        args.extend_from_slice(extra);
+        let m = Cli::command()
+            .try_get_matches_from(args)
+            .map_err(|e| e.to_string())?;
+        let cli = Cli::from_arg_matches(&m).map_err(|e| e.to_string())?;
+        match &cli.command {
+            Command::Daemon(d) => {
+                Ok(d.flags(m.subcommand_matches("daemon").expect("daemon"), &m, &cli))
+            }
+            other => panic!("not the daemon: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_flags_given_count_not_their_defaults() {
+        let f = daemon_flags(&["--config", "c.yaml"]).expect("parses");
+        assert_eq!(
+            f,
+            crate::config::Flags::default(),
+            "defaults must not hide the file"
+        );
+        let f = daemon_flags(&[
+            "--live-socket",
+            "/run/x.sock",
+            "--cmdline",
+            "redacted",
+            "--log-format",
+            "text",
+            "--log-level",
+            "debug",
+            "--ringbuf-size",
+            "65536",
+        ])
+        .expect("parses");
+        assert_eq!(
+            f.live_socket.as_deref(),
+            Some(std::path::Path::new("/run/x.sock"))
+        );
+        assert_eq!(
+            f.cmdline,
+            Some(crate::redact::CmdlineMode::Redacted),
+            "given, if default"
+        );
+        assert_eq!(f.log_format, Some(crate::logging::LogFormat::Text));
+        if std::env::var_os("RUST_LOG").is_none() {
+            assert_eq!(f.log_level.as_deref(), Some("debug"));
+        }
+        assert_eq!(f.ringbuf_size, Some(65536));
+        // Global flags before the subcommand count too.
+        let m = Cli::command()
+            .try_get_matches_from(["nhiscope", "--log-format", "json", "daemon"])
+            .expect("parses");
+        let cli = Cli::from_arg_matches(&m).expect("parses");
+        let Command::Daemon(d) = &cli.command else {
+            panic!("not the daemon")
+        };
+        let f = d.flags(m.subcommand_matches("daemon").expect("daemon"), &m, &cli);
+        assert_eq!(f.log_format, Some(crate::logging::LogFormat::Json));
+        assert!(daemon_flags(&["--log-level", "loud"])
+            .unwrap_err()
+            .contains("--log-level"));
+    }
+
     #[test]
     fn json_rotation_flags_are_checked() {
         let parse = |extra: &[&str]| {
-            let mut args = vec!["nhiscope", "daemon", "--registry", "r.yaml"];
+            let mut args = vec!["--registry", "r.yaml"];
             args.extend_from_slice(extra);
-            match Cli::try_parse_from(args).map(|c| c.command) {
-                Ok(Command::Daemon(d)) => Ok(d.json_rotation().map(|r| (r.max_bytes, r.keep))),
-                Ok(other) => panic!("not the daemon: {other:?}"),
-                Err(e) => Err(e.to_string()),
-            }
+            let flags = daemon_flags(&args)?;
+            crate::config::Settings::resolve(None, &flags)
+                .map(|s| s.json_rotation.map(|r| (r.max_bytes, r.keep)))
+                .map_err(|p| crate::config::lines(&p))
         };
         assert_eq!(
             parse(&[
@@ -427,6 +556,8 @@ mod tests {
         assert!(e.contains("--json-max-size"), "{e}");
         let e = parse(&["--json-max-size", "1M"]).unwrap_err();
         assert!(e.contains("--json"), "{e}");
+        let e = parse(&["--json", "-", "--json-max-size", "1M"]).unwrap_err();
+        assert!(e.contains("standard output"), "{e}");
         let log = |f: &str| {
             Cli::try_parse_from(["nhiscope", "--log-format", f, "registry", "check", "r"])
                 .map(|c| c.log_format)

@@ -41,9 +41,8 @@ pub struct Options {
     pub cmdline: crate::redact::CmdlineMode,
     /// The live feed's socket (`nhiscope tui` reads it).
     pub live_socket: PathBuf,
-    /// `--clickhouse URL` and `--clickhouse-config FILE` (see `store::config`).
-    pub clickhouse: Option<String>,
-    pub clickhouse_config: Option<PathBuf>,
+    /// `--clickhouse URL` and `--clickhouse-config FILE`, or the config file's `clickhouse:`.
+    pub clickhouse: crate::config::ClickHouse,
     /// `--user NAME`: the unprivileged user the daemon becomes once its probes are attached.
     pub user: Option<String>,
     /// `--metrics ADDR`: where Prometheus metrics and the health check are served.
@@ -52,6 +51,8 @@ pub struct Options {
     /// the pods and containers events happen in.
     pub pods_log_dir: PathBuf,
     pub containers_log_dir: PathBuf,
+    /// `--config FILE`: read again on SIGHUP.
+    pub reload: Option<crate::config::Reload>,
 }
 
 /// Why the daemon stopped with an error.
@@ -208,13 +209,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let key = random_key();
     let plan = kernel_plan(key, &registry)
         .map_err(|e| DaemonError::Input(format!("{}: {e}", opts.registry.display())))?;
-    let store_config = crate::store::StoreConfig::load(
-        opts.clickhouse_config.as_deref(),
-        opts.clickhouse.as_deref(),
-        None,
-        &|k| std::env::var(k).ok(),
-    )
-    .map_err(|e| DaemonError::Input(e.to_string()))?;
+    let store_config = opts
+        .clickhouse
+        .store_config(&|k| std::env::var(k).ok())
+        .map_err(|p| DaemonError::Input(crate::config::lines(&p)))?;
     preflight()?;
     // One daemon per spool and per socket: a second one stops here, before loading anything.
     let spool = store_config
@@ -353,7 +351,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     ));
 
     let mut dns_buf = vec![0u8; 65536];
-    let mut watcher = RegistryWatch::new(&opts.registry);
+    // The registry in force: SIGHUP may point it elsewhere (`registry:` in --config).
+    let mut registry_path = opts.registry.clone();
+    let mut config = opts.reload.clone();
+    let mut watcher = RegistryWatch::new(&registry_path);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // systemd's watchdog is fed from this loop only: a loop stuck (on a blocked output, say)
     // stops the pings, and systemd restarts the service.
@@ -414,9 +415,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 health.unseen.clone_from(&unseen);
                 live.set_health(health);
                 ticks += 1;
-                if watcher.changed(&opts.registry) {
-                    log::info!("{} changed: reloading", opts.registry.display());
-                    let ok = reload(key, &opts.registry, &mut probes, &mut engine);
+                if watcher.changed(&registry_path) {
+                    log::info!("{} changed: reloading", registry_path.display());
+                    let ok = reload(key, &registry_path, &mut probes, &mut engine);
                     live.set_registry(engine.registry());
                     if let Some(m) = &metrics {
                         m.reloaded(ok);
@@ -439,14 +440,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 emit(&mut out, &mut sink, &live, store.as_ref(), metrics.as_deref())?;
             }
             _ = hup.recv() => {
-                log::info!("SIGHUP: reloading {}", opts.registry.display());
-                let ok = reload(key, &opts.registry, &mut probes, &mut engine);
+                let ok = hangup(config.as_mut(), &mut registry_path, key, &mut probes, &mut engine);
                 live.set_registry(engine.registry());
                 if let Some(m) = &metrics {
                     m.reloaded(ok);
                     m.set_registry(engine.registry());
                 }
-                watcher.seen(&opts.registry);
+                watcher.seen(&registry_path);
             }
             _ = usr1.recv() => sink.reopen(),
             _ = watchdog_tick(&mut watchdog) => notifier.watchdog(),
@@ -592,6 +592,80 @@ fn drain_dns(
         }
     }
     false
+}
+
+/// SIGHUP. With `--config`, the file is read again under the same flags: the registry (its path
+/// and contents), the log level and the cmdline mode are put in force, and every other change
+/// is named as needing a restart (the running values stay). A file that has become invalid is
+/// logged with its places and nothing changes, the registry included. Then (or without
+/// `--config`) the registry is reloaded. Returns whether the new registry is in force.
+fn hangup(
+    config: Option<&mut crate::config::Reload>,
+    registry_path: &mut PathBuf,
+    key: u64,
+    probes: &mut Probes,
+    engine: &mut Engine,
+) -> bool {
+    let Some(config) = config else {
+        log::info!("SIGHUP: reloading {}", registry_path.display());
+        return reload(key, registry_path, probes, engine);
+    };
+    let file = config.path.display().to_string();
+    log::info!("SIGHUP: reading {file} again");
+    let new = match config.reread() {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in &problems {
+                log::error!("SIGHUP: {p}");
+            }
+            log::error!(
+                "SIGHUP: {file} is invalid: nothing reloaded, the settings in force stay (the \
+                 registry's too)"
+            );
+            return false;
+        }
+    };
+    let changes = crate::config::changes(&config.running, &new);
+    if !changes.restart.is_empty() {
+        log::warn!(
+            "SIGHUP: {file}: needs a restart: {} (the running values stay until then)",
+            changes.restart.join(", ")
+        );
+    }
+    let running = &mut config.running;
+    if new.log_level != running.log_level {
+        crate::logging::set_level(&new.log_level);
+        log::info!("SIGHUP: log_level is now {}", new.log_level);
+        running.log_level = new.log_level;
+    }
+    if new.cmdline != running.cmdline {
+        engine.set_cmdline_mode(new.cmdline);
+        log::info!(
+            "SIGHUP: cmdline is now {}",
+            format!("{:?}", new.cmdline).to_lowercase()
+        );
+        running.cmdline = new.cmdline;
+    }
+    if new.registry == *registry_path {
+        log::info!("SIGHUP: reloading {}", registry_path.display());
+        return reload(key, registry_path, probes, engine);
+    }
+    log::info!(
+        "SIGHUP: registry is now {} (was {})",
+        new.registry.display(),
+        registry_path.display()
+    );
+    let ok = reload(key, &new.registry, probes, engine);
+    if ok {
+        registry_path.clone_from(&new.registry);
+        running.registry = new.registry;
+    } else {
+        log::error!(
+            "SIGHUP: the registry {} stays in force",
+            registry_path.display()
+        );
+    }
+    ok
 }
 
 /// Load the registry again and put it in force, in the kernel's filter and in the engine, without

@@ -7,6 +7,7 @@ pub mod btf;
 mod canary_tests;
 pub mod cgroups;
 pub mod cli;
+pub mod config;
 pub mod coverage;
 pub mod daemon;
 pub mod decode;

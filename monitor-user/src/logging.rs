@@ -6,7 +6,11 @@
 //! `ready` line ([`status`]) and the last word of a failed command ([`fatal`]), so that in json
 //! mode every line parses.
 
-use std::{io::Write as _, sync::OnceLock, time::SystemTime};
+use std::{
+    io::Write as _,
+    sync::{OnceLock, PoisonError, RwLock},
+    time::SystemTime,
+};
 
 use serde_json::{Map, Value};
 
@@ -27,8 +31,49 @@ fn format() -> LogFormat {
 }
 
 /// Sets up the `log` records: `filters` is an env_logger filter (`info`, `nhiscope=debug`...).
+/// The filter can change later with [`set_level`]; the format cannot.
 pub fn init(filters: &str, format: LogFormat) {
     let _ = FORMAT.set(format);
+    let logger = LOGGER.get_or_init(|| Switch(RwLock::new(build(filters, format))));
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(read(logger).filter());
+    }
+}
+
+/// Puts `filters` in force from the next record on (a config reload changed `log_level:`).
+pub fn set_level(filters: &str) {
+    if let Some(logger) = LOGGER.get() {
+        let next = build(filters, format());
+        let level = next.filter();
+        *logger.0.write().unwrap_or_else(PoisonError::into_inner) = next;
+        log::set_max_level(level);
+    }
+}
+
+/// The installed logger: env_logger's, swapped whole when the filter changes.
+struct Switch(RwLock<env_logger::Logger>);
+
+static LOGGER: OnceLock<Switch> = OnceLock::new();
+
+fn read(s: &Switch) -> std::sync::RwLockReadGuard<'_, env_logger::Logger> {
+    s.0.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl log::Log for Switch {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        log::Log::enabled(&*read(self), metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        log::Log::log(&*read(self), record);
+    }
+
+    fn flush(&self) {
+        log::Log::flush(&*read(self));
+    }
+}
+
+fn build(filters: &str, format: LogFormat) -> env_logger::Logger {
     let mut b = env_logger::Builder::new();
     b.parse_filters(filters);
     match format {
@@ -53,7 +98,37 @@ pub fn init(filters: &str, format: LogFormat) {
             });
         }
     }
-    b.init();
+    b.build()
+}
+
+/// Checks a `--log-level` or `log_level:` value: a level (`off`, `error`, `warn`, `info`,
+/// `debug`, `trace`) or env_logger directives `TARGET=LEVEL`, separated by commas
+/// (`info,nhiscope::store=debug`). A word that is no level is refused, where env_logger would
+/// take it for a module name and silently log nothing else.
+pub fn parse_level(s: &str) -> Result<String, String> {
+    const LEVELS: &str = "off, error, warn, info, debug, trace";
+    let level = |l: &str| l.trim().parse::<log::LevelFilter>().is_ok();
+    let target = |t: &str| {
+        !t.is_empty()
+            && t.split("::")
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    };
+    if s.trim().is_empty() {
+        return Err(format!("the log level is empty: one of {LEVELS}"));
+    }
+    for part in s.split(',') {
+        let ok = match part.split_once('=') {
+            Some((t, l)) => target(t.trim()) && level(l),
+            None => level(part),
+        };
+        if !ok {
+            return Err(format!(
+                "`{s}` is not a log level: one of {LEVELS}, or TARGET=LEVEL directives \
+                 separated by commas (info,nhiscope::store=debug)"
+            ));
+        }
+    }
+    Ok(s.trim().to_owned())
 }
 
 /// One log line as JSON (no newline).
@@ -162,6 +237,30 @@ mod tests {
         let bare = json_line(at, "INFO", "t", "m", Map::new());
         let v: Value = serde_json::from_str(&bare).unwrap();
         assert!(v.get("fields").is_none(), "{bare}");
+    }
+
+    #[test]
+    fn log_levels_are_levels_or_directives() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "off",
+            "info,nhiscope::store=debug",
+            "nhiscope=trace",
+        ] {
+            assert!(parse_level(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "inf",
+            "nhiscope",
+            "info,=debug",
+            "a-b=info",
+            "info,debug=loud",
+        ] {
+            let e = parse_level(bad).unwrap_err();
+            assert!(e.contains("log level"), "{bad}: {e}");
+        }
     }
 
     #[test]

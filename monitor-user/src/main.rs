@@ -3,11 +3,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use nhiscope::{
     assets,
-    cli::{Cli, Command, DbCommand, RegistryCommand, ScopeCommand},
-    daemon, logging, query, registry, store, tui,
+    cli::{Cli, Command, ConfigCommand, DaemonArgs, DbCommand, RegistryCommand, ScopeCommand},
+    config, daemon, logging, query, registry, store, tui,
 };
 
 /// Events are many small strings made and freed in batches of up to 100k rows; glibc's
@@ -42,45 +42,30 @@ static TUNE_ALLOCATOR: extern "C" fn() = {
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Daemon(a) = &cli.command {
+        let sub = matches.subcommand_matches("daemon").unwrap_or(&matches);
+        return run_daemon(a, a.flags(sub, &matches, &cli));
+    }
     logging::init(
         &std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log_level.clone()),
         cli.log_format,
     );
     match cli.command {
-        Command::Daemon(a) => {
-            let json_rotation = a.json_rotation();
-            let opts = daemon::Options {
-                registry: a.registry,
-                json_rotation,
-                json: a.json,
-                ringbuf_bytes: a.ringbuf_size,
-                hostname: a.hostname,
-                all_opens: a.all_opens,
-                cmdline: a.cmdline,
-                live_socket: a.live_socket,
-                clickhouse: a.clickhouse.clickhouse,
-                clickhouse_config: a.clickhouse.clickhouse_config,
-                user: a.user,
-                metrics: a.metrics,
-                pods_log_dir: a.pods_log_dir,
-                containers_log_dir: a.containers_log_dir,
-            };
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    logging::fatal(&format!("cannot start the runtime: {e}"));
-                    return ExitCode::from(1);
+        // Handled above: its logging waits for the config file.
+        Command::Daemon(_) => ExitCode::SUCCESS,
+        Command::Config(ConfigCommand::Check { file }) => {
+            match config::check(&file, &|k| std::env::var(k).ok()) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
                 }
-            };
-            match rt.block_on(daemon::run(opts)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    logging::fatal(&e.to_string());
-                    ExitCode::from(e.exit_code())
+                Err(problems) => {
+                    for p in &problems {
+                        logging::fatal_bare(&p.to_string());
+                    }
+                    ExitCode::from(2)
                 }
             }
         }
@@ -151,6 +136,66 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// `nhiscope daemon`: the config file (if any) under the flags given, then the daemon. Logging
+/// starts once the settings are known (the file may set its level and format); a bad setting is
+/// said in the format the flags ask for, with exit code 2.
+fn run_daemon(a: &DaemonArgs, flags: config::Flags) -> ExitCode {
+    let loaded = a
+        .config
+        .as_deref()
+        .map(config::load)
+        .transpose()
+        .and_then(|file| config::Settings::resolve(file.as_ref(), &flags).map(|s| (file, s)));
+    let (file, settings) = match loaded {
+        Ok(v) => v,
+        Err(problems) => {
+            logging::init(
+                flags
+                    .log_level
+                    .as_deref()
+                    .unwrap_or(config::DEFAULT_LOG_LEVEL),
+                flags.log_format.unwrap_or_default(),
+            );
+            for p in &problems {
+                logging::fatal_bare(&p.to_string());
+            }
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&settings.log_level, settings.log_format);
+    if let (Some(_), Some(f)) = (&flags.clickhouse_config, &file) {
+        if f.config.clickhouse.is_some() {
+            log::info!(
+                "--clickhouse-config is used instead of the `clickhouse:` section of {}",
+                f.path.display()
+            );
+        }
+    }
+    let reload = file.map(|f| config::Reload {
+        path: f.path,
+        flags,
+        running: settings.clone(),
+    });
+    let opts = settings.options(a.all_opens, reload);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            logging::fatal(&format!("cannot start the runtime: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(daemon::run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            logging::fatal(&e.to_string());
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

@@ -145,10 +145,17 @@ impl ProcTable {
         }
     }
 
-    /// Keep command lines as `mode` says from now on (entries already in the table were kept
-    /// by the previous mode: set it before [`ProcTable::seed`]).
+    /// Keep command lines as `mode` says from now on. Entries already in the table are cut
+    /// down to it too (a reload that asks for redaction must not leave secrets behind); what
+    /// an earlier mode cut cannot come back, so a mode that keeps more applies to processes
+    /// started after the change.
     pub fn set_cmdline_mode(&mut self, mode: CmdlineMode) {
         self.cmdline = mode;
+        if mode != CmdlineMode::Full {
+            for p in self.procs.values_mut() {
+                p.cmdline = mode.keep(std::mem::take(&mut p.cmdline));
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -447,6 +454,11 @@ mod tests {
             vec!["x".into(), "--token=z".into()],
         );
         assert_eq!(t.lookup(100).cmdline, vec!["x", "--token=z"]);
+        // A reload back to redacted cuts what the table holds already: no secret stays.
+        t.set_cmdline_mode(CmdlineMode::Redacted);
+        assert_eq!(t.lookup(100).cmdline, vec!["x", "--token=***"]);
+        t.set_cmdline_mode(CmdlineMode::Argv0);
+        assert_eq!(t.lookup(100).cmdline, vec!["x"]);
         let _ = std::fs::remove_dir_all(root);
     }
 

@@ -150,29 +150,50 @@ impl Daemon {
         registry_yaml: &str,
         extra: &[&std::ffi::OsStr],
     ) -> Daemon {
-        let bin = nhiscope_bin();
         let dir = temp_dir("daemon");
         let registry = dir.join("registry.yaml");
         fs::write(&registry, registry_yaml)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", registry.display()));
         let events_path = dir.join("events.jsonl");
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--registry".as_ref(),
+            registry.as_os_str(),
+            "--json".as_ref(),
+            events_path.as_os_str(),
+        ];
+        let socket = dir.join("live.sock");
+        args.extend(["--live-socket".as_ref(), socket.as_os_str()]);
+        args.extend_from_slice(extra);
+        Self::start_args_wrapped(wrapper, &dir, &events_path, &args)
+    }
+
+    /// `nhiscope daemon ARGS`, exactly those (a `--config` file, say), in `dir`, whose events
+    /// are expected in `events_path`; returns once it printed `ready`.
+    #[track_caller]
+    pub fn start_args(dir: &Path, events_path: &Path, args: &[&std::ffi::OsStr]) -> Daemon {
+        Self::start_args_wrapped(&[], dir, events_path, args)
+    }
+
+    /// [`Daemon::start_args`] through `wrapper` (see [`Daemon::start_wrapped`]).
+    #[track_caller]
+    fn start_args_wrapped(
+        wrapper: &[&std::ffi::OsStr],
+        dir: &Path,
+        events_path: &Path,
+        args: &[&std::ffi::OsStr],
+    ) -> Daemon {
+        let bin = nhiscope_bin();
         let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
+            Some((program, wrapper_args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(&bin);
+                c.args(wrapper_args).arg(&bin);
                 c
             }
             None => Command::new(&bin),
         };
         let mut child = cmd
             .arg("daemon")
-            .arg("--registry")
-            .arg(&registry)
-            .arg("--json")
-            .arg(&events_path)
-            .arg("--live-socket")
-            .arg(dir.join("live.sock"))
-            .args(extra)
+            .args(args)
             .env("RUST_BACKTRACE", "1")
             .env_remove("NHISCOPE_CLICKHOUSE_URL")
             .stdin(Stdio::null())
@@ -190,13 +211,56 @@ impl Daemon {
         let daemon = Daemon {
             pid: child.id(),
             child: Mutex::new(Some(child)),
-            dir,
-            events_path,
+            dir: dir.to_owned(),
+            events_path: events_path.to_owned(),
             output,
             events: Mutex::new(EventLog::default()),
         };
         daemon.wait_ready();
         daemon
+    }
+
+    /// Sends `signal` to the daemon (SIGHUP, SIGUSR1...).
+    #[track_caller]
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid)
+            .unwrap_or_else(|_| panic!("pid {} does not fit pid_t", self.pid));
+        self.assert_running("before a signal was sent");
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not yet
+        // reaped (assert_running saw it run and only `stop` reaps it), so it was not reused.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            panic!(
+                "kill({signal}) failed: {}\n{}",
+                std::io::Error::last_os_error(),
+                self.report()
+            );
+        }
+    }
+
+    /// The first output line (stderr, or stdout prefixed `stdout: `) after the first `skip`
+    /// for which `pred` holds; panics after `timeout`, or as soon as the daemon dies, with its
+    /// output.
+    #[track_caller]
+    pub fn wait_output(
+        &self,
+        timeout: Duration,
+        skip: usize,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(l) = lock(&self.output).iter().skip(skip).find(|l| pred(l)) {
+                return l.clone();
+            }
+            self.assert_running("while a test waited for a line of output");
+            if started.elapsed() > timeout {
+                panic!(
+                    "no matching output line within {timeout:?}\n{}",
+                    self.report()
+                );
+            }
+            thread::sleep(POLL);
+        }
     }
 
     #[track_caller]

@@ -25,7 +25,14 @@ use clap::Args;
 use crate::{cmd, cmd::Cmd};
 
 /// The targets, in the order they run (their `[[bin]]` names in fuzz/Cargo.toml).
-pub const TARGETS: [&str; 5] = ["registry", "store_config", "dns", "decode", "live_protocol"];
+pub const TARGETS: [&str; 6] = [
+    "registry",
+    "store_config",
+    "daemon_config",
+    "dns",
+    "decode",
+    "live_protocol",
+];
 
 /// The fuzz crate's sources, for `rustfmt --check` (it is outside the main workspace, so
 /// `cargo fmt --all` does not see it); rustfmt follows `mod` from `lib.rs`.
@@ -34,6 +41,7 @@ pub const SOURCES: &[&str] = &[
     "fuzz/examples/seeds.rs",
     "fuzz/fuzz_targets/registry.rs",
     "fuzz/fuzz_targets/store_config.rs",
+    "fuzz/fuzz_targets/daemon_config.rs",
     "fuzz/fuzz_targets/dns.rs",
     "fuzz/fuzz_targets/decode.rs",
     "fuzz/fuzz_targets/live_protocol.rs",

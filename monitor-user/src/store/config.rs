@@ -134,27 +134,28 @@ pub enum ConfigError {
     },
 }
 
-/// The config file's keys; all optional.
-#[derive(Debug, Default, Deserialize)]
+/// The config file's keys; all optional. The daemon's config file (`crate::config`) holds the
+/// same keys under `clickhouse:`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
-    url: Option<String>,
-    database: Option<String>,
-    user: Option<String>,
-    password_file: Option<PathBuf>,
-    ca_file: Option<PathBuf>,
-    client_cert_file: Option<PathBuf>,
-    client_key_file: Option<PathBuf>,
-    cluster: Option<String>,
-    retention_days: Option<u32>,
-    spool_dir: Option<PathBuf>,
-    spool_max_bytes: Option<u64>,
-    batch_rows: Option<usize>,
+pub struct FileConfig {
+    pub url: Option<String>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    pub cluster: Option<String>,
+    pub retention_days: Option<u32>,
+    pub spool_dir: Option<PathBuf>,
+    pub spool_max_bytes: Option<u64>,
+    pub batch_rows: Option<usize>,
     /// Durations are read as text and parsed after, where the key's line can be found.
-    batch_interval: Option<String>,
-    compression: Option<Compression>,
-    request_timeout: Option<String>,
-    retry_max: Option<String>,
+    pub batch_interval: Option<String>,
+    pub compression: Option<Compression>,
+    pub request_timeout: Option<String>,
+    pub retry_max: Option<String>,
 }
 
 /// Parses the duration `value` of `key` in config `file` (whose text is `text`).
@@ -258,6 +259,21 @@ impl StoreConfig {
             None => (FileConfig::default(), ""),
         };
         let file = file.map(|(path, _)| path);
+        Self::from_file_config(fc, file, text, url, cluster, env, read_password)
+    }
+
+    /// [`StoreConfig::from_text`] with the keys already read: `fc` from `file`, whose text is
+    /// `text` (where the lines of bad durations are found); `file` may also be the daemon's
+    /// config file, whose `clickhouse:` section `fc` is.
+    pub fn from_file_config(
+        fc: FileConfig,
+        file: Option<&Path>,
+        text: &str,
+        url: Option<&str>,
+        cluster: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+        read_password: &dyn Fn(&Path) -> std::io::Result<String>,
+    ) -> Result<Option<Self>, ConfigError> {
         let at = file.unwrap_or(Path::new("-"));
         let batch_interval = duration(at, text, "batch_interval", fc.batch_interval.as_deref())?;
         let request_timeout = duration(at, text, "request_timeout", fc.request_timeout.as_deref())?;
