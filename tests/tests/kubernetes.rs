@@ -419,7 +419,8 @@ fn the_daemonset_runs_the_daemon_as_it_expects_to_be_run() {
     };
     let dir = temp_dir("daemonset");
     let registry = dir.join("registry.yaml");
-    std::fs::write(&registry, from_config_map(&d.registry)).expect("registry");
+    let registry_file = d.registry.as_deref().expect("--registry in the DaemonSet");
+    std::fs::write(&registry, from_config_map(registry_file)).expect("registry");
     let out = Command::new(nhiscope_bin())
         .args(["registry", "check"])
         .arg(&registry)
