@@ -237,6 +237,7 @@ const MARKER: &str = "/var/tmp/nhiscope-package-test.marker";
 const INSTALLED: &[&str] = &[
     "/usr/bin/nhiscope",
     UNIT,
+    "/etc/nhiscope/config.yaml",
     "/etc/nhiscope/registry.yaml",
     "/etc/nhiscope/clickhouse.yaml",
     "/etc/default/nhiscope",
@@ -252,6 +253,7 @@ const INSTALLED: &[&str] = &[
     "/usr/share/doc/nhiscope/examples/registry.yaml",
 ];
 const CONFFILES: &[&str] = &[
+    "/etc/nhiscope/config.yaml",
     "/etc/nhiscope/registry.yaml",
     "/etc/nhiscope/clickhouse.yaml",
     "/etc/default/nhiscope",
@@ -622,7 +624,7 @@ fn the_package_installs_runs_as_its_unit_and_is_removed_and_purged_cleanly() {
     );
     notify.wait_for(WAIT, "WATCHDOG=1", |m| m == "WATCHDOG=1");
 
-    // An unregistered credential use lands in /var/log/nhiscope/events.json.
+    // An unregistered credential use lands in /var/log/nhiscope/events.jsonl (config.yaml's `json:`).
     let env_file = work.join("proj/.env");
     fs::create_dir_all(env_file.parent().expect("parent")).expect("dir");
     fs::write(&env_file, "A=1\n").expect(".env");
@@ -630,7 +632,7 @@ fn the_package_installs_runs_as_its_unit_and_is_removed_and_purged_cleanly() {
         .arg(&env_file)
         .stdout(Stdio::null())
         .status();
-    let events = Path::new("/var/log/nhiscope/events.json");
+    let events = Path::new("/var/log/nhiscope/events.jsonl");
     let line = wait_for_line(events, &env_file.display().to_string(), &daemon);
     assert!(line.contains("\"unregistered\""), "{line}");
     let m = fs::metadata(events).expect("events.json");

@@ -59,6 +59,14 @@ const FILES: &[(&str, Placed)] = &[
         },
     ),
     (
+        // A link to examples/daemon.yaml: the example is the default.
+        "config.yaml",
+        Placed {
+            to: "etc/nhiscope/config.yaml",
+            mode: 0o644,
+        },
+    ),
+    (
         "registry.yaml",
         Placed {
             to: "etc/nhiscope/registry.yaml",
