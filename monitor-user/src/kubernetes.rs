@@ -35,8 +35,17 @@ const RESCAN: Duration = Duration::from_secs(1);
 const MAX_ENTRIES: usize = 65_536;
 
 /// The UID of the Kubernetes pod whose cgroup `path` is in (or below), lowercase with dashes.
-/// `None` for a path outside the kubelet's `kubepods` hierarchy.
+/// `None` for a path outside the kubelet's `kubepods` hierarchy, and for any path under a user's
+/// own part of the tree (`user.slice`, `user@UID.service`): systemd delegates that part to the
+/// user, who may make a `kubepods/pod<UID>` cgroup there and move a process into it to pass for
+/// another pod.
 pub fn pod_uid(path: &str) -> Option<String> {
+    if path
+        .split('/')
+        .any(|seg| seg == "user.slice" || seg.starts_with("user@"))
+    {
+        return None;
+    }
     let mut in_kubepods = false;
     let mut found = None;
     for seg in path.split('/') {
@@ -222,6 +231,13 @@ mod tests {
             "/user.slice/user-0.slice/session-1.scope".to_owned(),
             // Looks like a pod, but not under kubepods.
             format!("/system.slice/pod{UID}"),
+            // A pod's path made by a user in the subtree systemd delegates to them.
+            format!(
+                "/user.slice/user-1000.slice/user@1000.service/kubepods/besteffort/pod{UID}/{ID}"
+            ),
+            format!(
+                "/user.slice/user-1000.slice/user@1000.service/app.slice/kubepods-pod{under}.slice"
+            ),
             "/kubepods.slice/kubepods-burstable.slice".to_owned(),
             "/kubepods/burstable/podnot-a-uid".to_owned(),
             "/".to_owned(),

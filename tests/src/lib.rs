@@ -23,10 +23,11 @@ pub mod tls;
 
 use std::{
     env,
+    ffi::OsStr,
     fs::{self, File},
     io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{
         atomic::{AtomicU32, Ordering},
         Arc, Mutex, MutexGuard, PoisonError,
@@ -101,6 +102,36 @@ fn bin_for_test_exe(exe: &Path) -> PathBuf {
         dir = dir.parent().unwrap_or(dir);
     }
     dir.join("nhiscope")
+}
+
+/// `nhiscope ARGS`, run to completion, with no ClickHouse settings from the environment (a
+/// developer's own ClickHouse must not change what the arguments mean).
+pub fn run_nhiscope<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    Command::new(nhiscope_bin())
+        .args(args)
+        .env_remove("NHISCOPE_CLICKHOUSE_URL")
+        .env_remove("NHISCOPE_CLICKHOUSE_USER")
+        .env_remove("NHISCOPE_CLICKHOUSE_PASSWORD")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run nhiscope: {e}"))
+}
+
+/// A finished command's standard error, as text.
+pub fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a
+/// hybrid host).
+pub fn cgroup2_root() -> PathBuf {
+    let mounts = fs::read_to_string("/proc/mounts").expect("/proc/mounts");
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("no cgroup v2 hierarchy is mounted")
 }
 
 /// A fresh, empty directory `/tmp/nhiscope-tests/<name>-<pid>-<n>`, unique within this run.

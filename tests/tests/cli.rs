@@ -1,21 +1,8 @@
 //! The binary's handling of bad input: a clear message naming the problem, exit code 2.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use nhiscope_tests::{nhiscope_bin, temp_dir};
-
-fn nhiscope(args: &[&str]) -> Output {
-    Command::new(nhiscope_bin())
-        .args(args)
-        // A developer's own ClickHouse must not change what these flags mean.
-        .env_remove("NHISCOPE_CLICKHOUSE_URL")
-        .output()
-        .expect("run nhiscope")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use nhiscope_tests::{nhiscope_bin, run_nhiscope as nhiscope, stderr_of as stderr, temp_dir};
 
 #[test]
 fn unknown_flag_is_exit_2() {

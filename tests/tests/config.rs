@@ -7,11 +7,14 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use nhiscope_tests::{nhiscope_bin, procs::run, prometheus, require_root_bpf, temp_dir, Daemon};
+use nhiscope_tests::{
+    procs::run, prometheus, require_root_bpf, run_nhiscope as nhiscope, stderr_of as stderr,
+    temp_dir, Daemon,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -41,19 +44,6 @@ fn cat(path: &Path) -> u32 {
 
 fn open_of(e: &Value, pid: u32, path: &Path) -> bool {
     e["kind"] == "open" && e["pid"] == pid && e["path"] == path.to_str().expect("utf8")
-}
-
-/// `nhiscope ARGS`, run to completion.
-fn nhiscope(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(nhiscope_bin())
-        .args(args)
-        .env_remove("NHISCOPE_CLICKHOUSE_URL")
-        .output()
-        .expect("run nhiscope")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The daemon on `--config CONFIG` and `extra` flags, its events expected in `events`.
@@ -182,7 +172,7 @@ fn an_unknown_key_and_a_bad_value_exit_2_naming_their_place() {
         "{}",
         stderr(&o)
     );
-    let o = nhiscope(&["daemon".as_ref()]);
+    let o = nhiscope(&["daemon"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("--registry FILE is needed"),

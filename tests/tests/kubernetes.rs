@@ -22,7 +22,9 @@ use std::{
 };
 
 use clap::Parser as _;
-use nhiscope_tests::{clickhouse::ClickHouse, nhiscope_bin, require_root_bpf, temp_dir, Daemon};
+use nhiscope_tests::{
+    cgroup2_root, clickhouse::ClickHouse, nhiscope_bin, require_root_bpf, temp_dir, Daemon,
+};
 use serde_json::Value;
 use serde_yaml::Value as Yaml;
 
@@ -33,18 +35,6 @@ fn workspace() -> PathBuf {
         .parent()
         .expect("the workspace")
         .to_path_buf()
-}
-
-/// Where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host).
-fn cgroup2_root() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-        })
-        .expect("no cgroup v2 hierarchy is mounted")
 }
 
 /// A pod as a node shows it: its container's cgroup (removed on drop) and the kubelet's log

@@ -9,6 +9,7 @@ use std::{
 };
 
 use nhiscope_tests::{
+    cgroup2_root,
     procs::{connect_code, run, PYTHON},
     require_root_bpf, temp_dir, Daemon,
 };
@@ -447,19 +448,6 @@ fn a_hard_link_and_a_bind_mount_in_a_private_mount_namespace_are_the_same_creden
     // The real path as that namespace sees it, across the bind mount.
     assert_eq!(e["target"], seen.to_str().expect("utf8"), "{e}");
     assert_eq!(e["verdict"], "ok");
-}
-
-/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a
-/// hybrid host).
-fn cgroup2_root() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-        })
-        .expect("a cgroup2 mount")
 }
 
 #[test]

@@ -13,7 +13,8 @@ use std::{
 };
 
 use nhiscope_tests::{
-    clickhouse::free_port, nhiscope_bin, require_root_bpf, temp_dir, Daemon, READY_TIMEOUT,
+    clickhouse::free_port, nhiscope_bin, require_root_bpf, stderr_of as stderr, temp_dir, Daemon,
+    READY_TIMEOUT,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -79,10 +80,6 @@ fn run_to_end(cmd: &mut Command) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().expect("wait")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn mode(path: &Path) -> u32 {

@@ -13,20 +13,10 @@ use std::{
 
 use nhiscope_tests::{
     clickhouse::{free_port, WRITER_PASSWORD, WRITER_USER},
-    nhiscope_bin, require_root_bpf, temp_dir,
+    nhiscope_bin, require_root_bpf, run_nhiscope as nhiscope, temp_dir,
     tls::{Pki, TlsClickHouse},
     Daemon,
 };
-
-fn nhiscope(args: &[&str]) -> Output {
-    Command::new(nhiscope_bin())
-        .args(args)
-        .env_remove("NHISCOPE_CLICKHOUSE_URL")
-        .env_remove("NHISCOPE_CLICKHOUSE_USER")
-        .env_remove("NHISCOPE_CLICKHOUSE_PASSWORD")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run nhiscope: {e}"))
-}
 
 fn text(o: &Output) -> (Option<i32>, String, String) {
     (

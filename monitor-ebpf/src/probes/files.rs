@@ -193,10 +193,9 @@ pub fn fd_file(task: u64, fd: u64) -> Option<u64> {
     read_ptr(fds, (fd as usize & 0xffff) * 8)
 }
 
-/// Inode number and device of a `struct file *`.
+/// Inode number and device of a `struct inode *` (a file's `f_inode`, from `file_parts`).
 #[inline(always)]
-pub fn file_identity(file: u64) -> Option<(u64, u32)> {
-    let inode = read_ptr(file, offset(Offset::FileInode)?)?;
+pub fn inode_identity(inode: u64) -> Option<(u64, u32)> {
     let ino = read_ptr(inode, offset(Offset::InodeIno)?)?;
     let sb = read_ptr(inode, offset(Offset::InodeSb)?)?;
     // SAFETY: as in read_ptr; s_dev is a u32 (dev_t).

@@ -37,6 +37,17 @@ struct Hashes {
     has_prefix: bool,
 }
 
+/// One byte of a name into its whole-name and extension hashes (`seed` is where a hash starts;
+/// an extension starts again at every dot).
+#[inline(always)]
+fn feed(seed: u64, base: u64, ext: u64, has_ext: u64, c: u8) -> (u64, u64, u64) {
+    if c == b'.' {
+        (step(base, c), step(seed, c), 1)
+    } else {
+        (step(base, c), step(ext, c), has_ext)
+    }
+}
+
 /// One forward pass. The loop keeps no state the verifier must tell apart between iterations
 /// (flags and positions are laundered before they are tested), so its walk stays linear; the
 /// name prefix is hashed after the loop from where the last component starts.
@@ -56,13 +67,7 @@ fn hash_last<const N: usize>(buf: &[u8; N], n: usize, key: u64) -> Hashes {
             has_ext = 0;
             start = i as u64 + 1;
         } else {
-            base = step(base, c);
-            if c == b'.' {
-                ext = step(s, c);
-                has_ext = 1;
-            } else {
-                ext = step(ext, c);
-            }
+            (base, ext, has_ext) = feed(s, base, ext, has_ext, c);
         }
         i += 1;
     }
@@ -96,14 +101,7 @@ fn hash_name(buf: &[u8; NAME_SCAN], start: usize, n: usize, key: u64) -> Hashes 
     let mut has_ext = 0u64;
     let mut i = 0usize;
     while i < M && i < n {
-        let c = buf[(start + i) & M];
-        base = step(base, c);
-        if c == b'.' {
-            ext = step(s, c);
-            has_ext = 1;
-        } else {
-            ext = step(ext, c);
-        }
+        (base, ext, has_ext) = feed(s, base, ext, has_ext, buf[(start + i) & M]);
         i += 1;
     }
     let has_ext = launder(has_ext) != 0;
@@ -232,7 +230,7 @@ pub fn file_watched(inode: u64, dentry: u64, flags: u64, buf: &mut [u8; NAME_SCA
             if parent != dentry {
                 if let Some(pname) = dentry_name(parent) {
                     let pn = copy_kernel_name(buf, pname);
-                    let hp = hash_last(buf, pn, key).base;
+                    let hp = hash_name(buf, 0, pn, key).base;
                     if hit(bit(hp, KeyKind::Parent)) || hit(bit(two(hp, h.base), KeyKind::Two)) {
                         return monitor_common::MATCH_NAME;
                     }

@@ -116,7 +116,7 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
         fds = files::current_fd_array()?;
         let file = files::read_ptr(fds, (ret as usize & 0xffff) * 8)?;
         let (inode, mnt, dentry) = files::file_parts(file)?;
-        file_path = Some((file, mnt, dentry));
+        file_path = Some((inode, mnt, dentry));
         if all {
             MATCH_NAME
         } else {
@@ -184,8 +184,8 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
         }
         let names = (*ev).names.as_mut_ptr();
         match file_path {
-            Some((file, mnt, dentry)) => {
-                let (ino, dev) = files::file_identity(file).unwrap_or((0, 0));
+            Some((inode, mnt, dentry)) => {
+                let (ino, dev) = files::inode_identity(inode).unwrap_or((0, 0));
                 (*ev).ino = ino;
                 (*ev).dev = dev;
                 let (n, whole) = files::walk(task, mnt, dentry, names);

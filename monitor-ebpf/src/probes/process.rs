@@ -153,17 +153,16 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
         (*ev).exe_names_len = 0;
         (*ev).cwd_names_len = 0;
         (*ev).stdin_pipe = files::stdin_pipe();
-        if let Some(file) = exe {
-            if let Some((ino, dev)) = files::file_identity(file) {
+        // The inode, mount and dentry in one read (see files::file_parts).
+        if let Some((inode, mnt, dentry)) = exe.and_then(files::file_parts) {
+            if let Some((ino, dev)) = files::inode_identity(inode) {
                 (*ev).exe_ino = ino;
                 (*ev).exe_dev = dev;
             }
-            if let Some((mnt, dentry)) = files::file_path(file) {
-                let (len, whole) = files::walk(task, mnt, dentry, (*ev).exe_names.as_mut_ptr());
-                (*ev).exe_names_len = len;
-                if whole {
-                    (*ev).flags |= EXE_NAMES_COMPLETE;
-                }
+            let (len, whole) = files::walk(task, mnt, dentry, (*ev).exe_names.as_mut_ptr());
+            (*ev).exe_names_len = len;
+            if whole {
+                (*ev).flags |= EXE_NAMES_COMPLETE;
             }
         }
         // A script named relative to the working directory: send that directory.
