@@ -447,8 +447,71 @@ pub mod config {
     pub const LEN: u32 = 8;
 }
 
+// The records the daemon reads from raw bytes (see `crate::pod`): the field lists are checked
+// against the structs at compile time.
+crate::pod!(EventHeader {
+    kind: u32,
+    pid: u32,
+    tid: u32,
+    uid: u32,
+    gid: u32,
+    flags: u32,
+    ts_ns: u64,
+    cgroup_id: u64,
+    comm: [u8; COMM_LEN],
+});
+crate::pod!(OpenEvent {
+    hdr: EventHeader,
+    op: u32,
+    dfd: i32,
+    open_flags: u32,
+    flags: u32,
+    ret: i64,
+    path_len: u32,
+    names_len: u32,
+    stdout_ino: u64,
+    ino: u64,
+    dev: u32,
+    _pad2: u32,
+    path: [u8; PATH_CAP],
+    names: [u8; 2 * NAMES_CAP],
+});
+crate::pod!(ExecEvent {
+    hdr: EventHeader,
+    old_tid: u32,
+    filename_len: u32,
+    args_len: u32,
+    argc: u32,
+    flags: u32,
+    exe_names_len: u32,
+    exe_ino: u64,
+    exe_dev: u32,
+    cwd_names_len: u32,
+    stdin_pipe: u64,
+    filename: [u8; PATH_CAP],
+    args: [u8; 2 * ARGS_CAP],
+    exe_names: [u8; 2 * NAMES_CAP],
+    cwd_names: [u8; 2 * NAMES_CAP],
+});
+crate::pod!(ForkEvent {
+    hdr: EventHeader,
+    child_tid: u32,
+    _pad: u32,
+});
+crate::pod!(ExitEvent { hdr: EventHeader });
+crate::pod!(ConnectEvent {
+    hdr: EventHeader,
+    family: u16,
+    sport: u16,
+    dport: u16,
+    proto: u16,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    stdin_pipe: u64,
+});
+
 #[cfg(feature = "user")]
-mod pod {
+mod aya_pod {
     // SAFETY: all of these are repr(C), Copy, contain no pointers, and every bit pattern is valid.
     unsafe impl aya::Pod for super::OpenEvent {}
     // SAFETY: as above.

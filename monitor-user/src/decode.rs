@@ -5,7 +5,7 @@
 //! error, never undefined behaviour.
 
 use monitor_common::{
-    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, OpenEvent,
+    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, OpenEvent, Pod,
 };
 use thiserror::Error;
 
@@ -46,7 +46,7 @@ pub enum DecodeError {
     UnknownKind(u32),
 }
 
-fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
+fn read<T: Pod>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     let need = std::mem::size_of::<T>();
     if bytes.len() < need {
         return Err(DecodeError::Short {
@@ -55,8 +55,8 @@ fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
             need,
         });
     }
-    // SAFETY: the length was checked above; T is one of the repr(C) plain-data structs of
-    // monitor_common, for which every bit pattern is valid; read_unaligned has no alignment need.
+    // SAFETY: the length was checked above; T is Pod, so every bit pattern of its size is a
+    // valid value; read_unaligned has no alignment need.
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
@@ -92,9 +92,9 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
 }
 
 /// The bytes of a record, as the kernel writes them (for tests and benchmarks).
-pub fn encode<T: Copy>(value: &T) -> Vec<u8> {
-    // SAFETY: T is a repr(C) plain-data struct without padding (see monitor_common); its bytes
-    // are initialised.
+pub fn encode<T: Pod>(value: &T) -> Vec<u8> {
+    // SAFETY: T is Pod: it has no padding, so all of its size_of::<T>() bytes are initialised,
+    // and they stay borrowed from `value` only until the copy.
     unsafe {
         std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
     }

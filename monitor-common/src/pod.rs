@@ -1,0 +1,99 @@
+//! [`Pod`]: the records that may be read from, and written as, raw bytes.
+//!
+//! The daemon reads each ring-buffer record by copying its bytes into one of the structs of
+//! [`crate::event`], and tests and benchmarks make records the other way round. Both are sound
+//! only for types whose every bit pattern is a valid value and whose bytes are all initialised
+//! (no padding): what `Pod` promises. `Copy` promises neither, so the decoder is bounded by this
+//! trait instead.
+//!
+//! Every struct impl is made by [`pod!`], which checks at compile time that the fields listed
+//! are the struct's fields with their types, are `Pod` themselves, and lie back to back from
+//! offset 0 to the struct's end: a field added to a struct but not to its `pod!`, or a layout
+//! that gains padding, fails the build.
+
+/// Plain old data: any bytes of the right length are a valid value, and a value's bytes are all
+/// initialised.
+///
+/// # Safety
+/// Implement only for `Copy` types that have no padding, no pointers or references, and no
+/// field with invalid bit patterns (`bool`, `char`, enums, `NonZero*`). For structs, use
+/// [`pod!`], which checks the layout.
+pub unsafe trait Pod: Copy + 'static {}
+
+// SAFETY: integers have no padding and every bit pattern is a value.
+unsafe impl Pod for u8 {}
+// SAFETY: as above.
+unsafe impl Pod for u16 {}
+// SAFETY: as above.
+unsafe impl Pod for u32 {}
+// SAFETY: as above.
+unsafe impl Pod for u64 {}
+// SAFETY: as above.
+unsafe impl Pod for i32 {}
+// SAFETY: as above.
+unsafe impl Pod for i64 {}
+// SAFETY: an array is its elements back to back, without padding between them.
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+
+/// A compile-time proof obligation: `T` is `Pod`. Used by [`pod!`] on every field type.
+#[doc(hidden)]
+pub const fn assert_pod<T: Pod>() {}
+
+/// `pod!(Struct { field: Type, ... })`: implements [`Pod`] for a `#[repr(C)]` struct after
+/// checking, at compile time, that the fields are listed in declaration order with their
+/// types, that each is `Pod`, and that they cover the struct without a gap or a tail.
+#[macro_export]
+macro_rules! pod {
+    ($ty:ty { $first:ident : $first_ty:ty $(, $field:ident : $field_ty:ty)* $(,)? }) => {
+        const _: () = {
+            // The listed types are the fields' types (a wrong one does not compile).
+            #[allow(dead_code)]
+            fn types(v: &$ty) {
+                let _: &$first_ty = &v.$first;
+                $(let _: &$field_ty = &v.$field;)*
+            }
+            $crate::pod::assert_pod::<$first_ty>();
+            $($crate::pod::assert_pod::<$field_ty>();)*
+            // Back to back from 0 to the end: no padding anywhere, no field left out.
+            let mut end = 0usize;
+            assert!(::core::mem::offset_of!($ty, $first) == end, "padding before a field");
+            end += ::core::mem::size_of::<$first_ty>();
+            $(
+                assert!(::core::mem::offset_of!($ty, $field) == end, "padding or a missing field");
+                end += ::core::mem::size_of::<$field_ty>();
+            )*
+            assert!(end == ::core::mem::size_of::<$ty>(), "padding or a missing field at the end");
+        };
+        // SAFETY: checked just above: every field is Pod and the fields cover the struct
+        // without padding; the struct is Copy (required by the trait).
+        unsafe impl $crate::pod::Pod for $ty {}
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pod;
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Pair {
+        a: u32,
+        b: [u8; 4],
+    }
+    pod!(Pair { a: u32, b: [u8; 4] });
+
+    fn is_pod<T: Pod>() -> usize {
+        core::mem::size_of::<T>()
+    }
+
+    #[test]
+    fn a_checked_struct_is_pod() {
+        let p = Pair { a: 1, b: [2; 4] };
+        assert_eq!(is_pod::<Pair>(), 8);
+        assert_eq!(p.a + u32::from(p.b[0]), 3);
+        assert_eq!(
+            is_pod::<crate::OpenEvent>(),
+            core::mem::size_of::<crate::OpenEvent>()
+        );
+    }
+}
