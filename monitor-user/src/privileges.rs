@@ -26,6 +26,7 @@
 
 use std::{ffi::CString, fs, io};
 
+use rustix::thread::{self as rt, CapabilitySet, CapabilitySets};
 use thiserror::Error;
 
 const CAP_DAC_READ_SEARCH: u32 = 2;
@@ -35,8 +36,6 @@ const CAP_BPF: u32 = 39;
 /// The capabilities the daemon keeps after attaching. `CAP_BPF` stands for `CAP_SYS_ADMIN` on
 /// kernels that predate it.
 pub const KEPT: &[u32] = &[CAP_BPF, CAP_DAC_READ_SEARCH];
-
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// Why privileges could not be dropped. Each is fatal: a monitor that meant to drop and did not
 /// runs with more power than its operator chose.
@@ -101,20 +100,6 @@ impl Account {
     }
 }
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
 /// The highest capability this kernel knows.
 fn last_cap() -> u32 {
     fs::read_to_string("/proc/sys/kernel/cap_last_cap")
@@ -146,67 +131,55 @@ fn call(what: &'static str, rc: libc::c_long) -> Result<(), PrivilegeError> {
     Ok(())
 }
 
+/// A rustix call's failure as a [`PrivilegeError`] naming the call.
+fn named<T>(what: &'static str, r: rustix::io::Result<T>) -> Result<T, PrivilegeError> {
+    r.map_err(|e| PrivilegeError::Call {
+        what,
+        source: e.into(),
+    })
+}
+
 /// Switches to `user` (when given) and drops every capability but [`KEPT`], then checks every
 /// thread. Returns the mask kept.
 pub fn drop_to_needed(user: Option<&Account>) -> Result<u64, PrivilegeError> {
     let last = last_cap();
     let keep = kept_mask(last);
-    // SAFETY: plain prctl calls with integer arguments.
-    unsafe {
-        call(
-            "PR_SET_NO_NEW_PRIVS",
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).into(),
-        )?;
-        // Ambient capabilities would survive an exec; there is none to keep.
-        let _ = libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        );
-        // Needs CAP_SETPCAP, so before the switch and the capset below.
-        for cap in 0..=last {
-            // One already out of the bounding set (a container's) needs no dropping, nor
-            // CAP_SETPCAP.
-            let bounded = libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(cap), 0, 0, 0);
-            if keep & (1 << cap) == 0 && bounded != 0 {
-                call(
-                    "PR_CAPBSET_DROP",
-                    libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0).into(),
-                )?;
-            }
+    named("PR_SET_NO_NEW_PRIVS", rt::set_no_new_privs(true))?;
+    // Ambient capabilities would survive an exec; there is none to keep. Kernels before 4.3
+    // have no ambient set, hence no error.
+    let _ = rt::clear_ambient_capability_set();
+    // Needs CAP_SETPCAP, so before the switch and the capset below.
+    for cap in 0..=last {
+        let one = CapabilitySet::from_bits_retain(1 << cap);
+        // One already out of the bounding set (a container's) needs no dropping, nor
+        // CAP_SETPCAP. A failed read is taken as present: the drop then fails, loudly.
+        let bounded = rt::capability_is_in_bounding_set(one).unwrap_or(true);
+        if keep & (1 << cap) == 0 && bounded {
+            named(
+                "PR_CAPBSET_DROP",
+                rt::remove_capability_from_bounding_set(one),
+            )?;
         }
     }
     if let Some(user) = user {
         switch_user(user)?;
     }
-    let mut header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget fills two CapData for version 3; both pointers are valid.
-    call("capget", unsafe {
-        libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr())
-    })?;
-    let have = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
+    let have = named("capget", rt::capabilities(None))?.permitted.bits();
     let set = have & keep;
-    for (i, d) in data.iter_mut().enumerate() {
-        let part = (set >> (32 * i)) as u32;
-        d.effective = part;
-        d.permitted = part;
-        d.inheritable = 0;
-    }
-    // SAFETY: as above; capset reads the two CapData.
-    call("capset", unsafe {
-        libc::syscall(libc::SYS_capset, &mut header, data.as_ptr())
-    })?;
+    let kept = CapabilitySet::from_bits_retain(set);
+    named(
+        "capset",
+        rt::set_capabilities(
+            None,
+            CapabilitySets {
+                effective: kept,
+                permitted: kept,
+                inheritable: CapabilitySet::empty(),
+            },
+        ),
+    )?;
     if user.is_some() {
-        // SAFETY: prctl with integer arguments.
-        call("PR_SET_KEEPCAPS", unsafe {
-            libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0).into()
-        })?;
+        named("PR_SET_KEEPCAPS", rt::set_keep_capabilities(false))?;
     }
     verify_threads(user.map(|u| u.uid), set)?;
     Ok(set)
@@ -216,12 +189,10 @@ pub fn drop_to_needed(user: Option<&Account>) -> Result<u64, PrivilegeError> {
 /// thread across the switch (the capset that follows trims them).
 fn switch_user(user: &Account) -> Result<(), PrivilegeError> {
     let groups = [user.gid];
+    named("PR_SET_KEEPCAPS", rt::set_keep_capabilities(true))?;
+    // glibc's calls, not the raw system calls: they switch every thread of the process.
     // SAFETY: plain calls with integer arguments and a pointer to a live array of one gid.
     unsafe {
-        call(
-            "PR_SET_KEEPCAPS",
-            libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0).into(),
-        )?;
         call(
             "setgroups",
             libc::setgroups(groups.len(), groups.as_ptr()).into(),

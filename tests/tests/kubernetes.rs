@@ -26,7 +26,7 @@ use nhiscope_tests::{
     cgroup2_root, clickhouse::ClickHouse, nhiscope_bin, require_root_bpf, temp_dir, Daemon,
 };
 use serde_json::Value;
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -255,7 +255,7 @@ fn manifest() -> Vec<Yaml> {
     let path = workspace().join("deploy/kubernetes/daemonset.yaml");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
+    serde_norway::Deserializer::from_str(&text)
         .map(|d| <Yaml as serde::Deserialize>::deserialize(d).expect("YAML"))
         .collect()
 }
@@ -427,7 +427,7 @@ fn the_daemonset_runs_the_daemon_as_it_expects_to_be_run() {
         .clone()
         .expect("--clickhouse-config");
     let ch_yaml = from_config_map(&ch_file);
-    let ch_config: Yaml = serde_yaml::from_str(&ch_yaml).expect("clickhouse.yaml");
+    let ch_config: Yaml = serde_norway::from_str(&ch_yaml).expect("clickhouse.yaml");
     let spool = Path::new(text(&ch_config["spool_dir"]));
     assert_eq!(mounted(spool)["hostPath"]["path"], "/var/lib/nhiscope");
     let secret = Path::new(text(&ch_config["password_file"]));

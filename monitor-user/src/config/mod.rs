@@ -10,8 +10,8 @@
 //! cmdline mode change live, anything else needs a restart.
 //!
 //! Every value is checked by the same parser as its flag, inside serde's `Deserialize`, while
-//! serde_yaml still knows the position of the value: errors name `FILE:LINE:COLUMN` and the key,
-//! as the registry's do. A file with several bad keys gets every error: each top-level entry is
+//! the YAML parser (serde_norway) still knows the position of the value: errors name
+//! `FILE:LINE:COLUMN` and the key, as the registry's do. A file with several bad keys gets every error: each top-level entry is
 //! parsed again on its own lines (see [`parse`]). Relative paths are relative to the file's
 //! directory.
 
@@ -175,7 +175,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, Vec<Problem>> {
         {
             return Ok(DaemonConfig::default());
         }
-        serde_yaml::from_str::<DaemonConfig>(text).map_err(|e| yaml_problem(path, text, &e))
+        serde_norway::from_str::<DaemonConfig>(text).map_err(|e| yaml_problem(path, text, &e))
     };
     match one(text) {
         Ok(config) => Ok(ConfigFile {
@@ -199,9 +199,9 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, Vec<Problem>> {
     }
 }
 
-/// serde_yaml's error as a problem at its place. An error at the end of the input is placed
+/// The YAML parser's error as a problem at its place. An error at the end of the input is placed
 /// just after its last character (libyaml says the line after the last one).
-fn yaml_problem(path: &Path, text: &str, e: &serde_yaml::Error) -> Problem {
+fn yaml_problem(path: &Path, text: &str, e: &serde_norway::Error) -> Problem {
     let full = e.to_string();
     let lines: Vec<&str> = text.split('\n').collect();
     let place = |line: usize, column: usize| match lines.last() {

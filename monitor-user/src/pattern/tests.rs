@@ -186,10 +186,10 @@ fn display_equality_and_serde() {
     let p = g("/a/**/**/b");
     assert_eq!(p.to_string(), "/a/**/**/b");
     assert_eq!(p, g("/a/**/b"));
-    let v: Vec<Glob> = serde_yaml::from_str("[/a/b, '~/.netrc']").unwrap();
+    let v: Vec<Glob> = serde_norway::from_str("[/a/b, '~/.netrc']").unwrap();
     assert_eq!(v[1].as_str(), "~/.netrc");
-    assert_eq!(serde_yaml::to_string(&v[0]).unwrap().trim(), "/a/b");
-    let e = serde_yaml::from_str::<Vec<Glob>>("- /a\n- b\n").unwrap_err();
+    assert_eq!(serde_norway::to_string(&v[0]).unwrap().trim(), "/a/b");
+    let e = serde_norway::from_str::<Vec<Glob>>("- /a\n- b\n").unwrap_err();
     assert_eq!(e.location().map(|l| (l.line(), l.column())), Some((2, 3)));
 }
 

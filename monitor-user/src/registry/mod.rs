@@ -1,9 +1,9 @@
 //! The NHI registry: the YAML contract in which users declare each non-human identity, the files
-//! that hold its secret and the scope it may be used in (see "The NHI registry" in DESIGN.md).
+//! that hold its secret and the scope it may be used in (examples/registry.yaml is one).
 //!
 //! Loading validates everything up front, and every error names `FILE:LINE:COLUMN` and the key
-//! (`nhis[1].credentials[0]`): checks run inside the `Deserialize` impls, while serde_yaml still
-//! knows the position of the node being read. The cross-NHI checks (unique ids, a credential
+//! (`nhis[1].credentials[0]`): checks run inside the `Deserialize` impls, while the YAML parser
+//! (serde_norway) still knows the position of the node being read. The cross-NHI checks (unique ids, a credential
 //! claimed once) need the NHIs read so far; serde gives a `Deserialize` no context, so they keep
 //! it in a thread-local that only [`parse`] sets up and clears.
 //!
@@ -304,7 +304,7 @@ pub fn load(path: &Path) -> Result<Registry, RegistryError> {
 /// Validates a registry's text; `origin` names it in errors (a path, `-`, `<builtin>`).
 pub fn parse(text: &str, origin: &str) -> Result<Registry, RegistryError> {
     let _scope = CheckScope::enter();
-    serde_yaml::from_str::<Registry>(text).map_err(|e| {
+    serde_norway::from_str::<Registry>(text).map_err(|e| {
         let full = e.to_string();
         match e.location() {
             Some(at) => RegistryError::Invalid {

@@ -424,7 +424,7 @@ fn checks_do_not_leak_between_parses() {
     );
     ok(text);
     // Outside parse() no cross-NHI state exists, and nothing panics.
-    let r: Registry = serde_yaml::from_str(text).unwrap();
+    let r: Registry = serde_norway::from_str(text).unwrap();
     assert_eq!(r.nhis.len(), 1);
 }
 

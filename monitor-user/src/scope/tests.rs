@@ -194,7 +194,7 @@ fn every_string_written_is_quoted_so_no_name_adds_a_line() {
         "{y}"
     );
     // And the YAML still reads back to the very names.
-    let v: serde_yaml::Value = serde_yaml::from_str(&y).expect("yaml");
+    let v: serde_norway::Value = serde_norway::from_str(&y).expect("yaml");
     assert_eq!(v["nhis"][0]["id"].as_str(), Some("api\nx"));
     assert_eq!(v["nhis"][0]["readers"]["exe"][0].as_str(), Some(evil));
     assert_eq!(

@@ -425,10 +425,10 @@ fn parse_text(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     if text.trim().is_empty() {
         return Ok(FileConfig::default());
     }
-    serde_yaml::from_str(text).map_err(|e| {
+    serde_norway::from_str(text).map_err(|e| {
         let (line, column) = e.location().map_or((1, 1), |at| (at.line(), at.column()));
         let mut message = e.to_string();
-        // serde_yaml appends " at line L column C": the prefix already says it.
+        // serde_norway appends " at line L column C": the prefix already says it.
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }
