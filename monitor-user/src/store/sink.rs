@@ -513,7 +513,9 @@ pub(crate) enum Control {
     Shutdown(oneshot::Sender<ShutdownReport>),
 }
 
-/// Delays between attempts while ClickHouse fails: 250 ms doubling up to `max`.
+/// Delays between attempts while ClickHouse fails: 250 ms doubling up to `max`, each wait
+/// drawn at random between half the delay and the whole of it ("equal jitter"), so that the
+/// daemons of many hosts, cut off by the same outage, do not come back in step.
 struct Backoff {
     delay: Duration,
     max: Duration,
@@ -532,7 +534,7 @@ impl Backoff {
     }
 
     fn failed(&mut self) {
-        self.next = Some(Instant::now() + self.delay);
+        self.next = Some(Instant::now() + jittered(self.delay, random_u64()));
         self.delay = (self.delay * 2).min(self.max);
     }
 
@@ -544,6 +546,22 @@ impl Backoff {
     fn due(&self) -> bool {
         self.next.is_none_or(|t| Instant::now() >= t)
     }
+}
+
+/// A wait between half of `delay` and all of it, chosen by `random`.
+fn jittered(delay: Duration, random: u64) -> Duration {
+    let half = delay / 2;
+    let span = u64::try_from((delay - half).as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(random % span.saturating_add(1))
+}
+
+/// A random number for jitter (not for secrets): std's hasher keys are drawn from the
+/// operating system's randomness per process, and differ for each `RandomState`.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x6e68_6973_636f_7065);
+    h.finish()
 }
 
 /// The writer task.
@@ -1067,5 +1085,42 @@ impl Writer {
         }
         self.checkpoint(true).await;
         self.shared.report()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_waits_are_jittered_within_half_to_whole_delay() {
+        let d = Duration::from_millis(250);
+        assert_eq!(jittered(d, 0), d / 2);
+        assert_eq!(
+            jittered(d, u64::MAX),
+            d / 2 + Duration::from_nanos(u64::MAX % 125_000_001)
+        );
+        let waits: HashSet<Duration> = (0..32).map(|_| jittered(d, random_u64())).collect();
+        assert!(waits.iter().all(|w| *w >= d / 2 && *w <= d), "{waits:?}");
+        // 32 draws over 125 ms of nanoseconds: equal draws would mean no jitter at all.
+        assert!(waits.len() > 1, "every wait was the same: {waits:?}");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_max_and_resets_on_success() {
+        let mut b = Backoff::new(Duration::from_secs(1));
+        assert!(b.due(), "nothing failed yet");
+        let start = Instant::now();
+        b.failed();
+        let next = b.next.expect("a failure schedules the next attempt");
+        assert!(next >= start + Backoff::FIRST / 2, "{:?}", next - start);
+        assert_eq!(b.delay, Backoff::FIRST * 2);
+        for _ in 0..5 {
+            b.failed();
+        }
+        assert_eq!(b.delay, Duration::from_secs(1));
+        b.succeeded();
+        assert!(b.due());
+        assert_eq!(b.delay, Backoff::FIRST);
     }
 }
