@@ -72,6 +72,7 @@ pub fn check(data: &[u8]) {
         s.log_level
     );
     // A reload of the same file changes nothing.
+    #[expect(clippy::expect_used, reason = "a failed check is the fuzzer's finding")]
     let again = Settings::resolve(Some(&file), &flags).expect("resolves twice");
     assert_eq!(config::changes(&s, &again), config::Changes::default());
     if let ClickHouse::Section { .. } = &s.clickhouse {

@@ -14,6 +14,10 @@
 //!    server is down, then replayed when it is back.
 //!
 //! Human-readable lines go to stderr, one JSON object with the results to stdout.
+#![expect(
+    clippy::expect_used,
+    reason = "a benchmark stops at the step that failed, naming it"
+)]
 
 use std::time::{Duration, Instant};
 

@@ -9,6 +9,13 @@
 //! directory (`target/debug/nhiscope` for `target/debug/deps/<test>`): it lives in another
 //! package (monitor-user), so cargo's `CARGO_BIN_EXE_*` does not reach it. `cargo xtask test`
 //! builds it first and sets `NHISCOPE_BIN`.
+//!
+//! The harness fails a test by panicking, as the tests themselves do (a stack trace names the
+//! step): `expect` is how it says which step failed.
+#![expect(
+    clippy::expect_used,
+    reason = "the harness fails the running test by panicking, naming the step"
+)]
 
 pub mod capture;
 pub mod chdb;

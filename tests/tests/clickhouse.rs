@@ -4,6 +4,10 @@
 //! The store is driven through its API (`nhiscope::store`), in a tokio runtime of the test's
 //! own; a "crash" is the runtime dropped without `shutdown` (everything in memory is gone, the
 //! files stay), or a child process killed with SIGKILL.
+#![expect(
+    clippy::expect_used,
+    reason = "helpers fail the running test by panicking, naming the step, as the tests do"
+)]
 
 use std::{
     collections::HashMap,

@@ -3,6 +3,10 @@
 //! `nhiscope config check` passes on the shipped example and the daemon runs with it, and SIGHUP
 //! applies a new registry path, names what needs a restart, and changes nothing when the file
 //! has become invalid.
+#![expect(
+    clippy::expect_used,
+    reason = "helpers fail the running test by panicking, naming the step, as the tests do"
+)]
 
 use std::{
     fs,

@@ -13,6 +13,10 @@
 //! metrics (`--metrics`) instead: every metric any of its panels reads must be in a real
 //! daemon's `/metrics`, and every query of its panels and variables must return data from a
 //! real Prometheus server scraping that daemon.
+#![expect(
+    clippy::expect_used,
+    reason = "helpers fail the running test by panicking, naming the step, as the tests do"
+)]
 
 use std::{
     collections::BTreeMap,

@@ -1,6 +1,10 @@
 //! Floods cost the flooder, not the monitor: a thread storm costs no kernel record, and failed
 //! opens of a watched name are limited per user and name, every one beyond the limit counted.
 //! (RSS and CPU under floods are measured by `cargo xtask bench`.)
+#![expect(
+    clippy::expect_used,
+    reason = "helpers fail the running test by panicking, naming the step, as the tests do"
+)]
 
 use std::{process::Command, time::Duration};
 

@@ -2,6 +2,10 @@
 //! registered file is that file, a process is the file the kernel executed (a script is judged
 //! by its interpreter and by itself), a replaced credential is recognised at once, and no
 //! unprivileged process can blind the open probes. Real processes against the real daemon.
+#![expect(
+    clippy::expect_used,
+    reason = "helpers fail the running test by panicking, naming the step, as the tests do"
+)]
 
 use std::{
     os::unix::fs::MetadataExt,

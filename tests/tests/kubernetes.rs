@@ -10,6 +10,10 @@
 //! capabilities by running the daemon with exactly those (`setpriv`, as a container runtime
 //! bounds them) and without each of the ones attaching needs, its image by building it
 //! (deploy/container/build-image.sh, podman) and running the daemon in it.
+#![expect(
+    clippy::expect_used,
+    reason = "helpers fail the running test by panicking, naming the step, as the tests do"
+)]
 
 use std::{
     collections::BTreeSet,

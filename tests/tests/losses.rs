@@ -1,6 +1,10 @@
 //! Overflow accounting, as root: with a ring buffer made tiny on purpose, every watched open is
 //! either delivered as an event or counted in a `loss` event, exactly. (Its own test binary:
 //! cargo runs test binaries one at a time, so no other test's opens share the count.)
+#![expect(
+    clippy::expect_used,
+    reason = "helpers fail the running test by panicking, naming the step, as the tests do"
+)]
 
 use std::{process::Command, time::Duration};
 

@@ -3,6 +3,10 @@
 //! `promtool check metrics`, and a real Prometheus server scrapes it and answers queries over
 //! the series. Neither the credential's contents nor a secret on a command line ever shows in
 //! the metrics. Bad `--metrics` input stops the daemon with exit code 2.
+#![expect(
+    clippy::expect_used,
+    reason = "helpers fail the running test by panicking, naming the step, as the tests do"
+)]
 
 use std::{
     ffi::OsStr,

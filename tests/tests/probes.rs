@@ -1,5 +1,9 @@
 //! End to end, as root: the real daemon with its real probes, and real processes opening
 //! registered credentials and connecting out. Each test asserts the exact event.
+#![expect(
+    clippy::expect_used,
+    reason = "helpers fail the running test by panicking, naming the step, as the tests do"
+)]
 
 use std::{
     net::{TcpListener, TcpStream},

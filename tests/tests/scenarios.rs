@@ -1,5 +1,9 @@
 //! Scenarios, as root: real processes act out each kind of drift and its benign twin, and each
 //! test asserts the exact verdict, drift kinds and NHI on the exact event.
+#![expect(
+    clippy::expect_used,
+    reason = "helpers fail the running test by panicking, naming the step, as the tests do"
+)]
 
 use std::{
     net::TcpListener,
@@ -377,6 +381,7 @@ fn the_registry_reloads_on_change_and_an_invalid_one_is_refused() {
     );
     // A broken registry is refused; the one in force stays.
     std::fs::write(&reg, "nhis:\n  - id: [\n").expect("write");
+    // SAFETY: kill with plain integers: the daemon's pid and a signal number.
     unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
     std::thread::sleep(Duration::from_millis(500));
     let pid = cat(&second);

@@ -3,6 +3,10 @@
 //! `--json` path, a spool that is not its own), one daemon per spool and per socket, and
 //! `--user` leaves it running as that user with only the capabilities it needs, on every
 //! thread.
+#![expect(
+    clippy::expect_used,
+    reason = "helpers fail the running test by panicking, naming the step, as the tests do"
+)]
 
 use std::{
     fs,
@@ -251,8 +255,8 @@ fn a_spool_that_is_not_the_daemons_own_is_refused() {
     let reg = registry(&dir);
     let spool = dir.join("spool");
     fs::create_dir(&spool).expect("spool");
-    // SAFETY: chown with a valid C path; 65534 is `nobody`, someone else than root.
     let c = std::ffi::CString::new(spool.to_str().expect("utf8")).expect("path");
+    // SAFETY: chown with a valid C path; 65534 is `nobody`, someone else than root.
     assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
     let config = store_config(&dir, &spool);
     let run = |config: &Path| {

@@ -9,6 +9,10 @@
 //!   settings in /etc/default/nhiscope) and says it is ready, then `dpkg -r` and `dpkg -P`
 //!   remove it. The machine is put back as it was even when the test fails, and a second run
 //!   waits for the first (a lock) or cleans up after one that was killed.
+#![expect(
+    clippy::expect_used,
+    reason = "helpers fail the running test by panicking, naming the step, as the tests do"
+)]
 
 use std::{
     fs,
