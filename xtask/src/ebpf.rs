@@ -1,5 +1,5 @@
 //! `cargo xtask build-ebpf`: build `monitor-ebpf` for `bpfel-unknown-none` with Debian's
-//! toolchain.
+//! toolchain (and lint it with Debian's clippy, for `cargo xtask test`).
 //!
 //! rustup's toolchains here have no `rust-src`, which `-Z build-std=core` needs; Debian's
 //! rustc-web 1.96 has it (rust-web-src). So this build runs Debian's `/usr/bin/cargo` with
@@ -30,19 +30,7 @@ pub fn build() -> Result<PathBuf> {
         bail!("build-ebpf: bpf-linker is not installed: run `cargo xtask setup`");
     }
 
-    let crate_dir = cmd::workspace_root().join("monitor-ebpf");
-    let mut build = Cmd::new(DEBIAN_CARGO).current_dir(&crate_dir);
-    for key in leaking_vars(env::vars_os().map(|(k, _)| k)) {
-        build = build.env_remove(key);
-    }
-    build
-        .env("RUSTC", DEBIAN_RUSTC)
-        .env("RUSTC_BOOTSTRAP", "1")
-        .env("CARGO_TARGET_DIR", cmd::bpf_target_dir())
-        .env_shown_as("PATH", child_path(), "/usr/bin:~/.cargo/bin:$PATH")
-        .args(["build", "--release", "-Z", "build-std=core"])
-        .args(["--target", "bpfel-unknown-none"])
-        .run()?;
+    debian_cargo("build").run()?;
 
     let object = cmd::bpf_object();
     let size = std::fs::metadata(&object).map(|m| m.len()).map_err(|e| {
@@ -58,6 +46,29 @@ pub fn build() -> Result<PathBuf> {
         started.elapsed().as_secs_f64()
     );
     Ok(object)
+}
+
+/// Clippy over `monitor-ebpf` (with `-D warnings`), as it is built: Debian's clippy 1.96
+/// (rust-web-clippy, installed by `cargo xtask setup`), for `bpfel-unknown-none`. Its lints are
+/// the workspace's, copied into its own manifest (it is a workspace of its own).
+pub fn clippy() -> Cmd {
+    debian_cargo("clippy").args(["--", "-D", "warnings"])
+}
+
+/// Debian's cargo running `subcommand` (build, clippy) on `monitor-ebpf` for
+/// `bpfel-unknown-none`, release, with nothing of the calling cargo's environment.
+fn debian_cargo(subcommand: &str) -> Cmd {
+    let crate_dir = cmd::workspace_root().join("monitor-ebpf");
+    let mut c = Cmd::new(DEBIAN_CARGO).current_dir(&crate_dir);
+    for key in leaking_vars(env::vars_os().map(|(k, _)| k)) {
+        c = c.env_remove(key);
+    }
+    c.env("RUSTC", DEBIAN_RUSTC)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_TARGET_DIR", cmd::bpf_target_dir())
+        .env_shown_as("PATH", child_path(), "/usr/bin:~/.cargo/bin:$PATH")
+        .args([subcommand, "--release", "-Z", "build-std=core"])
+        .args(["--target", "bpfel-unknown-none"])
 }
 
 /// Variables that must not reach Debian's cargo: those cargo sets for the xtask it runs

@@ -9,6 +9,7 @@ mod build;
 mod clickhouse;
 mod cmd;
 mod container;
+mod deny;
 mod ebpf;
 mod fuzz;
 mod package;
@@ -47,10 +48,15 @@ enum Task {
     /// The local development ClickHouse server that `run` starts (data in .nhiscope/).
     Clickhouse(clickhouse::Options),
     /// Set up, build, then run every test (kernel tests included: they fail instead of
-    /// skipping), `cargo fmt --check` and clippy with -D warnings. What CI runs.
+    /// skipping), `cargo fmt --check`, clippy with -D warnings (monitor-ebpf's too), cargo-deny
+    /// and a short run of every fuzz target. What CI runs.
     Test(test::Options),
-    /// Measure the DESIGN.md performance targets in one run, as ratios against baselines taken
-    /// in the same run: kernel cost per openat (vs a bpftrace one-liner), open+close loop
+    /// Check the dependencies with cargo-deny (deny.toml): licences, RustSec advisories (the
+    /// database is fetched first; failing to fetch it fails), duplicate versions, sources.
+    /// cargo-deny is installed by `setup`.
+    Deny(deny::Options),
+    /// Measure the performance targets (README, "Measuring") in one run, as ratios against
+    /// baselines taken in the same run: kernel cost per openat (vs a bpftrace one-liner), open+close loop
     /// slowdown, userspace pipeline throughput, idle RSS and CPU. Builds in release first.
     /// Needs root, bpftool and bpftrace; takes about 2 minutes after the build. Writes
     /// target/bench/results.json and target/bench/results.md.
@@ -79,6 +85,7 @@ fn main() -> Result<()> {
         Task::Build(opts) => build::run(&opts).map(drop),
         Task::Run(opts) => run::run(&opts),
         Task::Test(opts) => test::run(&opts),
+        Task::Deny(opts) => deny::run(&opts),
         Task::Clickhouse(opts) => clickhouse::run(&opts),
         Task::Bench(opts) => bench::run(&opts),
         Task::Fuzz(opts) => fuzz::run(&opts),

