@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: the DESIGN.md targets, measured in one run, as ratios against baselines
-//! taken on the same machine in the same run.
+//! `cargo xtask bench`: nhiscope's performance targets, measured in one run, as ratios against
+//! baselines taken on the same machine in the same run.
 //!
 //! 1. Kernel cost per `openat` of an unwatched path: `run_time_ns / run_cnt` of the daemon's
 //!    `sys_enter_openat` and `sys_exit_openat` programs (`kernel.bpf_stats_enabled`), against a
@@ -16,6 +16,10 @@
 //!
 //! Everything started here (daemon, bpftrace, loops) is stopped on exit, on error and on Ctrl-C;
 //! the sysctl gets its old value back and the credential files are removed.
+//!
+//! [`run`] reads as the list of steps: each measurement is one function returning what it
+//! measured, and each part of the report one `report_*` function adding its rows, in the order
+//! the table shows them.
 
 mod bpftool;
 mod floods;
@@ -149,8 +153,146 @@ fn step(n: usize, what: &str) {
     eprintln!("bench: [{n}/10] {what}");
 }
 
+/// What every measurement shares: the options, the release binaries, the bench's registry, the
+/// directory of its files and the CPU its loops run on.
+struct Bench<'a> {
+    opts: &'a Options,
+    daemon_bin: PathBuf,
+    pipeline_bin: PathBuf,
+    reg: &'a registry::BenchRegistry,
+    out_dir: PathBuf,
+    /// The loops run on the last CPU, the daemon and the bench wherever the scheduler puts them.
+    cpu: Option<usize>,
+}
+
 pub fn run(opts: &Options) -> Result<()> {
     let started = Instant::now();
+    check_can_run(opts)?;
+    sys::catch_interrupts();
+    let out_dir = cmd::target_dir().join("bench");
+    fs::create_dir_all(&out_dir)
+        .with_context(|| format!("bench: cannot create {}", out_dir.display()))?;
+
+    step(1, "setup and build (release)");
+    let (daemon_bin, pipeline_bin) = build_all(opts)?;
+    require_tools()?;
+    let mut rep = Report::default();
+    let command = command_line(opts);
+    machine_details(&mut rep);
+    let reg = registry::create(&out_dir)?;
+    eprintln!(
+        "bench: registry {} ({} NHIs, credentials under {})",
+        reg.path.display(),
+        registry::NHIS,
+        registry::CRED_ROOT
+    );
+    let stats = sys::BpfStats::enable()?;
+    let cpu = (sys::cpus() >= 2).then(|| sys::cpus() - 1);
+    rep.detail("loop_cpu", json!(cpu));
+    note_foreign_programs(&mut rep)?;
+    let b = Bench {
+        opts,
+        daemon_bin,
+        pipeline_bin,
+        reg: &reg,
+        out_dir,
+        cpu,
+    };
+
+    step(
+        2,
+        &format!(
+            "open+close loop without probes ({} x {} opens of {UNWATCHED})",
+            opts.repeat, opts.count
+        ),
+    );
+    let base = loop_without_probes(&b, &stats)?;
+
+    step(3, "daemon: start, idle cost");
+    let mut daemon = MeasuredDaemon::start(&b, &stats, &mut rep)?;
+    let idle = daemon_idle(&b, &daemon, &mut rep)?;
+
+    step(
+        4,
+        &format!(
+            "open+close loop with the daemon attached ({} x {} opens)",
+            opts.repeat, opts.count
+        ),
+    );
+    stats.set(false)?;
+    let with_daemon = wall_runs("with the daemon", UNWATCHED, opts, cpu)?;
+
+    step(5, "kernel cost per open: the daemon's programs (bpf_stats)");
+    let ours = daemon_kernel_cost(&b, &daemon, &stats)?;
+    daemon.stop(&mut rep)?;
+    drop(daemon);
+
+    step(
+        6,
+        "the bpftrace one-liner: kernel cost per open (bpf_stats), then wall time",
+    );
+    let bpftrace = bpftrace_baseline(&b, &stats, &mut rep)?;
+    drop(stats);
+
+    step(
+        7,
+        &format!("userspace pipeline on one core ({} s)", opts.pipeline_secs),
+    );
+    let pipeline = run_pipeline(&b.pipeline_bin, &reg, opts.pipeline_secs, cpu);
+
+    step(
+        8,
+        &format!(
+            "ClickHouse store: {} rows through the sink and the store, a {}-event outage replayed",
+            opts.store_rows, opts.outage_events
+        ),
+    );
+    let store = run_store(opts);
+
+    step(
+        9,
+        &format!(
+            "sustained: {} matched opens/s for {} s, the daemon writing to a local ClickHouse",
+            opts.sustained_rate, opts.sustained_secs
+        ),
+    );
+    let sustained = run_sustained(opts, &b.daemon_bin, &reg, &b.out_dir);
+
+    step(
+        10,
+        &format!(
+            "floods: fork bomb, thread storm, failed opens, DNS packets ({} s each)",
+            opts.flood_secs
+        ),
+    );
+    let floods = run_floods(&b);
+
+    report_kernel(&mut rep, &b, &ours, &bpftrace);
+    report_loops(&mut rep, opts, &base, &with_daemon, &bpftrace.with_bpftrace);
+    report_pipeline(&mut rep, &pipeline);
+    report_store(&mut rep, opts, &store);
+    report_floods(&mut rep, &floods);
+    report_sustained(&mut rep, opts, &sustained);
+    report_idle(&mut rep, opts, &idle);
+    closing_notes(&mut rep, ours.lost);
+    rep.detail("elapsed_s", json!(started.elapsed().as_secs_f64()));
+
+    rep.write(&b.out_dir, &command)?;
+    print_report(&rep);
+    eprintln!(
+        "bench: done in {:.0} s; results in {} and {}",
+        started.elapsed().as_secs_f64(),
+        b.out_dir.join("results.json").display(),
+        b.out_dir.join("results.md").display()
+    );
+    if pipeline.is_err() {
+        bail!("bench: the pipeline benchmark could not be measured");
+    }
+    Ok(())
+}
+
+/// Refuses options that measure nothing, and a user who cannot load programs.
+fn check_can_run(opts: &Options) -> Result<()> {
     if opts.count == 0 || opts.watched_count == 0 || opts.repeat == 0 {
         bail!("bench: --count, --watched-count and --repeat must be at least 1");
     }
@@ -160,13 +302,11 @@ pub fn run(opts: &Options) -> Result<()> {
              kernel.bpf_stats_enabled): run it as root"
         );
     }
-    sys::catch_interrupts();
-    let out_dir = cmd::target_dir().join("bench");
-    fs::create_dir_all(&out_dir)
-        .with_context(|| format!("bench: cannot create {}", out_dir.display()))?;
+    Ok(())
+}
 
-    step(1, "setup and build (release)");
-    let (daemon_bin, pipeline_bin) = build_all(opts)?;
+/// bpftool and bpftrace, which `cargo xtask setup` installs.
+fn require_tools() -> Result<()> {
     for tool in ["bpftool", "bpftrace"] {
         if Command::new(tool)
             .arg("--version")
@@ -178,9 +318,11 @@ pub fn run(opts: &Options) -> Result<()> {
             bail!("bench: `{tool}` is not installed: run `cargo xtask setup`");
         }
     }
+    Ok(())
+}
 
-    let mut rep = Report::default();
-    let command = command_line(opts);
+/// The machine's load and CPUs, and a note when other work makes the wall times noisy.
+fn machine_details(rep: &mut Report) {
     rep.detail("load_average_at_start", json!(sys::loadavg()));
     rep.detail("cpus", json!(sys::cpus()));
     if let Some(l) = sys::loadavg() {
@@ -191,19 +333,10 @@ pub fn run(opts: &Options) -> Result<()> {
             ));
         }
     }
+}
 
-    let reg = registry::create(&out_dir)?;
-    eprintln!(
-        "bench: registry {} ({} NHIs, credentials under {})",
-        reg.path.display(),
-        registry::NHIS,
-        registry::CRED_ROOT
-    );
-    let stats = sys::BpfStats::enable()?;
-    // The loops run on the last CPU, the daemon and the bench wherever the scheduler puts them.
-    let cpu = (sys::cpus() >= 2).then(|| sys::cpus() - 1);
-    rep.detail("loop_cpu", json!(cpu));
-
+/// A note naming the openat programs others have loaded: they slow every loop.
+fn note_foreign_programs(rep: &mut Report) -> Result<()> {
     let foreign = bpftool::foreign_openat_progs(&bpftool::progs()?, &BTreeSet::new());
     if !foreign.is_empty() {
         rep.note(format!(
@@ -211,53 +344,101 @@ pub fn run(opts: &Options) -> Result<()> {
             foreign.join(", ")
         ));
     }
+    Ok(())
+}
 
-    step(
-        2,
-        &format!(
-            "open+close loop without probes ({} x {} opens of {UNWATCHED})",
-            opts.repeat, opts.count
-        ),
-    );
+/// Step 2: the open+close loop with no probe of ours (stats off), after warming the dentry
+/// cache.
+fn loop_without_probes(b: &Bench, stats: &sys::BpfStats) -> Result<Vec<Outcome>> {
     stats.set(false)?;
-    open_loop::spawn(Path::new(UNWATCHED), opts.count / 10, cpu)?; // warm the dentry cache
-    let base = wall_runs("without probes", UNWATCHED, opts, cpu)?;
+    open_loop::spawn(Path::new(UNWATCHED), b.opts.count / 10, b.cpu)?;
+    wall_runs("without probes", UNWATCHED, b.opts, b.cpu)
+}
 
-    step(3, "daemon: start, idle cost");
-    stats.set(true)?;
-    let log = out_dir.join("daemon.log");
-    let mut daemon = start_daemon(&daemon_bin, &reg.path, &log)?;
-    let dpid = daemon.pid();
-    let ready = wait_for_ready(&mut daemon, &log, Duration::from_secs(90))?;
-    rep.detail("daemon_ready_line", json!(ready));
-    let progs = sys::progs_of(dpid)?;
-    let find = |tp: &str| -> Result<u32> {
-        progs
+/// The daemon that steps 3 to 5 measure, started on the bench's registry.
+struct MeasuredDaemon {
+    managed: Managed,
+    pid: u32,
+    /// Its program on `sys_exit_openat`: one program per open, at the syscall's exit, on the
+    /// file the kernel opened.
+    exit_id: u32,
+    log: PathBuf,
+}
+
+impl MeasuredDaemon {
+    /// Starts the daemon (stats on), waits until its openat program runs, and records its
+    /// programs in the details.
+    fn start(b: &Bench, stats: &sys::BpfStats, rep: &mut Report) -> Result<Self> {
+        stats.set(true)?;
+        let log = b.out_dir.join("daemon.log");
+        let mut managed = start_daemon(&b.daemon_bin, &b.reg.path, &log)?;
+        let pid = managed.pid();
+        let ready = wait_for_ready(&mut managed, &log, Duration::from_secs(90))?;
+        rep.detail("daemon_ready_line", json!(ready));
+        let progs = sys::progs_of(pid)?;
+        let exit_id = progs
             .values()
-            .find(|p| p.attached_to(tp))
+            .find(|p| p.attached_to("sys_exit_openat"))
             .map(|p| p.id)
             .with_context(|| {
-                format!("bench: the daemon (pid {dpid}) holds no program attached to syscalls:{tp}")
-            })
-    };
-    // One program per open: at the syscall's exit, on the file the kernel opened.
-    let exit_id = find("sys_exit_openat")?;
-    wait_attached(&mut daemon, exit_id, &reg.watched)?;
-    let all = bpftool::progs()?;
-    let ours: BTreeSet<u32> = progs.keys().copied().collect();
-    let foreign = bpftool::foreign_openat_progs(&all, &ours);
-    rep.detail("foreign_openat_programs", json!(foreign));
-    rep.detail("daemon_programs", json!(progs.len()));
-    let (xl, jit) = bpftool::sizes(&all, exit_id);
-    rep.detail(
-        "ours_sys_exit_openat_program",
-        json!({"id": exit_id, "bytes_xlated": xl, "bytes_jited": jit,
-               "verified_insns": progs.get(&exit_id).and_then(|p| p.verified_insns)}),
-    );
-    let rss_start = sys::rss_bytes(dpid)? as f64 / MB;
-    eprintln!("bench: daemon pid {dpid} ready, RSS {rss_start:.1} MB");
-    let rest = idle(dpid, &reg.watched, opts.idle_secs)?;
-    let mappings = sys::top_mappings(dpid, 6);
+                format!(
+                    "bench: the daemon (pid {pid}) holds no program attached to \
+                     syscalls:sys_exit_openat"
+                )
+            })?;
+        wait_attached(&mut managed, exit_id, &b.reg.watched)?;
+        let all = bpftool::progs()?;
+        let ours: BTreeSet<u32> = progs.keys().copied().collect();
+        let foreign = bpftool::foreign_openat_progs(&all, &ours);
+        rep.detail("foreign_openat_programs", json!(foreign));
+        rep.detail("daemon_programs", json!(progs.len()));
+        let (xl, jit) = bpftool::sizes(&all, exit_id);
+        rep.detail(
+            "ours_sys_exit_openat_program",
+            json!({"id": exit_id, "bytes_xlated": xl, "bytes_jited": jit,
+                   "verified_insns": progs.get(&exit_id).and_then(|p| p.verified_insns)}),
+        );
+        Ok(Self {
+            managed,
+            pid,
+            exit_id,
+            log,
+        })
+    }
+
+    /// Stops the daemon (SIGTERM) and records how it stopped.
+    fn stop(&mut self, rep: &mut Report) -> Result<()> {
+        let status = self.managed.stop(Duration::from_secs(20))?;
+        let log_text = fs::read_to_string(&self.log).unwrap_or_default();
+        if let Some(line) = log_text.lines().find(|l| l.contains("stopping:")) {
+            rep.detail("daemon_stopping_line", json!(line.trim()));
+        }
+        if !status.success() {
+            rep.note(format!(
+                "the daemon exited with {status} on SIGTERM (see {})",
+                self.log.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Step 3's measurement: the daemon at rest.
+struct IdleRun {
+    /// MB, just after start.
+    rss_start: f64,
+    rest: Idle,
+    /// The daemon's largest resident mappings (name, KiB).
+    mappings: Vec<(String, u64)>,
+}
+
+/// Step 3: the daemon's RSS after start, then its CPU and RSS while a credential is opened 100
+/// times a second.
+fn daemon_idle(b: &Bench, d: &MeasuredDaemon, rep: &mut Report) -> Result<IdleRun> {
+    let rss_start = sys::rss_bytes(d.pid)? as f64 / MB;
+    eprintln!("bench: daemon pid {} ready, RSS {rss_start:.1} MB", d.pid);
+    let rest = idle(d.pid, &b.reg.watched, b.opts.idle_secs)?;
+    let mappings = sys::top_mappings(d.pid, 6);
     rep.detail(
         "daemon_rss_top_mappings_kib",
         json!(mappings
@@ -273,54 +454,75 @@ pub fn run(opts: &Options) -> Result<()> {
             .map(|(t, p)| json!({"thread": t, "pct": p}))
             .collect::<Vec<_>>()),
     );
+    Ok(IdleRun {
+        rss_start,
+        rest,
+        mappings,
+    })
+}
 
-    step(
-        4,
-        &format!(
-            "open+close loop with the daemon attached ({} x {} opens)",
-            opts.repeat, opts.count
-        ),
-    );
-    stats.set(false)?;
-    let with_daemon = wall_runs("with the daemon", UNWATCHED, opts, cpu)?;
+/// Step 5's measurement: what the daemon's openat program costs per open (ns, one entry per
+/// program measured).
+struct DaemonKernelCost {
+    short: Vec<f64>,
+    long: Vec<f64>,
+    watched: Vec<f64>,
+    /// Seconds of the daemon's CPU for the watched loop's events.
+    cpu_watched: f64,
+    /// Records of the watched loop lost in the kernel, when the counters could be read.
+    lost: Option<u64>,
+}
 
-    step(5, "kernel cost per open: the daemon's programs (bpf_stats)");
+/// Step 5: the daemon's program cost (stats on) on unwatched short and long paths and on a
+/// watched one, and the daemon's CPU for the watched opens.
+fn daemon_kernel_cost(
+    b: &Bench,
+    d: &MeasuredDaemon,
+    stats: &sys::BpfStats,
+) -> Result<DaemonKernelCost> {
+    let (opts, cpu, dpid) = (b.opts, b.cpu, d.pid);
     stats.set(true)?;
-    let hooks = [exit_id];
-    let ours_short = kernel_cost(dpid, &hooks, Path::new(UNWATCHED), opts.count, cpu)?;
-    let ours_long = kernel_cost(dpid, &hooks, Path::new(UNWATCHED_LONG), opts.count, cpu)?;
+    let hooks = [d.exit_id];
+    let short = kernel_cost(dpid, &hooks, Path::new(UNWATCHED), opts.count, cpu)?;
+    let long = kernel_cost(dpid, &hooks, Path::new(UNWATCHED_LONG), opts.count, cpu)?;
     let lost_before = bpftool::losses(dpid);
     let cpu_before = sys::cpu_seconds(dpid)?;
-    let ours_watched = kernel_cost(dpid, &hooks, &reg.watched, opts.watched_count, cpu)?;
+    let watched = kernel_cost(dpid, &hooks, &b.reg.watched, opts.watched_count, cpu)?;
     wait_until_idle(dpid, Duration::from_secs(30))?;
-    let daemon_cpu_watched = sys::cpu_seconds(dpid)? - cpu_before;
+    let cpu_watched = sys::cpu_seconds(dpid)? - cpu_before;
     let lost = match (lost_before, bpftool::losses(dpid)) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    let status = daemon.stop(Duration::from_secs(20))?;
-    let log_text = fs::read_to_string(&log).unwrap_or_default();
-    if let Some(line) = log_text.lines().find(|l| l.contains("stopping:")) {
-        rep.detail("daemon_stopping_line", json!(line.trim()));
-    }
-    if !status.success() {
-        rep.note(format!(
-            "the daemon exited with {status} on SIGTERM (see {})",
-            log.display()
-        ));
-    }
-    drop(daemon);
+    Ok(DaemonKernelCost {
+        short,
+        long,
+        watched,
+        cpu_watched,
+        lost,
+    })
+}
 
-    step(
-        6,
-        "the bpftrace one-liner: kernel cost per open (bpf_stats), then wall time",
-    );
-    let bt_log = out_dir.join("bpftrace.log");
-    let floor_log = out_dir.join("bpftrace-floor.log");
+/// Step 6's measurement: the bpftrace one-liner's cost per open (ns), the `bpf_stats` floor
+/// and the loop with bpftrace attached.
+struct BpftraceRun {
+    short: f64,
+    long: f64,
+    /// ns per run of an empty program, when it could be read.
+    floor: Option<f64>,
+    with_bpftrace: Vec<Outcome>,
+}
+
+/// Step 6: the bpftrace one-liner's kernel cost (stats on) beside an empty program's (the
+/// floor), then the open+close loop with it attached (stats off).
+fn bpftrace_baseline(b: &Bench, stats: &sys::BpfStats, rep: &mut Report) -> Result<BpftraceRun> {
+    let (opts, cpu) = (b.opts, b.cpu);
+    let bt_log = b.out_dir.join("bpftrace.log");
+    let floor_log = b.out_dir.join("bpftrace-floor.log");
     let mut bt = start_bpftrace(&bt_log, BPFTRACE_PROG)?;
     let mut floor = start_bpftrace(&floor_log, FLOOR_PROG)?;
-    let bt_id = bpftrace_prog(&mut bt, &bt_log, &reg.watched, "sys_enter_open")?;
-    let floor_id = bpftrace_prog(&mut floor, &floor_log, &reg.watched, "sys_enter_close")?;
+    let bt_id = bpftrace_prog(&mut bt, &bt_log, &b.reg.watched, "sys_enter_open")?;
+    let floor_id = bpftrace_prog(&mut floor, &floor_log, &b.reg.watched, "sys_enter_close")?;
     let all = bpftool::progs()?;
     let (xl, jit) = bpftool::sizes(&all, bt_id);
     rep.detail(
@@ -329,9 +531,9 @@ pub fn run(opts: &Options) -> Result<()> {
                "verified_insns": sys::progs_of(bt.pid())?.get(&bt_id).and_then(|p| p.verified_insns),
                "script": BPFTRACE_PROG}),
     );
-    let bt_short = kernel_cost(bt.pid(), &[bt_id], Path::new(UNWATCHED), opts.count, cpu)?;
+    let short = kernel_cost(bt.pid(), &[bt_id], Path::new(UNWATCHED), opts.count, cpu)?;
     let floor_before = sys::progs_of(floor.pid())?;
-    let bt_long = kernel_cost(
+    let long = kernel_cost(
         bt.pid(),
         &[bt_id],
         Path::new(UNWATCHED_LONG),
@@ -355,58 +557,43 @@ pub fn run(opts: &Options) -> Result<()> {
     let with_bpftrace = wall_runs("with bpftrace", UNWATCHED, opts, cpu)?;
     bt.stop(Duration::from_secs(10))?;
     drop(bt);
-    drop(stats);
+    Ok(BpftraceRun {
+        short: short[0],
+        long: long[0],
+        floor: stats_floor,
+        with_bpftrace,
+    })
+}
 
-    step(
-        7,
-        &format!("userspace pipeline on one core ({} s)", opts.pipeline_secs),
-    );
-    let pipeline = run_pipeline(&pipeline_bin, &reg, opts.pipeline_secs, cpu);
-
-    step(
-        8,
-        &format!(
-            "ClickHouse store: {} rows through the sink and the store, a {}-event outage replayed",
-            opts.store_rows, opts.outage_events
-        ),
-    );
-    let store = run_store(opts);
-
-    step(
-        9,
-        &format!(
-            "sustained: {} matched opens/s for {} s, the daemon writing to a local ClickHouse",
-            opts.sustained_rate, opts.sustained_secs
-        ),
-    );
-    let sustained = run_sustained(opts, &daemon_bin, &reg, &out_dir);
-
-    step(
-        10,
-        &format!(
-            "floods: fork bomb, thread storm, failed opens, DNS packets ({} s each)",
-            opts.flood_secs
-        ),
-    );
-    let flood_log = out_dir.join("daemon-floods.log");
-    let floods = floods::run(
+/// Step 10: the floods, each against a daemon of its own.
+fn run_floods(b: &Bench) -> Result<Vec<(&'static str, &'static str, Value)>> {
+    let flood_log = b.out_dir.join("daemon-floods.log");
+    floods::run(
         &|| {
-            let mut d = start_daemon(&daemon_bin, &reg.path, &flood_log)?;
+            let mut d = start_daemon(&b.daemon_bin, &b.reg.path, &flood_log)?;
             wait_for_ready(&mut d, &flood_log, Duration::from_secs(90))?;
             Ok(d)
         },
-        &reg.watched,
-        opts.flood_secs,
-    );
+        &b.reg.watched,
+        b.opts.flood_secs,
+    )
+}
 
-    // The report.
-    let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
-    let total = |c: &[f64]| c.iter().sum::<f64>();
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+fn total(c: &[f64]) -> f64 {
+    c.iter().sum::<f64>()
+}
+
+/// The kernel rows: ours against the bpftrace one-liner, per unwatched and watched open.
+fn report_kernel(rep: &mut Report, b: &Bench, ours: &DaemonKernelCost, bt: &BpftraceRun) {
     let kernel_ratio = Some(Target::AtMost(0.7));
     rep.add(
         "kernel.ours.total_ns",
         &format!("Kernel: ours (sys_exit_openat), unwatched {UNWATCHED}"),
-        Some(total(&ours_short)),
+        Some(total(&ours.short)),
         "ns/open",
         1,
         None,
@@ -414,7 +601,7 @@ pub fn run(opts: &Options) -> Result<()> {
     rep.add(
         "kernel.bpftrace_ns",
         &format!("Kernel: bpftrace one-liner, {UNWATCHED}"),
-        Some(bt_short[0]),
+        Some(bt.short),
         "ns/open",
         1,
         None,
@@ -422,7 +609,7 @@ pub fn run(opts: &Options) -> Result<()> {
     rep.add(
         "kernel.ratio",
         &format!("Kernel cost ours/bpftrace, {UNWATCHED}"),
-        ratio(total(&ours_short), bt_short[0]),
+        ratio(total(&ours.short), bt.short),
         "x",
         2,
         kernel_ratio,
@@ -430,7 +617,7 @@ pub fn run(opts: &Options) -> Result<()> {
     rep.add(
         "kernel.long.ours_ns",
         "Kernel: ours (sys_exit_openat), unwatched long path",
-        Some(total(&ours_long)),
+        Some(total(&ours.long)),
         "ns/open",
         1,
         None,
@@ -438,7 +625,7 @@ pub fn run(opts: &Options) -> Result<()> {
     rep.add(
         "kernel.long.bpftrace_ns",
         "Kernel: bpftrace one-liner, long path",
-        Some(bt_long[0]),
+        Some(bt.long),
         "ns/open",
         1,
         None,
@@ -446,12 +633,12 @@ pub fn run(opts: &Options) -> Result<()> {
     rep.add(
         "kernel.long.ratio",
         "Kernel cost ours/bpftrace, long path",
-        ratio(total(&ours_long), bt_long[0]),
+        ratio(total(&ours.long), bt.long),
         "x",
         2,
         kernel_ratio,
     );
-    if let Some(f) = stats_floor {
+    if let Some(f) = bt.floor {
         rep.add(
             "kernel.stats_floor_ns",
             "Kernel: bpf_stats floor (an empty program)",
@@ -463,7 +650,7 @@ pub fn run(opts: &Options) -> Result<()> {
         rep.add(
             "kernel.net_ratio",
             &format!("Kernel cost ours/bpftrace, {UNWATCHED}, net of the floor"),
-            ratio(total(&ours_short) - f, bt_short[0] - f),
+            ratio(total(&ours.short) - f, bt.short - f),
             "x",
             2,
             None,
@@ -472,7 +659,7 @@ pub fn run(opts: &Options) -> Result<()> {
     rep.add(
         "kernel.watched.total_ns",
         "Kernel: ours (sys_exit_openat), watched open",
-        Some(total(&ours_watched)),
+        Some(total(&ours.watched)),
         "ns/open",
         1,
         Some(Target::AtMost(1000.0)),
@@ -480,7 +667,7 @@ pub fn run(opts: &Options) -> Result<()> {
     rep.add(
         "daemon.cpu_per_watched_us",
         "Daemon CPU per watched open (real daemon)",
-        Some(daemon_cpu_watched * 1e6 / opts.watched_count as f64),
+        Some(ours.cpu_watched * 1e6 / b.opts.watched_count as f64),
         "us/event",
         2,
         None,
@@ -488,18 +675,27 @@ pub fn run(opts: &Options) -> Result<()> {
     rep.add(
         "kernel.watched.lost",
         "Watched-loop records lost in the kernel",
-        lost.map(|l| l as f64),
+        ours.lost.map(|l| l as f64),
         "",
         0,
         None,
     );
     rep.detail("long_path", json!(UNWATCHED_LONG));
-    rep.detail("watched_path", json!(reg.watched));
+    rep.detail("watched_path", json!(b.reg.watched));
+}
 
+/// The wall-time rows: the open+close loop without probes, with the daemon, with bpftrace.
+fn report_loops(
+    rep: &mut Report,
+    opts: &Options,
+    base: &[Outcome],
+    with_daemon: &[Outcome],
+    with_bpftrace: &[Outcome],
+) {
     let wall = |v: &[Outcome]| v.iter().map(Outcome::ns_per_open).collect::<Vec<_>>();
     let cpu_time = |v: &[Outcome]| v.iter().map(Outcome::cpu_ns_per_open).collect::<Vec<_>>();
-    let (base_med, daemon_med) = (median(&wall(&base)), median(&wall(&with_daemon)));
-    let (base_cpu, daemon_cpu) = (median(&cpu_time(&base)), median(&cpu_time(&with_daemon)));
+    let (base_med, daemon_med) = (median(&wall(base)), median(&wall(with_daemon)));
+    let (base_cpu, daemon_cpu) = (median(&cpu_time(base)), median(&cpu_time(with_daemon)));
     rep.add(
         "loop.base_ns",
         &format!("Open+close loop, no probes (median of {})", opts.repeat),
@@ -535,7 +731,7 @@ pub fn run(opts: &Options) -> Result<()> {
         3,
         None,
     );
-    let bt_med = median(&wall(&with_bpftrace));
+    let bt_med = median(&wall(with_bpftrace));
     rep.add(
         "loop.bpftrace_slowdown",
         "Open+close loop slowdown (wall), bpftrace / no probes",
@@ -546,15 +742,18 @@ pub fn run(opts: &Options) -> Result<()> {
     );
     rep.detail(
         "loop_runs_ns_per_open",
-        json!({"without_probes": {"wall": wall(&base), "cpu": cpu_time(&base)},
-               "with_daemon": {"wall": wall(&with_daemon), "cpu": cpu_time(&with_daemon)},
-               "with_bpftrace": {"wall": wall(&with_bpftrace), "cpu": cpu_time(&with_bpftrace)}}),
+        json!({"without_probes": {"wall": wall(base), "cpu": cpu_time(base)},
+               "with_daemon": {"wall": wall(with_daemon), "cpu": cpu_time(with_daemon)},
+               "with_bpftrace": {"wall": wall(with_bpftrace), "cpu": cpu_time(with_bpftrace)}}),
     );
-    if let (Some(b), Some(d)) = (min(&wall(&base)), min(&wall(&with_daemon))) {
+    if let (Some(b), Some(d)) = (min(&wall(base)), min(&wall(with_daemon))) {
         rep.detail("loop_slowdown_of_fastest_runs", json!(d / b));
     }
+}
 
-    match &pipeline {
+/// The pipeline rows: throughput, and the cost of each kind of record.
+fn report_pipeline(rep: &mut Report, pipeline: &Result<Value>) {
+    match pipeline {
         Ok(p) => {
             let f = |k: &str| p[k].as_f64();
             rep.add(
@@ -603,8 +802,11 @@ pub fn run(opts: &Options) -> Result<()> {
             rep.note(format!("pipeline benchmark failed: {e:#}"));
         }
     }
+}
 
-    match &store {
+/// The ClickHouse rows: the sink alone, the store under a flood, the replay after an outage.
+fn report_store(rep: &mut Report, opts: &Options, store: &Result<Value>) {
+    match store {
         Ok(s) => {
             let f = |path: &[&str]| {
                 let mut v = s;
@@ -678,8 +880,11 @@ pub fn run(opts: &Options) -> Result<()> {
             rep.note(format!("store benchmark failed: {e:#}"));
         }
     }
+}
 
-    match &floods {
+/// The flood rows: the daemon's peak RSS, CPU and counted losses under each flood.
+fn report_floods(rep: &mut Report, floods: &Result<Vec<(&'static str, &'static str, Value)>>) {
+    match floods {
         Ok(rows) => {
             for (name, what, v) in rows {
                 let f = |k: &str| v[k].as_f64();
@@ -712,8 +917,11 @@ pub fn run(opts: &Options) -> Result<()> {
         }
         Err(e) => rep.note(format!("flood benchmark failed: {e:#}")),
     }
+}
 
-    match &sustained {
+/// The sustained rows: the rate reached, and whether every open was stored exactly once.
+fn report_sustained(rep: &mut Report, opts: &Options, sustained: &Result<Value>) {
+    match sustained {
         Ok(s) => {
             let f = |k: &str| s[k].as_f64();
             let sent = f("opens").unwrap_or(0.0);
@@ -770,7 +978,11 @@ pub fn run(opts: &Options) -> Result<()> {
             rep.note(format!("sustained run failed: {e:#}"));
         }
     }
+}
 
+/// The idle rows: RSS after start and at rest, CPU at 100 watched opens a second.
+fn report_idle(rep: &mut Report, opts: &Options, idle: &IdleRun) {
+    let (rss_start, rest, mappings) = (idle.rss_start, &idle.rest, &idle.mappings);
     rep.add(
         "idle.rss_start_mb",
         "Daemon RSS after start",
@@ -828,7 +1040,10 @@ pub fn run(opts: &Options) -> Result<()> {
             .collect();
         rep.note(format!("daemon CPU at rest by thread: {}", top.join(", ")));
     }
+}
 
+/// The notes every report ends with.
+fn closing_notes(rep: &mut Report, lost: Option<u64>) {
     if lost.is_some_and(|l| l > 0) {
         rep.note("records were lost in the watched loop: the daemon could not keep up, so part of the watched opens took the (cheaper) loss path");
     }
@@ -837,9 +1052,10 @@ pub fn run(opts: &Options) -> Result<()> {
          program costs by that count): it is on only for the kernel-cost loops, off for the \
          wall-time loops",
     );
-    rep.detail("elapsed_s", json!(started.elapsed().as_secs_f64()));
+}
 
-    rep.write(&out_dir, &command)?;
+/// The table and the notes, on stdout.
+fn print_report(rep: &Report) {
     println!("\n{}", rep.table());
     if !rep.notes.is_empty() {
         println!("Notes:");
@@ -847,16 +1063,6 @@ pub fn run(opts: &Options) -> Result<()> {
             println!("- {n}");
         }
     }
-    eprintln!(
-        "bench: done in {:.0} s; results in {} and {}",
-        started.elapsed().as_secs_f64(),
-        out_dir.join("results.json").display(),
-        out_dir.join("results.md").display()
-    );
-    if pipeline.is_err() {
-        bail!("bench: the pipeline benchmark could not be measured");
-    }
-    Ok(())
 }
 
 /// The sustained run: the daemon writes to the local ClickHouse (database `nhiscope_bench`,

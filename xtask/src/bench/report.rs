@@ -1,4 +1,4 @@
-//! The results: one row per measurement with its DESIGN target and PASS/MISS, printed as a
+//! The results: one row per measurement with its target and PASS/MISS, printed as a
 //! table, and written as JSON (`results.json`) and as a markdown table (`results.md`).
 
 use std::{fmt::Write as _, fs, path::Path};
@@ -6,7 +6,7 @@ use std::{fmt::Write as _, fs, path::Path};
 use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
 
-/// A DESIGN.md target.
+/// A performance target.
 #[derive(Clone, Copy, Debug)]
 pub enum Target {
     AtMost(f64),
