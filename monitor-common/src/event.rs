@@ -86,24 +86,26 @@ impl OpenOp {
     }
 }
 
-/// Fixed first part of every record.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EventHeader {
-    /// An [`EventKind`] as u32.
-    pub kind: u32,
-    /// Thread group id (the process id users see).
-    pub pid: u32,
-    /// Thread id.
-    pub tid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// `HDR_*` bits (set on opens and connects).
-    pub flags: u32,
-    /// `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`).
-    pub ts_ns: u64,
-    pub cgroup_id: u64,
-    pub comm: [u8; COMM_LEN],
+crate::pod_struct! {
+    /// Fixed first part of every record.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct EventHeader {
+        /// An [`EventKind`] as u32.
+        pub kind: u32,
+        /// Thread group id (the process id users see).
+        pub pid: u32,
+        /// Thread id.
+        pub tid: u32,
+        pub uid: u32,
+        pub gid: u32,
+        /// `HDR_*` bits (set on opens and connects).
+        pub flags: u32,
+        /// `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`).
+        pub ts_ns: u64,
+        pub cgroup_id: u64,
+        pub comm: [u8; COMM_LEN],
+    }
 }
 
 impl EventHeader {
@@ -150,74 +152,78 @@ pub const PATH_UNREAD: u32 = 64;
 /// `OpenEvent::flags` bit: the caller's standard output (`stdout_ino`) is a pipe.
 pub const STDOUT_PIPE: u32 = 128;
 
-/// An open and its result, sent from the syscall's exit once the kernel has decided, from the
-/// file it actually opened, that the open is watched.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OpenEvent {
-    pub hdr: EventHeader,
-    /// An [`OpenOp`] as u32.
-    pub op: u32,
-    /// Directory fd the path argument is relative to (`AT_FDCWD` = -100 for the cwd).
-    pub dfd: i32,
-    /// `open(2)` flags (`O_*`), or 0 where the syscall has none.
-    pub open_flags: u32,
-    /// `PATH_TRUNCATED`, `MATCH_*`, `NAMES_*`, ...
-    pub flags: u32,
-    /// Syscall result: an fd on success, `-errno` on failure.
-    pub ret: i64,
-    /// Bytes of `path` in use, without the NUL.
-    pub path_len: u32,
-    /// Bytes of `names` in use.
-    pub names_len: u32,
-    /// Inode number of the caller's standard output (fd 1) at the open: a pipe's inode tells
-    /// whose process reads what the caller writes. 0 when unknown.
-    pub stdout_ino: u64,
-    /// Inode number and device of the file opened (when the open succeeded), 0 when unknown.
-    pub ino: u64,
-    pub dev: u32,
-    pub _pad2: u32,
-    /// The path argument as the process passed it.
-    pub path: [u8; PATH_CAP],
-    /// The real path, as the kernel reached the file: NUL-terminated components from the file up
-    /// (`token\0app\0srv\0` is `/srv/app/token`), across mounts, up to the process's root.
-    /// Twice [`NAMES_CAP`] so that a component copied at any offset below `NAMES_CAP` fits.
-    pub names: [u8; 2 * NAMES_CAP],
+crate::pod_struct! {
+    /// An open and its result, sent from the syscall's exit once the kernel has decided, from the
+    /// file it actually opened, that the open is watched.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct OpenEvent {
+        pub hdr: EventHeader,
+        /// An [`OpenOp`] as u32.
+        pub op: u32,
+        /// Directory fd the path argument is relative to (`AT_FDCWD` = -100 for the cwd).
+        pub dfd: i32,
+        /// `open(2)` flags (`O_*`), or 0 where the syscall has none.
+        pub open_flags: u32,
+        /// `PATH_TRUNCATED`, `MATCH_*`, `NAMES_*`, ...
+        pub flags: u32,
+        /// Syscall result: an fd on success, `-errno` on failure.
+        pub ret: i64,
+        /// Bytes of `path` in use, without the NUL.
+        pub path_len: u32,
+        /// Bytes of `names` in use.
+        pub names_len: u32,
+        /// Inode number of the caller's standard output (fd 1) at the open: a pipe's inode tells
+        /// whose process reads what the caller writes. 0 when unknown.
+        pub stdout_ino: u64,
+        /// Inode number and device of the file opened (when the open succeeded), 0 when unknown.
+        pub ino: u64,
+        pub dev: u32,
+        pub _pad2: u32,
+        /// The path argument as the process passed it.
+        pub path: [u8; PATH_CAP],
+        /// The real path, as the kernel reached the file: NUL-terminated components from the file up
+        /// (`token\0app\0srv\0` is `/srv/app/token`), across mounts, up to the process's root.
+        /// Twice [`NAMES_CAP`] so that a component copied at any offset below `NAMES_CAP` fits.
+        pub names: [u8; 2 * NAMES_CAP],
+    }
 }
 
-/// A new image: the file the kernel executed, the name it was asked for and the arguments.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExecEvent {
-    pub hdr: EventHeader,
-    /// The thread id before exec (differs from `hdr.tid` when a non-leader thread called exec).
-    pub old_tid: u32,
-    /// Bytes of `filename` in use.
-    pub filename_len: u32,
-    /// Bytes of `args` in use (NUL-separated, each argument NUL-terminated).
-    pub args_len: u32,
-    /// Number of arguments read; `ARGS_TRUNCATED` set in `flags` when there were more.
-    pub argc: u32,
-    pub flags: u32,
-    /// Bytes of `exe_names` in use.
-    pub exe_names_len: u32,
-    /// Inode number and device of the executed file (for a script, its interpreter).
-    pub exe_ino: u64,
-    pub exe_dev: u32,
-    /// Bytes of `cwd_names` in use (only for a script named by a relative path).
-    pub cwd_names_len: u32,
-    /// Inode number of the new image's standard input when it is the read end of a pipe, else
-    /// 0: a pipe some process reads as its stdin is a pipeline's, not a `$(...)`.
-    pub stdin_pipe: u64,
-    /// The name the exec was asked for (`bprm->filename`: for a script, the script).
-    pub filename: [u8; PATH_CAP],
-    /// Twice `ARGS_CAP` so that an argument read at any offset below `ARGS_CAP` fits: this is
-    /// what lets the verifier accept the copy loop.
-    pub args: [u8; 2 * ARGS_CAP],
-    /// The executed file's real path, as in `OpenEvent::names`.
-    pub exe_names: [u8; 2 * NAMES_CAP],
-    /// The working directory, as in `OpenEvent::names`, when a script's name is relative.
-    pub cwd_names: [u8; 2 * NAMES_CAP],
+crate::pod_struct! {
+    /// A new image: the file the kernel executed, the name it was asked for and the arguments.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ExecEvent {
+        pub hdr: EventHeader,
+        /// The thread id before exec (differs from `hdr.tid` when a non-leader thread called exec).
+        pub old_tid: u32,
+        /// Bytes of `filename` in use.
+        pub filename_len: u32,
+        /// Bytes of `args` in use (NUL-separated, each argument NUL-terminated).
+        pub args_len: u32,
+        /// Number of arguments read; `ARGS_TRUNCATED` set in `flags` when there were more.
+        pub argc: u32,
+        pub flags: u32,
+        /// Bytes of `exe_names` in use.
+        pub exe_names_len: u32,
+        /// Inode number and device of the executed file (for a script, its interpreter).
+        pub exe_ino: u64,
+        pub exe_dev: u32,
+        /// Bytes of `cwd_names` in use (only for a script named by a relative path).
+        pub cwd_names_len: u32,
+        /// Inode number of the new image's standard input when it is the read end of a pipe, else
+        /// 0: a pipe some process reads as its stdin is a pipeline's, not a `$(...)`.
+        pub stdin_pipe: u64,
+        /// The name the exec was asked for (`bprm->filename`: for a script, the script).
+        pub filename: [u8; PATH_CAP],
+        /// Twice `ARGS_CAP` so that an argument read at any offset below `ARGS_CAP` fits: this is
+        /// what lets the verifier accept the copy loop.
+        pub args: [u8; 2 * ARGS_CAP],
+        /// The executed file's real path, as in `OpenEvent::names`.
+        pub exe_names: [u8; 2 * NAMES_CAP],
+        /// The working directory, as in `OpenEvent::names`, when a script's name is relative.
+        pub cwd_names: [u8; 2 * NAMES_CAP],
+    }
 }
 
 /// `ExecEvent::flags` bit: not every argument fitted.
@@ -232,49 +238,55 @@ pub const EXE_NAMES_COMPLETE: u32 = 8;
 /// `ExecEvent::flags` bit: `cwd_names` is the whole real path of the working directory.
 pub const CWD_NAMES_COMPLETE: u32 = 16;
 
-/// Task creation. `hdr` describes the parent (the caller of fork/clone).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ForkEvent {
-    pub hdr: EventHeader,
-    /// Task id of the child. For a new thread this is not a process; see `monitor-user`'s process
-    /// table for how that is told apart.
-    pub child_tid: u32,
-    pub _pad: u32,
+crate::pod_struct! {
+    /// Task creation. `hdr` describes the parent (the caller of fork/clone).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ForkEvent {
+        pub hdr: EventHeader,
+        /// Task id of the child. For a new thread this is not a process; see `monitor-user`'s process
+        /// table for how that is told apart.
+        pub child_tid: u32,
+        pub _pad: u32,
+    }
 }
 
-/// The end of a thread group (`sched_process_exit` with `group_dead`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExitEvent {
-    pub hdr: EventHeader,
+crate::pod_struct! {
+    /// The end of a thread group (`sched_process_exit` with `group_dead`).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ExitEvent {
+        pub hdr: EventHeader,
+    }
 }
 
 /// Address family values as in `<sys/socket.h>`.
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
-/// An outbound connection: a TCP connection attempt (SYN sent), or a UDP destination (a
-/// `connect` on a UDP socket, or a datagram sent to an address: once per process and
-/// destination per [`UDP_INTERVAL_NS`]).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnectEvent {
-    pub hdr: EventHeader,
-    /// `AF_INET` or `AF_INET6`.
-    pub family: u16,
-    /// Host byte order (0 for UDP: not chosen yet when the kernel sees the destination).
-    pub sport: u16,
-    /// Host byte order.
-    pub dport: u16,
-    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
-    pub proto: u16,
-    /// IPv4 in the first 4 bytes, or IPv6.
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
-    /// Inode number of the caller's standard input when it is the read end of a pipe, else 0:
-    /// what a holder writes into that pipe reaches this process (`cat token | curl -d @- ...`).
-    pub stdin_pipe: u64,
+crate::pod_struct! {
+    /// An outbound connection: a TCP connection attempt (SYN sent), or a UDP destination (a
+    /// `connect` on a UDP socket, or a datagram sent to an address: once per process and
+    /// destination per [`UDP_INTERVAL_NS`]).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ConnectEvent {
+        pub hdr: EventHeader,
+        /// `AF_INET` or `AF_INET6`.
+        pub family: u16,
+        /// Host byte order (0 for UDP: not chosen yet when the kernel sees the destination).
+        pub sport: u16,
+        /// Host byte order.
+        pub dport: u16,
+        /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+        pub proto: u16,
+        /// IPv4 in the first 4 bytes, or IPv6.
+        pub saddr: [u8; 16],
+        pub daddr: [u8; 16],
+        /// Inode number of the caller's standard input when it is the read end of a pipe, else 0:
+        /// what a holder writes into that pipe reaches this process (`cat token | curl -d @- ...`).
+        pub stdin_pipe: u64,
+    }
 }
 
 pub const IPPROTO_TCP: u16 = 6;
@@ -446,69 +458,6 @@ pub mod config {
     /// Slots of the `CONFIG` array map.
     pub const LEN: u32 = 8;
 }
-
-// The records the daemon reads from raw bytes (see `crate::pod`): the field lists are checked
-// against the structs at compile time.
-crate::pod!(EventHeader {
-    kind: u32,
-    pid: u32,
-    tid: u32,
-    uid: u32,
-    gid: u32,
-    flags: u32,
-    ts_ns: u64,
-    cgroup_id: u64,
-    comm: [u8; COMM_LEN],
-});
-crate::pod!(OpenEvent {
-    hdr: EventHeader,
-    op: u32,
-    dfd: i32,
-    open_flags: u32,
-    flags: u32,
-    ret: i64,
-    path_len: u32,
-    names_len: u32,
-    stdout_ino: u64,
-    ino: u64,
-    dev: u32,
-    _pad2: u32,
-    path: [u8; PATH_CAP],
-    names: [u8; 2 * NAMES_CAP],
-});
-crate::pod!(ExecEvent {
-    hdr: EventHeader,
-    old_tid: u32,
-    filename_len: u32,
-    args_len: u32,
-    argc: u32,
-    flags: u32,
-    exe_names_len: u32,
-    exe_ino: u64,
-    exe_dev: u32,
-    cwd_names_len: u32,
-    stdin_pipe: u64,
-    filename: [u8; PATH_CAP],
-    args: [u8; 2 * ARGS_CAP],
-    exe_names: [u8; 2 * NAMES_CAP],
-    cwd_names: [u8; 2 * NAMES_CAP],
-});
-crate::pod!(ForkEvent {
-    hdr: EventHeader,
-    child_tid: u32,
-    _pad: u32,
-});
-crate::pod!(ExitEvent { hdr: EventHeader });
-crate::pod!(ConnectEvent {
-    hdr: EventHeader,
-    family: u16,
-    sport: u16,
-    dport: u16,
-    proto: u16,
-    saddr: [u8; 16],
-    daddr: [u8; 16],
-    stdin_pipe: u64,
-});
 
 #[cfg(feature = "user")]
 mod aya_pod {

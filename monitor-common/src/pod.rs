@@ -6,10 +6,9 @@
 //! (no padding): what `Pod` promises. `Copy` promises neither, so the decoder is bounded by this
 //! trait instead.
 //!
-//! Every struct impl is made by [`pod!`], which checks at compile time that the fields listed
-//! are the struct's fields with their types, are `Pod` themselves, and lie back to back from
-//! offset 0 to the struct's end: a field added to a struct but not to its `pod!`, or a layout
-//! that gains padding, fails the build.
+//! Every struct is declared through [`pod_struct!`], which checks at compile time that its
+//! fields are `Pod` themselves and lie back to back from offset 0 to the struct's end: a layout
+//! that gains padding fails the build.
 
 /// Plain old data: any bytes of the right length are a valid value, and a value's bytes are all
 /// initialised.
@@ -17,7 +16,7 @@
 /// # Safety
 /// Implement only for `Copy` types that have no padding, no pointers or references, and no
 /// field with invalid bit patterns (`bool`, `char`, enums, `NonZero*`). For structs, use
-/// [`pod!`], which checks the layout.
+/// [`pod_struct!`], which checks the layout.
 pub unsafe trait Pod: Copy + 'static {}
 
 // SAFETY: integers have no padding and every bit pattern is a value.
@@ -35,38 +34,80 @@ unsafe impl Pod for i64 {}
 // SAFETY: an array is its elements back to back, without padding between them.
 unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
 
-/// A compile-time proof obligation: `T` is `Pod`. Used by [`pod!`] on every field type.
+/// A compile-time proof obligation: `T` is `Pod`. Used by [`pod_struct!`] on every field type.
 #[doc(hidden)]
 pub const fn assert_pod<T: Pod>() {}
 
-/// `pod!(Struct { field: Type, ... })`: implements [`Pod`] for a `#[repr(C)]` struct after
-/// checking, at compile time, that the fields are listed in declaration order with their
-/// types, that each is `Pod`, and that they cover the struct without a gap or a tail.
+/// Declares a `#[repr(C)]` struct and implements [`Pod`] for it, after checking at compile time
+/// that each field is `Pod` and that the fields lie back to back from offset 0 to the struct's
+/// end: a layout with padding anywhere fails the build.
+///
+/// ```
+/// monitor_common::pod_struct! {
+///     /// A doc comment, attributes and field docs as in any struct.
+///     #[repr(C)]
+///     #[derive(Clone, Copy)]
+///     pub struct Pair {
+///         pub a: u32,
+///         pub b: [u8; 4],
+///     }
+/// }
+/// fn raw<T: monitor_common::Pod>(_: T) {}
+/// raw(Pair { a: 1, b: [0; 4] });
+/// ```
+///
+/// A struct with padding does not build:
+///
+/// ```compile_fail
+/// monitor_common::pod_struct! {
+///     #[repr(C)]
+///     #[derive(Clone, Copy)]
+///     pub struct Padded {
+///         pub a: u8,
+///         pub b: u32,
+///     }
+/// }
+/// ```
 #[macro_export]
-macro_rules! pod {
-    ($ty:ty { $first:ident : $first_ty:ty $(, $field:ident : $field_ty:ty)* $(,)? }) => {
+macro_rules! pod_struct {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $(#[$first_meta:meta])*
+            $first_vis:vis $first:ident : $first_ty:ty
+            $(,
+                $(#[$field_meta:meta])*
+                $field_vis:vis $field:ident : $field_ty:ty
+            )* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $(#[$first_meta])*
+            $first_vis $first: $first_ty,
+            $(
+                $(#[$field_meta])*
+                $field_vis $field: $field_ty,
+            )*
+        }
+
         const _: () = {
-            // The listed types are the fields' types (a wrong one does not compile).
-            #[allow(dead_code)]
-            fn types(v: &$ty) {
-                let _: &$first_ty = &v.$first;
-                $(let _: &$field_ty = &v.$field;)*
-            }
             $crate::pod::assert_pod::<$first_ty>();
             $($crate::pod::assert_pod::<$field_ty>();)*
-            // Back to back from 0 to the end: no padding anywhere, no field left out.
+            // Back to back from 0 to the end: no padding anywhere.
             let mut end = 0usize;
-            assert!(::core::mem::offset_of!($ty, $first) == end, "padding before a field");
+            assert!(::core::mem::offset_of!($name, $first) == end, "padding before a field");
             end += ::core::mem::size_of::<$first_ty>();
             $(
-                assert!(::core::mem::offset_of!($ty, $field) == end, "padding or a missing field");
+                assert!(::core::mem::offset_of!($name, $field) == end, "padding before a field");
                 end += ::core::mem::size_of::<$field_ty>();
             )*
-            assert!(end == ::core::mem::size_of::<$ty>(), "padding or a missing field at the end");
+            assert!(end == ::core::mem::size_of::<$name>(), "padding at the end");
         };
+
         // SAFETY: checked just above: every field is Pod and the fields cover the struct
         // without padding; the struct is Copy (required by the trait).
-        unsafe impl $crate::pod::Pod for $ty {}
+        unsafe impl $crate::pod::Pod for $name {}
     };
 }
 
@@ -74,13 +115,14 @@ macro_rules! pod {
 mod tests {
     use super::Pod;
 
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Pair {
-        a: u32,
-        b: [u8; 4],
+    pod_struct! {
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Pair {
+            a: u32,
+            b: [u8; 4],
+        }
     }
-    pod!(Pair { a: u32, b: [u8; 4] });
 
     fn is_pod<T: Pod>() -> usize {
         core::mem::size_of::<T>()
