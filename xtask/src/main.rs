@@ -94,3 +94,15 @@ fn main() -> Result<()> {
         Task::OpenLoop(opts) => bench::open_loop::run(&opts),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap checks a command line's definition only when it parses one: every task's options
+    /// are checked here (unique names and groups, valid defaults), not at a user's first run.
+    #[test]
+    fn every_task_has_a_well_formed_command_line() {
+        super::Cli::command().debug_assert();
+    }
+}
