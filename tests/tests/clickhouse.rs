@@ -764,8 +764,9 @@ fn the_dashboard_reads_a_fleet_history() {
     use nhiscope::{
         live::protocol::LiveEvent,
         tui::{
-            app::{App, History, Subject, Update},
+            app::{App, History},
             history,
+            model::{Subject, Update},
         },
     };
     let Some(ch) = ClickHouse::start("history") else {

@@ -18,7 +18,7 @@ use clickhouse::{Client, Row};
 use serde::Deserialize;
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::app::{Stats, Subject, Update};
+use super::model::{HostSummary, Snapshot, Subject, Update};
 use crate::{
     event::DriftKind,
     live::protocol::LiveEvent,
@@ -55,36 +55,6 @@ pub struct Options {
     pub drift_limit: u64,
     /// Newest events to fetch.
     pub stream_limit: u64,
-}
-
-/// One host of the fleet, from its heartbeats and loss rows.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct HostSummary {
-    pub host: String,
-    /// Its daemon's last heartbeat.
-    pub last_heartbeat: Option<SystemTime>,
-    pub version: String,
-    /// Events lost on it in the window, by cause.
-    pub lost: BTreeMap<String, u64>,
-}
-
-/// What one fetch found.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Snapshot {
-    /// When it was fetched.
-    pub at: SystemTime,
-    /// Per NHI (and unregistered credentials), over the window.
-    pub stats: BTreeMap<Subject, Stats>,
-    /// Per host: the newest use counted in `stats`, in ns since the epoch.
-    pub watermarks: HashMap<String, u64>,
-    /// The newest drift, newest first.
-    pub drifts: Vec<LiveEvent>,
-    /// The newest events, newest first.
-    pub stream: Vec<LiveEvent>,
-    /// Every host with a heartbeat, or with a use or loss in the window.
-    pub hosts: Vec<HostSummary>,
-    /// More use rows than [`USES_LIMIT`]: the rarest ones are missing from `stats`.
-    pub truncated: bool,
 }
 
 /// A row of [`queries::DASHBOARD_USES`], in its column order.

@@ -18,6 +18,7 @@ pub mod client;
 pub mod filter;
 pub mod history;
 pub mod input;
+pub mod model;
 pub mod ui;
 
 use std::{

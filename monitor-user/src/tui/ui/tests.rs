@@ -20,7 +20,7 @@ use crate::{
         ClickHouseHealth, Health, Hello, LiveEvent, Message, NhiSummary, PrincipalsSummary,
         RegistrySummary, PROTOCOL_VERSION,
     },
-    tui::app::{App, Update},
+    tui::{app::App, model::Update},
 };
 
 fn t(s: &str) -> SystemTime {
@@ -568,7 +568,8 @@ fn snapshot_smallest_drift_feed_and_detail() {
 
 use crate::tui::{
     app::{History, HistoryState},
-    history::{Fetched, HostSummary, Snapshot, UseRecord},
+    history::{Fetched, UseRecord},
+    model::{HostSummary, Snapshot},
 };
 
 /// The row ClickHouse returns for `n` uses like `e`, the newest at `e.ts`.
@@ -623,7 +624,7 @@ fn with_history(app: App, hosts: &[&str]) -> App {
 
 fn reads(app: &App, nhi: &str) -> u64 {
     app.stats
-        .get(&crate::tui::app::Subject::Nhi(nhi.into()))
+        .get(&crate::tui::model::Subject::Nhi(nhi.into()))
         .map_or(0, |s| s.reads)
 }
 
@@ -674,7 +675,7 @@ fn history_and_live_count_each_use_once() {
     ))));
     assert_eq!(reads(&app, "billing-s3-writer"), 6);
     assert_eq!(app.history.as_ref().unwrap().pending(), 0);
-    let s = &app.stats[&crate::tui::app::Subject::Nhi("billing-s3-writer".into())];
+    let s = &app.stats[&crate::tui::model::Subject::Nhi("billing-s3-writer".into())];
     assert_eq!(s.drifts, 5);
     assert_eq!(s.hosts.len(), 2, "{:?}", s.hosts);
     // `b` arrives live; a snapshot taken before it was stored must not lose it...
@@ -789,7 +790,7 @@ fn a_snapshot_counts_uses_activity_and_the_fleet() {
         ..Fetched::default()
     };
     let s = Snapshot::build(&f, t(NOW));
-    let st = &s.stats[&crate::tui::app::Subject::Nhi("deploy-key".into())];
+    let st = &s.stats[&crate::tui::model::Subject::Nhi("deploy-key".into())];
     assert_eq!(st.reads, 7);
     assert_eq!(st.series(t(NOW), 6).iter().sum::<u64>(), 7);
     assert_eq!(s.watermarks["web-1"], a.ts_nanos());
