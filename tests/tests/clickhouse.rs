@@ -763,6 +763,7 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
 fn the_dashboard_reads_a_fleet_history() {
     use nhiscope::{
         live::protocol::LiveEvent,
+        store::read::Reader,
         tui::{
             app::{App, History},
             history,
@@ -799,8 +800,9 @@ fn the_dashboard_reads_a_fleet_history() {
         .block_on(nhiscope::store::migrate::read_schema(&client, &config))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(schema.dialect, Dialect::Legacy);
+    let mut reader = Reader::new(config.clone());
     let snap = rt
-        .block_on(history::fetch(&client, &schema, &opts(&[]), now))
+        .block_on(history::fetch(&mut reader, &opts(&[]), now))
         .unwrap_or_else(|e| panic!("{e}\n{}", ch.logs()));
 
     let count = |evs: &[&Event], k: Kind| evs.iter().filter(|e| e.kind == k).count() as u64;
@@ -829,7 +831,7 @@ fn the_dashboard_reads_a_fleet_history() {
 
     // One host only.
     let only_b = rt
-        .block_on(history::fetch(&client, &schema, &opts(&["host-b"]), now))
+        .block_on(history::fetch(&mut reader, &opts(&["host-b"]), now))
         .unwrap_or_else(|e| panic!("{e}"));
     let b_refs: Vec<&Event> = b.iter().collect();
     assert_eq!(only_b.stats[&nhi].reads, count(&b_refs, Kind::Open));

@@ -17,6 +17,7 @@
 //!   the ledger behind the checkpoint, the counters).
 //! * [`spool`]: the bounded on-disk queue, its lock and the checkpoint.
 //! * [`queries`]: the queries nhiscope ships, for both dialects.
+//! * [`read`]: what `nhiscope query`, `scope suggest` and the dashboard read, as plain records.
 //!
 //! # Nothing doubled
 //! Every row carries its identity `(host, run_id, seq)`: `run_id` is random per store start,
@@ -58,6 +59,7 @@ pub mod batch;
 pub mod config;
 pub mod migrate;
 pub mod queries;
+pub mod read;
 pub mod row;
 pub mod schema;
 mod shared;
