@@ -9,6 +9,7 @@
 //!                                       replay, oldest first │        writer task ─> INSERT ... FORMAT RowBinary
 //! ```
 //! * [`config`]: URL, database, credentials (file or environment, never argv), limits.
+//! * [`client`]: the HTTP client, and what its errors mean for a user.
 //! * [`schema`] and [`migrate`]: versioned DDL for 18.16 and for current servers.
 //! * [`row`]: the rows, neutral (what the spool keeps) and per dialect (what is sent).
 //! * [`batch`]: rows of one table inserted (and spooled) together, under one token.
@@ -56,6 +57,7 @@
 //! for the length of an `fsync`.
 
 pub mod batch;
+pub mod client;
 pub mod config;
 pub mod migrate;
 pub mod queries;

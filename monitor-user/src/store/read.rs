@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub use super::queries::{Param, Query, ALL as QUERIES};
 use super::{
+    client::{admin_client, SinkError},
     config::StoreConfig,
     migrate,
     queries::{
@@ -25,7 +26,6 @@ use super::{
     },
     row::{drift_from_name, kind_from_code, verdict_from_code},
     schema::Schema,
-    sink::{admin_client, SinkError},
 };
 use crate::{
     event::{DriftKind, Event, Kind, Verdict},

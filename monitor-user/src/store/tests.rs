@@ -11,7 +11,8 @@ use super::{
     queries::{self, Param},
     row::*,
     schema::{Dialect, Schema, Table},
-    sink::{Batch, Rows, SinkError},
+    client::SinkError,
+    sink::{Batch, Rows},
     spool::{Pushed, Ranges, Spool},
 };
 use crate::event::{DriftKind, Event, Kind, Verdict};
