@@ -456,9 +456,8 @@ pub fn run_suggest(a: SuggestArgs, out: &mut dyn Write) -> Result<(), QueryError
     let now = SystemTime::now();
     let from = now.checked_sub(a.since).unwrap_or(UNIX_EPOCH);
     let rt = runtime()?;
-    let rows = rt.block_on(
-        Reader::new(config).scope_uses(&a.nhi, from, now + CLOCK_SKEW, &a.hosts),
-    )?;
+    let rows =
+        rt.block_on(Reader::new(config).scope_uses(&a.nhi, from, now + CLOCK_SKEW, &a.hosts))?;
     let observed = Observed::from_records(&rows);
     let text = scope::suggest(
         &a.nhi,

@@ -82,8 +82,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::{ConfigError, StoreConfig};
 use row::Ts;
-pub use shared::{ShutdownReport, StoreStats};
 use shared::{blocking, Overflow, Shared};
+pub use shared::{ShutdownReport, StoreStats};
 use sink::{Control, Writer};
 use spool::Spool;
 pub use spool::{SpoolClaim, SPOOL_LOCK};

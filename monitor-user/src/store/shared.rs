@@ -748,7 +748,11 @@ impl Shared {
 
     /// Turns what could not be read back at start (a checkpoint, batch files) into a loss row,
     /// spooled at once: losing track must show in the losses table, not only in a log.
-    pub(super) fn unreadable_at_start(&self, state: Option<&String>, batches: &[(PathBuf, String)]) {
+    pub(super) fn unreadable_at_start(
+        &self,
+        state: Option<&String>,
+        batches: &[(PathBuf, String)],
+    ) {
         let now = Ts::now();
         let mut rows = Vec::new();
         if let Some(why) = state {

@@ -6,12 +6,12 @@ use std::{fs, path::PathBuf, time::Duration};
 use clickhouse::Row as _;
 
 use super::{
+    client::SinkError,
     config::{check_url, display_url, ConfigError, Secret, StoreConfig},
     migrate::{civil_from_days, partition_expired},
     queries::{self, Param},
     row::*,
     schema::{Dialect, Schema, Table},
-    client::SinkError,
     sink::{Batch, Rows},
     spool::{Pushed, Ranges, Spool},
 };
