@@ -16,6 +16,7 @@ use std::{
 use nhiscope::{
     event::{Event, Kind, Verdict},
     store::{
+        client::admin_client,
         queries::{self, Param},
         row::{EventRow, Ts},
         schema::{Dialect, Schema},
@@ -60,7 +61,7 @@ fn legacy_schema(database: &str) -> Schema {
 
 /// Every event of `host` read back through the shipped query, oldest first.
 fn read_back(ch: &ClickHouse, config: &StoreConfig, host: &str) -> Vec<EventRow> {
-    let client = sink::admin_client(config).with_database(&config.database);
+    let client = admin_client(config).with_database(&config.database);
     let schema = legacy_schema(&config.database);
     runtime()
         .block_on(queries::fetch_events(
@@ -529,7 +530,7 @@ fn every_shipped_query_runs_on_18_16() {
         store.heartbeat(&[("records", 201)]);
         store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
     });
-    let client = sink::admin_client(&config).with_database(&config.database);
+    let client = admin_client(&config).with_database(&config.database);
     let schema = legacy_schema(&config.database);
     let (from, to) = (Param::U64(1_700_000_000), Param::U64(1_900_000_000));
     let params = |q: &queries::Query| -> Vec<Param> {
@@ -763,9 +764,11 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
 fn the_dashboard_reads_a_fleet_history() {
     use nhiscope::{
         live::protocol::LiveEvent,
+        store::read::Reader,
         tui::{
-            app::{App, History, Subject, Update},
+            app::{App, History},
             history,
+            model::{Subject, Update},
         },
     };
     let Some(ch) = ClickHouse::start("history") else {
@@ -783,7 +786,7 @@ fn the_dashboard_reads_a_fleet_history() {
             store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
         }
     });
-    let client = sink::admin_client(&config);
+    let client = admin_client(&config);
     let now = std::time::SystemTime::now();
     let opts = |hosts: &[&str]| history::Options {
         config: config.clone(),
@@ -798,8 +801,9 @@ fn the_dashboard_reads_a_fleet_history() {
         .block_on(nhiscope::store::migrate::read_schema(&client, &config))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(schema.dialect, Dialect::Legacy);
+    let mut reader = Reader::new(config.clone());
     let snap = rt
-        .block_on(history::fetch(&client, &schema, &opts(&[]), now))
+        .block_on(history::fetch(&mut reader, &opts(&[]), now))
         .unwrap_or_else(|e| panic!("{e}\n{}", ch.logs()));
 
     let count = |evs: &[&Event], k: Kind| evs.iter().filter(|e| e.kind == k).count() as u64;
@@ -828,7 +832,7 @@ fn the_dashboard_reads_a_fleet_history() {
 
     // One host only.
     let only_b = rt
-        .block_on(history::fetch(&client, &schema, &opts(&["host-b"]), now))
+        .block_on(history::fetch(&mut reader, &opts(&["host-b"]), now))
         .unwrap_or_else(|e| panic!("{e}"));
     let b_refs: Vec<&Event> = b.iter().collect();
     assert_eq!(only_b.stats[&nhi].reads, count(&b_refs, Kind::Open));

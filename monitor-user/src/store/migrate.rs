@@ -29,7 +29,7 @@ pub struct Report {
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     /// A request failed.
-    #[error("{during}: {}", super::sink::with_cause(.source))]
+    #[error("{during}: {}", super::client::with_cause(.source))]
     ClickHouse {
         during: String,
         #[source]

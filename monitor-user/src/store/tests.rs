@@ -6,12 +6,13 @@ use std::{fs, path::PathBuf, time::Duration};
 use clickhouse::Row as _;
 
 use super::{
+    client::SinkError,
     config::{check_url, display_url, ConfigError, Secret, StoreConfig},
     migrate::{civil_from_days, partition_expired},
     queries::{self, Param},
     row::*,
     schema::{Dialect, Schema, Table},
-    sink::{Batch, Rows, SinkError},
+    sink::{Batch, Rows},
     spool::{Pushed, Ranges, Spool},
 };
 use crate::event::{DriftKind, Event, Kind, Verdict};

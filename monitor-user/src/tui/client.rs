@@ -15,7 +15,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::app::Update;
+use super::model::Update;
 use crate::live::protocol::Message;
 
 pub const FIRST_RETRY: Duration = Duration::from_millis(250);

@@ -8,7 +8,7 @@
 use crate::{
     event::Verdict,
     live::protocol::LiveEvent,
-    tui::app::{NhiRow, Status, Subject},
+    tui::model::{NhiRow, Status, Subject},
 };
 
 /// Which field a word is matched against.

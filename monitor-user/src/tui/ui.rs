@@ -19,7 +19,10 @@ use ratatui::{
     widgets::{Block, Clear, Paragraph, Widget, Wrap},
 };
 
-use super::app::{App, Conn, History, HistoryState, Status, View};
+use super::{
+    app::{App, Conn, History, HistoryState, View},
+    model::Status,
+};
 use crate::{event::DriftKind, live::protocol::LiveEvent};
 
 /// Below this the dashboard asks for a larger terminal instead of drawing garbage.

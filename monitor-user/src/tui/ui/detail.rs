@@ -13,7 +13,10 @@ use super::{ago, alert, clock, drift_short, empty, status_style, tail};
 use crate::{
     event::Verdict,
     live::protocol::{NhiSummary, PrincipalsSummary},
-    tui::app::{App, NhiRow, Seen, Stats, Subject},
+    tui::{
+        app::App,
+        model::{NhiRow, Seen, Stats, Subject},
+    },
 };
 
 /// Observed entries listed per section.

@@ -18,7 +18,10 @@ use super::{
 use crate::{
     event::{Kind, Verdict},
     live::protocol::LiveEvent,
-    tui::app::{App, List, Status},
+    tui::{
+        app::{App, List},
+        model::Status,
+    },
 };
 
 /// Widths of the NHI and process columns: narrow at 80 columns, wider when there is room.
