@@ -283,7 +283,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let mut engine = Engine::new(Arc::new(registry), "/proc", Clock::now(), host);
     engine.set_cmdline_mode(opts.cmdline);
     engine.set_kubernetes_dirs(&opts.pods_log_dir, &opts.containers_log_dir);
-    let seeded = engine.procs().seed();
+    let seeded = engine.seed_processes();
     // The live feed listens before `ready` is printed: a client started after it connects.
     // Without it the daemon still monitors; only the dashboard is blind.
     let live = live::Server::bind(&opts.live_socket).unwrap_or_else(|e| {
@@ -434,7 +434,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                             ("dns_rejected", engine.dns_stats().not_believed()),
                         ]);
                     }
-                    let gone = engine.procs().sweep(Duration::from_secs(5));
+                    let gone = engine.sweep_processes(Duration::from_secs(5));
                     log::debug!("process table: {} entries, {gone} swept", engine.procs().len());
                 }
                 emit(&mut out, &mut sink, &live, store.as_ref(), metrics.as_deref())?;
