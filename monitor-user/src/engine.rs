@@ -16,8 +16,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-pub use crate::host::{Host, ProcHost};
 use crate::host::FileId;
+pub use crate::host::{Host, ProcHost};
 
 use monitor_common::{ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, AF_INET};
 
@@ -380,7 +380,11 @@ impl<H: Host> Engine<H> {
         } else {
             names.or_else(|| resolve::absolute(None, raw_path))
         };
-        let real_s = real.as_ref().map(|p| p.to_string_lossy().into_owned());
+        let real_s = real.map(|p| {
+            p.into_os_string()
+                .into_string()
+                .unwrap_or_else(|p| p.to_string_lossy().into_owned())
+        });
         let reg = Arc::clone(&self.registry);
         // The inode is the file's identity: a registered file under any name is that file.
         let by_inode = (o.ino != 0)
@@ -415,7 +419,6 @@ impl<H: Host> Engine<H> {
             (None, None) => String::from_utf8_lossy(raw).into_owned(),
         };
         let target_s = real_s.filter(|r| *r != path_s);
-        let path = PathBuf::from(&path_s);
 
         let mut e = self.base(Kind::Open, &o.hdr);
         e.syscall = OpenOp::from_u32(o.op).map(OpenOp::name);
@@ -440,7 +443,7 @@ impl<H: Host> Engine<H> {
                 let actor = Actor::of(&e, interactive, cgroup.as_deref());
                 // The registered name (for an inode match) is the one the daemon can stat.
                 let mtime = match nhi.max_age {
-                    Some(_) => self.mtime(&path),
+                    Some(_) => self.mtime(Path::new(&path_s)),
                     None => None,
                 };
                 let decision = verdict::open(nhi, &actor, &path_s, failed, now, mtime);
@@ -577,9 +580,16 @@ impl<H: Host> Engine<H> {
     /// parent that merely started the reader (its output goes elsewhere) does not, and service
     /// managers never do.
     fn take_hold(&mut self, pid: u32, id: &str, o: &OpenEvent) {
-        let id: Arc<str> = Arc::from(id);
         let p = self.procs.lookup(pid, &self.sys);
-        p.holds.insert(Arc::clone(&id));
+        // A service reads its credential again and again: the holding is usually there.
+        let id: Arc<str> = match p.holds.get(id) {
+            Some(held) => Arc::clone(held),
+            None => {
+                let id: Arc<str> = Arc::from(id);
+                p.holds.insert(Arc::clone(&id));
+                id
+            }
+        };
         if o.flags & monitor_common::STDOUT_PIPE != 0 && o.stdout_ino != 0 {
             // Whatever reads this pipe may get the secret (a pipeline's next command).
             if self.fed_pipes.len() >= FED_PIPES_CAP {
@@ -647,17 +657,17 @@ impl<H: Host> Engine<H> {
             }
         }
         let mut held = self.held_by(c.hdr.pid);
-        let p = self.procs.lookup(c.hdr.pid, &self.sys);
-        let (exe, script, uid) = (p.exe.clone(), p.script.clone(), c.hdr.uid);
-        let (cgroup, container) = (p.cgroup.clone(), p.container.clone());
-        let at = Placement {
-            cgroup: cgroup.as_deref(),
-            container: container.as_deref(),
-        };
         let reg = Arc::clone(&self.registry);
+        // Declared holders, judged on the process as the table has it (borrowed: most
+        // connections are by processes that hold nothing).
+        let p = self.procs.lookup(c.hdr.pid, &self.sys);
+        let at = Placement {
+            cgroup: p.cgroup.as_deref(),
+            container: p.container.as_deref(),
+        };
         for nhi in &reg.nhis {
             if let Some(h) = &nhi.holders {
-                if h.admits(&exe, script.as_deref(), uid, at)
+                if h.admits(&p.exe, p.script.as_deref(), c.hdr.uid, at)
                     && !held.iter().any(|id| **id == *nhi.id)
                 {
                     held.push(Arc::from(nhi.id.as_str()));
@@ -962,12 +972,17 @@ mod tests {
         let mut out = Vec::new();
         e.handle(at(open(10, 0, "/srv/app/token", 3), T0), &mut out);
         // 2024-06: after `expires`.
-        e.handle(at(open(10, 0, "/srv/app/token", 3), 1_717_000_000), &mut out);
+        e.handle(
+            at(open(10, 0, "/srv/app/token", 3), 1_717_000_000),
+            &mut out,
+        );
         e.handle(at(connect(10, [10, 0, 0, 1], 443), 1_717_000_000), &mut out);
         assert_eq!(out[0].verdict, Verdict::Ok, "{}", out[0].reason);
         assert_eq!(out[1].drift, vec![crate::event::DriftKind::Expired]);
         assert!(
-            out[1].reason.starts_with("NHI api expired at 2024-01-01T00:00:00Z"),
+            out[1]
+                .reason
+                .starts_with("NHI api expired at 2024-01-01T00:00:00Z"),
             "{}",
             out[1].reason
         );
@@ -1083,9 +1098,10 @@ mod tests {
         const UID: &str = "0f2a4c1e-6b7d-4e8f-9a0b-1c2d3e4f5a6b";
         let id = "3f4e1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7";
         let host = FakeHost::default();
-        host.cgroups
-            .borrow_mut()
-            .insert(77, Arc::from(format!("/kubepods/burstable/pod{UID}/{id}").as_str()));
+        host.cgroups.borrow_mut().insert(
+            77,
+            Arc::from(format!("/kubepods/burstable/pod{UID}/{id}").as_str()),
+        );
         host.dirs.borrow_mut().insert(
             PathBuf::from(crate::kubernetes::DEFAULT_PODS_LOG_DIR),
             vec![format!("payments_api-1_{UID}")],

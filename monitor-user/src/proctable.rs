@@ -387,7 +387,10 @@ mod tests {
             vec!["env".into(), "API_TOKEN=CanaryPw1".into(), "run".into()],
             &h,
         );
-        assert_eq!(t.lookup(100, &h).cmdline, vec!["env", "API_TOKEN=***", "run"]);
+        assert_eq!(
+            t.lookup(100, &h).cmdline,
+            vec!["env", "API_TOKEN=***", "run"]
+        );
         // argv0 keeps the program only; full keeps everything.
         t.set_cmdline_mode(CmdlineMode::Argv0);
         t.exec(

@@ -288,19 +288,22 @@ fn index() -> &'static Index {
 pub fn lookup(path: &str) -> Option<&'static WatchEntry> {
     let ix = index();
     let name = path.rsplit('/').next().unwrap_or(path);
-    let mut candidates: Vec<usize> = ix.wild.clone();
-    if let Some(named) = ix.by_name.get(name) {
-        candidates.extend_from_slice(named);
-        candidates.sort_unstable();
-    }
     let parsed = parsed();
-    candidates
-        .into_iter()
-        .find(|&i| {
+    // Both lists are in list order: the first entry that watches `path` is the earlier of the
+    // first of each (no list is merged or copied for a lookup).
+    let first = |list: &[usize]| {
+        list.iter().copied().find(|&i| {
             let p = &parsed[i];
             p.pattern.matches(path) && !p.except.iter().any(|x| x.matches(path))
         })
-        .and_then(|i| ENTRIES.get(i))
+    };
+    let named = ix.by_name.get(name).and_then(|named| first(named));
+    let wild = first(&ix.wild);
+    match (named, wild) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+    .and_then(|i| ENTRIES.get(i))
 }
 
 /// Whether the built-in list watches `path`.
