@@ -443,29 +443,20 @@ struct Daemon {
 /// From the options to a daemon with its probes attached, its privileges dropped and `ready`
 /// said.
 fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
-    let Prepared {
-        notifier,
-        user,
-        registry,
-        unseen,
-        key,
-        plan,
-        store_config,
-        spool,
-        live_lock,
-        sink,
-        metrics_listener,
-    } = prepare(&opts)?;
-    let metrics = metrics_listener.as_ref().map(|_| Arc::new(Metrics::new()));
+    let p = prepare(&opts)?;
+    let metrics = p
+        .metrics_listener
+        .as_ref()
+        .map(|_| Arc::new(Metrics::new()));
     if let Some(m) = &metrics {
-        m.set_registry(&registry);
+        m.set_registry(&p.registry);
     }
     let load = LoadOptions {
         offsets: Some(kernel_offsets()?),
         ringbuf_bytes: opts.ringbuf_bytes,
         all_opens: opts.all_opens,
     };
-    let mut probes = Probes::load(&plan, &load).map_err(DaemonError::Probes)?;
+    let mut probes = Probes::load(&p.plan, &load).map_err(DaemonError::Probes)?;
     let (ring, ring_fill) = probes.take_ring().map_err(DaemonError::Ring)?;
     // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long as the
     // AsyncFd owns the RingBuf.
@@ -474,9 +465,9 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
             source: e.into_parts().1,
         })?;
 
-    let nhis = registry.nhis.len();
+    let nhis = p.registry.nhis.len();
     let host = opts.hostname.clone().unwrap_or_else(hostname);
-    let mut engine = Engine::new(Arc::new(registry), "/proc", Clock::now(), host);
+    let mut engine = Engine::new(Arc::new(p.registry), "/proc", Clock::now(), host);
     engine.set_cmdline_mode(opts.cmdline);
     engine.set_kubernetes_dirs(&opts.pods_log_dir, &opts.containers_log_dir);
     let seeded = engine.seed_processes();
@@ -491,7 +482,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
     let dns = open_dns_capture();
     // Everything that needed privileges is done: keep only what running needs. Running on
     // with more than the operator chose is worse than not running.
-    let kept = privileges::drop_to_needed(user.as_ref()).map_err(DaemonError::Privileges)?;
+    let kept = privileges::drop_to_needed(p.user.as_ref()).map_err(DaemonError::Privileges)?;
     log::info!(
         "running as uid {}, capabilities kept: {kept:#x}",
         Owner::current().uid
@@ -499,7 +490,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
     // Started after the drop: the store's threads and files are the daemon user's. Connecting,
     // migrating and replaying the spool happen in the background: an unreachable ClickHouse
     // only means spooling.
-    let store = match (store_config, spool) {
+    let store = match (p.store_config, p.spool) {
         (Some(c), Some(claim)) => Some(
             crate::store::Store::start_claimed(c, engine.host().to_string(), claim)
                 .map_err(DaemonError::Store)?,
@@ -507,7 +498,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         _ => None,
     };
     // Threads made after the drop inherit it (see `privileges`).
-    if let (Some(listener), Some(m)) = (metrics_listener, &metrics) {
+    if let (Some(listener), Some(m)) = (p.metrics_listener, &metrics) {
         metrics::http::spawn(listener, Arc::clone(m))
             .map_err(|source| DaemonError::MetricsServer { source })?;
     }
@@ -515,7 +506,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         m.set_ready(probes.attached());
     }
     let signals = Signals::install()?;
-    let (attached, keys) = (probes.attached(), plan.keys.len());
+    let (attached, keys) = (probes.attached(), p.plan.keys.len());
     crate::logging::status(
         &format!(
             "ready: {attached} probes attached, {nhis} NHIs registered, {keys} filter keys, \
@@ -528,12 +519,12 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
             ("processes", seeded.into()),
         ],
     );
-    notifier.ready(&format!(
+    p.notifier.ready(&format!(
         "{attached} probes attached, {nhis} NHIs registered, {keys} filter keys, {seeded} \
          processes known"
     ));
 
-    let watchdog = notifier.ping_interval().map(|every| {
+    let watchdog = p.notifier.ping_interval().map(|every| {
         let mut i = tokio::time::interval(every);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
@@ -552,13 +543,13 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         engine,
         probes,
         ring_fill,
-        key,
-        sink,
+        key: p.key,
+        sink: p.sink,
         live,
         store,
         metrics,
-        notifier,
-        unseen,
+        notifier: p.notifier,
+        unseen: p.unseen,
         watcher: RegistryWatch::new(&opts.registry),
         registry_path: opts.registry,
         config: opts.reload,
@@ -567,7 +558,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         out: Vec::with_capacity(1024),
         ring_peak: 0,
         dns_buf: vec![0u8; 65536],
-        _live_lock: live_lock,
+        _live_lock: p.live_lock,
     };
     Ok((daemon, wakeups))
 }
