@@ -128,10 +128,38 @@ pub fn container_id(cgroup: &str) -> Option<String> {
     found
 }
 
+/// Hashes a pid by one multiplication (Fibonacci hashing): the table is looked up several
+/// times per record, and pids are small integers the kernel hands out, not input to defend
+/// against (SipHash's strength is for keys an attacker chooses freely).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PidHasher(u64);
+
+impl std::hash::Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type PidMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<PidHasher>>;
+
 /// All known processes by pid.
 #[derive(Debug, Default)]
 pub struct ProcTable {
-    procs: HashMap<u32, Process>,
+    procs: PidMap<Process>,
     /// How much of each command line is kept.
     cmdline: CmdlineMode,
 }
