@@ -17,7 +17,7 @@ use tokio::{
 use crate::{
     decode,
     engine::{Clock, Engine},
-    event::{Event, Kind},
+    event::{Event, Kind, Ts},
     files::{self, Owner},
     filter, live,
     metrics::{self, Metrics},
@@ -149,19 +149,23 @@ impl Sink {
         })
     }
 
-    /// Write events, each one complete line, and flush.
-    fn write(&mut self, events: &[Event]) -> Result<(), DaemonError> {
-        let failed = |e: std::io::Error| DaemonError::Runtime(format!("writing JSON: {e}"));
+    /// Writes one event's JSON line (`line`, without its newline).
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
         match self {
             Sink::None => Ok(()),
-            Sink::File(f) => f.write(events).map_err(failed),
+            Sink::File(f) => f.write_line(line),
             Sink::Stdout(w) => {
-                for e in events {
-                    serde_json::to_writer(&mut *w, e).map_err(|e| failed(e.into()))?;
-                    w.write_all(b"\n").map_err(failed)?;
-                }
-                w.flush().map_err(failed)
+                w.write_all(line)?;
+                w.write_all(b"\n")
             }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::None => Ok(()),
+            Sink::File(f) => f.flush(),
+            Sink::Stdout(w) => w.flush(),
         }
     }
 
@@ -223,7 +227,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     // Held until the end, after the live server (declared later, dropped earlier) removed its
     // socket: a daemon that takes the lock next finds the path free.
     let _live_lock = lock_live_socket(&opts.live_socket)?;
-    let mut sink = Sink::open(opts.json.as_deref(), owner, opts.json_rotation)?;
+    let sink = Sink::open(opts.json.as_deref(), owner, opts.json_rotation)?;
     // Bound now, served once privileges are dropped: a port in use stops the daemon here.
     let metrics_listener = opts
         .metrics
@@ -371,6 +375,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let mut reported = [0u64; LOSS_CAUSES as usize];
     let mut ticks: u64 = 0;
     let mut out = Vec::with_capacity(1024);
+    let mut outputs = Outputs {
+        json: sink,
+        live,
+        store,
+        metrics,
+        line: Vec::with_capacity(4096),
+    };
     // The fullest the ring buffer was seen (at a wakeup, before draining) since the last report.
     let mut ring_peak = 0u64;
     let mut batch = false;
@@ -406,26 +417,26 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                     peak = u64::from(ring_fill.size());
                 }
                 ring_peak = 0;
-                if let Some(m) = &metrics {
+                if let Some(m) = &outputs.metrics {
                     m.turned();
-                    m.sample(&metrics_sample(&probes, &engine, store.as_ref(), &live, peak, ring_fill.size()));
+                    m.sample(&metrics_sample(&probes, &engine, outputs.store.as_ref(), &outputs.live, peak, ring_fill.size()));
                 }
-                let mut health = live_health(&probes, store.as_ref(), peak, ring_fill.size());
+                let mut health = live_health(&probes, outputs.store.as_ref(), peak, ring_fill.size());
                 health.dns_rejected = engine.dns_stats().not_believed();
                 health.unseen.clone_from(&unseen);
-                live.set_health(health);
+                outputs.live.set_health(health);
                 ticks += 1;
                 if watcher.changed(&registry_path) {
                     log::info!("{} changed: reloading", registry_path.display());
                     let ok = reload(key, &registry_path, &mut probes, &mut engine);
-                    live.set_registry(engine.registry());
-                    if let Some(m) = &metrics {
+                    outputs.live.set_registry(engine.registry());
+                    if let Some(m) = &outputs.metrics {
                         m.reloaded(ok);
                         m.set_registry(engine.registry());
                     }
                 }
                 if ticks.is_multiple_of(10) {
-                    if let Some(store) = &store {
+                    if let Some(store) = &outputs.store {
                         let s = &engine.stats;
                         store.heartbeat(&[
                             ("records", s.records),
@@ -437,18 +448,18 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                     let gone = engine.procs().sweep(Duration::from_secs(5));
                     log::debug!("process table: {} entries, {gone} swept", engine.procs().len());
                 }
-                emit(&mut out, &mut sink, &live, store.as_ref(), metrics.as_deref())?;
+                outputs.emit(&mut out)?;
             }
             _ = hup.recv() => {
                 let ok = hangup(config.as_mut(), &mut registry_path, key, &mut probes, &mut engine);
-                live.set_registry(engine.registry());
-                if let Some(m) = &metrics {
+                outputs.live.set_registry(engine.registry());
+                if let Some(m) = &outputs.metrics {
                     m.reloaded(ok);
                     m.set_registry(engine.registry());
                 }
                 watcher.seen(&registry_path);
             }
-            _ = usr1.recv() => sink.reopen(),
+            _ = usr1.recv() => outputs.json.reopen(),
             _ = watchdog_tick(&mut watchdog) => notifier.watchdog(),
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -459,38 +470,20 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             drain_dns(&dns, &mut engine, &mut dns_buf);
             ring_peak = ring_peak.max(ring_fill.used());
             more = drain(ring.get_mut(), &mut engine, &mut out);
-            emit(
-                &mut out,
-                &mut sink,
-                &live,
-                store.as_ref(),
-                metrics.as_deref(),
-            )?;
+            outputs.emit(&mut out)?;
         }
     }
-    if let Some(m) = &metrics {
+    if let Some(m) = &outputs.metrics {
         m.set_stopping();
     }
     notifier.stopping("stopping: writing out what the kernel delivered");
     // Everything the kernel delivered before the signal is written before exit.
     while drain(ring.get_mut(), &mut engine, &mut out) {
-        emit(
-            &mut out,
-            &mut sink,
-            &live,
-            store.as_ref(),
-            metrics.as_deref(),
-        )?;
+        outputs.emit(&mut out)?;
     }
     let _ = losses(&probes, &engine, &mut reported, &mut out);
-    emit(
-        &mut out,
-        &mut sink,
-        &live,
-        store.as_ref(),
-        metrics.as_deref(),
-    )?;
-    if let Some(store) = store {
+    outputs.emit(&mut out)?;
+    if let Some(store) = outputs.store.take() {
         match store.shutdown().await {
             Ok(r) => log::info!(
                 "store: {} rows inserted, {} batches left in the spool",
@@ -797,25 +790,45 @@ impl RegistryWatch {
     }
 }
 
-/// Events leave the daemon: JSON lines, the live feed, then the store, which takes them (`out`
-/// is left empty).
-fn emit(
-    out: &mut Vec<Event>,
-    sink: &mut Sink,
-    live: &live::Server,
-    store: Option<&crate::store::StoreHandle>,
-    metrics: Option<&Metrics>,
-) -> Result<(), DaemonError> {
-    if let Some(m) = metrics {
-        m.observe(out);
+/// Where events go when they leave the daemon.
+struct Outputs {
+    /// `--json`: a file or standard output.
+    json: Sink,
+    /// The live feed (`nhiscope tui`).
+    live: live::Server,
+    /// ClickHouse.
+    store: Option<crate::store::StoreHandle>,
+    /// Prometheus counters.
+    metrics: Option<Arc<Metrics>>,
+    /// One event's JSON line (kept to reuse its allocation).
+    line: Vec<u8>,
+}
+
+impl Outputs {
+    /// Events leave the daemon: counted, written as JSON lines (each encoded once, for the
+    /// `--json` output and the live feed alike), then taken by the store (`out` is left empty).
+    fn emit(&mut self, out: &mut Vec<Event>) -> Result<(), DaemonError> {
+        let failed = |e: std::io::Error| DaemonError::Runtime(format!("writing JSON: {e}"));
+        if let Some(m) = &self.metrics {
+            m.observe(out);
+        }
+        let to_json = !matches!(self.json, Sink::None);
+        for e in out.iter() {
+            self.line.clear();
+            // With no client connected and no `--json`, nothing needs the text.
+            if to_json || self.live.clients() > 0 {
+                e.write_json(&mut self.line);
+            }
+            self.json.write_line(&self.line).map_err(failed)?;
+            self.live.publish_json(&self.line);
+        }
+        self.json.flush().map_err(failed)?;
+        match &self.store {
+            Some(store) => store.send_owned(out),
+            None => out.clear(),
+        }
+        Ok(())
     }
-    sink.write(out)?;
-    live.publish_all(out);
-    match store {
-        Some(store) => store.send_owned(out),
-        None => out.clear(),
-    }
-    Ok(())
 }
 
 /// How long a record may wait in the ring buffer before the daemon reads it, when the programs
@@ -859,8 +872,7 @@ fn losses(
         if now[i] > reported[i] {
             ring_full |= cause.ring_full();
             let n = now[i] - reported[i];
-            let ts = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
-            let mut e = Event::new(Kind::Loss, ts, engine.host().to_string());
+            let mut e = Event::new(Kind::Loss, Ts::now(), Arc::from(engine.host()));
             e.count = Some(n);
             e.cause = Some(cause.name().to_string());
             e.reason = match cause {

@@ -126,10 +126,7 @@ fn events_are_stored_and_read_back_exactly() {
     assert_eq!(report.stats.accepted, 500);
     let back: Vec<Event> = read_back(&ch, &config, "host-a")
         .iter()
-        .map(|r| {
-            r.to_event()
-                .unwrap_or_else(|| panic!("unreadable row {r:?}"))
-        })
+        .map(|r| r.event.clone())
         .collect();
     assert_eq!(back.len(), sent.len());
     for (got, want) in back.iter().zip(&sent) {
@@ -169,7 +166,7 @@ fn a_retried_batch_is_stored_once() {
     let rows: Vec<EventRow> = events("host-d", 0..1000)
         .iter()
         .enumerate()
-        .map(|(i, e)| EventRow::from_event(e, 77, i as u64, Ts::now()))
+        .map(|(i, e)| EventRow::from_event(e, 77, i as u64))
         .collect();
     let batch = sink::Batch::new("host-d", 77, sink::Rows::Events(rows.clone()));
     let count = || ch.query_u64("SELECT count() FROM nhiscope.events WHERE host = 'host-d'");
@@ -521,7 +518,7 @@ fn every_shipped_query_runs_on_18_16() {
     runtime().block_on(async {
         let store = Store::start(config.clone(), "host-q").unwrap_or_else(|e| panic!("{e}"));
         store.send(&sent);
-        let mut loss = Event::new(Kind::Loss, sent[0].ts.clone(), "host-q".into());
+        let mut loss = Event::new(Kind::Loss, sent[0].ts, "host-q".into());
         loss.count = Some(17);
         loss.cause = Some("ringbuf_full_open".into());
         loss.reason = "17 open record(s) were lost in the kernel.".into();
@@ -743,7 +740,7 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
     );
     let eps = n.endpoints.as_ref().expect("endpoints");
     for e in sent.iter().filter(|e| e.kind == Kind::Connect) {
-        let addr: std::net::IpAddr = e.daddr.as_deref().unwrap_or("").parse().expect("addr");
+        let addr: std::net::IpAddr = e.daddr.expect("addr");
         let names = e.dns_names.clone().unwrap_or_default();
         assert!(
             eps.iter().any(|ep| ep.allows(addr, 443, &names)),
@@ -761,12 +758,9 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
 /// live) every use counted once.
 #[test]
 fn the_dashboard_reads_a_fleet_history() {
-    use nhiscope::{
-        live::protocol::LiveEvent,
-        tui::{
-            app::{App, History, Subject, Update},
-            history,
-        },
+    use nhiscope::tui::{
+        app::{App, History, Subject, Update},
+        history,
     };
     let Some(ch) = ClickHouse::start("history") else {
         return;
@@ -815,7 +809,7 @@ fn the_dashboard_reads_a_fleet_history() {
         let newest_use = sent
             .iter()
             .filter(|e| matches!(e.kind, Kind::Open | Kind::Connect))
-            .map(|e| LiveEvent::of(e).ts_nanos())
+            .map(|e| e.ts.as_nanos())
             .max();
         assert_eq!(snap.watermarks.get(host).copied(), newest_use, "{host}");
     }
@@ -841,7 +835,7 @@ fn the_dashboard_reads_a_fleet_history() {
     let mut app =
         App::new("-", now).with_history(History::new(Duration::from_secs(86_400), vec![]));
     for e in &a {
-        app.on_event(LiveEvent::of(e));
+        app.on_event(e.clone());
     }
     assert_eq!(
         app.stats[&nhi].reads,
@@ -984,7 +978,7 @@ fn db_migrate_brings_a_version_2_database_to_the_pod_columns() {
     assert_eq!(report.stats.accepted, 8, "{report:?}");
     let back: Vec<Event> = read_back(&ch, &config, "new-host")
         .iter()
-        .map(|r| r.to_event().expect("a known event"))
+        .map(|r| r.event.clone())
         .collect();
     assert_eq!(back, sent);
 }

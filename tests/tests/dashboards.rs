@@ -22,7 +22,7 @@ use std::{
 };
 
 use nhiscope::{
-    event::{DriftKind, Event, Kind, Verdict},
+    event::{DriftKind, Event, Kind, OpenOp, Ts, Verdict},
     store::{
         row::{AgentRow, EventRow, LossRow, Ts},
         schema::{Dialect, Schema, MIGRATIONS},
@@ -305,15 +305,15 @@ fn secs_ago(now: SystemTime, secs: u64) -> SystemTime {
     now - Duration::from_secs(secs)
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_nanos(t).to_string()
+fn rfc3339(t: SystemTime) -> Ts {
+    Ts::from_system(t)
 }
 
 /// What both servers get: on the test host a drift open of [`NHI`], an ok open and an ok
 /// connect; on another host a drift of another NHI (which the host filter must leave out).
 fn events(now: SystemTime) -> Vec<Event> {
     let base = |kind, ago, host: &str| {
-        let mut e = Event::new(kind, rfc3339(secs_ago(now, ago)), host.to_owned());
+        let mut e = Event::new(kind, rfc3339(secs_ago(now, ago)), host.into());
         e.pid = 4242;
         e.tid = 4242;
         e.ppid = 1;
@@ -326,7 +326,7 @@ fn events(now: SystemTime) -> Vec<Event> {
     };
     let open = |ago, host: &str| {
         let mut e = base(Kind::Open, ago, host);
-        e.syscall = Some("openat");
+        e.syscall = Some(OpenOp::Openat);
         e.path = Some("/etc/billing/aws-credentials".into());
         e.flags = Some(0);
         e.result = Some(3);
@@ -344,9 +344,9 @@ fn events(now: SystemTime) -> Vec<Event> {
     let ok = open(110, HOST);
 
     let mut connect = base(Kind::Connect, 100, HOST);
-    connect.daddr = Some("52.95.1.2".into());
+    connect.daddr = Some([52, 95, 1, 2].into());
     connect.dport = Some(443);
-    connect.saddr = Some("10.0.0.5".into());
+    connect.saddr = Some([10, 0, 0, 5].into());
     connect.sport = Some(40_000);
     connect.dns_names = Some(vec!["s3.eu-west-1.amazonaws.com".into()]);
 
@@ -686,7 +686,7 @@ fn modern_batches(now: SystemTime) -> Vec<Batch> {
             .iter()
             .filter(|e| e.host == host)
             .enumerate()
-            .map(|(i, e)| EventRow::from_event(e, run, i as u64, Ts::now()))
+            .map(|(i, e)| EventRow::from_event(e, run, i as u64))
             .collect();
         batches.push(Batch::new(host, run, Rows::Events(rows)));
     }

@@ -20,8 +20,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::app::{Stats, Subject, Update};
 use crate::{
-    event::DriftKind,
-    live::protocol::LiveEvent,
+    event::{DriftKind, Event},
     store::{
         config::StoreConfig,
         migrate,
@@ -78,9 +77,9 @@ pub struct Snapshot {
     /// Per host: the newest use counted in `stats`, in ns since the epoch.
     pub watermarks: HashMap<String, u64>,
     /// The newest drift, newest first.
-    pub drifts: Vec<LiveEvent>,
+    pub drifts: Vec<Event>,
     /// The newest events, newest first.
-    pub stream: Vec<LiveEvent>,
+    pub stream: Vec<Event>,
     /// Every host with a heartbeat, or with a use or loss in the window.
     pub hosts: Vec<HostSummary>,
     /// More use rows than [`USES_LIMIT`]: the rarest ones are missing from `stats`.
@@ -156,17 +155,17 @@ fn from_nanos(ns: u64) -> SystemTime {
 }
 
 /// The use a row stands for, as an event the NHI aggregates read.
-fn use_event(u: &UseRecord) -> Option<LiveEvent> {
-    let mut e = LiveEvent::new(
+fn use_event(u: &UseRecord) -> Option<Event> {
+    let mut e = Event::bare(
         kind_from_code(u.kind_code)?,
         verdict_from_code(u.verdict_code)?,
     );
     e.nhi = (!u.nhi.is_empty()).then(|| u.nhi.clone());
-    e.host = u.host.clone();
+    e.host = std::sync::Arc::from(u.host.as_str());
     e.exe = u.exe.clone();
     e.uid = u.uid;
     e.path = (!u.path.is_empty()).then(|| u.path.clone());
-    e.daddr = (!u.daddr.is_empty()).then(|| u.daddr.clone());
+    e.daddr = u.daddr.parse().ok();
     e.dport = u.dport;
     e.dns_names = (!u.dns_names.is_empty()).then(|| u.dns_names.clone());
     e.drift = u
@@ -177,11 +176,8 @@ fn use_event(u: &UseRecord) -> Option<LiveEvent> {
     Some(e)
 }
 
-fn events(rows: &[EventRow]) -> Vec<LiveEvent> {
-    rows.iter()
-        .filter_map(EventRow::to_event)
-        .map(|e| LiveEvent::of(&e))
-        .collect()
+fn events(rows: &[EventRow]) -> Vec<Event> {
+    rows.iter().map(|r| r.event.clone()).collect()
 }
 
 impl Snapshot {
