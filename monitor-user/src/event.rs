@@ -611,35 +611,63 @@ mod json {
     }
     static ESCAPE: [bool; 256] = escapes();
 
+    /// Whether any of the 8 bytes of `w` is one JSON must escape (a word-at-a-time test: the
+    /// bytes below 0x20, `"` and `\\`; bytes of UTF-8 sequences, 0x80 and above, never are).
+    fn any_escape(w: u64) -> bool {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let below = w.wrapping_sub(ONES * 0x20);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+        (below | zero(quote) | zero(backslash)) & !w & HIGH != 0
+    }
+
     /// `s` as a JSON string, quotes included.
     pub fn str(out: &mut Vec<u8>, s: &str) {
-        out.push(b'"');
         let b = s.as_bytes();
+        out.reserve(b.len() + 2);
+        out.push(b'"');
         let mut start = 0;
-        for (i, &c) in b.iter().enumerate() {
-            if !ESCAPE[c as usize] {
-                continue;
-            }
-            out.extend_from_slice(&b[start..i]);
-            match c {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                0x08 => out.extend_from_slice(b"\\b"),
-                0x0c => out.extend_from_slice(b"\\f"),
-                _ => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    out.extend_from_slice(b"\\u00");
-                    out.push(HEX[usize::from(c >> 4)]);
-                    out.push(HEX[usize::from(c & 0xf)]);
+        let mut i = 0;
+        while i < b.len() {
+            if let Some(chunk) = b.get(i..i + 8) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(chunk);
+                if !any_escape(u64::from_le_bytes(w)) {
+                    i += 8;
+                    continue;
                 }
             }
-            start = i + 1;
+            let c = b[i];
+            if ESCAPE[usize::from(c)] {
+                out.extend_from_slice(&b[start..i]);
+                escape(out, c);
+                start = i + 1;
+            }
+            i += 1;
         }
         out.extend_from_slice(&b[start..]);
         out.push(b'"');
+    }
+
+    /// The escape of `c`, one of the bytes [`ESCAPE`] marks.
+    fn escape(out: &mut Vec<u8>, c: u8) {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 0xf)]);
+            }
+        }
     }
 
     /// `key` (`,"name":`) and `s`, when there is one.
@@ -907,6 +935,23 @@ mod tests {
                 serde_json::to_string(&s).unwrap(),
                 "{s:?}"
             );
+        }
+        // Escapes at every position of the word-at-a-time scan, between multi-byte characters.
+        let pool = [
+            'a', '"', '\\', '\n', '\u{1}', '\u{1f}', ' ', 'é', '😀', '\u{7f}', '~',
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..5_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 40) as usize;
+            let s: String = (0..len)
+                .map(|i| pool[((x >> (i % 50)) as usize + i * 7) % pool.len()])
+                .collect();
+            let mut out = Vec::new();
+            json::str(&mut out, &s);
+            assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
         }
         for n in [0, 1, 9, 10, 99, 100, u64::from(u32::MAX), u64::MAX] {
             let mut out = Vec::new();

@@ -9,7 +9,7 @@ use nhiscope::{
     store::{
         migrate,
         queries::{self, EventRecord, Param},
-        row::{AgentRow, EventRow, LossRow, Ts},
+        row::{AgentRow, EventRow, LossRow},
         schema::{Dialect, Schema, Table, MIGRATIONS},
         sink::{Batch, Rows},
     },

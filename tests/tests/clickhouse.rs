@@ -17,7 +17,7 @@ use nhiscope::{
     event::{Event, Kind, Verdict},
     store::{
         queries::{self, Param},
-        row::{EventRow, Ts},
+        row::EventRow,
         schema::{Dialect, Schema},
         sink, Store, StoreConfig, StoreHandle,
     },
@@ -551,7 +551,7 @@ fn every_shipped_query_runs_on_18_16() {
                 .block_on(queries::fetch_events(&client, &schema, q, &params(q)))
                 .unwrap_or_else(|e| panic!("{}: {e}\n{}", q.name, ch.logs()));
             rows.iter()
-                .map(|r| serde_json::json!({"seq": r.seq, "pid": r.pid}))
+                .map(|r| serde_json::json!({"seq": r.seq, "pid": r.event.pid}))
                 .collect()
         } else {
             rt.block_on(queries::fetch_json(&client, &schema, q, &params(q)))
@@ -815,7 +815,7 @@ fn the_dashboard_reads_a_fleet_history() {
     }
     assert_eq!(snap.drifts.len(), drifts);
     assert_eq!(snap.stream.len(), 260);
-    assert_eq!(snap.stream[0].host, "host-b", "newest first");
+    assert_eq!(&*snap.stream[0].host, "host-b", "newest first");
     let fleet: Vec<&str> = snap.hosts.iter().map(|h| h.host.as_str()).collect();
     assert_eq!(fleet, ["host-a", "host-b"]);
     assert!(snap.hosts.iter().all(|h| h.last_heartbeat.is_some()));
@@ -827,7 +827,7 @@ fn the_dashboard_reads_a_fleet_history() {
     let b_refs: Vec<&Event> = b.iter().collect();
     assert_eq!(only_b.stats[&nhi].reads, count(&b_refs, Kind::Open));
     assert_eq!(only_b.stream.len(), 60);
-    assert!(only_b.stream.iter().all(|e| e.host == "host-b"));
+    assert!(only_b.stream.iter().all(|e| &*e.host == "host-b"));
     let fleet: Vec<&str> = only_b.hosts.iter().map(|h| h.host.as_str()).collect();
     assert_eq!(fleet, ["host-b"]);
 

@@ -24,7 +24,7 @@ use std::{
 use nhiscope::{
     event::{DriftKind, Event, Kind, OpenOp, Ts, Verdict},
     store::{
-        row::{AgentRow, EventRow, LossRow, Ts},
+        row::{AgentRow, EventRow, LossRow},
         schema::{Dialect, Schema, MIGRATIONS},
         sink::{Batch, Rows},
         Loss, Store, StoreConfig,
@@ -606,7 +606,10 @@ fn legacy_dashboards_run_on_clickhouse_18_16() {
             let mut config = config.clone();
             config.spool_dir = temp_dir(&format!("dashboards-spool-{host}"));
             let store = Store::start(config, host).unwrap_or_else(|e| panic!("{e}"));
-            let mine: Vec<Event> = events(now).into_iter().filter(|e| e.host == host).collect();
+            let mine: Vec<Event> = events(now)
+                .into_iter()
+                .filter(|e| *e.host == *host)
+                .collect();
             store.send(&mine);
             if host == HOST {
                 store.record_loss(loss(now));
@@ -684,7 +687,7 @@ fn modern_batches(now: SystemTime) -> Vec<Batch> {
     for (run, host) in [(0x0da5_0001u64, HOST), (0x0da5_0002, OTHER_HOST)] {
         let rows: Vec<EventRow> = events(now)
             .iter()
-            .filter(|e| e.host == host)
+            .filter(|e| *e.host == *host)
             .enumerate()
             .map(|(i, e)| EventRow::from_event(e, run, i as u64))
             .collect();

@@ -134,11 +134,19 @@ impl<'de> Deserialize<'de> for EventRow {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Line {
-            Now { run_id: u64, seq: u64, event: Event },
+            Now {
+                run_id: u64,
+                seq: u64,
+                event: Box<Event>,
+            },
             Columns(serde_json::Map<String, serde_json::Value>),
         }
         match Line::deserialize(d)? {
-            Line::Now { run_id, seq, event } => Ok(Self { run_id, seq, event }),
+            Line::Now { run_id, seq, event } => Ok(Self {
+                run_id,
+                seq,
+                event: *event,
+            }),
             Line::Columns(m) => columns_row(m).map_err(serde::de::Error::custom),
         }
     }
