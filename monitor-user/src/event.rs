@@ -262,7 +262,7 @@ impl std::fmt::Display for Ts {
 }
 
 /// Year, month, day of the `days`-th day after 1970-01-01 (H. Hinnant's `civil_from_days`).
-fn civil(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;
@@ -766,7 +766,7 @@ pub fn errno_name(errno: i64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
@@ -776,7 +776,7 @@ mod tests {
     }
 
     /// Events with every field in use, text that needs escaping, and times at the edges.
-    fn fixtures() -> Vec<Event> {
+    pub(crate) fn fixtures() -> Vec<Event> {
         let mut v = Vec::new();
         let mut e = Event::new(Kind::Open, ts(1_795_000_000, 7), "web-1".into());
         e.pid = 4242;
