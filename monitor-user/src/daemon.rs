@@ -17,7 +17,7 @@ use tokio::{
 use crate::{
     decode,
     engine::{Clock, Engine},
-    event::{Event, Kind},
+    event::{Event, Kind, Ts},
     files::{self, Owner},
     filter, live,
     metrics::{self, Metrics},
@@ -242,19 +242,23 @@ impl Sink {
         })
     }
 
-    /// Write events, each one complete line, and flush.
-    fn write(&mut self, events: &[Event]) -> Result<(), DaemonError> {
-        let failed = |source: std::io::Error| DaemonError::Output { source };
+    /// Writes one event's JSON line (`line`, without its newline).
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
         match self {
             Sink::None => Ok(()),
-            Sink::File(f) => f.write(events).map_err(failed),
+            Sink::File(f) => f.write_line(line),
             Sink::Stdout(w) => {
-                for e in events {
-                    serde_json::to_writer(&mut *w, e).map_err(|e| failed(e.into()))?;
-                    w.write_all(b"\n").map_err(failed)?;
-                }
-                w.flush().map_err(failed)
+                w.write_all(line)?;
+                w.write_all(b"\n")
             }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::None => Ok(()),
+            Sink::File(f) => f.flush(),
+            Sink::Stdout(w) => w.flush(),
         }
     }
 
@@ -417,10 +421,8 @@ struct Daemon {
     ring_fill: crate::probes::RingFill,
     /// The key of the kernel filter's hashes.
     key: u64,
-    sink: Sink,
-    live: live::Server,
-    store: Option<crate::store::StoreHandle>,
-    metrics: Option<Arc<Metrics>>,
+    /// Where events go: `--json`, the live feed, the store, the metrics.
+    outputs: Outputs,
     notifier: crate::notify::Notifier,
     /// Doors the coverage check did not see (said in every health report).
     unseen: Vec<String>,
@@ -544,10 +546,13 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         probes,
         ring_fill,
         key: p.key,
-        sink: p.sink,
-        live,
-        store,
-        metrics,
+        outputs: Outputs {
+            json: p.sink,
+            live,
+            store,
+            metrics,
+            line: Vec::with_capacity(4096),
+        },
         notifier: p.notifier,
         unseen: p.unseen,
         watcher: RegistryWatch::new(&opts.registry),
@@ -591,7 +596,7 @@ impl Daemon {
                 () = std::future::ready(()), if more => batch = true,
                 _ = w.tick.tick() => self.tick()?,
                 _ = w.signals.hup.recv() => self.hangup(),
-                _ = w.signals.usr1.recv() => self.sink.reopen(),
+                _ = w.signals.usr1.recv() => self.outputs.json.reopen(),
                 _ = watchdog_tick(&mut w.watchdog) => self.notifier.watchdog(),
                 _ = w.signals.term.recv() => break,
                 _ = w.signals.int.recv() => break,
@@ -629,21 +634,21 @@ impl Daemon {
             peak = u64::from(size);
         }
         self.ring_peak = 0;
-        if let Some(m) = &self.metrics {
+        if let Some(m) = &self.outputs.metrics {
             m.turned();
             m.sample(&metrics_sample(
                 &self.probes,
                 &self.engine,
-                self.store.as_ref(),
-                &self.live,
+                self.outputs.store.as_ref(),
+                &self.outputs.live,
                 peak,
                 size,
             ));
         }
-        let mut health = live_health(&self.probes, self.store.as_ref(), peak, size);
+        let mut health = live_health(&self.probes, self.outputs.store.as_ref(), peak, size);
         health.dns_rejected = self.engine.dns_stats().not_believed();
         health.unseen.clone_from(&self.unseen);
-        self.live.set_health(health);
+        self.outputs.live.set_health(health);
         self.ticks += 1;
         if self.watcher.changed(&self.registry_path) {
             log::info!("{} changed: reloading", self.registry_path.display());
@@ -656,7 +661,7 @@ impl Daemon {
             self.reloaded(ok);
         }
         if self.ticks.is_multiple_of(10) {
-            if let Some(store) = &self.store {
+            if let Some(store) = &self.outputs.store {
                 let s = &self.engine.stats;
                 store.heartbeat(&[
                     ("records", s.records),
@@ -690,27 +695,21 @@ impl Daemon {
     /// After a reload (`ok`: the new registry is in force): the live feed and the metrics
     /// follow the registry in force.
     fn reloaded(&self, ok: bool) {
-        self.live.set_registry(self.engine.registry());
-        if let Some(m) = &self.metrics {
+        self.outputs.live.set_registry(self.engine.registry());
+        if let Some(m) = &self.outputs.metrics {
             m.reloaded(ok);
             m.set_registry(self.engine.registry());
         }
     }
 
     fn emit(&mut self) -> Result<(), DaemonError> {
-        emit(
-            &mut self.out,
-            &mut self.sink,
-            &self.live,
-            self.store.as_ref(),
-            self.metrics.as_deref(),
-        )
+        self.outputs.emit(&mut self.out)
     }
 
     /// After the termination signal: everything the kernel delivered before it is written, the
     /// store writes out what it holds, and the totals are logged.
     async fn stop(mut self, mut w: Wakeups) -> Result<(), DaemonError> {
-        if let Some(m) = &self.metrics {
+        if let Some(m) = &self.outputs.metrics {
             m.set_stopping();
         }
         self.notifier
@@ -725,7 +724,7 @@ impl Daemon {
             &mut self.out,
         );
         self.emit()?;
-        if let Some(store) = self.store.take() {
+        if let Some(store) = self.outputs.store.take() {
             match store.shutdown().await {
                 Ok(r) => log::info!(
                     "store: {} rows inserted, {} batches left in the spool",
@@ -1034,25 +1033,45 @@ impl RegistryWatch {
     }
 }
 
-/// Events leave the daemon: JSON lines, the live feed, then the store, which takes them (`out`
-/// is left empty).
-fn emit(
-    out: &mut Vec<Event>,
-    sink: &mut Sink,
-    live: &live::Server,
-    store: Option<&crate::store::StoreHandle>,
-    metrics: Option<&Metrics>,
-) -> Result<(), DaemonError> {
-    if let Some(m) = metrics {
-        m.observe(out);
+/// Where events go when they leave the daemon.
+struct Outputs {
+    /// `--json`: a file or standard output.
+    json: Sink,
+    /// The live feed (`nhiscope tui`).
+    live: live::Server,
+    /// ClickHouse.
+    store: Option<crate::store::StoreHandle>,
+    /// Prometheus counters.
+    metrics: Option<Arc<Metrics>>,
+    /// One event's JSON line (kept to reuse its allocation).
+    line: Vec<u8>,
+}
+
+impl Outputs {
+    /// Events leave the daemon: counted, written as JSON lines (each encoded once, for the
+    /// `--json` output and the live feed alike), then taken by the store (`out` is left empty).
+    fn emit(&mut self, out: &mut Vec<Event>) -> Result<(), DaemonError> {
+        let failed = |source: std::io::Error| DaemonError::Output { source };
+        if let Some(m) = &self.metrics {
+            m.observe(out);
+        }
+        let to_json = !matches!(self.json, Sink::None);
+        for e in out.iter() {
+            self.line.clear();
+            // With no client connected and no `--json`, nothing needs the text.
+            if to_json || self.live.clients() > 0 {
+                e.write_json(&mut self.line);
+            }
+            self.json.write_line(&self.line).map_err(failed)?;
+            self.live.publish_json(&self.line);
+        }
+        self.json.flush().map_err(failed)?;
+        match &self.store {
+            Some(store) => store.send_owned(out),
+            None => out.clear(),
+        }
+        Ok(())
     }
-    sink.write(out)?;
-    live.publish_all(out);
-    match store {
-        Some(store) => store.send_owned(out),
-        None => out.clear(),
-    }
-    Ok(())
 }
 
 /// How long a record may wait in the ring buffer before the daemon reads it, when the programs
@@ -1096,8 +1115,7 @@ fn losses(
         if now[i] > reported[i] {
             ring_full |= cause.ring_full();
             let n = now[i] - reported[i];
-            let ts = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
-            let mut e = Event::new(Kind::Loss, ts, engine.host().to_string());
+            let mut e = Event::new(Kind::Loss, Ts::now(), Arc::from(engine.host()));
             e.count = Some(n);
             e.cause = Some(cause.name().to_string());
             e.reason = match cause {

@@ -23,7 +23,7 @@ use monitor_common::{ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, AF
 
 use crate::{
     decode::{self, KernelEvent},
-    event::{errno_name, Event, Kind},
+    event::{errno_name, Dev, Event, Kind, Proto, Ts},
     proctable::ProcTable,
     registry::{Placement, Registry},
     resolve,
@@ -83,7 +83,8 @@ pub struct Engine<H: Host = ProcHost> {
     /// Where processes, files, cgroups and the time come from.
     sys: H,
     clock: Clock,
-    host: String,
+    /// The host name events carry (shared by all of them).
+    host: Arc<str>,
     dns: crate::dns::Dns,
     /// The registered credential files by identity, (major, minor, inode) -> NHI index: a hard
     /// link or a bind mount (in any mount namespace) is the same credential under another name.
@@ -97,7 +98,6 @@ pub struct Engine<H: Host = ProcHost> {
     /// Modification times of credential files (for `max_age`), read at most once per
     /// [`MTIME_TTL`] per file: a burst of opens costs one `stat`.
     mtimes: HashMap<PathBuf, (Instant, Option<SystemTime>)>,
-    ts: crate::event::TsFormatter,
     /// Pipes a holder writes into (by inode), with the NHIs it holds: a process whose standard
     /// input is one of them holds those NHIs from its next connection on. Bounded by
     /// [`FED_PIPES_CAP`] (cleared when full: a pipe inode is not reused while the host runs,
@@ -172,13 +172,12 @@ impl<H: Host> Engine<H> {
             procs: ProcTable::new(),
             sys,
             clock,
-            host,
+            host: Arc::from(host),
             dns: crate::dns::Dns::default(),
             cgroups: crate::cgroups::CgroupNames::new(),
             containers: HashMap::new(),
             kube: crate::kubernetes::KubeNames::default(),
             mtimes: HashMap::new(),
-            ts: crate::event::TsFormatter::default(),
             fed_pipes: HashMap::new(),
             pipeline_pipes: std::collections::HashSet::new(),
             stats: Stats::default(),
@@ -279,8 +278,8 @@ impl<H: Host> Engine<H> {
 
     /// An event with the process fields filled from the header and the process table.
     fn base(&mut self, kind: Kind, hdr: &EventHeader) -> Event {
-        let ts = self.ts.format(self.clock.wall(hdr.ts_ns));
-        let mut e = Event::new(kind, ts, self.host.clone());
+        let ts = Ts::from_system(self.clock.wall(hdr.ts_ns));
+        let mut e = Event::new(kind, ts, Arc::clone(&self.host));
         let p = self.procs.lookup_fresh(hdr.pid, &self.sys);
         e.pid = hdr.pid;
         e.tid = hdr.tid;
@@ -421,14 +420,17 @@ impl<H: Host> Engine<H> {
         let target_s = real_s.filter(|r| *r != path_s);
 
         let mut e = self.base(Kind::Open, &o.hdr);
-        e.syscall = OpenOp::from_u32(o.op).map(OpenOp::name);
+        e.syscall = OpenOp::from_u32(o.op);
         e.path = Some(path_s.clone());
         e.path_arg = Some(String::from_utf8_lossy(raw).into_owned());
         e.target = target_s;
         e.flags = Some(o.open_flags);
         if o.ino != 0 {
             e.inode = Some(o.ino);
-            e.dev = Some(format!("{}:{}", o.dev >> 20, o.dev & 0xf_ffff));
+            e.dev = Some(Dev {
+                major: o.dev >> 20,
+                minor: o.dev & 0xf_ffff,
+            });
         }
         e.result = Some(o.ret);
         if o.ret < 0 {
@@ -687,13 +689,13 @@ impl<H: Host> Engine<H> {
             };
             let mut e = self.base(Kind::Connect, &c.hdr);
             e.proto = Some(if c.proto == monitor_common::IPPROTO_UDP {
-                "udp"
+                Proto::Udp
             } else {
-                "tcp"
+                Proto::Tcp
             });
-            e.daddr = Some(daddr.to_string());
+            e.daddr = Some(daddr);
             e.dport = Some(c.dport);
-            e.saddr = Some(saddr.to_string());
+            e.saddr = Some(saddr);
             e.sport = (c.sport != 0).then_some(c.sport);
             e.dns_names = Some(names.clone());
             e.nhi = Some(id.to_string());

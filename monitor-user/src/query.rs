@@ -365,8 +365,8 @@ pub fn print_events(
             .map(|v| text(&v))
             .unwrap_or_default();
         vec![
-            e.ts.clone(),
-            e.host.clone(),
+            e.ts.to_rfc3339(),
+            e.host.to_string(),
             kind,
             verdict,
             e.nhi.clone().unwrap_or_default(),
@@ -374,7 +374,7 @@ pub fn print_events(
             e.uid.to_string(),
             e.exe.clone(),
             e.path.clone().unwrap_or_default(),
-            e.daddr.clone().unwrap_or_default(),
+            e.daddr.map(|a| a.to_string()).unwrap_or_default(),
             e.dport.map(|p| p.to_string()).unwrap_or_default(),
             e.drift
                 .iter()
@@ -416,7 +416,7 @@ pub fn print_events(
                         _ => String::new(),
                     };
                     vec![
-                        e.ts.get(..19).unwrap_or(&e.ts).replace('T', " "),
+                        f[0].get(..19).unwrap_or(&f[0]).replace('T', " "),
                         f[1].clone(),
                         f[3].to_uppercase(),
                         f[2].clone(),
@@ -472,13 +472,13 @@ pub fn run_suggest(a: SuggestArgs, out: &mut dyn Write) -> Result<(), QueryError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, Kind};
+    use crate::event::{Event, Kind, Ts};
 
     /// An event whose strings carry what a hostile process or host can put in them.
     fn hostile() -> Event {
         let mut e = Event::new(
             Kind::Open,
-            "2026-01-02T03:04:05.000000006Z".into(),
+            Ts::parse_rfc3339("2026-01-02T03:04:05.000000006Z").unwrap(),
             "h".into(),
         );
         e.exe = "/x\n2026 h OK\x1b[2J\u{202e}fdp".into();

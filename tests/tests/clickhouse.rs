@@ -18,7 +18,7 @@ use nhiscope::{
     store::{
         client::admin_client,
         queries::{self, Param},
-        row::{EventRow, Ts},
+        row::EventRow,
         schema::{Dialect, Schema},
         sink, Store, StoreConfig, StoreHandle,
     },
@@ -127,10 +127,7 @@ fn events_are_stored_and_read_back_exactly() {
     assert_eq!(report.stats.accepted, 500);
     let back: Vec<Event> = read_back(&ch, &config, "host-a")
         .iter()
-        .map(|r| {
-            r.to_event()
-                .unwrap_or_else(|| panic!("unreadable row {r:?}"))
-        })
+        .map(|r| r.event.clone())
         .collect();
     assert_eq!(back.len(), sent.len());
     for (got, want) in back.iter().zip(&sent) {
@@ -170,7 +167,7 @@ fn a_retried_batch_is_stored_once() {
     let rows: Vec<EventRow> = events("host-d", 0..1000)
         .iter()
         .enumerate()
-        .map(|(i, e)| EventRow::from_event(e, 77, i as u64, Ts::now()))
+        .map(|(i, e)| EventRow::from_event(e, 77, i as u64))
         .collect();
     let batch = sink::Batch::new("host-d", 77, sink::Rows::Events(rows.clone()));
     let count = || ch.query_u64("SELECT count() FROM nhiscope.events WHERE host = 'host-d'");
@@ -522,7 +519,7 @@ fn every_shipped_query_runs_on_18_16() {
     runtime().block_on(async {
         let store = Store::start(config.clone(), "host-q").unwrap_or_else(|e| panic!("{e}"));
         store.send(&sent);
-        let mut loss = Event::new(Kind::Loss, sent[0].ts.clone(), "host-q".into());
+        let mut loss = Event::new(Kind::Loss, sent[0].ts, "host-q".into());
         loss.count = Some(17);
         loss.cause = Some("ringbuf_full_open".into());
         loss.reason = "17 open record(s) were lost in the kernel.".into();
@@ -555,7 +552,7 @@ fn every_shipped_query_runs_on_18_16() {
                 .block_on(queries::fetch_events(&client, &schema, q, &params(q)))
                 .unwrap_or_else(|e| panic!("{}: {e}\n{}", q.name, ch.logs()));
             rows.iter()
-                .map(|r| serde_json::json!({"seq": r.seq, "pid": r.pid}))
+                .map(|r| serde_json::json!({"seq": r.seq, "pid": r.event.pid}))
                 .collect()
         } else {
             rt.block_on(queries::fetch_json(&client, &schema, q, &params(q)))
@@ -744,7 +741,7 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
     );
     let eps = n.endpoints.as_ref().expect("endpoints");
     for e in sent.iter().filter(|e| e.kind == Kind::Connect) {
-        let addr: std::net::IpAddr = e.daddr.as_deref().unwrap_or("").parse().expect("addr");
+        let addr: std::net::IpAddr = e.daddr.expect("addr");
         let names = e.dns_names.clone().unwrap_or_default();
         assert!(
             eps.iter().any(|ep| ep.allows(addr, 443, &names)),
@@ -763,7 +760,6 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
 #[test]
 fn the_dashboard_reads_a_fleet_history() {
     use nhiscope::{
-        live::protocol::LiveEvent,
         store::read::Reader,
         tui::{
             app::{App, History},
@@ -819,13 +815,13 @@ fn the_dashboard_reads_a_fleet_history() {
         let newest_use = sent
             .iter()
             .filter(|e| matches!(e.kind, Kind::Open | Kind::Connect))
-            .map(|e| LiveEvent::of(e).ts_nanos())
+            .map(|e| e.ts.as_nanos())
             .max();
         assert_eq!(snap.watermarks.get(host).copied(), newest_use, "{host}");
     }
     assert_eq!(snap.drifts.len(), drifts);
     assert_eq!(snap.stream.len(), 260);
-    assert_eq!(snap.stream[0].host, "host-b", "newest first");
+    assert_eq!(&*snap.stream[0].host, "host-b", "newest first");
     let fleet: Vec<&str> = snap.hosts.iter().map(|h| h.host.as_str()).collect();
     assert_eq!(fleet, ["host-a", "host-b"]);
     assert!(snap.hosts.iter().all(|h| h.last_heartbeat.is_some()));
@@ -837,7 +833,7 @@ fn the_dashboard_reads_a_fleet_history() {
     let b_refs: Vec<&Event> = b.iter().collect();
     assert_eq!(only_b.stats[&nhi].reads, count(&b_refs, Kind::Open));
     assert_eq!(only_b.stream.len(), 60);
-    assert!(only_b.stream.iter().all(|e| e.host == "host-b"));
+    assert!(only_b.stream.iter().all(|e| &*e.host == "host-b"));
     let fleet: Vec<&str> = only_b.hosts.iter().map(|h| h.host.as_str()).collect();
     assert_eq!(fleet, ["host-b"]);
 
@@ -845,7 +841,7 @@ fn the_dashboard_reads_a_fleet_history() {
     let mut app =
         App::new("-", now).with_history(History::new(Duration::from_secs(86_400), vec![]));
     for e in &a {
-        app.on_event(LiveEvent::of(e));
+        app.on_event(e.clone());
     }
     assert_eq!(
         app.stats[&nhi].reads,
@@ -988,7 +984,7 @@ fn db_migrate_brings_a_version_2_database_to_the_pod_columns() {
     assert_eq!(report.stats.accepted, 8, "{report:?}");
     let back: Vec<Event> = read_back(&ch, &config, "new-host")
         .iter()
-        .map(|r| r.to_event().expect("a known event"))
+        .map(|r| r.event.clone())
         .collect();
     assert_eq!(back, sent);
 }

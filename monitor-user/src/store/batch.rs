@@ -98,7 +98,7 @@ impl Batch {
     /// `(seq, time)` of every row.
     pub(super) fn keys(&self) -> Vec<(u64, Ts)> {
         match &self.rows {
-            Rows::Events(r) => r.iter().map(|r| (r.seq, r.ts)).collect(),
+            Rows::Events(r) => r.iter().map(|r| (r.seq, r.ts())).collect(),
             Rows::Losses(r) => r.iter().map(|r| (r.seq, r.end)).collect(),
             Rows::Agents(r) => r.iter().map(|r| (r.seq, r.ts)).collect(),
         }
@@ -120,7 +120,7 @@ impl Batch {
     /// The host of the rows (all rows of a batch have the store's host).
     pub(super) fn host(&self) -> Option<&str> {
         match &self.rows {
-            Rows::Events(r) => r.first().map(|r| r.host.as_str()),
+            Rows::Events(r) => r.first().map(EventRow::host),
             Rows::Losses(r) => r.first().map(|r| r.host.as_str()),
             Rows::Agents(r) => r.first().map(|r| r.host.as_str()),
         }

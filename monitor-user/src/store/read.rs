@@ -155,7 +155,7 @@ impl Reader {
         let schema = self.schema().await?;
         let rows = queries::fetch_events(&self.client, &schema, query, params).await;
         let rows = rows.map_err(|e| self.failed(&e))?;
-        Ok(rows.iter().filter_map(|r| r.to_event()).collect())
+        Ok(rows.into_iter().map(|r| r.event).collect())
     }
 
     /// A summary query's column names, in order, and its rows.

@@ -326,32 +326,29 @@ impl Shared {
 
     /// Turns events into pending rows; returns the batches that became full.
     pub(super) fn accept(&self, events: impl ExactSizeIterator<Item = Event>) -> Vec<Batch> {
-        let now = Ts::now();
         let mut cut = Vec::new();
         let n = events.len();
         let mut p = self.pending();
         for e in events {
             let seq = p.next_seq;
             p.next_seq += 1;
-            let loss = (e.kind == Kind::Loss)
-                .then(|| (e.cause.clone(), e.host.clone(), e.count, e.reason.clone()));
-            let row = EventRow::from_owned(e, self.run_id, seq, now);
-            if let Some((cause, host, count, reason)) = loss {
-                let cause = cause.unwrap_or_else(|| "unknown".into());
+            if e.kind == Kind::Loss {
+                let cause = e.cause.clone().unwrap_or_else(|| "unknown".into());
                 let start = p.last_loss.get(&cause).copied().unwrap_or(self.started);
-                p.last_loss.insert(cause.clone(), row.ts);
+                p.last_loss.insert(cause.clone(), e.ts);
                 let aux = p.next_aux();
                 p.losses.push(LossRow {
-                    host,
+                    host: e.host.to_string(),
                     run_id: self.run_id,
                     seq: aux,
                     start,
-                    end: row.ts,
-                    count: count.unwrap_or(0),
+                    end: e.ts,
+                    count: e.count.unwrap_or(0),
                     cause,
-                    reason,
+                    reason: e.reason.clone(),
                 });
             }
+            let row = EventRow::new(e, self.run_id, seq);
             p.events.push(row);
             p.since.get_or_insert_with(Instant::now);
             if p.events.len() >= self.config.batch_rows {
@@ -405,7 +402,7 @@ impl Shared {
     fn in_transit(&self, b: &Batch) {
         if let Rows::Events(r) = &b.rows {
             if let Some(first) = r.first() {
-                self.ledger().in_transit.insert(first.seq, first.ts);
+                self.ledger().in_transit.insert(first.seq, first.ts());
             }
         }
     }
@@ -508,7 +505,7 @@ impl Shared {
             );
         }
         let mut l = self.ledger();
-        Dropped::add(&mut l.backlog, first.ts, last.ts, n);
+        Dropped::add(&mut l.backlog, first.ts(), last.ts(), n);
         for row in r {
             l.accounted.insert(row.seq, row.seq);
         }
@@ -532,7 +529,7 @@ impl Shared {
                     );
                 }
                 let mut l = self.ledger();
-                Dropped::add(&mut l.dropped, first.ts, last.ts, n);
+                Dropped::add(&mut l.dropped, first.ts(), last.ts(), n);
                 for row in r {
                     l.accounted.insert(row.seq, row.seq);
                 }
@@ -671,7 +668,7 @@ impl Shared {
             g.bytes.load(Ordering::Relaxed),
             *lock(&g.oldest),
         );
-        let pending = self.pending().events.first().map(|r| r.ts);
+        let pending = self.pending().events.first().map(EventRow::ts);
         let transit = self.ledger().in_transit.values().min().copied();
         let lag = [pending, transit, spool_oldest]
             .into_iter()
@@ -709,7 +706,7 @@ impl Shared {
     pub(crate) fn checkpoint(&self, clean: bool) -> std::io::Result<()> {
         let (next_seq, pending_ts) = {
             let p = self.pending();
-            (p.next_seq, p.events.first().map(|r| r.ts))
+            (p.next_seq, p.events.first().map(EventRow::ts))
         };
         let (durable, transit_ts, dropped, backlog) = {
             let l = self.ledger();

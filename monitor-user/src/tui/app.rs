@@ -7,6 +7,7 @@
 use std::{
     cell::Cell,
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -17,8 +18,8 @@ use super::{
     model::{HostSummary, NhiRow, Snapshot, Stats, Subject, Update},
 };
 use crate::{
-    event::{Kind, Verdict},
-    live::protocol::{Health, LiveEvent, Message, NhiSummary, PROTOCOL_VERSION},
+    event::{Event, Kind, Ts, Verdict},
+    live::protocol::{Health, Message, NhiSummary, PROTOCOL_VERSION},
 };
 
 /// Drift lines kept in the feed.
@@ -123,7 +124,7 @@ pub struct History {
     /// Per host, the newest use the snapshot counted (ns since the epoch).
     watermarks: HashMap<String, u64>,
     /// Live events the snapshot did not count yet, oldest first.
-    pending: VecDeque<LiveEvent>,
+    pending: VecDeque<Event>,
 }
 
 impl History {
@@ -141,16 +142,16 @@ impl History {
     }
 
     /// The event is from a host this history leaves out.
-    fn excludes(&self, e: &LiveEvent) -> bool {
-        !self.hosts.is_empty() && !self.hosts.contains(&e.host)
+    fn excludes(&self, e: &Event) -> bool {
+        !self.hosts.is_empty() && !self.hosts.iter().any(|h| **h == *e.host)
     }
 
     /// The snapshot already counted the event: ClickHouse stores a host's events in order, so
     /// everything up to the newest stored use of its host is in.
-    fn covers(&self, e: &LiveEvent) -> bool {
+    fn covers(&self, e: &Event) -> bool {
         self.watermarks
-            .get(&e.host)
-            .is_some_and(|w| e.ts_nanos() <= *w)
+            .get(&*e.host)
+            .is_some_and(|w| e.ts.as_nanos() <= *w)
     }
 
     /// Live events waiting for a snapshot to count them.
@@ -160,14 +161,26 @@ impl History {
 }
 
 /// What tells two copies of one event apart from other events: host, time, pid and kind.
-fn event_key(e: &LiveEvent) -> (String, String, u32, Kind) {
-    (e.host.clone(), e.ts.clone(), e.pid, e.kind)
+fn event_key(e: &Event) -> (Arc<str>, Ts, u32, Kind) {
+    (Arc::clone(&e.host), e.ts, e.pid, e.kind)
+}
+
+/// When `e` happened: its time, or `now` when it carries none.
+fn happened(e: &Event, now: SystemTime) -> SystemTime {
+    if e.ts == Ts::default() {
+        now
+    } else {
+        e.ts.to_system()
+    }
 }
 
 /// `a` and `b` (each newest first) as one list, newest first, each event once, at most `cap`.
-fn merge_newest(a: Vec<LiveEvent>, b: Vec<LiveEvent>, cap: usize) -> VecDeque<LiveEvent> {
-    let mut all: Vec<(u64, LiveEvent)> =
-        a.into_iter().chain(b).map(|e| (e.ts_nanos(), e)).collect();
+fn merge_newest(a: Vec<Event>, b: Vec<Event>, cap: usize) -> VecDeque<Event> {
+    let mut all: Vec<(u64, Event)> = a
+        .into_iter()
+        .chain(b)
+        .map(|e| (e.ts.as_nanos(), e))
+        .collect();
     all.sort_by_key(|x| std::cmp::Reverse(x.0));
     let mut seen = HashSet::new();
     all.into_iter()
@@ -213,11 +226,11 @@ pub struct App {
     pub registry: Vec<NhiSummary>,
     pub stats: BTreeMap<Subject, Stats>,
     /// Drift events, newest first.
-    pub drifts: VecDeque<LiveEvent>,
+    pub drifts: VecDeque<Event>,
     /// Every event, newest first.
-    pub stream: VecDeque<LiveEvent>,
+    pub stream: VecDeque<Event>,
     /// Events that arrived while paused, oldest first.
-    pub held: VecDeque<LiveEvent>,
+    pub held: VecDeque<Event>,
     pub health: Option<Health>,
     /// Events per second from the health messages, oldest first.
     pub rate_history: VecDeque<u64>,
@@ -375,7 +388,7 @@ impl App {
         let mut stats = snap.stats;
         for e in &h.pending {
             if let Some(subject) = Subject::of(e) {
-                let at = humantime::parse_rfc3339_weak(&e.ts).unwrap_or(self.now);
+                let at = happened(e, self.now);
                 stats.entry(subject).or_default().record(e, at);
             }
         }
@@ -384,8 +397,8 @@ impl App {
             // The lists stay as the analyst froze them; the counts go on.
             return;
         }
-        let live: Vec<LiveEvent> = h.pending.iter().rev().cloned().collect();
-        let live_drift: Vec<LiveEvent> = live
+        let live: Vec<Event> = h.pending.iter().rev().cloned().collect();
+        let live_drift: Vec<Event> = live
             .iter()
             .filter(|e| e.verdict == Verdict::Drift)
             .cloned()
@@ -400,7 +413,7 @@ impl App {
 
     /// The event selected in `list`, when the selection is below the top (at the top it
     /// follows the newest).
-    fn selected_key(&self, list: List) -> Option<(String, String, u32, Kind)> {
+    fn selected_key(&self, list: List) -> Option<(Arc<str>, Ts, u32, Kind)> {
         let items = match list {
             List::Drift => self.drift_items(),
             List::Stream => self.stream_items(),
@@ -413,7 +426,7 @@ impl App {
     }
 
     /// Puts the selection of `list` back on the event `key`, wherever it is now.
-    fn reselect(&mut self, list: List, key: Option<(String, String, u32, Kind)>) {
+    fn reselect(&mut self, list: List, key: Option<(Arc<str>, Ts, u32, Kind)>) {
         let Some(key) = key else { return };
         let items = match list {
             List::Drift => self.drift_items(),
@@ -460,7 +473,7 @@ impl App {
     /// One event from the daemon: aggregates always, the lists unless paused. With history,
     /// an event of a host left out is not shown, and one a snapshot already counted is not
     /// counted again.
-    pub fn on_event(&mut self, e: LiveEvent) {
+    pub fn on_event(&mut self, e: Event) {
         self.counters.events += 1;
         if let Some(h) = &mut self.history {
             if h.excludes(&e) || h.covers(&e) {
@@ -475,7 +488,7 @@ impl App {
             self.counters.lost += e.count.unwrap_or(0);
         }
         if let Some(subject) = Subject::of(&e) {
-            let at = humantime::parse_rfc3339_weak(&e.ts).unwrap_or(self.now);
+            let at = happened(&e, self.now);
             self.stats.entry(subject).or_default().record(&e, at);
         }
         if self.paused {
@@ -488,7 +501,7 @@ impl App {
         }
     }
 
-    fn push_front(&mut self, e: LiveEvent) {
+    fn push_front(&mut self, e: Event) {
         // A selection below the top stays on its event; at the top it follows the newest.
         let shown = self.filter.matches_event(&e);
         let mut keep = |list: List| {
@@ -552,7 +565,7 @@ impl App {
     }
 
     /// The drift feed, filtered, newest first.
-    pub fn drift_items(&self) -> Vec<&LiveEvent> {
+    pub fn drift_items(&self) -> Vec<&Event> {
         self.drifts
             .iter()
             .filter(|e| self.filter.matches_event(e))
@@ -560,7 +573,7 @@ impl App {
     }
 
     /// The event stream, filtered, newest first.
-    pub fn stream_items(&self) -> Vec<&LiveEvent> {
+    pub fn stream_items(&self) -> Vec<&Event> {
         self.stream
             .iter()
             .filter(|e| self.filter.matches_event(e))
@@ -773,12 +786,12 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    fn ts(secs: u64) -> String {
-        humantime::format_rfc3339_nanos(at(secs)).to_string()
+    fn ts(secs: u64) -> Ts {
+        Ts::from_system(at(secs))
     }
 
-    fn open(nhi: &str, exe: &str, uid: u32, secs: u64, drift: &[DriftKind]) -> LiveEvent {
-        let mut e = LiveEvent::new(
+    fn open(nhi: &str, exe: &str, uid: u32, secs: u64, drift: &[DriftKind]) -> Event {
+        let mut e = Event::bare(
             Kind::Open,
             if drift.is_empty() {
                 Verdict::Ok
@@ -827,9 +840,9 @@ mod tests {
             1_000_001,
             &[DriftKind::ReaderOutOfScope],
         ));
-        let mut c = LiveEvent::new(Kind::Connect, Verdict::Drift);
+        let mut c = Event::bare(Kind::Connect, Verdict::Drift);
         c.nhi = Some("a".into());
-        c.daddr = Some("127.0.0.9".into());
+        c.daddr = Some("127.0.0.9".parse().unwrap());
         c.dport = Some(443);
         c.drift = vec![DriftKind::EndpointOutOfScope];
         c.ts = ts(1_000_002);
@@ -851,7 +864,7 @@ mod tests {
     #[test]
     fn unregistered_and_unknown_nhis_get_rows_after_the_registry() {
         let mut app = app_with(&["z"]);
-        let mut e = LiveEvent::new(Kind::Open, Verdict::Unregistered);
+        let mut e = Event::bare(Kind::Open, Verdict::Unregistered);
         e.path = Some("/root/.aws/credentials".into());
         app.on_event(e);
         app.on_event(open("gone", "/bin/cat", 0, 1_000_000, &[]));

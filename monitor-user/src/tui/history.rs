@@ -19,7 +19,6 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use super::model::{HostSummary, Snapshot, Subject, Update};
 use crate::{
     event::Event,
-    live::protocol::LiveEvent,
     store::{
         read::{Dashboard, DashboardRequest, ReadError, Reader, UseCount},
         StoreConfig,
@@ -64,22 +63,22 @@ fn from_nanos(ns: u64) -> SystemTime {
 }
 
 /// The use a count stands for, as an event the NHI aggregates read.
-fn use_event(u: &UseCount) -> LiveEvent {
-    let mut e = LiveEvent::new(u.kind, u.verdict);
+fn use_event(u: &UseCount) -> Event {
+    let mut e = Event::bare(u.kind, u.verdict);
     e.nhi = (!u.nhi.is_empty()).then(|| u.nhi.clone());
-    e.host = u.host.clone();
+    e.host = std::sync::Arc::from(u.host.as_str());
     e.exe = u.exe.clone();
     e.uid = u.uid;
     e.path = (!u.path.is_empty()).then(|| u.path.clone());
-    e.daddr = (!u.daddr.is_empty()).then(|| u.daddr.clone());
+    e.daddr = u.daddr.parse().ok();
     e.dport = u.dport;
     e.dns_names = (!u.dns_names.is_empty()).then(|| u.dns_names.clone());
     e.drift = u.drift.clone();
     e
 }
 
-fn events(events: &[Event]) -> Vec<LiveEvent> {
-    events.iter().map(LiveEvent::of).collect()
+fn events(events: &[Event]) -> Vec<Event> {
+    events.to_vec()
 }
 
 impl Snapshot {

@@ -11,8 +11,8 @@ use std::{
 };
 
 use crate::{
-    event::{DriftKind, Kind, Verdict},
-    live::protocol::{LiveEvent, Message, NhiSummary},
+    event::{DriftKind, Event, Kind, Verdict},
+    live::protocol::{Message, NhiSummary},
 };
 
 /// Width of an activity bucket.
@@ -62,7 +62,7 @@ impl Subject {
         }
     }
 
-    pub(super) fn of(e: &LiveEvent) -> Option<Subject> {
+    pub(super) fn of(e: &Event) -> Option<Subject> {
         match (&e.nhi, e.verdict) {
             (Some(id), _) => Some(Subject::Nhi(id.clone())),
             (None, Verdict::Unregistered) => Some(Subject::Unregistered),
@@ -108,15 +108,15 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub(super) fn record(&mut self, e: &LiveEvent, at: SystemTime) {
+    pub(super) fn record(&mut self, e: &Event, at: SystemTime) {
         self.add(e, 1, at, true);
     }
 
     /// `n` uses like `e`, the newest at `at`; `activity`: count them in the bucket of `at`
     /// (a history snapshot brings its buckets separately).
-    pub fn add(&mut self, e: &LiveEvent, n: u64, at: SystemTime, activity: bool) {
+    pub fn add(&mut self, e: &Event, n: u64, at: SystemTime, activity: bool) {
         if !e.host.is_empty() {
-            self.hosts.insert(e.host.clone());
+            self.hosts.insert(e.host.to_string());
         }
         if e.verdict == Verdict::Drift {
             self.drifts += n;
@@ -237,9 +237,9 @@ pub struct Snapshot {
     /// Per host: the newest use counted in `stats`, in ns since the epoch.
     pub watermarks: HashMap<String, u64>,
     /// The newest drift, newest first.
-    pub drifts: Vec<LiveEvent>,
+    pub drifts: Vec<Event>,
     /// The newest events, newest first.
-    pub stream: Vec<LiveEvent>,
+    pub stream: Vec<Event>,
     /// Every host with a heartbeat, or with a use or loss in the window.
     pub hosts: Vec<HostSummary>,
     /// More use rows than [`USES_LIMIT`](super::history::USES_LIMIT): the rarest ones are missing from `stats`.
