@@ -16,7 +16,7 @@ use monitor_common::{ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
 use nhiscope::{
     decode::{decode, encode, KernelEvent},
     engine::{Clock, Engine},
-    live::protocol::LiveEvent,
+    event::Event,
     registry::{self, Registry},
 };
 
@@ -82,11 +82,9 @@ pub fn check(data: &[u8]) {
     }
     for e in &out {
         // The daemon's JSON line (file, live feed), then the dashboard reading it.
-        let line = match serde_json::to_vec(e) {
-            Ok(line) => line,
-            Err(err) => panic!("an event does not serialise: {err}"),
-        };
-        if let Err(err) = serde_json::from_slice::<LiveEvent>(&line) {
+        let mut line = Vec::new();
+        e.write_json(&mut line);
+        if let Err(err) = serde_json::from_slice::<Event>(&line) {
             panic!("the dashboard cannot read an event the daemon writes: {err}");
         }
     }

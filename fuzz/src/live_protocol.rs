@@ -6,7 +6,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use nhiscope::{
     live::protocol::Message,
-    tui::app::{App, Subject, Update, View},
+    tui::{
+        app::{App, View},
+        model::{Subject, Update},
+    },
 };
 use ratatui::{buffer::Buffer, layout::Rect, widgets::Widget};
 
@@ -25,7 +28,7 @@ pub fn check(data: &[u8]) {
         let update = match serde_json::from_slice::<Message>(line) {
             Ok(m) => {
                 if let Message::Event { event } = &m {
-                    let _ = event.ts_nanos();
+                    let _ = event.ts.as_nanos();
                     let _ = event.destination();
                 }
                 Update::Message(m)

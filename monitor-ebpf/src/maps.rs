@@ -130,16 +130,39 @@ pub fn count_loss(cause: monitor_common::LossCause) {
     }
 }
 
-/// Submit flags for a record: wake the daemon when the ring buffer is an eighth full, else let
-/// the record wait for the daemon's next poll (every 50 ms). A steady trickle of events then
-/// costs the daemon one wakeup per poll, not one per record, and a burst still wakes it early.
+/// Submit flags for a record of `size` bytes that is already in the ring buffer (reserved):
+/// see `wakeup_for`.
 #[inline(always)]
-pub fn wakeup() -> u64 {
-    const BPF_RB_AVAIL_DATA: u64 = 0;
+pub fn wakeup<T>() -> u64 {
+    let size = core::mem::size_of::<T>() as u64;
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+    wakeup_for(avail.saturating_sub(size), avail)
+}
+
+/// Submit flags for a record of `size` bytes about to be copied in (`bpf_ringbuf_output`).
+#[inline(always)]
+pub fn wakeup_before(size: u64) -> u64 {
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+    wakeup_for(avail, avail + size)
+}
+
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Wake the daemon only for the record that takes the ring buffer's fill from `before` to
+/// `after` bytes across a multiple of an eighth of its size; every other record waits for the
+/// daemon's next poll (every 50 ms) or a wakeup already sent. A trickle of events then costs
+/// the daemon one wakeup per poll, and a burst wakes it early, at most eight times per ring of
+/// data. Waking on every record past the mark (as `BPF_RB_FORCE_WAKEUP` above a level would)
+/// makes each one raise an interrupt on its CPU (`irq_work`), which costs a watched open more
+/// than the rest of its program on a virtual machine, while the daemon is already awake and
+/// draining.
+#[inline(always)]
+fn wakeup_for(before: u64, after: u64) -> u64 {
     const BPF_RB_RING_SIZE: u64 = 1;
     const BPF_RB_NO_WAKEUP: u64 = 1;
     const BPF_RB_FORCE_WAKEUP: u64 = 2;
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= EVENTS.query(BPF_RB_RING_SIZE) / 8 {
+    let step = EVENTS.query(BPF_RB_RING_SIZE) / 8;
+    if step != 0 && after / step > before / step {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -15,7 +15,7 @@ use crate::{
     event::{Event, Kind},
     redact::CmdlineMode,
     store::{
-        row::{EventRow, Ts},
+        row::EventRow,
         sink::{Batch, Rows},
         spool::Spool,
     },
@@ -129,11 +129,9 @@ fn events(e: &mut Engine) -> Vec<Event> {
 
 /// Every rendering of `ev` an output makes, by output name.
 fn outputs(ev: &Event, spool_dir: &std::path::Path) -> Vec<(&'static str, String)> {
-    let json = serde_json::to_string(ev).expect("json");
-    let live = crate::live::protocol::Outgoing::Event { event: ev }
-        .line()
-        .expect("live line");
-    let row = EventRow::from_event(ev, 1, 1, Ts::now());
+    let json = ev.to_json();
+    let live = crate::live::protocol::event_line(json.as_bytes());
+    let row = EventRow::from_event(ev, 1, 1);
     let row_json = serde_json::to_string(&row).expect("row");
     let row_debug = format!("{row:?}");
     let mut spool = Spool::open(spool_dir, 1 << 20).expect("spool");

@@ -11,13 +11,13 @@ use std::{
 use thiserror::Error;
 use tokio::{
     io::unix::AsyncFd,
-    signal::unix::{signal, SignalKind},
+    signal::unix::{signal, Signal, SignalKind},
 };
 
 use crate::{
     decode,
     engine::{Clock, Engine},
-    event::{Event, Kind},
+    event::{Event, Kind, Ts},
     files::{self, Owner},
     filter, live,
     metrics::{self, Metrics},
@@ -55,22 +55,124 @@ pub struct Options {
     pub reload: Option<crate::config::Reload>,
 }
 
-/// Why the daemon stopped with an error.
+/// Why the daemon stopped with an error. Each variant keeps its cause (`source()`); the
+/// message is the one printed, and [`DaemonError::exit_code`] says whose it is to fix.
 #[derive(Debug, Error)]
 pub enum DaemonError {
-    /// Bad input or an unfit host: the user must change something (exit code 2).
-    #[error("{0}")]
-    Input(String),
-    /// A failure while running (exit code 1).
-    #[error("{0}")]
-    Runtime(String),
+    /// `--json -` with `--json-max-size`.
+    #[error(
+        "--json-max-size: events go to standard output (--json -), which the daemon cannot \
+         rotate; give --json PATH"
+    )]
+    RotateStdout,
+    /// Not started as root.
+    #[error("nhiscope daemon must run as root (it loads eBPF programs: CAP_BPF, CAP_PERFMON)")]
+    NotRoot,
+    /// `mount` could not be run to mount tracefs.
+    #[error("cannot run mount to mount tracefs at {TRACEFS}: {source}")]
+    MountCommand { source: std::io::Error },
+    /// tracefs is missing and mounting it failed.
+    #[error(
+        "tracefs is not mounted at {TRACEFS} and mounting it failed: mount it with \
+         `mount -t tracefs nodev {TRACEFS}`"
+    )]
+    Tracefs,
+    /// `--user`: no such account.
+    #[error(transparent)]
+    User(privileges::PrivilegeError),
+    /// The registry cannot be read or is invalid.
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    /// The registry's patterns cannot be compiled into the kernel's filter.
+    #[error("{}: {source}", .path.display())]
+    Filter {
+        path: PathBuf,
+        source: filter::FilterError,
+    },
+    /// The ClickHouse settings are unusable.
+    #[error("{}", crate::config::lines(.0))]
+    ClickHouseConfig(Vec<crate::config::Problem>),
+    /// The spool directory cannot be claimed (another daemon holds it, or it is unsafe).
+    #[error(transparent)]
+    Spool(crate::store::StoreError),
+    /// One of the daemon's files (the live socket's lock, `--json`) cannot be used.
+    #[error(transparent)]
+    File(#[from] files::FileError),
+    /// `--metrics`: the address cannot be listened on.
+    #[error(
+        "--metrics {addr}: cannot listen there: {source} (is another daemon or exporter on \
+         that port?)"
+    )]
+    MetricsPort {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// The kernel's BTF lacks a type or member the probes follow.
+    #[error("this kernel's BTF (/sys/kernel/btf/vmlinux) lacks what nhiscope follows: {source}")]
+    BtfLacks { source: crate::btf::BtfError },
+    /// The kernel's BTF cannot be parsed.
+    #[error("cannot parse /sys/kernel/btf/vmlinux: {source}")]
+    BtfParse { source: crate::btf::BtfError },
+    /// The kernel has no BTF.
+    #[error(
+        "cannot read /sys/kernel/btf/vmlinux ({source}): nhiscope needs a kernel built with \
+         CONFIG_DEBUG_INFO_BTF"
+    )]
+    BtfRead { source: std::io::Error },
+    /// The probes cannot be loaded or attached.
+    #[error(transparent)]
+    Probes(ProbeError),
+    /// The ring buffer cannot be taken from the probes.
+    #[error(transparent)]
+    Ring(ProbeError),
+    /// The ring buffer cannot be waited on.
+    #[error("ring buffer: {source}")]
+    RingFd { source: std::io::Error },
+    /// Privileges cannot be dropped to what running needs.
+    #[error(transparent)]
+    Privileges(privileges::PrivilegeError),
+    /// The store cannot start.
+    #[error(transparent)]
+    Store(crate::store::StoreError),
+    /// The metrics server's thread cannot start.
+    #[error("cannot start the metrics server: {source}")]
+    MetricsServer { source: std::io::Error },
+    /// A signal handler cannot be installed.
+    #[error("{source}")]
+    Signal { source: std::io::Error },
+    /// Writing the JSON lines failed.
+    #[error("writing JSON: {source}")]
+    Output { source: std::io::Error },
 }
 
 impl DaemonError {
+    /// 2 for bad input or an unfit host (the user must change something), 1 for a failure
+    /// while running.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Input(_) => 2,
-            Self::Runtime(_) => 1,
+            Self::RotateStdout
+            | Self::NotRoot
+            | Self::MountCommand { .. }
+            | Self::Tracefs
+            | Self::User(_)
+            | Self::Registry(_)
+            | Self::Filter { .. }
+            | Self::ClickHouseConfig(_)
+            | Self::Spool(_)
+            | Self::File(_)
+            | Self::MetricsPort { .. } => 2,
+            Self::Probes(ProbeError::Attach { .. } | ProbeError::Map(..)) => 1,
+            Self::Probes(_) => 2,
+            Self::Store(e) => e.exit_code(),
+            Self::BtfLacks { .. }
+            | Self::BtfParse { .. }
+            | Self::BtfRead { .. }
+            | Self::Ring(_)
+            | Self::RingFd { .. }
+            | Self::Privileges(_)
+            | Self::MetricsServer { .. }
+            | Self::Signal { .. }
+            | Self::Output { .. } => 1,
         }
     }
 }
@@ -81,10 +183,7 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 fn preflight() -> Result<(), DaemonError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err(DaemonError::Input(
-            "nhiscope daemon must run as root (it loads eBPF programs: CAP_BPF, CAP_PERFMON)"
-                .into(),
-        ));
+        return Err(DaemonError::NotRoot);
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() && !Path::new("/sys/kernel/bpf").exists() {
         log::warn!("/sys/kernel/btf/vmlinux is missing: this kernel may lack BPF support");
@@ -94,16 +193,9 @@ fn preflight() -> Result<(), DaemonError> {
         let status = std::process::Command::new("mount")
             .args(["-t", "tracefs", "nodev", TRACEFS])
             .status()
-            .map_err(|e| {
-                DaemonError::Input(format!(
-                    "cannot run mount to mount tracefs at {TRACEFS}: {e}"
-                ))
-            })?;
+            .map_err(|source| DaemonError::MountCommand { source })?;
         if !status.success() || !Path::new(TRACEFS).join("events").is_dir() {
-            return Err(DaemonError::Input(format!(
-                "tracefs is not mounted at {TRACEFS} and mounting it failed: mount it with \
-                 `mount -t tracefs nodev {TRACEFS}`"
-            )));
+            return Err(DaemonError::Tracefs);
         }
     }
     // Kernels >= 5.11 charge BPF memory to the cgroup; on older ones memlock must be raised.
@@ -142,26 +234,31 @@ impl Sink {
         Ok(match spec {
             None => Sink::None,
             Some("-") => Sink::Stdout(std::io::BufWriter::new(std::io::stdout())),
-            Some(path) => Sink::File(
-                crate::events_file::EventsFile::open(Path::new(path), owner, rotation)
-                    .map_err(|e| DaemonError::Input(e.to_string()))?,
-            ),
+            Some(path) => Sink::File(crate::events_file::EventsFile::open(
+                Path::new(path),
+                owner,
+                rotation,
+            )?),
         })
     }
 
-    /// Write events, each one complete line, and flush.
-    fn write(&mut self, events: &[Event]) -> Result<(), DaemonError> {
-        let failed = |e: std::io::Error| DaemonError::Runtime(format!("writing JSON: {e}"));
+    /// Writes one event's JSON line (`line`, without its newline).
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
         match self {
             Sink::None => Ok(()),
-            Sink::File(f) => f.write(events).map_err(failed),
+            Sink::File(f) => f.write_line(line),
             Sink::Stdout(w) => {
-                for e in events {
-                    serde_json::to_writer(&mut *w, e).map_err(|e| failed(e.into()))?;
-                    w.write_all(b"\n").map_err(failed)?;
-                }
-                w.flush().map_err(failed)
+                w.write_all(line)?;
+                w.write_all(b"\n")
             }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::None => Ok(()),
+            Sink::File(f) => f.flush(),
+            Sink::Stdout(w) => w.flush(),
         }
     }
 
@@ -177,15 +274,33 @@ impl Sink {
     }
 }
 
-/// Run the daemon until a termination signal.
+/// Run the daemon until a termination signal: start, the loop, and the stop.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
+    let (mut daemon, mut wakeups) = start(opts)?;
+    daemon.run_loop(&mut wakeups).await?;
+    daemon.stop(wakeups).await
+}
+
+/// What is checked and claimed before anything is loaded: a bad setting or a second daemon
+/// stops the start here.
+struct Prepared {
+    notifier: crate::notify::Notifier,
+    user: Option<privileges::Account>,
+    registry: registry::Registry,
+    unseen: Vec<String>,
+    key: u64,
+    plan: filter::FilterPlan,
+    store_config: Option<crate::store::StoreConfig>,
+    spool: Option<crate::store::SpoolClaim>,
+    live_lock: Option<files::PidLock>,
+    sink: Sink,
+    metrics_listener: Option<std::net::TcpListener>,
+}
+
+fn prepare(opts: &Options) -> Result<Prepared, DaemonError> {
     files::restrict_umask();
     if opts.json.as_deref() == Some("-") && opts.json_rotation.is_some() {
-        return Err(DaemonError::Input(
-            "--json-max-size: events go to standard output (--json -), which the daemon \
-             cannot rotate; give --json PATH"
-                .into(),
-        ));
+        return Err(DaemonError::RotateStdout);
     }
     // Connected now, while root: the socket's file may be closed to the daemon's user.
     let notifier = crate::notify::Notifier::from_env();
@@ -194,96 +309,170 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         .as_deref()
         .map(privileges::Account::lookup)
         .transpose()
-        .map_err(|e| DaemonError::Input(e.to_string()))?;
+        .map_err(DaemonError::User)?;
     // Whoever the daemon runs as after attaching owns its files.
     let owner = user.as_ref().map_or_else(Owner::current, |u| Owner {
         uid: u.uid,
         gid: u.gid,
     });
-    let registry = registry::load(&opts.registry).map_err(|e| DaemonError::Input(e.to_string()))?;
+    let registry = registry::load(&opts.registry)?;
     // Before any thread is started (the check forks).
     let unseen = crate::coverage::unseen_doors();
     for door in &unseen {
         log::warn!("not seen: {door}");
     }
     let key = random_key();
-    let plan = kernel_plan(key, &registry)
-        .map_err(|e| DaemonError::Input(format!("{}: {e}", opts.registry.display())))?;
+    let plan = kernel_plan(key, &registry).map_err(|source| DaemonError::Filter {
+        path: opts.registry.clone(),
+        source,
+    })?;
     let store_config = opts
         .clickhouse
         .store_config(&|k| std::env::var(k).ok())
-        .map_err(|p| DaemonError::Input(crate::config::lines(&p)))?;
+        .map_err(DaemonError::ClickHouseConfig)?;
     preflight()?;
     // One daemon per spool and per socket: a second one stops here, before loading anything.
     let spool = store_config
         .as_ref()
         .map(|c| crate::store::Store::claim(c, owner))
         .transpose()
-        .map_err(|e| DaemonError::Input(e.to_string()))?;
-    // Held until the end, after the live server (declared later, dropped earlier) removed its
-    // socket: a daemon that takes the lock next finds the path free.
-    let _live_lock = lock_live_socket(&opts.live_socket)?;
-    let mut sink = Sink::open(opts.json.as_deref(), owner, opts.json_rotation)?;
+        .map_err(DaemonError::Spool)?;
+    // Held until the end, after the live server (dropped earlier) removed its socket: a daemon
+    // that takes the lock next finds the path free.
+    let live_lock = lock_live_socket(&opts.live_socket)?;
+    let sink = Sink::open(opts.json.as_deref(), owner, opts.json_rotation)?;
     // Bound now, served once privileges are dropped: a port in use stops the daemon here.
     let metrics_listener = opts
         .metrics
         .map(|addr| {
-            metrics::http::bind(addr).map_err(|e| {
-                DaemonError::Input(format!(
-                    "--metrics {addr}: cannot listen there: {e} (is another daemon or exporter \
-                     on that port?)"
-                ))
-            })
+            metrics::http::bind(addr).map_err(|source| DaemonError::MetricsPort { addr, source })
         })
         .transpose()?;
-    let metrics = metrics_listener.as_ref().map(|_| Arc::new(Metrics::new()));
-    if let Some(m) = &metrics {
-        m.set_registry(&registry);
-    }
+    Ok(Prepared {
+        notifier,
+        user,
+        registry,
+        unseen,
+        key,
+        plan,
+        store_config,
+        spool,
+        live_lock,
+        sink,
+        metrics_listener,
+    })
+}
 
-    // Without these the kernel cannot tell which file was opened or executed: no start.
-    let offsets = match crate::btf::Btf::from_sys_fs() {
-        Ok(Ok(btf)) => crate::btf::KernelOffsets::from_btf(&btf).map_err(|e| {
-            DaemonError::Runtime(format!(
-                "this kernel's BTF (/sys/kernel/btf/vmlinux) lacks what nhiscope follows: {e}"
-            ))
-        })?,
-        Ok(Err(e)) => {
-            return Err(DaemonError::Runtime(format!(
-                "cannot parse /sys/kernel/btf/vmlinux: {e}"
-            )))
-        }
-        Err(e) => {
-            return Err(DaemonError::Runtime(format!(
-                "cannot read /sys/kernel/btf/vmlinux ({e}): nhiscope needs a kernel built with \
-                 CONFIG_DEBUG_INFO_BTF"
-            )))
-        }
-    };
-    let offsets = Some(offsets);
+/// The offsets the probes need from this kernel's BTF: without them the kernel cannot tell
+/// which file was opened or executed, so the daemon does not start.
+fn kernel_offsets() -> Result<crate::btf::KernelOffsets, DaemonError> {
+    match crate::btf::Btf::from_sys_fs() {
+        Ok(Ok(btf)) => crate::btf::KernelOffsets::from_btf(&btf)
+            .map_err(|source| DaemonError::BtfLacks { source }),
+        Ok(Err(source)) => Err(DaemonError::BtfParse { source }),
+        Err(source) => Err(DaemonError::BtfRead { source }),
+    }
+}
+
+/// The signals the daemon handles. Installed before `ready`: a signal sent once it is printed
+/// finds its handler (SIGUSR1 would otherwise end the process).
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+    usr1: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, DaemonError> {
+        let on = |kind| signal(kind).map_err(|source| DaemonError::Signal { source });
+        Ok(Self {
+            hup: on(SignalKind::hangup())?,
+            term: on(SignalKind::terminate())?,
+            int: on(SignalKind::interrupt())?,
+            usr1: on(SignalKind::user_defined1())?,
+        })
+    }
+}
+
+/// What wakes the daemon's loop. Apart from [`Daemon`], so that the loop can wait on these while
+/// the handlers change the daemon.
+struct Wakeups {
+    ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    dns: Option<AsyncFd<crate::dns::capture::DnsSocket>>,
+    signals: Signals,
+    /// Once a second: health, metrics, losses, the registry file and the kernel's inodes.
+    tick: tokio::time::Interval,
+    /// systemd's watchdog is fed from the loop only: a loop stuck (on a blocked output, say)
+    /// stops the pings, and systemd restarts the service.
+    watchdog: Option<tokio::time::Interval>,
+    /// The programs wake the daemon only when the ring buffer fills up (see monitor-ebpf's
+    /// `maps::wakeup`); otherwise records wait for this poll, so that a trickle of events costs
+    /// one wakeup per poll rather than one per record.
+    poll: tokio::time::Interval,
+}
+
+/// The running daemon: the probes, the engine and the outputs, with what the loop keeps
+/// between turns. Fields drop in order: the live server removes its socket before the lock
+/// beside it (the last field) is released.
+struct Daemon {
+    engine: Engine,
+    probes: Probes,
+    ring_fill: crate::probes::RingFill,
+    /// The key of the kernel filter's hashes.
+    key: u64,
+    /// Where events go: `--json`, the live feed, the store, the metrics.
+    outputs: Outputs,
+    notifier: crate::notify::Notifier,
+    /// Doors the coverage check did not see (said in every health report).
+    unseen: Vec<String>,
+    /// The registry in force: SIGHUP may point it elsewhere (`registry:` in --config).
+    registry_path: PathBuf,
+    config: Option<crate::config::Reload>,
+    watcher: RegistryWatch,
+    /// The kernel's loss counters as already reported.
+    reported: [u64; LOSS_CAUSES as usize],
+    ticks: u64,
+    /// Events made and not yet written.
+    out: Vec<Event>,
+    /// The fullest the ring buffer was seen (at a wakeup, before draining) since the last
+    /// report.
+    ring_peak: u64,
+    dns_buf: Vec<u8>,
+    _live_lock: Option<files::PidLock>,
+}
+
+/// From the options to a daemon with its probes attached, its privileges dropped and `ready`
+/// said.
+fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
+    let p = prepare(&opts)?;
+    let metrics = p
+        .metrics_listener
+        .as_ref()
+        .map(|_| Arc::new(Metrics::new()));
+    if let Some(m) = &metrics {
+        m.set_registry(&p.registry);
+    }
     let load = LoadOptions {
-        offsets,
+        offsets: Some(kernel_offsets()?),
         ringbuf_bytes: opts.ringbuf_bytes,
         all_opens: opts.all_opens,
     };
-    let mut probes = Probes::load(&plan, &load).map_err(|e| match e {
-        ProbeError::Attach { .. } | ProbeError::Map(..) => DaemonError::Runtime(e.to_string()),
-        _ => DaemonError::Input(e.to_string()),
-    })?;
-    let (ring, ring_fill) = probes
-        .take_ring()
-        .map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    let mut probes = Probes::load(&p.plan, &load).map_err(DaemonError::Probes)?;
+    let (ring, ring_fill) = probes.take_ring().map_err(DaemonError::Ring)?;
     // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long as the
     // AsyncFd owns the RingBuf.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| DaemonError::Runtime(format!("ring buffer: {}", e.into_parts().1)))?;
+    let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| DaemonError::RingFd {
+            source: e.into_parts().1,
+        })?;
 
-    let nhis = registry.nhis.len();
+    let nhis = p.registry.nhis.len();
     let host = opts.hostname.clone().unwrap_or_else(hostname);
-    let mut engine = Engine::new(Arc::new(registry), "/proc", Clock::now(), host);
+    let mut engine = Engine::new(Arc::new(p.registry), "/proc", Clock::now(), host);
     engine.set_cmdline_mode(opts.cmdline);
     engine.set_kubernetes_dirs(&opts.pods_log_dir, &opts.containers_log_dir);
-    let seeded = engine.procs().seed();
+    let seeded = engine.seed_processes();
     // The live feed listens before `ready` is printed: a client started after it connects.
     // Without it the daemon still monitors; only the dashboard is blind.
     let live = live::Server::bind(&opts.live_socket).unwrap_or_else(|e| {
@@ -295,8 +484,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let dns = open_dns_capture();
     // Everything that needed privileges is done: keep only what running needs. Running on
     // with more than the operator chose is worse than not running.
-    let kept = privileges::drop_to_needed(user.as_ref())
-        .map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    let kept = privileges::drop_to_needed(p.user.as_ref()).map_err(DaemonError::Privileges)?;
     log::info!(
         "running as uid {}, capabilities kept: {kept:#x}",
         Owner::current().uid
@@ -304,35 +492,23 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     // Started after the drop: the store's threads and files are the daemon user's. Connecting,
     // migrating and replaying the spool happen in the background: an unreachable ClickHouse
     // only means spooling.
-    let store = match (store_config, spool) {
+    let store = match (p.store_config, p.spool) {
         (Some(c), Some(claim)) => Some(
-            crate::store::Store::start_claimed(c, engine.host().to_string(), claim).map_err(
-                |e| match e.exit_code() {
-                    2 => DaemonError::Input(e.to_string()),
-                    _ => DaemonError::Runtime(e.to_string()),
-                },
-            )?,
+            crate::store::Store::start_claimed(c, engine.host().to_string(), claim)
+                .map_err(DaemonError::Store)?,
         ),
         _ => None,
     };
     // Threads made after the drop inherit it (see `privileges`).
-    if let (Some(listener), Some(m)) = (metrics_listener, &metrics) {
+    if let (Some(listener), Some(m)) = (p.metrics_listener, &metrics) {
         metrics::http::spawn(listener, Arc::clone(m))
-            .map_err(|e| DaemonError::Runtime(format!("cannot start the metrics server: {e}")))?;
+            .map_err(|source| DaemonError::MetricsServer { source })?;
     }
     if let Some(m) = &metrics {
         m.set_ready(probes.attached());
     }
-    // Before `ready`: a signal sent once it is printed finds its handler (SIGUSR1 would
-    // otherwise end the process).
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
-    let mut usr1 =
-        signal(SignalKind::user_defined1()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
-    let (attached, keys) = (probes.attached(), plan.keys.len());
+    let signals = Signals::install()?;
+    let (attached, keys) = (probes.attached(), p.plan.keys.len());
     crate::logging::status(
         &format!(
             "ready: {attached} probes attached, {nhis} NHIs registered, {keys} filter keys, \
@@ -345,168 +521,228 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             ("processes", seeded.into()),
         ],
     );
-    notifier.ready(&format!(
+    p.notifier.ready(&format!(
         "{attached} probes attached, {nhis} NHIs registered, {keys} filter keys, {seeded} \
          processes known"
     ));
 
-    let mut dns_buf = vec![0u8; 65536];
-    // The registry in force: SIGHUP may point it elsewhere (`registry:` in --config).
-    let mut registry_path = opts.registry.clone();
-    let mut config = opts.reload.clone();
-    let mut watcher = RegistryWatch::new(&registry_path);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    // systemd's watchdog is fed from this loop only: a loop stuck (on a blocked output, say)
-    // stops the pings, and systemd restarts the service.
-    let mut watchdog = notifier.ping_interval().map(|every| {
+    let watchdog = p.notifier.ping_interval().map(|every| {
         let mut i = tokio::time::interval(every);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
     });
-    // The programs wake the daemon only when the ring buffer fills up (see monitor-ebpf's
-    // `maps::wakeup`); otherwise records wait for this poll, so that a trickle of events costs
-    // one wakeup per poll rather than one per record.
     let mut poll = tokio::time::interval(RING_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut reported = [0u64; LOSS_CAUSES as usize];
-    let mut ticks: u64 = 0;
-    let mut out = Vec::with_capacity(1024);
-    // The fullest the ring buffer was seen (at a wakeup, before draining) since the last report.
-    let mut ring_peak = 0u64;
-    let mut batch = false;
-    let mut more = false;
-    loop {
-        tokio::select! {
-            ready = dns_readable(&dns) => {
-                // Readiness is cleared only once the socket is empty: a flood left for the next
-                // turn wakes the loop again, after the ring buffer and the timers had their turn.
-                let emptied = drain_dns(&dns, &mut engine, &mut dns_buf);
-                if let (Ok(mut guard), true) = (ready, emptied) {
-                    guard.clear_ready();
-                }
-            }
-            // A wakeup (the ring buffer is filling up) or a poll: one batch either way, below.
-            woken = ring.readable_mut() => {
-                woken.map_err(|e| DaemonError::Runtime(format!("ring buffer: {e}")))?.clear_ready();
-                batch = true;
-            }
-            _ = poll.tick() => batch = true,
-            // The last batch stopped at its bound with records left: go on at once, after
-            // whatever else is ready.
-            () = std::future::ready(()), if more => batch = true,
-            _ = tick.tick() => {
-                probes.flush_log();
-                refresh_inodes(key, &mut probes, &mut engine);
-                let overflowed = losses(&probes, &engine, &mut reported, &mut out);
-                // The fill is sampled when the daemon wakes, but the kernel fills the buffer
-                // while the daemon drains it too: a loss to a full buffer is the kernel's own
-                // word that it was full in this interval, whatever the samples saw.
-                let mut peak = ring_peak.max(ring_fill.used());
-                if overflowed {
-                    peak = u64::from(ring_fill.size());
-                }
-                ring_peak = 0;
-                if let Some(m) = &metrics {
-                    m.turned();
-                    m.sample(&metrics_sample(&probes, &engine, store.as_ref(), &live, peak, ring_fill.size()));
-                }
-                let mut health = live_health(&probes, store.as_ref(), peak, ring_fill.size());
-                health.dns_rejected = engine.dns_stats().not_believed();
-                health.unseen.clone_from(&unseen);
-                live.set_health(health);
-                ticks += 1;
-                if watcher.changed(&registry_path) {
-                    log::info!("{} changed: reloading", registry_path.display());
-                    let ok = reload(key, &registry_path, &mut probes, &mut engine);
-                    live.set_registry(engine.registry());
-                    if let Some(m) = &metrics {
-                        m.reloaded(ok);
-                        m.set_registry(engine.registry());
+    let wakeups = Wakeups {
+        ring,
+        dns,
+        signals,
+        tick: tokio::time::interval(Duration::from_secs(1)),
+        watchdog,
+        poll,
+    };
+    let daemon = Daemon {
+        engine,
+        probes,
+        ring_fill,
+        key: p.key,
+        outputs: Outputs {
+            json: p.sink,
+            live,
+            store,
+            metrics,
+            line: Vec::with_capacity(4096),
+        },
+        notifier: p.notifier,
+        unseen: p.unseen,
+        watcher: RegistryWatch::new(&opts.registry),
+        registry_path: opts.registry,
+        config: opts.reload,
+        reported: [0u64; LOSS_CAUSES as usize],
+        ticks: 0,
+        out: Vec::with_capacity(1024),
+        ring_peak: 0,
+        dns_buf: vec![0u8; 65536],
+        _live_lock: p.live_lock,
+    };
+    Ok((daemon, wakeups))
+}
+
+impl Daemon {
+    /// Until SIGTERM or SIGINT: DNS packets, ring buffer batches, the second's tick, SIGHUP and
+    /// SIGUSR1, and the watchdog.
+    async fn run_loop(&mut self, w: &mut Wakeups) -> Result<(), DaemonError> {
+        let mut more = false;
+        loop {
+            let mut batch = false;
+            tokio::select! {
+                ready = dns_readable(&w.dns) => {
+                    // Readiness is cleared only once the socket is empty: a flood left for the
+                    // next turn wakes the loop again, after the ring buffer and the timers had
+                    // their turn.
+                    let emptied = drain_dns(&w.dns, &mut self.engine, &mut self.dns_buf);
+                    if let (Ok(mut guard), true) = (ready, emptied) {
+                        guard.clear_ready();
                     }
                 }
-                if ticks.is_multiple_of(10) {
-                    if let Some(store) = &store {
-                        let s = &engine.stats;
-                        store.heartbeat(&[
-                            ("records", s.records),
-                            ("events", s.events),
-                            ("filter_false_positives", s.filter_false_positives),
-                            ("dns_rejected", engine.dns_stats().not_believed()),
-                        ]);
-                    }
-                    let gone = engine.procs().sweep(Duration::from_secs(5));
-                    log::debug!("process table: {} entries, {gone} swept", engine.procs().len());
+                // A wakeup (the ring buffer is filling up) or a poll: one batch either way.
+                woken = w.ring.readable_mut() => {
+                    woken.map_err(|source| DaemonError::RingFd { source })?.clear_ready();
+                    batch = true;
                 }
-                emit(&mut out, &mut sink, &live, store.as_ref(), metrics.as_deref())?;
+                _ = w.poll.tick() => batch = true,
+                // The last batch stopped at its bound with records left: go on at once, after
+                // whatever else is ready.
+                () = std::future::ready(()), if more => batch = true,
+                _ = w.tick.tick() => self.tick()?,
+                _ = w.signals.hup.recv() => self.hangup(),
+                _ = w.signals.usr1.recv() => self.outputs.json.reopen(),
+                _ = watchdog_tick(&mut w.watchdog) => self.notifier.watchdog(),
+                _ = w.signals.term.recv() => break,
+                _ = w.signals.int.recv() => break,
             }
-            _ = hup.recv() => {
-                let ok = hangup(config.as_mut(), &mut registry_path, key, &mut probes, &mut engine);
-                live.set_registry(engine.registry());
-                if let Some(m) = &metrics {
-                    m.reloaded(ok);
-                    m.set_registry(engine.registry());
-                }
-                watcher.seen(&registry_path);
+            if batch && self.ring_fill.used() > 0 {
+                // DNS answers first, read right now: the kernel queued the answer on the
+                // packet socket before the client could read it, so before it connected.
+                drain_dns(&w.dns, &mut self.engine, &mut self.dns_buf);
+                self.ring_peak = self.ring_peak.max(self.ring_fill.used());
+                more = drain(w.ring.get_mut(), &mut self.engine, &mut self.out);
+                self.emit()?;
             }
-            _ = usr1.recv() => sink.reopen(),
-            _ = watchdog_tick(&mut watchdog) => notifier.watchdog(),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
         }
-        if std::mem::take(&mut batch) && ring_fill.used() > 0 {
-            // DNS answers first, read right now: the kernel queued the answer on the packet
-            // socket before the client could read it, so before it connected.
-            drain_dns(&dns, &mut engine, &mut dns_buf);
-            ring_peak = ring_peak.max(ring_fill.used());
-            more = drain(ring.get_mut(), &mut engine, &mut out);
-            emit(
-                &mut out,
-                &mut sink,
-                &live,
-                store.as_ref(),
-                metrics.as_deref(),
-            )?;
+        Ok(())
+    }
+
+    /// Once a second: the probes' log, the credentials' inodes, losses, health and metrics,
+    /// the registry file; every ten seconds the store's heartbeat and the process table's
+    /// sweep.
+    fn tick(&mut self) -> Result<(), DaemonError> {
+        self.probes.flush_log();
+        refresh_inodes(self.key, &mut self.probes, &mut self.engine);
+        let overflowed = losses(
+            &self.probes,
+            &self.engine,
+            &mut self.reported,
+            &mut self.out,
+        );
+        // The fill is sampled when the daemon wakes, but the kernel fills the buffer while the
+        // daemon drains it too: a loss to a full buffer is the kernel's own word that it was
+        // full in this interval, whatever the samples saw.
+        let size = self.ring_fill.size();
+        let mut peak = self.ring_peak.max(self.ring_fill.used());
+        if overflowed {
+            peak = u64::from(size);
+        }
+        self.ring_peak = 0;
+        if let Some(m) = &self.outputs.metrics {
+            m.turned();
+            m.sample(&metrics_sample(
+                &self.probes,
+                &self.engine,
+                self.outputs.store.as_ref(),
+                &self.outputs.live,
+                peak,
+                size,
+            ));
+        }
+        let mut health = live_health(&self.probes, self.outputs.store.as_ref(), peak, size);
+        health.dns_rejected = self.engine.dns_stats().not_believed();
+        health.unseen.clone_from(&self.unseen);
+        self.outputs.live.set_health(health);
+        self.ticks += 1;
+        if self.watcher.changed(&self.registry_path) {
+            log::info!("{} changed: reloading", self.registry_path.display());
+            let ok = reload(
+                self.key,
+                &self.registry_path,
+                &mut self.probes,
+                &mut self.engine,
+            );
+            self.reloaded(ok);
+        }
+        if self.ticks.is_multiple_of(10) {
+            if let Some(store) = &self.outputs.store {
+                let s = &self.engine.stats;
+                store.heartbeat(&[
+                    ("records", s.records),
+                    ("events", s.events),
+                    ("filter_false_positives", s.filter_false_positives),
+                    ("dns_rejected", self.engine.dns_stats().not_believed()),
+                ]);
+            }
+            let gone = self.engine.sweep_processes(Duration::from_secs(5));
+            log::debug!(
+                "process table: {} entries, {gone} swept",
+                self.engine.procs().len()
+            );
+        }
+        self.emit()
+    }
+
+    /// SIGHUP: the config file and the registry read again (see [`hangup`]).
+    fn hangup(&mut self) {
+        let ok = hangup(
+            self.config.as_mut(),
+            &mut self.registry_path,
+            self.key,
+            &mut self.probes,
+            &mut self.engine,
+        );
+        self.reloaded(ok);
+        self.watcher.seen(&self.registry_path);
+    }
+
+    /// After a reload (`ok`: the new registry is in force): the live feed and the metrics
+    /// follow the registry in force.
+    fn reloaded(&self, ok: bool) {
+        self.outputs.live.set_registry(self.engine.registry());
+        if let Some(m) = &self.outputs.metrics {
+            m.reloaded(ok);
+            m.set_registry(self.engine.registry());
         }
     }
-    if let Some(m) = &metrics {
-        m.set_stopping();
+
+    fn emit(&mut self) -> Result<(), DaemonError> {
+        self.outputs.emit(&mut self.out)
     }
-    notifier.stopping("stopping: writing out what the kernel delivered");
-    // Everything the kernel delivered before the signal is written before exit.
-    while drain(ring.get_mut(), &mut engine, &mut out) {
-        emit(
-            &mut out,
-            &mut sink,
-            &live,
-            store.as_ref(),
-            metrics.as_deref(),
-        )?;
-    }
-    let _ = losses(&probes, &engine, &mut reported, &mut out);
-    emit(
-        &mut out,
-        &mut sink,
-        &live,
-        store.as_ref(),
-        metrics.as_deref(),
-    )?;
-    if let Some(store) = store {
-        match store.shutdown().await {
-            Ok(r) => log::info!(
-                "store: {} rows inserted, {} batches left in the spool",
-                r.stats.inserted_rows,
-                r.spooled_batches
-            ),
-            Err(e) => log::error!("store: {e}"),
+
+    /// After the termination signal: everything the kernel delivered before it is written, the
+    /// store writes out what it holds, and the totals are logged.
+    async fn stop(mut self, mut w: Wakeups) -> Result<(), DaemonError> {
+        if let Some(m) = &self.outputs.metrics {
+            m.set_stopping();
         }
+        self.notifier
+            .stopping("stopping: writing out what the kernel delivered");
+        while drain(w.ring.get_mut(), &mut self.engine, &mut self.out) {
+            self.emit()?;
+        }
+        let _ = losses(
+            &self.probes,
+            &self.engine,
+            &mut self.reported,
+            &mut self.out,
+        );
+        self.emit()?;
+        if let Some(store) = self.outputs.store.take() {
+            match store.shutdown().await {
+                Ok(r) => log::info!(
+                    "store: {} rows inserted, {} batches left in the spool",
+                    r.stats.inserted_rows,
+                    r.spooled_batches
+                ),
+                Err(e) => log::error!("store: {e}"),
+            }
+        }
+        let s = &self.engine.stats;
+        log::info!(
+            "stopping: {} records, {} events, {} prefilter false positives",
+            s.records,
+            s.events,
+            s.filter_false_positives
+        );
+        Ok(())
     }
-    log::info!(
-        "stopping: {} records, {} events, {} prefilter false positives",
-        engine.stats.records,
-        engine.stats.events,
-        engine.stats.filter_false_positives
-    );
-    Ok(())
 }
 
 /// The next watchdog tick; never without a watchdog.
@@ -528,7 +764,7 @@ fn lock_live_socket(socket: &Path) -> Result<Option<files::PidLock>, DaemonError
     }
     match files::PidLock::acquire("live socket", socket, &files::socket_lock_path(socket)) {
         Ok(l) => Ok(Some(l)),
-        Err(e @ files::FileError::Locked { .. }) => Err(DaemonError::Input(e.to_string())),
+        Err(e @ files::FileError::Locked { .. }) => Err(e.into()),
         Err(e) => {
             log::warn!("{e}");
             Ok(None)
@@ -797,25 +1033,45 @@ impl RegistryWatch {
     }
 }
 
-/// Events leave the daemon: JSON lines, the live feed, then the store, which takes them (`out`
-/// is left empty).
-fn emit(
-    out: &mut Vec<Event>,
-    sink: &mut Sink,
-    live: &live::Server,
-    store: Option<&crate::store::StoreHandle>,
-    metrics: Option<&Metrics>,
-) -> Result<(), DaemonError> {
-    if let Some(m) = metrics {
-        m.observe(out);
+/// Where events go when they leave the daemon.
+struct Outputs {
+    /// `--json`: a file or standard output.
+    json: Sink,
+    /// The live feed (`nhiscope tui`).
+    live: live::Server,
+    /// ClickHouse.
+    store: Option<crate::store::StoreHandle>,
+    /// Prometheus counters.
+    metrics: Option<Arc<Metrics>>,
+    /// One event's JSON line (kept to reuse its allocation).
+    line: Vec<u8>,
+}
+
+impl Outputs {
+    /// Events leave the daemon: counted, written as JSON lines (each encoded once, for the
+    /// `--json` output and the live feed alike), then taken by the store (`out` is left empty).
+    fn emit(&mut self, out: &mut Vec<Event>) -> Result<(), DaemonError> {
+        let failed = |source: std::io::Error| DaemonError::Output { source };
+        if let Some(m) = &self.metrics {
+            m.observe(out);
+        }
+        let to_json = !matches!(self.json, Sink::None);
+        for e in out.iter() {
+            self.line.clear();
+            // With no client connected and no `--json`, nothing needs the text.
+            if to_json || self.live.clients() > 0 {
+                e.write_json(&mut self.line);
+            }
+            self.json.write_line(&self.line).map_err(failed)?;
+            self.live.publish_json(&self.line);
+        }
+        self.json.flush().map_err(failed)?;
+        match &self.store {
+            Some(store) => store.send_owned(out),
+            None => out.clear(),
+        }
+        Ok(())
     }
-    sink.write(out)?;
-    live.publish_all(out);
-    match store {
-        Some(store) => store.send_owned(out),
-        None => out.clear(),
-    }
-    Ok(())
 }
 
 /// How long a record may wait in the ring buffer before the daemon reads it, when the programs
@@ -859,8 +1115,7 @@ fn losses(
         if now[i] > reported[i] {
             ring_full |= cause.ring_full();
             let n = now[i] - reported[i];
-            let ts = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
-            let mut e = Event::new(Kind::Loss, ts, engine.host().to_string());
+            let mut e = Event::new(Kind::Loss, Ts::now(), Arc::from(engine.host()));
             e.count = Some(n);
             e.cause = Some(cause.name().to_string());
             e.reason = match cause {

@@ -1,8 +1,10 @@
 //! The pipeline's core: kernel records in, decided events out.
 //!
 //! Keeps the process table, resolves paths, links opens and connections to NHIs (attribution),
-//! and asks `verdict` for the decision. No I/O besides reading /proc and file metadata; the
-//! daemon feeds it from the ring buffer, tests feed it by hand.
+//! and asks `verdict` for the decision. No I/O of its own: what it needs from the host
+//! (processes, file identities and times, cgroups, the clock) it asks a [`Host`]. The daemon
+//! feeds it from the ring buffer over the real host ([`ProcHost`]); tests feed it by hand, over
+//! a fake host when they need to control time or the files.
 
 use std::{
     collections::HashMap,
@@ -14,11 +16,14 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use crate::host::FileId;
+pub use crate::host::{Host, ProcHost};
+
 use monitor_common::{ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, AF_INET};
 
 use crate::{
     decode::{self, KernelEvent},
-    event::{errno_name, Event, Kind, Verdict},
+    event::{errno_name, Dev, Event, Kind, Proto, Ts},
     proctable::ProcTable,
     registry::{Placement, Registry},
     resolve,
@@ -33,11 +38,16 @@ pub struct Clock {
 }
 
 impl Clock {
-    /// Measure the offset now.
+    /// Measure the offset now, on this host.
     pub fn now() -> Self {
-        let rt = clock_ns(libc::CLOCK_REALTIME);
-        let bt = clock_ns(libc::CLOCK_BOOTTIME);
-        Self { offset_ns: rt - bt }
+        Self::of(&ProcHost::with_cgroup_root("/proc", None))
+    }
+
+    /// The offset `host` gives.
+    pub fn of(host: &impl Host) -> Self {
+        Self {
+            offset_ns: host.wall_offset_ns(),
+        }
     }
 
     /// A clock with a fixed offset (tests).
@@ -54,16 +64,6 @@ impl Clock {
     }
 }
 
-fn clock_ns(id: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(id, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
-
 /// Counters about what the engine did with the records it got.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -76,13 +76,15 @@ pub struct Stats {
 /// How long a credential file's modification time is trusted before it is read again.
 const MTIME_TTL: Duration = Duration::from_secs(1);
 
-/// Kernel records in, events out.
-pub struct Engine {
+/// Kernel records in, events out, over host `H`.
+pub struct Engine<H: Host = ProcHost> {
     registry: Arc<Registry>,
     procs: ProcTable,
-    proc_root: PathBuf,
+    /// Where processes, files, cgroups and the time come from.
+    sys: H,
     clock: Clock,
-    host: String,
+    /// The host name events carry (shared by all of them).
+    host: Arc<str>,
     dns: crate::dns::Dns,
     /// The registered credential files by identity, (major, minor, inode) -> NHI index: a hard
     /// link or a bind mount (in any mount namespace) is the same credential under another name.
@@ -96,7 +98,6 @@ pub struct Engine {
     /// Modification times of credential files (for `max_age`), read at most once per
     /// [`MTIME_TTL`] per file: a burst of opens costs one `stat`.
     mtimes: HashMap<PathBuf, (Instant, Option<SystemTime>)>,
-    ts: crate::event::TsFormatter,
     /// Pipes a holder writes into (by inode), with the NHIs it holds: a process whose standard
     /// input is one of them holds those NHIs from its next connection on. Bounded by
     /// [`FED_PIPES_CAP`] (cleared when full: a pipe inode is not reused while the host runs,
@@ -132,23 +133,16 @@ impl Placed {
 /// Pipes remembered at most (see `Engine::fed_pipes`).
 const FED_PIPES_CAP: usize = 4096;
 
-/// Whether `path` is still the file (major, minor, inode).
-fn still_at(path: &str, major: u32, minor: u32, ino: u64) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).is_ok_and(|m| {
-        let dev = m.dev();
-        m.ino() == ino && libc::major(dev) == major && libc::minor(dev) == minor
-    })
-}
-
 /// Identity of every literal credential path of `registry`, as it is now on disk.
-fn credential_inodes(registry: &Registry) -> HashMap<(u32, u32, u64), (usize, Arc<str>)> {
-    use std::os::unix::fs::MetadataExt;
+fn credential_inodes(
+    registry: &Registry,
+    sys: &impl Host,
+) -> HashMap<(u32, u32, u64), (usize, Arc<str>)> {
     let mut out = HashMap::new();
     for (i, nhi) in registry.nhis.iter().enumerate() {
         for g in nhi.credentials.iter().filter(|g| g.is_literal()) {
-            if let Ok(m) = std::fs::metadata(g.as_str()) {
-                out.entry((libc::major(m.dev()), libc::minor(m.dev()), m.ino()))
+            if let Some(id) = sys.file_id(g.as_str()) {
+                out.entry((id.major, id.minor, id.ino))
                     .or_insert_with(|| (i, Arc::from(g.as_str())));
             }
         }
@@ -156,27 +150,34 @@ fn credential_inodes(registry: &Registry) -> HashMap<(u32, u32, u64), (usize, Ar
     out
 }
 
-impl Engine {
+impl Engine<ProcHost> {
+    /// An engine over this host, its processes read from `proc_root` (`/proc`; an empty
+    /// directory in tests and benchmarks, so that no made-up pid is taken for a real process).
     pub fn new(
         registry: Arc<Registry>,
         proc_root: impl Into<PathBuf>,
         clock: Clock,
         host: String,
     ) -> Self {
-        let proc_root = proc_root.into();
+        Self::with_host(registry, ProcHost::new(proc_root), clock, host)
+    }
+}
+
+impl<H: Host> Engine<H> {
+    /// An engine over `sys`, naming itself `host` on events.
+    pub fn with_host(registry: Arc<Registry>, sys: H, clock: Clock, host: String) -> Self {
         Self {
-            cred_inodes: credential_inodes(&registry),
+            cred_inodes: credential_inodes(&registry, &sys),
             registry,
-            procs: ProcTable::new(&proc_root),
-            proc_root,
+            procs: ProcTable::new(),
+            sys,
             clock,
-            host,
+            host: Arc::from(host),
             dns: crate::dns::Dns::default(),
             cgroups: crate::cgroups::CgroupNames::new(),
             containers: HashMap::new(),
             kube: crate::kubernetes::KubeNames::default(),
             mtimes: HashMap::new(),
-            ts: crate::event::TsFormatter::default(),
             fed_pipes: HashMap::new(),
             pipeline_pipes: std::collections::HashSet::new(),
             stats: Stats::default(),
@@ -199,6 +200,17 @@ impl Engine {
         &mut self.procs
     }
 
+    /// Seed the process table with every process the host has; returns how many.
+    pub fn seed_processes(&mut self) -> usize {
+        self.procs.seed(&self.sys)
+    }
+
+    /// Drop table entries that are threads or processes gone without an exit record (see
+    /// [`ProcTable::sweep`]); returns how many.
+    pub fn sweep_processes(&mut self, grace: Duration) -> usize {
+        self.procs.sweep(grace, &self.sys)
+    }
+
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
@@ -206,7 +218,7 @@ impl Engine {
     /// A DNS packet seen on the host (`outgoing`: sent by it): queries are remembered, and the
     /// answers to them give addresses their names.
     pub fn dns_packet(&mut self, pkt: &[u8], outgoing: bool) {
-        self.dns.packet(pkt, outgoing, Instant::now());
+        self.dns.packet(pkt, outgoing, self.sys.now());
     }
 
     /// What became of the DNS packets seen (for health and heartbeats).
@@ -222,7 +234,7 @@ impl Engine {
     /// Use a new registry from the next record on. Holdings stay: a process that read a
     /// credential still holds its secret, whatever the registry now says about it.
     pub fn set_registry(&mut self, registry: Arc<Registry>) {
-        self.cred_inodes = credential_inodes(&registry);
+        self.cred_inodes = credential_inodes(&registry, &self.sys);
         self.registry = registry;
     }
 
@@ -241,7 +253,7 @@ impl Engine {
         match ev {
             KernelEvent::Open(o) => self.open(&o, out),
             KernelEvent::Exec(e) => self.exec(&e, out),
-            KernelEvent::Fork(f) => self.procs.fork(f.hdr.pid, f.child_tid),
+            KernelEvent::Fork(f) => self.procs.fork(f.hdr.pid, f.child_tid, &self.sys),
             KernelEvent::Exit(x) => self.exit(&x.hdr, out),
             KernelEvent::Connect(c) => self.connect(&c, out),
         }
@@ -250,25 +262,25 @@ impl Engine {
 
     /// The modification time of `path` (following symlinks), at most [`MTIME_TTL`] old.
     fn mtime(&mut self, path: &Path) -> Option<SystemTime> {
-        let now = Instant::now();
+        let now = self.sys.now();
         if let Some((at, m)) = self.mtimes.get(path) {
-            if now.duration_since(*at) < MTIME_TTL {
+            if now.saturating_duration_since(*at) < MTIME_TTL {
                 return *m;
             }
         }
         if self.mtimes.len() > 4096 {
             self.mtimes.clear();
         }
-        let m = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let m = self.sys.modified(path);
         self.mtimes.insert(path.to_path_buf(), (now, m));
         m
     }
 
     /// An event with the process fields filled from the header and the process table.
     fn base(&mut self, kind: Kind, hdr: &EventHeader) -> Event {
-        let ts = self.ts.format(self.clock.wall(hdr.ts_ns));
-        let mut e = Event::new(kind, ts, self.host.clone());
-        let p = self.procs.lookup_fresh(hdr.pid);
+        let ts = Ts::from_system(self.clock.wall(hdr.ts_ns));
+        let mut e = Event::new(kind, ts, Arc::clone(&self.host));
+        let p = self.procs.lookup_fresh(hdr.pid, &self.sys);
         e.pid = hdr.pid;
         e.tid = hdr.tid;
         e.ppid = p.ppid;
@@ -281,7 +293,7 @@ impl Engine {
         e.cgroup_id = hdr.cgroup_id;
         let fallback = (p.container.clone(), p.cgroup.clone());
         // The kernel's cgroup id is what the task was in at the event; /proc may be gone.
-        let placed = if let Some(path) = self.cgroups.path(hdr.cgroup_id) {
+        let placed = if let Some(path) = self.cgroups.path(hdr.cgroup_id, &self.sys) {
             if self.containers.len() > 65_536 {
                 self.containers.clear();
             }
@@ -290,7 +302,7 @@ impl Engine {
                 .entry(hdr.cgroup_id)
                 .or_insert_with(|| Placed::of(&path))
                 .clone();
-            let p = self.procs.lookup(hdr.pid);
+            let p = self.procs.lookup(hdr.pid, &self.sys);
             p.container.clone_from(&placed.container);
             p.cgroup = Some(path);
             placed
@@ -309,16 +321,16 @@ impl Engine {
         e.container = placed.container.as_deref().map(str::to_owned);
         if let Some(uid) = &placed.pod_uid {
             e.pod_uid = Some(uid.to_string());
-            if let Some(pod) = self.kube.pod(uid) {
+            if let Some(pod) = self.kube.pod(uid, &self.sys) {
                 e.pod = Some(pod.name.to_string());
                 e.pod_namespace = Some(pod.namespace.to_string());
             }
             if let Some(id) = &placed.container {
-                e.container_name = self.kube.container(id).map(|n| n.to_string());
+                e.container_name = self.kube.container(id, &self.sys).map(|n| n.to_string());
             }
         }
         if hdr.flags & monitor_common::HDR_TTY_KNOWN != 0 {
-            self.procs.lookup(hdr.pid).tty = hdr.flags & monitor_common::HDR_TTY != 0;
+            self.procs.lookup(hdr.pid, &self.sys).tty = hdr.flags & monitor_common::HDR_TTY != 0;
         }
         e
     }
@@ -327,7 +339,7 @@ impl Engine {
     /// session was opened by `sshd` or `login`. A process that started its own session
     /// (`setsid`, as daemons and service managers do) without a terminal is not interactive.
     pub fn is_interactive(&mut self, pid: u32, hdr_flags: u32) -> bool {
-        let p = self.procs.lookup_fresh(pid);
+        let p = self.procs.lookup_fresh(pid, &self.sys);
         // What the kernel saw at the event beats /proc, which may show an exiting process.
         let tty = if hdr_flags & monitor_common::HDR_TTY_KNOWN != 0 {
             hdr_flags & monitor_common::HDR_TTY != 0
@@ -367,7 +379,11 @@ impl Engine {
         } else {
             names.or_else(|| resolve::absolute(None, raw_path))
         };
-        let real_s = real.as_ref().map(|p| p.to_string_lossy().into_owned());
+        let real_s = real.map(|p| {
+            p.into_os_string()
+                .into_string()
+                .unwrap_or_else(|p| p.to_string_lossy().into_owned())
+        });
         let reg = Arc::clone(&self.registry);
         // The inode is the file's identity: a registered file under any name is that file.
         let by_inode = (o.ino != 0)
@@ -382,7 +398,12 @@ impl Engine {
             // most). The registered path must still be that inode for the alias to count.
             .filter(|(_, registered)| {
                 real_s.as_deref() == Some(&**registered)
-                    || still_at(registered, o.dev >> 20, o.dev & 0xf_ffff, o.ino)
+                    || self.sys.file_id(registered)
+                        == Some(FileId {
+                            major: o.dev >> 20,
+                            minor: o.dev & 0xf_ffff,
+                            ino: o.ino,
+                        })
             });
         let by_path = real_s.as_deref().and_then(|p| reg.owner_of(p));
         let owner = by_inode.as_ref().map(|(n, _)| *n).or(by_path);
@@ -397,60 +418,48 @@ impl Engine {
             (None, None) => String::from_utf8_lossy(raw).into_owned(),
         };
         let target_s = real_s.filter(|r| *r != path_s);
-        let path = PathBuf::from(&path_s);
 
         let mut e = self.base(Kind::Open, &o.hdr);
-        e.syscall = OpenOp::from_u32(o.op).map(OpenOp::name);
+        e.syscall = OpenOp::from_u32(o.op);
         e.path = Some(path_s.clone());
         e.path_arg = Some(String::from_utf8_lossy(raw).into_owned());
         e.target = target_s;
         e.flags = Some(o.open_flags);
         if o.ino != 0 {
             e.inode = Some(o.ino);
-            e.dev = Some(format!("{}:{}", o.dev >> 20, o.dev & 0xf_ffff));
+            e.dev = Some(Dev {
+                major: o.dev >> 20,
+                minor: o.dev & 0xf_ffff,
+            });
         }
         e.result = Some(o.ret);
         if o.ret < 0 {
             e.error = Some(errno_name(-o.ret));
         }
         let now = self.clock.wall(o.hdr.ts_ns);
-        match owner {
+        let failed = o.ret < 0;
+        let decision = match owner {
             Some(nhi) => {
                 let interactive = self.is_interactive(e.pid, o.hdr.flags);
                 let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
                 let actor = Actor::of(&e, interactive, cgroup.as_deref());
                 // The registered name (for an inode match) is the one the daemon can stat.
                 let mtime = match nhi.max_age {
-                    Some(_) => self.mtime(&path),
+                    Some(_) => self.mtime(Path::new(&path_s)),
                     None => None,
                 };
-                let f = verdict::assess_open(nhi, &actor, &path_s, now, mtime);
+                let decision = verdict::open(nhi, &actor, &path_s, failed, now, mtime);
                 e.nhi = Some(nhi.id.to_string());
-                if f.is_drift() {
-                    e.verdict = Verdict::Drift;
-                    e.reason = f.reason();
-                    e.drift = f.kinds;
-                } else {
-                    e.reason = format!(
-                        "{} {} {path_s}, a credential of NHI {}, within its declared scope.",
-                        if e.exe.is_empty() { &e.comm } else { &e.exe },
-                        if o.ret < 0 { "tried to open" } else { "opened" },
-                        nhi.id
-                    );
-                }
-                if o.ret >= 0 {
+                if !failed {
                     self.take_hold(o.hdr.pid, &nhi.id, o);
                 }
+                decision
             }
-            None => {
-                e.verdict = Verdict::Unregistered;
-                e.reason = format!(
-                    "{} {} {path_s}, a watched credential location that no registered NHI owns.",
-                    if e.exe.is_empty() { &e.comm } else { &e.exe },
-                    if o.ret < 0 { "tried to open" } else { "opened" },
-                );
-            }
-        }
+            None => verdict::unregistered_open(&Actor::of(&e, false, None), &path_s, failed),
+        };
+        e.verdict = decision.verdict;
+        e.drift = decision.drift;
+        e.reason = decision.reason;
         out.push(e);
     }
 
@@ -496,14 +505,20 @@ impl Engine {
         };
         let mut cmdline = decode::args(x);
         if cmdline.is_empty() {
-            cmdline = crate::proctable::read_proc(&self.proc_root, pid)
+            cmdline = crate::proctable::read_proc(&self.sys, pid)
                 .map(|p| p.cmdline)
                 .unwrap_or_default();
         }
         let exe = exe.to_string_lossy().into_owned();
-        self.procs
-            .exec(pid, x.hdr.uid, decode::comm(&x.hdr), exe.clone(), cmdline);
-        self.procs.lookup(pid).script = script.clone();
+        self.procs.exec(
+            pid,
+            x.hdr.uid,
+            decode::comm(&x.hdr),
+            exe.clone(),
+            cmdline,
+            &self.sys,
+        );
+        self.procs.lookup(pid, &self.sys).script = script.clone();
         // Declared holders carry their NHI without reading a file (a secret in the environment).
         let reg = Arc::clone(&self.registry);
         let placed = reg.nhis.iter().any(|n| {
@@ -512,7 +527,7 @@ impl Engine {
                 .is_some_and(|h| !h.cgroup.is_empty() || !h.container.is_empty())
         });
         let (cgroup, container) = if placed {
-            let p = self.procs.lookup_fresh(pid);
+            let p = self.procs.lookup_fresh(pid, &self.sys);
             (p.cgroup.clone(), p.container.clone())
         } else {
             (None, None)
@@ -528,7 +543,7 @@ impl Engine {
                 .is_some_and(|h| h.admits(&exe, script.as_deref(), x.hdr.uid, at))
             {
                 self.procs
-                    .lookup(pid)
+                    .lookup(pid, &self.sys)
                     .holds
                     .insert(Arc::from(nhi.id.as_str()));
             }
@@ -547,18 +562,14 @@ impl Engine {
         if held.is_empty() {
             return;
         }
+        let what = if kind == Kind::Exec {
+            verdict::Lifecycle::Exec
+        } else {
+            verdict::Lifecycle::Exit
+        };
         for id in held {
             let mut e = self.base(kind, hdr);
-            e.reason = format!(
-                "{} (pid {}), holding NHI {id}, {}.",
-                if e.exe.is_empty() { &e.comm } else { &e.exe },
-                e.pid,
-                if kind == Kind::Exec {
-                    "started a new program"
-                } else {
-                    "exited"
-                }
-            );
+            e.reason = verdict::holder(&Actor::of(&e, false, None), &id, what).reason;
             e.nhi = Some(id.to_string());
             out.push(e);
         }
@@ -571,9 +582,16 @@ impl Engine {
     /// parent that merely started the reader (its output goes elsewhere) does not, and service
     /// managers never do.
     fn take_hold(&mut self, pid: u32, id: &str, o: &OpenEvent) {
-        let id: Arc<str> = Arc::from(id);
-        let p = self.procs.lookup(pid);
-        p.holds.insert(Arc::clone(&id));
+        let p = self.procs.lookup(pid, &self.sys);
+        // A service reads its credential again and again: the holding is usually there.
+        let id: Arc<str> = match p.holds.get(id) {
+            Some(held) => Arc::clone(held),
+            None => {
+                let id: Arc<str> = Arc::from(id);
+                p.holds.insert(Arc::clone(&id));
+                id
+            }
+        };
         if o.flags & monitor_common::STDOUT_PIPE != 0 && o.stdout_ino != 0 {
             // Whatever reads this pipe may get the secret (a pipeline's next command).
             if self.fed_pipes.len() >= FED_PIPES_CAP {
@@ -596,7 +614,7 @@ impl Engine {
         let feeds = o.flags & monitor_common::FEEDS_PARENT != 0;
         if !supervisor && feeds {
             log::debug!("pid {pid} read NHI {id} for its parent {ppid}: the parent holds it too");
-            let p = self.procs.lookup(ppid);
+            let p = self.procs.lookup(ppid, &self.sys);
             if !p.holds_via_pipe.contains(&(Arc::clone(&id), o.stdout_ino)) {
                 p.holds_via_pipe.push((id, o.stdout_ino));
             }
@@ -617,7 +635,7 @@ impl Engine {
     /// The NHIs `pid` holds now: its own holdings, and those granted through a pipe that did not
     /// turn out to be a pipeline's.
     fn held_by(&mut self, pid: u32) -> Vec<Arc<str>> {
-        let p = self.procs.lookup(pid);
+        let p = self.procs.lookup(pid, &self.sys);
         let mut held: Vec<Arc<str>> = p.holds.iter().cloned().collect();
         for (id, pipe) in &p.holds_via_pipe {
             if !self.pipeline_pipes.contains(pipe) && !held.contains(id) {
@@ -634,24 +652,24 @@ impl Engine {
         self.note_stdin_pipe(c.stdin_pipe);
         if c.stdin_pipe != 0 {
             if let Some(ids) = self.fed_pipes.get(&c.stdin_pipe).cloned() {
-                let p = self.procs.lookup(c.hdr.pid);
+                let p = self.procs.lookup(c.hdr.pid, &self.sys);
                 for id in ids {
                     p.holds.insert(id);
                 }
             }
         }
         let mut held = self.held_by(c.hdr.pid);
-        let p = self.procs.lookup(c.hdr.pid);
-        let (exe, script, uid) = (p.exe.clone(), p.script.clone(), c.hdr.uid);
-        let (cgroup, container) = (p.cgroup.clone(), p.container.clone());
-        let at = Placement {
-            cgroup: cgroup.as_deref(),
-            container: container.as_deref(),
-        };
         let reg = Arc::clone(&self.registry);
+        // Declared holders, judged on the process as the table has it (borrowed: most
+        // connections are by processes that hold nothing).
+        let p = self.procs.lookup(c.hdr.pid, &self.sys);
+        let at = Placement {
+            cgroup: p.cgroup.as_deref(),
+            container: p.container.as_deref(),
+        };
         for nhi in &reg.nhis {
             if let Some(h) = &nhi.holders {
-                if h.admits(&exe, script.as_deref(), uid, at)
+                if h.admits(&p.exe, p.script.as_deref(), c.hdr.uid, at)
                     && !held.iter().any(|id| **id == *nhi.id)
                 {
                     held.push(Arc::from(nhi.id.as_str()));
@@ -662,7 +680,7 @@ impl Engine {
             return;
         }
         let (daddr, saddr) = addrs(c);
-        let names = self.dns.names(daddr, std::time::Instant::now());
+        let names = self.dns.names(daddr, self.sys.now());
         let now = self.clock.wall(c.hdr.ts_ns);
         let interactive = self.is_interactive(c.hdr.pid, c.hdr.flags);
         for id in held {
@@ -671,36 +689,22 @@ impl Engine {
             };
             let mut e = self.base(Kind::Connect, &c.hdr);
             e.proto = Some(if c.proto == monitor_common::IPPROTO_UDP {
-                "udp"
+                Proto::Udp
             } else {
-                "tcp"
+                Proto::Tcp
             });
-            e.daddr = Some(daddr.to_string());
+            e.daddr = Some(daddr);
             e.dport = Some(c.dport);
-            e.saddr = Some(saddr.to_string());
+            e.saddr = Some(saddr);
             e.sport = (c.sport != 0).then_some(c.sport);
             e.dns_names = Some(names.clone());
             e.nhi = Some(id.to_string());
             let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
             let actor = Actor::of(&e, interactive, cgroup.as_deref());
-            let f = verdict::assess_connect(nhi, &actor, daddr, c.dport, &names, now);
-            if f.is_drift() {
-                e.verdict = Verdict::Drift;
-                e.reason = f.reason();
-                e.drift = f.kinds;
-            } else {
-                e.reason = format!(
-                    "{} (pid {}), holding NHI {id}, connected to {}{}.",
-                    if e.exe.is_empty() { &e.comm } else { &e.exe },
-                    e.pid,
-                    verdict::sockaddr(daddr, c.dport),
-                    if nhi.endpoints.is_some() {
-                        ", a declared endpoint"
-                    } else {
-                        "; its endpoints are not restricted"
-                    }
-                );
-            }
+            let decision = verdict::connect(nhi, &actor, daddr, c.dport, &names, now);
+            e.verdict = decision.verdict;
+            e.drift = decision.drift;
+            e.reason = decision.reason;
             out.push(e);
         }
     }
@@ -758,6 +762,7 @@ mod tests {
     //! The engine without a kernel: records built by hand, /proc replaced by an empty fixture
     //! directory (so every process is known only from its records).
     use super::*;
+    use crate::event::Verdict;
     use monitor_common::{EventKind, ForkEvent, COMM_LEN, PATH_CAP};
 
     fn engine(yaml: &str) -> (Engine, PathBuf) {
@@ -923,5 +928,236 @@ mod tests {
         assert_eq!(out[0].error.as_deref(), Some("EACCES"));
         e.handle(connect(30, [10, 0, 0, 1], 443), &mut out);
         assert!(!out.iter().any(|x| x.kind == Kind::Connect));
+    }
+
+    // Over a fake host: the tests set the time, the files, the processes and the cgroups.
+
+    use crate::host::{fake::FakeHost, ProcFacts, SessionFacts};
+
+    /// 2023-11-14T22:13:20Z, the time of every record `hdr` makes.
+    const T0: u64 = 1_700_000_000;
+
+    fn faked<'h>(yaml: &str, host: &'h FakeHost) -> Engine<&'h FakeHost> {
+        let reg = crate::registry::parse(yaml, "test.yaml").expect("registry");
+        Engine::with_host(Arc::new(reg), host, Clock::of(host), "h".into())
+    }
+
+    /// An open that the kernel saw reach file (8:1, `ino`).
+    fn open_ino(pid: u32, path: &str, ino: u64) -> KernelEvent {
+        let KernelEvent::Open(mut o) = open(pid, 0, path, 3) else {
+            unreachable!()
+        };
+        o.ino = ino;
+        o.dev = (8 << 20) | 1;
+        KernelEvent::Open(o)
+    }
+
+    fn at(ev: KernelEvent, secs: u64) -> KernelEvent {
+        let mut ev = ev;
+        match &mut ev {
+            KernelEvent::Open(o) => o.hdr.ts_ns = secs * 1_000_000_000,
+            KernelEvent::Connect(c) => c.hdr.ts_ns = secs * 1_000_000_000,
+            _ => {}
+        }
+        ev
+    }
+
+    fn secs(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn an_nhi_used_after_it_expired_is_drift_by_the_kernel_s_clock() {
+        let host = FakeHost::default();
+        let reg = "nhis:\n  - id: api\n    credentials: [/srv/app/token]\n    expires: 2024-01-01T00:00:00Z\n    interactive: allow\n";
+        let mut e = faked(reg, &host);
+        let mut out = Vec::new();
+        e.handle(at(open(10, 0, "/srv/app/token", 3), T0), &mut out);
+        // 2024-06: after `expires`.
+        e.handle(
+            at(open(10, 0, "/srv/app/token", 3), 1_717_000_000),
+            &mut out,
+        );
+        e.handle(at(connect(10, [10, 0, 0, 1], 443), 1_717_000_000), &mut out);
+        assert_eq!(out[0].verdict, Verdict::Ok, "{}", out[0].reason);
+        assert_eq!(out[1].drift, vec![crate::event::DriftKind::Expired]);
+        assert!(
+            out[1]
+                .reason
+                .starts_with("NHI api expired at 2024-01-01T00:00:00Z"),
+            "{}",
+            out[1].reason
+        );
+        assert_eq!(out[2].drift, vec![crate::event::DriftKind::Expired]);
+        // The wall clock is the kernel's boot time plus the host's offset.
+        let mut host2 = FakeHost::default();
+        host2.wall_offset_ns = 17_000_000 * 1_000_000_000;
+        let mut e = faked(reg, &host2);
+        e.handle(at(open(10, 0, "/srv/app/token", 3), T0), &mut out);
+        assert_eq!(out[3].drift, vec![crate::event::DriftKind::Expired]);
+    }
+
+    #[test]
+    fn a_stale_credential_is_drift_and_its_age_is_read_again_after_a_second() {
+        let host = FakeHost::default();
+        host.put_file("/srv/app/token", 42, secs(T0 - 7200));
+        let reg = "nhis:\n  - id: api\n    credentials: [/srv/app/token]\n    max_age: 1h\n    interactive: allow\n";
+        let mut e = faked(reg, &host);
+        let mut out = Vec::new();
+        e.handle(at(open(10, 0, "/srv/app/token", 3), T0), &mut out);
+        assert_eq!(out[0].drift, vec![crate::event::DriftKind::StaleCredential]);
+        assert_eq!(
+            out[0].reason,
+            "/srv/app/token of NHI api was last changed 2h ago, longer than its max_age of 1h."
+        );
+        // Rotated now: a burst of opens within the second still sees the time read first.
+        host.put_file("/srv/app/token", 43, secs(T0));
+        e.handle(at(open(10, 0, "/srv/app/token", 3), T0), &mut out);
+        assert_eq!(out[1].verdict, Verdict::Drift);
+        assert_eq!(host.asked("modified"), 1);
+        host.advance(MTIME_TTL);
+        e.handle(at(open(10, 0, "/srv/app/token", 3), T0), &mut out);
+        assert_eq!(out[2].verdict, Verdict::Ok, "{}", out[2].reason);
+        assert_eq!(host.asked("modified"), 2);
+    }
+
+    #[test]
+    fn another_name_of_a_credential_is_it_until_a_rotation_frees_the_inode() {
+        let host = FakeHost::default();
+        host.put_file("/srv/app/token", 42, secs(T0));
+        let mut e = faked(REG, &host);
+        let mut out = Vec::new();
+        // A hard link (or a bind mount) of the registered file.
+        e.handle(open_ino(10, "/mnt/x/t", 42), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (
+                out[0].nhi.as_deref(),
+                out[0].path.as_deref(),
+                out[0].target.as_deref()
+            ),
+            (Some("api"), Some("/srv/app/token"), Some("/mnt/x/t"))
+        );
+        // Rotated (a new file renamed over the old one): inode 42 may be any file now, and the
+        // engine has not refreshed its inodes yet; the registered name is checked, so the old
+        // inode under another name is no longer the credential.
+        host.put_file("/srv/app/token", 43, secs(T0));
+        e.handle(open_ino(10, "/mnt/x/t", 42), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(e.stats.filter_false_positives, 1);
+        // After the refresh (the daemon's once a second), the new inode is the credential.
+        e.set_registry(Arc::clone(e.registry()));
+        e.handle(open_ino(10, "/mnt/y/t", 43), &mut out);
+        assert_eq!(
+            (out[1].nhi.as_deref(), out[1].path.as_deref()),
+            (Some("api"), Some("/srv/app/token"))
+        );
+    }
+
+    #[test]
+    fn a_process_first_seen_in_a_record_is_read_from_the_host() {
+        let host = FakeHost::default();
+        host.procs.borrow_mut().insert(
+            50,
+            ProcFacts {
+                ppid: 1,
+                uid: 0,
+                comm: "app".into(),
+                exe: "/usr/bin/app".into(),
+                cmdline: vec!["app".into(), "--password=hunter2".into()],
+            },
+        );
+        // In a human's terminal: interactive use, which this NHI does not allow.
+        host.sessions.borrow_mut().insert(
+            50,
+            SessionFacts {
+                sid_tty: Some((50, true)),
+                cgroup: Some("0::/user.slice/session-1.scope\n".into()),
+            },
+        );
+        let reg = REG.replace("    interactive: allow\n", "");
+        let mut e = faked(&reg, &host);
+        let mut out = Vec::new();
+        let KernelEvent::Open(mut o) = open(50, 0, "/srv/app/token", 3) else {
+            unreachable!()
+        };
+        o.hdr.flags = 0; // the kernel did not say whether it has a terminal
+        e.handle(KernelEvent::Open(o), &mut out);
+        assert_eq!(out[0].exe, "/usr/bin/app");
+        assert_eq!(out[0].ppid, 1);
+        assert_eq!(out[0].cmdline, vec!["app", "--password=***"]);
+        assert_eq!(
+            out[0].drift,
+            vec![crate::event::DriftKind::InteractiveUse],
+            "{}",
+            out[0].reason
+        );
+        assert_eq!(host.asked("process"), 1);
+    }
+
+    #[test]
+    fn a_pod_s_names_come_from_its_cgroup_and_the_kubelet_s_directories() {
+        const UID: &str = "0f2a4c1e-6b7d-4e8f-9a0b-1c2d3e4f5a6b";
+        let id = "3f4e1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7";
+        let host = FakeHost::default();
+        host.cgroups.borrow_mut().insert(
+            77,
+            Arc::from(format!("/kubepods/burstable/pod{UID}/{id}").as_str()),
+        );
+        host.dirs.borrow_mut().insert(
+            PathBuf::from(crate::kubernetes::DEFAULT_PODS_LOG_DIR),
+            vec![format!("payments_api-1_{UID}")],
+        );
+        host.dirs.borrow_mut().insert(
+            PathBuf::from(crate::kubernetes::DEFAULT_CONTAINERS_LOG_DIR),
+            vec![format!("api-1_payments_uploader-{id}.log")],
+        );
+        let mut e = faked(REG, &host);
+        let mut out = Vec::new();
+        let KernelEvent::Open(mut o) = open(60, 0, "/srv/app/token", 3) else {
+            unreachable!()
+        };
+        o.hdr.cgroup_id = 77;
+        e.handle(KernelEvent::Open(o), &mut out);
+        let ev = &out[0];
+        assert_eq!(ev.container.as_deref(), Some(id));
+        assert_eq!(ev.pod_uid.as_deref(), Some(UID));
+        assert_eq!(
+            (
+                ev.pod.as_deref(),
+                ev.pod_namespace.as_deref(),
+                ev.container_name.as_deref()
+            ),
+            (Some("api-1"), Some("payments"), Some("uploader"))
+        );
+    }
+
+    #[test]
+    fn every_sentence_names_the_process_and_the_nhi() {
+        let host = FakeHost::default();
+        let mut e = faked(REG, &host);
+        let mut out = Vec::new();
+        e.handle(exec(10, 0, "/usr/bin/app"), &mut out);
+        e.handle(open(10, 0, "/srv/app/token", 3), &mut out);
+        e.handle(open(10, 0, "/home/ann/.aws/credentials", -13), &mut out);
+        e.handle(connect(10, [10, 1, 2, 3], 443), &mut out);
+        e.handle(exec(10, 0, "/usr/bin/app"), &mut out);
+        e.handle(
+            KernelEvent::Exit(monitor_common::ExitEvent {
+                hdr: hdr(EventKind::Exit, 10, 0, "app"),
+            }),
+            &mut out,
+        );
+        let reasons: Vec<&str> = out.iter().map(|x| x.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "/usr/bin/app opened /srv/app/token, a credential of NHI api, within its declared scope.",
+                "/usr/bin/app tried to open /home/ann/.aws/credentials, a watched credential location that no registered NHI owns.",
+                "/usr/bin/app (pid 10), holding NHI api, connected to 10.1.2.3:443, a declared endpoint.",
+                "/usr/bin/app (pid 10), holding NHI api, started a new program.",
+                "/usr/bin/app (pid 10), holding NHI api, exited.",
+            ]
+        );
     }
 }

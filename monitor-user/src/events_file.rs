@@ -71,7 +71,7 @@ pub struct EventsFile {
     rotation: Option<Rotation>,
     /// A rotation failed: said once, tried again at the next line that does not fit.
     rotate_failing: bool,
-    /// One event, serialised (kept to reuse its allocation).
+    /// One event's JSON line, for [`EventsFile::write`] (kept to reuse its allocation).
     line: Vec<u8>,
 }
 
@@ -96,19 +96,32 @@ impl EventsFile {
 
     /// Writes `events`, each one complete line, rotating between lines as needed, and flushes.
     pub fn write(&mut self, events: &[Event]) -> io::Result<()> {
+        let mut line = std::mem::take(&mut self.line);
         for e in events {
-            self.line.clear();
-            serde_json::to_writer(&mut self.line, e).map_err(io::Error::other)?;
-            self.line.push(b'\n');
-            let len = self.line.len() as u64;
-            if let Some(r) = self.rotation {
-                if self.size > 0 && self.size + len > r.max_bytes {
-                    self.rotate(r.keep)?;
-                }
-            }
-            self.out.write_all(&self.line)?;
-            self.size += len;
+            line.clear();
+            e.write_json(&mut line);
+            self.write_line(&line)?;
         }
+        self.line = line;
+        self.flush()
+    }
+
+    /// Writes one event's JSON line (`line`, without its newline), rotating first when it
+    /// would take the file past its limit. [`EventsFile::flush`] makes it reach the file.
+    pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        let len = line.len() as u64 + 1;
+        if let Some(r) = self.rotation {
+            if self.size > 0 && self.size + len > r.max_bytes {
+                self.rotate(r.keep)?;
+            }
+        }
+        self.out.write_all(line)?;
+        self.out.write_all(b"\n")?;
+        self.size += len;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 
@@ -191,7 +204,7 @@ fn open(path: &Path, owner: Owner) -> Result<(BufWriter<File>, u64), FileError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, Kind};
+    use crate::event::{Event, Kind, Ts};
 
     #[test]
     fn sizes_take_suffixes() {
@@ -227,7 +240,7 @@ mod tests {
     }
 
     fn event(i: usize) -> Event {
-        let mut e = Event::new(Kind::Open, format!("t{i}"), "h".into());
+        let mut e = Event::new(Kind::Open, Ts::default(), "h".into());
         e.pid = i as u32;
         e
     }

@@ -19,10 +19,12 @@
 
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
+
+use crate::host::Host;
 
 /// Where the kubelet keeps pod logs (one directory per pod).
 pub const DEFAULT_PODS_LOG_DIR: &str = "/var/log/pods";
@@ -117,28 +119,34 @@ impl KubeNames {
     }
 
     /// The pod whose UID is `uid`.
-    pub fn pod(&mut self, uid: &str) -> Option<PodName> {
+    pub fn pod(&mut self, uid: &str, host: &impl Host) -> Option<PodName> {
         if !self.pods.contains_key(uid) {
-            self.rescan();
+            self.rescan(host);
         }
         self.pods.get(uid).cloned()
     }
 
     /// The name of the container whose id is `id` (64 hex digits).
-    pub fn container(&mut self, id: &str) -> Option<Arc<str>> {
+    pub fn container(&mut self, id: &str, host: &impl Host) -> Option<Arc<str>> {
         if !self.containers.contains_key(id) {
-            self.rescan();
+            self.rescan(host);
         }
         self.containers.get(id).cloned()
     }
 
     /// Lists both directories again, unless that was done less than [`RESCAN`] ago.
-    fn rescan(&mut self) {
-        if self.last_scan.is_some_and(|t| t.elapsed() < RESCAN) {
+    fn rescan(&mut self, host: &impl Host) {
+        let now = host.now();
+        if self
+            .last_scan
+            .is_some_and(|t| now.saturating_duration_since(t) < RESCAN)
+        {
             return;
         }
-        self.last_scan = Some(Instant::now());
-        self.pods = list(&self.pods_dir)
+        self.last_scan = Some(now);
+        self.pods = host
+            .list_dir(&self.pods_dir, MAX_ENTRIES)
+            .into_iter()
             .filter_map(|n| {
                 let (namespace, name, uid) = parse_pod_dir(&n)?;
                 Some((
@@ -150,23 +158,15 @@ impl KubeNames {
                 ))
             })
             .collect();
-        self.containers = list(&self.containers_dir)
+        self.containers = host
+            .list_dir(&self.containers_dir, MAX_ENTRIES)
+            .into_iter()
             .filter_map(|n| {
                 let (_, _, container, id) = parse_container_link(&n)?;
                 Some((Arc::from(id), Arc::from(container)))
             })
             .collect();
     }
-}
-
-/// The names in `dir` (none when it cannot be read), at most [`MAX_ENTRIES`].
-fn list(dir: &Path) -> impl Iterator<Item = String> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .take(MAX_ENTRIES)
-        .filter_map(|e| e.file_name().into_string().ok())
 }
 
 /// `(namespace, pod, uid)` of a `/var/log/pods` entry `<namespace>_<pod>_<uid>`.
@@ -292,26 +292,27 @@ mod tests {
             "",
         )
         .expect("link");
+        let host = crate::host::ProcHost::with_cgroup_root("/nonexistent", None);
         let mut k = KubeNames::new(&pods, &containers);
         let want = PodName {
             namespace: Arc::from("payments"),
             name: Arc::from("api-1"),
         };
-        assert_eq!(k.pod(UID), Some(want.clone()));
-        assert_eq!(k.container(ID).as_deref(), Some("uploader"));
+        assert_eq!(k.pod(UID, &host), Some(want.clone()));
+        assert_eq!(k.container(ID, &host).as_deref(), Some("uploader"));
         // A pod that appears now is not seen until a second has passed since the last listing.
         let other = "11111111-2222-3333-4444-555555555555";
         std::fs::create_dir_all(pods.join(format!("kube-system_dns_{other}"))).expect("pod");
-        assert_eq!(k.pod(other), None);
+        assert_eq!(k.pod(other, &host), None);
         k.last_scan = Some(Instant::now() - RESCAN);
-        assert_eq!(k.pod(other).map(|p| p.name), Some(Arc::from("dns")));
+        assert_eq!(k.pod(other, &host).map(|p| p.name), Some(Arc::from("dns")));
         // Hits cost no listing: the cache answers even once the directory is gone.
         std::fs::remove_dir_all(&root).expect("cleanup");
         k.last_scan = Some(Instant::now() - RESCAN);
-        assert_eq!(k.pod(UID), Some(want));
+        assert_eq!(k.pod(UID, &host), Some(want));
         // No directories at all (a host without Kubernetes): nothing, no error.
         let mut none = KubeNames::new(root.join("nope"), root.join("nope2"));
-        assert_eq!(none.pod(UID), None);
-        assert_eq!(none.container(ID), None);
+        assert_eq!(none.pod(UID, &host), None);
+        assert_eq!(none.container(ID, &host), None);
     }
 }

@@ -17,6 +17,7 @@ pub mod event;
 pub mod events_file;
 pub mod files;
 pub mod filter;
+pub mod host;
 pub mod kubernetes;
 pub mod live;
 pub mod logging;

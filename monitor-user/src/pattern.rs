@@ -176,6 +176,19 @@ impl Glob {
         &self.parts
     }
 
+    /// Whether a path whose last component is `name` may match: false when the glob's last
+    /// component (a name or a wildcard) cannot match `name`, which [`Glob::matches`] would
+    /// find out only after walking the whole path.
+    pub fn may_match_name(&self, name: &str) -> bool {
+        match self.parts.last() {
+            Some(Component::Literal(last)) => last == name,
+            Some(Component::Wild(pat)) => {
+                !name.is_empty() && wild_match(pat.as_bytes(), name.as_bytes(), true, false)
+            }
+            _ => true,
+        }
+    }
+
     /// Whether the glob matches exactly one path (no wildcard, no `~`).
     pub fn is_literal(&self) -> bool {
         self.parts

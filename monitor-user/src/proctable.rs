@@ -9,15 +9,19 @@
 //! Command lines enter here, from exec records and from /proc, and only as the daemon's
 //! `--cmdline` setting keeps them ([`crate::redact`]): whatever reads the table, and so every
 //! output, never sees a secret that a process put in its arguments.
+//!
+//! The table does no I/O: what it reads of /proc and the clock, it asks a [`Host`].
 
 use std::{
     collections::{BTreeSet, HashMap},
-    path::{Path, PathBuf},
     sync::Arc,
     time::Instant,
 };
 
-use crate::redact::CmdlineMode;
+use crate::{
+    host::{Host, ProcFacts},
+    redact::CmdlineMode,
+};
 
 /// What is known about one process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,7 +59,8 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn unknown(pid: u32) -> Self {
+    /// A process nothing is known of yet, first seen at `seen`.
+    pub fn unknown(pid: u32, seen: Instant) -> Self {
         Self {
             pid,
             ppid: 0,
@@ -72,22 +77,19 @@ impl Process {
             cgroup: None,
             session_stale: false,
             unconfirmed: false,
-            seen: Instant::now(),
+            seen,
         }
     }
 
-    /// Refresh what can change at exec or setsid (session, terminal, cgroup) from /proc; keeps
-    /// the old values when the process is already gone.
-    pub fn refresh_session(&mut self, root: &Path) {
-        let dir = root.join(self.pid.to_string());
-        if let Some((sid, tty)) = std::fs::read_to_string(dir.join("stat"))
-            .ok()
-            .and_then(|s| parse_stat(&s))
-        {
+    /// Refresh what can change at exec or setsid (session, terminal, cgroup) from the host;
+    /// keeps the old values when the process is already gone.
+    pub fn refresh_session(&mut self, host: &impl Host) {
+        let facts = host.session(self.pid);
+        if let Some((sid, tty)) = facts.sid_tty {
             self.sid = sid;
             self.tty = tty;
         }
-        if let Ok(cg) = std::fs::read_to_string(dir.join("cgroup")) {
+        if let Some(cg) = facts.cgroup {
             self.container = container_id(&cg).map(Arc::from);
             self.cgroup = cg
                 .lines()
@@ -126,23 +128,45 @@ pub fn container_id(cgroup: &str) -> Option<String> {
     found
 }
 
+/// Hashes a pid by one multiplication (Fibonacci hashing): the table is looked up several
+/// times per record, and pids are small integers the kernel hands out, not input to defend
+/// against (SipHash's strength is for keys an attacker chooses freely).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PidHasher(u64);
+
+impl std::hash::Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type PidMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<PidHasher>>;
+
 /// All known processes by pid.
 #[derive(Debug, Default)]
 pub struct ProcTable {
-    procs: HashMap<u32, Process>,
-    /// Root of the proc filesystem (`/proc`; a fixture directory in tests).
-    proc_root: PathBuf,
+    procs: PidMap<Process>,
     /// How much of each command line is kept.
     cmdline: CmdlineMode,
 }
 
 impl ProcTable {
-    pub fn new(proc_root: impl Into<PathBuf>) -> Self {
-        Self {
-            procs: HashMap::new(),
-            proc_root: proc_root.into(),
-            cmdline: CmdlineMode::default(),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Keep command lines as `mode` says from now on. Entries already in the table are cut
@@ -174,21 +198,11 @@ impl ProcTable {
         self.procs.get_mut(&pid)
     }
 
-    /// Seed the table with every process in /proc. Returns how many were read.
-    pub fn seed(&mut self) -> usize {
-        let Ok(dir) = std::fs::read_dir(&self.proc_root) else {
-            return 0;
-        };
+    /// Seed the table with every process the host has. Returns how many were read.
+    pub fn seed(&mut self, host: &impl Host) -> usize {
         let mut n = 0;
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some(p) = read_proc_as(&self.proc_root, pid, self.cmdline) {
+        for pid in host.pids() {
+            if let Some(p) = read_proc_as(host, pid, self.cmdline) {
                 self.procs.insert(pid, p);
                 n += 1;
             }
@@ -196,35 +210,42 @@ impl ProcTable {
         n
     }
 
-    /// The process, from the table or else from /proc (a process the daemon has not heard of),
-    /// or a placeholder when it is gone.
-    pub fn lookup(&mut self, pid: u32) -> &mut Process {
-        let root = self.proc_root.clone();
+    /// The process, from the table or else from the host (a process the daemon has not heard
+    /// of), or a placeholder when it is gone.
+    pub fn lookup(&mut self, pid: u32, host: &impl Host) -> &mut Process {
         let mode = self.cmdline;
         let p = self.procs.entry(pid).or_insert_with(|| {
-            read_proc_as(&root, pid, mode).unwrap_or_else(|| Process::unknown(pid))
+            read_proc_as(host, pid, mode).unwrap_or_else(|| Process::unknown(pid, host.now()))
         });
         p.unconfirmed = false;
         p
     }
 
     /// A task `child` was created by process `parent`.
-    pub fn fork(&mut self, parent: u32, child: u32) {
+    pub fn fork(&mut self, parent: u32, child: u32, host: &impl Host) {
         if child == parent {
             return;
         }
-        let mut p = self.lookup(parent).clone();
+        let mut p = self.lookup(parent, host).clone();
         p.ppid = parent;
         p.pid = child;
         p.unconfirmed = true;
-        p.seen = Instant::now();
+        p.seen = host.now();
         self.procs.insert(child, p);
     }
 
     /// Process `pid` replaced its image; `cmdline` is kept as the table's mode says.
-    pub fn exec(&mut self, pid: u32, uid: u32, comm: String, exe: String, cmdline: Vec<String>) {
+    pub fn exec(
+        &mut self,
+        pid: u32,
+        uid: u32,
+        comm: String,
+        exe: String,
+        cmdline: Vec<String>,
+        host: &impl Host,
+    ) {
         let cmdline = self.cmdline.keep(cmdline);
-        let p = self.lookup(pid);
+        let p = self.lookup(pid, host);
         p.uid = uid;
         p.comm = comm;
         p.exe = exe;
@@ -233,11 +254,10 @@ impl ProcTable {
     }
 
     /// The process, with its session facts read again if an exec made them stale.
-    pub fn lookup_fresh(&mut self, pid: u32) -> &mut Process {
-        let root = self.proc_root.clone();
-        let p = self.lookup(pid);
+    pub fn lookup_fresh(&mut self, pid: u32, host: &impl Host) -> &mut Process {
+        let p = self.lookup(pid, host);
         if p.session_stale {
-            p.refresh_session(&root);
+            p.refresh_session(host);
             p.session_stale = false;
         }
         p
@@ -258,11 +278,6 @@ impl ProcTable {
         out
     }
 
-    /// The proc filesystem root this table reads.
-    pub fn proc_root(&self) -> &Path {
-        &self.proc_root
-    }
-
     /// Process `pid` ended: its entry is returned and removed.
     pub fn exit(&mut self, pid: u32) -> Option<Process> {
         self.procs.remove(&pid)
@@ -271,14 +286,14 @@ impl ProcTable {
     /// Drop entries that are not processes (threads announced by fork) and processes that
     /// vanished without an exit record. Entries younger than `grace` are kept: their records may
     /// still be on their way.
-    pub fn sweep(&mut self, grace: std::time::Duration) -> usize {
-        let root = self.proc_root.clone();
+    pub fn sweep(&mut self, grace: std::time::Duration, host: &impl Host) -> usize {
         let before = self.procs.len();
+        let now = host.now();
         self.procs.retain(|&pid, p| {
-            if p.seen.elapsed() < grace {
+            if now.saturating_duration_since(p.seen) < grace {
                 return true;
             }
-            match tgid_of(&root, pid) {
+            match host.tgid(pid) {
                 Some(tgid) => tgid == pid,
                 None => false,
             }
@@ -287,75 +302,39 @@ impl ProcTable {
     }
 }
 
-fn tgid_of(root: &Path, pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(root.join(pid.to_string()).join("status")).ok()?;
-    status_field(&status, "Tgid:")
+/// Read one process from the host (None if it is gone or is not a thread group leader), its
+/// command line redacted.
+pub fn read_proc(host: &impl Host, pid: u32) -> Option<Process> {
+    read_proc_as(host, pid, CmdlineMode::Redacted)
 }
 
-fn status_field(status: &str, key: &str) -> Option<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Read one process from /proc (None if it is gone or is not a thread group leader), its command
-/// line redacted.
-pub fn read_proc(root: &Path, pid: u32) -> Option<Process> {
-    read_proc_as(root, pid, CmdlineMode::Redacted)
-}
-
-/// Read one process from /proc, its command line kept as `mode` says.
-pub fn read_proc_as(root: &Path, pid: u32, mode: CmdlineMode) -> Option<Process> {
-    let dir = root.join(pid.to_string());
-    let status = std::fs::read_to_string(dir.join("status")).ok()?;
-    if status_field(&status, "Tgid:")? != pid {
-        return None;
-    }
-    let cmdline = std::fs::read(dir.join("cmdline"))
-        .map(|b| {
-            b.split(|&c| c == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect()
-        })
-        .map(|argv| mode.keep(argv))
-        .unwrap_or_default();
-    Some(Process {
-        pid,
-        ppid: status_field(&status, "PPid:").unwrap_or(0),
-        uid: status_field(&status, "Uid:").unwrap_or(0),
-        comm: std::fs::read_to_string(dir.join("comm"))
-            .map(|s| s.trim_end().to_string())
-            .unwrap_or_default(),
-        exe: std::fs::read_link(dir.join("exe"))
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        script: None,
+/// Read one process from the host, its command line kept as `mode` says.
+pub fn read_proc_as(host: &impl Host, pid: u32, mode: CmdlineMode) -> Option<Process> {
+    let ProcFacts {
+        ppid,
+        uid,
+        comm,
+        exe,
         cmdline,
-        holds: BTreeSet::new(),
-        holds_via_pipe: Vec::new(),
-        sid: 0,
-        tty: false,
-        container: None,
-        cgroup: None,
-        session_stale: false,
-        unconfirmed: false,
-        seen: Instant::now(),
-    })
-    .map(|mut p| {
-        p.refresh_session(root);
-        p
-    })
+    } = host.process(pid)?;
+    let mut p = Process::unknown(pid, host.now());
+    p.ppid = ppid;
+    p.uid = uid;
+    p.comm = comm;
+    p.exe = exe;
+    p.cmdline = mode.keep(cmdline);
+    p.refresh_session(host);
+    Some(p)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::ProcHost;
+    use std::path::PathBuf;
 
     /// A /proc of its own for each test (`name`): tests run in parallel.
-    fn fixture(name: &str) -> (PathBuf, ProcTable) {
+    fn fixture(name: &str) -> (PathBuf, ProcTable, ProcHost) {
         let root =
             std::env::temp_dir().join(format!("nhiscope-proc-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -370,14 +349,14 @@ mod tests {
             std::fs::write(d.join("comm"), "sh\n").expect("comm");
             std::fs::write(d.join("cmdline"), b"sh\0-c\0true\0").expect("cmdline");
         }
-        let t = ProcTable::new(&root);
-        (root, t)
+        let h = ProcHost::with_cgroup_root(&root, None);
+        (root, ProcTable::new(), h)
     }
 
     #[test]
     fn seeds_processes_but_not_threads() {
-        let (root, mut t) = fixture("seed");
-        assert_eq!(t.seed(), 1);
+        let (root, mut t, h) = fixture("seed");
+        assert_eq!(t.seed(&h), 1);
         let p = t.get(100).expect("seeded");
         assert_eq!((p.ppid, p.uid, p.comm.as_str()), (1, 1000, "sh"));
         assert_eq!(p.cmdline, vec!["sh", "-c", "true"]);
@@ -387,10 +366,10 @@ mod tests {
 
     #[test]
     fn fork_exec_exit_keep_the_table() {
-        let (root, mut t) = fixture("forkexec");
-        t.seed();
+        let (root, mut t, h) = fixture("forkexec");
+        t.seed(&h);
         t.get_mut(100).expect("seeded").script = Some("/srv/run.py".into());
-        t.fork(100, 200);
+        t.fork(100, 200, &h);
         let c = t.get(200).expect("child");
         assert_eq!((c.ppid, c.script.as_deref()), (100, Some("/srv/run.py")));
         assert!(c.unconfirmed);
@@ -400,8 +379,9 @@ mod tests {
             "cat".into(),
             "/usr/bin/cat".into(),
             vec!["cat".into(), "x".into()],
+            &h,
         );
-        let c = t.lookup(200);
+        let c = t.lookup(200, &h);
         assert_eq!(
             (c.exe.as_str(), c.comm.as_str(), c.unconfirmed),
             ("/usr/bin/cat", "cat", false)
@@ -413,28 +393,32 @@ mod tests {
 
     #[test]
     fn command_lines_enter_the_table_redacted() {
-        let (root, mut t) = fixture("redact");
+        let (root, mut t, h) = fixture("redact");
         std::fs::write(
             root.join("100/cmdline"),
             b"curl\0-u\0bot:CanaryPw1\0https://h\0",
         )
         .expect("cmdline");
-        t.seed();
+        t.seed(&h);
         assert_eq!(
             t.get(100).expect("seeded").cmdline,
             vec!["curl", "-u", "bot:***", "https://h"]
         );
         // A process first heard of through a lookup is read from /proc the same way.
         t.exit(100);
-        assert_eq!(t.lookup(100).cmdline[2], "bot:***");
+        assert_eq!(t.lookup(100, &h).cmdline[2], "bot:***");
         t.exec(
             100,
             0,
             "env".into(),
             "/usr/bin/env".into(),
             vec!["env".into(), "API_TOKEN=CanaryPw1".into(), "run".into()],
+            &h,
         );
-        assert_eq!(t.lookup(100).cmdline, vec!["env", "API_TOKEN=***", "run"]);
+        assert_eq!(
+            t.lookup(100, &h).cmdline,
+            vec!["env", "API_TOKEN=***", "run"]
+        );
         // argv0 keeps the program only; full keeps everything.
         t.set_cmdline_mode(CmdlineMode::Argv0);
         t.exec(
@@ -443,8 +427,9 @@ mod tests {
             "x".into(),
             "/x".into(),
             vec!["x".into(), "y".into()],
+            &h,
         );
-        assert_eq!(t.lookup(100).cmdline, vec!["x"]);
+        assert_eq!(t.lookup(100, &h).cmdline, vec!["x"]);
         t.set_cmdline_mode(CmdlineMode::Full);
         t.exec(
             100,
@@ -452,13 +437,14 @@ mod tests {
             "x".into(),
             "/x".into(),
             vec!["x".into(), "--token=z".into()],
+            &h,
         );
-        assert_eq!(t.lookup(100).cmdline, vec!["x", "--token=z"]);
+        assert_eq!(t.lookup(100, &h).cmdline, vec!["x", "--token=z"]);
         // A reload back to redacted cuts what the table holds already: no secret stays.
         t.set_cmdline_mode(CmdlineMode::Redacted);
-        assert_eq!(t.lookup(100).cmdline, vec!["x", "--token=***"]);
+        assert_eq!(t.lookup(100, &h).cmdline, vec!["x", "--token=***"]);
         t.set_cmdline_mode(CmdlineMode::Argv0);
-        assert_eq!(t.lookup(100).cmdline, vec!["x"]);
+        assert_eq!(t.lookup(100, &h).cmdline, vec!["x"]);
         let _ = std::fs::remove_dir_all(root);
     }
 
@@ -496,12 +482,12 @@ mod tests {
 
     #[test]
     fn sweep_drops_threads_and_vanished_processes() {
-        let (root, mut t) = fixture("sweep");
-        t.seed();
-        t.fork(100, 101); // a thread of 100 (Tgid 100 in its status)
-        t.fork(100, 555); // gone without an exit record
+        let (root, mut t, h) = fixture("sweep");
+        t.seed(&h);
+        t.fork(100, 101, &h); // a thread of 100 (Tgid 100 in its status)
+        t.fork(100, 555, &h); // gone without an exit record
         assert_eq!(t.len(), 3);
-        assert_eq!(t.sweep(std::time::Duration::ZERO), 2);
+        assert_eq!(t.sweep(std::time::Duration::ZERO, &h), 2);
         assert!(t.get(100).is_some());
         let _ = std::fs::remove_dir_all(root);
     }

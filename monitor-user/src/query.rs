@@ -1,6 +1,6 @@
 //! `nhiscope query` and `nhiscope scope suggest`: the history in ClickHouse, for incident
-//! responders. Every query is one of the shipped ones ([`queries::ALL`], tested on 18.16 and on
-//! a current server); the flags fill its parameters, and a flag the query does not take is an
+//! responders. Every query is one of the shipped ones ([`QUERIES`], tested on 18.16 and on a
+//! current server), read through the store's [`Reader`]; the flags fill its parameters, and a flag the query does not take is an
 //! error rather than silently ignored.
 
 use std::{
@@ -14,13 +14,10 @@ use thiserror::Error;
 use crate::{
     cli::{ClickHouseArgs, Format, QueryArgs, SuggestArgs},
     registry,
-    scope::{self, Observed, ScopeRecord},
+    scope::{self, Observed},
     store::{
-        config::StoreConfig,
-        migrate,
-        queries::{self, Param, Query},
-        schema::Schema,
-        sink::{admin_client, SinkError},
+        read::{Param, Query, ReadError, Reader, QUERIES},
+        StoreConfig,
     },
 };
 
@@ -75,20 +72,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, QueryError> {
         .map_err(|e| QueryError::Failed(format!("cannot start the runtime: {e}")))
 }
 
-fn failed(config: &StoreConfig) -> impl Fn(clickhouse::error::Error) -> QueryError + '_ {
-    move |e| {
-        QueryError::Failed(format!(
-            "ClickHouse {}: {}",
-            config.display_url(),
-            SinkError::from_clickhouse(&e, config.user.as_deref()).message
-        ))
+impl From<ReadError> for QueryError {
+    fn from(e: ReadError) -> Self {
+        QueryError::Failed(e.to_string())
     }
-}
-
-async fn schema(client: &clickhouse::Client, config: &StoreConfig) -> Result<Schema, QueryError> {
-    migrate::read_schema(client, config)
-        .await
-        .map_err(|e| QueryError::Failed(format!("ClickHouse {}: {e}", config.display_url())))
 }
 
 fn time_flag(flag: &str, text: &str) -> Result<SystemTime, QueryError> {
@@ -106,7 +93,7 @@ fn secs(t: SystemTime) -> u64 {
 /// `nhiscope query`.
 pub fn run_query(a: QueryArgs, out: &mut dyn Write) -> Result<(), QueryError> {
     if a.name == "list" {
-        for q in queries::ALL {
+        for q in QUERIES {
             writeln!(out, "{:<22} {}", q.name, q.description)?;
             let flags: Vec<String> = q.params.iter().filter_map(|p| flag_of(p)).collect();
             let mut flags = flags;
@@ -115,7 +102,7 @@ pub fn run_query(a: QueryArgs, out: &mut dyn Write) -> Result<(), QueryError> {
         }
         return Ok(());
     }
-    let query = queries::ALL
+    let query = QUERIES
         .iter()
         .copied()
         .find(|q| q.name == a.name)
@@ -129,18 +116,12 @@ pub fn run_query(a: QueryArgs, out: &mut dyn Write) -> Result<(), QueryError> {
     let config = config(&a.clickhouse)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let client = admin_client(&config);
-        let schema = schema(&client, &config).await?;
+        let mut reader = Reader::new(config);
         if query.returns_events {
-            let rows = queries::fetch_events(&client, &schema, query, &params)
-                .await
-                .map_err(failed(&config))?;
-            let events: Vec<_> = rows.iter().filter_map(|r| r.to_event()).collect();
+            let events = reader.events(query, &params).await?;
             print_events(&events, a.format, out)
         } else {
-            let (names, rows) = queries::fetch_table(&client, &schema, query, &params)
-                .await
-                .map_err(failed(&config))?;
+            let (names, rows) = reader.table(query, &params).await?;
             print_table(&names, &rows, a.format, out)
         }
     })
@@ -384,8 +365,8 @@ pub fn print_events(
             .map(|v| text(&v))
             .unwrap_or_default();
         vec![
-            e.ts.clone(),
-            e.host.clone(),
+            e.ts.to_rfc3339(),
+            e.host.to_string(),
             kind,
             verdict,
             e.nhi.clone().unwrap_or_default(),
@@ -393,7 +374,7 @@ pub fn print_events(
             e.uid.to_string(),
             e.exe.clone(),
             e.path.clone().unwrap_or_default(),
-            e.daddr.clone().unwrap_or_default(),
+            e.daddr.map(|a| a.to_string()).unwrap_or_default(),
             e.dport.map(|p| p.to_string()).unwrap_or_default(),
             e.drift
                 .iter()
@@ -435,7 +416,7 @@ pub fn print_events(
                         _ => String::new(),
                     };
                     vec![
-                        e.ts.get(..19).unwrap_or(&e.ts).replace('T', " "),
+                        f[0].get(..19).unwrap_or(&f[0]).replace('T', " "),
                         f[1].clone(),
                         f[3].to_uppercase(),
                         f[2].clone(),
@@ -475,24 +456,8 @@ pub fn run_suggest(a: SuggestArgs, out: &mut dyn Write) -> Result<(), QueryError
     let now = SystemTime::now();
     let from = now.checked_sub(a.since).unwrap_or(UNIX_EPOCH);
     let rt = runtime()?;
-    let rows: Vec<ScopeRecord> = rt.block_on(async {
-        let client = admin_client(&config);
-        let schema = schema(&client, &config).await?;
-        queries::fetch_rows(
-            &client,
-            &schema,
-            &queries::SCOPE_USES,
-            &[
-                Param::from(a.nhi.as_str()),
-                Param::U64(secs(from)),
-                Param::U64(secs(now + CLOCK_SKEW)),
-                Param::Strs(a.hosts.clone()),
-                Param::Strs(a.hosts.clone()),
-            ],
-        )
-        .await
-        .map_err(failed(&config))
-    })?;
+    let rows =
+        rt.block_on(Reader::new(config).scope_uses(&a.nhi, from, now + CLOCK_SKEW, &a.hosts))?;
     let observed = Observed::from_records(&rows);
     let text = scope::suggest(
         &a.nhi,
@@ -507,13 +472,13 @@ pub fn run_suggest(a: SuggestArgs, out: &mut dyn Write) -> Result<(), QueryError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, Kind};
+    use crate::event::{Event, Kind, Ts};
 
     /// An event whose strings carry what a hostile process or host can put in them.
     fn hostile() -> Event {
         let mut e = Event::new(
             Kind::Open,
-            "2026-01-02T03:04:05.000000006Z".into(),
+            Ts::parse_rfc3339("2026-01-02T03:04:05.000000006Z").unwrap(),
             "h".into(),
         );
         e.exe = "/x\n2026 h OK\x1b[2J\u{202e}fdp".into();

@@ -8,6 +8,11 @@ pub const AT_FDCWD: i32 = -100;
 
 /// Join `path` onto `base` (when relative) and fold `.` and `..` lexically.
 pub fn absolute(base: Option<&Path>, path: &Path) -> Option<PathBuf> {
+    // Most paths are absolute and already folded: copied once, not rebuilt component by
+    // component.
+    if is_normal(path) {
+        return Some(path.to_path_buf());
+    }
     let joined = if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -29,6 +34,19 @@ pub fn script_path(cwd: Option<&Path>, path: &Path) -> PathBuf {
         };
     }
     absolute(cwd, path).unwrap_or_else(|| path.to_path_buf())
+}
+
+/// Whether `path` is absolute and [`normalize`] would leave it as it is: no empty, `.` or `..`
+/// component and no trailing slash.
+fn is_normal(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    match path.as_os_str().as_bytes() {
+        [b'/'] => true,
+        [b'/', rest @ ..] => rest
+            .split(|&b| b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b".."),
+        _ => false,
+    }
 }
 
 /// Fold `.`, `..` and repeated slashes without touching the filesystem.
@@ -83,6 +101,13 @@ mod tests {
             Some("/etc/x".into())
         );
         assert_eq!(absolute(None, Path::new("/etc/./x")), Some("/etc/x".into()));
+        // Paths already folded come back as they are; the others are folded.
+        for p in ["/", "/etc/x", "/a/b.c/.d/..e"] {
+            assert_eq!(absolute(None, Path::new(p)), Some(p.into()));
+        }
+        for (p, want) in [("/etc/", "/etc"), ("//etc//x", "/etc/x"), ("/a/..", "/")] {
+            assert_eq!(absolute(None, Path::new(p)), Some(want.into()), "{p}");
+        }
         assert_eq!(absolute(None, Path::new("token")), None);
     }
 }

@@ -15,30 +15,33 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use clickhouse::Row;
-use serde::Deserialize;
-
 use crate::{
     event::Kind,
     registry::{Interactive, Nhi, Principals},
-    store::row::kind_from_code,
 };
 
-/// A row of [`crate::store::queries::SCOPE_USES`], in its column order.
-#[derive(Clone, Debug, Row, Deserialize)]
+/// Uses of one NHI alike (kind, process, file or destination, outcome, host), counted: what the
+/// suggestion is learned from. The store's read API produces them
+/// ([`crate::store::read::Reader::scope_uses`]).
+#[derive(Clone, Debug, PartialEq)]
 pub struct ScopeRecord {
-    pub kind_code: i8,
+    /// An open or a connect.
+    pub kind: Kind,
     pub exe: String,
     pub uid: u32,
+    /// The file opened (empty for a connect).
     pub path: String,
-    #[serde(alias = "daddr_text")]
+    /// The destination's address (empty for an open).
     pub daddr: String,
     pub dport: Option<u16>,
+    /// The names the holder looked up for the destination.
     pub dns_names: Vec<String>,
-    /// 1 when the open succeeded (connects always 1).
-    pub succeeded: u8,
+    /// The open succeeded (connects always do).
+    pub succeeded: bool,
     pub host: String,
+    /// How many uses.
     pub n: u64,
+    /// The first and the last of them, in seconds since the epoch.
     pub first_secs: u64,
     pub last_secs: u64,
 }
@@ -83,15 +86,12 @@ impl Observed {
     pub fn from_records(rows: &[ScopeRecord]) -> Observed {
         let mut o = Observed::default();
         for r in rows {
-            let Some(kind) = kind_from_code(r.kind_code) else {
-                continue;
-            };
             o.hosts.insert(r.host.clone());
             o.uses += r.n;
             o.first = Some(o.first.map_or(r.first_secs, |f| f.min(r.first_secs)));
             o.last = Some(o.last.map_or(r.last_secs, |l| l.max(r.last_secs)));
-            match kind {
-                Kind::Open if r.succeeded == 0 => {
+            match r.kind {
+                Kind::Open if !r.succeeded => {
                     *o.refused.entry(r.exe.clone()).or_default() += r.n;
                 }
                 Kind::Open => {

@@ -1,14 +1,48 @@
 //! Verdicts: is this use of an NHI inside the scope it was registered with?
 //!
-//! Pure functions of the registry entry and the facts of one event; every drift kind comes with
-//! a sentence a person can act on, naming the NHI, the process and what was outside the scope.
+//! Pure functions of the registry entry and the facts of one event. Every sentence an event's
+//! `reason` gives is written here: each drift kind with a sentence a person can act on (naming
+//! the NHI, the process and what was outside the scope), and the sentences of uses in scope,
+//! of unregistered credentials and of holders starting a program or exiting.
 
 use std::{net::IpAddr, time::SystemTime};
 
 use crate::{
-    event::DriftKind,
+    event::{DriftKind, Verdict},
     registry::{Interactive, Nhi, Placement},
 };
+
+/// The decision on one event: its verdict, its drift kinds (in a stable order) and its
+/// sentence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub drift: Vec<DriftKind>,
+    pub reason: String,
+}
+
+impl Decision {
+    fn ok(reason: String) -> Self {
+        Self {
+            verdict: Verdict::Ok,
+            drift: Vec::new(),
+            reason,
+        }
+    }
+
+    /// Drift when `f` found some, else in scope with the sentence `ok` makes.
+    fn of(f: Findings, ok: impl FnOnce() -> String) -> Self {
+        if f.is_drift() {
+            Self {
+                verdict: Verdict::Drift,
+                reason: f.reason(),
+                drift: f.kinds,
+            }
+        } else {
+            Self::ok(ok())
+        }
+    }
+}
 
 /// The process behind an event, as the verdict needs it.
 #[derive(Clone, Copy, Debug)]
@@ -42,21 +76,25 @@ impl<'a> Actor<'a> {
         }
     }
 
-    fn describe(&self) -> String {
-        let name = if self.exe.is_empty() {
+    /// What the process runs: its executable, or its command name when that is unknown.
+    fn name(&self) -> &'a str {
+        if self.exe.is_empty() {
             self.comm
         } else {
             self.exe
-        };
-        format!("{name} (pid {}, uid {})", self.pid, self.uid)
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (pid {}, uid {})", self.name(), self.pid, self.uid)
     }
 }
 
 /// Drift found on one event: kinds in a stable order, and one sentence per kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Findings {
-    pub kinds: Vec<DriftKind>,
-    pub reasons: Vec<String>,
+struct Findings {
+    kinds: Vec<DriftKind>,
+    reasons: Vec<String>,
 }
 
 impl Findings {
@@ -65,11 +103,11 @@ impl Findings {
         self.reasons.push(reason);
     }
 
-    pub fn is_drift(&self) -> bool {
+    fn is_drift(&self) -> bool {
         !self.kinds.is_empty()
     }
 
-    pub fn reason(&self) -> String {
+    fn reason(&self) -> String {
         self.reasons.join(" ")
     }
 }
@@ -103,7 +141,7 @@ fn lifetime(nhi: &Nhi, actor: &Actor<'_>, now: SystemTime, what: &str, f: &mut F
 
 /// An open of one of `nhi`'s credential files. `mtime` is the file's modification time when it
 /// could be read (metadata only, never the contents).
-pub fn assess_open(
+fn assess_open(
     nhi: &Nhi,
     actor: &Actor<'_>,
     path: &str,
@@ -143,7 +181,7 @@ pub fn assess_open(
 }
 
 /// A connection by a holder of `nhi`.
-pub fn assess_connect(
+fn assess_connect(
     nhi: &Nhi,
     actor: &Actor<'_>,
     addr: IpAddr,
@@ -176,6 +214,94 @@ pub fn assess_connect(
         &mut f,
     );
     f
+}
+
+/// An open of `path`, a credential of `nhi` (`failed`: the open failed): drift, or in scope.
+pub fn open(
+    nhi: &Nhi,
+    actor: &Actor<'_>,
+    path: &str,
+    failed: bool,
+    now: SystemTime,
+    mtime: Option<SystemTime>,
+) -> Decision {
+    Decision::of(assess_open(nhi, actor, path, now, mtime), || {
+        format!(
+            "{} {} {path}, a credential of NHI {}, within its declared scope.",
+            actor.name(),
+            opened(failed),
+            nhi.id
+        )
+    })
+}
+
+/// An open of `path`, which a watch pattern matches and no NHI owns.
+pub fn unregistered_open(actor: &Actor<'_>, path: &str, failed: bool) -> Decision {
+    Decision {
+        verdict: Verdict::Unregistered,
+        drift: Vec::new(),
+        reason: format!(
+            "{} {} {path}, a watched credential location that no registered NHI owns.",
+            actor.name(),
+            opened(failed),
+        ),
+    }
+}
+
+fn opened(failed: bool) -> &'static str {
+    if failed {
+        "tried to open"
+    } else {
+        "opened"
+    }
+}
+
+/// A connection to `addr:port` (known by the DNS names `names`) by a holder of `nhi`: drift,
+/// or in scope.
+pub fn connect(
+    nhi: &Nhi,
+    actor: &Actor<'_>,
+    addr: IpAddr,
+    port: u16,
+    names: &[String],
+    now: SystemTime,
+) -> Decision {
+    Decision::of(assess_connect(nhi, actor, addr, port, names, now), || {
+        format!(
+            "{} (pid {}), holding NHI {}, connected to {}{}.",
+            actor.name(),
+            actor.pid,
+            nhi.id,
+            sockaddr(addr, port),
+            if nhi.endpoints.is_some() {
+                ", a declared endpoint"
+            } else {
+                "; its endpoints are not restricted"
+            }
+        )
+    })
+}
+
+/// What a holder of an NHI did to its process: the use of the NHI is bounded by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// It started a new program (exec).
+    Exec,
+    /// It exited.
+    Exit,
+}
+
+/// A holder of NHI `id` started a new program or exited (always in scope).
+pub fn holder(actor: &Actor<'_>, id: &str, what: Lifecycle) -> Decision {
+    Decision::ok(format!(
+        "{} (pid {}), holding NHI {id}, {}.",
+        actor.name(),
+        actor.pid,
+        match what {
+            Lifecycle::Exec => "started a new program",
+            Lifecycle::Exit => "exited",
+        }
+    ))
 }
 
 /// `addr:port`, with brackets for IPv6.

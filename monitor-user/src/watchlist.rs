@@ -288,19 +288,27 @@ fn index() -> &'static Index {
 pub fn lookup(path: &str) -> Option<&'static WatchEntry> {
     let ix = index();
     let name = path.rsplit('/').next().unwrap_or(path);
-    let mut candidates: Vec<usize> = ix.wild.clone();
-    if let Some(named) = ix.by_name.get(name) {
-        candidates.extend_from_slice(named);
-        candidates.sort_unstable();
-    }
     let parsed = parsed();
-    candidates
-        .into_iter()
-        .find(|&i| {
-            let p = &parsed[i];
-            p.pattern.matches(path) && !p.except.iter().any(|x| x.matches(path))
-        })
-        .and_then(|i| ENTRIES.get(i))
+    // Both lists are in list order: the first entry that watches `path` is the earlier of the
+    // first of each (no list is merged or copied for a lookup).
+    // The name first: most paths are not named like any entry, and a glob's last component
+    // is cheaper to try on the name than the glob on the whole path.
+    let watches = |&i: &usize| {
+        let p = &parsed[i];
+        p.pattern.may_match_name(name)
+            && p.pattern.matches(path)
+            && !p.except.iter().any(|x| x.matches(path))
+    };
+    let named = ix
+        .by_name
+        .get(name)
+        .and_then(|named| named.iter().copied().find(watches));
+    let wild = ix.wild.iter().copied().find(watches);
+    match (named, wild) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+    .and_then(|i| ENTRIES.get(i))
 }
 
 /// Whether the built-in list watches `path`.

@@ -21,11 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use nhiscope::store::{
-    config::Compression,
-    row::{EventRow, Ts},
-    sink, Store, StoreConfig, StoreHandle,
-};
+use nhiscope::store::{config::Compression, row::EventRow, sink, Store, StoreConfig, StoreHandle};
 use nhiscope_tests::{
     clickhouse::ClickHouse,
     fixtures::{cpu_secs, events},
@@ -89,9 +85,10 @@ fn main() {
         let rows: Vec<EventRow> = all
             .iter()
             .enumerate()
-            .map(|(i, e)| EventRow {
-                host: host.clone(),
-                ..EventRow::from_event(e, 1, i as u64, Ts::now())
+            .map(|(i, e)| {
+                let mut r = EventRow::from_event(e, 1, i as u64);
+                r.event.host = host.as_str().into();
+                r
             })
             .collect();
         let batches: Vec<sink::Batch> = rows

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nhiscope::event::{DriftKind, Event, Kind, Verdict};
+use nhiscope::event::{DriftKind, Event, Kind, OpenOp, Proto, Ts, Verdict};
 
 /// When the fixture events start: [`event`]`(_, 0)` is at this Unix second (2026-11-18).
 pub const FIXTURE_BASE_SECS: u64 = 1_795_000_000;
@@ -21,14 +21,14 @@ pub fn event(host: &str, i: u64) -> Event {
     let base = FIXTURE_BASE_SECS;
     let t =
         std::time::UNIX_EPOCH + Duration::new(base + i / 1000, (i % 1000) as u32 * 1_000_000 + 7);
-    let ts = humantime::format_rfc3339_nanos(t).to_string();
+    let ts = Ts::from_system(t);
     let kind = match i % 5 {
         0 | 1 => Kind::Open,
         2 => Kind::Connect,
         3 => Kind::Exec,
         _ => Kind::Exit,
     };
-    let mut e = Event::new(kind, ts, host.to_owned());
+    let mut e = Event::new(kind, ts, host.into());
     e.pid = i as u32;
     e.tid = i as u32 + 1;
     e.ppid = 1;
@@ -56,7 +56,7 @@ pub fn event(host: &str, i: u64) -> Event {
     }
     match kind {
         Kind::Open => {
-            e.syscall = Some("openat");
+            e.syscall = Some(OpenOp::Openat);
             e.path = Some(format!("/etc/billing/aws-credentials-{i}"));
             e.path_arg = Some("aws-credentials".into());
             e.flags = Some(if i.is_multiple_of(2) { 0 } else { 0o2 | 0o100 });
@@ -75,15 +75,19 @@ pub fn event(host: &str, i: u64) -> Event {
         }
         Kind::Connect => {
             if i.is_multiple_of(2) {
-                e.daddr = Some("10.20.1.7".into());
-                e.saddr = Some("10.20.0.2".into());
+                e.daddr = Some([10, 20, 1, 7].into());
+                e.saddr = Some([10, 20, 0, 2].into());
             } else {
-                e.daddr = Some("2001:db8::17".into());
-                e.saddr = Some("::1".into());
+                e.daddr = Some("2001:db8::17".parse().expect("address"));
+                e.saddr = Some(std::net::Ipv6Addr::LOCALHOST.into());
             }
             e.dport = Some(443);
             e.sport = Some(40_000 + (i % 1000) as u16);
-            e.proto = Some(if i.is_multiple_of(4) { "udp" } else { "tcp" });
+            e.proto = Some(if i.is_multiple_of(4) {
+                Proto::Udp
+            } else {
+                Proto::Tcp
+            });
             e.dns_names = Some(if i.is_multiple_of(3) {
                 vec![]
             } else {

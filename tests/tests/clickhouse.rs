@@ -20,8 +20,9 @@ use std::{
 use nhiscope::{
     event::{Event, Kind, Verdict},
     store::{
+        client::admin_client,
         queries::{self, Param},
-        row::{EventRow, Ts},
+        row::EventRow,
         schema::{Dialect, Schema},
         sink, Store, StoreConfig, StoreHandle,
     },
@@ -64,7 +65,7 @@ fn legacy_schema(database: &str) -> Schema {
 
 /// Every event of `host` read back through the shipped query, oldest first.
 fn read_back(ch: &ClickHouse, config: &StoreConfig, host: &str) -> Vec<EventRow> {
-    let client = sink::admin_client(config).with_database(&config.database);
+    let client = admin_client(config).with_database(&config.database);
     let schema = legacy_schema(&config.database);
     runtime()
         .block_on(queries::fetch_events(
@@ -130,10 +131,7 @@ fn events_are_stored_and_read_back_exactly() {
     assert_eq!(report.stats.accepted, 500);
     let back: Vec<Event> = read_back(&ch, &config, "host-a")
         .iter()
-        .map(|r| {
-            r.to_event()
-                .unwrap_or_else(|| panic!("unreadable row {r:?}"))
-        })
+        .map(|r| r.event.clone())
         .collect();
     assert_eq!(back.len(), sent.len());
     for (got, want) in back.iter().zip(&sent) {
@@ -173,7 +171,7 @@ fn a_retried_batch_is_stored_once() {
     let rows: Vec<EventRow> = events("host-d", 0..1000)
         .iter()
         .enumerate()
-        .map(|(i, e)| EventRow::from_event(e, 77, i as u64, Ts::now()))
+        .map(|(i, e)| EventRow::from_event(e, 77, i as u64))
         .collect();
     let batch = sink::Batch::new("host-d", 77, sink::Rows::Events(rows.clone()));
     let count = || ch.query_u64("SELECT count() FROM nhiscope.events WHERE host = 'host-d'");
@@ -525,7 +523,7 @@ fn every_shipped_query_runs_on_18_16() {
     runtime().block_on(async {
         let store = Store::start(config.clone(), "host-q").unwrap_or_else(|e| panic!("{e}"));
         store.send(&sent);
-        let mut loss = Event::new(Kind::Loss, sent[0].ts.clone(), "host-q".into());
+        let mut loss = Event::new(Kind::Loss, sent[0].ts, "host-q".into());
         loss.count = Some(17);
         loss.cause = Some("ringbuf_full_open".into());
         loss.reason = "17 open record(s) were lost in the kernel.".into();
@@ -533,7 +531,7 @@ fn every_shipped_query_runs_on_18_16() {
         store.heartbeat(&[("records", 201)]);
         store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
     });
-    let client = sink::admin_client(&config).with_database(&config.database);
+    let client = admin_client(&config).with_database(&config.database);
     let schema = legacy_schema(&config.database);
     let (from, to) = (Param::U64(1_700_000_000), Param::U64(1_900_000_000));
     let params = |q: &queries::Query| -> Vec<Param> {
@@ -558,7 +556,7 @@ fn every_shipped_query_runs_on_18_16() {
                 .block_on(queries::fetch_events(&client, &schema, q, &params(q)))
                 .unwrap_or_else(|e| panic!("{}: {e}\n{}", q.name, ch.logs()));
             rows.iter()
-                .map(|r| serde_json::json!({"seq": r.seq, "pid": r.pid}))
+                .map(|r| serde_json::json!({"seq": r.seq, "pid": r.event.pid}))
                 .collect()
         } else {
             rt.block_on(queries::fetch_json(&client, &schema, q, &params(q)))
@@ -747,7 +745,7 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
     );
     let eps = n.endpoints.as_ref().expect("endpoints");
     for e in sent.iter().filter(|e| e.kind == Kind::Connect) {
-        let addr: std::net::IpAddr = e.daddr.as_deref().unwrap_or("").parse().expect("addr");
+        let addr: std::net::IpAddr = e.daddr.expect("addr");
         let names = e.dns_names.clone().unwrap_or_default();
         assert!(
             eps.iter().any(|ep| ep.allows(addr, 443, &names)),
@@ -766,10 +764,11 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
 #[test]
 fn the_dashboard_reads_a_fleet_history() {
     use nhiscope::{
-        live::protocol::LiveEvent,
+        store::read::Reader,
         tui::{
-            app::{App, History, Subject, Update},
+            app::{App, History},
             history,
+            model::{Subject, Update},
         },
     };
     let Some(ch) = ClickHouse::start("history") else {
@@ -787,7 +786,7 @@ fn the_dashboard_reads_a_fleet_history() {
             store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
         }
     });
-    let client = sink::admin_client(&config);
+    let client = admin_client(&config);
     let now = std::time::SystemTime::now();
     let opts = |hosts: &[&str]| history::Options {
         config: config.clone(),
@@ -802,8 +801,9 @@ fn the_dashboard_reads_a_fleet_history() {
         .block_on(nhiscope::store::migrate::read_schema(&client, &config))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(schema.dialect, Dialect::Legacy);
+    let mut reader = Reader::new(config.clone());
     let snap = rt
-        .block_on(history::fetch(&client, &schema, &opts(&[]), now))
+        .block_on(history::fetch(&mut reader, &opts(&[]), now))
         .unwrap_or_else(|e| panic!("{e}\n{}", ch.logs()));
 
     let count = |evs: &[&Event], k: Kind| evs.iter().filter(|e| e.kind == k).count() as u64;
@@ -819,25 +819,25 @@ fn the_dashboard_reads_a_fleet_history() {
         let newest_use = sent
             .iter()
             .filter(|e| matches!(e.kind, Kind::Open | Kind::Connect))
-            .map(|e| LiveEvent::of(e).ts_nanos())
+            .map(|e| e.ts.as_nanos())
             .max();
         assert_eq!(snap.watermarks.get(host).copied(), newest_use, "{host}");
     }
     assert_eq!(snap.drifts.len(), drifts);
     assert_eq!(snap.stream.len(), 260);
-    assert_eq!(snap.stream[0].host, "host-b", "newest first");
+    assert_eq!(&*snap.stream[0].host, "host-b", "newest first");
     let fleet: Vec<&str> = snap.hosts.iter().map(|h| h.host.as_str()).collect();
     assert_eq!(fleet, ["host-a", "host-b"]);
     assert!(snap.hosts.iter().all(|h| h.last_heartbeat.is_some()));
 
     // One host only.
     let only_b = rt
-        .block_on(history::fetch(&client, &schema, &opts(&["host-b"]), now))
+        .block_on(history::fetch(&mut reader, &opts(&["host-b"]), now))
         .unwrap_or_else(|e| panic!("{e}"));
     let b_refs: Vec<&Event> = b.iter().collect();
     assert_eq!(only_b.stats[&nhi].reads, count(&b_refs, Kind::Open));
     assert_eq!(only_b.stream.len(), 60);
-    assert!(only_b.stream.iter().all(|e| e.host == "host-b"));
+    assert!(only_b.stream.iter().all(|e| &*e.host == "host-b"));
     let fleet: Vec<&str> = only_b.hosts.iter().map(|h| h.host.as_str()).collect();
     assert_eq!(fleet, ["host-b"]);
 
@@ -845,7 +845,7 @@ fn the_dashboard_reads_a_fleet_history() {
     let mut app =
         App::new("-", now).with_history(History::new(Duration::from_secs(86_400), vec![]));
     for e in &a {
-        app.on_event(LiveEvent::of(e));
+        app.on_event(e.clone());
     }
     assert_eq!(
         app.stats[&nhi].reads,
@@ -988,7 +988,7 @@ fn db_migrate_brings_a_version_2_database_to_the_pod_columns() {
     assert_eq!(report.stats.accepted, 8, "{report:?}");
     let back: Vec<Event> = read_back(&ch, &config, "new-host")
         .iter()
-        .map(|r| r.to_event().expect("a known event"))
+        .map(|r| r.event.clone())
         .collect();
     assert_eq!(back, sent);
 }

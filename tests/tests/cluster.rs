@@ -11,7 +11,7 @@ use std::{
 };
 
 use nhiscope::{
-    event::{Event, Kind},
+    event::{Event, Kind, OpenOp, Ts},
     store::{Store, StoreConfig},
 };
 use nhiscope_tests::{
@@ -25,17 +25,13 @@ const PER_HOST: u64 = 300;
 
 fn event(host: &str, i: u64) -> Event {
     let t = std::time::UNIX_EPOCH + Duration::new(1_795_000_000 + i, 7);
-    let mut e = Event::new(
-        Kind::Open,
-        humantime::format_rfc3339_nanos(t).to_string(),
-        host.to_owned(),
-    );
+    let mut e = Event::new(Kind::Open, Ts::from_system(t), host.into());
     e.pid = i as u32;
     e.tid = i as u32;
     e.ppid = 1;
     e.exe = "/usr/bin/python3.11".into();
     e.comm = "python3".into();
-    e.syscall = Some("openat");
+    e.syscall = Some(OpenOp::Openat);
     e.path = Some(format!("/etc/billing/aws-credentials-{i}"));
     e.result = Some(3);
     e.flags = Some(0);

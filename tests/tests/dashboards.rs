@@ -26,9 +26,9 @@ use std::{
 };
 
 use nhiscope::{
-    event::{DriftKind, Event, Kind, Verdict},
+    event::{DriftKind, Event, Kind, OpenOp, Ts, Verdict},
     store::{
-        row::{AgentRow, EventRow, LossRow, Ts},
+        row::{AgentRow, EventRow, LossRow},
         schema::{Dialect, Schema, MIGRATIONS},
         sink::{Batch, Rows},
         Loss, Store, StoreConfig,
@@ -309,15 +309,15 @@ fn secs_ago(now: SystemTime, secs: u64) -> SystemTime {
     now - Duration::from_secs(secs)
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_nanos(t).to_string()
+fn rfc3339(t: SystemTime) -> Ts {
+    Ts::from_system(t)
 }
 
 /// What both servers get: on the test host a drift open of [`NHI`], an ok open and an ok
 /// connect; on another host a drift of another NHI (which the host filter must leave out).
 fn events(now: SystemTime) -> Vec<Event> {
     let base = |kind, ago, host: &str| {
-        let mut e = Event::new(kind, rfc3339(secs_ago(now, ago)), host.to_owned());
+        let mut e = Event::new(kind, rfc3339(secs_ago(now, ago)), host.into());
         e.pid = 4242;
         e.tid = 4242;
         e.ppid = 1;
@@ -330,7 +330,7 @@ fn events(now: SystemTime) -> Vec<Event> {
     };
     let open = |ago, host: &str| {
         let mut e = base(Kind::Open, ago, host);
-        e.syscall = Some("openat");
+        e.syscall = Some(OpenOp::Openat);
         e.path = Some("/etc/billing/aws-credentials".into());
         e.flags = Some(0);
         e.result = Some(3);
@@ -348,9 +348,9 @@ fn events(now: SystemTime) -> Vec<Event> {
     let ok = open(110, HOST);
 
     let mut connect = base(Kind::Connect, 100, HOST);
-    connect.daddr = Some("52.95.1.2".into());
+    connect.daddr = Some([52, 95, 1, 2].into());
     connect.dport = Some(443);
-    connect.saddr = Some("10.0.0.5".into());
+    connect.saddr = Some([10, 0, 0, 5].into());
     connect.sport = Some(40_000);
     connect.dns_names = Some(vec!["s3.eu-west-1.amazonaws.com".into()]);
 
@@ -610,7 +610,10 @@ fn legacy_dashboards_run_on_clickhouse_18_16() {
             let mut config = config.clone();
             config.spool_dir = temp_dir(&format!("dashboards-spool-{host}"));
             let store = Store::start(config, host).unwrap_or_else(|e| panic!("{e}"));
-            let mine: Vec<Event> = events(now).into_iter().filter(|e| e.host == host).collect();
+            let mine: Vec<Event> = events(now)
+                .into_iter()
+                .filter(|e| *e.host == *host)
+                .collect();
             store.send(&mine);
             if host == HOST {
                 store.record_loss(loss(now));
@@ -688,9 +691,9 @@ fn modern_batches(now: SystemTime) -> Vec<Batch> {
     for (run, host) in [(0x0da5_0001u64, HOST), (0x0da5_0002, OTHER_HOST)] {
         let rows: Vec<EventRow> = events(now)
             .iter()
-            .filter(|e| e.host == host)
+            .filter(|e| *e.host == *host)
             .enumerate()
-            .map(|(i, e)| EventRow::from_event(e, run, i as u64, Ts::now()))
+            .map(|(i, e)| EventRow::from_event(e, run, i as u64))
             .collect();
         batches.push(Batch::new(host, run, Rows::Events(rows)));
     }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use nhiscope::{
-    event::{DriftKind, Event, Kind, Verdict},
+    event::{DriftKind, Event, Kind, Ts, Verdict},
     store::{Store, StoreConfig},
 };
 use nhiscope_tests::{
@@ -300,8 +300,8 @@ fn uses(host: &str, n: u32, minutes_ago: u64, drift: bool) -> Vec<Event> {
     let at = SystemTime::now() - Duration::from_secs(minutes_ago * 60);
     (0..n)
         .map(|i| {
-            let ts = humantime::format_rfc3339_nanos(at + Duration::from_millis(u64::from(i)));
-            let mut e = Event::new(Kind::Open, ts.to_string(), host.to_owned());
+            let ts = Ts::from_system(at + Duration::from_millis(u64::from(i)));
+            let mut e = Event::new(Kind::Open, ts, host.into());
             e.pid = 4000 + i;
             e.exe = "/usr/bin/cat".into();
             e.comm = "cat".into();

@@ -54,7 +54,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 daddr,
                 stdin_pipe: files::stdin_pipe(),
             });
-            slot.submit(crate::maps::wakeup());
+            slot.submit(crate::maps::wakeup::<ConnectEvent>());
         }
         None => count_loss(LossCause::RingbufConnect),
     }
@@ -124,7 +124,7 @@ fn udp<const V6: bool>(ctx: &SockAddrContext) {
                 daddr,
                 stdin_pipe: files::stdin_pipe(),
             });
-            slot.submit(crate::maps::wakeup());
+            slot.submit(crate::maps::wakeup::<ConnectEvent>());
         }
         None => count_loss(LossCause::RingbufConnect),
     }

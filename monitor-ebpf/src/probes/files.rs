@@ -107,13 +107,6 @@ pub fn fd_array(task: u64) -> Option<u64> {
     read_ptr(fdt, offset(Offset::FdtFd)?)
 }
 
-/// The inode number behind a `struct file *`.
-#[inline(always)]
-fn file_ino(file: u64) -> Option<u64> {
-    let inode = read_ptr(file, offset(Offset::FileInode)?)?;
-    read_ptr(inode, offset(Offset::InodeIno)?)
-}
-
 /// The inode number of the current task's standard input when it is the read end of a pipe.
 #[inline(always)]
 pub fn stdin_pipe() -> u64 {
@@ -129,6 +122,12 @@ pub fn stdin_pipe() -> u64 {
 /// end is open for reading.
 #[inline(always)]
 pub fn pipe_at(fds: u64, fd: u64) -> Option<(u64, bool)> {
+    pipe_inode_at(fds, fd).map(|(_, ino, readable)| (ino, readable))
+}
+
+/// `pipe_at`, with the pipe's `struct inode *` first (both ends of a pipe share it).
+#[inline(always)]
+pub fn pipe_inode_at(fds: u64, fd: u64) -> Option<(u64, u64, bool)> {
     const S_IFMT: u16 = 0o170000;
     const S_IFIFO: u16 = 0o010000;
     let file = read_ptr(fds, (fd as usize & 0xffff) * 8)?;
@@ -142,7 +141,7 @@ pub fn pipe_at(fds: u64, fd: u64) -> Option<(u64, bool)> {
         return None;
     }
     let ino = read_ptr(inode, offset(Offset::InodeIno)?)?;
-    Some((ino, readable(file)))
+    Some((inode, ino, readable(file)))
 }
 
 /// Whether `file` is open for reading (`FMODE_READ`).
@@ -157,15 +156,21 @@ fn readable(file: u64) -> bool {
         .is_ok_and(|m| m & FMODE_READ != 0)
 }
 
-/// Whether the current task's stdout (inode `stdout_ino`) is a pipe whose read end is open in
-/// its parent, among the parent's first `PARENT_FDS_SCANNED` fds: the parent reads what the
-/// task writes (`$(cat f)`). A parent that merely shares the same stdout (the write end it
-/// passed down) does not count.
+/// Whether the current task's stdout (the pipe whose `struct inode *` is `stdout_inode`) is a
+/// pipe whose read end is open in its parent, among the parent's first `PARENT_FDS_SCANNED` fds:
+/// the parent reads what the task writes (`$(cat f)`). A parent that merely shares the same
+/// stdout (the write end it passed down) does not count. The parent's descriptors are read in
+/// one copy, and each open one costs one read (its inode pointer, compared with the pipe's) and
+/// a second only for the pipe itself.
 #[inline(always)]
-pub fn parent_holds(stdout_ino: u64) -> bool {
-    if stdout_ino == 0 {
+pub fn parent_holds(stdout_inode: u64) -> bool {
+    const N: usize = monitor_common::PARENT_FDS_SCANNED as usize;
+    if stdout_inode == 0 {
         return false;
     }
+    let Some(o_inode) = offset(Offset::FileInode) else {
+        return false;
+    };
     // SAFETY: the current task pointer as an integer, only ever read through the helper.
     let task = unsafe { bpf_get_current_task() };
     let Some(parent) = offset(Offset::TaskParent).and_then(|o| read_ptr(task, o)) else {
@@ -174,12 +179,16 @@ pub fn parent_holds(stdout_ino: u64) -> bool {
     let Some(fds) = fd_array(parent) else {
         return false;
     };
-    let mut i = 0u64;
-    while i < monitor_common::PARENT_FDS_SCANNED {
-        if let Some(file) = read_ptr(fds, (i as usize) * 8) {
-            if file_ino(file) == Some(stdout_ino) && readable(file) {
-                return true;
-            }
+    // SAFETY: as in read_ptr; a file table has at least 64 slots (the one embedded in
+    // `files_struct`), so the first N (16) are always inside it.
+    let Ok(table) = (unsafe { bpf_probe_read_kernel(fds as *const [u64; N]) }) else {
+        return false;
+    };
+    let mut i = 0usize;
+    while i < N {
+        let file = table[i];
+        if file != 0 && read_ptr(file, o_inode) == Some(stdout_inode) && readable(file) {
+            return true;
         }
         i += 1;
     }

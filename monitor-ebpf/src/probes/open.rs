@@ -195,10 +195,10 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
                 }
                 // Where the secret may flow next: a pipe on stdout (a pipeline, `$(...)`).
                 (*ev).stdout_ino = 0;
-                if let Some((ino, _)) = files::pipe_at(fds, 1) {
+                if let Some((pipe, ino, _)) = files::pipe_inode_at(fds, 1) {
                     (*ev).stdout_ino = ino;
                     evflags |= STDOUT_PIPE;
-                    if files::parent_holds(ino) {
+                    if files::parent_holds(pipe) {
                         evflags |= FEEDS_PARENT;
                     }
                 }
@@ -238,7 +238,7 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
             core::ptr::addr_of!(EVENTS) as *mut core::ffi::c_void,
             ev.cast(),
             size as u64,
-            crate::maps::wakeup(),
+            crate::maps::wakeup_before(size as u64),
         )
     };
     if ret < 0 {

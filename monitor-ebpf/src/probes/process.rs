@@ -176,7 +176,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
             }
         }
     }
-    slot.submit(crate::maps::wakeup());
+    slot.submit(crate::maps::wakeup::<ExecEvent>());
     let _ = PENDING_EXEC.remove(&old_tid);
     0
 }
@@ -210,7 +210,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
                 child_tid: pid as u32,
                 _pad: 0,
             });
-            slot.submit(crate::maps::wakeup());
+            slot.submit(crate::maps::wakeup::<ForkEvent>());
         }
         None => count_loss(LossCause::RingbufFork),
     }
@@ -229,7 +229,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
             slot.write(ExitEvent {
                 hdr: header(EventKind::Exit),
             });
-            slot.submit(crate::maps::wakeup());
+            slot.submit(crate::maps::wakeup::<ExitEvent>());
         }
         None => count_loss(LossCause::RingbufExit),
     }

@@ -180,21 +180,22 @@ impl Server {
 
     /// Sends `event` to every client, without waiting: a client whose queue is full is dropped.
     pub fn publish(&self, event: &Event) {
-        self.shared.published.fetch_add(1, Ordering::Relaxed);
-        if self.shared.connected.load(Ordering::Relaxed) == 0 {
-            return;
+        let mut json = Vec::new();
+        if self.clients() > 0 {
+            event.write_json(&mut json);
         }
-        match (Outgoing::Event { event }).line() {
-            Ok(line) => self.shared.broadcast(Bytes::from(line)),
-            Err(e) => log::debug!("live feed: cannot encode an event: {e}"),
-        }
+        self.publish_json(&json);
     }
 
-    /// Publishes each of `events`, in order.
-    pub fn publish_all(&self, events: &[Event]) {
-        for e in events {
-            self.publish(e);
+    /// [`Server::publish`] for an event already written as its JSON line (`json`, without
+    /// newline), which may be left empty when no client is connected.
+    pub fn publish_json(&self, json: &[u8]) {
+        self.shared.published.fetch_add(1, Ordering::Relaxed);
+        if self.shared.connected.load(Ordering::Relaxed) == 0 || json.is_empty() {
+            return;
         }
+        self.shared
+            .broadcast(Bytes::from(protocol::event_line(json)));
     }
 
     /// Records the daemon's health and sends it to every client. The server fills in uptime,

@@ -9,7 +9,8 @@
 //! {"type":"error","message":"..."}
 //! ```
 //! A client gets `hello` first (the registry in force and the daemon's health), then every event
-//! as the daemon writes it (the same object as a JSON line of `--json`), a `health` message about
+//! as the daemon writes it (the same object as a JSON line of `--json`, made by
+//! [`Event::write_json`]; a client reads it back into an [`Event`]), a `health` message about
 //! once a second, and a `registry` message when the registry is reloaded. `error` comes only just
 //! before the daemon closes the connection (a refused peer). Fields may be added to any message;
 //! a client ignores those it does not know.
@@ -19,14 +20,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    event::{DriftKind, Event, Kind, Verdict},
+    event::Event,
     registry::{Endpoint, Interactive, Nhi, Principals, Registry},
 };
 
 /// The version in `hello`; raised when a message changes in a way old clients misread.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// What the server writes. Borrowing, so an event is serialised straight from the daemon's.
+/// What the server writes, but events ([`event_line`]).
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub(crate) enum Outgoing<'a> {
@@ -36,9 +37,6 @@ pub(crate) enum Outgoing<'a> {
         pid: u32,
         registry: &'a RegistrySummary,
         health: &'a Health,
-    },
-    Event {
-        event: &'a Event,
     },
     Health {
         health: &'a Health,
@@ -60,6 +58,16 @@ impl Outgoing<'_> {
     }
 }
 
+/// The `event` message of an event whose JSON line is `json`, newline included.
+pub(crate) fn event_line(json: &[u8]) -> Vec<u8> {
+    const HEAD: &[u8] = b"{\"type\":\"event\",\"event\":";
+    let mut v = Vec::with_capacity(HEAD.len() + json.len() + 2);
+    v.extend_from_slice(HEAD);
+    v.extend_from_slice(json);
+    v.extend_from_slice(b"}\n");
+    v
+}
+
 /// What a client reads.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -67,7 +75,7 @@ pub enum Message {
     /// The first message on every connection.
     Hello(Box<Hello>),
     /// An event, as the daemon decided it.
-    Event { event: Box<LiveEvent> },
+    Event { event: Box<Event> },
     /// The daemon's health, about once a second.
     Health { health: Box<Health> },
     /// The registry was reloaded.
@@ -249,151 +257,4 @@ fn endpoint_text(e: &Endpoint) -> String {
         ),
     };
     format!("{place} {ports}")
-}
-
-/// An event as a client reads it: the fields of [`Event`] a viewer needs, owned. Unknown fields
-/// are ignored and missing optional ones are empty, so a newer daemon's events still read.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct LiveEvent {
-    #[serde(default)]
-    pub ts: String,
-    #[serde(default)]
-    pub host: String,
-    pub kind: Kind,
-    #[serde(default)]
-    pub pid: u32,
-    #[serde(default)]
-    pub ppid: u32,
-    #[serde(default)]
-    pub uid: u32,
-    #[serde(default)]
-    pub exe: String,
-    #[serde(default)]
-    pub comm: String,
-    #[serde(default)]
-    pub cmdline: Vec<String>,
-    #[serde(default)]
-    pub container: Option<String>,
-    #[serde(default)]
-    pub pod_uid: Option<String>,
-    #[serde(default)]
-    pub pod: Option<String>,
-    #[serde(default)]
-    pub pod_namespace: Option<String>,
-    #[serde(default)]
-    pub container_name: Option<String>,
-    #[serde(default)]
-    pub path: Option<String>,
-    #[serde(default)]
-    pub target: Option<String>,
-    #[serde(default)]
-    pub result: Option<i64>,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub daddr: Option<String>,
-    #[serde(default)]
-    pub dport: Option<u16>,
-    #[serde(default)]
-    pub dns_names: Option<Vec<String>>,
-    #[serde(default)]
-    pub count: Option<u64>,
-    #[serde(default)]
-    pub cause: Option<String>,
-    #[serde(default)]
-    pub nhi: Option<String>,
-    pub verdict: Verdict,
-    #[serde(default)]
-    pub drift: Vec<DriftKind>,
-    #[serde(default)]
-    pub reason: String,
-}
-
-impl LiveEvent {
-    /// An event of `kind` with everything else empty (for tests and fixtures).
-    pub fn new(kind: Kind, verdict: Verdict) -> Self {
-        Self {
-            ts: String::new(),
-            host: String::new(),
-            kind,
-            pid: 0,
-            ppid: 0,
-            uid: 0,
-            exe: String::new(),
-            comm: String::new(),
-            cmdline: Vec::new(),
-            container: None,
-            pod_uid: None,
-            pod: None,
-            pod_namespace: None,
-            container_name: None,
-            path: None,
-            target: None,
-            result: None,
-            error: None,
-            daddr: None,
-            dport: None,
-            dns_names: None,
-            count: None,
-            cause: None,
-            nhi: None,
-            verdict,
-            drift: Vec::new(),
-            reason: String::new(),
-        }
-    }
-
-    /// The event as the dashboard reads it, from the daemon's (or from a stored row's).
-    pub fn of(e: &Event) -> Self {
-        Self {
-            ts: e.ts.clone(),
-            host: e.host.clone(),
-            kind: e.kind,
-            pid: e.pid,
-            ppid: e.ppid,
-            uid: e.uid,
-            exe: e.exe.clone(),
-            comm: e.comm.clone(),
-            cmdline: e.cmdline.clone(),
-            container: e.container.clone(),
-            pod_uid: e.pod_uid.clone(),
-            pod: e.pod.clone(),
-            pod_namespace: e.pod_namespace.clone(),
-            container_name: e.container_name.clone(),
-            path: e.path.clone(),
-            target: e.target.clone(),
-            result: e.result,
-            error: e.error.clone(),
-            daddr: e.daddr.clone(),
-            dport: e.dport,
-            dns_names: e.dns_names.clone(),
-            count: e.count,
-            cause: e.cause.clone(),
-            nhi: e.nhi.clone(),
-            verdict: e.verdict,
-            drift: e.drift.clone(),
-            reason: e.reason.clone(),
-        }
-    }
-
-    /// Nanoseconds since the epoch of `ts`, 0 when it is not a timestamp.
-    pub fn ts_nanos(&self) -> u64 {
-        humantime::parse_rfc3339_weak(&self.ts)
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-    }
-
-    /// Where the event went: the destination of a connect (`addr:port`), the path of an open.
-    pub fn destination(&self) -> Option<String> {
-        if let Some(addr) = &self.daddr {
-            let sock = match self.dport {
-                Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
-                Some(p) => format!("{addr}:{p}"),
-                None => addr.clone(),
-            };
-            return Some(sock);
-        }
-        self.path.clone()
-    }
 }

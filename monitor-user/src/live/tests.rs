@@ -38,12 +38,12 @@ fn registry() -> Registry {
 fn drift_event(n: u32, reason_len: usize) -> Event {
     let mut e = Event::new(
         Kind::Connect,
-        "2026-11-23T10:00:00.000000001Z".into(),
+        crate::event::Ts::parse_rfc3339("2026-11-23T10:00:00.000000001Z").unwrap(),
         "web-1".into(),
     );
     e.pid = n;
     e.exe = "/usr/bin/python3".into();
-    e.daddr = Some("127.0.0.9".into());
+    e.daddr = Some([127, 0, 0, 9].into());
     e.dport = Some(443);
     e.nhi = Some("billing".into());
     e.verdict = Verdict::Drift;

@@ -7,7 +7,7 @@ use std::{
 use super::{http, *};
 
 fn event(kind: Kind, verdict: Verdict, nhi: Option<&str>, drift: &[DriftKind]) -> Event {
-    let mut e = Event::new(kind, "2026-12-01T00:00:00Z".into(), "h".into());
+    let mut e = Event::new(kind, crate::event::Ts::default(), "h".into());
     e.verdict = verdict;
     e.nhi = nhi.map(str::to_owned);
     e.drift = drift.to_vec();

@@ -268,3 +268,43 @@ fn wild_match_edges() {
     assert!(!wild_match(b"a?", b"ab", false, false));
     assert!(wild_match(b"AB", b"ab", false, true) && !wild_match(b"AB", b"ab", false, false));
 }
+
+#[test]
+fn a_glob_that_matches_a_path_may_match_its_name() {
+    let globs = [
+        "/srv/app/token",
+        "~/.ssh/id_*",
+        "/**/.env.*",
+        "/run/**/containers/auth.json",
+        "/etc/kubernetes/*.conf",
+        "/var/lib/**",
+        "~/.aws/sso/cache/*.json",
+    ];
+    let paths = [
+        "/srv/app/token",
+        "/home/ann/.ssh/id_rsa",
+        "/root/.ssh/id_ed25519.pub",
+        "/a/b/.env.production",
+        "/.env.x",
+        "/run/user/1000/containers/auth.json",
+        "/etc/kubernetes/admin.conf",
+        "/var/lib/x/y",
+        "/root/.aws/sso/cache/a.json",
+        "/etc/passwd",
+    ];
+    let mut matched = 0;
+    for gl in globs.map(g) {
+        for p in paths {
+            let name = p.rsplit('/').next().unwrap();
+            if gl.matches(p) {
+                matched += 1;
+                assert!(gl.may_match_name(name), "{gl} {p}");
+            }
+        }
+    }
+    assert!(matched >= 9, "{matched}");
+    assert!(!g("~/.ssh/id_*").may_match_name("known_hosts"));
+    assert!(!g("/etc/kubernetes/*.conf").may_match_name("admin.yaml"));
+    assert!(!g("/srv/app/token").may_match_name("token2"));
+    assert!(g("/var/lib/**").may_match_name("anything"));
+}

@@ -1,5 +1,5 @@
 use super::*;
-use crate::{registry, store::row::kind_code};
+use crate::registry;
 
 fn rec(
     kind: Kind,
@@ -11,14 +11,14 @@ fn rec(
     n: u64,
 ) -> ScopeRecord {
     ScopeRecord {
-        kind_code: kind_code(kind),
+        kind,
         exe: exe.into(),
         uid,
         path: path.into(),
         daddr: dest.0.into(),
         dport: (!dest.0.is_empty()).then_some(dest.1),
         dns_names: dest.2.iter().map(|s| (*s).to_owned()).collect(),
-        succeeded: u8::from(ok),
+        succeeded: ok,
         host: "web-1".into(),
         n,
         first_secs: 1_795_000_000,

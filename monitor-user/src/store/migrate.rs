@@ -29,7 +29,7 @@ pub struct Report {
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     /// A request failed.
-    #[error("{during}: {}", super::sink::with_cause(.source))]
+    #[error("{during}: {}", super::client::with_cause(.source))]
     ClickHouse {
         during: String,
         #[source]
@@ -250,18 +250,10 @@ pub fn partition_expired(partition: &str, cutoff: (u32, u32, u32)) -> bool {
     }
 }
 
-/// `(year, month, day)` of a day counted from 1970-01-01 (Howard Hinnant's algorithm).
+/// `(year, month, day)` of a day counted from 1970-01-01.
 pub fn civil_from_days(days: u64) -> (u32, u32, u32) {
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y as u32, m as u32, d as u32)
+    let (y, m, d) = crate::event::civil(days);
+    (u32::try_from(y).unwrap_or(u32::MAX), m as u32, d as u32)
 }
 
 /// The schema of an existing database, for readers (the dashboard, queries): its dialect as

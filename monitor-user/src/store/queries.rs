@@ -9,13 +9,16 @@
 //!
 //! Event listings use `FINAL`, so that even a duplicate not merged away yet is shown once.
 
+use std::{net::IpAddr, sync::Arc};
+
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 
 use super::{
-    row::{EventRow, Ts},
+    row::{kind_from_code, verdict_from_code, EventRow, Ts},
     schema::{Dialect, Schema},
 };
+use crate::event::{syscall_from_name, DriftKind, Event, Kind, Proto};
 
 /// A parameter value.
 #[derive(Clone, Debug, PartialEq)]
@@ -519,52 +522,72 @@ pub struct EventRecord {
     container_name: String,
 }
 
-impl From<EventRecord> for EventRow {
-    fn from(r: EventRecord) -> Self {
-        EventRow {
-            host: r.host,
-            run_id: r.run_id,
-            seq: r.seq,
-            ts: Ts {
-                secs: r.secs,
-                nanos: r.nanos,
-            },
-            kind: r.kind_code,
-            pid: r.pid,
-            tid: r.tid,
-            ppid: r.ppid,
-            uid: r.uid,
-            gid: r.gid,
-            exe: r.exe,
-            comm: r.comm,
-            cmdline: r.cmdline,
-            cgroup_id: r.cgroup_id,
-            container: r.container,
-            syscall: r.syscall,
-            path: r.path,
-            path_arg: r.path_arg,
-            target: r.target,
-            flags: r.flags,
-            result: r.result,
-            error: r.error,
-            daddr: r.daddr,
-            dport: r.dport,
-            saddr: r.saddr,
-            sport: r.sport,
-            dns_names: r.dns_names,
-            count: r.count,
-            cause: r.cause,
-            nhi: r.nhi,
-            verdict: r.verdict_code,
-            drift: r.drift,
-            reason: r.reason,
-            script: r.script,
-            proto: r.proto,
-            pod_uid: r.pod_uid,
-            pod: r.pod,
-            pod_namespace: r.pod_namespace,
-            container_name: r.container_name,
-        }
+impl EventRecord {
+    /// The event this record stores, its text made values again (the inverse of what the
+    /// sink writes, `row::LegacyEvent` and `row::ModernEvent`). `None` when a code or name is
+    /// unknown to this version.
+    pub fn into_row(self) -> Option<EventRow> {
+        let r = self;
+        let kind = kind_from_code(r.kind_code)?;
+        let text = |s: String| (!s.is_empty()).then_some(s);
+        let addr = |s: &str| -> Option<Option<IpAddr>> {
+            if s.is_empty() {
+                Some(None)
+            } else {
+                s.parse().ok().map(Some)
+            }
+        };
+        let ts = Ts {
+            secs: r.secs,
+            nanos: r.nanos,
+        };
+        let mut e = Event::new(kind, ts, Arc::from(r.host));
+        e.pid = r.pid;
+        e.tid = r.tid;
+        e.ppid = r.ppid;
+        e.uid = r.uid;
+        e.gid = r.gid;
+        e.exe = r.exe;
+        e.comm = r.comm;
+        e.cmdline = r.cmdline;
+        e.cgroup_id = r.cgroup_id;
+        e.container = text(r.container);
+        e.syscall = match r.syscall.as_str() {
+            "" => None,
+            name => Some(syscall_from_name(name)?),
+        };
+        e.path = text(r.path);
+        e.path_arg = text(r.path_arg);
+        e.target = text(r.target);
+        e.flags = r.flags;
+        e.result = r.result;
+        e.error = text(r.error);
+        e.daddr = addr(&r.daddr)?;
+        e.dport = r.dport;
+        e.saddr = addr(&r.saddr)?;
+        e.sport = r.sport;
+        // Connects always carry the list (possibly empty); other kinds never do.
+        e.dns_names = (kind == Kind::Connect || !r.dns_names.is_empty()).then_some(r.dns_names);
+        e.count = r.count;
+        e.cause = text(r.cause);
+        e.nhi = text(r.nhi);
+        e.verdict = verdict_from_code(r.verdict_code)?;
+        e.drift = r
+            .drift
+            .iter()
+            .map(|d| DriftKind::from_name(d))
+            .collect::<Option<_>>()?;
+        e.reason = r.reason;
+        e.script = text(r.script);
+        e.proto = match r.proto.as_str() {
+            "" => None,
+            name => Some(Proto::from_name(name)?),
+        };
+        e.pod_uid = text(r.pod_uid);
+        e.pod = text(r.pod);
+        e.pod_namespace = text(r.pod_namespace);
+        e.container_name = text(r.container_name);
+        Some(EventRow::new(e, r.run_id, r.seq))
     }
 }
 
@@ -576,7 +599,10 @@ pub async fn fetch_events(
     params: &[Param],
 ) -> clickhouse::error::Result<Vec<EventRow>> {
     let records: Vec<EventRecord> = query.bound(client, schema, params).fetch_all().await?;
-    Ok(records.into_iter().map(EventRow::from).collect())
+    Ok(records
+        .into_iter()
+        .filter_map(EventRecord::into_row)
+        .collect())
 }
 
 /// Runs a summary query and reads its rows as `T` (fields in the query's column order).

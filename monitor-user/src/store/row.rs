@@ -2,103 +2,38 @@
 //!
 //! Two layers. The *neutral* rows ([`EventRow`], [`LossRow`], [`AgentRow`]) are built once, when
 //! the daemon hands an event to the store; they carry the row's identity (`host`, `run_id`,
-//! `seq`), are what the spool keeps on disk (JSON lines), and do not depend on the server. The
-//! *wire* rows (`Legacy*`, `Modern*`) borrow from them, one set per [`Dialect`], and are what the
-//! `clickhouse` crate serializes as RowBinary: their field names are the column names and their
-//! field types the RowBinary encoding of the column types in [`super::schema`].
+//! `seq`), are what the spool keeps on disk (JSON lines), and do not depend on the server. An
+//! [`EventRow`] is the [`Event`] itself with its identity: its fields are not copied into another
+//! shape. The *wire* rows (`Legacy*`, `Modern*`) borrow from them, one set per [`Dialect`], and
+//! are what the `clickhouse` crate serializes as RowBinary: their field names are the column
+//! names and their field types the RowBinary encoding of the column types in [`super::schema`].
+//! Text a column needs (an address on a legacy server, drift kind names) is made there, as the
+//! row is written.
 //!
 //! Optional event fields: numbers that can legitimately be 0 (`flags`, `result`, ports, `count`)
 //! are `Nullable` columns; strings use `''` for "absent" (no event carries an empty path, address
 //! or NHI id), which keeps them out of `Nullable` and lets `nhi` be in the sorting key.
 
-use std::{
-    net::{IpAddr, Ipv6Addr},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::net::{IpAddr, Ipv6Addr};
 
 use clickhouse::Row;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::event::{DriftKind, Event, Kind, Verdict};
+pub use crate::event::Ts;
+use crate::event::{DriftKind, Event, Kind, OpenOp, Proto, Verdict};
 
-/// An instant as seconds and nanoseconds since the Unix epoch (UTC).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Ts {
-    pub secs: u64,
-    pub nanos: u32,
+/// Seconds for a `DateTime` column (which ends in 2106).
+fn datetime(t: Ts) -> u32 {
+    u32::try_from(t.secs).unwrap_or(u32::MAX)
 }
 
-impl Ts {
-    pub fn now() -> Self {
-        Self::from_system(SystemTime::now())
-    }
-
-    pub fn from_system(t: SystemTime) -> Self {
-        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-        Self {
-            secs: d.as_secs(),
-            nanos: d.subsec_nanos(),
-        }
-    }
-
-    /// Parses the RFC 3339 timestamp of an [`Event`]; `None` when it is not one.
-    pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        // Events carry `2026-11-23T14:54:19.123456789Z`, and the part up to the second repeats
-        // from one event to the next: its calendar arithmetic is done once per second.
-        thread_local! {
-            static LAST: std::cell::RefCell<(String, u64)> =
-                const { std::cell::RefCell::new((String::new(), 0)) };
-        }
-        let b = s.as_bytes();
-        if b.len() == 30
-            && b[19] == b'.'
-            && b[29] == b'Z'
-            && b[20..29].iter().all(u8::is_ascii_digit)
-        {
-            let prefix = &s[..19];
-            let nanos = b[20..29]
-                .iter()
-                .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
-            let cached = LAST.with(|l| {
-                let l = l.borrow();
-                (l.0 == prefix).then_some(l.1)
-            });
-            let secs = match cached {
-                Some(secs) => secs,
-                None => {
-                    let whole = humantime::parse_rfc3339(&format!("{prefix}Z")).ok()?;
-                    let secs = whole.duration_since(UNIX_EPOCH).ok()?.as_secs();
-                    LAST.with(|l| *l.borrow_mut() = (prefix.to_owned(), secs));
-                    secs
-                }
-            };
-            return Some(Self { secs, nanos });
-        }
-        humantime::parse_rfc3339(s).ok().map(Self::from_system)
-    }
-
-    pub fn to_system(self) -> SystemTime {
-        UNIX_EPOCH + Duration::new(self.secs, self.nanos)
-    }
-
-    /// `2026-11-23T11:52:05.123456789Z`: the form events carry.
-    pub fn to_rfc3339(self) -> String {
-        humantime::format_rfc3339_nanos(self.to_system()).to_string()
-    }
-
-    /// Seconds for a `DateTime` column (which ends in 2106).
-    fn datetime(self) -> u32 {
-        u32::try_from(self.secs).unwrap_or(u32::MAX)
-    }
-
-    /// Nanoseconds since the epoch for a `DateTime64(9)` column (which ends in 2262).
-    fn datetime64(self) -> i64 {
-        i64::try_from(self.secs)
-            .ok()
-            .and_then(|s| s.checked_mul(1_000_000_000))
-            .and_then(|n| n.checked_add(i64::from(self.nanos)))
-            .unwrap_or(i64::MAX)
-    }
+/// Nanoseconds since the epoch for a `DateTime64(9)` column (which ends in 2262).
+fn datetime64(t: Ts) -> i64 {
+    i64::try_from(t.secs)
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000_000))
+        .and_then(|n| n.checked_add(i64::from(t.nanos)))
+        .unwrap_or(i64::MAX)
 }
 
 /// `Enum8` values of the `kind` column: stable, never reused.
@@ -141,192 +76,125 @@ pub fn verdict_from_code(c: i8) -> Option<Verdict> {
         .find(|v| verdict_code(*v) == c)
 }
 
-const DRIFT_KINDS: [DriftKind; 5] = [
-    DriftKind::ReaderOutOfScope,
-    DriftKind::EndpointOutOfScope,
-    DriftKind::Expired,
-    DriftKind::StaleCredential,
-    DriftKind::InteractiveUse,
-];
-
 /// The drift kind stored as `name` (`reader_out_of_scope`, ...).
 pub fn drift_from_name(name: &str) -> Option<DriftKind> {
-    DRIFT_KINDS.into_iter().find(|k| k.as_str() == name)
-}
-
-/// The `&'static str` name of a syscall, as [`Event::syscall`] holds it.
-fn syscall_name(s: &str) -> Option<&'static str> {
-    (0..64)
-        .filter_map(monitor_common::OpenOp::from_u32)
-        .map(monitor_common::OpenOp::name)
-        .find(|n| *n == s)
+    DriftKind::from_name(name)
 }
 
 /// One event, as the store keeps it. `(host, run_id, seq)` identifies it uniquely: `run_id` is
 /// drawn at random each time the store starts and `seq` counts the events of that run from 0.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// In the spool, one JSON line `{"run_id":..,"seq":..,"event":{..}}` with the event as its JSON
+/// line; lines of earlier versions (the event's columns side by side) are read too.
+#[derive(Clone, Debug, PartialEq)]
 pub struct EventRow {
-    pub host: String,
     pub run_id: u64,
     pub seq: u64,
-    pub ts: Ts,
-    /// [`kind_code`].
-    pub kind: i8,
-    pub pid: u32,
-    pub tid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub exe: String,
-    pub comm: String,
-    pub cmdline: Vec<String>,
-    pub cgroup_id: u64,
-    pub container: String,
-    pub syscall: String,
-    pub path: String,
-    pub path_arg: String,
-    pub target: String,
-    pub flags: Option<u32>,
-    pub result: Option<i64>,
-    pub error: String,
-    pub daddr: String,
-    pub dport: Option<u16>,
-    pub saddr: String,
-    pub sport: Option<u16>,
-    pub dns_names: Vec<String>,
-    pub count: Option<u64>,
-    pub cause: String,
-    pub nhi: String,
-    /// [`verdict_code`].
-    pub verdict: i8,
-    pub drift: Vec<String>,
-    pub reason: String,
-    /// Schema version 2. Default when read from a spool written before it.
-    #[serde(default)]
-    pub script: String,
-    #[serde(default)]
-    pub proto: String,
-    /// Schema version 3: the Kubernetes pod and container. Default when read from a spool
-    /// written before it.
-    #[serde(default)]
-    pub pod_uid: String,
-    #[serde(default)]
-    pub pod: String,
-    #[serde(default)]
-    pub pod_namespace: String,
-    #[serde(default)]
-    pub container_name: String,
+    pub event: Event,
 }
 
 impl EventRow {
-    /// The row for `e`; `fallback_ts` is used when `e.ts` is not RFC 3339 (a bug upstream, but
-    /// the event is still worth keeping).
-    pub fn from_event(e: &Event, run_id: u64, seq: u64, fallback_ts: Ts) -> Self {
-        Self::from_owned(e.clone(), run_id, seq, fallback_ts)
+    pub fn new(event: Event, run_id: u64, seq: u64) -> Self {
+        Self { run_id, seq, event }
     }
 
-    /// [`EventRow::from_event`], taking the event's strings instead of copying them.
-    pub fn from_owned(e: Event, run_id: u64, seq: u64, fallback_ts: Ts) -> Self {
-        Self {
-            ts: Ts::parse_rfc3339(&e.ts).unwrap_or(fallback_ts),
-            host: e.host,
-            run_id,
-            seq,
-            kind: kind_code(e.kind),
-            pid: e.pid,
-            tid: e.tid,
-            ppid: e.ppid,
-            uid: e.uid,
-            gid: e.gid,
-            exe: e.exe,
-            comm: e.comm,
-            cmdline: e.cmdline,
-            cgroup_id: e.cgroup_id,
-            container: e.container.unwrap_or_default(),
-            syscall: e.syscall.unwrap_or_default().to_owned(),
-            path: e.path.unwrap_or_default(),
-            path_arg: e.path_arg.unwrap_or_default(),
-            target: e.target.unwrap_or_default(),
-            flags: e.flags,
-            result: e.result,
-            error: e.error.unwrap_or_default(),
-            daddr: e.daddr.unwrap_or_default(),
-            dport: e.dport,
-            saddr: e.saddr.unwrap_or_default(),
-            sport: e.sport,
-            dns_names: e.dns_names.unwrap_or_default(),
-            count: e.count,
-            cause: e.cause.unwrap_or_default(),
-            nhi: e.nhi.unwrap_or_default(),
-            verdict: verdict_code(e.verdict),
-            drift: e.drift.iter().map(|d| d.as_str().to_owned()).collect(),
-            reason: e.reason,
-            script: e.script.unwrap_or_default(),
-            proto: e.proto.unwrap_or_default().to_owned(),
-            pod_uid: e.pod_uid.unwrap_or_default(),
-            pod: e.pod.unwrap_or_default(),
-            pod_namespace: e.pod_namespace.unwrap_or_default(),
-            container_name: e.container_name.unwrap_or_default(),
+    /// The row for a copy of `e`.
+    pub fn from_event(e: &Event, run_id: u64, seq: u64) -> Self {
+        Self::new(e.clone(), run_id, seq)
+    }
+
+    pub fn ts(&self) -> Ts {
+        self.event.ts
+    }
+
+    pub fn host(&self) -> &str {
+        &self.event.host
+    }
+}
+
+impl Serialize for EventRow {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            run_id: u64,
+            seq: u64,
+            event: &'a Event,
+        }
+        Line {
+            run_id: self.run_id,
+            seq: self.seq,
+            event: &self.event,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventRow {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Line {
+            Now {
+                run_id: u64,
+                seq: u64,
+                event: Box<Event>,
+            },
+            Columns(serde_json::Map<String, serde_json::Value>),
+        }
+        match Line::deserialize(d)? {
+            Line::Now { run_id, seq, event } => Ok(Self {
+                run_id,
+                seq,
+                event: *event,
+            }),
+            Line::Columns(m) => columns_row(m).map_err(serde::de::Error::custom),
         }
     }
+}
 
-    /// The event this row was made from (the inverse of [`EventRow::from_event`] for every
-    /// event the daemon produces). `None` when a code or name is unknown to this version.
-    pub fn to_event(&self) -> Option<Event> {
-        let kind = kind_from_code(self.kind)?;
-        let mut e = Event::new(kind, self.ts.to_rfc3339(), self.host.clone());
-        let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-        e.pid = self.pid;
-        e.tid = self.tid;
-        e.ppid = self.ppid;
-        e.uid = self.uid;
-        e.gid = self.gid;
-        e.exe = self.exe.clone();
-        e.comm = self.comm.clone();
-        e.cmdline = self.cmdline.clone();
-        e.cgroup_id = self.cgroup_id;
-        e.container = text(&self.container);
-        e.syscall = if self.syscall.is_empty() {
-            None
-        } else {
-            Some(syscall_name(&self.syscall)?)
-        };
-        e.path = text(&self.path);
-        e.path_arg = text(&self.path_arg);
-        e.target = text(&self.target);
-        e.flags = self.flags;
-        e.result = self.result;
-        e.error = text(&self.error);
-        e.daddr = text(&self.daddr);
-        e.dport = self.dport;
-        e.saddr = text(&self.saddr);
-        e.sport = self.sport;
-        // Connects always carry the list (possibly empty); other kinds never do.
-        e.dns_names =
-            (kind == Kind::Connect || !self.dns_names.is_empty()).then(|| self.dns_names.clone());
-        e.count = self.count;
-        e.cause = text(&self.cause);
-        e.nhi = text(&self.nhi);
-        e.verdict = verdict_from_code(self.verdict)?;
-        e.drift = self
-            .drift
-            .iter()
-            .map(|d| drift_from_name(d))
-            .collect::<Option<_>>()?;
-        e.reason = self.reason.clone();
-        e.script = text(&self.script);
-        e.proto = match self.proto.as_str() {
-            "" => None,
-            "tcp" => Some("tcp"),
-            "udp" => Some("udp"),
-            _ => return None,
-        };
-        e.pod_uid = text(&self.pod_uid);
-        e.pod = text(&self.pod);
-        e.pod_namespace = text(&self.pod_namespace);
-        e.container_name = text(&self.container_name);
-        Some(e)
+/// A spool line of an earlier version: the event's columns side by side (`ts` as
+/// `{secs, nanos}`, `kind` and `verdict` as their codes, `''` and `[]` for absent).
+fn columns_row(mut m: serde_json::Map<String, serde_json::Value>) -> Result<EventRow, String> {
+    use serde_json::Value;
+    let num = |m: &serde_json::Map<String, Value>, k: &str| {
+        m.get(k)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("an event row without `{k}`"))
+    };
+    let run_id = num(&m, "run_id")?;
+    let seq = num(&m, "seq")?;
+    let ts: Ts = m
+        .remove("ts")
+        .and_then(|t| serde_json::from_value(t).ok())
+        .ok_or("an event row without `ts`")?;
+    let code = |m: &serde_json::Map<String, Value>, k: &str| {
+        m.get(k)
+            .and_then(Value::as_i64)
+            .and_then(|c| i8::try_from(c).ok())
+    };
+    let kind = code(&m, "kind")
+        .and_then(kind_from_code)
+        .ok_or("an event row of an unknown kind")?;
+    let verdict = code(&m, "verdict")
+        .and_then(verdict_from_code)
+        .ok_or("an event row with an unknown verdict")?;
+    for k in ["run_id", "seq"] {
+        m.remove(k);
     }
+    // Absent text was written `''`, absent DNS names `[]` (connects always carry the list).
+    m.retain(|k, v| match v {
+        Value::String(s) => {
+            !s.is_empty() || matches!(k.as_str(), "host" | "exe" | "comm" | "reason")
+        }
+        Value::Array(a) => !a.is_empty() || k != "dns_names" || kind == Kind::Connect,
+        _ => true,
+    });
+    m.insert("ts".into(), Value::String(ts.to_rfc3339()));
+    m.insert("kind".into(), Value::String(kind.as_str().into()));
+    m.insert("verdict".into(), Value::String(verdict.as_str().into()));
+    m.entry("nhi").or_insert(Value::Null);
+    let event: Event = serde_json::from_value(Value::Object(m)).map_err(|e| e.to_string())?;
+    Ok(EventRow { run_id, seq, event })
 }
 
 /// A coverage gap: between `start` and `end`, `count` events were lost on `host`, because of
@@ -355,12 +223,40 @@ pub struct AgentRow {
     pub counters: Vec<(String, u64)>,
 }
 
-/// The event's address for an `IPv6` column: IPv4 as `::ffff:a.b.c.d`; `None` when absent or
-/// not an address.
-fn ipv6(addr: &str) -> Option<Ipv6Addr> {
-    match addr.parse::<IpAddr>().ok()? {
-        IpAddr::V4(v4) => Some(v4.to_ipv6_mapped()),
-        IpAddr::V6(v6) => Some(v6),
+/// The event's address for an `IPv6` column: IPv4 as `::ffff:a.b.c.d`.
+fn ipv6(addr: Option<IpAddr>) -> Option<Ipv6Addr> {
+    addr.map(|a| match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    })
+}
+
+/// An address for a `String` column: its text, `''` when absent. Written as the row is.
+pub struct AddrText(Option<IpAddr>);
+
+impl Serialize for AddrText {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use std::io::Write as _;
+        let Some(a) = self.0 else {
+            return s.serialize_str("");
+        };
+        // The longest address text (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`) is 45
+        // bytes.
+        let mut buf = [0u8; 64];
+        let mut w = &mut buf[..];
+        write!(w, "{a}").map_err(serde::ser::Error::custom)?;
+        let n = 64 - w.len();
+        let text = std::str::from_utf8(&buf[..n]).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(text)
+    }
+}
+
+/// Drift kinds for an `Array(LowCardinality(String))` column: their names.
+pub struct DriftNames<'a>(&'a [DriftKind]);
+
+impl Serialize for DriftNames<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|k| k.as_str()))
     }
 }
 
@@ -390,16 +286,16 @@ pub struct LegacyEvent<'a> {
     flags: Option<u32>,
     result: Option<i64>,
     error: &'a str,
-    daddr: &'a str,
+    daddr: AddrText,
     dport: Option<u16>,
-    saddr: &'a str,
+    saddr: AddrText,
     sport: Option<u16>,
     dns_names: &'a [String],
     count: Option<u64>,
     cause: &'a str,
     nhi: &'a str,
     verdict: i8,
-    drift: &'a [String],
+    drift: DriftNames<'a>,
     reason: &'a str,
     script: &'a str,
     proto: &'a str,
@@ -443,7 +339,7 @@ pub struct ModernEvent<'a> {
     cause: &'a str,
     nhi: &'a str,
     verdict: i8,
-    drift: &'a [String],
+    drift: DriftNames<'a>,
     reason: &'a str,
     script: &'a str,
     proto: &'a str,
@@ -453,48 +349,54 @@ pub struct ModernEvent<'a> {
     container_name: &'a str,
 }
 
+/// An optional text as a `String` column.
+fn text(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or_default()
+}
+
 /// Expands to the wire event of one dialect; the fields both share are listed once.
 macro_rules! wire_event {
     ($ty:ident, $r:expr, { $($own:ident: $val:expr),* $(,)? }) => {{
-        let r = $r;
+        let r: &EventRow = $r;
+        let e = &r.event;
         $ty {
             $($own: $val,)*
-            host: &r.host,
+            host: &e.host,
             run_id: r.run_id,
             seq: r.seq,
-            kind: r.kind,
-            pid: r.pid,
-            tid: r.tid,
-            ppid: r.ppid,
-            uid: r.uid,
-            gid: r.gid,
-            exe: &r.exe,
-            comm: &r.comm,
-            cmdline: &r.cmdline,
-            cgroup_id: r.cgroup_id,
-            container: &r.container,
-            syscall: &r.syscall,
-            path: &r.path,
-            path_arg: &r.path_arg,
-            target: &r.target,
-            flags: r.flags,
-            result: r.result,
-            error: &r.error,
-            dport: r.dport,
-            sport: r.sport,
-            dns_names: &r.dns_names,
-            count: r.count,
-            cause: &r.cause,
-            nhi: &r.nhi,
-            verdict: r.verdict,
-            drift: &r.drift,
-            reason: &r.reason,
-            script: &r.script,
-            proto: &r.proto,
-            pod_uid: &r.pod_uid,
-            pod: &r.pod,
-            pod_namespace: &r.pod_namespace,
-            container_name: &r.container_name,
+            kind: kind_code(e.kind),
+            pid: e.pid,
+            tid: e.tid,
+            ppid: e.ppid,
+            uid: e.uid,
+            gid: e.gid,
+            exe: &e.exe,
+            comm: &e.comm,
+            cmdline: &e.cmdline,
+            cgroup_id: e.cgroup_id,
+            container: text(&e.container),
+            syscall: e.syscall.map_or("", OpenOp::name),
+            path: text(&e.path),
+            path_arg: text(&e.path_arg),
+            target: text(&e.target),
+            flags: e.flags,
+            result: e.result,
+            error: text(&e.error),
+            dport: e.dport,
+            sport: e.sport,
+            dns_names: e.dns_names.as_deref().unwrap_or_default(),
+            count: e.count,
+            cause: text(&e.cause),
+            nhi: text(&e.nhi),
+            verdict: verdict_code(e.verdict),
+            drift: DriftNames(&e.drift),
+            reason: &e.reason,
+            script: text(&e.script),
+            proto: e.proto.map_or("", Proto::as_str),
+            pod_uid: text(&e.pod_uid),
+            pod: text(&e.pod),
+            pod_namespace: text(&e.pod_namespace),
+            container_name: text(&e.container_name),
         }
     }};
 }
@@ -502,10 +404,10 @@ macro_rules! wire_event {
 impl<'a> LegacyEvent<'a> {
     pub fn new(r: &'a EventRow) -> Self {
         wire_event!(LegacyEvent, r, {
-            ts: r.ts.datetime(),
-            ts_ns: r.ts.nanos,
-            daddr: &r.daddr,
-            saddr: &r.saddr,
+            ts: datetime(r.event.ts),
+            ts_ns: r.event.ts.nanos,
+            daddr: AddrText(r.event.daddr),
+            saddr: AddrText(r.event.saddr),
         })
     }
 }
@@ -513,9 +415,9 @@ impl<'a> LegacyEvent<'a> {
 impl<'a> ModernEvent<'a> {
     pub fn new(r: &'a EventRow) -> Self {
         wire_event!(ModernEvent, r, {
-            ts: r.ts.datetime64(),
-            daddr: ipv6(&r.daddr),
-            saddr: ipv6(&r.saddr),
+            ts: datetime64(r.event.ts),
+            daddr: ipv6(r.event.daddr),
+            saddr: ipv6(r.event.saddr),
         })
     }
 }
@@ -541,9 +443,9 @@ impl<'a> LegacyLoss<'a> {
             host: &r.host,
             run_id: r.run_id,
             seq: r.seq,
-            start_ts: r.start.datetime(),
+            start_ts: datetime(r.start),
             start_ns: r.start.nanos,
-            end_ts: r.end.datetime(),
+            end_ts: datetime(r.end),
             end_ns: r.end.nanos,
             count: r.count,
             cause: &r.cause,
@@ -571,8 +473,8 @@ impl<'a> ModernLoss<'a> {
             host: &r.host,
             run_id: r.run_id,
             seq: r.seq,
-            start_ts: r.start.datetime64(),
-            end_ts: r.end.datetime64(),
+            start_ts: datetime64(r.start),
+            end_ts: datetime64(r.end),
             count: r.count,
             cause: &r.cause,
             reason: &r.reason,
@@ -600,9 +502,9 @@ impl<'a> LegacyAgent<'a> {
             host: &r.host,
             run_id: r.run_id,
             seq: r.seq,
-            ts: r.ts.datetime(),
+            ts: datetime(r.ts),
             ts_ns: r.ts.nanos,
-            started: r.started.datetime(),
+            started: datetime(r.started),
             version: &r.version,
             counter_names: r.counters.iter().map(|(n, _)| n.as_str()).collect(),
             counter_values: r.counters.iter().map(|(_, v)| *v).collect(),
@@ -629,8 +531,8 @@ impl<'a> ModernAgent<'a> {
             host: &r.host,
             run_id: r.run_id,
             seq: r.seq,
-            ts: r.ts.datetime64(),
-            started: r.started.datetime64(),
+            ts: datetime64(r.ts),
+            started: datetime64(r.started),
             version: &r.version,
             counters: &r.counters,
         }

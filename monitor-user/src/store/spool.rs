@@ -31,12 +31,48 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
+    batch::{Batch, Rows},
     row::Ts,
     schema::Table,
-    sink::{Batch, Rows},
 };
+use crate::files::{self, FileError, Owner, PidLock};
 
 const HEADER_VERSION: u32 = 1;
+
+/// The lock file in a spool directory: it holds the pid of the daemon using the spool.
+pub const SPOOL_LOCK: &str = "lock";
+
+/// A spool directory checked and locked for one store (see [`super::Store::claim`]); the lock
+/// is released when the store's writer stops.
+#[derive(Debug)]
+pub struct SpoolClaim {
+    lock: PidLock,
+}
+
+impl SpoolClaim {
+    /// Makes sure `dir` is `owner`'s own (created 0700, or refused when another user owns it or
+    /// others may write there) and locks it.
+    pub(super) fn acquire(dir: &Path, owner: Owner) -> Result<SpoolClaim, FileError> {
+        let lock_path = dir.join(SPOOL_LOCK);
+        // Another daemon's lock is the clearest reason to stop, so it is looked at first (its
+        // spool may well belong to another user); the checks follow, before anything is used.
+        let early = fs::symlink_metadata(dir)
+            .is_ok_and(|m| m.is_dir())
+            .then(|| PidLock::acquire("spool directory", dir, &lock_path))
+            .transpose()?;
+        files::private_dir("spool directory", dir, owner)?;
+        let lock = match early {
+            Some(l) => l,
+            None => PidLock::acquire("spool directory", dir, &lock_path)?,
+        };
+        Ok(SpoolClaim { lock })
+    }
+
+    /// The lock file.
+    pub fn lock_path(&self) -> &Path {
+        self.lock.path()
+    }
+}
 
 /// The first line of a batch file.
 #[derive(Debug, Serialize, Deserialize)]

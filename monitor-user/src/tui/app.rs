@@ -7,18 +7,19 @@
 use std::{
     cell::Cell,
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::Arc,
+    time::{Duration, SystemTime},
 };
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::{
     filter::Filter,
-    history::{HostSummary, Snapshot},
+    model::{HostSummary, NhiRow, Snapshot, Stats, Subject, Update},
 };
 use crate::{
-    event::{DriftKind, Kind, Verdict},
-    live::protocol::{Health, LiveEvent, Message, NhiSummary, PROTOCOL_VERSION},
+    event::{Event, Kind, Ts, Verdict},
+    live::protocol::{Health, Message, NhiSummary, PROTOCOL_VERSION},
 };
 
 /// Drift lines kept in the feed.
@@ -27,10 +28,6 @@ pub const DRIFT_CAP: usize = 2_000;
 pub const STREAM_CAP: usize = 5_000;
 /// Events held back while paused.
 pub const HELD_CAP: usize = 10_000;
-/// Width of an activity bucket.
-pub const BUCKET_SECS: u64 = 10;
-/// Activity buckets kept per NHI.
-const BUCKETS_KEPT: u64 = 60;
 /// How far the detail view scrolls.
 const MAX_DETAIL_SCROLL: isize = 40;
 /// Points of the events/s history on the health view.
@@ -95,31 +92,6 @@ pub enum Conn {
     },
 }
 
-/// What the socket client reports.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Update {
-    /// Connected; `hello` follows.
-    Connected,
-    /// A message from the daemon.
-    Message(Message),
-    /// A line that is not a message this dashboard knows.
-    Garbled(String),
-    /// The connection failed or ended.
-    Down {
-        reason: String,
-        attempt: u32,
-        retry_in: Duration,
-    },
-    /// A history snapshot from ClickHouse.
-    History(Box<Snapshot>),
-    /// ClickHouse could not be read.
-    HistoryDown {
-        reason: String,
-        attempt: u32,
-        retry_in: Duration,
-    },
-}
-
 /// Where the history from ClickHouse stands.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HistoryState {
@@ -152,7 +124,7 @@ pub struct History {
     /// Per host, the newest use the snapshot counted (ns since the epoch).
     watermarks: HashMap<String, u64>,
     /// Live events the snapshot did not count yet, oldest first.
-    pending: VecDeque<LiveEvent>,
+    pending: VecDeque<Event>,
 }
 
 impl History {
@@ -170,16 +142,16 @@ impl History {
     }
 
     /// The event is from a host this history leaves out.
-    fn excludes(&self, e: &LiveEvent) -> bool {
-        !self.hosts.is_empty() && !self.hosts.contains(&e.host)
+    fn excludes(&self, e: &Event) -> bool {
+        !self.hosts.is_empty() && !self.hosts.iter().any(|h| **h == *e.host)
     }
 
     /// The snapshot already counted the event: ClickHouse stores a host's events in order, so
     /// everything up to the newest stored use of its host is in.
-    fn covers(&self, e: &LiveEvent) -> bool {
+    fn covers(&self, e: &Event) -> bool {
         self.watermarks
-            .get(&e.host)
-            .is_some_and(|w| e.ts_nanos() <= *w)
+            .get(&*e.host)
+            .is_some_and(|w| e.ts.as_nanos() <= *w)
     }
 
     /// Live events waiting for a snapshot to count them.
@@ -189,14 +161,26 @@ impl History {
 }
 
 /// What tells two copies of one event apart from other events: host, time, pid and kind.
-fn event_key(e: &LiveEvent) -> (String, String, u32, Kind) {
-    (e.host.clone(), e.ts.clone(), e.pid, e.kind)
+fn event_key(e: &Event) -> (Arc<str>, Ts, u32, Kind) {
+    (Arc::clone(&e.host), e.ts, e.pid, e.kind)
+}
+
+/// When `e` happened: its time, or `now` when it carries none.
+fn happened(e: &Event, now: SystemTime) -> SystemTime {
+    if e.ts == Ts::default() {
+        now
+    } else {
+        e.ts.to_system()
+    }
 }
 
 /// `a` and `b` (each newest first) as one list, newest first, each event once, at most `cap`.
-fn merge_newest(a: Vec<LiveEvent>, b: Vec<LiveEvent>, cap: usize) -> VecDeque<LiveEvent> {
-    let mut all: Vec<(u64, LiveEvent)> =
-        a.into_iter().chain(b).map(|e| (e.ts_nanos(), e)).collect();
+fn merge_newest(a: Vec<Event>, b: Vec<Event>, cap: usize) -> VecDeque<Event> {
+    let mut all: Vec<(u64, Event)> = a
+        .into_iter()
+        .chain(b)
+        .map(|e| (e.ts.as_nanos(), e))
+        .collect();
     all.sort_by_key(|x| std::cmp::Reverse(x.0));
     let mut seen = HashSet::new();
     all.into_iter()
@@ -204,177 +188,6 @@ fn merge_newest(a: Vec<LiveEvent>, b: Vec<LiveEvent>, cap: usize) -> VecDeque<Li
         .filter(|e| seen.insert(event_key(e)))
         .take(cap)
         .collect()
-}
-
-/// What a row of the overview stands for.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Subject {
-    /// A registered NHI (or one named by events but no longer in the registry).
-    Nhi(String),
-    /// Watched credential files that no NHI owns.
-    Unregistered,
-}
-
-impl Subject {
-    pub fn name(&self) -> &str {
-        match self {
-            Subject::Nhi(id) => id,
-            Subject::Unregistered => "(unregistered)",
-        }
-    }
-
-    fn of(e: &LiveEvent) -> Option<Subject> {
-        match (&e.nhi, e.verdict) {
-            (Some(id), _) => Some(Subject::Nhi(id.clone())),
-            (None, Verdict::Unregistered) => Some(Subject::Unregistered),
-            (None, _) => None,
-        }
-    }
-}
-
-/// A process, destination or path as observed, and whether it was outside the scope.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Seen {
-    pub count: u64,
-    /// At least one of its uses was drift of the matching kind.
-    pub outside: bool,
-    /// DNS names seen for a destination.
-    pub names: BTreeSet<String>,
-}
-
-/// What was observed of one NHI since the dashboard started.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Stats {
-    /// Opens of its credentials.
-    pub reads: u64,
-    /// Connections by its holders.
-    pub connections: u64,
-    /// Uses with a `drift` verdict.
-    pub drifts: u64,
-    /// The latest open or connect.
-    pub last_seen: Option<SystemTime>,
-    /// Uses per [`BUCKET_SECS`] bucket (by the bucket's index since the epoch).
-    pub activity: BTreeMap<u64, u64>,
-    /// Readers by (exe, uid); `outside`: a `reader_out_of_scope` open.
-    pub readers: BTreeMap<(String, u32), Seen>,
-    /// Destinations (`addr:port`); `outside`: an `endpoint_out_of_scope` connect.
-    pub endpoints: BTreeMap<String, Seen>,
-    /// Uses by executable.
-    pub processes: BTreeMap<String, u64>,
-    /// Paths opened.
-    pub paths: BTreeMap<String, u64>,
-    pub drift_kinds: BTreeMap<DriftKind, u64>,
-    /// Hosts the uses came from.
-    pub hosts: BTreeSet<String>,
-}
-
-impl Stats {
-    fn record(&mut self, e: &LiveEvent, at: SystemTime) {
-        self.add(e, 1, at, true);
-    }
-
-    /// `n` uses like `e`, the newest at `at`; `activity`: count them in the bucket of `at`
-    /// (a history snapshot brings its buckets separately).
-    pub fn add(&mut self, e: &LiveEvent, n: u64, at: SystemTime, activity: bool) {
-        if !e.host.is_empty() {
-            self.hosts.insert(e.host.clone());
-        }
-        if e.verdict == Verdict::Drift {
-            self.drifts += n;
-            for k in &e.drift {
-                *self.drift_kinds.entry(*k).or_default() += n;
-            }
-        }
-        match e.kind {
-            Kind::Open => {
-                self.reads += n;
-                let r = self.readers.entry((e.exe.clone(), e.uid)).or_default();
-                r.count += n;
-                r.outside |= e.drift.contains(&DriftKind::ReaderOutOfScope);
-                if let Some(p) = &e.path {
-                    *self.paths.entry(p.clone()).or_default() += n;
-                }
-            }
-            Kind::Connect => {
-                self.connections += n;
-                let dest = e.destination().unwrap_or_else(|| "?".to_owned());
-                let d = self.endpoints.entry(dest).or_default();
-                d.count += n;
-                d.outside |= e.drift.contains(&DriftKind::EndpointOutOfScope);
-                d.names.extend(e.dns_names.iter().flatten().cloned());
-            }
-            _ => return,
-        }
-        *self.processes.entry(e.exe.clone()).or_default() += n;
-        self.last_seen = Some(self.last_seen.map_or(at, |l| l.max(at)));
-        if activity {
-            let bucket = bucket_of(at);
-            *self.activity.entry(bucket).or_default() += n;
-            self.activity = self
-                .activity
-                .split_off(&bucket.saturating_sub(BUCKETS_KEPT));
-        }
-    }
-
-    /// Uses in the `n` buckets up to the one holding `now`, oldest first.
-    pub fn series(&self, now: SystemTime, n: usize) -> Vec<u64> {
-        let last = bucket_of(now);
-        let first = (last + 1).saturating_sub(n as u64);
-        (first..=last)
-            .map(|b| self.activity.get(&b).copied().unwrap_or(0))
-            .collect()
-    }
-}
-
-fn bucket_of(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / BUCKET_SECS
-}
-
-/// How an NHI stands, as the overview's first column says it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    /// Used outside its scope at least once.
-    Drift,
-    /// Unowned credential files were used.
-    Unregistered,
-    /// Used, always inside its scope.
-    Ok,
-    /// Not used since the dashboard started.
-    Idle,
-}
-
-impl Status {
-    pub fn text(self) -> &'static str {
-        match self {
-            Status::Drift => "DRIFT",
-            Status::Unregistered => "UNREG",
-            Status::Ok => "ok",
-            Status::Idle => "idle",
-        }
-    }
-}
-
-/// One row of the overview.
-#[derive(Clone, Debug)]
-pub struct NhiRow<'a> {
-    pub subject: Subject,
-    pub declared: Option<&'a NhiSummary>,
-    pub stats: Option<&'a Stats>,
-}
-
-impl NhiRow<'_> {
-    pub fn status(&self) -> Status {
-        match (&self.subject, self.stats) {
-            (Subject::Unregistered, _) => Status::Unregistered,
-            (_, Some(s)) if s.drifts > 0 => Status::Drift,
-            (_, Some(s)) if s.reads + s.connections > 0 => Status::Ok,
-            _ => Status::Idle,
-        }
-    }
-
-    pub fn owner(&self) -> Option<&str> {
-        self.declared.and_then(|d| d.owner.as_deref())
-    }
 }
 
 /// Dashboard-side counters, for the health view.
@@ -413,11 +226,11 @@ pub struct App {
     pub registry: Vec<NhiSummary>,
     pub stats: BTreeMap<Subject, Stats>,
     /// Drift events, newest first.
-    pub drifts: VecDeque<LiveEvent>,
+    pub drifts: VecDeque<Event>,
     /// Every event, newest first.
-    pub stream: VecDeque<LiveEvent>,
+    pub stream: VecDeque<Event>,
     /// Events that arrived while paused, oldest first.
-    pub held: VecDeque<LiveEvent>,
+    pub held: VecDeque<Event>,
     pub health: Option<Health>,
     /// Events per second from the health messages, oldest first.
     pub rate_history: VecDeque<u64>,
@@ -575,7 +388,7 @@ impl App {
         let mut stats = snap.stats;
         for e in &h.pending {
             if let Some(subject) = Subject::of(e) {
-                let at = humantime::parse_rfc3339_weak(&e.ts).unwrap_or(self.now);
+                let at = happened(e, self.now);
                 stats.entry(subject).or_default().record(e, at);
             }
         }
@@ -584,8 +397,8 @@ impl App {
             // The lists stay as the analyst froze them; the counts go on.
             return;
         }
-        let live: Vec<LiveEvent> = h.pending.iter().rev().cloned().collect();
-        let live_drift: Vec<LiveEvent> = live
+        let live: Vec<Event> = h.pending.iter().rev().cloned().collect();
+        let live_drift: Vec<Event> = live
             .iter()
             .filter(|e| e.verdict == Verdict::Drift)
             .cloned()
@@ -600,7 +413,7 @@ impl App {
 
     /// The event selected in `list`, when the selection is below the top (at the top it
     /// follows the newest).
-    fn selected_key(&self, list: List) -> Option<(String, String, u32, Kind)> {
+    fn selected_key(&self, list: List) -> Option<(Arc<str>, Ts, u32, Kind)> {
         let items = match list {
             List::Drift => self.drift_items(),
             List::Stream => self.stream_items(),
@@ -613,7 +426,7 @@ impl App {
     }
 
     /// Puts the selection of `list` back on the event `key`, wherever it is now.
-    fn reselect(&mut self, list: List, key: Option<(String, String, u32, Kind)>) {
+    fn reselect(&mut self, list: List, key: Option<(Arc<str>, Ts, u32, Kind)>) {
         let Some(key) = key else { return };
         let items = match list {
             List::Drift => self.drift_items(),
@@ -660,7 +473,7 @@ impl App {
     /// One event from the daemon: aggregates always, the lists unless paused. With history,
     /// an event of a host left out is not shown, and one a snapshot already counted is not
     /// counted again.
-    pub fn on_event(&mut self, e: LiveEvent) {
+    pub fn on_event(&mut self, e: Event) {
         self.counters.events += 1;
         if let Some(h) = &mut self.history {
             if h.excludes(&e) || h.covers(&e) {
@@ -675,7 +488,7 @@ impl App {
             self.counters.lost += e.count.unwrap_or(0);
         }
         if let Some(subject) = Subject::of(&e) {
-            let at = humantime::parse_rfc3339_weak(&e.ts).unwrap_or(self.now);
+            let at = happened(&e, self.now);
             self.stats.entry(subject).or_default().record(&e, at);
         }
         if self.paused {
@@ -688,7 +501,7 @@ impl App {
         }
     }
 
-    fn push_front(&mut self, e: LiveEvent) {
+    fn push_front(&mut self, e: Event) {
         // A selection below the top stays on its event; at the top it follows the newest.
         let shown = self.filter.matches_event(&e);
         let mut keep = |list: List| {
@@ -752,7 +565,7 @@ impl App {
     }
 
     /// The drift feed, filtered, newest first.
-    pub fn drift_items(&self) -> Vec<&LiveEvent> {
+    pub fn drift_items(&self) -> Vec<&Event> {
         self.drifts
             .iter()
             .filter(|e| self.filter.matches_event(e))
@@ -760,7 +573,7 @@ impl App {
     }
 
     /// The event stream, filtered, newest first.
-    pub fn stream_items(&self) -> Vec<&LiveEvent> {
+    pub fn stream_items(&self) -> Vec<&Event> {
         self.stream
             .iter()
             .filter(|e| self.filter.matches_event(e))
@@ -956,8 +769,14 @@ impl App {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
-    use crate::live::protocol::{Hello, RegistrySummary};
+    use crate::{
+        event::DriftKind,
+        live::protocol::{Hello, RegistrySummary},
+        tui::model::Status,
+    };
 
     fn key(c: KeyCode) -> KeyEvent {
         KeyEvent::new(c, KeyModifiers::NONE)
@@ -967,12 +786,12 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    fn ts(secs: u64) -> String {
-        humantime::format_rfc3339_nanos(at(secs)).to_string()
+    fn ts(secs: u64) -> Ts {
+        Ts::from_system(at(secs))
     }
 
-    fn open(nhi: &str, exe: &str, uid: u32, secs: u64, drift: &[DriftKind]) -> LiveEvent {
-        let mut e = LiveEvent::new(
+    fn open(nhi: &str, exe: &str, uid: u32, secs: u64, drift: &[DriftKind]) -> Event {
+        let mut e = Event::bare(
             Kind::Open,
             if drift.is_empty() {
                 Verdict::Ok
@@ -1021,9 +840,9 @@ mod tests {
             1_000_001,
             &[DriftKind::ReaderOutOfScope],
         ));
-        let mut c = LiveEvent::new(Kind::Connect, Verdict::Drift);
+        let mut c = Event::bare(Kind::Connect, Verdict::Drift);
         c.nhi = Some("a".into());
-        c.daddr = Some("127.0.0.9".into());
+        c.daddr = Some("127.0.0.9".parse().unwrap());
         c.dport = Some(443);
         c.drift = vec![DriftKind::EndpointOutOfScope];
         c.ts = ts(1_000_002);
@@ -1045,7 +864,7 @@ mod tests {
     #[test]
     fn unregistered_and_unknown_nhis_get_rows_after_the_registry() {
         let mut app = app_with(&["z"]);
-        let mut e = LiveEvent::new(Kind::Open, Verdict::Unregistered);
+        let mut e = Event::bare(Kind::Open, Verdict::Unregistered);
         e.path = Some("/root/.aws/credentials".into());
         app.on_event(e);
         app.on_event(open("gone", "/bin/cat", 0, 1_000_000, &[]));

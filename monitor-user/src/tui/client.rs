@@ -15,7 +15,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::app::Update;
+use super::model::Update;
 use crate::live::protocol::Message;
 
 pub const FIRST_RETRY: Duration = Duration::from_millis(250);
@@ -114,7 +114,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        event::{Event, Kind},
+        event::{Event, Kind, Ts},
         live::Server,
     };
 
@@ -167,7 +167,7 @@ mod tests {
         while server.clients() == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        server.publish(&Event::new(Kind::Exec, "t".into(), "web-1".into()));
+        server.publish(&Event::new(Kind::Exec, Ts::default(), "web-1".into()));
         let Update::Message(Message::Event { event }) = next(&mut rx).await else {
             panic!("an event")
         };

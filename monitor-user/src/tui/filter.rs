@@ -6,9 +6,8 @@
 //! one field. Case is ignored.
 
 use crate::{
-    event::Verdict,
-    live::protocol::LiveEvent,
-    tui::app::{NhiRow, Status, Subject},
+    event::{Event, Verdict},
+    tui::model::{NhiRow, Status, Subject},
 };
 
 /// Which field a word is matched against.
@@ -69,7 +68,7 @@ impl Filter {
         self.text.is_empty()
     }
 
-    pub fn matches_event(&self, e: &LiveEvent) -> bool {
+    pub fn matches_event(&self, e: &Event) -> bool {
         self.terms.iter().all(|t| {
             let has = |s: &str| contains(s, &t.needle);
             let nhi = || match &e.nhi {
@@ -79,7 +78,7 @@ impl Filter {
             let exe = || has(&e.exe) || has(&e.comm);
             let host = || {
                 has(&e.host)
-                    || e.daddr.as_deref().is_some_and(has)
+                    || e.daddr.is_some_and(|a| has(&a.to_string()))
                     || e.dns_names.iter().flatten().any(|n| has(n))
             };
             let verdict = || {
@@ -153,13 +152,13 @@ mod tests {
     use super::*;
     use crate::event::{DriftKind, Kind};
 
-    fn event() -> LiveEvent {
-        let mut e = LiveEvent::new(Kind::Connect, Verdict::Drift);
+    fn event() -> Event {
+        let mut e = Event::bare(Kind::Connect, Verdict::Drift);
         e.nhi = Some("billing-s3".into());
         e.exe = "/usr/bin/python3".into();
         e.comm = "python3".into();
         e.host = "web-1".into();
-        e.daddr = Some("127.0.0.9".into());
+        e.daddr = Some("127.0.0.9".parse().unwrap());
         e.dns_names = Some(vec!["evil.example".into()]);
         e.drift = vec![DriftKind::EndpointOutOfScope];
         e
@@ -199,7 +198,7 @@ mod tests {
 
     #[test]
     fn unregistered_events_are_found_by_name() {
-        let mut e = LiveEvent::new(Kind::Open, Verdict::Unregistered);
+        let mut e = Event::bare(Kind::Open, Verdict::Unregistered);
         e.path = Some("/root/.aws/credentials".into());
         assert!(Filter::parse("nhi:unreg").matches_event(&e));
         assert!(Filter::parse("verdict:unregistered").matches_event(&e));

@@ -3,36 +3,29 @@
 //! again every `--refresh`. When ClickHouse is unreachable it says why and tries again, with a
 //! backoff, for as long as the dashboard runs.
 //!
-//! What the NHI views count is aggregated by the server ([`queries::DASHBOARD_USES`]), so a
-//! day of a fleet costs a few thousand rows, not every event. Each snapshot says, per host, the
-//! newest use it counted: the dashboard adds the live events after that (see `App::on_history`),
-//! so nothing is counted twice and nothing is missing while the newest rows are still on their
-//! way to ClickHouse.
+//! What the NHI views count is aggregated by the server (the store's [`Reader::dashboard`] reads
+//! counts of uses alike), so a day of a fleet costs a few thousand rows, not every event. Each
+//! snapshot says, per host, the newest use it counted: the dashboard adds the live events after
+//! that (see `App::on_history`), so nothing is counted twice and nothing is missing while the
+//! newest rows are still on their way to ClickHouse.
 
 use std::{
     collections::{BTreeMap, HashMap},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use clickhouse::{Client, Row};
-use serde::Deserialize;
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::app::{Stats, Subject, Update};
+use super::model::{HostSummary, Snapshot, Subject, Update};
 use crate::{
-    event::DriftKind,
-    live::protocol::LiveEvent,
+    event::Event,
     store::{
-        config::StoreConfig,
-        migrate,
-        queries::{self, Param},
-        row::{drift_from_name, kind_from_code, verdict_from_code, EventRow},
-        schema::Schema,
-        sink::{admin_client, SinkError},
+        read::{Dashboard, DashboardRequest, ReadError, Reader, UseCount},
+        StoreConfig,
     },
 };
 
-/// Rows of [`queries::DASHBOARD_USES`] read at most; beyond, the snapshot says it is cut.
+/// Use counts read at most; beyond, the snapshot says it is cut.
 pub const USES_LIMIT: u64 = 50_000;
 /// The activity sparklines' window.
 const ACTIVITY_WINDOW: Duration = Duration::from_secs(600);
@@ -57,92 +50,6 @@ pub struct Options {
     pub stream_limit: u64,
 }
 
-/// One host of the fleet, from its heartbeats and loss rows.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct HostSummary {
-    pub host: String,
-    /// Its daemon's last heartbeat.
-    pub last_heartbeat: Option<SystemTime>,
-    pub version: String,
-    /// Events lost on it in the window, by cause.
-    pub lost: BTreeMap<String, u64>,
-}
-
-/// What one fetch found.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Snapshot {
-    /// When it was fetched.
-    pub at: SystemTime,
-    /// Per NHI (and unregistered credentials), over the window.
-    pub stats: BTreeMap<Subject, Stats>,
-    /// Per host: the newest use counted in `stats`, in ns since the epoch.
-    pub watermarks: HashMap<String, u64>,
-    /// The newest drift, newest first.
-    pub drifts: Vec<LiveEvent>,
-    /// The newest events, newest first.
-    pub stream: Vec<LiveEvent>,
-    /// Every host with a heartbeat, or with a use or loss in the window.
-    pub hosts: Vec<HostSummary>,
-    /// More use rows than [`USES_LIMIT`]: the rarest ones are missing from `stats`.
-    pub truncated: bool,
-}
-
-/// A row of [`queries::DASHBOARD_USES`], in its column order.
-#[derive(Clone, Debug, Row, Deserialize)]
-pub struct UseRecord {
-    pub nhi: String,
-    pub verdict_code: i8,
-    pub kind_code: i8,
-    pub host: String,
-    pub exe: String,
-    pub uid: u32,
-    pub path: String,
-    #[serde(alias = "daddr_text")]
-    pub daddr: String,
-    pub dport: Option<u16>,
-    pub dns_names: Vec<String>,
-    pub drift: Vec<String>,
-    pub n: u64,
-    pub last_ns: u64,
-}
-
-/// A row of [`queries::DASHBOARD_ACTIVITY`].
-#[derive(Clone, Debug, Row, Deserialize)]
-pub struct ActivityRecord {
-    pub nhi: String,
-    pub bucket: u64,
-    pub n: u64,
-}
-
-/// A row of [`queries::AGENTS`].
-#[derive(Clone, Debug, Row, Deserialize)]
-pub struct AgentRecord {
-    pub host: String,
-    pub last_secs: u64,
-    pub version: String,
-    pub counter_names: Vec<String>,
-    pub counter_values: Vec<u64>,
-}
-
-/// A row of [`queries::LOSSES_BY_HOST`].
-#[derive(Clone, Debug, Row, Deserialize)]
-pub struct LossRecord {
-    pub host: String,
-    pub cause: String,
-    pub lost: u64,
-}
-
-/// Everything one fetch read, before it is put together.
-#[derive(Clone, Debug, Default)]
-pub struct Fetched {
-    pub uses: Vec<UseRecord>,
-    pub activity: Vec<ActivityRecord>,
-    pub drifts: Vec<EventRow>,
-    pub stream: Vec<EventRow>,
-    pub agents: Vec<AgentRecord>,
-    pub losses: Vec<LossRecord>,
-}
-
 fn subject(nhi: &str) -> Subject {
     if nhi.is_empty() {
         Subject::Unregistered
@@ -155,38 +62,28 @@ fn from_nanos(ns: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ns)
 }
 
-/// The use a row stands for, as an event the NHI aggregates read.
-fn use_event(u: &UseRecord) -> Option<LiveEvent> {
-    let mut e = LiveEvent::new(
-        kind_from_code(u.kind_code)?,
-        verdict_from_code(u.verdict_code)?,
-    );
+/// The use a count stands for, as an event the NHI aggregates read.
+fn use_event(u: &UseCount) -> Event {
+    let mut e = Event::bare(u.kind, u.verdict);
     e.nhi = (!u.nhi.is_empty()).then(|| u.nhi.clone());
-    e.host = u.host.clone();
+    e.host = std::sync::Arc::from(u.host.as_str());
     e.exe = u.exe.clone();
     e.uid = u.uid;
     e.path = (!u.path.is_empty()).then(|| u.path.clone());
-    e.daddr = (!u.daddr.is_empty()).then(|| u.daddr.clone());
+    e.daddr = u.daddr.parse().ok();
     e.dport = u.dport;
     e.dns_names = (!u.dns_names.is_empty()).then(|| u.dns_names.clone());
-    e.drift = u
-        .drift
-        .iter()
-        .filter_map(|d| drift_from_name(d))
-        .collect::<Vec<DriftKind>>();
-    Some(e)
+    e.drift = u.drift.clone();
+    e
 }
 
-fn events(rows: &[EventRow]) -> Vec<LiveEvent> {
-    rows.iter()
-        .filter_map(EventRow::to_event)
-        .map(|e| LiveEvent::of(&e))
-        .collect()
+fn events(events: &[Event]) -> Vec<Event> {
+    events.to_vec()
 }
 
 impl Snapshot {
-    /// Puts one fetch together (no I/O).
-    pub fn build(f: &Fetched, at: SystemTime) -> Snapshot {
+    /// Puts one read together (no I/O).
+    pub fn build(f: &Dashboard, at: SystemTime) -> Snapshot {
         let mut s = Snapshot {
             at,
             stats: BTreeMap::new(),
@@ -194,10 +91,10 @@ impl Snapshot {
             drifts: Vec::new(),
             stream: Vec::new(),
             hosts: Vec::new(),
-            truncated: f.uses.len() as u64 >= USES_LIMIT,
+            truncated: f.uses_cut,
         };
         for u in &f.uses {
-            let Some(e) = use_event(u) else { continue };
+            let e = use_event(u);
             s.stats
                 .entry(subject(&u.nhi))
                 .or_default()
@@ -221,9 +118,9 @@ impl Snapshot {
                 ..HostSummary::default()
             })
         }
-        for a in &f.agents {
+        for a in &f.heartbeats {
             let h = host(&mut hosts, &a.host);
-            h.last_heartbeat = Some(UNIX_EPOCH + Duration::from_secs(a.last_secs));
+            h.last_heartbeat = Some(a.at);
             h.version = a.version.clone();
         }
         for l in &f.losses {
@@ -242,77 +139,26 @@ impl Snapshot {
 
 /// Reads one snapshot.
 pub async fn fetch(
-    client: &Client,
-    schema: &Schema,
+    reader: &mut Reader,
     opts: &Options,
     now: SystemTime,
-) -> clickhouse::error::Result<Snapshot> {
+) -> Result<Snapshot, ReadError> {
     let from = now.checked_sub(opts.since).unwrap_or(UNIX_EPOCH);
-    let secs =
-        |t: SystemTime| Param::U64(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs());
-    let to = secs(now + CLOCK_SKEW);
-    let hosts = Param::Strs(opts.hosts.clone());
-    let window = [secs(from), to.clone(), hosts.clone(), hosts.clone()];
-    let with_limit = |n: u64| {
-        let mut v = window.to_vec();
-        v.push(Param::U64(n));
-        v
-    };
     let activity_from = now
         .checked_sub(ACTIVITY_WINDOW)
         .unwrap_or(UNIX_EPOCH)
         .max(from);
-    let activity_params = [secs(activity_from), to.clone(), hosts.clone(), hosts];
-    let uses = queries::fetch_rows::<UseRecord>(
-        client,
-        schema,
-        &queries::DASHBOARD_USES,
-        &with_limit(USES_LIMIT),
-    )
-    .await?;
-    let activity = queries::fetch_rows::<ActivityRecord>(
-        client,
-        schema,
-        &queries::DASHBOARD_ACTIVITY,
-        &activity_params,
-    )
-    .await?;
-    let drifts = queries::fetch_events(
-        client,
-        schema,
-        &queries::DASHBOARD_DRIFT,
-        &with_limit(opts.drift_limit),
-    )
-    .await?;
-    let stream = queries::fetch_events(
-        client,
-        schema,
-        &queries::DASHBOARD_RECENT,
-        &with_limit(opts.stream_limit),
-    )
-    .await?;
-    let agents = queries::fetch_rows::<AgentRecord>(client, schema, &queries::AGENTS, &[]).await?;
-    let mut losses = queries::fetch_rows::<LossRecord>(
-        client,
-        schema,
-        &queries::LOSSES_BY_HOST,
-        &[secs(from), to],
-    )
-    .await?;
-    let mut agents = agents;
-    if !opts.hosts.is_empty() {
-        agents.retain(|a| opts.hosts.contains(&a.host));
-        losses.retain(|l| opts.hosts.contains(&l.host));
-    }
-    let f = Fetched {
-        uses,
-        activity,
-        drifts,
-        stream,
-        agents,
-        losses,
+    let request = DashboardRequest {
+        from,
+        to: now + CLOCK_SKEW,
+        activity_from,
+        hosts: opts.hosts.clone(),
+        uses_limit: USES_LIMIT,
+        drift_limit: opts.drift_limit,
+        stream_limit: opts.stream_limit,
     };
-    Ok(Snapshot::build(&f, now))
+    let read = reader.dashboard(&request).await?;
+    Ok(Snapshot::build(&read, now))
 }
 
 /// Starts fetching on the current runtime; it ends when `tx`'s receiver is dropped.
@@ -321,42 +167,26 @@ pub fn spawn(opts: Options, tx: mpsc::Sender<Update>) -> JoinHandle<()> {
 }
 
 async fn run(opts: Options, tx: mpsc::Sender<Update>) {
-    let client = admin_client(&opts.config);
-    let mut schema: Option<Schema> = None;
+    let mut reader = Reader::new(opts.config.clone());
     let mut retry = FIRST_RETRY;
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        let result = async {
-            if schema.is_none() {
-                schema = Some(
-                    migrate::read_schema(&client, &opts.config)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                );
-            }
-            let Some(s) = &schema else {
-                return Err("no schema".to_owned());
-            };
-            fetch(&client, s, &opts, SystemTime::now())
-                .await
-                .map_err(|e| SinkError::from_clickhouse(&e, opts.config.user.as_deref()).message)
-        }
-        .await;
+        let result = fetch(&mut reader, &opts, SystemTime::now()).await;
         let (update, wait) = match result {
             Ok(snapshot) => {
                 retry = FIRST_RETRY;
                 attempt = 0;
                 (Update::History(Box::new(snapshot)), opts.refresh)
             }
-            Err(reason) => {
-                // The database may have been dropped and made again in another dialect.
-                schema = None;
+            Err(e) => {
+                // The reader reads the schema again: the database may have been dropped and
+                // made again in another dialect.
                 let wait = retry;
                 retry = (retry * 2).min(MAX_RETRY);
                 (
                     Update::HistoryDown {
-                        reason: format!("ClickHouse {}: {reason}", opts.config.display_url()),
+                        reason: e.to_string(),
                         attempt,
                         retry_in: wait,
                     },

@@ -18,6 +18,7 @@ pub mod client;
 pub mod filter;
 pub mod history;
 pub mod input;
+pub mod model;
 pub mod ui;
 
 use std::{
@@ -64,7 +65,7 @@ const DEFAULT_SINCE: Duration = Duration::from_secs(3600);
 impl Options {
     /// The options of `nhiscope tui`'s flags; an error is bad input (exit code 2).
     pub fn from_args(a: crate::cli::TuiArgs) -> Result<Options, String> {
-        let config = crate::store::config::StoreConfig::load(
+        let config = crate::store::StoreConfig::load(
             a.clickhouse.clickhouse_config.as_deref(),
             a.clickhouse.clickhouse.as_deref(),
             None,

@@ -19,8 +19,11 @@ use ratatui::{
     widgets::{Block, Clear, Paragraph, Widget, Wrap},
 };
 
-use super::app::{App, Conn, History, HistoryState, Status, View};
-use crate::{event::DriftKind, live::protocol::LiveEvent};
+use super::{
+    app::{App, Conn, History, HistoryState, View},
+    model::Status,
+};
+use crate::event::{DriftKind, Event};
 
 /// Below this the dashboard asks for a larger terminal instead of drawing garbage.
 pub const MIN_WIDTH: u16 = 60;
@@ -460,11 +463,6 @@ fn hms(t: SystemTime) -> String {
     s.get(11..19).unwrap_or("").to_owned()
 }
 
-/// `HH:MM:SS` of an event's RFC 3339 time stamp.
-fn clock(ts: &str) -> &str {
-    ts.get(11..19).unwrap_or("")
-}
-
 /// The tail of `s` in at most `width` characters, `…` marking the cut: the end of a path says
 /// more than its start.
 pub fn tail(s: &str, width: usize) -> String {
@@ -481,7 +479,7 @@ pub fn tail(s: &str, width: usize) -> String {
 
 /// `python3[4242]`: the process behind an event, in at most `width` characters; the name is
 /// cut (`billing-wo…[4100]`) before the pid is.
-fn process(e: &LiveEvent, width: usize) -> String {
+fn process(e: &Event, width: usize) -> String {
     let name = if e.comm.is_empty() {
         e.exe.rsplit('/').next().unwrap_or("")
     } else {
@@ -497,7 +495,7 @@ fn process(e: &LiveEvent, width: usize) -> String {
 }
 
 /// Where an event went: `evil.example:443`, `127.0.0.9:443`, a path; a loss's count.
-fn target(e: &LiveEvent) -> String {
+fn target(e: &Event) -> String {
     if let Some(n) = e.count {
         return format!(
             "{n} lost ({})",
@@ -521,7 +519,7 @@ fn drift_short(k: DriftKind) -> &'static str {
     }
 }
 
-fn drift_kinds(e: &LiveEvent) -> String {
+fn drift_kinds(e: &Event) -> String {
     e.drift
         .iter()
         .map(|k| drift_short(*k))

@@ -9,11 +9,14 @@ use ratatui::{
     widgets::{Block, Paragraph, Widget, Wrap},
 };
 
-use super::{ago, alert, clock, drift_short, empty, status_style, tail};
+use super::{ago, alert, drift_short, empty, status_style, tail};
 use crate::{
     event::Verdict,
     live::protocol::{NhiSummary, PrincipalsSummary},
-    tui::app::{App, NhiRow, Seen, Stats, Subject},
+    tui::{
+        app::App,
+        model::{NhiRow, Seen, Stats, Subject},
+    },
 };
 
 /// Observed entries listed per section.
@@ -84,7 +87,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         .take(3)
         .map(|e| {
             Line::from(vec![
-                Span::raw(format!("{} ", clock(&e.ts))),
+                Span::raw(format!("{} ", e.ts.clock())),
                 Span::styled("DRIFT ", alert()),
                 Span::raw(e.reason.clone()),
             ])

@@ -12,13 +12,14 @@ use ratatui::{
 };
 
 use super::{
-    alert, clock, drift_kinds, empty, header_style, process, selected_style, status_style, tail,
-    target,
+    alert, drift_kinds, empty, header_style, process, selected_style, status_style, tail, target,
 };
 use crate::{
-    event::{Kind, Verdict},
-    live::protocol::LiveEvent,
-    tui::app::{App, List, Status},
+    event::{Event, Kind, Verdict},
+    tui::{
+        app::{App, List},
+        model::Status,
+    },
 };
 
 /// Widths of the NHI and process columns: narrow at 80 columns, wider when there is room.
@@ -83,7 +84,7 @@ pub(super) fn render_drift(app: &App, area: Rect, buf: &mut Buffer) {
         .iter()
         .map(|e| {
             Row::new(vec![
-                Cell::from(clock(&e.ts).to_owned()),
+                Cell::from(e.ts.clock().to_owned()),
                 Cell::from(e.nhi.clone().unwrap_or_default()),
                 Cell::from(process(e, usize::from(proc_w))),
                 Cell::from(tail(&target(e), tw)),
@@ -136,7 +137,7 @@ pub(super) fn render_drift(app: &App, area: Rect, buf: &mut Buffer) {
     }
 }
 
-fn verdict_cell(e: &LiveEvent) -> Cell<'static> {
+fn verdict_cell(e: &Event) -> Cell<'static> {
     let (text, style) = match (e.kind, e.verdict) {
         (Kind::Loss, _) => ("LOSS", alert()),
         (_, Verdict::Drift) => ("DRIFT", status_style(Status::Drift)),
@@ -181,7 +182,7 @@ pub(super) fn render_stream(app: &App, area: Rect, buf: &mut Buffer) {
         .iter()
         .map(|e| {
             Row::new(vec![
-                Cell::from(clock(&e.ts).to_owned()),
+                Cell::from(e.ts.clock().to_owned()),
                 verdict_cell(e),
                 Cell::from(kind_text(e.kind)),
                 Cell::from(match (&e.nhi, e.verdict) {

@@ -8,7 +8,10 @@ use ratatui::{
 };
 
 use super::{ago, empty, header_style, selected_style, spark, status_style};
-use crate::tui::app::{App, List, Status};
+use crate::tui::{
+    app::{App, List},
+    model::Status,
+};
 
 /// Width of the activity sparkline: two minutes in 10 s buckets.
 const SPARK: u16 = 12;

@@ -1,7 +1,7 @@
 //! Widget tests against a `Buffer`, and whole-screen `TestBackend` snapshots (insta) of every
 //! view, empty and error states included, at 80x24 (the size an analyst gets over SSH).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ratatui::{
     backend::TestBackend,
@@ -15,12 +15,12 @@ use ratatui::{
 
 use super::*;
 use crate::{
-    event::{DriftKind, Kind, Verdict},
+    event::{DriftKind, Event, Kind, Ts, Verdict},
     live::protocol::{
-        ClickHouseHealth, Health, Hello, LiveEvent, Message, NhiSummary, PrincipalsSummary,
-        RegistrySummary, PROTOCOL_VERSION,
+        ClickHouseHealth, Health, Hello, Message, NhiSummary, PrincipalsSummary, RegistrySummary,
+        PROTOCOL_VERSION,
     },
-    tui::app::{App, Update},
+    tui::{app::App, model::Update},
 };
 
 fn t(s: &str) -> SystemTime {
@@ -89,9 +89,9 @@ fn connected(registry: RegistrySummary) -> App {
     app
 }
 
-fn open(ts: &str, nhi: Option<&str>, exe: &str, pid: u32, uid: u32, path: &str) -> LiveEvent {
-    let mut e = LiveEvent::new(Kind::Open, Verdict::Ok);
-    e.ts = format!("2026-11-23T{ts}.123456789Z");
+fn open(ts: &str, nhi: Option<&str>, exe: &str, pid: u32, uid: u32, path: &str) -> Event {
+    let mut e = Event::bare(Kind::Open, Verdict::Ok);
+    e.ts = Ts::parse_rfc3339(&format!("2026-11-23T{ts}.123456789Z")).unwrap();
     e.host = "web-1".into();
     e.nhi = nhi.map(Into::into);
     e.exe = exe.into();
@@ -103,17 +103,17 @@ fn open(ts: &str, nhi: Option<&str>, exe: &str, pid: u32, uid: u32, path: &str) 
     e
 }
 
-fn connect(ts: &str, nhi: &str, exe: &str, pid: u32, addr: &str, port: u16) -> LiveEvent {
+fn connect(ts: &str, nhi: &str, exe: &str, pid: u32, addr: &str, port: u16) -> Event {
     let mut e = open(ts, Some(nhi), exe, pid, 1001, "");
     e.kind = Kind::Connect;
     e.path = None;
     e.result = None;
-    e.daddr = Some(addr.into());
+    e.daddr = Some(addr.parse().unwrap());
     e.dport = Some(port);
     e
 }
 
-fn drift(mut e: LiveEvent, kind: DriftKind, reason: &str) -> LiveEvent {
+fn drift(mut e: Event, kind: DriftKind, reason: &str) -> Event {
     e.verdict = Verdict::Drift;
     e.drift = vec![kind];
     e.reason = reason.into();
@@ -185,8 +185,8 @@ fn play(mut app: App) -> App {
         "/home/ana/.aws/credentials matches a watched credential pattern and no NHI owns it."
             .into();
     app.on_event(unreg);
-    let mut exit = LiveEvent::new(Kind::Exit, Verdict::Ok);
-    exit.ts = "2026-11-23T10:00:29.000000001Z".into();
+    let mut exit = Event::bare(Kind::Exit, Verdict::Ok);
+    exit.ts = Ts::parse_rfc3339("2026-11-23T10:00:29.000000001Z").unwrap();
     exit.nhi = Some("billing-s3-writer".into());
     exit.exe = "/usr/bin/python3.11".into();
     exit.comm = "python3".into();
@@ -566,40 +566,42 @@ fn snapshot_smallest_drift_feed_and_detail() {
 
 // History from ClickHouse, merged with the live feed.
 
-use crate::tui::{
-    app::{History, HistoryState},
-    history::{Fetched, HostSummary, Snapshot, UseRecord},
+use crate::{
+    store::read::{ActivityCount, Dashboard, Heartbeat, HostLoss, UseCount},
+    tui::{
+        app::{History, HistoryState},
+        model::{HostSummary, Snapshot},
+    },
 };
 
-/// The row ClickHouse returns for `n` uses like `e`, the newest at `e.ts`.
-fn use_row(e: &LiveEvent, n: u64) -> UseRecord {
-    use crate::store::row::{kind_code, verdict_code};
-    UseRecord {
+/// The count the store reads for `n` uses like `e`, the newest at `e.ts`.
+fn use_row(e: &Event, n: u64) -> UseCount {
+    UseCount {
         nhi: e.nhi.clone().unwrap_or_default(),
-        verdict_code: verdict_code(e.verdict),
-        kind_code: kind_code(e.kind),
-        host: e.host.clone(),
+        verdict: e.verdict,
+        kind: e.kind,
+        host: e.host.to_string(),
         exe: e.exe.clone(),
         uid: e.uid,
         path: e.path.clone().unwrap_or_default(),
-        daddr: e.daddr.clone().unwrap_or_default(),
+        daddr: e.daddr.map(|a| a.to_string()).unwrap_or_default(),
         dport: e.dport,
         dns_names: e.dns_names.clone().unwrap_or_default(),
-        drift: e.drift.iter().map(|k| k.as_str().to_owned()).collect(),
+        drift: e.drift.clone(),
         n,
-        last_ns: e.ts_nanos(),
+        last_ns: e.ts.as_nanos(),
     }
 }
 
-fn on_host(mut e: LiveEvent, host: &str) -> LiveEvent {
+fn on_host(mut e: Event, host: &str) -> Event {
     e.host = host.into();
     e
 }
 
-fn snapshot_of(uses: &[(&LiveEvent, u64)], fleet: &[&str]) -> Snapshot {
-    let f = Fetched {
+fn snapshot_of(uses: &[(&Event, u64)], fleet: &[&str]) -> Snapshot {
+    let f = Dashboard {
         uses: uses.iter().map(|(e, n)| use_row(e, *n)).collect(),
-        ..Fetched::default()
+        ..Dashboard::default()
     };
     let mut s = Snapshot::build(&f, t(NOW));
     for h in fleet {
@@ -623,7 +625,7 @@ fn with_history(app: App, hosts: &[&str]) -> App {
 
 fn reads(app: &App, nhi: &str) -> u64 {
     app.stats
-        .get(&crate::tui::app::Subject::Nhi(nhi.into()))
+        .get(&crate::tui::model::Subject::Nhi(nhi.into()))
         .map_or(0, |s| s.reads)
 }
 
@@ -674,7 +676,7 @@ fn history_and_live_count_each_use_once() {
     ))));
     assert_eq!(reads(&app, "billing-s3-writer"), 6);
     assert_eq!(app.history.as_ref().unwrap().pending(), 0);
-    let s = &app.stats[&crate::tui::app::Subject::Nhi("billing-s3-writer".into())];
+    let s = &app.stats[&crate::tui::model::Subject::Nhi("billing-s3-writer".into())];
     assert_eq!(s.drifts, 5);
     assert_eq!(s.hosts.len(), 2, "{:?}", s.hosts);
     // `b` arrives live; a snapshot taken before it was stored must not lose it...
@@ -687,9 +689,9 @@ fn history_and_live_count_each_use_once() {
     assert_eq!(reads(&app, "billing-s3-writer"), 7, "b is still counted");
     assert_eq!(app.history.as_ref().unwrap().pending(), 1);
     // ...and one taken after must not count it twice.
-    let f = Fetched {
+    let f = Dashboard {
         uses: vec![use_row(&b, 2), use_row(&other, 5)],
-        ..Fetched::default()
+        ..Dashboard::default()
     };
     app.on_update(Update::History(Box::new(Snapshot::build(&f, t(NOW)))));
     assert_eq!(reads(&app, "billing-s3-writer"), 7);
@@ -755,8 +757,8 @@ fn the_drift_feed_merges_history_and_live_newest_first_each_once() {
     snap.drifts = vec![live.clone(), old.clone()];
     snap.stream = vec![live.clone(), old.clone()];
     app.on_update(Update::History(Box::new(snap)));
-    let feed: Vec<&str> = app.drift_items().iter().map(|e| e.ts.as_str()).collect();
-    assert_eq!(feed, [live.ts.as_str(), old.ts.as_str()]);
+    let feed: Vec<Ts> = app.drift_items().iter().map(|e| e.ts).collect();
+    assert_eq!(feed, [live.ts, old.ts]);
     assert_eq!(app.stream_items().len(), 2);
 }
 
@@ -767,33 +769,31 @@ fn a_snapshot_counts_uses_activity_and_the_fleet() {
         open("10:00:05", Some("deploy-key"), "/usr/bin/git", 2, 0, "/k"),
         "web-2",
     );
-    let f = Fetched {
+    let f = Dashboard {
         uses: vec![use_row(&a, 3), use_row(&b, 4)],
-        activity: vec![crate::tui::history::ActivityRecord {
+        activity: vec![ActivityCount {
             nhi: "deploy-key".into(),
-            bucket: a.ts_nanos() / 10_000_000_000,
+            bucket: a.ts.as_nanos() / 10_000_000_000,
             n: 7,
         }],
-        agents: vec![crate::tui::history::AgentRecord {
+        heartbeats: vec![Heartbeat {
             host: "web-1".into(),
-            last_secs: a.ts_nanos() / 1_000_000_000,
+            at: UNIX_EPOCH + Duration::from_secs(a.ts.as_nanos() / 1_000_000_000),
             version: "0.1.0".into(),
-            counter_names: vec![],
-            counter_values: vec![],
         }],
-        losses: vec![crate::tui::history::LossRecord {
+        losses: vec![HostLoss {
             host: "web-3".into(),
             cause: "ringbuf_full_open".into(),
             lost: 12,
         }],
-        ..Fetched::default()
+        ..Dashboard::default()
     };
     let s = Snapshot::build(&f, t(NOW));
-    let st = &s.stats[&crate::tui::app::Subject::Nhi("deploy-key".into())];
+    let st = &s.stats[&crate::tui::model::Subject::Nhi("deploy-key".into())];
     assert_eq!(st.reads, 7);
     assert_eq!(st.series(t(NOW), 6).iter().sum::<u64>(), 7);
-    assert_eq!(s.watermarks["web-1"], a.ts_nanos());
-    assert_eq!(s.watermarks["web-2"], b.ts_nanos());
+    assert_eq!(s.watermarks["web-1"], a.ts.as_nanos());
+    assert_eq!(s.watermarks["web-2"], b.ts.as_nanos());
     let hosts: Vec<&str> = s.hosts.iter().map(|h| h.host.as_str()).collect();
     assert_eq!(hosts, ["web-1", "web-2", "web-3"]);
     assert_eq!(s.hosts[2].lost["ringbuf_full_open"], 12);
