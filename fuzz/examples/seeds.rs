@@ -1,5 +1,5 @@
 //! Writes the seed corpora that can be made from the code itself into `fuzz/seeds/`: the
-//! registry fixtures, config files, ring-buffer records made with `nhiscope::decode::encode`,
+//! registry fixtures, config files, ring-buffer records made with `nhiscope::domain::decode::encode`,
 //! and the live feed's lines as the daemon writes them for those records. The DNS seeds are
 //! packets captured from dnsmasq (`examples/dns_seeds.py`).
 //!
@@ -18,10 +18,10 @@ use monitor_common::{
     STDOUT_PIPE,
 };
 use nhiscope::{
-    decode::{encode, KernelEvent},
-    engine::{Clock, Engine},
-    live::{Health, RegistrySummary},
-    registry,
+    domain::decode::{encode, KernelEvent},
+    domain::engine::{Clock, Engine},
+    publish::live::{Health, RegistrySummary},
+    domain::registry,
 };
 use nhiscope_fuzz::decode::bytes_of;
 
@@ -90,7 +90,7 @@ fn main() -> Result<()> {
     let mut events = Vec::new();
     for (_, records) in &sessions {
         for r in records {
-            engine.handle(nhiscope::decode::decode(r)?, &mut events);
+            engine.handle(nhiscope::domain::decode::decode(r)?, &mut events);
         }
     }
     for e in &events {
@@ -135,7 +135,7 @@ ringbuf_size: 8388608
 hostname: web-1
 live_socket: /run/nhiscope/live.sock
 metrics: 127.0.0.1:9464
-log_level: info,nhiscope::store=debug
+log_level: info,nhiscope::publish::store=debug
 log_format: json
 cmdline: argv0
 user: nhiscope

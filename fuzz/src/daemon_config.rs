@@ -1,11 +1,11 @@
 //! The daemon's config file (`nhiscope daemon --config`, `nhiscope config check`,
-//! `nhiscope::config::parse`): any text is a set of errors, each placed inside the text, or
+//! `nhiscope::app::config::parse`): any text is a set of errors, each placed inside the text, or
 //! settings the daemon can run with, whose values passed their flags' checks; the ClickHouse
 //! password never shows, whatever the file says around it.
 
 use std::path::Path;
 
-use nhiscope::config::{self, ClickHouse, Flags, Settings, KEYS};
+use nhiscope::app::config::{self, ClickHouse, Flags, Settings, KEYS};
 
 /// What every password file holds here: it must appear in no message and no `Debug` output.
 const CANARY: &str = "fuzz-canary-pw-5d21";
@@ -67,7 +67,7 @@ pub fn check(data: &[u8]) {
         );
     }
     assert!(
-        nhiscope::logging::parse_level(&s.log_level).is_ok(),
+        nhiscope::app::logging::parse_level(&s.log_level).is_ok(),
         "log level `{}` accepted",
         s.log_level
     );

@@ -1,4 +1,4 @@
-//! Ring-buffer records (`nhiscope::decode::decode`) and the engine they feed.
+//! Ring-buffer records (`nhiscope::domain::decode::decode`) and the engine they feed.
 //!
 //! The input is records back to back, as the kernel could send them: each is decoded from
 //! where the previous one ended, and is as long as the struct its kind names, until one does
@@ -14,10 +14,10 @@ use std::{
 
 use monitor_common::{ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, OpenEvent};
 use nhiscope::{
-    decode::{decode, encode, KernelEvent},
-    engine::{Clock, Engine},
-    event::Event,
-    registry::{self, Registry},
+    domain::decode::{decode, encode, KernelEvent},
+    domain::engine::{Clock, Engine},
+    domain::event::Event,
+    domain::registry::{self, Registry},
 };
 
 /// The registry the engine runs with: the example one, so that records can hit its NHIs.
@@ -76,7 +76,7 @@ pub fn check(data: &[u8]) {
         );
         assert_eq!(decode(&bytes).as_ref(), Ok(&ev), "re-decoding differs");
         let hdr: &EventHeader = ev.header();
-        let _ = nhiscope::decode::comm(hdr);
+        let _ = nhiscope::domain::decode::comm(hdr);
         engine.handle(ev, &mut out);
         rest = &rest[used..];
     }

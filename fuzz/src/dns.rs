@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nhiscope::dns::{
+use nhiscope::sense::dns::{
     capture,
     parse::{self, Message, MAX_RECORDS},
     Dns, MAX_NAMES_PER_ADDR,

@@ -5,8 +5,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use nhiscope::{
-    live::protocol::Message,
-    tui::{
+    publish::live::protocol::Message,
+    view::tui::{
         app::{App, View},
         model::{Subject, Update},
     },

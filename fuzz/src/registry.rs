@@ -1,9 +1,9 @@
-//! The registry parser (`nhiscope::registry::parse`): whatever it accepts, the daemon must be
+//! The registry parser (`nhiscope::domain::registry::parse`): whatever it accepts, the daemon must be
 //! able to run with. The daemon once exited 101 at start on a registry `registry check`
 //! accepted (an `expires` whose offset carried it past year 9999, which humantime cannot
 //! format), so everything the daemon does with a fresh registry is done here too.
 
-use nhiscope::{filter, live::RegistrySummary, registry};
+use nhiscope::{domain::filter, publish::live::RegistrySummary, domain::registry};
 
 /// Hash keys to build the kernel filter with: the daemon draws one at random at start.
 const KEYS: [u64; 2] = [0, 0x9e37_79b9_7f4a_7c15];

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use nhiscope::store::config::{check_url, StoreConfig};
+use nhiscope::publish::store::config::{check_url, StoreConfig};
 
 /// What the password file holds here: it must appear in no message and no `Debug` output.
 const CANARY: &str = "fuzz-canary-pw-7f3a";

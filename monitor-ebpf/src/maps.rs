@@ -1,5 +1,5 @@
 //! The maps shared by the programs and the daemon. Names are the contract with
-//! `monitor-user/src/probes.rs`.
+//! `monitor-user/src/sense/probes.rs`.
 
 use aya_ebpf::{
     macros::map,

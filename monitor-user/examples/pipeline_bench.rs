@@ -1,6 +1,6 @@
 //! The userspace pipeline on one thread: kernel records (bytes, as the ring buffer hands them
 //! over) -> `decode` -> `Engine::handle` -> JSON into a `Vec<u8>`, with no I/O of our own.
-//! DESIGN.md's target: at least 2M events/s on one core. Run by `cargo xtask bench`, or alone:
+//! The target (docs/ARCHITECTURE.md, "Targets"): at least 2M records/s on one core. Run by `cargo xtask bench`, or alone:
 //!
 //! ```sh
 //! cargo run --release -p monitor-user --example pipeline_bench -- [--registry FILE] [--seconds N] [--cpu N] [--mixed-only]
@@ -24,10 +24,11 @@ use monitor_common::{
     AF_INET, PATH_CAP,
 };
 use nhiscope::{
-    decode,
-    engine::{Clock, Engine},
-    event::Event,
-    registry::{self, Registry},
+    domain::decode,
+    domain::engine::{Clock, Engine},
+    domain::event::Event,
+    domain::registry::{self, Registry},
+    sense::proc_host::ProcHost,
 };
 
 /// The daemon's allocator (see `src/main.rs`), so that the pipeline is measured as it runs.
@@ -358,7 +359,7 @@ struct Run {
 }
 
 /// Decode, handle and encode every record of `stream`, over and over for `secs` seconds.
-fn pump(engine: &mut Engine, stream: &[Vec<u8>], secs: f64) -> Run {
+fn pump(engine: &mut Engine<ProcHost>, stream: &[Vec<u8>], secs: f64) -> Run {
     let mut out: Vec<Event> = Vec::with_capacity(64);
     let mut buf: Vec<u8> = Vec::with_capacity(4 << 20);
     let mut run = Run::default();

@@ -9,12 +9,13 @@ use monitor_common::{
     ConnectEvent, EventHeader, EventKind, ExecEvent, AF_INET, ARGS_CAP, COMM_LEN, PATH_CAP,
 };
 
+use crate::sense::proc_host::ProcHost;
 use crate::{
-    decode::KernelEvent,
-    engine::{Clock, Engine},
-    event::{Event, Kind},
-    redact::CmdlineMode,
-    store::{
+    domain::decode::KernelEvent,
+    domain::engine::{Clock, Engine},
+    domain::event::{Event, Kind},
+    domain::redact::CmdlineMode,
+    publish::store::{
         row::EventRow,
         sink::{Batch, Rows},
         spool::Spool,
@@ -33,8 +34,8 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn engine(name: &str, mode: CmdlineMode) -> Engine {
-    let reg = crate::registry::parse(REG, "test.yaml").expect("registry");
+fn engine(name: &str, mode: CmdlineMode) -> Engine<ProcHost> {
+    let reg = crate::domain::registry::parse(REG, "test.yaml").expect("registry");
     let mut e = Engine::new(
         Arc::new(reg),
         scratch(name),
@@ -113,7 +114,7 @@ fn argv() -> Vec<String> {
 }
 
 /// The events of a holder's exec, connect and exit.
-fn events(e: &mut Engine) -> Vec<Event> {
+fn events(e: &mut Engine<ProcHost>) -> Vec<Event> {
     let mut out = Vec::new();
     e.handle(exec(4242, "/usr/bin/curl", &argv()), &mut out);
     e.handle(connect(4242), &mut out);
@@ -130,7 +131,7 @@ fn events(e: &mut Engine) -> Vec<Event> {
 /// Every rendering of `ev` an output makes, by output name.
 fn outputs(ev: &Event, spool_dir: &std::path::Path) -> Vec<(&'static str, String)> {
     let json = ev.to_json();
-    let live = crate::live::protocol::event_line(json.as_bytes());
+    let live = crate::publish::live::protocol::event_line(json.as_bytes());
     let row = EventRow::from_event(ev, 1, 1);
     let row_json = serde_json::to_string(&row).expect("row");
     let row_debug = format!("{row:?}");

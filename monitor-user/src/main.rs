@@ -5,9 +5,15 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _};
 use nhiscope::{
-    assets,
-    cli::{Cli, Command, ConfigCommand, DaemonArgs, DbCommand, RegistryCommand, ScopeCommand},
-    config, daemon, logging, query, registry, store, tui,
+    app::assets,
+    app::cli::{Cli, Command, ConfigCommand, DaemonArgs, DbCommand, RegistryCommand, ScopeCommand},
+    app::config,
+    app::daemon,
+    app::logging,
+    domain::registry,
+    publish::store,
+    view::query,
+    view::tui,
 };
 
 /// Events are many small strings made and freed in batches of up to 100k rows; glibc's
@@ -20,7 +26,7 @@ const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Memory freed goes back to the system at once and arenas are committed as they fill: the
-/// daemon stays small at rest (DESIGN.md: under 30 MB resident).
+/// daemon stays small at rest (docs/ARCHITECTURE.md, "Targets": under 30 MB resident).
 fn tune_allocator() {
     // SAFETY: setting options is allowed at any time; these two take effect for later arenas
     // and purges.

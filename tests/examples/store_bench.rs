@@ -6,7 +6,7 @@
 //! ```
 //!
 //! 1. The sink alone: rows built beforehand, 100k-row RowBinary batches over HTTP, with lz4 and
-//!    without (the target: at least 500k rows/s).
+//!    without (docs/ARCHITECTURE.md, "Targets": at least 500k rows/s).
 //! 2. The store under a flood: events sent as fast as the store takes them, through batching
 //!    (it spills to the spool, and drops and counts what it cannot queue, rather than make its
 //!    caller wait: the producer here paces itself, see [`pace`]).
@@ -21,7 +21,9 @@
 
 use std::time::{Duration, Instant};
 
-use nhiscope::store::{config::Compression, row::EventRow, sink, Store, StoreConfig, StoreHandle};
+use nhiscope::publish::store::{
+    config::Compression, row::EventRow, sink, Store, StoreConfig, StoreHandle,
+};
 use nhiscope_tests::{
     clickhouse::ClickHouse,
     fixtures::{cpu_secs, events},

@@ -170,10 +170,15 @@ fn percent_decode(s: &str) -> String {
 /// carried: (table, insert SQL, RowBinary body, dedup token). Uncompressed, so the body is the
 /// exact RowBinary another engine can load.
 pub fn capture_inserts(
-    schema: &nhiscope::store::schema::Schema,
-    batches: &[nhiscope::store::sink::Batch],
-) -> Vec<(nhiscope::store::schema::Table, String, Vec<u8>, String)> {
-    use nhiscope::store::{config::Compression, sink::Conn, StoreConfig};
+    schema: &nhiscope::publish::store::schema::Schema,
+    batches: &[nhiscope::publish::store::sink::Batch],
+) -> Vec<(
+    nhiscope::publish::store::schema::Table,
+    String,
+    Vec<u8>,
+    String,
+)> {
+    use nhiscope::publish::store::{config::Compression, sink::Conn, StoreConfig};
     let capture = Capture::start();
     let mut config = StoreConfig::new(&capture.url()).unwrap_or_else(|e| panic!("{e}"));
     config.compression = Compression::None;
@@ -204,8 +209,8 @@ pub fn capture_inserts(
 /// `INSERT INTO db.t (cols) SELECT * FROM file(path, RowBinary, 'structure')` for a captured
 /// `INSERT INTO t(cols) FORMAT RowBinary`, with the column types of the schema.
 pub fn replay(
-    s: &nhiscope::store::schema::Schema,
-    t: nhiscope::store::schema::Table,
+    s: &nhiscope::publish::store::schema::Schema,
+    t: nhiscope::publish::store::schema::Table,
     sql: &str,
     path: &std::path::Path,
     token: &str,

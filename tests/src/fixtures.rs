@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nhiscope::event::{DriftKind, Event, Kind, OpenOp, Proto, Ts, Verdict};
+use nhiscope::domain::event::{DriftKind, Event, Kind, OpenOp, Proto, Ts, Verdict};
 
 /// When the fixture events start: [`event`]`(_, 0)` is at this Unix second (2026-11-18).
 pub const FIXTURE_BASE_SECS: u64 = 1_795_000_000;

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use nhiscope::{
-    event::{DriftKind, Event, Kind, OpenOp, Ts, Verdict},
-    store::{
+    domain::event::{DriftKind, Event, Kind, OpenOp, Ts, Verdict},
+    publish::store::{
         migrate,
         queries::{self, EventRecord, Param},
         row::{AgentRow, EventRow, LossRow},

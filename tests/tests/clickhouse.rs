@@ -1,7 +1,7 @@
 //! The ClickHouse store against a real server (Debian's 18.16, started by the harness): events
 //! read back exactly, outages, crashes with a spool, a full spool, bad credentials.
 //!
-//! The store is driven through its API (`nhiscope::store`), in a tokio runtime of the test's
+//! The store is driven through its API (`nhiscope::publish::store`), in a tokio runtime of the test's
 //! own; a "crash" is the runtime dropped without `shutdown` (everything in memory is gone, the
 //! files stay), or a child process killed with SIGKILL.
 #![expect(
@@ -18,8 +18,8 @@ use std::{
 };
 
 use nhiscope::{
-    event::{Event, Kind, Verdict},
-    store::{
+    domain::event::{Event, Kind, Verdict},
+    publish::store::{
         client::admin_client,
         queries::{self, Param},
         row::EventRow,
@@ -366,7 +366,7 @@ fn wrong_credentials_keep_events_spooled_until_they_are_fixed() {
     let spool = temp_dir("store-auth");
     let mut c = config(&ch, &spool);
     c.user = Some(nhiscope_tests::clickhouse::WRITER_USER.into());
-    c.password = Some(nhiscope::store::config::Secret::new("wrong"));
+    c.password = Some(nhiscope::publish::store::config::Secret::new("wrong"));
     let report = runtime().block_on(async {
         let store = Store::start(c.clone(), "host-w").unwrap_or_else(|e| panic!("{e}"));
         store.send(&events("host-w", 0..300));
@@ -383,7 +383,7 @@ fn wrong_credentials_keep_events_spooled_until_they_are_fixed() {
         store.shutdown().await.unwrap_or_else(|e| panic!("{e}"))
     });
     assert!(report.spooled_batches > 0, "{report:?}");
-    c.password = Some(nhiscope::store::config::Secret::new(
+    c.password = Some(nhiscope::publish::store::config::Secret::new(
         nhiscope_tests::clickhouse::WRITER_PASSWORD,
     ));
     runtime().block_on(async {
@@ -725,7 +725,8 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
         &url,
     ]);
     assert_eq!(code, Some(0), "{err}");
-    let r = nhiscope::registry::parse(&out, "suggestion").unwrap_or_else(|e| panic!("{e}\n{out}"));
+    let r = nhiscope::domain::registry::parse(&out, "suggestion")
+        .unwrap_or_else(|e| panic!("{e}\n{out}"));
     let n = r.nhi("billing-s3-writer").expect("the NHI");
     let readers = n.readers.as_ref().expect("readers");
     for e in sent
@@ -764,8 +765,8 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
 #[test]
 fn the_dashboard_reads_a_fleet_history() {
     use nhiscope::{
-        store::read::Reader,
-        tui::{
+        publish::store::read::Reader,
+        view::tui::{
             app::{App, History},
             history,
             model::{Subject, Update},
@@ -798,7 +799,9 @@ fn the_dashboard_reads_a_fleet_history() {
     };
     let rt = runtime();
     let schema = rt
-        .block_on(nhiscope::store::migrate::read_schema(&client, &config))
+        .block_on(nhiscope::publish::store::migrate::read_schema(
+            &client, &config,
+        ))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(schema.dialect, Dialect::Legacy);
     let mut reader = Reader::new(config.clone());
@@ -921,7 +924,7 @@ fn db_migrate_brings_a_version_2_database_to_the_pod_columns() {
     let s = legacy_schema("nhiscope");
     ch.query(&s.create_database());
     ch.query(&s.create_migrations_table());
-    for m in &nhiscope::store::schema::MIGRATIONS[..2] {
+    for m in &nhiscope::publish::store::schema::MIGRATIONS[..2] {
         for stmt in (m.statements)(&s) {
             ch.query(&stmt);
         }
@@ -1126,7 +1129,7 @@ fn a_batch_the_server_keeps_rejecting_is_set_aside_and_the_rows_behind_it_are_st
     let mut c = config(&ch, &spool);
     c.url = proxy.url();
     // The proxy looks for the marker in the body.
-    c.compression = nhiscope::store::config::Compression::None;
+    c.compression = nhiscope::publish::store::config::Compression::None;
     c.batch_rows = 100;
     let report = runtime().block_on(async {
         let store = Store::start(c.clone(), "host-p").unwrap_or_else(|e| panic!("{e}"));

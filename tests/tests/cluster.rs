@@ -11,8 +11,8 @@ use std::{
 };
 
 use nhiscope::{
-    event::{Event, Kind, OpenOp, Ts},
-    store::{Store, StoreConfig},
+    domain::event::{Event, Kind, OpenOp, Ts},
+    publish::store::{Store, StoreConfig},
 };
 use nhiscope_tests::{
     clickhouse::ClickHouse,

@@ -26,8 +26,8 @@ use std::{
 };
 
 use nhiscope::{
-    event::{DriftKind, Event, Kind, OpenOp, Ts, Verdict},
-    store::{
+    domain::event::{DriftKind, Event, Kind, OpenOp, Ts, Verdict},
+    publish::store::{
         row::{AgentRow, EventRow, LossRow},
         schema::{Dialect, Schema, MIGRATIONS},
         sink::{Batch, Rows},

@@ -104,7 +104,7 @@ fn the_daemon_names_the_32_bit_door_when_the_kernel_leaves_it_open() {
     }
     let (_cred, reg) = credential("ia32");
     let d = Daemon::start(&reg);
-    let open = nhiscope::coverage::ia32_syscalls_accepted() == Some(true);
+    let open = nhiscope::sense::coverage::ia32_syscalls_accepted() == Some(true);
     let said = d
         .output()
         .iter()

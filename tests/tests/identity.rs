@@ -221,7 +221,7 @@ fn a_script_is_judged_by_its_interpreter_and_by_itself() {
     std::fs::create_dir_all(&cwd).expect("dir");
     std::os::unix::fs::symlink(evil.join("a/b"), cwd.join("hop")).expect("symlink");
     assert_eq!(
-        nhiscope::resolve::normalize(&cwd.join("hop/../../tool.py")),
+        nhiscope::domain::resolve::normalize(&cwd.join("hop/../../tool.py")),
         script,
         "the lexical folding spells the allowed script"
     );

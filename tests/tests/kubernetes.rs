@@ -238,7 +238,7 @@ fn a_process_in_a_pod_carries_its_pod_and_container_names_to_every_output() {
         // Once the daemon has brought the schema to its version.
         let migrated = ch.query("EXISTS TABLE nhiscope.schema_migrations").trim() == "1"
             && ch.query_u64("SELECT max(version) FROM nhiscope.schema_migrations")
-                >= u64::from(nhiscope::store::schema::latest_version());
+                >= u64::from(nhiscope::publish::store::schema::latest_version());
         if migrated {
             if let Some(row) = ch.query_json(&sql).into_iter().next() {
                 break row;
@@ -335,11 +335,11 @@ fn the_daemonset_runs_the_daemon_as_it_expects_to_be_run() {
 
     // Every argument is one the daemon takes, with a value it accepts.
     let args = daemon_args(&docs);
-    let cli = nhiscope::cli::Cli::try_parse_from(
+    let cli = nhiscope::app::cli::Cli::try_parse_from(
         std::iter::once("nhiscope".to_owned()).chain(args.iter().cloned()),
     )
     .unwrap_or_else(|e| panic!("the DaemonSet's arguments {args:?}: {e}"));
-    let nhiscope::cli::Command::Daemon(d) = cli.command else {
+    let nhiscope::app::cli::Command::Daemon(d) = cli.command else {
         panic!("the DaemonSet does not run the daemon: {args:?}");
     };
 
@@ -448,9 +448,10 @@ fn the_daemonset_runs_the_daemon_as_it_expects_to_be_run() {
         ),
     )
     .expect("clickhouse.yaml");
-    let config = nhiscope::store::StoreConfig::load(Some(&ch_local), None, None, &|_| None)
-        .unwrap_or_else(|e| panic!("the ConfigMap's clickhouse.yaml: {e}"))
-        .expect("a ClickHouse URL");
+    let config =
+        nhiscope::publish::store::StoreConfig::load(Some(&ch_local), None, None, &|_| None)
+            .unwrap_or_else(|e| panic!("the ConfigMap's clickhouse.yaml: {e}"))
+            .expect("a ClickHouse URL");
     assert_eq!(config.spool_dir, spool);
 
     // Memory: the DESIGN's bound under floods (64 MB RSS) fits in the limit.

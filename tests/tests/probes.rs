@@ -324,7 +324,7 @@ fn after_attaching_the_daemon_keeps_only_the_capabilities_it_needs() {
     let f = Fixture::new("caps");
     let d = Daemon::start(&f.registry(""));
     let ptrace = 1u64 << 19;
-    let expected = nhiscope::privileges::kept_mask(
+    let expected = nhiscope::app::privileges::kept_mask(
         std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
             .expect("cap_last_cap")
             .trim()

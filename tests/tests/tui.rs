@@ -13,8 +13,8 @@ use std::{
 };
 
 use nhiscope::{
-    event::{DriftKind, Event, Kind, Ts, Verdict},
-    store::{Store, StoreConfig},
+    domain::event::{DriftKind, Event, Kind, Ts, Verdict},
+    publish::store::{Store, StoreConfig},
 };
 use nhiscope_tests::{
     clickhouse::ClickHouse,

@@ -1,0 +1,1150 @@
+//! The pipeline's core: kernel records in, decided events out.
+//!
+//! Keeps the process table, resolves paths, links opens and connections to NHIs (attribution),
+//! and asks `verdict` for the decision. No I/O of its own: what it needs from the host
+//! (processes, file identities and times, cgroups, the clock) it asks a [`Host`]. The daemon
+//! feeds it from the ring buffer over the real host (`sense::proc_host`); tests feed it by hand, over
+//! a fake host when they need to control time or the files.
+
+use std::{
+    collections::HashMap,
+    ffi::OsStr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use crate::domain::host::FileId;
+pub use crate::domain::host::Host;
+
+use monitor_common::{ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, AF_INET};
+
+use crate::{
+    domain::decode::{self, KernelEvent},
+    domain::event::{errno_name, Dev, Event, Kind, Proto, Ts},
+    domain::proctable::ProcTable,
+    domain::registry::{Placement, Registry},
+    domain::resolve,
+    domain::verdict::{self, Actor},
+};
+
+/// Converts the kernel's `CLOCK_BOOTTIME` stamps to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Realtime minus boottime, in ns.
+    offset_ns: i128,
+}
+
+impl Clock {
+    /// The offset `host` gives.
+    pub fn of(host: &impl Host) -> Self {
+        Self {
+            offset_ns: host.wall_offset_ns(),
+        }
+    }
+
+    /// A clock with a fixed offset (tests).
+    pub fn with_offset(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
+    pub fn wall(&self, boot_ns: u64) -> SystemTime {
+        let ns = boot_ns as i128 + self.offset_ns;
+        if ns <= 0 {
+            return UNIX_EPOCH;
+        }
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    }
+}
+
+/// Counters about what the engine did with the records it got.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub records: u64,
+    /// Opens the kernel prefilter let through that no pattern matches.
+    pub filter_false_positives: u64,
+    pub events: u64,
+}
+
+/// How long a credential file's modification time is trusted before it is read again.
+const MTIME_TTL: Duration = Duration::from_secs(1);
+
+/// Kernel records in, events out, over host `H`.
+pub struct Engine<H: Host> {
+    registry: Arc<Registry>,
+    procs: ProcTable,
+    /// Where processes, files, cgroups and the time come from.
+    sys: H,
+    clock: Clock,
+    /// The host name events carry (shared by all of them).
+    host: Arc<str>,
+    dns: crate::sense::dns::Dns,
+    /// The registered credential files by identity, (major, minor, inode) -> NHI index: a hard
+    /// link or a bind mount (in any mount namespace) is the same credential under another name.
+    cred_inodes: HashMap<(u32, u32, u64), (usize, Arc<str>)>,
+    cgroups: crate::domain::cgroups::CgroupNames,
+    /// The container id and Kubernetes pod UID of each cgroup seen (cgroup ids are not reused
+    /// while the host runs).
+    containers: HashMap<u64, Placed>,
+    /// Pod and container names, by pod UID and container id.
+    kube: crate::domain::kubernetes::KubeNames,
+    /// Modification times of credential files (for `max_age`), read at most once per
+    /// [`MTIME_TTL`] per file: a burst of opens costs one `stat`.
+    mtimes: HashMap<PathBuf, (Instant, Option<SystemTime>)>,
+    /// Pipes a holder writes into (by inode), with the NHIs it holds: a process whose standard
+    /// input is one of them holds those NHIs from its next connection on. Bounded by
+    /// [`FED_PIPES_CAP`] (cleared when full: a pipe inode is not reused while the host runs,
+    /// and an old pipeline's reader already took its holding).
+    fed_pipes: HashMap<u64, Vec<Arc<str>>>,
+    /// Pipes some process reads as its standard input (seen at its exec or connect): a
+    /// pipeline's pipes, which void holdings granted through them (`Process::holds_via_pipe`).
+    /// Bounded like `fed_pipes`.
+    pipeline_pipes: std::collections::HashSet<u64>,
+    pub stats: Stats,
+}
+
+/// Where a cgroup places its processes: the container and the Kubernetes pod, from its path.
+#[derive(Clone, Debug, Default)]
+struct Placed {
+    container: Option<Arc<str>>,
+    pod_uid: Option<Arc<str>>,
+}
+
+impl Placed {
+    /// From a cgroup v2 path (`/kubepods/burstable/pod<UID>/<id>`).
+    fn of(path: &str) -> Self {
+        let container =
+            crate::domain::proctable::container_id(&format!("0::{path}")).map(Arc::from);
+        // Only a container's cgroup is worth the parse: a pod's processes all run in one.
+        let pod_uid = container
+            .as_ref()
+            .and_then(|_| crate::domain::kubernetes::pod_uid(path))
+            .map(Arc::from);
+        Self { container, pod_uid }
+    }
+}
+
+/// Pipes remembered at most (see `Engine::fed_pipes`).
+const FED_PIPES_CAP: usize = 4096;
+
+/// Identity of every literal credential path of `registry`, as it is now on disk.
+fn credential_inodes(
+    registry: &Registry,
+    sys: &impl Host,
+) -> HashMap<(u32, u32, u64), (usize, Arc<str>)> {
+    let mut out = HashMap::new();
+    for (i, nhi) in registry.nhis.iter().enumerate() {
+        for g in nhi.credentials.iter().filter(|g| g.is_literal()) {
+            if let Some(id) = sys.file_id(g.as_str()) {
+                out.entry((id.major, id.minor, id.ino))
+                    .or_insert_with(|| (i, Arc::from(g.as_str())));
+            }
+        }
+    }
+    out
+}
+
+impl<H: Host> Engine<H> {
+    /// An engine over `sys`, naming itself `host` on events.
+    pub fn with_host(registry: Arc<Registry>, sys: H, clock: Clock, host: String) -> Self {
+        Self {
+            cred_inodes: credential_inodes(&registry, &sys),
+            registry,
+            procs: ProcTable::new(),
+            sys,
+            clock,
+            host: Arc::from(host),
+            dns: crate::sense::dns::Dns::default(),
+            cgroups: crate::domain::cgroups::CgroupNames::new(),
+            containers: HashMap::new(),
+            kube: crate::domain::kubernetes::KubeNames::default(),
+            mtimes: HashMap::new(),
+            fed_pipes: HashMap::new(),
+            pipeline_pipes: std::collections::HashSet::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// How much of each command line is kept (the daemon's `--cmdline`); set before the
+    /// process table is seeded.
+    pub fn set_cmdline_mode(&mut self, mode: crate::domain::redact::CmdlineMode) {
+        self.procs.set_cmdline_mode(mode);
+    }
+
+    /// Where the kubelet's pod and container log directories are (the daemon's
+    /// `--pods-log-dir` and `--containers-log-dir`): pod and container names come from them.
+    pub fn set_kubernetes_dirs(&mut self, pods: &Path, containers: &Path) {
+        self.kube = crate::domain::kubernetes::KubeNames::new(pods, containers);
+    }
+
+    pub fn procs(&mut self) -> &mut ProcTable {
+        &mut self.procs
+    }
+
+    /// Seed the process table with every process the host has; returns how many.
+    pub fn seed_processes(&mut self) -> usize {
+        self.procs.seed(&self.sys)
+    }
+
+    /// Drop table entries that are threads or processes gone without an exit record (see
+    /// [`ProcTable::sweep`]); returns how many.
+    pub fn sweep_processes(&mut self, grace: Duration) -> usize {
+        self.procs.sweep(grace, &self.sys)
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// A DNS packet seen on the host (`outgoing`: sent by it): queries are remembered, and the
+    /// answers to them give addresses their names.
+    pub fn dns_packet(&mut self, pkt: &[u8], outgoing: bool) {
+        self.dns.packet(pkt, outgoing, self.sys.now());
+    }
+
+    /// What became of the DNS packets seen (for health and heartbeats).
+    pub fn dns_stats(&self) -> crate::sense::dns::DnsStats {
+        self.dns.stats()
+    }
+
+    /// Addresses the DNS cache holds names for.
+    pub fn dns_cached_addresses(&self) -> usize {
+        self.dns.cached_addresses()
+    }
+
+    /// Use a new registry from the next record on. Holdings stay: a process that read a
+    /// credential still holds its secret, whatever the registry now says about it.
+    pub fn set_registry(&mut self, registry: Arc<Registry>) {
+        self.cred_inodes = credential_inodes(&registry, &self.sys);
+        self.registry = registry;
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Handle one record; decided events are appended to `out`.
+    pub fn handle(&mut self, ev: KernelEvent, out: &mut Vec<Event>) {
+        self.stats.records += 1;
+        let before = out.len();
+        match ev {
+            KernelEvent::Open(o) => self.open(&o, out),
+            KernelEvent::Exec(e) => self.exec(&e, out),
+            KernelEvent::Fork(f) => self.procs.fork(f.hdr.pid, f.child_tid, &self.sys),
+            KernelEvent::Exit(x) => self.exit(&x.hdr, out),
+            KernelEvent::Connect(c) => self.connect(&c, out),
+        }
+        self.stats.events += (out.len() - before) as u64;
+    }
+
+    /// The modification time of `path` (following symlinks), at most [`MTIME_TTL`] old.
+    fn mtime(&mut self, path: &Path) -> Option<SystemTime> {
+        let now = self.sys.now();
+        if let Some((at, m)) = self.mtimes.get(path) {
+            if now.saturating_duration_since(*at) < MTIME_TTL {
+                return *m;
+            }
+        }
+        if self.mtimes.len() > 4096 {
+            self.mtimes.clear();
+        }
+        let m = self.sys.modified(path);
+        self.mtimes.insert(path.to_path_buf(), (now, m));
+        m
+    }
+
+    /// An event with the process fields filled from the header and the process table.
+    fn base(&mut self, kind: Kind, hdr: &EventHeader) -> Event {
+        let ts = Ts::from_system(self.clock.wall(hdr.ts_ns));
+        let mut e = Event::new(kind, ts, Arc::clone(&self.host));
+        let p = self.procs.lookup_fresh(hdr.pid, &self.sys);
+        e.pid = hdr.pid;
+        e.tid = hdr.tid;
+        e.ppid = p.ppid;
+        e.uid = hdr.uid;
+        e.gid = hdr.gid;
+        e.exe = p.exe.clone();
+        e.script = p.script.clone();
+        e.comm = decode::comm(hdr);
+        e.cmdline = p.cmdline.clone();
+        e.cgroup_id = hdr.cgroup_id;
+        let fallback = (p.container.clone(), p.cgroup.clone());
+        // The kernel's cgroup id is what the task was in at the event; /proc may be gone.
+        let placed = if let Some(path) = self.cgroups.path(hdr.cgroup_id, &self.sys) {
+            if self.containers.len() > 65_536 {
+                self.containers.clear();
+            }
+            let placed = self
+                .containers
+                .entry(hdr.cgroup_id)
+                .or_insert_with(|| Placed::of(&path))
+                .clone();
+            let p = self.procs.lookup(hdr.pid, &self.sys);
+            p.container.clone_from(&placed.container);
+            p.cgroup = Some(path);
+            placed
+        } else {
+            match fallback {
+                (Some(container), Some(path)) => Placed {
+                    pod_uid: crate::domain::kubernetes::pod_uid(&path).map(Arc::from),
+                    container: Some(container),
+                },
+                (container, _) => Placed {
+                    container,
+                    pod_uid: None,
+                },
+            }
+        };
+        e.container = placed.container.as_deref().map(str::to_owned);
+        if let Some(uid) = &placed.pod_uid {
+            e.pod_uid = Some(uid.to_string());
+            if let Some(pod) = self.kube.pod(uid, &self.sys) {
+                e.pod = Some(pod.name.to_string());
+                e.pod_namespace = Some(pod.namespace.to_string());
+            }
+            if let Some(id) = &placed.container {
+                e.container_name = self.kube.container(id, &self.sys).map(|n| n.to_string());
+            }
+        }
+        if hdr.flags & monitor_common::HDR_TTY_KNOWN != 0 {
+            self.procs.lookup(hdr.pid, &self.sys).tty = hdr.flags & monitor_common::HDR_TTY != 0;
+        }
+        e
+    }
+
+    /// Whether `pid` runs in a human's terminal session: it has a controlling terminal, or its
+    /// session was opened by `sshd` or `login`. A process that started its own session
+    /// (`setsid`, as daemons and service managers do) without a terminal is not interactive.
+    pub fn is_interactive(&mut self, pid: u32, hdr_flags: u32) -> bool {
+        let p = self.procs.lookup_fresh(pid, &self.sys);
+        // What the kernel saw at the event beats /proc, which may show an exiting process.
+        let tty = if hdr_flags & monitor_common::HDR_TTY_KNOWN != 0 {
+            hdr_flags & monitor_common::HDR_TTY != 0
+        } else {
+            p.tty
+        };
+        if tty {
+            return true;
+        }
+        let sid = p.sid;
+        if sid == 0 {
+            return false;
+        }
+        let leader_parent = match self.procs.get(sid) {
+            Some(leader) => leader.ppid,
+            None => return false,
+        };
+        self.procs
+            .get(leader_parent)
+            .is_some_and(|pp| is_login_manager(&pp.exe, &pp.comm))
+            || self
+                .procs
+                .get(sid)
+                .is_some_and(|l| is_login_manager(&l.exe, &l.comm))
+    }
+
+    fn open(&mut self, o: &OpenEvent, out: &mut Vec<Event>) {
+        use monitor_common::{NAMES_ARE_BASE, NAMES_COMPLETE};
+        let raw = decode::c_bytes(&o.path, o.path_len as usize);
+        let raw_path = Path::new(OsStr::from_bytes(raw));
+        let names = decode::names_path(&o.names, o.names_len, o.flags & NAMES_COMPLETE != 0);
+        // The file the kernel opened, by its real path; a failed open has none, so its argument
+        // is resolved against the directory the kernel said it started from.
+        // (an io_uring open into a fixed slot has no fd either: it is judged like a failed one).
+        let real = if o.flags & NAMES_ARE_BASE != 0 {
+            names.and_then(|base| resolve::absolute(Some(&base), raw_path))
+        } else {
+            names.or_else(|| resolve::absolute(None, raw_path))
+        };
+        let real_s = real.map(|p| {
+            p.into_os_string()
+                .into_string()
+                .unwrap_or_else(|p| p.to_string_lossy().into_owned())
+        });
+        let reg = Arc::clone(&self.registry);
+        // The inode is the file's identity: a registered file under any name is that file.
+        let by_inode = (o.ino != 0)
+            .then(|| {
+                self.cred_inodes
+                    .get(&(o.dev >> 20, o.dev & 0xf_ffff, o.ino))
+            })
+            .flatten()
+            .and_then(|(i, path)| Some((reg.nhis.get(*i)?, Arc::clone(path))))
+            // Opened under another name: the inode number may be the credential's old one,
+            // freed by a rotation and given to a new file before the next refresh (a second at
+            // most). The registered path must still be that inode for the alias to count.
+            .filter(|(_, registered)| {
+                real_s.as_deref() == Some(&**registered)
+                    || self.sys.file_id(registered)
+                        == Some(FileId {
+                            major: o.dev >> 20,
+                            minor: o.dev & 0xf_ffff,
+                            ino: o.ino,
+                        })
+            });
+        let by_path = real_s.as_deref().and_then(|p| reg.owner_of(p));
+        let owner = by_inode.as_ref().map(|(n, _)| *n).or(by_path);
+        let watched = owner.is_some() || real_s.as_deref().is_some_and(|p| reg.is_watched(p));
+        if !watched {
+            self.stats.filter_false_positives += 1;
+            return;
+        }
+        let path_s = match (&by_inode, &real_s) {
+            (Some((_, registered)), _) => registered.to_string(),
+            (None, Some(r)) => r.clone(),
+            (None, None) => String::from_utf8_lossy(raw).into_owned(),
+        };
+        let target_s = real_s.filter(|r| *r != path_s);
+
+        let mut e = self.base(Kind::Open, &o.hdr);
+        e.syscall = OpenOp::from_u32(o.op);
+        e.path = Some(path_s.clone());
+        e.path_arg = Some(String::from_utf8_lossy(raw).into_owned());
+        e.target = target_s;
+        e.flags = Some(o.open_flags);
+        if o.ino != 0 {
+            e.inode = Some(o.ino);
+            e.dev = Some(Dev {
+                major: o.dev >> 20,
+                minor: o.dev & 0xf_ffff,
+            });
+        }
+        e.result = Some(o.ret);
+        if o.ret < 0 {
+            e.error = Some(errno_name(-o.ret));
+        }
+        let now = self.clock.wall(o.hdr.ts_ns);
+        let failed = o.ret < 0;
+        let decision = match owner {
+            Some(nhi) => {
+                let interactive = self.is_interactive(e.pid, o.hdr.flags);
+                let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
+                let actor = Actor::of(&e, interactive, cgroup.as_deref());
+                // The registered name (for an inode match) is the one the daemon can stat.
+                let mtime = match nhi.max_age {
+                    Some(_) => self.mtime(Path::new(&path_s)),
+                    None => None,
+                };
+                let decision = verdict::open(nhi, &actor, &path_s, failed, now, mtime);
+                e.nhi = Some(nhi.id.to_string());
+                if !failed {
+                    self.take_hold(o.hdr.pid, &nhi.id, o);
+                }
+                decision
+            }
+            None => verdict::unregistered_open(&Actor::of(&e, false, None), &path_s, failed),
+        };
+        e.verdict = decision.verdict;
+        e.drift = decision.drift;
+        e.reason = decision.reason;
+        out.push(e);
+    }
+
+    fn exec(&mut self, x: &ExecEvent, out: &mut Vec<Event>) {
+        let pid = x.hdr.pid;
+        self.note_stdin_pipe(x.stdin_pipe);
+        if x.old_tid != pid {
+            // A non-leader thread called exec: it took over the leader's pid.
+            self.procs.exit(x.old_tid);
+        }
+        let raw = Path::new(OsStr::from_bytes(decode::c_bytes(
+            &x.filename,
+            x.filename_len as usize,
+        )));
+        // The file the kernel executed, never the name it was asked for (which may be
+        // `/proc/self/exe`, a symlink, a relative name or a script).
+        let exe = decode::names_path(
+            &x.exe_names,
+            x.exe_names_len,
+            x.flags & monitor_common::EXE_NAMES_COMPLETE != 0,
+        )
+        .or_else(|| resolve::absolute(None, raw))
+        .unwrap_or_else(|| raw.to_path_buf());
+        let prev = self
+            .procs
+            .get(pid)
+            .map(|p| (p.exe.clone(), p.script.clone()));
+        let script = if x.flags & monitor_common::EXEC_SCRIPT != 0 {
+            let cwd = decode::names_path(
+                &x.cwd_names,
+                x.cwd_names_len,
+                x.flags & monitor_common::CWD_NAMES_COMPLETE != 0,
+            );
+            Some(
+                resolve::script_path(cwd.as_deref(), raw)
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        } else {
+            // `#!/usr/bin/env python3`: the script's interpreter is env, which then execs the
+            // real interpreter in the same process; the script is still what runs.
+            prev.and_then(|(exe, script)| script.filter(|_| basename(&exe) == "env"))
+        };
+        let mut cmdline = decode::args(x);
+        if cmdline.is_empty() {
+            cmdline = crate::domain::proctable::read_proc(&self.sys, pid)
+                .map(|p| p.cmdline)
+                .unwrap_or_default();
+        }
+        let exe = exe.to_string_lossy().into_owned();
+        self.procs.exec(
+            pid,
+            x.hdr.uid,
+            decode::comm(&x.hdr),
+            exe.clone(),
+            cmdline,
+            &self.sys,
+        );
+        self.procs.lookup(pid, &self.sys).script = script.clone();
+        // Declared holders carry their NHI without reading a file (a secret in the environment).
+        let reg = Arc::clone(&self.registry);
+        let placed = reg.nhis.iter().any(|n| {
+            n.holders
+                .as_ref()
+                .is_some_and(|h| !h.cgroup.is_empty() || !h.container.is_empty())
+        });
+        let (cgroup, container) = if placed {
+            let p = self.procs.lookup_fresh(pid, &self.sys);
+            (p.cgroup.clone(), p.container.clone())
+        } else {
+            (None, None)
+        };
+        let at = Placement {
+            cgroup: cgroup.as_deref(),
+            container: container.as_deref(),
+        };
+        for nhi in &reg.nhis {
+            if nhi
+                .holders
+                .as_ref()
+                .is_some_and(|h| h.admits(&exe, script.as_deref(), x.hdr.uid, at))
+            {
+                self.procs
+                    .lookup(pid, &self.sys)
+                    .holds
+                    .insert(Arc::from(nhi.id.as_str()));
+            }
+        }
+        self.holder_event(Kind::Exec, &x.hdr, out);
+    }
+
+    fn exit(&mut self, hdr: &EventHeader, out: &mut Vec<Event>) {
+        self.holder_event(Kind::Exit, hdr, out);
+        self.procs.exit(hdr.pid);
+    }
+
+    /// Exec and exit are reported for processes that hold an NHI: they bound its use.
+    fn holder_event(&mut self, kind: Kind, hdr: &EventHeader, out: &mut Vec<Event>) {
+        let held = self.held_by(hdr.pid);
+        if held.is_empty() {
+            return;
+        }
+        let what = if kind == Kind::Exec {
+            verdict::Lifecycle::Exec
+        } else {
+            verdict::Lifecycle::Exit
+        };
+        for id in held {
+            let mut e = self.base(kind, hdr);
+            e.reason = verdict::holder(&Actor::of(&e, false, None), &id, what).reason;
+            e.nhi = Some(id.to_string());
+            out.push(e);
+        }
+    }
+
+    /// Process `pid` read a credential of NHI `id`: it holds the NHI from now on (its later
+    /// children inherit the holding when they fork). When it read the secret *for its parent*,
+    /// as in `TOKEN=$(cat file)` (its stdout is a pipe its parent reads), the parent holds it too,
+    /// so the parent's later children (`curl -H "Authorization: $TOKEN" ...`) are holders; a
+    /// parent that merely started the reader (its output goes elsewhere) does not, and service
+    /// managers never do.
+    fn take_hold(&mut self, pid: u32, id: &str, o: &OpenEvent) {
+        let p = self.procs.lookup(pid, &self.sys);
+        // A service reads its credential again and again: the holding is usually there.
+        let id: Arc<str> = match p.holds.get(id) {
+            Some(held) => Arc::clone(held),
+            None => {
+                let id: Arc<str> = Arc::from(id);
+                p.holds.insert(Arc::clone(&id));
+                id
+            }
+        };
+        if o.flags & monitor_common::STDOUT_PIPE != 0 && o.stdout_ino != 0 {
+            // Whatever reads this pipe may get the secret (a pipeline's next command).
+            if self.fed_pipes.len() >= FED_PIPES_CAP {
+                self.fed_pipes.clear();
+            }
+            let ids = self.fed_pipes.entry(o.stdout_ino).or_default();
+            if !ids.contains(&id) {
+                ids.push(Arc::clone(&id));
+            }
+        }
+        let ppid = p.ppid;
+        if ppid <= 1 {
+            return;
+        }
+        let supervisor = self
+            .procs
+            .get(ppid)
+            .is_none_or(|pp| is_supervisor(&pp.exe, &pp.comm));
+        // The kernel compared the reader's stdout with its parent's fds at the open.
+        let feeds = o.flags & monitor_common::FEEDS_PARENT != 0;
+        if !supervisor && feeds {
+            log::debug!("pid {pid} read NHI {id} for its parent {ppid}: the parent holds it too");
+            let p = self.procs.lookup(ppid, &self.sys);
+            if !p.holds_via_pipe.contains(&(Arc::clone(&id), o.stdout_ino)) {
+                p.holds_via_pipe.push((id, o.stdout_ino));
+            }
+        }
+    }
+
+    /// A pipe some process reads as its standard input is a pipeline's.
+    fn note_stdin_pipe(&mut self, ino: u64) {
+        if ino == 0 {
+            return;
+        }
+        if self.pipeline_pipes.len() >= FED_PIPES_CAP {
+            self.pipeline_pipes.clear();
+        }
+        self.pipeline_pipes.insert(ino);
+    }
+
+    /// The NHIs `pid` holds now: its own holdings, and those granted through a pipe that did not
+    /// turn out to be a pipeline's.
+    fn held_by(&mut self, pid: u32) -> Vec<Arc<str>> {
+        let p = self.procs.lookup(pid, &self.sys);
+        let mut held: Vec<Arc<str>> = p.holds.iter().cloned().collect();
+        for (id, pipe) in &p.holds_via_pipe {
+            if !self.pipeline_pipes.contains(pipe) && !held.contains(id) {
+                held.push(Arc::clone(id));
+            }
+        }
+        held
+    }
+
+    fn connect(&mut self, c: &ConnectEvent, out: &mut Vec<Event>) {
+        // A process reading from a pipe a holder writes into holds what flows through it
+        // (`cat token | curl -d @- ...`); a shell that merely started both sides reads from
+        // its terminal, not from that pipe.
+        self.note_stdin_pipe(c.stdin_pipe);
+        if c.stdin_pipe != 0 {
+            if let Some(ids) = self.fed_pipes.get(&c.stdin_pipe).cloned() {
+                let p = self.procs.lookup(c.hdr.pid, &self.sys);
+                for id in ids {
+                    p.holds.insert(id);
+                }
+            }
+        }
+        let mut held = self.held_by(c.hdr.pid);
+        let reg = Arc::clone(&self.registry);
+        // Declared holders, judged on the process as the table has it (borrowed: most
+        // connections are by processes that hold nothing).
+        let p = self.procs.lookup(c.hdr.pid, &self.sys);
+        let at = Placement {
+            cgroup: p.cgroup.as_deref(),
+            container: p.container.as_deref(),
+        };
+        for nhi in &reg.nhis {
+            if let Some(h) = &nhi.holders {
+                if h.admits(&p.exe, p.script.as_deref(), c.hdr.uid, at)
+                    && !held.iter().any(|id| **id == *nhi.id)
+                {
+                    held.push(Arc::from(nhi.id.as_str()));
+                }
+            }
+        }
+        if held.is_empty() {
+            return;
+        }
+        let (daddr, saddr) = addrs(c);
+        let names = self.dns.names(daddr, self.sys.now());
+        let now = self.clock.wall(c.hdr.ts_ns);
+        let interactive = self.is_interactive(c.hdr.pid, c.hdr.flags);
+        for id in held {
+            let Some(nhi) = reg.nhis.iter().find(|n| *n.id == *id) else {
+                continue;
+            };
+            let mut e = self.base(Kind::Connect, &c.hdr);
+            e.proto = Some(if c.proto == monitor_common::IPPROTO_UDP {
+                Proto::Udp
+            } else {
+                Proto::Tcp
+            });
+            e.daddr = Some(daddr);
+            e.dport = Some(c.dport);
+            e.saddr = Some(saddr);
+            e.sport = (c.sport != 0).then_some(c.sport);
+            e.dns_names = Some(names.clone());
+            e.nhi = Some(id.to_string());
+            let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
+            let actor = Actor::of(&e, interactive, cgroup.as_deref());
+            let decision = verdict::connect(nhi, &actor, daddr, c.dport, &names, now);
+            e.verdict = decision.verdict;
+            e.drift = decision.drift;
+            e.reason = decision.reason;
+            out.push(e);
+        }
+    }
+}
+
+fn addrs(c: &ConnectEvent) -> (IpAddr, IpAddr) {
+    let conv = |b: &[u8; 16]| -> IpAddr {
+        if c.family == AF_INET {
+            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        } else {
+            let v6 = Ipv6Addr::from(*b);
+            match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            }
+        }
+    };
+    (conv(&c.daddr), conv(&c.saddr))
+}
+
+/// Programs that start others as a service (never holders through a child's read).
+const SUPERVISORS: &[&str] = &[
+    "systemd",
+    "init",
+    "containerd-shim",
+    "containerd-shim-runc-v2",
+    "runc",
+    "crun",
+    "conmon",
+    "supervisord",
+    "s6-supervise",
+    "runsv",
+    "tini",
+    "dumb-init",
+    "cron",
+    "crond",
+];
+
+fn basename(exe: &str) -> &str {
+    exe.rsplit('/').next().unwrap_or(exe)
+}
+
+fn is_supervisor(exe: &str, comm: &str) -> bool {
+    let b = basename(exe);
+    SUPERVISORS.contains(&b) || SUPERVISORS.contains(&comm) || comm.starts_with("containerd-shim")
+}
+
+fn is_login_manager(exe: &str, comm: &str) -> bool {
+    matches!(basename(exe), "sshd" | "sshd-session" | "login")
+        || matches!(comm, "sshd" | "sshd-session" | "login")
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine without a kernel: records built by hand, /proc replaced by an empty fixture
+    //! directory (so every process is known only from its records).
+    use super::*;
+    use crate::domain::event::Verdict;
+    use crate::sense::proc_host::ProcHost;
+    use monitor_common::{EventKind, ForkEvent, COMM_LEN, PATH_CAP};
+
+    fn engine(yaml: &str) -> (Engine<ProcHost>, PathBuf) {
+        let root = std::env::temp_dir().join(format!(
+            "nhiscope-engine-{}-{}",
+            std::process::id(),
+            yaml.len()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("fixture");
+        let reg = crate::domain::registry::parse(yaml, "test.yaml").expect("registry");
+        let e = Engine::new(Arc::new(reg), &root, Clock::with_offset(0), "h".into());
+        (e, root)
+    }
+
+    fn hdr(kind: EventKind, pid: u32, uid: u32, comm: &str) -> EventHeader {
+        let mut c = [0u8; COMM_LEN];
+        c[..comm.len()].copy_from_slice(comm.as_bytes());
+        EventHeader {
+            kind: kind as u32,
+            pid,
+            tid: pid,
+            uid,
+            gid: uid,
+            flags: monitor_common::HDR_TTY_KNOWN,
+            ts_ns: 1_700_000_000_000_000_000,
+            cgroup_id: 0,
+            comm: c,
+        }
+    }
+
+    fn exec(pid: u32, uid: u32, exe: &str) -> KernelEvent {
+        let mut e: ExecEvent = unsafe_zeroed();
+        e.hdr = hdr(
+            EventKind::Exec,
+            pid,
+            uid,
+            exe.rsplit('/').next().unwrap_or(exe),
+        );
+        e.old_tid = pid;
+        e.filename[..exe.len()].copy_from_slice(exe.as_bytes());
+        e.filename_len = exe.len() as u32;
+        KernelEvent::Exec(Box::new(e))
+    }
+
+    fn unsafe_zeroed<T: Copy>() -> T {
+        let bytes = vec![0u8; std::mem::size_of::<T>()];
+        // SAFETY: the monitor_common records are plain data; all-zero is a valid value.
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+    }
+
+    fn open(pid: u32, uid: u32, path: &str, ret: i64) -> KernelEvent {
+        let mut o: OpenEvent = unsafe_zeroed();
+        o.hdr = hdr(EventKind::Open, pid, uid, "x");
+        o.op = OpenOp::Openat as u32;
+        o.dfd = resolve::AT_FDCWD;
+        o.ret = ret;
+        let mut p = [0u8; PATH_CAP];
+        p[..path.len()].copy_from_slice(path.as_bytes());
+        o.path = p;
+        o.path_len = path.len() as u32;
+        if ret >= 0 {
+            // The kernel's walk of the opened file: components leaf first.
+            let mut at = 0;
+            for c in path.rsplit('/').filter(|c| !c.is_empty()) {
+                o.names[at..at + c.len()].copy_from_slice(c.as_bytes());
+                at += c.len() + 1;
+            }
+            o.names_len = at as u32;
+            o.flags |= monitor_common::NAMES_COMPLETE;
+        }
+        KernelEvent::Open(Box::new(o))
+    }
+
+    fn connect(pid: u32, addr: [u8; 4], port: u16) -> KernelEvent {
+        let mut c: ConnectEvent = unsafe_zeroed();
+        c.hdr = hdr(EventKind::Connect, pid, 0, "x");
+        c.family = AF_INET;
+        c.dport = port;
+        c.daddr[..4].copy_from_slice(&addr);
+        KernelEvent::Connect(c)
+    }
+
+    fn fork(parent: u32, child: u32) -> KernelEvent {
+        KernelEvent::Fork(ForkEvent {
+            hdr: hdr(EventKind::Fork, parent, 0, "sh"),
+            child_tid: child,
+            _pad: 0,
+        })
+    }
+
+    const REG: &str = "nhis:\n  - id: api\n    credentials: [/srv/app/token]\n    readers:\n      exe: [/usr/bin/app]\n    endpoints:\n      - cidr: 10.0.0.0/8\n        port: 443\n    interactive: allow\n";
+
+    #[test]
+    fn opens_get_the_nhi_and_a_verdict() {
+        let (mut e, _root) = engine(REG);
+        let mut out = Vec::new();
+        e.handle(exec(10, 0, "/usr/bin/app"), &mut out);
+        e.handle(open(10, 0, "/srv/app/token", 3), &mut out);
+        e.handle(exec(11, 0, "/usr/bin/cat"), &mut out);
+        e.handle(open(11, 0, "/srv/app/token", 3), &mut out);
+        let opens: Vec<&Event> = out.iter().filter(|x| x.kind == Kind::Open).collect();
+        assert_eq!(opens.len(), 2);
+        assert_eq!(
+            (opens[0].nhi.as_deref(), opens[0].verdict),
+            (Some("api"), Verdict::Ok)
+        );
+        assert_eq!(opens[1].verdict, Verdict::Drift);
+        assert_eq!(
+            opens[1].drift,
+            vec![crate::domain::event::DriftKind::ReaderOutOfScope]
+        );
+        assert_eq!(opens[1].exe, "/usr/bin/cat");
+    }
+
+    #[test]
+    fn unowned_watched_paths_are_unregistered_and_others_dropped() {
+        let (mut e, _root) = engine(REG);
+        let mut out = Vec::new();
+        e.handle(open(12, 0, "/home/ann/.aws/credentials", 3), &mut out);
+        e.handle(open(12, 0, "/srv/app/notes.txt", 3), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].verdict, out[0].nhi.as_deref()),
+            (Verdict::Unregistered, None)
+        );
+        assert_eq!(e.stats.filter_false_positives, 1);
+    }
+
+    #[test]
+    fn holders_and_their_later_children_are_checked_against_endpoints() {
+        let (mut e, _root) = engine(REG);
+        let mut out = Vec::new();
+        e.handle(exec(20, 0, "/usr/bin/app"), &mut out);
+        e.handle(fork(20, 21), &mut out); // forked before holding: not a holder
+        e.handle(open(20, 0, "/srv/app/token", 3), &mut out);
+        e.handle(fork(20, 22), &mut out); // forked after: inherits
+        e.handle(connect(21, [10, 1, 2, 3], 443), &mut out);
+        e.handle(connect(22, [10, 1, 2, 3], 443), &mut out);
+        e.handle(connect(22, [192, 0, 2, 1], 443), &mut out);
+        let conns: Vec<&Event> = out.iter().filter(|x| x.kind == Kind::Connect).collect();
+        assert_eq!(conns.len(), 2, "{conns:?}");
+        assert!(conns
+            .iter()
+            .all(|c| c.pid == 22 && c.nhi.as_deref() == Some("api")));
+        assert_eq!(conns[0].verdict, Verdict::Ok);
+        assert_eq!(
+            conns[1].drift,
+            vec![crate::domain::event::DriftKind::EndpointOutOfScope]
+        );
+        assert!(
+            conns[1].reason.contains("192.0.2.1:443"),
+            "{}",
+            conns[1].reason
+        );
+    }
+
+    #[test]
+    fn a_failed_open_does_not_make_a_holder() {
+        let (mut e, _root) = engine(REG);
+        let mut out = Vec::new();
+        e.handle(open(30, 1000, "/srv/app/token", -13), &mut out);
+        assert_eq!(out[0].error.as_deref(), Some("EACCES"));
+        e.handle(connect(30, [10, 0, 0, 1], 443), &mut out);
+        assert!(!out.iter().any(|x| x.kind == Kind::Connect));
+    }
+
+    // Over a fake host: the tests set the time, the files, the processes and the cgroups.
+
+    use crate::domain::host::{fake::FakeHost, ProcFacts, SessionFacts};
+
+    /// 2023-11-14T22:13:20Z, the time of every record `hdr` makes.
+    const T0: u64 = 1_700_000_000;
+
+    fn faked<'h>(yaml: &str, host: &'h FakeHost) -> Engine<&'h FakeHost> {
+        let reg = crate::domain::registry::parse(yaml, "test.yaml").expect("registry");
+        Engine::with_host(Arc::new(reg), host, Clock::of(host), "h".into())
+    }
+
+    /// An open that the kernel saw reach file (8:1, `ino`).
+    fn open_ino(pid: u32, path: &str, ino: u64) -> KernelEvent {
+        let KernelEvent::Open(mut o) = open(pid, 0, path, 3) else {
+            unreachable!()
+        };
+        o.ino = ino;
+        o.dev = (8 << 20) | 1;
+        KernelEvent::Open(o)
+    }
+
+    fn at(ev: KernelEvent, secs: u64) -> KernelEvent {
+        let mut ev = ev;
+        match &mut ev {
+            KernelEvent::Open(o) => o.hdr.ts_ns = secs * 1_000_000_000,
+            KernelEvent::Connect(c) => c.hdr.ts_ns = secs * 1_000_000_000,
+            _ => {}
+        }
+        ev
+    }
+
+    fn secs(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn an_nhi_used_after_it_expired_is_drift_by_the_kernel_s_clock() {
+        let host = FakeHost::default();
+        let reg = "nhis:\n  - id: api\n    credentials: [/srv/app/token]\n    expires: 2024-01-01T00:00:00Z\n    interactive: allow\n";
+        let mut e = faked(reg, &host);
+        let mut out = Vec::new();
+        e.handle(at(open(10, 0, "/srv/app/token", 3), T0), &mut out);
+        // 2024-06: after `expires`.
+        e.handle(
+            at(open(10, 0, "/srv/app/token", 3), 1_717_000_000),
+            &mut out,
+        );
+        e.handle(at(connect(10, [10, 0, 0, 1], 443), 1_717_000_000), &mut out);
+        assert_eq!(out[0].verdict, Verdict::Ok, "{}", out[0].reason);
+        assert_eq!(out[1].drift, vec![crate::domain::event::DriftKind::Expired]);
+        assert!(
+            out[1]
+                .reason
+                .starts_with("NHI api expired at 2024-01-01T00:00:00Z"),
+            "{}",
+            out[1].reason
+        );
+        assert_eq!(out[2].drift, vec![crate::domain::event::DriftKind::Expired]);
+        // The wall clock is the kernel's boot time plus the host's offset.
+        let mut host2 = FakeHost::default();
+        host2.wall_offset_ns = 17_000_000 * 1_000_000_000;
+        let mut e = faked(reg, &host2);
+        e.handle(at(open(10, 0, "/srv/app/token", 3), T0), &mut out);
+        assert_eq!(out[3].drift, vec![crate::domain::event::DriftKind::Expired]);
+    }
+
+    #[test]
+    fn a_stale_credential_is_drift_and_its_age_is_read_again_after_a_second() {
+        let host = FakeHost::default();
+        host.put_file("/srv/app/token", 42, secs(T0 - 7200));
+        let reg = "nhis:\n  - id: api\n    credentials: [/srv/app/token]\n    max_age: 1h\n    interactive: allow\n";
+        let mut e = faked(reg, &host);
+        let mut out = Vec::new();
+        e.handle(at(open(10, 0, "/srv/app/token", 3), T0), &mut out);
+        assert_eq!(
+            out[0].drift,
+            vec![crate::domain::event::DriftKind::StaleCredential]
+        );
+        assert_eq!(
+            out[0].reason,
+            "/srv/app/token of NHI api was last changed 2h ago, longer than its max_age of 1h."
+        );
+        // Rotated now: a burst of opens within the second still sees the time read first.
+        host.put_file("/srv/app/token", 43, secs(T0));
+        e.handle(at(open(10, 0, "/srv/app/token", 3), T0), &mut out);
+        assert_eq!(out[1].verdict, Verdict::Drift);
+        assert_eq!(host.asked("modified"), 1);
+        host.advance(MTIME_TTL);
+        e.handle(at(open(10, 0, "/srv/app/token", 3), T0), &mut out);
+        assert_eq!(out[2].verdict, Verdict::Ok, "{}", out[2].reason);
+        assert_eq!(host.asked("modified"), 2);
+    }
+
+    #[test]
+    fn another_name_of_a_credential_is_it_until_a_rotation_frees_the_inode() {
+        let host = FakeHost::default();
+        host.put_file("/srv/app/token", 42, secs(T0));
+        let mut e = faked(REG, &host);
+        let mut out = Vec::new();
+        // A hard link (or a bind mount) of the registered file.
+        e.handle(open_ino(10, "/mnt/x/t", 42), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (
+                out[0].nhi.as_deref(),
+                out[0].path.as_deref(),
+                out[0].target.as_deref()
+            ),
+            (Some("api"), Some("/srv/app/token"), Some("/mnt/x/t"))
+        );
+        // Rotated (a new file renamed over the old one): inode 42 may be any file now, and the
+        // engine has not refreshed its inodes yet; the registered name is checked, so the old
+        // inode under another name is no longer the credential.
+        host.put_file("/srv/app/token", 43, secs(T0));
+        e.handle(open_ino(10, "/mnt/x/t", 42), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(e.stats.filter_false_positives, 1);
+        // After the refresh (the daemon's once a second), the new inode is the credential.
+        e.set_registry(Arc::clone(e.registry()));
+        e.handle(open_ino(10, "/mnt/y/t", 43), &mut out);
+        assert_eq!(
+            (out[1].nhi.as_deref(), out[1].path.as_deref()),
+            (Some("api"), Some("/srv/app/token"))
+        );
+    }
+
+    #[test]
+    fn a_process_first_seen_in_a_record_is_read_from_the_host() {
+        let host = FakeHost::default();
+        host.procs.borrow_mut().insert(
+            50,
+            ProcFacts {
+                ppid: 1,
+                uid: 0,
+                comm: "app".into(),
+                exe: "/usr/bin/app".into(),
+                cmdline: vec!["app".into(), "--password=hunter2".into()],
+            },
+        );
+        // In a human's terminal: interactive use, which this NHI does not allow.
+        host.sessions.borrow_mut().insert(
+            50,
+            SessionFacts {
+                sid_tty: Some((50, true)),
+                cgroup: Some("0::/user.slice/session-1.scope\n".into()),
+            },
+        );
+        let reg = REG.replace("    interactive: allow\n", "");
+        let mut e = faked(&reg, &host);
+        let mut out = Vec::new();
+        let KernelEvent::Open(mut o) = open(50, 0, "/srv/app/token", 3) else {
+            unreachable!()
+        };
+        o.hdr.flags = 0; // the kernel did not say whether it has a terminal
+        e.handle(KernelEvent::Open(o), &mut out);
+        assert_eq!(out[0].exe, "/usr/bin/app");
+        assert_eq!(out[0].ppid, 1);
+        assert_eq!(out[0].cmdline, vec!["app", "--password=***"]);
+        assert_eq!(
+            out[0].drift,
+            vec![crate::domain::event::DriftKind::InteractiveUse],
+            "{}",
+            out[0].reason
+        );
+        assert_eq!(host.asked("process"), 1);
+    }
+
+    #[test]
+    fn a_pod_s_names_come_from_its_cgroup_and_the_kubelet_s_directories() {
+        const UID: &str = "0f2a4c1e-6b7d-4e8f-9a0b-1c2d3e4f5a6b";
+        let id = "3f4e1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7";
+        let host = FakeHost::default();
+        host.cgroups.borrow_mut().insert(
+            77,
+            Arc::from(format!("/kubepods/burstable/pod{UID}/{id}").as_str()),
+        );
+        host.dirs.borrow_mut().insert(
+            PathBuf::from(crate::domain::kubernetes::DEFAULT_PODS_LOG_DIR),
+            vec![format!("payments_api-1_{UID}")],
+        );
+        host.dirs.borrow_mut().insert(
+            PathBuf::from(crate::domain::kubernetes::DEFAULT_CONTAINERS_LOG_DIR),
+            vec![format!("api-1_payments_uploader-{id}.log")],
+        );
+        let mut e = faked(REG, &host);
+        let mut out = Vec::new();
+        let KernelEvent::Open(mut o) = open(60, 0, "/srv/app/token", 3) else {
+            unreachable!()
+        };
+        o.hdr.cgroup_id = 77;
+        e.handle(KernelEvent::Open(o), &mut out);
+        let ev = &out[0];
+        assert_eq!(ev.container.as_deref(), Some(id));
+        assert_eq!(ev.pod_uid.as_deref(), Some(UID));
+        assert_eq!(
+            (
+                ev.pod.as_deref(),
+                ev.pod_namespace.as_deref(),
+                ev.container_name.as_deref()
+            ),
+            (Some("api-1"), Some("payments"), Some("uploader"))
+        );
+    }
+
+    #[test]
+    fn every_sentence_names_the_process_and_the_nhi() {
+        let host = FakeHost::default();
+        let mut e = faked(REG, &host);
+        let mut out = Vec::new();
+        e.handle(exec(10, 0, "/usr/bin/app"), &mut out);
+        e.handle(open(10, 0, "/srv/app/token", 3), &mut out);
+        e.handle(open(10, 0, "/home/ann/.aws/credentials", -13), &mut out);
+        e.handle(connect(10, [10, 1, 2, 3], 443), &mut out);
+        e.handle(exec(10, 0, "/usr/bin/app"), &mut out);
+        e.handle(
+            KernelEvent::Exit(monitor_common::ExitEvent {
+                hdr: hdr(EventKind::Exit, 10, 0, "app"),
+            }),
+            &mut out,
+        );
+        let reasons: Vec<&str> = out.iter().map(|x| x.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "/usr/bin/app opened /srv/app/token, a credential of NHI api, within its declared scope.",
+                "/usr/bin/app tried to open /home/ann/.aws/credentials, a watched credential location that no registered NHI owns.",
+                "/usr/bin/app (pid 10), holding NHI api, connected to 10.1.2.3:443, a declared endpoint.",
+                "/usr/bin/app (pid 10), holding NHI api, started a new program.",
+                "/usr/bin/app (pid 10), holding NHI api, exited.",
+            ]
+        );
+    }
+}

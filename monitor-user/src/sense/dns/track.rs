@@ -1,0 +1,388 @@
+//! Which DNS answers to believe: only those to a query seen leaving this host.
+//!
+//! Anyone who can send this host a UDP packet from port 53 could otherwise map their own address
+//! to an allowed name, and a holder's connection there would be judged `ok`. So each query that
+//! leaves the host is remembered for [`QUERY_TIMEOUT`] by its transaction id, its client and
+//! server (address and port) and its question; a response counts only when it comes back from
+//! that server to that client with that id and question, once. A forger must then guess a 16-bit
+//! id and the client's port while the query is open, as for the resolver itself. Everything else
+//! is counted as rejected ([`DnsStats`]) and never reaches the name cache.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use super::{
+    capture::Datagram,
+    parse::{parse_message, Answer},
+};
+
+/// How long a query waits for its answer (resolvers give up after 5 s and retry).
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Queries remembered at most: a flood of queries pushes out the oldest, it does not grow memory.
+pub const MAX_PENDING: usize = 4096;
+
+/// What the daemon did with the DNS packets it saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsStats {
+    /// Queries seen leaving the host.
+    pub queries: u64,
+    /// Responses believed.
+    pub accepted: u64,
+    /// Responses not believed: no matching open query (unsolicited, wrong id, wrong ports or
+    /// server, too late, already answered) or another question.
+    pub rejected: u64,
+    /// Answer records not believed in believed responses: off the question's CNAME chain, or
+    /// past the per-packet cap.
+    pub records_rejected: u64,
+    /// Open queries pushed out by newer ones before their answer came ([`MAX_PENDING`]).
+    pub queries_dropped: u64,
+}
+
+impl DnsStats {
+    /// Everything not believed, responses and records (health's `dns_rejected`).
+    pub fn not_believed(&self) -> u64 {
+        self.rejected + self.records_rejected
+    }
+}
+
+/// Why a packet was not believed (for debug logs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejected {
+    /// No open query from that client to that server with that id.
+    Unsolicited,
+    /// The open query asked about another name.
+    OtherQuestion,
+}
+
+/// What a packet was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// A query leaving the host, now remembered.
+    Query,
+    /// A believed response and the answers it gives.
+    Answers(Vec<Answer>),
+    /// A response not believed.
+    Rejected(Rejected),
+    /// Anything else: not DNS, malformed, a query reaching a server on this host, a response
+    /// leaving it, an error response.
+    Ignored,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct Key {
+    client: SocketAddr,
+    server: SocketAddr,
+    id: u16,
+}
+
+#[derive(Debug)]
+struct Pending {
+    name: String,
+    until: Instant,
+}
+
+/// Open queries, and the counters.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pending: HashMap<Key, Pending>,
+    /// Keys by expiry. The timeout is the same for all, so insertion order is expiry order and
+    /// expiring is popping the front, never a scan.
+    order: VecDeque<(Instant, Key)>,
+    stats: DnsStats,
+}
+
+impl Tracker {
+    pub fn stats(&self) -> DnsStats {
+        self.stats
+    }
+
+    /// Open queries (tests, health).
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// One UDP datagram to or from port 53; `outgoing` when this host sent it.
+    pub fn packet(&mut self, d: &Datagram<'_>, outgoing: bool, now: Instant) -> Seen {
+        self.expire(now);
+        let Some(m) = parse_message(d.payload) else {
+            return Seen::Ignored;
+        };
+        match (m.response, outgoing) {
+            (false, true) if d.dst.port() == 53 => {
+                let Some(q) = m.question else {
+                    return Seen::Ignored;
+                };
+                let key = Key {
+                    client: d.src,
+                    server: d.dst,
+                    id: m.id,
+                };
+                self.remember(key, q.name, now);
+                Seen::Query
+            }
+            (true, false) if d.src.port() == 53 => {
+                let key = Key {
+                    client: d.dst,
+                    server: d.src,
+                    id: m.id,
+                };
+                let Some(p) = self.pending.get(&key) else {
+                    self.stats.rejected += 1;
+                    return Seen::Rejected(Rejected::Unsolicited);
+                };
+                if m.question.as_ref().is_none_or(|q| q.name != p.name) {
+                    // The query stays open: the real answer may still come.
+                    self.stats.rejected += 1;
+                    return Seen::Rejected(Rejected::OtherQuestion);
+                }
+                // One answer per query: a second one with the same id is a forger's.
+                self.pending.remove(&key);
+                if m.rcode != 0 {
+                    return Seen::Ignored;
+                }
+                let (answers, off) = m.answers();
+                self.stats.accepted += 1;
+                self.stats.records_rejected += off as u64;
+                Seen::Answers(answers)
+            }
+            _ => Seen::Ignored,
+        }
+    }
+
+    fn remember(&mut self, key: Key, name: String, now: Instant) {
+        self.stats.queries += 1;
+        while self.pending.len() >= MAX_PENDING {
+            let Some((_, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.pending.remove(&old).is_some() {
+                self.stats.queries_dropped += 1;
+            }
+        }
+        let until = now + QUERY_TIMEOUT;
+        // A retransmission replaces the entry; its older place in `order` then finds nothing
+        // with that expiry and is skipped.
+        self.pending.insert(key, Pending { name, until });
+        self.order.push_back((until, key));
+    }
+
+    /// Forget queries whose time is up.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(until, key)) = self.order.front() {
+            if until > now {
+                break;
+            }
+            self.order.pop_front();
+            if self.pending.get(&key).is_some_and(|p| p.until == until) {
+                self.pending.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sense::dns::parse::tests::{query, response};
+
+    const A: u16 = 1;
+    const CNAME: u16 = 5;
+
+    fn dgram<'a>(src: &str, dst: &str, payload: &'a [u8]) -> Datagram<'a> {
+        Datagram {
+            src: src.parse().expect("src"),
+            dst: dst.parse().expect("dst"),
+            payload,
+        }
+    }
+
+    const CLIENT: &str = "10.0.0.5:40000";
+    const SERVER: &str = "10.0.0.1:53";
+
+    /// A tracker that saw a query for `name` with id 0x1234 (the id `response` writes).
+    fn asked(name: &str, t0: Instant) -> Tracker {
+        let mut t = Tracker::default();
+        let q = query(name, 0x1234);
+        assert_eq!(t.packet(&dgram(CLIENT, SERVER, &q), true, t0), Seen::Query);
+        t
+    }
+
+    fn label(name: &str) -> Vec<u8> {
+        let mut v = Vec::new();
+        for l in name.split('.') {
+            v.push(l.len() as u8);
+            v.extend_from_slice(l.as_bytes());
+        }
+        v.push(0);
+        v
+    }
+
+    #[test]
+    fn a_matching_answer_is_believed() {
+        let t0 = Instant::now();
+        let mut t = asked("api.example.com", t0);
+        let r = response(
+            "api.example.com",
+            &[("api.example.com", A, vec![192, 0, 2, 7])],
+        );
+        let seen = t.packet(&dgram(SERVER, CLIENT, &r), false, t0);
+        let Seen::Answers(a) = seen else {
+            panic!("not believed: {seen:?}")
+        };
+        assert_eq!(a[0].names, vec!["api.example.com"]);
+        assert_eq!(t.stats().accepted, 1);
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn an_unsolicited_answer_is_rejected() {
+        let t0 = Instant::now();
+        let mut t = Tracker::default();
+        let r = response(
+            "api.example.com",
+            &[("api.example.com", A, vec![203, 0, 113, 9])],
+        );
+        assert_eq!(
+            t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
+            Seen::Rejected(Rejected::Unsolicited)
+        );
+        assert_eq!(t.stats().rejected, 1);
+    }
+
+    #[test]
+    fn a_wrong_id_port_or_server_is_rejected() {
+        let t0 = Instant::now();
+        let mut t = asked("api.example.com", t0);
+        let mut r = response(
+            "api.example.com",
+            &[("api.example.com", A, vec![203, 0, 113, 9])],
+        );
+        r[1] ^= 1; // another transaction id
+        assert_eq!(
+            t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
+            Seen::Rejected(Rejected::Unsolicited)
+        );
+        r[1] ^= 1;
+        for (src, dst) in [
+            ("10.0.0.99:53", CLIENT),   // another server
+            (SERVER, "10.0.0.5:40001"), // another client port
+            (SERVER, "10.0.0.6:40000"), // another client
+        ] {
+            assert_eq!(
+                t.packet(&dgram(src, dst, &r), false, t0),
+                Seen::Rejected(Rejected::Unsolicited),
+                "{src} -> {dst}"
+            );
+        }
+        assert_eq!(t.stats().rejected, 4);
+        // The query is still open: the real answer is believed.
+        assert!(matches!(
+            t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
+            Seen::Answers(_)
+        ));
+    }
+
+    #[test]
+    fn an_answer_about_another_name_is_rejected() {
+        let t0 = Instant::now();
+        let mut t = asked("api.example.com", t0);
+        let r = response(
+            "evil.example.net",
+            &[("evil.example.net", A, vec![203, 0, 113, 9])],
+        );
+        assert_eq!(
+            t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
+            Seen::Rejected(Rejected::OtherQuestion)
+        );
+        assert_eq!(t.pending(), 1);
+    }
+
+    #[test]
+    fn an_off_chain_cname_target_is_not_believed() {
+        let t0 = Instant::now();
+        let mut t = asked("api.example.com", t0);
+        let r = response(
+            "api.example.com",
+            &[
+                ("api.example.com", CNAME, label("edge.cdn.net")),
+                ("edge.cdn.net", A, vec![192, 0, 2, 1]),
+                // A record for a name the chain does not lead to.
+                ("allowed.example.org", A, vec![203, 0, 113, 9]),
+            ],
+        );
+        let Seen::Answers(a) = t.packet(&dgram(SERVER, CLIENT, &r), false, t0) else {
+            panic!("the on-chain part is believed")
+        };
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].addr, "192.0.2.1".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(t.stats().records_rejected, 1);
+        assert_eq!(t.stats().not_believed(), 1);
+    }
+
+    #[test]
+    fn late_and_second_answers_are_rejected() {
+        let t0 = Instant::now();
+        let r = response(
+            "api.example.com",
+            &[("api.example.com", A, vec![192, 0, 2, 7])],
+        );
+        let mut t = asked("api.example.com", t0);
+        let late = t0 + QUERY_TIMEOUT + Duration::from_millis(1);
+        assert_eq!(
+            t.packet(&dgram(SERVER, CLIENT, &r), false, late),
+            Seen::Rejected(Rejected::Unsolicited)
+        );
+        let mut t = asked("api.example.com", t0);
+        assert!(matches!(
+            t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
+            Seen::Answers(_)
+        ));
+        assert_eq!(
+            t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
+            Seen::Rejected(Rejected::Unsolicited)
+        );
+    }
+
+    #[test]
+    fn direction_matters() {
+        let t0 = Instant::now();
+        let mut t = Tracker::default();
+        let q = query("api.example.com", 0x1234);
+        // A query arriving (for a server on this host) opens nothing.
+        assert_eq!(
+            t.packet(&dgram(CLIENT, SERVER, &q), false, t0),
+            Seen::Ignored
+        );
+        assert_eq!(t.pending(), 0);
+        // A response leaving (from a server on this host) is not an answer to believe.
+        let mut t = asked("api.example.com", t0);
+        let r = response(
+            "api.example.com",
+            &[("api.example.com", A, vec![192, 0, 2, 7])],
+        );
+        assert_eq!(
+            t.packet(&dgram(SERVER, CLIENT, &r), true, t0),
+            Seen::Ignored
+        );
+        assert_eq!(t.pending(), 1);
+    }
+
+    #[test]
+    fn open_queries_are_bounded() {
+        let t0 = Instant::now();
+        let mut t = Tracker::default();
+        for i in 0..(MAX_PENDING + 10) {
+            let q = query("x.example", i as u16);
+            t.packet(&dgram(CLIENT, SERVER, &q), true, t0);
+        }
+        assert_eq!(t.pending(), MAX_PENDING);
+        assert_eq!(t.stats().queries_dropped, 10);
+        // All of them expire together, without a scan per packet.
+        t.expire(t0 + QUERY_TIMEOUT);
+        assert_eq!(t.pending(), 0);
+        assert!(t.order.is_empty());
+    }
+}

@@ -1,0 +1,428 @@
+//! The kernel side, from userspace: load the eBPF object, fill its maps, attach its programs,
+//! and hand out the ring buffer and the loss counters.
+//!
+//! The object is embedded in the binary at build time (`build.rs`); a binary built without it
+//! says so instead of starting.
+
+use aya::{
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSockAddr, RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use monitor_common::{config, LossCause, LOSS_CAUSES};
+use thiserror::Error;
+
+use crate::domain::filter::FilterPlan;
+
+/// Where a program hangs.
+#[derive(Clone, Copy, Debug)]
+enum Hook {
+    /// A tracepoint: (group, name).
+    Tracepoint(&'static str, &'static str),
+    /// A raw tracepoint.
+    Raw(&'static str),
+    /// A cgroup socket-address program on the root cgroup v2 (its attach type is in the object).
+    CgroupSockAddr,
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hook::Tracepoint(g, n) => write!(f, "tracepoint {g}:{n}"),
+            Hook::Raw(n) => write!(f, "raw tracepoint {n}"),
+            Hook::CgroupSockAddr => write!(f, "the root cgroup"),
+        }
+    }
+}
+
+/// Every program in the object, with where it hangs.
+const PROGRAMS: &[(&str, Hook)] = &[
+    (
+        "sys_exit_openat",
+        Hook::Tracepoint("syscalls", "sys_exit_openat"),
+    ),
+    (
+        "sys_exit_openat2",
+        Hook::Tracepoint("syscalls", "sys_exit_openat2"),
+    ),
+    (
+        "sys_exit_open",
+        Hook::Tracepoint("syscalls", "sys_exit_open"),
+    ),
+    (
+        "sys_exit_creat",
+        Hook::Tracepoint("syscalls", "sys_exit_creat"),
+    ),
+    (
+        "sys_exit_open_by_handle_at",
+        Hook::Tracepoint("syscalls", "sys_exit_open_by_handle_at"),
+    ),
+    (
+        "io_uring_complete",
+        Hook::Tracepoint("io_uring", "io_uring_complete"),
+    ),
+    (
+        "io_uring_submit_req",
+        Hook::Tracepoint("io_uring", "io_uring_submit_req"),
+    ),
+    ("sched_process_fork", Hook::Raw("sched_process_fork")),
+    ("sched_process_exec", Hook::Raw("sched_process_exec")),
+    (
+        "sched_process_exit",
+        Hook::Tracepoint("sched", "sched_process_exit"),
+    ),
+    (
+        "sys_enter_execve",
+        Hook::Tracepoint("syscalls", "sys_enter_execve"),
+    ),
+    (
+        "sys_enter_execveat",
+        Hook::Tracepoint("syscalls", "sys_enter_execveat"),
+    ),
+    (
+        "inet_sock_set_state",
+        Hook::Tracepoint("sock", "inet_sock_set_state"),
+    ),
+    ("udp_connect4", Hook::CgroupSockAddr),
+    ("udp_connect6", Hook::CgroupSockAddr),
+    ("udp_sendmsg4", Hook::CgroupSockAddr),
+    ("udp_sendmsg6", Hook::CgroupSockAddr),
+];
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
+/// a hybrid host).
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
+    })
+}
+
+/// Why the probes could not be set up.
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    /// The binary was built without the eBPF object.
+    #[error("this nhiscope binary was built without its eBPF programs: build it with `cargo xtask build`")]
+    NoObject,
+    /// The kernel refused the object (no BPF support, no permission, verifier).
+    #[error("cannot load the eBPF programs: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    /// A map the object must have is missing or has the wrong type.
+    #[error("eBPF map {0}: {1}")]
+    Map(&'static str, String),
+    /// A program could not be loaded or attached.
+    #[error("cannot attach {prog} to {hook}: {source}")]
+    Attach {
+        prog: &'static str,
+        hook: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// No cgroup v2 hierarchy to hang the UDP programs on.
+    #[error("no cgroup v2 hierarchy is mounted: UDP destinations cannot be seen ({0})")]
+    NoCgroup2(String),
+}
+
+#[cfg(nhiscope_bpf)]
+fn object() -> Option<&'static [u8]> {
+    Some(aya::include_bytes_aligned!(concat!(
+        env!("OUT_DIR"),
+        "/nhiscope.bpf.o"
+    )))
+}
+
+#[cfg(not(nhiscope_bpf))]
+fn object() -> Option<&'static [u8]> {
+    None
+}
+
+/// Settings for loading.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Ring buffer size in bytes (a power of two, a multiple of the page size); None keeps the
+    /// object's default (8 MiB: about 25,000 watched opens, 150 ms at 150k opens/s, while
+    /// keeping the daemon under 30 MB resident; the buffer is mapped twice, so it counts double).
+    pub ringbuf_bytes: Option<u32>,
+    /// Send every open, unfiltered (debugging the prefilter).
+    pub all_opens: bool,
+    /// Kernel struct offsets for following tasks to files, dentries and mounts (see `btf`).
+    pub offsets: Option<crate::sense::btf::KernelOffsets>,
+}
+
+/// The loaded and attached programs.
+pub struct Probes {
+    bpf: Ebpf,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    losses: PerCpuArray<MapData, u64>,
+    attached: usize,
+    /// The bitmap as last written to the kernel.
+    filter: Vec<u64>,
+    options: LoadOptions,
+}
+
+impl Probes {
+    /// Load the object, write the filter and settings, attach every program.
+    pub fn load(plan: &FilterPlan, opts: &LoadOptions) -> Result<Self, ProbeError> {
+        let data = object().ok_or(ProbeError::NoObject)?;
+        let mut loader = EbpfLoader::new();
+        if let Some(b) = opts.ringbuf_bytes {
+            loader.map_max_entries("EVENTS", b);
+        }
+        // Offsets plus one (0: unknown), read-only for the programs: the verifier sees them as
+        // constants (monitor-ebpf/src/probes/files.rs, `OFFSETS`).
+        let mut offsets = [0u64; config::OFFSET_SLOTS];
+        if let Some(o) = &opts.offsets {
+            for (slot, &offset) in offsets.iter_mut().zip(o.0.iter()) {
+                *slot = u64::from(offset) + 1;
+            }
+        }
+        loader.override_global("OFFSETS", &offsets, true);
+        let mut bpf = loader
+            .load(data)
+            .map_err(|e| ProbeError::Load(Box::new(e)))?;
+        // Kernel log lines (rare: only on loss) go to our logger; kept alive with the programs.
+        let logger = match aya_log::EbpfLogger::init(&mut bpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::debug!("eBPF logger not initialised: {e}");
+                None
+            }
+        };
+        let mut probes = Self {
+            losses: PerCpuArray::try_from(
+                bpf.take_map("LOSSES")
+                    .ok_or(ProbeError::Map("LOSSES", "missing".into()))?,
+            )
+            .map_err(|e| ProbeError::Map("LOSSES", e.to_string()))?,
+            bpf,
+            logger,
+            attached: 0,
+            filter: Vec::new(),
+            options: opts.clone(),
+        };
+        probes.set_filter(plan)?;
+        let mut cgroup: Option<std::fs::File> = None;
+        for &(prog, hook) in PROGRAMS {
+            let attach_err = |e: aya::programs::ProgramError| ProbeError::Attach {
+                prog,
+                hook: hook.to_string(),
+                source: Box::new(e),
+            };
+            let program = probes.bpf.program_mut(prog).ok_or(ProbeError::Map(
+                prog,
+                "program missing from the object".into(),
+            ))?;
+            let started = std::time::Instant::now();
+            match hook {
+                Hook::Tracepoint(group, name) => {
+                    let tp: &mut TracePoint = program.try_into().map_err(attach_err)?;
+                    tp.load().map_err(attach_err)?;
+                    tp.attach(group, name).map_err(attach_err)?;
+                }
+                Hook::Raw(name) => {
+                    let tp: &mut RawTracePoint = program.try_into().map_err(attach_err)?;
+                    tp.load().map_err(attach_err)?;
+                    tp.attach(name).map_err(attach_err)?;
+                }
+                Hook::CgroupSockAddr => {
+                    if cgroup.is_none() {
+                        let root = cgroup2_root()
+                            .ok_or_else(|| ProbeError::NoCgroup2("/proc/self/mounts".into()))?;
+                        cgroup = Some(std::fs::File::open(&root).map_err(|e| {
+                            ProbeError::NoCgroup2(format!("{}: {e}", root.display()))
+                        })?);
+                    }
+                    let Some(cg) = cgroup.as_ref() else {
+                        continue;
+                    };
+                    let p: &mut CgroupSockAddr = program.try_into().map_err(attach_err)?;
+                    p.load().map_err(attach_err)?;
+                    // A BPF link (kernel >= 5.7): other agents' programs on the root cgroup keep
+                    // running beside ours; links take no attach flags, hence `Single`.
+                    p.attach(cg, CgroupAttachMode::Single).map_err(attach_err)?;
+                }
+            }
+            log::debug!("attached {prog} to {hook} in {:?}", started.elapsed());
+            probes.attached += 1;
+        }
+        Ok(probes)
+    }
+
+    /// How many programs are attached.
+    pub fn attached(&self) -> usize {
+        self.attached
+    }
+
+    /// Hand the kernel programs' log lines (aya-log: rare, about losses) to the daemon's log.
+    pub fn flush_log(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+    }
+
+    /// The bitmap as last written to the kernel.
+    pub fn filter_words(&self) -> &[u64] {
+        &self.filter
+    }
+
+    /// Replace the prefilter bitmap and its settings, while the programs run.
+    ///
+    /// Only changed words are written, in two passes: first the union of the old and the new
+    /// bits, then the new bits. A path watched both before and after is never missed while the
+    /// update is under way; a path watched only before may pass a moment longer (harmless: the
+    /// daemon matches exactly).
+    pub fn set_filter(&mut self, plan: &FilterPlan) -> Result<(), ProbeError> {
+        let mut filter: Array<&mut MapData, u64> = Array::try_from(
+            self.bpf
+                .map_mut("FILTER")
+                .ok_or(ProbeError::Map("FILTER", "missing".into()))?,
+        )
+        .map_err(|e| ProbeError::Map("FILTER", e.to_string()))?;
+        let old = std::mem::take(&mut self.filter);
+        let was = |i: usize| old.get(i).copied().unwrap_or(0);
+        let mut write = |i: usize, w: u64| {
+            filter
+                .set(i as u32, w, 0)
+                .map_err(|e| ProbeError::Map("FILTER", e.to_string()))
+        };
+        for (i, &w) in plan.words.iter().enumerate() {
+            if w | was(i) != was(i) {
+                write(i, w | was(i))?;
+            }
+        }
+        for (i, &w) in plan.words.iter().enumerate() {
+            if w != w | was(i) {
+                write(i, w)?;
+            }
+        }
+        self.filter = plan.words.clone();
+        let opts = self.options.clone();
+        self.set_config(plan, &opts)
+    }
+
+    fn set_config(&mut self, plan: &FilterPlan, opts: &LoadOptions) -> Result<(), ProbeError> {
+        let mut cfg: Array<&mut MapData, u64> = Array::try_from(
+            self.bpf
+                .map_mut("CONFIG")
+                .ok_or(ProbeError::Map("CONFIG", "missing".into()))?,
+        )
+        .map_err(|e| ProbeError::Map("CONFIG", e.to_string()))?;
+        let mut flags = 0;
+        if plan.parent_scan {
+            flags |= config::FLAG_PARENT_SCAN;
+        }
+        if plan.ancestor_scan {
+            flags |= config::FLAG_ANCESTOR_SCAN;
+        }
+        if opts.all_opens {
+            flags |= config::FLAG_ALL_OPENS;
+        }
+        let set = |cfg: &mut Array<&mut MapData, u64>, i, v| {
+            cfg.set(i, v, 0)
+                .map_err(|e| ProbeError::Map("CONFIG", e.to_string()))
+        };
+        set(&mut cfg, config::SELF_PID, u64::from(std::process::id()))?;
+        set(&mut cfg, config::HASH_KEY, plan.key)?;
+        set(&mut cfg, config::FLAGS, flags)?;
+        Ok(())
+    }
+
+    /// Take the event ring buffer (once), with a gauge of how full it is.
+    pub fn take_ring(&mut self) -> Result<(RingBuf<MapData>, RingFill), ProbeError> {
+        let map = self
+            .bpf
+            .take_map("EVENTS")
+            .ok_or(ProbeError::Map("EVENTS", "missing or already taken".into()))?;
+        let size = match &map {
+            aya::maps::Map::RingBuf(data) => data
+                .info()
+                .map_err(|e| ProbeError::Map("EVENTS", e.to_string()))?
+                .max_entries(),
+            _ => return Err(ProbeError::Map("EVENTS", "not a ring buffer".into())),
+        };
+        let ring = RingBuf::try_from(map).map_err(|e| ProbeError::Map("EVENTS", e.to_string()))?;
+        let fill = RingFill::new(&ring, size)
+            .map_err(|e| ProbeError::Map("EVENTS", format!("mapping its positions: {e}")))?;
+        Ok((ring, fill))
+    }
+
+    /// Records lost in the kernel so far, per cause, summed over CPUs.
+    pub fn losses(&self) -> [u64; LOSS_CAUSES as usize] {
+        let mut out = [0u64; LOSS_CAUSES as usize];
+        for cause in LossCause::ALL {
+            if let Ok(v) = self.losses.get(&(cause as u32), 0) {
+                out[cause as usize] = v.iter().sum();
+            }
+        }
+        out
+    }
+}
+
+/// How full the kernel ring buffer is: the producer position minus the consumer position, read
+/// from the buffer's first two pages (the kernel lets any holder of the map map them read-only).
+/// Nothing is read from the data pages.
+pub struct RingFill {
+    pages: std::ptr::NonNull<libc::c_void>,
+    page: usize,
+    size: u32,
+}
+
+// SAFETY: the mapping is read-only and only read with atomic loads.
+unsafe impl Send for RingFill {}
+
+impl RingFill {
+    fn new(ring: &RingBuf<MapData>, size: u32) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .map_err(|_| std::io::Error::other("no page size"))?;
+        // SAFETY: a fresh read-only shared mapping of the map's consumer and producer pages;
+        // the kernel checks the offset and length.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                ring.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let pages = std::ptr::NonNull::new(p).ok_or_else(|| std::io::Error::other("null map"))?;
+        Ok(Self { pages, page, size })
+    }
+
+    /// The ring buffer's size in bytes.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// Bytes written by the kernel and not yet consumed (record headers included).
+    pub fn used(&self) -> u64 {
+        // SAFETY: both positions are naturally aligned u64s at the start of the two mapped
+        // pages, which live as long as `self`; the kernel updates them atomically.
+        let (consumer, producer) = unsafe {
+            let base = self.pages.as_ptr().cast::<u8>();
+            let c = &*base.cast::<std::sync::atomic::AtomicU64>();
+            let p = &*base.add(self.page).cast::<std::sync::atomic::AtomicU64>();
+            (
+                c.load(std::sync::atomic::Ordering::Acquire),
+                p.load(std::sync::atomic::Ordering::Acquire),
+            )
+        };
+        producer.saturating_sub(consumer).min(u64::from(self.size))
+    }
+}
+
+impl Drop for RingFill {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe {
+            libc::munmap(self.pages.as_ptr(), 2 * self.page);
+        }
+    }
+}
