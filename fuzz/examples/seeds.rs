@@ -20,8 +20,8 @@ use monitor_common::{
 use nhiscope::{
     domain::decode::{encode, KernelEvent},
     domain::engine::{Clock, Engine},
-    publish::live::{Health, RegistrySummary},
     domain::registry,
+    publish::live::{Health, RegistrySummary},
 };
 use nhiscope_fuzz::decode::bytes_of;
 

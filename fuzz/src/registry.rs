@@ -3,7 +3,7 @@
 //! accepted (an `expires` whose offset carried it past year 9999, which humantime cannot
 //! format), so everything the daemon does with a fresh registry is done here too.
 
-use nhiscope::{domain::filter, publish::live::RegistrySummary, domain::registry};
+use nhiscope::{domain::filter, domain::registry, publish::live::RegistrySummary};
 
 /// Hash keys to build the kernel filter with: the daemon draws one at random at start.
 const KEYS: [u64; 2] = [0, 0x9e37_79b9_7f4a_7c15];
