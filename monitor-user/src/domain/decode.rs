@@ -60,22 +60,37 @@ fn read<T: Pod>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// An open record: the kernel sends only the `names` bytes in use, so the record may end
-/// anywhere after `names` starts; the rest reads as zeros.
-fn read_open(bytes: &[u8]) -> Result<OpenEvent, DecodeError> {
-    const FIXED: usize = std::mem::offset_of!(OpenEvent, names);
-    let full = std::mem::size_of::<OpenEvent>();
-    if bytes.len() < FIXED {
+/// A large record copied straight from `bytes` into its box (one allocation and one copy, none
+/// through the stack); the bytes past the end of a record shorter than `T` read as zeros.
+/// `need` is the length the record must have at least.
+fn boxed<T: Copy>(bytes: &[u8], what: &'static str, need: usize) -> Result<Box<T>, DecodeError> {
+    if bytes.len() < need {
         return Err(DecodeError::Short {
-            what: "an open",
+            what,
             len: bytes.len(),
-            need: FIXED,
+            need,
         });
     }
-    let mut buf = vec![0u8; full];
-    let n = bytes.len().min(full);
-    buf[..n].copy_from_slice(&bytes[..n]);
-    read(&buf, "an open")
+    let size = std::mem::size_of::<T>();
+    let mut b = Box::<T>::new_uninit();
+    let n = bytes.len().min(size);
+    let to = b.as_mut_ptr().cast::<u8>();
+    // SAFETY: the box holds `size` bytes; `n` is at most `size` and at most the length of
+    // `bytes`, so the copy fills its first `n` bytes and the zeros the other `size - n`; a fresh
+    // box and a borrowed slice do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), to, n);
+        std::ptr::write_bytes(to.add(n), 0, size - n);
+    }
+    // SAFETY: every byte of the box is initialised (copied or zeroed just above); T is one of
+    // the repr(C) plain-data structs of monitor_common, for which every bit pattern is valid.
+    Ok(unsafe { b.assume_init() })
+}
+
+/// An open record: the kernel sends only the `names` bytes in use, so the record may end
+/// anywhere after `names` starts; the rest reads as zeros.
+fn read_open(bytes: &[u8]) -> Result<Box<OpenEvent>, DecodeError> {
+    boxed(bytes, "an open", std::mem::offset_of!(OpenEvent, names))
 }
 
 /// Decode one ring-buffer record.
@@ -83,8 +98,10 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     let hdr: EventHeader = read(bytes, "a header")?;
     let kind = EventKind::from_u32(hdr.kind).ok_or(DecodeError::UnknownKind(hdr.kind))?;
     Ok(match kind {
-        EventKind::Open => KernelEvent::Open(Box::new(read_open(bytes)?)),
-        EventKind::Exec => KernelEvent::Exec(Box::new(read(bytes, "an exec")?)),
+        EventKind::Open => KernelEvent::Open(read_open(bytes)?),
+        EventKind::Exec => {
+            KernelEvent::Exec(boxed(bytes, "an exec", std::mem::size_of::<ExecEvent>())?)
+        }
         EventKind::Fork => KernelEvent::Fork(read(bytes, "a fork")?),
         EventKind::Exit => KernelEvent::Exit(read(bytes, "an exit")?),
         EventKind::Connect => KernelEvent::Connect(read(bytes, "a connect")?),

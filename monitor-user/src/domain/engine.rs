@@ -102,6 +102,11 @@ pub struct Engine<H: Host> {
     /// pipeline's pipes, which void holdings granted through them (`Process::holds_via_pipe`).
     /// Bounded like `fed_pipes`.
     pipeline_pipes: std::collections::HashSet<u64>,
+    /// The registry's NHIs with `holders:` (by index, in registry order), and whether any of
+    /// them places its holders by cgroup or container: made once per registry, asked at every
+    /// exec and connection.
+    holder_nhis: Vec<usize>,
+    placed_holders: bool,
     pub stats: Stats,
 }
 
@@ -129,6 +134,21 @@ impl Placed {
 /// Pipes remembered at most (see `Engine::fed_pipes`).
 const FED_PIPES_CAP: usize = 4096;
 
+/// The indices of `registry`'s NHIs that declare `holders:`, and whether any of those places
+/// them by cgroup or container.
+fn holder_nhis(registry: &Registry) -> (Vec<usize>, bool) {
+    let with: Vec<usize> = (0..registry.nhis.len())
+        .filter(|&i| registry.nhis[i].holders.is_some())
+        .collect();
+    let placed = with.iter().any(|&i| {
+        registry.nhis[i]
+            .holders
+            .as_ref()
+            .is_some_and(|h| !h.cgroup.is_empty() || !h.container.is_empty())
+    });
+    (with, placed)
+}
+
 /// Identity of every literal credential path of `registry`, as it is now on disk.
 fn credential_inodes(
     registry: &Registry,
@@ -149,7 +169,10 @@ fn credential_inodes(
 impl<H: Host> Engine<H> {
     /// An engine over `sys`, naming itself `host` on events.
     pub fn with_host(registry: Arc<Registry>, sys: H, clock: Clock, host: String) -> Self {
+        let (holder_nhis, placed_holders) = holder_nhis(&registry);
         Self {
+            holder_nhis,
+            placed_holders,
             cred_inodes: credential_inodes(&registry, &sys),
             registry,
             procs: ProcTable::new(),
@@ -218,6 +241,7 @@ impl<H: Host> Engine<H> {
     /// credential still holds its secret, whatever the registry now says about it.
     pub fn set_registry(&mut self, registry: Arc<Registry>) {
         self.cred_inodes = credential_inodes(&registry, &self.sys);
+        (self.holder_nhis, self.placed_holders) = holder_nhis(&registry);
         self.registry = registry;
     }
 
@@ -390,7 +414,10 @@ impl<H: Host> Engine<H> {
             });
         let by_path = real_s.as_deref().and_then(|p| reg.owner_of(p));
         let owner = by_inode.as_ref().map(|(n, _)| *n).or(by_path);
-        let watched = owner.is_some() || real_s.as_deref().is_some_and(|p| reg.is_watched(p));
+        // No owner by path either: whether a `watch:` or built-in pattern matches is what is left
+        // of `Registry::is_watched`.
+        let watched =
+            owner.is_some() || real_s.as_deref().is_some_and(|p| reg.is_watched_unowned(p));
         if !watched {
             self.stats.filter_false_positives += 1;
             return;
@@ -504,12 +531,7 @@ impl<H: Host> Engine<H> {
         self.procs.lookup(pid, &self.sys).script = script.clone();
         // Declared holders carry their NHI without reading a file (a secret in the environment).
         let reg = Arc::clone(&self.registry);
-        let placed = reg.nhis.iter().any(|n| {
-            n.holders
-                .as_ref()
-                .is_some_and(|h| !h.cgroup.is_empty() || !h.container.is_empty())
-        });
-        let (cgroup, container) = if placed {
+        let (cgroup, container) = if self.placed_holders {
             let p = self.procs.lookup_fresh(pid, &self.sys);
             (p.cgroup.clone(), p.container.clone())
         } else {
@@ -519,7 +541,7 @@ impl<H: Host> Engine<H> {
             cgroup: cgroup.as_deref(),
             container: container.as_deref(),
         };
-        for nhi in &reg.nhis {
+        for nhi in self.holder_nhis.iter().filter_map(|&i| reg.nhis.get(i)) {
             if nhi
                 .holders
                 .as_ref()
@@ -650,7 +672,7 @@ impl<H: Host> Engine<H> {
             cgroup: p.cgroup.as_deref(),
             container: p.container.as_deref(),
         };
-        for nhi in &reg.nhis {
+        for nhi in self.holder_nhis.iter().filter_map(|&i| reg.nhis.get(i)) {
             if let Some(h) = &nhi.holders {
                 if h.admits(&p.exe, p.script.as_deref(), c.hdr.uid, at)
                     && !held.iter().any(|id| **id == *nhi.id)

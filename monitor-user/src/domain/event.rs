@@ -444,6 +444,8 @@ impl Event {
     /// Appends the event's JSON line to `out`, without the newline: the one encoding of an
     /// event as text (field order and value formats are those of the README's contract).
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        // Room for the keys and numbers of any event: the pieces below then never grow it.
+        out.reserve(1024);
         let mut ts = [0u8; 30];
         self.ts.write_rfc3339(&mut ts);
         out.extend_from_slice(b"{\"ts\":\"");
@@ -623,11 +625,35 @@ mod json {
         (below | zero(quote) | zero(backslash)) & !w & HIGH != 0
     }
 
+    /// Whether `b` holds a byte JSON must escape: a word at a time, the last word overlapping
+    /// the one before it (or, for a string under 8 bytes, byte by byte).
+    fn needs_escape(b: &[u8]) -> bool {
+        let word = |c: &[u8]| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            any_escape(u64::from_le_bytes(w))
+        };
+        if b.len() < 8 {
+            return b.iter().any(|&c| ESCAPE[usize::from(c)]);
+        }
+        let mut words = b.chunks_exact(8);
+        if words.any(word) {
+            return true;
+        }
+        !words.remainder().is_empty() && word(&b[b.len() - 8..])
+    }
+
     /// `s` as a JSON string, quotes included.
     pub fn str(out: &mut Vec<u8>, s: &str) {
         let b = s.as_bytes();
         out.reserve(b.len() + 2);
         out.push(b'"');
+        // Most strings (paths, names, sentences) have nothing to escape: one copy.
+        if !needs_escape(b) {
+            out.extend_from_slice(b);
+            out.push(b'"');
+            return;
+        }
         let mut start = 0;
         let mut i = 0;
         while i < b.len() {
@@ -690,16 +716,29 @@ mod json {
         out.push(b']');
     }
 
+    /// `00` to `99`, for writing numbers two digits at a time.
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+
     pub fn uint(out: &mut Vec<u8>, mut n: u64) {
         let mut b = [0u8; 20];
         let mut i = b.len();
-        loop {
+        while n >= 100 {
+            let d = (n % 100) as usize * 2;
+            n /= 100;
+            i -= 2;
+            b[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+        }
+        if n >= 10 {
+            let d = n as usize * 2;
+            i -= 2;
+            b[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+        } else {
             i -= 1;
-            b[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+            b[i] = b'0' + n as u8;
         }
         out.extend_from_slice(&b[i..]);
     }
@@ -953,7 +992,10 @@ pub(crate) mod tests {
             json::str(&mut out, &s);
             assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
         }
-        for n in [0, 1, 9, 10, 99, 100, u64::from(u32::MAX), u64::MAX] {
+        for n in (0..=100_000)
+            .chain([u64::from(u32::MAX), u64::MAX - 1, u64::MAX])
+            .chain((0..64).map(|b| 1u64 << b))
+        {
             let mut out = Vec::new();
             json::uint(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes());

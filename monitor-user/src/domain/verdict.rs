@@ -4,13 +4,103 @@
 //! `reason` gives is written here: each drift kind with a sentence a person can act on (naming
 //! the NHI, the process and what was outside the scope), and the sentences of uses in scope,
 //! of unregistered credentials and of holders starting a program or exiting.
+//!
+//! Most events carry one of these sentences, so they are written with [`sentence!`], which
+//! appends their pieces to one buffer, instead of `format!` (whose machinery cost more than the
+//! rest of the decision).
 
-use std::{net::IpAddr, time::SystemTime};
+use std::{fmt::Write as _, net::IpAddr, time::SystemTime};
 
 use crate::{
     domain::event::{DriftKind, Verdict},
     domain::registry::{Interactive, Nhi, Placement},
 };
+
+/// A piece of a sentence: text, a number, an address.
+trait Piece {
+    fn put(&self, out: &mut String);
+}
+
+impl Piece for str {
+    fn put(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl Piece for String {
+    fn put(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl<T: Piece + ?Sized> Piece for &T {
+    fn put(&self, out: &mut String) {
+        (**self).put(out);
+    }
+}
+
+impl Piece for u64 {
+    fn put(&self, out: &mut String) {
+        let mut b = [0u8; 20];
+        let mut i = b.len();
+        let mut n = *self;
+        loop {
+            i -= 1;
+            b[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // Digits are ASCII.
+        out.push_str(std::str::from_utf8(&b[i..]).unwrap_or_default());
+    }
+}
+
+impl Piece for u32 {
+    fn put(&self, out: &mut String) {
+        u64::from(*self).put(out);
+    }
+}
+
+impl Piece for u16 {
+    fn put(&self, out: &mut String) {
+        u64::from(*self).put(out);
+    }
+}
+
+/// `addr:port`, with brackets for IPv6 (as `SocketAddr` writes it).
+struct SockAddr(IpAddr, u16);
+
+impl Piece for SockAddr {
+    fn put(&self, out: &mut String) {
+        match self.0 {
+            IpAddr::V4(a) => {
+                for (i, o) in a.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    u64::from(o).put(out);
+                }
+            }
+            // Writing into a String cannot fail.
+            IpAddr::V6(a) => {
+                let _ = write!(out, "[{a}]");
+            }
+        }
+        out.push(':');
+        self.1.put(out);
+    }
+}
+
+/// The sentence made of the pieces, in order: `sentence!(name, " (pid ", pid, ")")`.
+macro_rules! sentence {
+    ($($piece:expr),+ $(,)?) => {{
+        let mut out = String::with_capacity(192);
+        $(Piece::put(&$piece, &mut out);)+
+        out
+    }};
+}
 
 /// The decision on one event: its verdict, its drift kinds (in a stable order) and its
 /// sentence.
@@ -35,7 +125,7 @@ impl Decision {
         if f.is_drift() {
             Self {
                 verdict: Verdict::Drift,
-                reason: f.reason(),
+                reason: f.reason,
                 drift: f.kinds,
             }
         } else {
@@ -89,42 +179,85 @@ impl<'a> Actor<'a> {
         }
     }
 
-    fn describe(&self) -> String {
-        format!("{} (pid {}, uid {})", self.name(), self.pid, self.uid)
+    /// `name (pid N, uid N)`.
+    fn describe(&self) -> Described<'_> {
+        Described(self)
     }
 }
 
-/// Drift found on one event: kinds in a stable order, and one sentence per kind.
+/// An actor as drift sentences name it: `name (pid N, uid N)`.
+struct Described<'a>(&'a Actor<'a>);
+
+impl Piece for Described<'_> {
+    fn put(&self, out: &mut String) {
+        let a = self.0;
+        out.push_str(a.name());
+        out.push_str(" (pid ");
+        a.pid.put(out);
+        out.push_str(", uid ");
+        a.uid.put(out);
+        out.push(')');
+    }
+}
+
+/// Drift found on one event: kinds in a stable order, and their sentences, one per kind,
+/// joined by a space.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Findings {
     kinds: Vec<DriftKind>,
-    reasons: Vec<String>,
+    reason: String,
 }
 
 impl Findings {
     fn add(&mut self, kind: DriftKind, reason: String) {
         self.kinds.push(kind);
-        self.reasons.push(reason);
+        if self.reason.is_empty() {
+            self.reason = reason;
+        } else {
+            self.reason.push(' ');
+            self.reason.push_str(&reason);
+        }
     }
 
     fn is_drift(&self) -> bool {
         !self.kinds.is_empty()
     }
+}
 
-    fn reason(&self) -> String {
-        self.reasons.join(" ")
+/// What a use did, as the sentences of [`lifetime`] say it (`opened /x`, `connected to a:p`).
+#[derive(Clone, Copy)]
+enum Use<'a> {
+    Opened(&'a str),
+    Connected(IpAddr, u16),
+}
+
+impl Piece for Use<'_> {
+    fn put(&self, out: &mut String) {
+        match *self {
+            Use::Opened(path) => {
+                out.push_str("opened ");
+                out.push_str(path);
+            }
+            Use::Connected(addr, port) => {
+                out.push_str("connected to ");
+                SockAddr(addr, port).put(out);
+            }
+        }
     }
 }
 
 /// Drift that any use can have: expiry and interactive use.
-fn lifetime(nhi: &Nhi, actor: &Actor<'_>, now: SystemTime, what: &str, f: &mut Findings) {
+fn lifetime(nhi: &Nhi, actor: &Actor<'_>, now: SystemTime, what: Use<'_>, f: &mut Findings) {
     if actor.interactive && nhi.interactive == Interactive::Deny {
         f.add(
             DriftKind::InteractiveUse,
-            format!(
-                "{} {what} from a human's terminal session, and NHI {} does not allow interactive use.",
+            sentence!(
                 actor.describe(),
-                nhi.id
+                " ",
+                what,
+                " from a human's terminal session, and NHI ",
+                nhi.id,
+                " does not allow interactive use."
             ),
         );
     }
@@ -132,11 +265,16 @@ fn lifetime(nhi: &Nhi, actor: &Actor<'_>, now: SystemTime, what: &str, f: &mut F
         if now > exp {
             f.add(
                 DriftKind::Expired,
-                format!(
-                    "NHI {} expired at {} and {} still {what}.",
+                sentence!(
+                    "NHI ",
                     nhi.id,
-                    humantime::format_rfc3339_seconds(exp),
-                    actor.describe()
+                    " expired at ",
+                    humantime::format_rfc3339_seconds(exp).to_string(),
+                    " and ",
+                    actor.describe(),
+                    " still ",
+                    what,
+                    "."
                 ),
             );
         }
@@ -157,25 +295,33 @@ fn assess_open(
         if !readers.admits(actor.exe, actor.script, actor.uid, actor.at) {
             f.add(
                 DriftKind::ReaderOutOfScope,
-                format!(
-                    "{} opened {path}, a credential of NHI {}, but is not among its declared readers.",
+                sentence!(
                     actor.describe(),
-                    nhi.id
+                    " opened ",
+                    path,
+                    ", a credential of NHI ",
+                    nhi.id,
+                    ", but is not among its declared readers."
                 ),
             );
         }
     }
-    lifetime(nhi, actor, now, &format!("opened {path}"), &mut f);
+    lifetime(nhi, actor, now, Use::Opened(path), &mut f);
     if let (Some(max_age), Some(mtime)) = (nhi.max_age, mtime) {
         if let Ok(age) = now.duration_since(mtime) {
             if age > max_age {
                 f.add(
                     DriftKind::StaleCredential,
-                    format!(
-                        "{path} of NHI {} was last changed {} ago, longer than its max_age of {}.",
+                    sentence!(
+                        path,
+                        " of NHI ",
                         nhi.id,
-                        humantime::format_duration(std::time::Duration::from_secs(age.as_secs())),
-                        humantime::format_duration(max_age)
+                        " was last changed ",
+                        humantime::format_duration(std::time::Duration::from_secs(age.as_secs()))
+                            .to_string(),
+                        " ago, longer than its max_age of ",
+                        humantime::format_duration(max_age).to_string(),
+                        "."
                     ),
                 );
             }
@@ -196,27 +342,27 @@ fn assess_connect(
     let mut f = Findings::default();
     if let Some(endpoints) = &nhi.endpoints {
         if !endpoints.iter().any(|e| e.allows(addr, port, names)) {
-            let dest = match names.first() {
-                Some(n) => format!("{n} ({})", sockaddr(addr, port)),
-                None => sockaddr(addr, port),
+            let (name, open, close) = match names.first() {
+                Some(n) => (n.as_str(), " (", ")"),
+                None => ("", "", ""),
             };
             f.add(
                 DriftKind::EndpointOutOfScope,
-                format!(
-                    "{}, holding NHI {}, connected to {dest}, which is not among its declared endpoints.",
+                sentence!(
                     actor.describe(),
-                    nhi.id
+                    ", holding NHI ",
+                    nhi.id,
+                    ", connected to ",
+                    name,
+                    open,
+                    SockAddr(addr, port),
+                    close,
+                    ", which is not among its declared endpoints."
                 ),
             );
         }
     }
-    lifetime(
-        nhi,
-        actor,
-        now,
-        &format!("connected to {}", sockaddr(addr, port)),
-        &mut f,
-    );
+    lifetime(nhi, actor, now, Use::Connected(addr, port), &mut f);
     f
 }
 
@@ -230,11 +376,15 @@ pub fn open(
     mtime: Option<SystemTime>,
 ) -> Decision {
     Decision::of(assess_open(nhi, actor, path, now, mtime), || {
-        format!(
-            "{} {} {path}, a credential of NHI {}, within its declared scope.",
+        sentence!(
             actor.name(),
+            " ",
             opened(failed),
-            nhi.id
+            " ",
+            path,
+            ", a credential of NHI ",
+            nhi.id,
+            ", within its declared scope."
         )
     })
 }
@@ -244,10 +394,13 @@ pub fn unregistered_open(actor: &Actor<'_>, path: &str, failed: bool) -> Decisio
     Decision {
         verdict: Verdict::Unregistered,
         drift: Vec::new(),
-        reason: format!(
-            "{} {} {path}, a watched credential location that no registered NHI owns.",
+        reason: sentence!(
             actor.name(),
+            " ",
             opened(failed),
+            " ",
+            path,
+            ", a watched credential location that no registered NHI owns."
         ),
     }
 }
@@ -271,17 +424,20 @@ pub fn connect(
     now: SystemTime,
 ) -> Decision {
     Decision::of(assess_connect(nhi, actor, addr, port, names, now), || {
-        format!(
-            "{} (pid {}), holding NHI {}, connected to {}{}.",
+        sentence!(
             actor.name(),
+            " (pid ",
             actor.pid,
+            "), holding NHI ",
             nhi.id,
-            sockaddr(addr, port),
+            ", connected to ",
+            SockAddr(addr, port),
             if nhi.endpoints.is_some() {
                 ", a declared endpoint"
             } else {
                 "; its endpoints are not restricted"
-            }
+            },
+            "."
         )
     })
 }
@@ -297,21 +453,173 @@ pub enum Lifecycle {
 
 /// A holder of NHI `id` started a new program or exited (always in scope).
 pub fn holder(actor: &Actor<'_>, id: &str, what: Lifecycle) -> Decision {
-    Decision::ok(format!(
-        "{} (pid {}), holding NHI {id}, {}.",
+    Decision::ok(sentence!(
         actor.name(),
+        " (pid ",
         actor.pid,
+        "), holding NHI ",
+        id,
+        ", ",
         match what {
             Lifecycle::Exec => "started a new program",
             Lifecycle::Exit => "exited",
-        }
+        },
+        "."
     ))
 }
 
 /// `addr:port`, with brackets for IPv6.
 pub fn sockaddr(addr: IpAddr, port: u16) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    sentence!(SockAddr(addr, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn nhi(yaml_tail: &str) -> Nhi {
+        let yaml = format!("nhis:\n  - id: api\n    credentials: [/srv/app/token]\n{yaml_tail}");
+        let reg = crate::domain::registry::parse(&yaml, "test.yaml").expect("registry");
+        reg.nhis.into_iter().next().expect("one NHI")
+    }
+
+    fn actor(exe: &'static str, interactive: bool) -> Actor<'static> {
+        Actor {
+            pid: 4242,
+            exe,
+            script: None,
+            comm: "cat",
+            uid: 1000,
+            interactive,
+            at: Placement::default(),
+        }
+    }
+
+    /// 2024-06-01T00:00:00Z.
+    fn june() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_717_200_000)
+    }
+
+    #[test]
+    fn every_sentence_reads_as_written() {
+        let open_ok = nhi("    interactive: allow\n");
+        let d = open(
+            &open_ok,
+            &actor("/usr/bin/app", false),
+            "/srv/app/token",
+            false,
+            june(),
+            None,
+        );
+        assert_eq!(
+            (d.verdict, d.reason.as_str()),
+            (
+                Verdict::Ok,
+                "/usr/bin/app opened /srv/app/token, a credential of NHI api, within its declared scope."
+            )
+        );
+        // Without an executable, the command name; a failed open is a try.
+        let d = open(
+            &open_ok,
+            &actor("", false),
+            "/srv/app/token",
+            true,
+            june(),
+            None,
+        );
+        assert_eq!(
+            d.reason,
+            "cat tried to open /srv/app/token, a credential of NHI api, within its declared scope."
+        );
+
+        let strict = nhi(
+            "    readers:\n      exe: [/usr/bin/app]\n    expires: 2024-01-01T00:00:00Z\n    max_age: 1h\n    endpoints:\n      - cidr: 10.0.0.0/8\n        port: 443\n",
+        );
+        let d = open(
+            &strict,
+            &actor("/usr/bin/cat", true),
+            "/srv/app/token",
+            false,
+            june(),
+            Some(june() - Duration::from_secs(7260)),
+        );
+        assert_eq!(d.verdict, Verdict::Drift);
+        assert_eq!(
+            d.drift,
+            [
+                DriftKind::ReaderOutOfScope,
+                DriftKind::InteractiveUse,
+                DriftKind::Expired,
+                DriftKind::StaleCredential
+            ]
+        );
+        assert_eq!(
+            d.reason,
+            "/usr/bin/cat (pid 4242, uid 1000) opened /srv/app/token, a credential of NHI api, but is not among its declared readers. \
+             /usr/bin/cat (pid 4242, uid 1000) opened /srv/app/token from a human's terminal session, and NHI api does not allow interactive use. \
+             NHI api expired at 2024-01-01T00:00:00Z and /usr/bin/cat (pid 4242, uid 1000) still opened /srv/app/token. \
+             /srv/app/token of NHI api was last changed 2h 1m ago, longer than its max_age of 1h."
+        );
+
+        let names = ["db.example.com".to_owned()];
+        let v4 = IpAddr::from([192, 0, 2, 1]);
+        let d = connect(
+            &strict,
+            &actor("/usr/bin/app", false),
+            v4,
+            5432,
+            &names,
+            june(),
+        );
+        assert_eq!(d.drift, [DriftKind::EndpointOutOfScope, DriftKind::Expired]);
+        assert_eq!(
+            d.reason,
+            "/usr/bin/app (pid 4242, uid 1000), holding NHI api, connected to db.example.com (192.0.2.1:5432), which is not among its declared endpoints. \
+             NHI api expired at 2024-01-01T00:00:00Z and /usr/bin/app (pid 4242, uid 1000) still connected to 192.0.2.1:5432."
+        );
+        let v6: IpAddr = "2001:db8::1".parse().expect("v6");
+        let d = connect(&open_ok, &actor("/usr/bin/app", true), v6, 443, &[], june());
+        assert_eq!(d.drift, [] as [DriftKind; 0]);
+        assert_eq!(
+            d.reason,
+            "/usr/bin/app (pid 4242), holding NHI api, connected to [2001:db8::1]:443; its endpoints are not restricted."
+        );
+        let deny = nhi("    endpoints:\n      - cidr: 2001:db8::/32\n");
+        let d = connect(&deny, &actor("/usr/bin/app", true), v6, 443, &[], june());
+        assert_eq!(
+            d.reason,
+            "/usr/bin/app (pid 4242, uid 1000) connected to [2001:db8::1]:443 from a human's terminal session, and NHI api does not allow interactive use."
+        );
+        let d = connect(&deny, &actor("/usr/bin/app", false), v6, 443, &[], june());
+        assert_eq!(
+            d.reason,
+            "/usr/bin/app (pid 4242), holding NHI api, connected to [2001:db8::1]:443, a declared endpoint."
+        );
+        assert_eq!(sockaddr(v4, 0), "192.0.2.1:0");
+        assert_eq!(sockaddr(v6, 65535), "[2001:db8::1]:65535");
+
+        let d = unregistered_open(
+            &actor("/usr/bin/cat", false),
+            "/root/.aws/credentials",
+            false,
+        );
+        assert_eq!(
+            (d.verdict, d.reason.as_str()),
+            (
+                Verdict::Unregistered,
+                "/usr/bin/cat opened /root/.aws/credentials, a watched credential location that no registered NHI owns."
+            )
+        );
+        let a = actor("/usr/bin/app", false);
+        assert_eq!(
+            holder(&a, "api", Lifecycle::Exec).reason,
+            "/usr/bin/app (pid 4242), holding NHI api, started a new program."
+        );
+        assert_eq!(
+            holder(&a, "api", Lifecycle::Exit).reason,
+            "/usr/bin/app (pid 4242), holding NHI api, exited."
+        );
     }
 }

@@ -265,9 +265,13 @@ impl Registry {
     /// Whether opening `path` is of interest: it matches a credential, a `watch` pattern or the
     /// built-in watch list.
     pub fn is_watched(&self, path: &str) -> bool {
-        self.owner_of(path).is_some()
-            || self.watch.iter().any(|g| g.matches(path))
-            || watchlist::is_watched(path)
+        self.owner_of(path).is_some() || self.is_watched_unowned(path)
+    }
+
+    /// Whether a `watch` or built-in pattern matches `path`, which [`Registry::owner_of`]
+    /// already found no NHI for.
+    pub fn is_watched_unowned(&self, path: &str) -> bool {
+        self.watch.iter().any(|g| g.matches(path)) || watchlist::is_watched(path)
     }
 
     /// Every pattern the kernel prefilter must let through: credentials, `watch`, built-in.
