@@ -63,7 +63,7 @@ fn read<T: Pod>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
 /// A large record copied straight from `bytes` into its box (one allocation and one copy, none
 /// through the stack); the bytes past the end of a record shorter than `T` read as zeros.
 /// `need` is the length the record must have at least.
-fn boxed<T: Copy>(bytes: &[u8], what: &'static str, need: usize) -> Result<Box<T>, DecodeError> {
+fn boxed<T: Pod>(bytes: &[u8], what: &'static str, need: usize) -> Result<Box<T>, DecodeError> {
     if bytes.len() < need {
         return Err(DecodeError::Short {
             what,
@@ -82,8 +82,8 @@ fn boxed<T: Copy>(bytes: &[u8], what: &'static str, need: usize) -> Result<Box<T
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), to, n);
         std::ptr::write_bytes(to.add(n), 0, size - n);
     }
-    // SAFETY: every byte of the box is initialised (copied or zeroed just above); T is one of
-    // the repr(C) plain-data structs of monitor_common, for which every bit pattern is valid.
+    // SAFETY: every byte of the box is initialised (copied or zeroed just above), and T is
+    // Pod, so every bit pattern of its size is a valid value.
     Ok(unsafe { b.assume_init() })
 }
 
