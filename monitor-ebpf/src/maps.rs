@@ -134,7 +134,7 @@ pub fn count_loss(cause: monitor_common::LossCause) {
 /// see `wakeup_for`.
 #[inline(always)]
 pub fn wakeup<T>() -> u64 {
-    let size = core::mem::size_of::<T>() as u64;
+    let size = stored(core::mem::size_of::<T>() as u64);
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
     wakeup_for(avail.saturating_sub(size), avail)
 }
@@ -143,7 +143,13 @@ pub fn wakeup<T>() -> u64 {
 #[inline(always)]
 pub fn wakeup_before(size: u64) -> u64 {
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
-    wakeup_for(avail, avail + size)
+    wakeup_for(avail, avail + stored(size))
+}
+
+/// The room a record of `size` bytes takes in the ring: its 8-byte header, rounded up to 8.
+#[inline(always)]
+fn stored(size: u64) -> u64 {
+    (size + 8 + 7) & !7
 }
 
 const BPF_RB_AVAIL_DATA: u64 = 0;
@@ -151,18 +157,20 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 /// Wake the daemon only for the record that takes the ring buffer's fill from `before` to
 /// `after` bytes across a multiple of an eighth of its size; every other record waits for the
 /// daemon's next poll (every 50 ms) or a wakeup already sent. A trickle of events then costs
-/// the daemon one wakeup per poll, and a burst wakes it early, at most eight times per ring of
-/// data. Waking on every record past the mark (as `BPF_RB_FORCE_WAKEUP` above a level would)
+/// the daemon one wakeup per poll, and a burst wakes it early, a few times per ring of data
+/// while the ring stays under half full. Waking on every record past the mark (as `BPF_RB_FORCE_WAKEUP` above a level would)
 /// makes each one raise an interrupt on its CPU (`irq_work`), which costs a watched open more
 /// than the rest of its program on a virtual machine, while the daemon is already awake and
-/// draining.
+/// draining. Records written at once on several CPUs can each see the fill already past a mark
+/// that another one crossed, and none wake the daemon: past half full, every record does, so a
+/// flood from many CPUs cannot fill the ring while the daemon sleeps out its poll.
 #[inline(always)]
 fn wakeup_for(before: u64, after: u64) -> u64 {
     const BPF_RB_RING_SIZE: u64 = 1;
     const BPF_RB_NO_WAKEUP: u64 = 1;
     const BPF_RB_FORCE_WAKEUP: u64 = 2;
     let step = EVENTS.query(BPF_RB_RING_SIZE) / 8;
-    if step != 0 && after / step > before / step {
+    if step != 0 && (after / step > before / step || after >= 4 * step) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -17,7 +17,7 @@ use std::{
 };
 
 use crate::domain::host::FileId;
-pub use crate::domain::host::Host;
+use crate::domain::host::Host;
 
 use monitor_common::{ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, AF_INET};
 
@@ -515,9 +515,8 @@ impl<H: Host> Engine<H> {
         };
         let mut cmdline = decode::args(x);
         if cmdline.is_empty() {
-            cmdline = crate::domain::proctable::read_proc(&self.sys, pid)
-                .map(|p| p.cmdline)
-                .unwrap_or_default();
+            // Only the command line: `procs.exec` keeps it as the table's mode says.
+            cmdline = self.sys.process(pid).map(|f| f.cmdline).unwrap_or_default();
         }
         let exe = exe.to_string_lossy().into_owned();
         self.procs.exec(

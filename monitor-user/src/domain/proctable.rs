@@ -302,12 +302,6 @@ impl ProcTable {
     }
 }
 
-/// Read one process from the host (None if it is gone or is not a thread group leader), its
-/// command line redacted.
-pub fn read_proc(host: &impl Host, pid: u32) -> Option<Process> {
-    read_proc_as(host, pid, CmdlineMode::Redacted)
-}
-
 /// Read one process from the host, its command line kept as `mode` says.
 pub fn read_proc_as(host: &impl Host, pid: u32, mode: CmdlineMode) -> Option<Process> {
     let ProcFacts {

@@ -468,7 +468,8 @@ pub fn holder(actor: &Actor<'_>, id: &str, what: Lifecycle) -> Decision {
     ))
 }
 
-/// `addr:port`, with brackets for IPv6.
+/// `addr:port`, with brackets for IPv6 (as sentences write it).
+#[cfg(test)]
 pub fn sockaddr(addr: IpAddr, port: u16) -> String {
     sentence!(SockAddr(addr, port))
 }

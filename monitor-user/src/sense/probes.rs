@@ -92,11 +92,7 @@ const PROGRAMS: &[(&str, Hook)] = &[
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
 /// a hybrid host).
 fn cgroup2_root() -> Option<std::path::PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
-    })
+    crate::sense::proc_host::cgroup2_mount(&std::fs::read_to_string("/proc/self/mounts").ok()?)
 }
 
 /// Why the probes could not be set up.

@@ -34,7 +34,9 @@ use tokio::{
     task::{AbortHandle, JoinHandle},
 };
 
-use crate::{domain::event::Event, domain::registry::Registry};
+#[cfg(test)]
+use crate::domain::event::Event;
+use crate::domain::registry::Registry;
 pub use protocol::{ClickHouseHealth, Health, RegistrySummary};
 use protocol::{Outgoing, PROTOCOL_VERSION};
 
@@ -179,6 +181,8 @@ impl Server {
     }
 
     /// Sends `event` to every client, without waiting: a client whose queue is full is dropped.
+    /// (The daemon encodes each event once for all its outputs and calls [`Server::publish_json`].)
+    #[cfg(test)]
     pub fn publish(&self, event: &Event) {
         let mut json = Vec::new();
         if self.clients() > 0 {

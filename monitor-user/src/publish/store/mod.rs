@@ -72,11 +72,7 @@ pub mod tls;
 #[cfg(test)]
 mod tests;
 
-use std::{
-    path::PathBuf,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{path::PathBuf, sync::Arc, time::SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -84,7 +80,7 @@ pub use config::{ConfigError, StoreConfig};
 use row::Ts;
 use shared::{blocking, Overflow, Shared};
 pub use shared::{ShutdownReport, StoreStats};
-use sink::{Control, Writer};
+use sink::{random_u64, Control, Writer};
 use spool::Spool;
 pub use spool::{SpoolClaim, SPOOL_LOCK};
 
@@ -369,20 +365,4 @@ impl StoreHandle {
         }
         Ok(report)
     }
-}
-
-/// A random 64-bit number (the run id), from the kernel.
-fn random_u64() -> u64 {
-    let mut buf = [0u8; 8];
-    // SAFETY: getrandom writes at most `buf.len()` bytes into the buffer we own.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n == 8 {
-        return u64::from_le_bytes(buf);
-    }
-    // No getrandom (very old kernel): time and pid are unique enough per host.
-    let t = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_nanos() as u64;
-    t ^ (u64::from(std::process::id()) << 48)
 }

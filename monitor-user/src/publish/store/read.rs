@@ -24,7 +24,7 @@ use super::{
         self, AGENTS, DASHBOARD_ACTIVITY, DASHBOARD_DRIFT, DASHBOARD_RECENT, DASHBOARD_USES,
         LOSSES_BY_HOST, SCOPE_USES,
     },
-    row::{drift_from_name, kind_from_code, verdict_from_code},
+    row::{kind_from_code, verdict_from_code},
     schema::Schema,
 };
 use crate::{
@@ -352,7 +352,7 @@ impl UseRow {
             drift: self
                 .drift
                 .iter()
-                .filter_map(|d| drift_from_name(d))
+                .filter_map(|d| DriftKind::from_name(d))
                 .collect(),
             nhi: self.nhi,
             host: self.host,

@@ -76,11 +76,6 @@ pub fn verdict_from_code(c: i8) -> Option<Verdict> {
         .find(|v| verdict_code(*v) == c)
 }
 
-/// The drift kind stored as `name` (`reader_out_of_scope`, ...).
-pub fn drift_from_name(name: &str) -> Option<DriftKind> {
-    DriftKind::from_name(name)
-}
-
 /// One event, as the store keeps it. `(host, run_id, seq)` identifies it uniquely: `run_id` is
 /// drawn at random each time the store starts and `seq` counts the events of that run from 0.
 ///

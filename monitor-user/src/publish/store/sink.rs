@@ -17,7 +17,7 @@
 use std::{
     collections::HashSet,
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use clickhouse::{Client, RowWrite};
@@ -259,13 +259,20 @@ fn jittered(delay: Duration, random: u64) -> Duration {
     half + Duration::from_nanos(random % span.saturating_add(1))
 }
 
-/// A random number for jitter (not for secrets): std's hasher keys are drawn from the
-/// operating system's randomness per process, and differ for each `RandomState`.
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0x6e68_6973_636f_7065);
-    h.finish()
+/// A random 64-bit number from the kernel: a run id, a backoff's jitter.
+pub(crate) fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: getrandom writes at most `buf.len()` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n == 8 {
+        return u64::from_le_bytes(buf);
+    }
+    // No getrandom (very old kernel): time and pid are unique enough per host.
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos() as u64;
+    t ^ (u64::from(std::process::id()) << 48)
 }
 
 /// The writer task.

@@ -77,13 +77,9 @@ fn use_event(u: &UseCount) -> Event {
     e
 }
 
-fn events(events: &[Event]) -> Vec<Event> {
-    events.to_vec()
-}
-
 impl Snapshot {
     /// Puts one read together (no I/O).
-    pub fn build(f: &Dashboard, at: SystemTime) -> Snapshot {
+    pub fn build(mut f: Dashboard, at: SystemTime) -> Snapshot {
         let mut s = Snapshot {
             at,
             stats: BTreeMap::new(),
@@ -106,8 +102,8 @@ impl Snapshot {
             let stats = s.stats.entry(subject(&a.nhi)).or_default();
             *stats.activity.entry(a.bucket).or_default() += a.n;
         }
-        s.drifts = events(&f.drifts);
-        s.stream = events(&f.stream);
+        s.drifts = std::mem::take(&mut f.drifts);
+        s.stream = std::mem::take(&mut f.stream);
         let mut hosts: BTreeMap<String, HostSummary> = BTreeMap::new();
         fn host<'m>(
             hosts: &'m mut BTreeMap<String, HostSummary>,
@@ -158,7 +154,7 @@ pub async fn fetch(
         stream_limit: opts.stream_limit,
     };
     let read = reader.dashboard(&request).await?;
-    Ok(Snapshot::build(&read, now))
+    Ok(Snapshot::build(read, now))
 }
 
 /// Starts fetching on the current runtime; it ends when `tx`'s receiver is dropped.

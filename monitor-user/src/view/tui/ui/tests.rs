@@ -603,7 +603,7 @@ fn snapshot_of(uses: &[(&Event, u64)], fleet: &[&str]) -> Snapshot {
         uses: uses.iter().map(|(e, n)| use_row(e, *n)).collect(),
         ..Dashboard::default()
     };
-    let mut s = Snapshot::build(&f, t(NOW));
+    let mut s = Snapshot::build(f, t(NOW));
     for h in fleet {
         if !s.hosts.iter().any(|x| x.host == *h) {
             s.hosts.push(HostSummary {
@@ -693,7 +693,7 @@ fn history_and_live_count_each_use_once() {
         uses: vec![use_row(&b, 2), use_row(&other, 5)],
         ..Dashboard::default()
     };
-    app.on_update(Update::History(Box::new(Snapshot::build(&f, t(NOW)))));
+    app.on_update(Update::History(Box::new(Snapshot::build(f, t(NOW)))));
     assert_eq!(reads(&app, "billing-s3-writer"), 7);
     assert_eq!(app.history.as_ref().unwrap().pending(), 0);
     // A live event the snapshot already holds (the feed is behind) is not counted again.
@@ -788,7 +788,7 @@ fn a_snapshot_counts_uses_activity_and_the_fleet() {
         }],
         ..Dashboard::default()
     };
-    let s = Snapshot::build(&f, t(NOW));
+    let s = Snapshot::build(f, t(NOW));
     let st = &s.stats[&crate::view::tui::model::Subject::Nhi("deploy-key".into())];
     assert_eq!(st.reads, 7);
     assert_eq!(st.series(t(NOW), 6).iter().sum::<u64>(), 7);
