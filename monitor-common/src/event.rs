@@ -131,11 +131,17 @@ pub const HDR_TTY: u32 = 2;
 
 /// `OpenEvent::flags` bit: the path argument did not fit in [`PATH_CAP`] bytes.
 pub const PATH_TRUNCATED: u32 = 1;
-/// `OpenEvent::flags` bit: the caller's standard output is a pipe (FIFO) its parent holds open among
-/// its first [`PARENT_FDS_SCANNED`] fds (command substitution: the parent reads what it writes).
+/// `OpenEvent::flags` bit: the caller's standard output is a pipe (FIFO) whose read end its parent
+/// holds open (command substitution, `<(...)`: the parent reads what it writes), or the parent's
+/// file table is larger than [`PARENT_FDS_SCANNED`] slots and the pipe was not among those, so it
+/// cannot be ruled out (then [`PARENT_SCAN_CUT`] is set too).
 pub const FEEDS_PARENT: u32 = 2;
-/// How many of the parent's fds the kernel compares with the caller's stdout.
-pub const PARENT_FDS_SCANNED: u64 = 16;
+/// How many of the parent's fds the kernel compares with the caller's stdout, at most: every
+/// slot of a file table up to this size (a process's table grows only when it uses a higher fd).
+pub const PARENT_FDS_SCANNED: u64 = 1024;
+/// `OpenEvent::flags` bit: the parent's file table has more than [`PARENT_FDS_SCANNED`] slots
+/// and the rest were not compared; [`FEEDS_PARENT`] is set because the parent may hold the pipe.
+pub const PARENT_SCAN_CUT: u32 = 256;
 /// `OpenEvent::flags` bit: the opened file's inode number is a watched one (a registered file).
 pub const MATCH_INODE: u32 = 4;
 /// `OpenEvent::flags` bit: the opened file's name (or its parent's, or a directory above it)
@@ -449,9 +455,11 @@ pub mod config {
         KiocbOpcode,
         /// `dentry.d_shortname` (`d_iname` before 6.14): where a short name is kept inline.
         DentryShortname,
+        /// `fdtable.max_fds`: how many slots the file array has.
+        FdtMaxFds,
     }
     /// Number of `Offset`s.
-    pub const OFFSETS: u32 = 41;
+    pub const OFFSETS: u32 = 42;
     /// Slots of the programs' `OFFSETS` global: a power of two above `OFFSETS`, so that an
     /// index can be bounded with a mask.
     pub const OFFSET_SLOTS: usize = 64;

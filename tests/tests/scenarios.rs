@@ -61,6 +61,11 @@ struct Holding {
 }
 
 fn holding(name: &str, addr: &str, script: &str, stdout: Stdio) -> Holding {
+    holding_in("sh", name, addr, script, stdout)
+}
+
+/// [`holding`] with another shell.
+fn holding_in(shell: &str, name: &str, addr: &str, script: &str, stdout: Stdio) -> Holding {
     let (dir, cred) = credential(name);
     let (listener, port) = listener(addr);
     let d = Daemon::start(&registry(
@@ -71,7 +76,7 @@ fn holding(name: &str, addr: &str, script: &str, stdout: Stdio) -> Holding {
     let script = script
         .replace("{cred}", &cred.display().to_string())
         .replace("{connect}", &format!("{PYTHON} -c \"{py}\""));
-    let shell = run(Command::new("sh").args(["-c", &script]).stdout(stdout));
+    let shell = run(Command::new(shell).args(["-c", &script]).stdout(stdout));
     Holding {
         d,
         cred,
@@ -121,6 +126,85 @@ fn command_substitution_makes_the_parents_later_children_holders() {
     assert_eq!(e["nhi"], "svc");
     assert_eq!(e["verdict"], "ok");
     assert_eq!(e["daddr"], "127.0.0.21");
+}
+
+#[test]
+fn process_substitution_makes_the_shell_a_holder() {
+    if !require_root_bpf() {
+        return;
+    }
+    // bash opens `<(cat file)`'s pipe at fd 63 and `exec 40<` moves it to 40, far above the
+    // standard descriptors, where it stays until `read` (after `cat` has opened the credential)
+    // briefly duplicates it onto fd 0.
+    let h = holding_in(
+        "bash",
+        "subst-proc",
+        "127.0.0.24",
+        "exec 40< <(cat {cred}); sleep 0.3; read -r TOKEN <&40; exec 40<&-; {connect}; true",
+        Stdio::inherit(),
+    );
+    let e = h.d.wait_for(WAIT, |e| {
+        e["kind"] == "connect" && e["ppid"] == h.shell && e["dport"] == h.port
+    });
+    assert_eq!(e["nhi"], "svc");
+    assert_eq!(e["verdict"], "ok");
+}
+
+/// A Python parent that reads a `cat` of the credential through a pipe it keeps at descriptor
+/// `fd`, then connects to `addr:port` itself; returns its pid.
+fn read_through_fd(cred: &Path, fd: u32, addr: &str, port: u16) -> u32 {
+    let code = format!(
+        "import os, resource, socket, subprocess\n\
+         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n\
+         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, {fd} + 1), hard))\n\
+         r, w = os.pipe()\n\
+         os.dup2(r, {fd}); os.close(r)\n\
+         p = subprocess.Popen(['cat', '{cred}'], stdout=w)\n\
+         os.close(w)\n\
+         while os.read({fd}, 4096): pass\n\
+         p.wait()\n\
+         socket.create_connection(('{addr}', {port})).close()\n",
+        cred = cred.display()
+    );
+    run(Command::new(PYTHON).args(["-c", &code]))
+}
+
+#[test]
+fn a_parent_reading_a_credential_through_a_high_descriptor_becomes_a_holder() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (_dir, cred) = credential("high-fd");
+    let (_l, port) = listener("127.0.0.25");
+    let args = ["--metrics", "127.0.0.1:0"].map(std::ffi::OsStr::new);
+    let d = Daemon::start_with(
+        &registry(&cred, "    endpoints:\n      - cidr: 127.0.0.0/8\n"),
+        &args,
+    );
+    // Inside the descriptors the kernel compares (its table has 1024 slots): found there.
+    let parent = read_through_fd(&cred, 900, "127.0.0.25", port);
+    let e = d.wait_for(WAIT, |e| e["kind"] == "connect" && e["pid"] == parent);
+    assert_eq!(e["nhi"], "svc", "{e}");
+    assert_eq!(e["verdict"], "ok", "{e}");
+    let metrics = nhiscope_tests::prometheus::scrape(nhiscope_tests::prometheus::metrics_addr(&d));
+    assert_eq!(
+        nhiscope_tests::prometheus::sample(&metrics, "nhiscope_parent_pipe_undetermined_total"),
+        Some(0.0),
+        "{metrics}"
+    );
+    // Above them (a table of 8192 slots): the parent cannot be ruled out, so it holds the NHI,
+    // and the metric says the kernel could not tell.
+    let parent = read_through_fd(&cred, 5000, "127.0.0.25", port);
+    let e = d.wait_for(WAIT, |e| e["kind"] == "connect" && e["pid"] == parent);
+    assert_eq!(e["nhi"], "svc", "{e}");
+    nhiscope_tests::prometheus::wait_scrape(
+        nhiscope_tests::prometheus::metrics_addr(&d),
+        WAIT,
+        |m| {
+            nhiscope_tests::prometheus::sample(m, "nhiscope_parent_pipe_undetermined_total")
+                == Some(1.0)
+        },
+    );
 }
 
 #[test]

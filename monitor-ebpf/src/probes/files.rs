@@ -156,43 +156,81 @@ fn readable(file: u64) -> bool {
         .is_ok_and(|m| m & FMODE_READ != 0)
 }
 
+/// What the kernel found of the caller's stdout pipe among its parent's descriptors.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ParentPipe {
+    /// The parent does not hold the pipe's read end (or there is no parent to ask).
+    No,
+    /// The parent holds the read end: it reads what the task writes (`$(cat f)`, `<(cat f)`).
+    Reads,
+    /// The parent's file table is larger than `PARENT_FDS_SCANNED` slots and the read end was not
+    /// among them: it may hold it above.
+    Unknown,
+}
+
+/// Slots of the parent's file array compared per copy.
+const PARENT_CHUNK: usize = 16;
+
 /// Whether the current task's stdout (the pipe whose `struct inode *` is `stdout_inode`) is a
-/// pipe whose read end is open in its parent, among the parent's first `PARENT_FDS_SCANNED` fds:
-/// the parent reads what the task writes (`$(cat f)`). A parent that merely shares the same
-/// stdout (the write end it passed down) does not count. The parent's descriptors are read in
-/// one copy, and each open one costs one read (its inode pointer, compared with the pipe's) and
-/// a second only for the pipe itself.
+/// pipe whose read end is open in its parent: the parent reads what the task writes. Every slot
+/// of the parent's file array is compared, up to `PARENT_FDS_SCANNED` (a table grows only when
+/// its process uses a higher descriptor, so bash's `<(...)` at fd 63 or an `exec 200<&...` are
+/// inside it). A parent that merely shares the same stdout (the write end it passed down) does
+/// not count. The array is copied 16 slots at a time, and each open slot costs one more read
+/// (its inode pointer, compared with the pipe's) and a second only for the pipe itself.
 #[inline(always)]
-pub fn parent_holds(stdout_inode: u64) -> bool {
-    const N: usize = monitor_common::PARENT_FDS_SCANNED as usize;
+pub fn parent_holds(stdout_inode: u64) -> ParentPipe {
+    const CHUNKS: usize = monitor_common::PARENT_FDS_SCANNED as usize / PARENT_CHUNK;
     if stdout_inode == 0 {
-        return false;
+        return ParentPipe::No;
     }
-    let Some(o_inode) = offset(Offset::FileInode) else {
-        return false;
+    let (Some(o_inode), Some(o_files), Some(o_fdt), Some(o_fd), Some(o_max)) = (
+        offset(Offset::FileInode),
+        offset(Offset::TaskFiles),
+        offset(Offset::FilesFdt),
+        offset(Offset::FdtFd),
+        offset(Offset::FdtMaxFds),
+    ) else {
+        return ParentPipe::No;
     };
     // SAFETY: the current task pointer as an integer, only ever read through the helper.
     let task = unsafe { bpf_get_current_task() };
     let Some(parent) = offset(Offset::TaskParent).and_then(|o| read_ptr(task, o)) else {
-        return false;
+        return ParentPipe::No;
     };
-    let Some(fds) = fd_array(parent) else {
-        return false;
+    let Some(fdt) = read_ptr(parent, o_files).and_then(|files| read_ptr(files, o_fdt)) else {
+        return ParentPipe::No;
     };
-    // SAFETY: as in read_ptr; a file table has at least 64 slots (the one embedded in
-    // `files_struct`), so the first N (16) are always inside it.
-    let Ok(table) = (unsafe { bpf_probe_read_kernel(fds as *const [u64; N]) }) else {
-        return false;
+    let Some(fds) = read_ptr(fdt, o_fd) else {
+        return ParentPipe::No;
     };
-    let mut i = 0usize;
-    while i < N {
-        let file = table[i];
-        if file != 0 && read_ptr(file, o_inode) == Some(stdout_inode) && readable(file) {
-            return true;
+    // SAFETY: as in read_ptr; max_fds is an unsigned int, read from the same table as `fd`, so
+    // the two agree even while the parent's table is being replaced by a larger one.
+    let Ok(max) = (unsafe { bpf_probe_read_kernel((fdt as usize + o_max) as *const u32) }) else {
+        return ParentPipe::No;
+    };
+    let mut c = 0usize;
+    while c < CHUNKS {
+        if c * PARENT_CHUNK >= max as usize {
+            return ParentPipe::No;
         }
-        i += 1;
+        let at = fds as usize + c * PARENT_CHUNK * 8;
+        // SAFETY: as in read_ptr; a file array's size is a multiple of 64 slots (at least the
+        // one embedded in `files_struct`), and this chunk starts below it.
+        let Ok(table) = (unsafe { bpf_probe_read_kernel(at as *const [u64; PARENT_CHUNK]) }) else {
+            return ParentPipe::No;
+        };
+        let mut i = 0usize;
+        while i < PARENT_CHUNK {
+            let file = table[i];
+            if file != 0 && read_ptr(file, o_inode) == Some(stdout_inode) && readable(file) {
+                return ParentPipe::Reads;
+            }
+            i += 1;
+        }
+        c += 1;
     }
-    false
+    ParentPipe::Unknown
 }
 
 /// The `struct file *` open on `fd` in `task`.

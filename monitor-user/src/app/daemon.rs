@@ -1185,6 +1185,7 @@ fn metrics_sample(
         ringbuf_bytes: u64::from(ring_size),
         kernel_losses: probes.losses(),
         records: engine.stats.records,
+        parent_pipe_undetermined: engine.stats.parent_pipe_undetermined,
         dns: engine.dns_stats(),
         dns_cached_addresses: engine.dns_cached_addresses(),
         store: store.map(crate::publish::store::StoreHandle::stats),

@@ -66,6 +66,10 @@ pub struct Stats {
     /// Opens the kernel prefilter let through that no pattern matches.
     pub filter_false_positives: u64,
     pub events: u64,
+    /// Credential reads into a pipe whose read end the parent may hold above the descriptors
+    /// the kernel compares (`monitor_common::PARENT_SCAN_CUT`): the parent is taken to hold the
+    /// NHI, since a process can place a descriptor that high at will.
+    pub parent_pipe_undetermined: u64,
 }
 
 /// How long a credential file's modification time is trusted before it is read again.
@@ -616,6 +620,9 @@ impl<H: Host> Engine<H> {
             .is_none_or(|pp| is_supervisor(&pp.exe, &pp.comm));
         // The kernel compared the reader's stdout with its parent's fds at the open.
         let feeds = o.flags & monitor_common::FEEDS_PARENT != 0;
+        if o.flags & monitor_common::PARENT_SCAN_CUT != 0 {
+            self.stats.parent_pipe_undetermined += 1;
+        }
         if !supervisor && feeds {
             log::debug!("pid {pid} read NHI {id} for its parent {ppid}: the parent holds it too");
             let p = self.procs.lookup(ppid, &self.sys);

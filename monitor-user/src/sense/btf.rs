@@ -215,6 +215,7 @@ const MEMBERS: [(Offset, &str, &str); OFFSETS as usize] = [
     (Offset::TaskTgid, "task_struct", "tgid"),
     (Offset::KiocbOpcode, "io_kiocb", "opcode"),
     (Offset::DentryShortname, "dentry", "d_shortname|d_iname"),
+    (Offset::FdtMaxFds, "fdtable", "max_fds"),
 ];
 
 /// The byte offsets of every kernel struct member the programs follow, for the running kernel,

@@ -157,6 +157,9 @@ pub struct Sample {
     pub kernel_losses: [u64; LOSS_CAUSES as usize],
     /// Kernel records decoded so far.
     pub records: u64,
+    /// Reads of a credential into a pipe whose parent could not be ruled out as its reader
+    /// (`Stats::parent_pipe_undetermined`).
+    pub parent_pipe_undetermined: u64,
     pub dns: crate::sense::dns::DnsStats,
     pub dns_cached_addresses: usize,
     /// The store's counters, when the daemon writes to ClickHouse.
@@ -183,6 +186,7 @@ pub struct Metrics {
     drift: RwLock<Vec<NhiDrift>>,
     kernel_losses: [AtomicU64; LOSS_CAUSES as usize],
     records: AtomicU64,
+    parent_pipe_undetermined: AtomicU64,
     ringbuf_fill: AtomicF64,
     ringbuf_bytes: AtomicU64,
     dns_cached: AtomicU64,
@@ -228,6 +232,7 @@ impl Metrics {
             drift: RwLock::new(Vec::new()),
             kernel_losses: Default::default(),
             records: AtomicU64::new(0),
+            parent_pipe_undetermined: AtomicU64::new(0),
             ringbuf_fill: AtomicF64::default(),
             ringbuf_bytes: AtomicU64::new(0),
             dns_cached: AtomicU64::new(0),
@@ -338,6 +343,8 @@ impl Metrics {
             c.store(v, Ordering::Relaxed);
         }
         self.records.store(s.records, Ordering::Relaxed);
+        self.parent_pipe_undetermined
+            .store(s.parent_pipe_undetermined, Ordering::Relaxed);
         self.dns_cached
             .store(s.dns_cached_addresses as u64, Ordering::Relaxed);
         self.dns_queries.store(s.dns.queries, Ordering::Relaxed);
@@ -464,6 +471,13 @@ impl Collector for Exposition {
             "nhiscope_kernel_records",
             "Records read from the kernel's ring buffer.",
             load(&m.records),
+        )?;
+        counter(
+            &mut enc,
+            "nhiscope_parent_pipe_undetermined",
+            "Credential reads into a pipe whose read end the parent may hold above the file \
+             descriptors the kernel compares (1024): the parent was taken to hold the NHI.",
+            load(&m.parent_pipe_undetermined),
         )?;
         {
             let mut f = enc.encode_descriptor(
