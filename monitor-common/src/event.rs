@@ -128,6 +128,16 @@ impl EventHeader {
 pub const HDR_TTY_KNOWN: u32 = 1;
 /// `EventHeader::flags` bit: the task has a controlling terminal (`current->signal->tty`).
 pub const HDR_TTY: u32 = 2;
+/// `EventHeader::flags` bit of a `ConnectEvent`: not a connection being made, but one the
+/// process already had open (a socket in its file table, made earlier or inherited) when it
+/// opened a credential file; sent right after that open's record.
+pub const HDR_EXISTING: u32 = 4;
+/// Connections already open that are sent for one credential open at most; more are counted
+/// as [`LossCause::ScanCut`].
+pub const EXISTING_SOCKETS_MAX: u32 = 32;
+/// Descriptors of the opener's file table searched for connections already open, at most (a
+/// larger table's rest is counted as [`LossCause::ScanCut`]).
+pub const EXISTING_FDS_SCANNED: u64 = 1024;
 
 /// `OpenEvent::flags` bit: the path argument did not fit in [`PATH_CAP`] bytes.
 pub const PATH_TRUNCATED: u32 = 1;
@@ -322,10 +332,14 @@ pub enum LossCause {
     /// Failed opens of a watched name beyond [`FAILED_OPENS_PER_SEC`] per user and name in a
     /// second (a flood of them costs the flooder, not the monitor).
     FailedOpenLimit = 8,
+    /// A process opening a credential had more open connections than
+    /// [`EXISTING_SOCKETS_MAX`], or a file table larger than [`EXISTING_FDS_SCANNED`]: the rest
+    /// of its connections already open were not looked at.
+    ScanCut = 9,
 }
 
 /// Number of `LossCause` slots.
-pub const LOSS_CAUSES: u32 = 9;
+pub const LOSS_CAUSES: u32 = 10;
 /// Failed opens of one watched name by one user reported per second at most.
 pub const FAILED_OPENS_PER_SEC: u64 = 20;
 
@@ -340,6 +354,7 @@ impl LossCause {
         Self::PendingFull,
         Self::UserCopy,
         Self::FailedOpenLimit,
+        Self::ScanCut,
     ];
 
     pub fn name(self) -> &'static str {
@@ -353,6 +368,7 @@ impl LossCause {
             Self::PendingFull => "pending_map_full",
             Self::UserCopy => "user_memory_unreadable",
             Self::FailedOpenLimit => "failed_open_rate_limited",
+            Self::ScanCut => "existing_connections_cut",
         }
     }
 
@@ -377,7 +393,7 @@ impl LossCause {
             Self::PendingFull => "partial",
             Self::RingbufFork => "fork",
             Self::RingbufExit => "exit",
-            Self::RingbufConnect => "connect",
+            Self::RingbufConnect | Self::ScanCut => "connect",
             Self::RingbufChdir => "chdir",
         }
     }
@@ -457,9 +473,28 @@ pub mod config {
         DentryShortname,
         /// `fdtable.max_fds`: how many slots the file array has.
         FdtMaxFds,
+        /// `file.private_data` (a socket file's `struct socket *`), `socket.sk`.
+        FilePrivateData,
+        SocketSk,
+        /// `sock_common`: `skc_family`, `skc_state`, `skc_daddr`, `skc_rcv_saddr`, `skc_dport`
+        /// (network order), `skc_num` (the local port, host order), `skc_v6_daddr`,
+        /// `skc_v6_rcv_saddr`; `sock.sk_protocol`.
+        SkcFamily,
+        SkcState,
+        SkcDaddr,
+        SkcRcvSaddr,
+        SkcDport,
+        SkcNum,
+        SkcV6Daddr,
+        SkcV6RcvSaddr,
+        SkProtocol,
+        /// `task_struct.group_leader`, `.start_time`: a process's identity over time (a pid is
+        /// reused, a pid with its leader's start time is not).
+        TaskGroupLeader,
+        TaskStartTime,
     }
     /// Number of `Offset`s.
-    pub const OFFSETS: u32 = 42;
+    pub const OFFSETS: u32 = 55;
     /// Slots of the programs' `OFFSETS` global: a power of two above `OFFSETS`, so that an
     /// index can be bounded with a mask.
     pub const OFFSET_SLOTS: usize = 64;

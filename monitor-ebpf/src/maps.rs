@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
     config, filter::FILTER_WORDS, ExecEvent, OpenEvent, ARGS_CAP, LOSS_CAUSES, PATH_CAP,
@@ -106,6 +106,39 @@ pub struct FailedWindow {
 #[map]
 pub static FAILED_OPENS: LruHashMap<FailedKey, FailedWindow> =
     LruHashMap::with_max_entries(8192, 0);
+
+/// A process (its tgid) and a credential file (its inode number) it opened.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ScanKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// The processes whose open connections were looked for at their open of a credential file,
+/// with the start time of the process (its group leader's), so that a reused pid is looked at
+/// again: each process is searched once per credential file it opens, not at every open. LRU:
+/// an evicted entry only costs one more search.
+#[map]
+pub static SCANNED: LruHashMap<ScanKey, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// The programs an open's program hands over to (tail calls), by `SCAN_SOCKETS`: set by the
+/// daemon after load.
+#[map]
+pub static TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// `TAIL`'s slot of `probes::sockets::scan_sockets`.
+pub const SCAN_SOCKETS: u32 = 0;
+
+/// `scan_sockets`'s working space: the record being built.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockScratch {
+    pub ev: monitor_common::ConnectEvent,
+}
+
+#[map]
+pub static SOCK_SCRATCH: PerCpuArray<SockScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// One word to turn a pointer into a plain number (see `probes::files::syscall_arg`).
 #[map]

@@ -24,7 +24,7 @@ use monitor_common::{ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, AF
 use crate::{
     domain::decode::{self, KernelEvent},
     domain::event::{errno_name, Dev, Event, Kind, Proto, Ts},
-    domain::proctable::ProcTable,
+    domain::proctable::{ConnKey, ProcTable, JUDGED_CAP},
     domain::registry::{Placement, Registry},
     domain::resolve,
     domain::verdict::{self, Actor},
@@ -70,6 +70,9 @@ pub struct Stats {
     /// the kernel compares (`monitor_common::PARENT_SCAN_CUT`): the parent is taken to hold the
     /// NHI, since a process can place a descriptor that high at will.
     pub parent_pipe_undetermined: u64,
+    /// Connections a holder's judged list forgot to make room (see `Process::judged`): one of
+    /// them found open again at a later credential read is judged again.
+    pub judged_forgotten: u64,
 }
 
 /// How long a credential file's modification time is trusted before it is read again.
@@ -691,6 +694,31 @@ impl<H: Host> Engine<H> {
             return;
         }
         let (daddr, saddr) = addrs(c);
+        let udp = c.proto == monitor_common::IPPROTO_UDP;
+        // A connection the process already had when it read a credential (the kernel found it
+        // in its file table right after that read): judged for each NHI it holds, unless its
+        // destination was already judged for that NHI (a connection made while holding it, or
+        // found at an earlier read).
+        let existing = c.hdr.flags & monitor_common::HDR_EXISTING != 0;
+        let key = ConnKey {
+            udp,
+            daddr,
+            dport: c.dport,
+        };
+        let p = self.procs.lookup(c.hdr.pid, &self.sys);
+        if existing {
+            held.retain(|id| !p.judged.iter().any(|(k, j)| *k == key && j == id));
+            if held.is_empty() {
+                return;
+            }
+        }
+        for id in &held {
+            if p.judged.len() >= JUDGED_CAP {
+                p.judged.pop_front();
+                self.stats.judged_forgotten += 1;
+            }
+            p.judged.push_back((key, Arc::clone(id)));
+        }
         let names = self.dns.names(daddr, self.sys.now());
         let now = self.clock.wall(c.hdr.ts_ns);
         let interactive = self.is_interactive(c.hdr.pid, c.hdr.flags);
@@ -699,11 +727,8 @@ impl<H: Host> Engine<H> {
                 continue;
             };
             let mut e = self.base(Kind::Connect, &c.hdr);
-            e.proto = Some(if c.proto == monitor_common::IPPROTO_UDP {
-                Proto::Udp
-            } else {
-                Proto::Tcp
-            });
+            e.proto = Some(if udp { Proto::Udp } else { Proto::Tcp });
+            e.established_before_use = existing;
             e.daddr = Some(daddr);
             e.dport = Some(c.dport);
             e.saddr = Some(saddr);
@@ -712,7 +737,7 @@ impl<H: Host> Engine<H> {
             e.nhi = Some(id.to_string());
             let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
             let actor = Actor::of(&e, interactive, cgroup.as_deref());
-            let decision = verdict::connect(nhi, &actor, daddr, c.dport, &names, now);
+            let decision = verdict::connect(nhi, &actor, daddr, c.dport, &names, existing, now);
             e.verdict = decision.verdict;
             e.drift = decision.drift;
             e.reason = decision.reason;
@@ -902,6 +927,74 @@ mod tests {
             (Verdict::Unregistered, None)
         );
         assert_eq!(e.stats.filter_false_positives, 1);
+    }
+
+    /// A connection the kernel found open in the process's file table at a credential read.
+    fn existing(pid: u32, addr: [u8; 4], port: u16) -> KernelEvent {
+        let KernelEvent::Connect(mut c) = connect(pid, addr, port) else {
+            unreachable!("connect() makes a connect record")
+        };
+        c.hdr.flags |= monitor_common::HDR_EXISTING;
+        c.sport = 40000;
+        KernelEvent::Connect(c)
+    }
+
+    #[test]
+    fn a_connection_open_before_the_read_is_judged_once_per_nhi_and_destination() {
+        let reg = "nhis:\n  - id: a\n    credentials: [/srv/a]\n    endpoints:\n      - cidr: 10.0.0.0/8\n  - id: b\n    credentials: [/srv/b]\n    endpoints:\n      - cidr: 192.0.2.0/24\n";
+        let (mut e, _root) = engine(reg);
+        let mut out = Vec::new();
+        // Not a holder: what the kernel found is dropped, as its connects are.
+        e.handle(existing(30, [10, 0, 0, 1], 22), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        e.handle(open(30, 0, "/srv/a", 3), &mut out);
+        e.handle(existing(30, [10, 0, 0, 1], 22), &mut out);
+        // Found again at a read of another file of the same NHI: already judged.
+        e.handle(existing(30, [10, 0, 0, 1], 22), &mut out);
+        // A destination it connected to while holding a: judged then, not again.
+        e.handle(connect(30, [10, 0, 0, 2], 443), &mut out);
+        e.handle(existing(30, [10, 0, 0, 2], 443), &mut out);
+        // Reading b's credential: both are judged for b, and only for b.
+        e.handle(open(30, 0, "/srv/b", 3), &mut out);
+        e.handle(existing(30, [10, 0, 0, 1], 22), &mut out);
+        e.handle(existing(30, [10, 0, 0, 2], 443), &mut out);
+        let conns: Vec<(&str, bool, u16, Verdict)> = out
+            .iter()
+            .filter(|x| x.kind == Kind::Connect)
+            .map(|x| {
+                (
+                    x.nhi.as_deref().unwrap_or(""),
+                    x.established_before_use,
+                    x.dport.unwrap_or(0),
+                    x.verdict,
+                )
+            })
+            .collect();
+        assert_eq!(
+            conns,
+            [
+                ("a", true, 22, Verdict::Ok),
+                ("a", false, 443, Verdict::Ok),
+                ("b", true, 22, Verdict::Drift),
+                ("b", true, 443, Verdict::Drift),
+            ]
+        );
+        let first = out
+            .iter()
+            .find(|x| x.kind == Kind::Connect)
+            .expect("a connect");
+        assert_eq!(first.sport, Some(40000));
+        assert!(
+            first
+                .reason
+                .contains("had a connection open to 10.0.0.1:22 when it read"),
+            "{}",
+            first.reason
+        );
+        let mut line = Vec::new();
+        first.write_json(&mut line);
+        let line = String::from_utf8(line).expect("utf8");
+        assert!(line.contains(",\"established_before_use\":true,"), "{line}");
     }
 
     #[test]

@@ -373,6 +373,10 @@ pub struct Event {
     /// connect: hostnames DNS answers on this host gave for `daddr`.
     #[serde(default)]
     pub dns_names: Option<Vec<String>>,
+    /// connect: the connection was already open when the process read the credential (made
+    /// earlier, or inherited), judged at that read; written only when true.
+    #[serde(default)]
+    pub established_before_use: bool,
     /// loss: how many records were lost, and why.
     #[serde(default)]
     pub count: Option<u64>,
@@ -424,6 +428,7 @@ impl Event {
             saddr: None,
             sport: None,
             dns_names: None,
+            established_before_use: false,
             count: None,
             cause: None,
             nhi: None,
@@ -504,6 +509,9 @@ impl Event {
         if let Some(names) = &self.dns_names {
             out.extend_from_slice(b",\"dns_names\":");
             json::strs(out, names);
+        }
+        if self.established_before_use {
+            out.extend_from_slice(b",\"established_before_use\":true");
         }
         json::opt_uint(out, b",\"count\":", self.count);
         json::opt_str(out, b",\"cause\":", self.cause.as_deref());

@@ -337,6 +337,7 @@ fn assess_connect(
     addr: IpAddr,
     port: u16,
     names: &[String],
+    existing: bool,
     now: SystemTime,
 ) -> Findings {
     let mut f = Findings::default();
@@ -352,11 +353,12 @@ fn assess_connect(
                     actor.describe(),
                     ", holding NHI ",
                     nhi.id,
-                    ", connected to ",
+                    connected(existing),
                     name,
                     open,
                     SockAddr(addr, port),
                     close,
+                    before_use(existing),
                     ", which is not among its declared endpoints."
                 ),
             );
@@ -413,33 +415,56 @@ fn opened(failed: bool) -> &'static str {
     }
 }
 
-/// A connection to `addr:port` (known by the DNS names `names`) by a holder of `nhi`: drift,
-/// or in scope.
+/// A connection to `addr:port` (known by the DNS names `names`) by a holder of `nhi`
+/// (`existing`: one it already had open when it read the credential, judged at that read):
+/// drift, or in scope.
 pub fn connect(
     nhi: &Nhi,
     actor: &Actor<'_>,
     addr: IpAddr,
     port: u16,
     names: &[String],
+    existing: bool,
     now: SystemTime,
 ) -> Decision {
-    Decision::of(assess_connect(nhi, actor, addr, port, names, now), || {
-        sentence!(
-            actor.name(),
-            " (pid ",
-            actor.pid,
-            "), holding NHI ",
-            nhi.id,
-            ", connected to ",
-            SockAddr(addr, port),
-            if nhi.endpoints.is_some() {
-                ", a declared endpoint"
-            } else {
-                "; its endpoints are not restricted"
-            },
-            "."
-        )
-    })
+    Decision::of(
+        assess_connect(nhi, actor, addr, port, names, existing, now),
+        || {
+            sentence!(
+                actor.name(),
+                " (pid ",
+                actor.pid,
+                "), holding NHI ",
+                nhi.id,
+                connected(existing),
+                SockAddr(addr, port),
+                before_use(existing),
+                if nhi.endpoints.is_some() {
+                    ", a declared endpoint"
+                } else {
+                    "; its endpoints are not restricted"
+                },
+                "."
+            )
+        },
+    )
+}
+
+/// How a sentence says that a holder connected: as it did, or as it already had.
+fn connected(existing: bool) -> &'static str {
+    if existing {
+        ", had a connection open to "
+    } else {
+        ", connected to "
+    }
+}
+
+fn before_use(existing: bool) -> &'static str {
+    if existing {
+        " when it read the credential"
+    } else {
+        ""
+    }
 }
 
 /// What a holder of an NHI did to its process: the use of the NHI is bounded by it.
@@ -572,6 +597,7 @@ mod tests {
             v4,
             5432,
             &names,
+            false,
             june(),
         );
         assert_eq!(d.drift, [DriftKind::EndpointOutOfScope, DriftKind::Expired]);
@@ -581,19 +607,71 @@ mod tests {
              NHI api expired at 2024-01-01T00:00:00Z and /usr/bin/app (pid 4242, uid 1000) still connected to 192.0.2.1:5432."
         );
         let v6: IpAddr = "2001:db8::1".parse().expect("v6");
-        let d = connect(&open_ok, &actor("/usr/bin/app", true), v6, 443, &[], june());
+        let d = connect(
+            &open_ok,
+            &actor("/usr/bin/app", true),
+            v6,
+            443,
+            &[],
+            false,
+            june(),
+        );
         assert_eq!(d.drift, [] as [DriftKind; 0]);
         assert_eq!(
             d.reason,
             "/usr/bin/app (pid 4242), holding NHI api, connected to [2001:db8::1]:443; its endpoints are not restricted."
         );
+        // A connection it already had when it read the credential.
+        let d = connect(
+            &open_ok,
+            &actor("/usr/bin/app", true),
+            v6,
+            443,
+            &[],
+            true,
+            june(),
+        );
+        assert_eq!(
+            d.reason,
+            "/usr/bin/app (pid 4242), holding NHI api, had a connection open to [2001:db8::1]:443 when it read the credential; its endpoints are not restricted."
+        );
+        let d = connect(
+            &strict,
+            &actor("/usr/bin/app", false),
+            v4,
+            5432,
+            &names,
+            true,
+            june(),
+        );
+        assert_eq!(
+            d.reason,
+            "/usr/bin/app (pid 4242, uid 1000), holding NHI api, had a connection open to db.example.com (192.0.2.1:5432) when it read the credential, which is not among its declared endpoints. \
+             NHI api expired at 2024-01-01T00:00:00Z and /usr/bin/app (pid 4242, uid 1000) still connected to 192.0.2.1:5432."
+        );
         let deny = nhi("    endpoints:\n      - cidr: 2001:db8::/32\n");
-        let d = connect(&deny, &actor("/usr/bin/app", true), v6, 443, &[], june());
+        let d = connect(
+            &deny,
+            &actor("/usr/bin/app", true),
+            v6,
+            443,
+            &[],
+            false,
+            june(),
+        );
         assert_eq!(
             d.reason,
             "/usr/bin/app (pid 4242, uid 1000) connected to [2001:db8::1]:443 from a human's terminal session, and NHI api does not allow interactive use."
         );
-        let d = connect(&deny, &actor("/usr/bin/app", false), v6, 443, &[], june());
+        let d = connect(
+            &deny,
+            &actor("/usr/bin/app", false),
+            v6,
+            443,
+            &[],
+            false,
+            june(),
+        );
         assert_eq!(
             d.reason,
             "/usr/bin/app (pid 4242), holding NHI api, connected to [2001:db8::1]:443, a declared endpoint."

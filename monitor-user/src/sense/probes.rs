@@ -5,7 +5,7 @@
 //! says so instead of starting.
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{CgroupAttachMode, CgroupSockAddr, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
@@ -198,6 +198,7 @@ impl Probes {
             options: opts.clone(),
         };
         probes.set_filter(plan)?;
+        probes.load_tail_calls()?;
         let mut cgroup: Option<std::fs::File> = None;
         for &(prog, hook) in PROGRAMS {
             let attach_err = |e: aya::programs::ProgramError| ProbeError::Attach {
@@ -243,6 +244,38 @@ impl Probes {
             probes.attached += 1;
         }
         Ok(probes)
+    }
+
+    /// Load the programs the others hand over to (tail calls) and put them in `TAIL`, before
+    /// any program that calls them is attached: `scan_sockets`, which an open's program runs
+    /// after the first open of a credential file by a process.
+    fn load_tail_calls(&mut self) -> Result<(), ProbeError> {
+        const PROG: &str = "scan_sockets";
+        let err = |e: aya::programs::ProgramError| ProbeError::Attach {
+            prog: PROG,
+            hook: "a tail call from the open programs".into(),
+            source: Box::new(e),
+        };
+        let program = self.bpf.program_mut(PROG).ok_or(ProbeError::Map(
+            PROG,
+            "program missing from the object".into(),
+        ))?;
+        let tp: &mut TracePoint = program.try_into().map_err(err)?;
+        tp.load().map_err(err)?;
+        let fd = tp
+            .fd()
+            .map_err(err)?
+            .try_clone()
+            .map_err(|e| ProbeError::Map(PROG, e.to_string()))?;
+        let map = self
+            .bpf
+            .map_mut("TAIL")
+            .ok_or(ProbeError::Map("TAIL", "missing".into()))?;
+        let mut tail =
+            ProgramArray::try_from(map).map_err(|e| ProbeError::Map("TAIL", e.to_string()))?;
+        // `SCAN_SOCKETS` in monitor-ebpf/src/maps.rs.
+        tail.set(0, &fd, 0)
+            .map_err(|e| ProbeError::Map("TAIL", e.to_string()))
     }
 
     /// How many programs are attached.
