@@ -1186,6 +1186,7 @@ fn metrics_sample(
         kernel_losses: probes.losses(),
         records: engine.stats.records,
         parent_pipe_undetermined: engine.stats.parent_pipe_undetermined,
+        judged_forgotten: engine.stats.judged_forgotten,
         dns: engine.dns_stats(),
         dns_cached_addresses: engine.dns_cached_addresses(),
         store: store.map(crate::publish::store::StoreHandle::stats),

@@ -160,6 +160,8 @@ pub struct Sample {
     /// Reads of a credential into a pipe whose parent could not be ruled out as its reader
     /// (`Stats::parent_pipe_undetermined`).
     pub parent_pipe_undetermined: u64,
+    /// Destinations holders' judged lists forgot (`Stats::judged_forgotten`).
+    pub judged_forgotten: u64,
     pub dns: crate::sense::dns::DnsStats,
     pub dns_cached_addresses: usize,
     /// The store's counters, when the daemon writes to ClickHouse.
@@ -187,6 +189,7 @@ pub struct Metrics {
     kernel_losses: [AtomicU64; LOSS_CAUSES as usize],
     records: AtomicU64,
     parent_pipe_undetermined: AtomicU64,
+    judged_forgotten: AtomicU64,
     ringbuf_fill: AtomicF64,
     ringbuf_bytes: AtomicU64,
     dns_cached: AtomicU64,
@@ -233,6 +236,7 @@ impl Metrics {
             kernel_losses: Default::default(),
             records: AtomicU64::new(0),
             parent_pipe_undetermined: AtomicU64::new(0),
+            judged_forgotten: AtomicU64::new(0),
             ringbuf_fill: AtomicF64::default(),
             ringbuf_bytes: AtomicU64::new(0),
             dns_cached: AtomicU64::new(0),
@@ -345,6 +349,8 @@ impl Metrics {
         self.records.store(s.records, Ordering::Relaxed);
         self.parent_pipe_undetermined
             .store(s.parent_pipe_undetermined, Ordering::Relaxed);
+        self.judged_forgotten
+            .store(s.judged_forgotten, Ordering::Relaxed);
         self.dns_cached
             .store(s.dns_cached_addresses as u64, Ordering::Relaxed);
         self.dns_queries.store(s.dns.queries, Ordering::Relaxed);
@@ -478,6 +484,13 @@ impl Collector for Exposition {
             "Credential reads into a pipe whose read end the parent may hold above the file \
              descriptors the kernel compares (1024): the parent was taken to hold the NHI.",
             load(&m.parent_pipe_undetermined),
+        )?;
+        counter(
+            &mut enc,
+            "nhiscope_judged_destinations_forgotten",
+            "Destinations a holder's list of judged ones forgot to make room (256 per process): \
+             a connection to one of them found open at a later credential read is judged again.",
+            load(&m.judged_forgotten),
         )?;
         {
             let mut f = enc.encode_descriptor(

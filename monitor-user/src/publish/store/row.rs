@@ -298,6 +298,7 @@ pub struct LegacyEvent<'a> {
     pod: &'a str,
     pod_namespace: &'a str,
     container_name: &'a str,
+    established_before_use: u8,
 }
 
 /// `events` on current servers: `DateTime64(9)` and `IPv6` columns.
@@ -342,6 +343,7 @@ pub struct ModernEvent<'a> {
     pod: &'a str,
     pod_namespace: &'a str,
     container_name: &'a str,
+    established_before_use: u8,
 }
 
 /// An optional text as a `String` column.
@@ -392,6 +394,7 @@ macro_rules! wire_event {
             pod: text(&e.pod),
             pod_namespace: text(&e.pod_namespace),
             container_name: text(&e.container_name),
+            established_before_use: u8::from(e.established_before_use),
         }
     }};
 }
