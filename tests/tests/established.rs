@@ -276,3 +276,52 @@ fn an_inherited_connection_is_judged_when_the_child_reads_and_a_new_one_is_not_m
     // The parent read nothing: none of its connections is judged.
     assert_eq!(connects_of(&d, parent), Vec::<Value>::new());
 }
+
+#[test]
+fn connections_beyond_what_one_read_sends_are_counted_as_lost() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (_dir, cred) = credential("cut");
+    // Every loopback address reaches it: 40 connections to 40 destinations.
+    let listener = TcpListener::bind("0.0.0.0:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let d = Daemon::start(&svc_registry(&cred, port));
+    // 40 connections open at the read: 32 are sent, the rest counted. Then a process whose
+    // file table is larger than the kernel walks (a connection moved to fd 1500): the part
+    // above is counted, the connection below is sent.
+    let many = format!(
+        "import socket\n\
+         conns = [socket.create_connection(('127.0.1.%d' % i, {port})) for i in range(1, 41)]\n\
+         open('{cred}').read()\n",
+        cred = cred.display()
+    );
+    let first = run(Command::new(PYTHON).args(["-c", &many]));
+    d.wait_for(WAIT, |e| e["kind"] == "exit" && e["pid"] == first);
+    let sent = connects_of(&d, first);
+    assert_eq!(sent.len(), 32, "{sent:#?}");
+    assert!(sent.iter().all(|e| e["established_before_use"] == true));
+    let lost = d.wait_for(WAIT, |e| {
+        e["kind"] == "loss" && e["cause"] == "existing_connections_cut"
+    });
+    assert_eq!(lost["count"], 1, "{lost}");
+
+    let high = format!(
+        "import os, resource, socket\n\
+         resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n\
+         low = socket.create_connection(('127.0.0.35', {port}))\n\
+         s = socket.create_connection(('127.0.0.35', {port}))\n\
+         os.dup2(s.fileno(), 1500); s.close()\n\
+         open('{cred}').read()\n",
+        cred = cred.display()
+    );
+    let second = run(Command::new(PYTHON).args(["-c", &high]));
+    d.wait_for(WAIT, |e| e["kind"] == "exit" && e["pid"] == second);
+    assert_eq!(connects_of(&d, second).len(), 1);
+    d.wait_for(WAIT, |e| {
+        e["kind"] == "loss"
+            && e["cause"] == "existing_connections_cut"
+            && e["count"] == 1
+            && e != &lost
+    });
+}

@@ -998,6 +998,26 @@ mod tests {
     }
 
     #[test]
+    fn a_holder_remembers_256_judged_destinations_and_forgets_the_oldest() {
+        let (mut e, _root) = engine(REG);
+        let mut out = Vec::new();
+        e.handle(open(31, 0, "/srv/app/token", 3), &mut out);
+        for i in 0..=JUDGED_CAP {
+            let [a, b] = (i as u16).to_be_bytes();
+            e.handle(connect(31, [10, 9, a, b], 443), &mut out);
+        }
+        assert_eq!(e.stats.judged_forgotten, 1);
+        out.clear();
+        // The second destination is still remembered; the first was forgotten: found open at
+        // a later read, it is judged again.
+        e.handle(existing(31, [10, 9, 0, 1], 443), &mut out);
+        e.handle(existing(31, [10, 9, 0, 0], 443), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].daddr, Some(IpAddr::from([10, 9, 0, 0])));
+        assert!(out[0].established_before_use);
+    }
+
+    #[test]
     fn holders_and_their_later_children_are_checked_against_endpoints() {
         let (mut e, _root) = engine(REG);
         let mut out = Vec::new();

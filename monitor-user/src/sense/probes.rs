@@ -253,7 +253,7 @@ impl Probes {
         const PROG: &str = "scan_sockets";
         let err = |e: aya::programs::ProgramError| ProbeError::Attach {
             prog: PROG,
-            hook: "a tail call from the open programs".into(),
+            hook: "the open tracepoints' tail call".into(),
             source: Box::new(e),
         };
         let program = self.bpf.program_mut(PROG).ok_or(ProbeError::Map(
