@@ -246,6 +246,11 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
     if ret < 0 {
         count_loss(LossCause::RingbufOpen);
     }
+    // SAFETY: as above.
+    let evflags = unsafe { (*ev).flags };
+    if evflags & monitor_common::MATCH_INODE != 0 && o.ret >= 0 {
+        super::wire::opened_credential(task, evflags);
+    }
     Some(())
 }
 

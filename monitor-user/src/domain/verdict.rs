@@ -14,6 +14,7 @@ use std::{fmt::Write as _, net::IpAddr, time::SystemTime};
 use crate::{
     domain::event::{DriftKind, Verdict},
     domain::registry::{Interactive, Nhi, Placement},
+    domain::wire::WireFields,
 };
 
 /// A piece of a sentence: text, a number, an address.
@@ -466,6 +467,141 @@ pub fn holder(actor: &Actor<'_>, id: &str, what: Lifecycle) -> Decision {
         },
         "."
     ))
+}
+
+/// The first bytes of a connection to `addr:port` (known by the DNS names `names`) by a holder
+/// of `nhi`, as `wire` read them: the connection's own drift (as [`connect`] finds it), and
+/// whether the API they name is a declared one (`api_out_of_scope`) and their server name one
+/// DNS gave for the address (`name_mismatch`).
+pub fn request(
+    nhi: &Nhi,
+    actor: &Actor<'_>,
+    addr: IpAddr,
+    port: u16,
+    names: &[String],
+    wire: &WireFields,
+    now: SystemTime,
+) -> Decision {
+    let mut f = assess_connect(nhi, actor, addr, port, names, now);
+    let server = wire.server_name();
+    if let Some(endpoints) = &nhi.endpoints {
+        let at: Vec<_> = endpoints
+            .iter()
+            .filter(|e| e.allows(addr, port, names))
+            .collect();
+        let method = wire.http_method.as_deref();
+        let path = wire.http_path.as_deref();
+        if !at.is_empty() && !at.iter().any(|e| e.allows_api(server, method, path)) {
+            f.add(
+                DriftKind::ApiOutOfScope,
+                sentence!(
+                    actor.describe(),
+                    ", holding NHI ",
+                    nhi.id,
+                    ", sent ",
+                    Api(wire),
+                    " to ",
+                    SockAddr(addr, port),
+                    ", which is not among the APIs declared for that endpoint."
+                ),
+            );
+        }
+        if let Some(server) = server {
+            let known = names.iter().any(|n| {
+                n.strip_suffix('.')
+                    .unwrap_or(n)
+                    .eq_ignore_ascii_case(server)
+            });
+            // An address DNS named nothing for is judged only where no address block allows
+            // it: a `cidr` entry declares the address itself, whatever name it is asked by.
+            let by_cidr = names.is_empty()
+                && endpoints
+                    .iter()
+                    .any(|e| e.cidr.is_some() && e.allows(addr, port, names));
+            if !known && !by_cidr {
+                f.add(
+                    DriftKind::NameMismatch,
+                    sentence!(
+                        actor.describe(),
+                        ", holding NHI ",
+                        nhi.id,
+                        ", asked ",
+                        SockAddr(addr, port),
+                        " for ",
+                        server,
+                        if names.is_empty() {
+                            ", but no DNS answer seen on this host named that address"
+                        } else {
+                            ", a name DNS answers never gave for that address"
+                        },
+                        " (a pinned address, a tunnel or domain fronting)."
+                    ),
+                );
+            }
+        }
+    }
+    Decision::of(f, || {
+        sentence!(
+            actor.name(),
+            " (pid ",
+            actor.pid,
+            "), holding NHI ",
+            nhi.id,
+            ", sent ",
+            Api(wire),
+            " to ",
+            SockAddr(addr, port),
+            if nhi.endpoints.is_some() {
+                ", a declared API"
+            } else {
+                "; its endpoints are not restricted"
+            },
+            "."
+        )
+    })
+}
+
+/// The first bytes of a connection by a process that holds no NHI (read only when every
+/// connection is, by the daemon's setting): nothing to judge.
+pub fn unheld_request(actor: &Actor<'_>, wire: &WireFields, addr: IpAddr, port: u16) -> String {
+    sentence!(
+        actor.name(),
+        " (pid ",
+        actor.pid,
+        "), holding no NHI, sent ",
+        Api(wire),
+        " to ",
+        SockAddr(addr, port),
+        "."
+    )
+}
+
+/// A request's first bytes as sentences name them: `a TLS request for api.example.com`,
+/// `GET api.example.com/v1/x`, `bytes that are neither TLS nor HTTP/1.x`.
+struct Api<'a>(&'a WireFields);
+
+impl Piece for Api<'_> {
+    fn put(&self, out: &mut String) {
+        let w = self.0;
+        match (&w.http_method, &w.sni) {
+            (Some(m), _) => {
+                out.push_str(m);
+                out.push(' ');
+                if let Some(h) = &w.http_host {
+                    out.push_str(h);
+                }
+                out.push_str(w.http_path.as_deref().unwrap_or(""));
+            }
+            (None, Some(s)) => {
+                out.push_str("a TLS request for ");
+                out.push_str(s);
+            }
+            (None, None) if w.tls_version.is_some() => {
+                out.push_str("a TLS request without a server name");
+            }
+            (None, None) => out.push_str("bytes that are neither TLS nor HTTP/1.x"),
+        }
+    }
 }
 
 /// `addr:port`, with brackets for IPv6 (as sentences write it).
