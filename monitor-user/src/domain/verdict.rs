@@ -759,4 +759,64 @@ mod tests {
             "/usr/bin/app (pid 4242), holding NHI api, exited."
         );
     }
+
+    #[test]
+    fn requests_are_judged_by_server_name_method_path_and_dns_names() {
+        let n = nhi("    endpoints:\n      - cidr: 192.0.2.0/24\n        sni: [api.test]\n        methods: [GET]\n      - host: '*.dns.test'\n");
+        let a = actor("/usr/bin/curl", false);
+        let at = "192.0.2.1".parse().expect("addr");
+        let tls = |sni: &str| WireFields {
+            sni: Some(sni.to_owned()),
+            tls_version: Some("1.3".to_owned()),
+            ..WireFields::default()
+        };
+        let none: &[String] = &[];
+        let d = request(&n, &a, at, 443, none, &tls("api.test"), UNIX_EPOCH);
+        assert_eq!(d.verdict, Verdict::Ok, "{d:?}");
+        assert_eq!(
+            d.reason,
+            "/usr/bin/curl (pid 4242), holding NHI api, sent a TLS request for api.test to 192.0.2.1:443, a declared API."
+        );
+        let d = request(&n, &a, at, 443, none, &tls("evil.test"), UNIX_EPOCH);
+        assert_eq!(d.drift, vec![DriftKind::ApiOutOfScope]);
+        assert_eq!(
+            d.reason,
+            "/usr/bin/curl (pid 4242, uid 1000), holding NHI api, sent a TLS request for evil.test to 192.0.2.1:443, which is not among the APIs declared for that endpoint."
+        );
+        let post = WireFields {
+            http_method: Some("POST".to_owned()),
+            http_host: Some("api.test".to_owned()),
+            http_path: Some("/v1".to_owned()),
+            ..WireFields::default()
+        };
+        let d = request(&n, &a, at, 80, none, &post, UNIX_EPOCH);
+        assert_eq!(d.drift, vec![DriftKind::ApiOutOfScope], "{d:?}");
+        assert!(
+            d.reason.contains("sent POST api.test/v1 to"),
+            "{}",
+            d.reason
+        );
+        // By DNS name: a server name among the names is fine, another one is fronting.
+        let other = "198.51.100.7".parse().expect("addr");
+        let names = vec!["a.dns.test".to_owned()];
+        let d = request(&n, &a, other, 443, &names, &tls("a.dns.test"), UNIX_EPOCH);
+        assert_eq!(d.verdict, Verdict::Ok, "{d:?}");
+        let d = request(&n, &a, other, 443, &names, &tls("b.dns.test"), UNIX_EPOCH);
+        assert_eq!(d.drift, vec![DriftKind::NameMismatch], "{d:?}");
+        assert_eq!(
+            d.reason,
+            "/usr/bin/curl (pid 4242, uid 1000), holding NHI api, asked 198.51.100.7:443 for b.dns.test, a name DNS answers never gave for that address (a pinned address, a tunnel or domain fronting)."
+        );
+        // A pinned address no DNS answer named, outside every `cidr`: the name cannot be its.
+        let d = request(&n, &a, other, 443, none, &tls("a.dns.test"), UNIX_EPOCH);
+        assert_eq!(
+            d.drift,
+            vec![DriftKind::EndpointOutOfScope, DriftKind::NameMismatch],
+            "{d:?}"
+        );
+        // No endpoints: nothing to judge.
+        let free = nhi("");
+        let d = request(&free, &a, other, 443, none, &tls("x.test"), UNIX_EPOCH);
+        assert_eq!(d.verdict, Verdict::Ok);
+    }
 }
