@@ -32,6 +32,8 @@ pub enum EventKind {
     /// An outbound TCP connection attempt (SYN sent): [`ConnectEvent`].
     Connect = 5,
     // 6 was `Chdir` (cwd tracking for string paths): retired, the kernel now sends real paths.
+    /// The first bytes a holder's TCP connection sent: [`RequestEvent`].
+    Request = 7,
 }
 
 impl EventKind {
@@ -42,6 +44,7 @@ impl EventKind {
             3 => Self::Fork,
             4 => Self::Exit,
             5 => Self::Connect,
+            7 => Self::Request,
             _ => return None,
         })
     }
@@ -332,14 +335,19 @@ pub enum LossCause {
     /// Failed opens of a watched name beyond [`FAILED_OPENS_PER_SEC`] per user and name in a
     /// second (a flood of them costs the flooder, not the monitor).
     FailedOpenLimit = 8,
+    /// The ring buffer was full when a connection's first bytes were to be sent.
+    RingbufRequest = 9,
+    /// The in-kernel set of holder processes ([`HOLDERS_MAX`]) was full when the kernel would
+    /// have added one: that process's connections are not marked until the daemon adds it.
+    HolderSetFull = 10,
     /// A process opening a credential had more open connections than
     /// [`EXISTING_SOCKETS_MAX`], or a file table larger than [`EXISTING_FDS_SCANNED`]: the rest
     /// of its connections already open were not looked at.
-    ScanCut = 9,
+    ScanCut = 11,
 }
 
 /// Number of `LossCause` slots.
-pub const LOSS_CAUSES: u32 = 10;
+pub const LOSS_CAUSES: u32 = 12;
 /// Failed opens of one watched name by one user reported per second at most.
 pub const FAILED_OPENS_PER_SEC: u64 = 20;
 
@@ -354,6 +362,8 @@ impl LossCause {
         Self::PendingFull,
         Self::UserCopy,
         Self::FailedOpenLimit,
+        Self::RingbufRequest,
+        Self::HolderSetFull,
         Self::ScanCut,
     ];
 
@@ -368,6 +378,8 @@ impl LossCause {
             Self::PendingFull => "pending_map_full",
             Self::UserCopy => "user_memory_unreadable",
             Self::FailedOpenLimit => "failed_open_rate_limited",
+            Self::RingbufRequest => "ringbuf_full_request",
+            Self::HolderSetFull => "holder_set_full",
             Self::ScanCut => "existing_connections_cut",
         }
     }
@@ -382,6 +394,7 @@ impl LossCause {
                 | Self::RingbufExit
                 | Self::RingbufConnect
                 | Self::RingbufChdir
+                | Self::RingbufRequest
         )
     }
 
@@ -395,6 +408,7 @@ impl LossCause {
             Self::RingbufExit => "exit",
             Self::RingbufConnect | Self::ScanCut => "connect",
             Self::RingbufChdir => "chdir",
+            Self::RingbufRequest | Self::HolderSetFull => "request",
         }
     }
 }
@@ -413,6 +427,8 @@ pub mod config {
     pub const FLAG_ALL_OPENS: u64 = 2;
     /// Some pattern needs the opened file's ancestor directories checked (see `filter`).
     pub const FLAG_ANCESTOR_SCAN: u64 = 4;
+    /// Mark every process's TCP connections for their first bytes, not only holders'.
+    pub const FLAG_ALL_CONNECTIONS: u64 = 8;
 
     /// Kernel struct members the programs follow: their byte offsets plus one (0: unknown),
     /// from the running kernel's BTF, are the programs' read-only global `OFFSETS`, in this
@@ -508,4 +524,43 @@ mod aya_pod {
     unsafe impl aya::Pod for super::OpenEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ExecEvent {}
+}
+
+/// Bytes of a connection's first payload the kernel copies at most: a TLS ClientHello's server
+/// name and ALPN come early in it, an HTTP/1.x request line and `Host` header too.
+pub const WIRE_CAP: usize = 512;
+/// Processes the in-kernel holder set (`HOLDERS`) holds at most.
+pub const HOLDERS_MAX: u32 = 16384;
+/// `HOLDERS` value: the daemon added the process (the engine decided it holds an NHI).
+pub const HOLDER_BY_DAEMON: u32 = 1;
+/// `HOLDERS` value: the kernel added it (it opened a registered credential's inode, or its
+/// parent was a member when it forked).
+pub const HOLDER_BY_KERNEL: u32 = 2;
+
+crate::pod_struct! {
+    /// The first bytes a marked TCP connection sent (its first packet with a payload), sent once
+    /// per connection. The daemon parses them (TLS ClientHello, HTTP/1.x request line) and keeps
+    /// only the fields it names; the bytes themselves are never kept.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct RequestEvent {
+        /// The connecting process as the kernel saw it at `connect` (pid, uid, comm, cgroup);
+        /// `ts_ns` is when the bytes left.
+        pub hdr: EventHeader,
+        /// `AF_INET` or `AF_INET6`.
+        pub family: u16,
+        /// Host byte order.
+        pub sport: u16,
+        pub dport: u16,
+        /// `IPPROTO_TCP`.
+        pub proto: u16,
+        /// As in [`ConnectEvent`].
+        pub saddr: [u8; 16],
+        pub daddr: [u8; 16],
+        /// Bytes of `data` in use.
+        pub len: u32,
+        /// Bytes of TCP payload the packet carried (more than `len` when it was cut).
+        pub payload_len: u32,
+        pub data: [u8; WIRE_CAP],
+    }
 }

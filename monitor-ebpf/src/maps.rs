@@ -6,7 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
-    config, filter::FILTER_WORDS, ExecEvent, OpenEvent, ARGS_CAP, LOSS_CAUSES, PATH_CAP,
+    config, filter::FILTER_WORDS, EventHeader, ExecEvent, OpenEvent, ARGS_CAP, HOLDERS_MAX,
+    LOSS_CAUSES, PATH_CAP,
 };
 
 /// Every record for userspace. The daemon may resize it before load.
@@ -130,11 +131,15 @@ pub static TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// `TAIL`'s slot of `probes::sockets::scan_sockets`.
 pub const SCAN_SOCKETS: u32 = 0;
 
-/// `scan_sockets`'s working space: the record being built.
+/// `scan_sockets`'s working space, kept across the iterations of its loop: the record being
+/// built, the file array walked, the records sent and whether the walk was cut short.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct SockScratch {
     pub ev: monitor_common::ConnectEvent,
+    pub fds: u64,
+    pub sent: u32,
+    pub cut: u32,
 }
 
 #[map]
@@ -209,3 +214,16 @@ fn wakeup_for(before: u64, after: u64) -> u64 {
         BPF_RB_NO_WAKEUP
     }
 }
+
+/// Processes whose TCP connections are marked for their first bytes, by tgid: filled by the
+/// daemon when the engine decides a process holds an NHI, by the kernel when a process opens a
+/// registered credential's inode (so the connection right after the read is never missed) or
+/// forks from a member; emptied at exit. Values: `HOLDER_BY_*`.
+#[map]
+pub static HOLDERS: HashMap<u32, u32> = HashMap::with_max_entries(HOLDERS_MAX, 0);
+
+/// TCP sockets marked at `connect` whose first payload is still to come, by socket cookie
+/// (never reused while the host runs, unlike a `struct sock` address), with the connecting
+/// process's header. LRU: connections that never send a byte are evicted, never fill it.
+#[map]
+pub static WIRE_MARKED: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(8192, 0);

@@ -245,6 +245,12 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<u64> {
             crate::maps::wakeup_before(size as u64),
         )
     };
+    // A reader of a registered credential holds it, whether or not its record got through.
+    // SAFETY: as above.
+    let evflags = unsafe { (*ev).flags };
+    if evflags & monitor_common::MATCH_INODE != 0 && o.ret >= 0 {
+        super::wire::opened_credential(task, evflags);
+    }
     if ret < 0 {
         count_loss(LossCause::RingbufOpen);
         return None;

@@ -58,68 +58,55 @@ pub fn scan_sockets(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// What `slot` needs across the loop (on `scan`'s stack, passed by `bpf_loop`).
-#[repr(C)]
-struct Walk {
-    fds: u64,
-    sent: u32,
-    cut: u32,
-}
-
 #[inline(always)]
 fn scan() -> Option<()> {
     let (fds, max) = files::current_fd_table()?;
     let scratch = SOCK_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, not shared with a program that could preempt this one.
-    let ev = unsafe { &mut (*scratch).ev };
-    ev.hdr = header(EventKind::Connect);
-    ev.hdr.flags = files::tty_flags() | HDR_EXISTING;
-    ev.stdin_pipe = 0;
-    let mut walk = Walk {
-        fds,
-        sent: 0,
-        cut: u32::from(u64::from(max) > EXISTING_FDS_SCANNED),
-    };
+    let w = unsafe { &mut *scratch };
+    w.ev.hdr = header(EventKind::Connect);
+    w.ev.hdr.flags = files::tty_flags() | HDR_EXISTING;
+    w.ev.stdin_pipe = 0;
+    w.fds = fds;
+    w.sent = 0;
+    w.cut = u32::from(u64::from(max) > EXISTING_FDS_SCANNED);
     let n = u64::from(max).min(EXISTING_FDS_SCANNED) as u32;
     // One slot per iteration, by the kernel's loop: the verifier checks `slot` once, where an
     // unrolled walk over the table is too many paths for it.
-    // SAFETY: `slot` is a callback of bpf_loop's type; `walk` outlives the call.
+    // SAFETY: `slot` is a callback of bpf_loop's type; it takes no context.
     unsafe {
-        generated::bpf_loop(
-            n,
-            slot as *mut c_void,
-            core::ptr::addr_of_mut!(walk).cast(),
-            0,
-        );
+        generated::bpf_loop(n, slot as *mut c_void, core::ptr::null_mut(), 0);
     }
-    if walk.cut != 0 {
+    if w.cut != 0 {
         count_loss(LossCause::ScanCut);
     }
     Some(())
 }
 
 /// `bpf_loop`'s callback: file table slot `index`; sends its connection, if any. 1 stops.
+/// What it needs across the loop is in this CPU's `SOCK_SCRATCH`.
 #[inline(never)]
-extern "C" fn slot(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `Walk` `scan` passed to bpf_loop.
-    let walk = unsafe { &mut *ctx.cast::<Walk>() };
-    let Some(file) = read_ptr(walk.fds, (index as usize & 0x3ff) * 8) else {
-        return 0;
-    };
-    let (Some(o), Some(scratch)) = (Offsets::get(), SOCK_SCRATCH.get_ptr_mut(0)) else {
+extern "C" fn slot(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(scratch) = SOCK_SCRATCH.get_ptr_mut(0) else {
         return 1;
     };
     // SAFETY: per-CPU scratch, as in `scan`.
-    let ev = unsafe { &mut (*scratch).ev };
-    if connection(&o, file, ev).is_none() {
+    let w = unsafe { &mut *scratch };
+    let Some(file) = read_ptr(w.fds, (index as usize & 0x3ff) * 8) else {
+        return 0;
+    };
+    let Some(o) = Offsets::get() else {
+        return 1;
+    };
+    if connection(&o, file, &mut w.ev).is_none() {
         return 0;
     }
-    if walk.sent >= EXISTING_SOCKETS_MAX {
-        walk.cut = 1;
+    if w.sent >= EXISTING_SOCKETS_MAX {
+        w.cut = 1;
         return 1;
     }
-    send(ev);
-    walk.sent += 1;
+    send(&w.ev);
+    w.sent += 1;
     0
 }
 

@@ -19,7 +19,9 @@ use std::{
 use crate::domain::host::FileId;
 use crate::domain::host::Host;
 
-use monitor_common::{ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, AF_INET};
+use monitor_common::{
+    ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, RequestEvent, AF_INET,
+};
 
 use crate::{
     domain::decode::{self, KernelEvent},
@@ -115,6 +117,7 @@ pub struct Engine<H: Host> {
     holder_nhis: Vec<usize>,
     placed_holders: bool,
     pub stats: Stats,
+    wire: WireState,
 }
 
 /// Where a cgroup places its processes: the container and the Kubernetes pod, from its path.
@@ -194,6 +197,7 @@ impl<H: Host> Engine<H> {
             fed_pipes: HashMap::new(),
             pipeline_pipes: std::collections::HashSet::new(),
             stats: Stats::default(),
+            wire: WireState::default(),
         }
     }
 
@@ -270,6 +274,7 @@ impl<H: Host> Engine<H> {
             KernelEvent::Fork(f) => self.procs.fork(f.hdr.pid, f.child_tid, &self.sys),
             KernelEvent::Exit(x) => self.exit(&x.hdr, out),
             KernelEvent::Connect(c) => self.connect(&c, out),
+            KernelEvent::Request(r) => self.request(&r, out),
         }
         self.stats.events += (out.len() - before) as u64;
     }
@@ -547,6 +552,7 @@ impl<H: Host> Engine<H> {
             cgroup: cgroup.as_deref(),
             container: container.as_deref(),
         };
+        let mut declared = false;
         for nhi in self.holder_nhis.iter().filter_map(|&i| reg.nhis.get(i)) {
             if nhi
                 .holders
@@ -557,7 +563,11 @@ impl<H: Host> Engine<H> {
                     .lookup(pid, &self.sys)
                     .holds
                     .insert(Arc::from(nhi.id.as_str()));
+                declared = true;
             }
+        }
+        if declared {
+            self.note_holder(pid);
         }
         self.holder_event(Kind::Exec, &x.hdr, out);
     }
@@ -565,6 +575,9 @@ impl<H: Host> Engine<H> {
     fn exit(&mut self, hdr: &EventHeader, out: &mut Vec<Event>) {
         self.holder_event(Kind::Exit, hdr, out);
         self.procs.exit(hdr.pid);
+        if self.wire.holders.remove(&hdr.pid) {
+            self.wire.changes.push((hdr.pid, false));
+        }
     }
 
     /// Exec and exit are reported for processes that hold an NHI: they bound its use.
@@ -614,6 +627,7 @@ impl<H: Host> Engine<H> {
             }
         }
         let ppid = p.ppid;
+        self.note_holder(pid);
         if ppid <= 1 {
             return;
         }
@@ -632,6 +646,7 @@ impl<H: Host> Engine<H> {
             if !p.holds_via_pipe.contains(&(Arc::clone(&id), o.stdout_ino)) {
                 p.holds_via_pipe.push((id, o.stdout_ino));
             }
+            self.note_holder(ppid);
         }
     }
 
@@ -672,27 +687,11 @@ impl<H: Host> Engine<H> {
                 }
             }
         }
-        let mut held = self.held_by(c.hdr.pid);
-        let reg = Arc::clone(&self.registry);
-        // Declared holders, judged on the process as the table has it (borrowed: most
-        // connections are by processes that hold nothing).
-        let p = self.procs.lookup(c.hdr.pid, &self.sys);
-        let at = Placement {
-            cgroup: p.cgroup.as_deref(),
-            container: p.container.as_deref(),
-        };
-        for nhi in self.holder_nhis.iter().filter_map(|&i| reg.nhis.get(i)) {
-            if let Some(h) = &nhi.holders {
-                if h.admits(&p.exe, p.script.as_deref(), c.hdr.uid, at)
-                    && !held.iter().any(|id| **id == *nhi.id)
-                {
-                    held.push(Arc::from(nhi.id.as_str()));
-                }
-            }
-        }
+        let mut held = self.connection_holdings(c.hdr.pid, c.hdr.uid);
         if held.is_empty() {
             return;
         }
+        let reg = Arc::clone(&self.registry);
         let (daddr, saddr) = addrs(c);
         let udp = c.proto == monitor_common::IPPROTO_UDP;
         // A connection the process already had when it read a credential (the kernel found it
@@ -744,6 +743,129 @@ impl<H: Host> Engine<H> {
             out.push(e);
         }
     }
+}
+
+impl<H: Host> Engine<H> {
+    /// The NHIs a connection of `pid` (run by `uid`) carries: its holdings, and those of the
+    /// `holders:` it is among, judged on the process as the table has it.
+    fn connection_holdings(&mut self, pid: u32, uid: u32) -> Vec<Arc<str>> {
+        let mut held = self.held_by(pid);
+        let reg = Arc::clone(&self.registry);
+        // Borrowed: most connections are by processes that hold nothing.
+        let p = self.procs.lookup(pid, &self.sys);
+        let at = Placement {
+            cgroup: p.cgroup.as_deref(),
+            container: p.container.as_deref(),
+        };
+        for nhi in self.holder_nhis.iter().filter_map(|&i| reg.nhis.get(i)) {
+            if let Some(h) = &nhi.holders {
+                if h.admits(&p.exe, p.script.as_deref(), uid, at)
+                    && !held.iter().any(|id| **id == *nhi.id)
+                {
+                    held.push(Arc::from(nhi.id.as_str()));
+                }
+            }
+        }
+        if !held.is_empty() {
+            self.note_holder(pid);
+        }
+        held
+    }
+
+    /// `pid` holds an NHI: its next TCP connections are to be marked for their first bytes.
+    fn note_holder(&mut self, pid: u32) {
+        if self.wire.holders.insert(pid) {
+            self.wire.changes.push((pid, true));
+        }
+    }
+
+    /// Mark every process's connections for their first bytes, not only holders' (the daemon's
+    /// `--wire-all-connections`): their request events then carry no NHI.
+    pub fn set_wire_all_connections(&mut self, all: bool) {
+        self.wire.all = all;
+    }
+
+    /// Processes that became holders (`true`) or ended (`false`) since the last call, for the
+    /// kernel's holder set; `out` is cleared first.
+    pub fn take_holder_changes(&mut self, out: &mut Vec<(u32, bool)>) {
+        out.clear();
+        out.append(&mut self.wire.changes);
+    }
+
+    /// A connection's first bytes: one `request` event per NHI its process holds (none for a
+    /// process that holds nothing, unless every connection is read), with what the bytes said
+    /// and the verdict on that API. The bytes are dropped here.
+    fn request(&mut self, r: &RequestEvent, out: &mut Vec<Event>) {
+        let data = &r.data[..(r.len as usize).min(r.data.len())];
+        let wire = crate::domain::wire::parse(data);
+        let held = self.connection_holdings(r.hdr.pid, r.hdr.uid);
+        if held.is_empty() && !self.wire.all {
+            return;
+        }
+        let c = ConnectEvent {
+            hdr: r.hdr,
+            family: r.family,
+            sport: r.sport,
+            dport: r.dport,
+            proto: r.proto,
+            saddr: r.saddr,
+            daddr: r.daddr,
+            stdin_pipe: 0,
+        };
+        let (daddr, saddr) = addrs(&c);
+        let names = self.dns.names(daddr, self.sys.now());
+        let now = self.clock.wall(r.hdr.ts_ns);
+        let interactive = if held.is_empty() {
+            false
+        } else {
+            self.is_interactive(r.hdr.pid, r.hdr.flags)
+        };
+        let reg = Arc::clone(&self.registry);
+        let fill = |e: &mut Event| {
+            e.proto = Some(Proto::Tcp);
+            e.daddr = Some(daddr);
+            e.dport = Some(r.dport);
+            e.saddr = Some(saddr);
+            e.sport = Some(r.sport);
+            e.dns_names = Some(names.clone());
+            e.wire = wire.clone();
+        };
+        if held.is_empty() {
+            let mut e = self.base(Kind::Request, &r.hdr);
+            fill(&mut e);
+            e.reason =
+                verdict::unheld_request(&Actor::of(&e, false, None), &e.wire, daddr, r.dport);
+            out.push(e);
+            return;
+        }
+        for id in held {
+            let Some(nhi) = reg.nhis.iter().find(|n| *n.id == *id) else {
+                continue;
+            };
+            let mut e = self.base(Kind::Request, &r.hdr);
+            fill(&mut e);
+            e.nhi = Some(id.to_string());
+            let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
+            let actor = Actor::of(&e, interactive, cgroup.as_deref());
+            let decision = verdict::request(nhi, &actor, daddr, r.dport, &names, &e.wire, now);
+            e.verdict = decision.verdict;
+            e.drift = decision.drift;
+            e.reason = decision.reason;
+            out.push(e);
+        }
+    }
+}
+
+/// The engine's side of reading holders' first bytes: which processes it told the kernel
+/// about, and what it has still to tell.
+#[derive(Debug, Default)]
+struct WireState {
+    /// Processes the daemon has put in the kernel's holder set.
+    holders: std::collections::HashSet<u32>,
+    /// Additions (`true`) and removals (`false`) not yet taken by the daemon.
+    changes: Vec<(u32, bool)>,
+    /// Every process's connections are read.
+    all: bool,
 }
 
 fn addrs(c: &ConnectEvent) -> (IpAddr, IpAddr) {

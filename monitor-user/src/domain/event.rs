@@ -33,6 +33,9 @@ pub enum Kind {
     Exit,
     Dns,
     Loss,
+    /// The first bytes of a holder's TCP connection: the API it talks to (`sni`, `alpn`,
+    /// `http_*`). An event of its own, after the connect's: the bytes come after the SYN.
+    Request,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             Self::Exit => "exit",
             Self::Dns => "dns",
             Self::Loss => "loss",
+            Self::Request => "request",
         }
     }
 }
@@ -79,16 +83,23 @@ pub enum DriftKind {
     Expired,
     StaleCredential,
     InteractiveUse,
+    /// A request's server name, method or path is outside the declared ones of an endpoint
+    /// whose address is allowed.
+    ApiOutOfScope,
+    /// The server name on the wire is not among the names DNS answers gave for the address.
+    NameMismatch,
 }
 
 impl DriftKind {
     /// Every kind.
-    pub const ALL: [DriftKind; 5] = [
+    pub const ALL: [DriftKind; 7] = [
         DriftKind::ReaderOutOfScope,
         DriftKind::EndpointOutOfScope,
         DriftKind::Expired,
         DriftKind::StaleCredential,
         DriftKind::InteractiveUse,
+        DriftKind::ApiOutOfScope,
+        DriftKind::NameMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +109,8 @@ impl DriftKind {
             Self::Expired => "expired",
             Self::StaleCredential => "stale_credential",
             Self::InteractiveUse => "interactive_use",
+            Self::ApiOutOfScope => "api_out_of_scope",
+            Self::NameMismatch => "name_mismatch",
         }
     }
 
@@ -389,6 +402,10 @@ pub struct Event {
     pub drift: Vec<DriftKind>,
     #[serde(default)]
     pub reason: String,
+    /// request: what the connection's first bytes said (server name, ALPN, TLS version, HTTP
+    /// method, host and path), each only when known; written only when present.
+    #[serde(flatten)]
+    pub wire: crate::domain::wire::WireFields,
 }
 
 impl Event {
@@ -435,6 +452,7 @@ impl Event {
             verdict: Verdict::Ok,
             drift: Vec::new(),
             reason: String::new(),
+            wire: crate::domain::wire::WireFields::default(),
         }
     }
 
@@ -533,6 +551,7 @@ impl Event {
         }
         out.extend_from_slice(b"],\"reason\":");
         json::str(out, &self.reason);
+        self.wire.write_json(out);
         out.push(b'}');
     }
 
@@ -604,7 +623,7 @@ mod de {
 
 /// The pieces of a JSON line, written as `serde_json` writes them (its string escapes, its
 /// number forms), so that the line stays what readers of earlier versions parsed.
-mod json {
+pub(crate) mod json {
     use std::{io::Write as _, net::IpAddr};
 
     /// Bytes a JSON string must escape: `"`, `\` and the control characters.

@@ -43,23 +43,26 @@ use crate::{
 pub const STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// Event kinds, in the order of [`kind_index`].
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 7] = [
     Kind::Open,
     Kind::Connect,
     Kind::Exec,
     Kind::Exit,
     Kind::Dns,
     Kind::Loss,
+    Kind::Request,
 ];
 /// Verdicts, in the order of [`verdict_index`].
 const VERDICTS: [Verdict; 3] = [Verdict::Ok, Verdict::Drift, Verdict::Unregistered];
 /// Drift kinds, in the order of [`drift_index`].
-const DRIFT_KINDS: [DriftKind; 5] = [
+const DRIFT_KINDS: [DriftKind; 7] = [
     DriftKind::ReaderOutOfScope,
     DriftKind::EndpointOutOfScope,
     DriftKind::Expired,
     DriftKind::StaleCredential,
     DriftKind::InteractiveUse,
+    DriftKind::ApiOutOfScope,
+    DriftKind::NameMismatch,
 ];
 /// Loss causes of the store (the `cause` of its loss rows), after the kernel's.
 const STORE_LOSS_CAUSES: [&str; 2] = ["spool_full", "store_backlog"];
@@ -72,6 +75,7 @@ fn kind_index(k: Kind) -> usize {
         Kind::Exit => 3,
         Kind::Dns => 4,
         Kind::Loss => 5,
+        Kind::Request => 6,
     }
 }
 
@@ -83,6 +87,7 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::Exit => "exit",
         Kind::Dns => "dns",
         Kind::Loss => "loss",
+        Kind::Request => "request",
     }
 }
 
@@ -109,6 +114,8 @@ fn drift_index(d: DriftKind) -> usize {
         DriftKind::Expired => 2,
         DriftKind::StaleCredential => 3,
         DriftKind::InteractiveUse => 4,
+        DriftKind::ApiOutOfScope => 5,
+        DriftKind::NameMismatch => 6,
     }
 }
 

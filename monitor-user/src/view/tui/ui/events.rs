@@ -155,6 +155,7 @@ fn kind_text(k: Kind) -> &'static str {
         Kind::Exit => "exit",
         Kind::Dns => "dns",
         Kind::Loss => "loss",
+        Kind::Request => "request",
     }
 }
 
