@@ -2,7 +2,8 @@
 //! `monitor-user/src/sense/probes.rs`.
 
 use aya_ebpf::{
-    macros::map,
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
@@ -222,8 +223,9 @@ fn wakeup_for(before: u64, after: u64) -> u64 {
 #[map]
 pub static HOLDERS: HashMap<u32, u32> = HashMap::with_max_entries(HOLDERS_MAX, 0);
 
-/// TCP sockets marked at `connect` whose first payload is still to come, by socket cookie
-/// (never reused while the host runs, unlike a `struct sock` address), with the connecting
-/// process's header. LRU: connections that never send a byte are evicted, never fill it.
-#[map]
-pub static WIRE_MARKED: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(8192, 0);
+/// TCP sockets marked at `connect` whose first payload is still to come, with the connecting
+/// process's header: storage attached to the socket itself, so a mark lives and dies with its
+/// socket (never another connection's, whatever addresses are reused), and finding it on a
+/// packet is a pointer on the socket, not a hash.
+#[btf_map]
+pub static WIRE_MARKS: SkStorage<EventHeader> = SkStorage::new();

@@ -76,6 +76,9 @@ enum Task {
     /// Open and close one path N times (the benchmark's workload; prints JSON).
     #[command(hide = true)]
     OpenLoop(bench::open_loop::Options),
+    /// Loopback TCP workloads (the benchmark's; prints JSON).
+    #[command(hide = true)]
+    TcpLoop(bench::tcp_loop::Options),
 }
 
 fn main() -> Result<()> {
@@ -92,6 +95,7 @@ fn main() -> Result<()> {
         Task::Package(opts) => package::run(&opts).map(drop),
         Task::Container(opts) => container::run(&opts),
         Task::OpenLoop(opts) => bench::open_loop::run(&opts),
+        Task::TcpLoop(opts) => bench::tcp_loop::run(&opts),
     }
 }
 

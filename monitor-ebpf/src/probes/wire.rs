@@ -3,21 +3,17 @@
 //!
 //! Marking: the cgroup `connect4`/`connect6` programs (`probes::connect`), which run at every
 //! `connect()` of a TCP socket in the caller's context, look the caller up in `HOLDERS` (one
-//! map lookup: all a non-holder's connection costs) and mark a member's socket in `WIRE_MARKED`
-//! by its cookie. Why there and not in `sock:inet_sock_set_state`: a tracepoint program may not
-//! call `bpf_get_socket_cookie` (only socket and tracing programs with typed pointers may), so
-//! it could mark only by the `struct sock *` address the tracepoint gives (`skaddr`), which is
-//! freed and reused; a mark left by a connection that never sent a byte would then take the
-//! first bytes of a later, unrelated connection on the same address. In `cgroup_skb` that
-//! address is only reachable as a typed socket pointer (`skb->sk`), which the verifier lets be
-//! used as a map key only by leaking a pointer. Cookies are unique while the host runs and both
-//! program types may ask for them.
+//! map lookup: all a non-holder's connection costs) and mark a member's socket with socket
+//! storage (`WIRE_MARKS`): the mark is part of the socket, so it dies with it and can never be
+//! taken for another connection, whatever addresses the kernel reuses. Why there and not in
+//! `sock:inet_sock_set_state`: a tracepoint program has no socket it may attach storage to.
 //!
 //! Reading: a `cgroup_skb/egress` program on the root cgroup sees every packet the host sends;
-//! an unmarked socket's packet costs a cookie and one lookup, a marked one's packet without
-//! payload (SYN, ACK) the same plus its headers' lengths, and the first packet with a payload
-//! is copied (at most `WIRE_CAP` bytes, by `bpf_skb_load_bytes`) and unmarks the socket: once
-//! per connection. The program never drops a packet.
+//! an unmarked socket's packet costs the socket's storage lookup (a pointer on the socket, no
+//! hash), a marked one's packet without payload (SYN, ACK) that plus its headers' lengths, and
+//! the first packet with a payload is copied (at most `WIRE_CAP` bytes, by
+//! `bpf_skb_load_bytes`) and unmarks the socket: once per connection. The program never drops
+//! a packet.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated},
@@ -30,7 +26,7 @@ use monitor_common::{
 };
 
 use super::header;
-use crate::maps::{count_loss, CONFIG, EVENTS, HOLDERS, WIRE_MARKED};
+use crate::maps::{count_loss, CONFIG, EVENTS, HOLDERS, WIRE_MARKS};
 
 /// Mark the TCP socket a cgroup `connect4/6` program sees, when its caller is a holder (or
 /// every caller, by the daemon's setting).
@@ -47,12 +43,11 @@ pub fn mark(ctx: &SockAddrContext) {
         // The daemon's own connections (ClickHouse) are not read.
         return;
     }
-    // SAFETY: the program's own context, which the helper accepts for this program type.
-    let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.sock_addr.cast()) };
     let mut hdr = header(EventKind::Request);
     hdr.flags = super::files::tty_flags();
-    // An LRU map: the insert evicts the oldest mark when full, it does not fail for that.
-    let _ = WIRE_MARKED.insert(&cookie, &hdr, 0);
+    // SAFETY: the helper reads the context's socket, which the verifier checks; `hdr` is
+    // copied into the new storage. A socket whose storage cannot be made is not marked.
+    let _ = unsafe { WIRE_MARKS.get_or_insert_ptr_mut(ctx, Some(&mut hdr)) };
 }
 
 /// The current task (`task`) opened a registered credential's inode: it joins the holder set,
@@ -129,10 +124,27 @@ pub fn wire_egress(ctx: SkBuffContext) -> i32 {
 
 #[inline(always)]
 fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
-    // SAFETY: the program's own context, which the helper accepts for this program type.
-    let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.skb.skb.cast()) };
-    // SAFETY: the value is copied at once.
-    let mut hdr = *unsafe { WIRE_MARKED.get(&cookie) }?;
+    let marks = core::ptr::addr_of!(WIRE_MARKS) as *mut core::ffi::c_void;
+    // SAFETY: `sk` of the program's own context (checked by the verifier, may be null), made
+    // a full socket by the helper; the storage helper reads the socket's storage list.
+    let (sk, mark) = unsafe {
+        let sk = (*ctx.skb.skb).__bindgen_anon_2.sk;
+        if sk.is_null() {
+            return None;
+        }
+        let sk = generated::bpf_sk_fullsock(sk);
+        if sk.is_null() {
+            return None;
+        }
+        let mark = generated::bpf_sk_storage_get(marks, sk.cast(), core::ptr::null_mut(), 0)
+            .cast::<monitor_common::EventHeader>();
+        (sk, mark)
+    };
+    if mark.is_null() {
+        return None;
+    }
+    // SAFETY: the storage the helper returned, valid for this program's run.
+    let mut hdr = unsafe { *mark };
     // The packet starts at its IP header.
     let first: u8 = ctx.load(0).ok()?;
     let mut saddr = [0u8; 16];
@@ -170,7 +182,8 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
         return None;
     }
     // Once per connection, whether or not the record can be sent.
-    let _ = WIRE_MARKED.remove(&cookie);
+    // SAFETY: the full socket the storage was found on.
+    let _ = unsafe { generated::bpf_sk_storage_delete(marks, sk.cast()) };
     // SAFETY: a helper without arguments.
     hdr.ts_ns = unsafe { generated::bpf_ktime_get_boot_ns() };
     hdr.kind = EventKind::Request as u32;
