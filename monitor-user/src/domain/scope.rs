@@ -6,9 +6,10 @@
 //! connected to (by the DNS name they looked up when there was one, else the address alone)
 //! with the ports used and, where their connections' first bytes said it (`request` events),
 //! the server names on the wire (`sni:`) and the HTTP methods and paths (`methods:`, `paths:`;
-//! a directory with more than [`PATHS_PER_DIR`] distinct paths becomes `dir/*`). With the registry in force (`--registry`), what the NHI declares and no
-//! one used is listed as removable, what was used outside it is marked, and the fields that
-//! are not learned from behaviour (owner, expiry, max age, interactive use, holders) are kept.
+//! a directory with more than [`PATHS_PER_DIR`] distinct paths becomes `dir/*`). With the
+//! registry in force (`--registry`), what the NHI declares and no one used is listed as
+//! removable, what was used outside it is marked, and the fields that are not learned from
+//! behaviour (owner, expiry, max age, interactive use, holders) are kept.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
