@@ -20,7 +20,7 @@ use std::{
 
 use crate::{
     domain::event::Kind,
-    domain::pattern::{Glob, HostGlob},
+    domain::pattern::{HostGlob, PathGlob},
     domain::registry::{Interactive, Nhi, Principals},
     domain::wire::WireFields,
 };
@@ -249,12 +249,12 @@ fn api_lines(y: &mut String, a: &Apis) {
         }
     }
     if !a.paths.is_empty() {
-        // A path the registry cannot take as a pattern that matches just it (`/`, a trailing
-        // `/`, `*`, `[`...): no `paths:` at all rather than one that refuses it.
+        // A path the registry cannot take as a pattern that matches just it (one with a `*`):
+        // no `paths:` at all rather than one that refuses it.
         let bad = a
             .paths
             .keys()
-            .find(|p| p.contains(['*', '?']) || Glob::parse(p).map_or(true, |g| !g.matches(p)));
+            .find(|p| p.contains('*') || PathGlob::parse(p).map_or(true, |g| !g.matches(p)));
         if let Some(p) = bad {
             let _ = writeln!(
                 y,

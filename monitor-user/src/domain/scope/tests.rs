@@ -337,17 +337,37 @@ fn an_api_the_registry_cannot_write_leaves_that_list_out_and_says_why() {
         .endpoints
         .as_ref()
         .expect("endpoints")[0];
-    assert!(ep.paths.is_empty() && ep.methods.is_empty(), "{text}");
+    // The root is a path like any other; a lowercase method is not one the registry takes.
+    assert_eq!(ep.paths.len(), 2, "{text}");
+    assert!(ep.methods.is_empty(), "{text}");
     assert!(
         ep.allows_api(Some("api.internal"), Some("GET"), Some("/")),
         "{text}"
     );
     assert!(
-        text.contains(r#"# paths: not written, the path "/" cannot"#),
+        !ep.allows_api(Some("api.internal"), Some("GET"), Some("/v2")),
         "{text}"
     );
     assert!(
         text.contains(r#"# methods: not written, "get" is not"#),
+        "{text}"
+    );
+    // A path with a `*` in it cannot be written as a pattern that matches only it.
+    let o = Observed::from_records(&[
+        rec(Kind::Open, "/usr/bin/curl", 0, CRED, ("", 0, &[]), true, 1),
+        request(api, None, Some(("GET", "api.internal", "/files/a*b")), 1),
+    ]);
+    let text = suggest("x", &o, None, "over the last 7d");
+    let r = registry::parse(&text, "suggestion").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let ep = &r
+        .nhi("x")
+        .expect("nhi")
+        .endpoints
+        .as_ref()
+        .expect("endpoints")[0];
+    assert!(ep.paths.is_empty(), "{text}");
+    assert!(
+        text.contains(r#"# paths: not written, the path "/files/a*b" cannot"#),
         "{text}"
     );
     assert!(
