@@ -160,6 +160,35 @@ pub fn comm(hdr: &EventHeader) -> String {
     String::from_utf8_lossy(c_bytes(&hdr.comm, hdr.comm.len())).into_owned()
 }
 
+/// How many command names [`Comms`] remembers before it starts afresh.
+const COMMS_CAP: usize = 4096;
+
+/// Command names as text, remembered by the header's bytes: a host's records carry few names,
+/// and the events made of them share one copy of each. Bounded: cleared when full.
+#[derive(Debug, Default)]
+pub struct Comms {
+    names: std::collections::HashMap<
+        [u8; monitor_common::COMM_LEN],
+        crate::domain::event::SharedStr,
+        foldhash::fast::RandomState,
+    >,
+}
+
+impl Comms {
+    /// The header's command name, as [`comm`] reads it.
+    pub fn get(&mut self, hdr: &EventHeader) -> crate::domain::event::SharedStr {
+        if let Some(name) = self.names.get(&hdr.comm) {
+            return name.clone();
+        }
+        if self.names.len() >= COMMS_CAP {
+            self.names.clear();
+        }
+        let name = crate::domain::event::SharedStr::from(comm(hdr));
+        self.names.insert(hdr.comm, name.clone());
+        name
+    }
+}
+
 /// The NUL-separated arguments of an exec.
 pub fn args(ev: &ExecEvent) -> Vec<String> {
     let used = (ev.args_len as usize).min(ev.args.len());

@@ -23,7 +23,7 @@ use monitor_common::{ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, AF
 
 use crate::{
     domain::decode::{self, KernelEvent},
-    domain::event::{errno_name, Dev, Event, Kind, Proto, Ts},
+    domain::event::{errno_name, Dev, Event, Kind, Proto, SharedStr, Ts},
     domain::proctable::ProcTable,
     domain::registry::{Placement, Registry},
     domain::resolve,
@@ -111,6 +111,8 @@ pub struct Engine<H: Host> {
     /// exec and connection.
     holder_nhis: Vec<usize>,
     placed_holders: bool,
+    /// Command names of records, shared by the events made of them.
+    comms: decode::Comms,
     pub stats: Stats,
 }
 
@@ -190,6 +192,7 @@ impl<H: Host> Engine<H> {
             mtimes: HashMap::new(),
             fed_pipes: HashMap::new(),
             pipeline_pipes: std::collections::HashSet::new(),
+            comms: decode::Comms::default(),
             stats: Stats::default(),
         }
     }
@@ -299,7 +302,7 @@ impl<H: Host> Engine<H> {
         e.gid = hdr.gid;
         e.exe = p.exe.clone();
         e.script = p.script.clone();
-        e.comm = decode::comm(hdr);
+        e.comm = self.comms.get(hdr);
         e.cmdline = p.cmdline.clone();
         e.cgroup_id = hdr.cgroup_id;
         let fallback = (p.container.clone(), p.cgroup.clone());
@@ -522,11 +525,11 @@ impl<H: Host> Engine<H> {
             // Only the command line: `procs.exec` keeps it as the table's mode says.
             cmdline = self.sys.process(pid).map(|f| f.cmdline).unwrap_or_default();
         }
-        let exe = exe.to_string_lossy().into_owned();
+        let exe = SharedStr::from(exe.to_string_lossy().into_owned());
         self.procs.exec(
             pid,
             x.hdr.uid,
-            decode::comm(&x.hdr),
+            self.comms.get(&x.hdr),
             exe.clone(),
             cmdline,
             &self.sys,

@@ -281,6 +281,176 @@ fn two(b: &mut [u8], n: u64) {
     b[1] = b'0' + (n % 10) as u8;
 }
 
+/// Text an event shares with the process table it came from (an executable's path, a command
+/// name): events take a reference count, not a copy. Reads as a `str`; serialised as one.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SharedStr(Arc<str>);
+
+impl SharedStr {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for SharedStr {
+    fn default() -> Self {
+        // One empty string for every process and event that has none.
+        static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+        Self(Arc::clone(EMPTY.get_or_init(|| Arc::from(""))))
+    }
+}
+
+impl std::ops::Deref for SharedStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for SharedStr {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for SharedStr {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SharedStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for SharedStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for SharedStr {
+    fn from(s: &str) -> Self {
+        Self(Arc::from(s))
+    }
+}
+
+impl From<String> for SharedStr {
+    fn from(s: String) -> Self {
+        Self(Arc::from(s))
+    }
+}
+
+impl From<Arc<str>> for SharedStr {
+    fn from(s: Arc<str>) -> Self {
+        Self(s)
+    }
+}
+
+impl PartialEq<str> for SharedStr {
+    fn eq(&self, o: &str) -> bool {
+        *self.0 == *o
+    }
+}
+
+impl PartialEq<&str> for SharedStr {
+    fn eq(&self, o: &&str) -> bool {
+        *self.0 == **o
+    }
+}
+
+impl PartialEq<String> for SharedStr {
+    fn eq(&self, o: &String) -> bool {
+        *self.0 == **o
+    }
+}
+
+impl PartialEq<SharedStr> for str {
+    fn eq(&self, o: &SharedStr) -> bool {
+        *self == *o.0
+    }
+}
+
+impl PartialEq<SharedStr> for &str {
+    fn eq(&self, o: &SharedStr) -> bool {
+        **self == *o.0
+    }
+}
+
+impl Serialize for SharedStr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(Self::from(&*s))
+    }
+}
+
+/// A command line an event shares with the process table (as [`crate::domain::redact`] kept
+/// it): events take a reference count, not a copy. Reads as a slice of arguments; serialised
+/// as a list.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SharedArgs(Arc<[String]>);
+
+impl Default for SharedArgs {
+    fn default() -> Self {
+        static EMPTY: std::sync::OnceLock<Arc<[String]>> = std::sync::OnceLock::new();
+        Self(Arc::clone(EMPTY.get_or_init(|| Arc::from(Vec::new()))))
+    }
+}
+
+impl std::ops::Deref for SharedArgs {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SharedArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<Vec<String>> for SharedArgs {
+    fn from(v: Vec<String>) -> Self {
+        Self(Arc::from(v))
+    }
+}
+
+impl From<Arc<[String]>> for SharedArgs {
+    fn from(v: Arc<[String]>) -> Self {
+        Self(v)
+    }
+}
+
+impl<T> PartialEq<Vec<T>> for SharedArgs
+where
+    String: PartialEq<T>,
+{
+    fn eq(&self, o: &Vec<T>) -> bool {
+        self.0.len() == o.len() && self.0.iter().zip(o).all(|(a, b)| *a == *b)
+    }
+}
+
+impl Serialize for SharedArgs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedArgs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::from(Vec::<String>::deserialize(d)?))
+    }
+}
+
 /// One event: every field an output carries, typed. The doc of each field says what it holds;
 /// optional ones are left out of the JSON line when absent (`nhi` is written as `null`).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -303,15 +473,15 @@ pub struct Event {
     pub gid: u32,
     /// The file the kernel executed (its real path; for a script, the interpreter).
     #[serde(default)]
-    pub exe: String,
+    pub exe: SharedStr,
     /// The script `exe` runs, when the kernel started an interpreter for one (`#!`).
     #[serde(default)]
     pub script: Option<String>,
     #[serde(default)]
-    pub comm: String,
+    pub comm: SharedStr,
     /// As [`crate::domain::redact`] kept it: never a secret.
     #[serde(default)]
-    pub cmdline: Vec<String>,
+    pub cmdline: SharedArgs,
     #[serde(default)]
     pub cgroup_id: u64,
     /// Container id (from the cgroup path), when the process runs in a container.
@@ -399,10 +569,10 @@ impl Event {
             ppid: 0,
             uid: 0,
             gid: 0,
-            exe: String::new(),
+            exe: SharedStr::default(),
             script: None,
-            comm: String::new(),
-            cmdline: Vec::new(),
+            comm: SharedStr::default(),
+            cmdline: SharedArgs::default(),
             cgroup_id: 0,
             container: None,
             pod_uid: None,
@@ -831,7 +1001,8 @@ pub(crate) mod tests {
             "-c".into(),
             "print(\"a\\b\")\n\tx\u{1}\u{7f}é😀\r\u{8}\u{c}/".into(),
             String::new(),
-        ];
+        ]
+        .into();
         e.cgroup_id = u64::MAX;
         e.container = Some("abc123".into());
         e.pod_uid = Some("0f1e-uid".into());
@@ -864,7 +1035,7 @@ pub(crate) mod tests {
         e.pid = 1;
         e.exe = "/usr/bin/curl".into();
         e.comm = "curl".into();
-        e.cmdline = vec!["curl".into(), "-H".into(), "Authorization: ***".into()];
+        e.cmdline = vec!["curl".into(), "-H".into(), "Authorization: ***".into()].into();
         e.proto = Some(Proto::Udp);
         e.daddr = Some([93, 184, 216, 34].into());
         e.dport = Some(443);

@@ -364,7 +364,7 @@ pub fn print_events(
             e.nhi.clone().unwrap_or_default(),
             e.pid.to_string(),
             e.uid.to_string(),
-            e.exe.clone(),
+            e.exe.to_string(),
             e.path.clone().unwrap_or_default(),
             e.daddr.map(|a| a.to_string()).unwrap_or_default(),
             e.dport.map(|p| p.to_string()).unwrap_or_default(),

@@ -41,7 +41,7 @@ fn open_event() -> Event {
     e.gid = 1000;
     e.exe = "/usr/bin/cat".into();
     e.comm = "cat".into();
-    e.cmdline = vec!["cat".into(), "/home/u/.aws/credentials".into()];
+    e.cmdline = vec!["cat".into(), "/home/u/.aws/credentials".into()].into();
     e.cgroup_id = 9;
     e.container = Some("abc123".into());
     e.pod_uid = Some("0f2a4c1e-6b7d-4e8f-9a0b-1c2d3e4f5a6b".into());
