@@ -222,8 +222,9 @@ impl Ts {
             (self.secs, self.nanos.min(999_999_999))
         };
         let days = secs / 86_400;
-        let rem = secs % 86_400;
-        let (y, m, d) = civil(days);
+        let rem = (secs % 86_400) as u32;
+        let packed = date(days);
+        let (y, m, d) = ((packed >> 9) & 0x7_ffff, (packed >> 5) & 0xf, packed & 0x1f);
         two(&mut b[0..2], y / 100);
         two(&mut b[2..4], y % 100);
         b[4] = b'-';
@@ -231,17 +232,20 @@ impl Ts {
         b[7] = b'-';
         two(&mut b[8..10], d);
         b[10] = b'T';
-        two(&mut b[11..13], rem / 3600);
+        b[11..13].copy_from_slice(&pair(rem / 3600));
         b[13] = b':';
-        two(&mut b[14..16], rem / 60 % 60);
+        b[14..16].copy_from_slice(&pair(rem / 60 % 60));
         b[16] = b':';
-        two(&mut b[17..19], rem % 60);
+        b[17..19].copy_from_slice(&pair(rem % 60));
         b[19] = b'.';
-        let mut n = nanos;
-        for i in (20..29).rev() {
-            b[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
+        // Nine digits: the first one, then four pairs.
+        let hi = nanos / 100_000_000;
+        let lo = nanos % 100_000_000;
+        b[20] = b'0' + hi as u8;
+        b[21..23].copy_from_slice(&pair(lo / 1_000_000));
+        b[23..25].copy_from_slice(&pair(lo / 10_000 % 100));
+        b[25..27].copy_from_slice(&pair(lo / 100 % 100));
+        b[27..29].copy_from_slice(&pair(lo % 100));
         b[29] = b'Z';
     }
 
@@ -277,8 +281,30 @@ pub(crate) fn civil(days: u64) -> (u64, u64, u64) {
 
 /// `n` (< 100) as two digits.
 fn two(b: &mut [u8], n: u64) {
-    b[0] = b'0' + (n / 10 % 10) as u8;
-    b[1] = b'0' + (n % 10) as u8;
+    b.copy_from_slice(&pair(n as u32));
+}
+
+/// `n` (< 100) as two ASCII digits.
+fn pair(n: u32) -> [u8; 2] {
+    let i = (n % 100) as usize * 2;
+    [json::PAIRS[i], json::PAIRS[i + 1]]
+}
+
+/// The date of the `days`-th day after 1970-01-01, packed with its day number
+/// (`days << 28 | year << 9 | month << 5 | day`): events come in time order, so the
+/// calendar is worked out once a day, not once an event.
+fn date(days: u64) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // The last date worked out (0: none yet; 1970-01-01 packs to a non-zero value).
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let last = LAST.load(Ordering::Relaxed);
+    if last != 0 && last >> 28 == days {
+        return last;
+    }
+    let (y, m, d) = civil(days);
+    let packed = days << 28 | y << 9 | m << 5 | d;
+    LAST.store(packed, Ordering::Relaxed);
+    packed
 }
 
 /// Text an event shares with the process table it came from (an executable's path, a command
@@ -795,45 +821,84 @@ mod json {
         (below | zero(quote) | zero(backslash)) & !w & HIGH != 0
     }
 
-    /// Whether `b` holds a byte JSON must escape: a word at a time, the last word overlapping
-    /// the one before it (or, for a string under 8 bytes, byte by byte).
-    fn needs_escape(b: &[u8]) -> bool {
-        let word = |c: &[u8]| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            any_escape(u64::from_le_bytes(w))
-        };
-        if b.len() < 8 {
-            return b.iter().any(|&c| ESCAPE[usize::from(c)]);
-        }
-        let mut words = b.chunks_exact(8);
-        if words.any(word) {
-            return true;
-        }
-        !words.remainder().is_empty() && word(&b[b.len() - 8..])
+    /// The 8 bytes of `b` from `i` as a word.
+    fn word_at(b: &[u8], i: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        u64::from_le_bytes(w)
     }
 
     /// `s` as a JSON string, quotes included.
     pub fn str(out: &mut Vec<u8>, s: &str) {
         let b = s.as_bytes();
-        out.reserve(b.len() + 2);
-        out.push(b'"');
-        // Most strings (paths, names, sentences) have nothing to escape: one copy.
-        if !needs_escape(b) {
-            out.extend_from_slice(b);
-            out.push(b'"');
+        // Most strings (paths, names, sentences) have nothing to escape: they are scanned and
+        // copied in one pass, a word at a time, into room reserved for the string, its quotes
+        // and one word past its end; the bytes count only once the whole string proved clean.
+        out.reserve(b.len() + 10);
+        let at = out.len();
+        let dst = out.as_mut_ptr();
+        // SAFETY (for every write below): `reserve` made room for `b.len() + 10` bytes from
+        // `at`, and each write ends at most at `at + 1 + b.len()` (the closing quote), or at
+        // `at + 9 + i` with `i + 8 <= b.len()` (a word).
+        unsafe { dst.add(at).write(b'"') };
+        let mut i = 0;
+        let mut clean = true;
+        while i + 8 <= b.len() {
+            let w = word_at(b, i);
+            if any_escape(w) {
+                clean = false;
+                break;
+            }
+            // SAFETY: see above; an unaligned store of 8 bytes.
+            unsafe { dst.add(at + 1 + i).cast::<u64>().write_unaligned(w) };
+            i += 8;
+        }
+        if clean && i < b.len() {
+            let n = b.len();
+            if n >= 8 {
+                // The last word, overlapping the one before it.
+                let w = word_at(b, n - 8);
+                clean = !any_escape(w);
+                // SAFETY: see above; the word ends at `at + 1 + n`.
+                unsafe { dst.add(at + 1 + n - 8).cast::<u64>().write_unaligned(w) };
+            } else if n >= 4 {
+                // A short string: its first and last 4 bytes (overlapping), tested as one word.
+                let half = |j: usize| {
+                    let mut h = [0u8; 4];
+                    h.copy_from_slice(&b[j..j + 4]);
+                    u32::from_le_bytes(h)
+                };
+                let (lo, hi) = (half(0), half(n - 4));
+                clean = !any_escape(u64::from(lo) | u64::from(hi) << 32);
+                // SAFETY: see above; both halves end at most at `at + 1 + n`.
+                unsafe {
+                    dst.add(at + 1).cast::<u32>().write_unaligned(lo);
+                    dst.add(at + 1 + n - 4).cast::<u32>().write_unaligned(hi);
+                }
+            } else {
+                for (j, &c) in b.iter().enumerate() {
+                    clean &= !ESCAPE[usize::from(c)];
+                    // SAFETY: see above; `j < n`.
+                    unsafe { dst.add(at + 1 + j).write(c) };
+                }
+            }
+        }
+        if clean {
+            // SAFETY: see above for the room; the quote, the string's bytes and the closing
+            // quote were all written, so the `b.len() + 2` new bytes are initialised.
+            unsafe {
+                dst.add(at + 1 + b.len()).write(b'"');
+                out.set_len(at + b.len() + 2);
+            }
             return;
         }
+        out.push(b'"');
         let mut start = 0;
         let mut i = 0;
         while i < b.len() {
-            if let Some(chunk) = b.get(i..i + 8) {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(chunk);
-                if !any_escape(u64::from_le_bytes(w)) {
-                    i += 8;
-                    continue;
-                }
+            if i + 8 <= b.len() && !any_escape(word_at(b, i)) {
+                i += 8;
+                continue;
             }
             let c = b[i];
             if ESCAPE[usize::from(c)] {
@@ -887,30 +952,39 @@ mod json {
     }
 
     /// `00` to `99`, for writing numbers two digits at a time.
-    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+    pub(super) const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
         4041424344454647484950515253545556575859\
         6061626364656667686970717273747576777879\
         8081828384858687888990919293949596979899";
 
+    /// `n` in decimal, written in place: its digits counted first, then written from the last,
+    /// two at a time.
     pub fn uint(out: &mut Vec<u8>, mut n: u64) {
-        let mut b = [0u8; 20];
-        let mut i = b.len();
-        while n >= 100 {
-            let d = (n % 100) as usize * 2;
-            n /= 100;
-            i -= 2;
-            b[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+        let len = n.checked_ilog10().unwrap_or(0) as usize + 1;
+        out.reserve(len);
+        let at = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = at + len;
+        // SAFETY (for every write below): `reserve` made room for `len` bytes from `at`, and
+        // the writes fill exactly `at..at + len` (`len` is the number of digits of `n`).
+        unsafe {
+            while n >= 100 {
+                let d = (n % 100) as usize * 2;
+                n /= 100;
+                i -= 2;
+                dst.add(i).write(PAIRS[d]);
+                dst.add(i + 1).write(PAIRS[d + 1]);
+            }
+            if n >= 10 {
+                let d = n as usize * 2;
+                dst.add(i - 2).write(PAIRS[d]);
+                dst.add(i - 1).write(PAIRS[d + 1]);
+            } else {
+                dst.add(i - 1).write(b'0' + n as u8);
+            }
+            out.set_len(at + len);
         }
-        if n >= 10 {
-            let d = n as usize * 2;
-            i -= 2;
-            b[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
-        } else {
-            i -= 1;
-            b[i] = b'0' + n as u8;
-        }
-        out.extend_from_slice(&b[i..]);
     }
 
     pub fn int(out: &mut Vec<u8>, n: i64) {
