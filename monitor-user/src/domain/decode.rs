@@ -60,10 +60,33 @@ fn read<T: Pod>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// A large record copied straight from `bytes` into its box (one allocation and one copy, none
-/// through the stack); the bytes past the end of a record shorter than `T` read as zeros.
-/// `need` is the length the record must have at least.
-fn boxed<T: Pod>(bytes: &[u8], what: &'static str, need: usize) -> Result<Box<T>, DecodeError> {
+thread_local! {
+    /// The box of the last open and exec record handled, for the next one of its kind
+    /// ([`recycle`]): records come one after another on the thread that reads the ring buffer,
+    /// and a box of a few kilobytes is costlier to allocate than to fill.
+    static SPARE_OPEN: std::cell::Cell<Option<Box<OpenEvent>>> = const { std::cell::Cell::new(None) };
+    static SPARE_EXEC: std::cell::Cell<Option<Box<ExecEvent>>> = const { std::cell::Cell::new(None) };
+}
+
+/// A large record's box, once its record is handled: the next [`decode`] on this thread fills
+/// it again instead of allocating one.
+pub fn recycle(ev: KernelEvent) {
+    match ev {
+        KernelEvent::Open(b) => SPARE_OPEN.with(|s| s.set(Some(b))),
+        KernelEvent::Exec(b) => SPARE_EXEC.with(|s| s.set(Some(b))),
+        KernelEvent::Fork(_) | KernelEvent::Exit(_) | KernelEvent::Connect(_) => {}
+    }
+}
+
+/// A large record copied straight from `bytes` into its box (a recycled one, or one
+/// allocation, and one copy, none through the stack); the bytes past the end of a record
+/// shorter than `T` read as zeros. `need` is the length the record must have at least.
+fn boxed<T: Pod>(
+    bytes: &[u8],
+    what: &'static str,
+    need: usize,
+    spare: Option<Box<T>>,
+) -> Result<Box<T>, DecodeError> {
     if bytes.len() < need {
         return Err(DecodeError::Short {
             what,
@@ -72,7 +95,13 @@ fn boxed<T: Pod>(bytes: &[u8], what: &'static str, need: usize) -> Result<Box<T>
         });
     }
     let size = std::mem::size_of::<T>();
-    let mut b = Box::<T>::new_uninit();
+    let mut b: Box<std::mem::MaybeUninit<T>> = match spare {
+        // SAFETY: the pointer comes from `Box::into_raw` of a box of `T`, and `MaybeUninit<T>`
+        // has the layout of `T`, so it is a valid box of it; T is Pod (no drop to skip), and
+        // the old contents are overwritten whole below.
+        Some(b) => unsafe { Box::from_raw(Box::into_raw(b).cast::<std::mem::MaybeUninit<T>>()) },
+        None => Box::<T>::new_uninit(),
+    };
     let n = bytes.len().min(size);
     let to = b.as_mut_ptr().cast::<u8>();
     // SAFETY: the box holds `size` bytes; `n` is at most `size` and at most the length of
@@ -90,7 +119,13 @@ fn boxed<T: Pod>(bytes: &[u8], what: &'static str, need: usize) -> Result<Box<T>
 /// An open record: the kernel sends only the `names` bytes in use, so the record may end
 /// anywhere after `names` starts; the rest reads as zeros.
 fn read_open(bytes: &[u8]) -> Result<Box<OpenEvent>, DecodeError> {
-    boxed(bytes, "an open", std::mem::offset_of!(OpenEvent, names))
+    let spare = SPARE_OPEN.with(std::cell::Cell::take);
+    boxed(
+        bytes,
+        "an open",
+        std::mem::offset_of!(OpenEvent, names),
+        spare,
+    )
 }
 
 /// Decode one ring-buffer record.
@@ -100,7 +135,13 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     Ok(match kind {
         EventKind::Open => KernelEvent::Open(read_open(bytes)?),
         EventKind::Exec => {
-            KernelEvent::Exec(boxed(bytes, "an exec", std::mem::size_of::<ExecEvent>())?)
+            let spare = SPARE_EXEC.with(std::cell::Cell::take);
+            KernelEvent::Exec(boxed(
+                bytes,
+                "an exec",
+                std::mem::size_of::<ExecEvent>(),
+                spare,
+            )?)
         }
         EventKind::Fork => KernelEvent::Fork(read(bytes, "a fork")?),
         EventKind::Exit => KernelEvent::Exit(read(bytes, "an exit")?),
@@ -121,9 +162,10 @@ pub fn encode<T: Pod>(value: &T) -> Vec<u8> {
 /// The bytes before the first NUL (or all of them), capped at `len`.
 pub fn c_bytes(buf: &[u8], len: usize) -> &[u8] {
     let b = &buf[..len.min(buf.len())];
-    match b.iter().position(|&c| c == 0) {
-        Some(i) => &b[..i],
-        None => b,
+    // The standard library's NUL search goes a word at a time.
+    match std::ffi::CStr::from_bytes_until_nul(b) {
+        Ok(s) => s.to_bytes(),
+        Err(_) => b,
     }
 }
 

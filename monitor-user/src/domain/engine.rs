@@ -87,11 +87,11 @@ pub struct Engine<H: Host> {
     dns: crate::sense::dns::Dns,
     /// The registered credential files by identity, (major, minor, inode) -> NHI index: a hard
     /// link or a bind mount (in any mount namespace) is the same credential under another name.
-    cred_inodes: HashMap<(u32, u32, u64), (usize, Arc<str>)>,
+    cred_inodes: HashMap<(u32, u32, u64), (usize, Arc<str>), foldhash::fast::RandomState>,
     cgroups: crate::domain::cgroups::CgroupNames,
     /// The container id and Kubernetes pod UID of each cgroup seen (cgroup ids are not reused
     /// while the host runs).
-    containers: HashMap<u64, Placed>,
+    containers: HashMap<u64, Placed, foldhash::fast::RandomState>,
     /// Pod and container names, by pod UID and container id.
     kube: crate::domain::kubernetes::KubeNames,
     /// Modification times of credential files (for `max_age`), read at most once per
@@ -159,8 +159,8 @@ fn holder_nhis(registry: &Registry) -> (Vec<usize>, bool) {
 fn credential_inodes(
     registry: &Registry,
     sys: &impl Host,
-) -> HashMap<(u32, u32, u64), (usize, Arc<str>)> {
-    let mut out = HashMap::new();
+) -> HashMap<(u32, u32, u64), (usize, Arc<str>), foldhash::fast::RandomState> {
+    let mut out = HashMap::default();
     for (i, nhi) in registry.nhis.iter().enumerate() {
         for g in nhi.credentials.iter().filter(|g| g.is_literal()) {
             if let Some(id) = sys.file_id(g.as_str()) {
@@ -187,7 +187,7 @@ impl<H: Host> Engine<H> {
             host: Arc::from(host),
             dns: crate::sense::dns::Dns::default(),
             cgroups: crate::domain::cgroups::CgroupNames::new(),
-            containers: HashMap::new(),
+            containers: HashMap::default(),
             kube: crate::domain::kubernetes::KubeNames::default(),
             mtimes: HashMap::new(),
             fed_pipes: HashMap::new(),
@@ -264,13 +264,14 @@ impl<H: Host> Engine<H> {
     pub fn handle(&mut self, ev: KernelEvent, out: &mut Vec<Event>) {
         self.stats.records += 1;
         let before = out.len();
-        match ev {
-            KernelEvent::Open(o) => self.open(&o, out),
-            KernelEvent::Exec(e) => self.exec(&e, out),
+        match &ev {
+            KernelEvent::Open(o) => self.open(o, out),
+            KernelEvent::Exec(e) => self.exec(e, out),
             KernelEvent::Fork(f) => self.procs.fork(f.hdr.pid, f.child_tid, &self.sys),
             KernelEvent::Exit(x) => self.exit(&x.hdr, out),
-            KernelEvent::Connect(c) => self.connect(&c, out),
+            KernelEvent::Connect(c) => self.connect(c, out),
         }
+        decode::recycle(ev);
         self.stats.events += (out.len() - before) as u64;
     }
 
