@@ -102,6 +102,25 @@ fn events_survive_the_spool_exactly() {
     }
 }
 
+#[test]
+fn the_spool_writes_event_lines_as_serde_writes_them() {
+    for e in [
+        open_event(),
+        connect_event("52.1.2.3"),
+        connect_event("2001:db8::1"),
+        loss_event(),
+        Event::new(Kind::Exec, t("2026-11-23T11:52:08.5Z"), "h".into()),
+    ] {
+        let row = EventRow::from_event(&e, 7, u64::MAX);
+        let mut line = Vec::new();
+        row.write_line(&mut line);
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            serde_json::to_string(&row).unwrap()
+        );
+    }
+}
+
 /// Event lines of spools written by earlier versions (the columns side by side), as they wrote
 /// them.
 const COLUMN_LINES: &[&str] = &[
