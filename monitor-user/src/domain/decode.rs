@@ -381,4 +381,25 @@ mod tests {
         e.argc = 2;
         assert_eq!(args(&e), vec!["sh", "-c"]);
     }
+
+    #[test]
+    fn a_recycled_box_is_filled_again_with_the_next_record() {
+        let mut o = open(EventKind::Open);
+        let first = decode(&encode(&o)).expect("decodes");
+        let KernelEvent::Open(b) = &first else {
+            panic!("an open")
+        };
+        let at: *const OpenEvent = &**b;
+        recycle(first);
+        o.path[..3].copy_from_slice(b"/x2");
+        // A short record: the bytes past its end read as zeros, not as the last record's.
+        let cut = std::mem::offset_of!(OpenEvent, names);
+        let second = decode(&encode(&o)[..cut]).expect("decodes");
+        let KernelEvent::Open(b) = &second else {
+            panic!("an open")
+        };
+        assert_eq!(&**b as *const OpenEvent, at);
+        assert_eq!(&b.path[..3], b"/x2");
+        assert!(b.names.iter().all(|&c| c == 0));
+    }
 }

@@ -30,6 +30,9 @@ use crate::{
     domain::verdict::{self, Actor},
 };
 
+/// Registered credential files by (major, minor, inode): the NHI's index and the registered path.
+type CredInodes = HashMap<(u32, u32, u64), (usize, Arc<str>), foldhash::fast::RandomState>;
+
 /// Converts the kernel's `CLOCK_BOOTTIME` stamps to wall-clock time.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
@@ -87,7 +90,7 @@ pub struct Engine<H: Host> {
     dns: crate::sense::dns::Dns,
     /// The registered credential files by identity, (major, minor, inode) -> NHI index: a hard
     /// link or a bind mount (in any mount namespace) is the same credential under another name.
-    cred_inodes: HashMap<(u32, u32, u64), (usize, Arc<str>), foldhash::fast::RandomState>,
+    cred_inodes: CredInodes,
     cgroups: crate::domain::cgroups::CgroupNames,
     /// The container id and Kubernetes pod UID of each cgroup seen (cgroup ids are not reused
     /// while the host runs).
@@ -156,10 +159,7 @@ fn holder_nhis(registry: &Registry) -> (Vec<usize>, bool) {
 }
 
 /// Identity of every literal credential path of `registry`, as it is now on disk.
-fn credential_inodes(
-    registry: &Registry,
-    sys: &impl Host,
-) -> HashMap<(u32, u32, u64), (usize, Arc<str>), foldhash::fast::RandomState> {
+fn credential_inodes(registry: &Registry, sys: &impl Host) -> CredInodes {
     let mut out = HashMap::default();
     for (i, nhi) in registry.nhis.iter().enumerate() {
         for g in nhi.credentials.iter().filter(|g| g.is_literal()) {

@@ -837,9 +837,9 @@ mod json {
         out.reserve(b.len() + 10);
         let at = out.len();
         let dst = out.as_mut_ptr();
-        // SAFETY (for every write below): `reserve` made room for `b.len() + 10` bytes from
-        // `at`, and each write ends at most at `at + 1 + b.len()` (the closing quote), or at
-        // `at + 9 + i` with `i + 8 <= b.len()` (a word).
+        // Every write below stays in that room: it ends at most at `at + 1 + b.len()` (the
+        // closing quote), or at `at + 9 + i` with `i + 8 <= b.len()` (a word).
+        // SAFETY: `reserve` made room for `b.len() + 10` bytes from `at`; this is the first.
         unsafe { dst.add(at).write(b'"') };
         let mut i = 0;
         let mut clean = true;
@@ -966,8 +966,8 @@ mod json {
         let at = out.len();
         let dst = out.as_mut_ptr();
         let mut i = at + len;
-        // SAFETY (for every write below): `reserve` made room for `len` bytes from `at`, and
-        // the writes fill exactly `at..at + len` (`len` is the number of digits of `n`).
+        // SAFETY: `reserve` made room for `len` bytes from `at`, and the writes below fill
+        // exactly `at..at + len` (`len` is the number of digits of `n`) before `set_len`.
         unsafe {
             while n >= 100 {
                 let d = (n % 100) as usize * 2;
