@@ -12,7 +12,9 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use monitor_common::{ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, OpenEvent};
+use monitor_common::{
+    ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, OpenEvent, RequestEvent,
+};
 use nhiscope::{
     domain::decode::{decode, encode, KernelEvent},
     domain::engine::{Clock, Engine},
@@ -31,6 +33,7 @@ pub fn bytes_of(ev: &KernelEvent) -> Vec<u8> {
         KernelEvent::Fork(e) => encode::<ForkEvent>(e),
         KernelEvent::Exit(e) => encode::<ExitEvent>(e),
         KernelEvent::Connect(e) => encode::<ConnectEvent>(e),
+        KernelEvent::Request(e) => encode::<RequestEvent>(e),
     }
 }
 

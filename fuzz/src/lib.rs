@@ -12,6 +12,7 @@ pub mod dns;
 pub mod live_protocol;
 pub mod registry;
 pub mod store_config;
+pub mod wire;
 
 #[cfg(test)]
 mod tests {
@@ -22,13 +23,14 @@ mod tests {
     #[test]
     fn seeds_pass_their_checks() {
         type Check = fn(&[u8]);
-        let targets: [(&str, Check); 6] = [
+        let targets: [(&str, Check); 7] = [
             ("registry", crate::registry::check),
             ("store_config", crate::store_config::check),
             ("daemon_config", crate::daemon_config::check),
             ("dns", crate::dns::check),
             ("decode", crate::decode::check),
             ("live_protocol", crate::live_protocol::check),
+            ("wire", crate::wire::check),
         ];
         let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
         for (target, check) in targets {

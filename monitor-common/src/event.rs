@@ -32,6 +32,8 @@ pub enum EventKind {
     /// An outbound TCP connection attempt (SYN sent): [`ConnectEvent`].
     Connect = 5,
     // 6 was `Chdir` (cwd tracking for string paths): retired, the kernel now sends real paths.
+    /// The first bytes a holder's TCP connection sent: [`RequestEvent`].
+    Request = 7,
 }
 
 impl EventKind {
@@ -42,6 +44,7 @@ impl EventKind {
             3 => Self::Fork,
             4 => Self::Exit,
             5 => Self::Connect,
+            7 => Self::Request,
             _ => return None,
         })
     }
@@ -128,6 +131,16 @@ impl EventHeader {
 pub const HDR_TTY_KNOWN: u32 = 1;
 /// `EventHeader::flags` bit: the task has a controlling terminal (`current->signal->tty`).
 pub const HDR_TTY: u32 = 2;
+/// `EventHeader::flags` bit of a `ConnectEvent`: not a connection being made, but one the
+/// process already had open (a socket in its file table, made earlier or inherited) when it
+/// opened a credential file; sent right after that open's record.
+pub const HDR_EXISTING: u32 = 4;
+/// Connections already open that are sent for one credential open at most; more are counted
+/// as [`LossCause::ScanCut`].
+pub const EXISTING_SOCKETS_MAX: u32 = 32;
+/// Descriptors of the opener's file table searched for connections already open, at most (a
+/// larger table's rest is counted as [`LossCause::ScanCut`]).
+pub const EXISTING_FDS_SCANNED: u64 = 1024;
 
 /// `OpenEvent::flags` bit: the path argument did not fit in [`PATH_CAP`] bytes.
 pub const PATH_TRUNCATED: u32 = 1;
@@ -322,10 +335,19 @@ pub enum LossCause {
     /// Failed opens of a watched name beyond [`FAILED_OPENS_PER_SEC`] per user and name in a
     /// second (a flood of them costs the flooder, not the monitor).
     FailedOpenLimit = 8,
+    /// The ring buffer was full when a connection's first bytes were to be sent.
+    RingbufRequest = 9,
+    /// The in-kernel set of holder processes ([`HOLDERS_MAX`]) was full when the kernel would
+    /// have added one: that process's connections are not marked until the daemon adds it.
+    HolderSetFull = 10,
+    /// A process opening a credential had more open connections than
+    /// [`EXISTING_SOCKETS_MAX`], or a file table larger than [`EXISTING_FDS_SCANNED`]: the rest
+    /// of its connections already open were not looked at.
+    ScanCut = 11,
 }
 
 /// Number of `LossCause` slots.
-pub const LOSS_CAUSES: u32 = 9;
+pub const LOSS_CAUSES: u32 = 12;
 /// Failed opens of one watched name by one user reported per second at most.
 pub const FAILED_OPENS_PER_SEC: u64 = 20;
 
@@ -340,6 +362,9 @@ impl LossCause {
         Self::PendingFull,
         Self::UserCopy,
         Self::FailedOpenLimit,
+        Self::RingbufRequest,
+        Self::HolderSetFull,
+        Self::ScanCut,
     ];
 
     pub fn name(self) -> &'static str {
@@ -353,6 +378,9 @@ impl LossCause {
             Self::PendingFull => "pending_map_full",
             Self::UserCopy => "user_memory_unreadable",
             Self::FailedOpenLimit => "failed_open_rate_limited",
+            Self::RingbufRequest => "ringbuf_full_request",
+            Self::HolderSetFull => "holder_set_full",
+            Self::ScanCut => "existing_connections_cut",
         }
     }
 
@@ -366,6 +394,7 @@ impl LossCause {
                 | Self::RingbufExit
                 | Self::RingbufConnect
                 | Self::RingbufChdir
+                | Self::RingbufRequest
         )
     }
 
@@ -377,8 +406,9 @@ impl LossCause {
             Self::PendingFull => "partial",
             Self::RingbufFork => "fork",
             Self::RingbufExit => "exit",
-            Self::RingbufConnect => "connect",
+            Self::RingbufConnect | Self::ScanCut => "connect",
             Self::RingbufChdir => "chdir",
+            Self::RingbufRequest | Self::HolderSetFull => "request",
         }
     }
 }
@@ -397,6 +427,8 @@ pub mod config {
     pub const FLAG_ALL_OPENS: u64 = 2;
     /// Some pattern needs the opened file's ancestor directories checked (see `filter`).
     pub const FLAG_ANCESTOR_SCAN: u64 = 4;
+    /// Mark every process's TCP connections for their first bytes, not only holders'.
+    pub const FLAG_ALL_CONNECTIONS: u64 = 8;
 
     /// Kernel struct members the programs follow: their byte offsets plus one (0: unknown),
     /// from the running kernel's BTF, are the programs' read-only global `OFFSETS`, in this
@@ -457,9 +489,28 @@ pub mod config {
         DentryShortname,
         /// `fdtable.max_fds`: how many slots the file array has.
         FdtMaxFds,
+        /// `file.private_data` (a socket file's `struct socket *`), `socket.sk`.
+        FilePrivateData,
+        SocketSk,
+        /// `sock_common`: `skc_family`, `skc_state`, `skc_daddr`, `skc_rcv_saddr`, `skc_dport`
+        /// (network order), `skc_num` (the local port, host order), `skc_v6_daddr`,
+        /// `skc_v6_rcv_saddr`; `sock.sk_protocol`.
+        SkcFamily,
+        SkcState,
+        SkcDaddr,
+        SkcRcvSaddr,
+        SkcDport,
+        SkcNum,
+        SkcV6Daddr,
+        SkcV6RcvSaddr,
+        SkProtocol,
+        /// `task_struct.group_leader`, `.start_time`: a process's identity over time (a pid is
+        /// reused, a pid with its leader's start time is not).
+        TaskGroupLeader,
+        TaskStartTime,
     }
     /// Number of `Offset`s.
-    pub const OFFSETS: u32 = 42;
+    pub const OFFSETS: u32 = 55;
     /// Slots of the programs' `OFFSETS` global: a power of two above `OFFSETS`, so that an
     /// index can be bounded with a mask.
     pub const OFFSET_SLOTS: usize = 64;
@@ -473,4 +524,43 @@ mod aya_pod {
     unsafe impl aya::Pod for super::OpenEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ExecEvent {}
+}
+
+/// Bytes of a connection's first payload the kernel copies at most: a TLS ClientHello's server
+/// name and ALPN come early in it, an HTTP/1.x request line and `Host` header too.
+pub const WIRE_CAP: usize = 512;
+/// Processes the in-kernel holder set (`HOLDERS`) holds at most.
+pub const HOLDERS_MAX: u32 = 16384;
+/// `HOLDERS` value: the daemon added the process (the engine decided it holds an NHI).
+pub const HOLDER_BY_DAEMON: u32 = 1;
+/// `HOLDERS` value: the kernel added it (it opened a registered credential's inode, or its
+/// parent was a member when it forked).
+pub const HOLDER_BY_KERNEL: u32 = 2;
+
+crate::pod_struct! {
+    /// The first bytes a marked TCP connection sent (its first packet with a payload), sent once
+    /// per connection. The daemon parses them (TLS ClientHello, HTTP/1.x request line) and keeps
+    /// only the fields it names; the bytes themselves are never kept.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct RequestEvent {
+        /// The connecting process as the kernel saw it at `connect` (pid, uid, comm, cgroup);
+        /// `ts_ns` is when the bytes left.
+        pub hdr: EventHeader,
+        /// `AF_INET` or `AF_INET6`.
+        pub family: u16,
+        /// Host byte order.
+        pub sport: u16,
+        pub dport: u16,
+        /// `IPPROTO_TCP`.
+        pub proto: u16,
+        /// As in [`ConnectEvent`].
+        pub saddr: [u8; 16],
+        pub daddr: [u8; 16],
+        /// Bytes of `data` in use.
+        pub len: u32,
+        /// Bytes of TCP payload the packet carried (more than `len` when it was cut).
+        pub payload_len: u32,
+        pub data: [u8; WIRE_CAP],
+    }
 }

@@ -2,11 +2,13 @@
 //! `monitor-user/src/sense/probes.rs`.
 
 use aya_ebpf::{
-    macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
-    config, filter::FILTER_WORDS, ExecEvent, OpenEvent, ARGS_CAP, LOSS_CAUSES, PATH_CAP,
+    config, filter::FILTER_WORDS, EventHeader, ExecEvent, OpenEvent, ARGS_CAP, HOLDERS_MAX,
+    LOSS_CAUSES, PATH_CAP,
 };
 
 /// Every record for userspace. The daemon may resize it before load.
@@ -107,6 +109,43 @@ pub struct FailedWindow {
 pub static FAILED_OPENS: LruHashMap<FailedKey, FailedWindow> =
     LruHashMap::with_max_entries(8192, 0);
 
+/// A process (its tgid) and a credential file (its inode number) it opened.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ScanKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// The processes whose open connections were looked for at their open of a credential file,
+/// with the start time of the process (its group leader's), so that a reused pid is looked at
+/// again: each process is searched once per credential file it opens, not at every open. LRU:
+/// an evicted entry only costs one more search.
+#[map]
+pub static SCANNED: LruHashMap<ScanKey, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// The programs an open's program hands over to (tail calls), by `SCAN_SOCKETS`: set by the
+/// daemon after load.
+#[map]
+pub static TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// `TAIL`'s slot of `probes::sockets::scan_sockets`.
+pub const SCAN_SOCKETS: u32 = 0;
+
+/// `scan_sockets`'s working space, kept across the iterations of its loop: the record being
+/// built, the file array walked, the records sent and whether the walk was cut short.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockScratch {
+    pub ev: monitor_common::ConnectEvent,
+    pub fds: u64,
+    pub sent: u32,
+    pub cut: u32,
+}
+
+#[map]
+pub static SOCK_SCRATCH: PerCpuArray<SockScratch> = PerCpuArray::with_max_entries(1, 0);
+
 /// One word to turn a pointer into a plain number (see `probes::files::syscall_arg`).
 #[map]
 pub static SCALAR: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -176,3 +215,17 @@ fn wakeup_for(before: u64, after: u64) -> u64 {
         BPF_RB_NO_WAKEUP
     }
 }
+
+/// Processes whose TCP connections are marked for their first bytes, by tgid: filled by the
+/// daemon when the engine decides a process holds an NHI, by the kernel when a process opens a
+/// registered credential's inode (so the connection right after the read is never missed) or
+/// forks from a member; emptied at exit. Values: `HOLDER_BY_*`.
+#[map]
+pub static HOLDERS: HashMap<u32, u32> = HashMap::with_max_entries(HOLDERS_MAX, 0);
+
+/// TCP sockets marked at `connect` whose first payload is still to come, with the connecting
+/// process's header: storage attached to the socket itself, so a mark lives and dies with its
+/// socket (never another connection's, whatever addresses are reused), and finding it on a
+/// packet is a pointer on the socket, not a hash.
+#[btf_map]
+pub static WIRE_MARKS: SkStorage<EventHeader> = SkStorage::new();

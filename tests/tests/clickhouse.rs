@@ -914,8 +914,9 @@ fn db_migrate_applies_the_schema_once_and_rejects_a_bad_url() {
 }
 
 /// A database an older nhiscope made (schema version 2, rows in it) gains the Kubernetes
-/// columns of version 3 from `db migrate`, its rows kept with the new columns empty; rows with
-/// pods then go in and come back.
+/// columns of version 3 and `established_before_use` of version 4 from `db migrate`, its rows
+/// kept with the new columns empty; rows with pods and connections open before a read then go
+/// in and come back.
 #[test]
 fn db_migrate_brings_a_version_2_database_to_the_pod_columns() {
     let Some(ch) = ClickHouse::start("migrate-v3") else {
@@ -938,7 +939,7 @@ fn db_migrate_brings_a_version_2_database_to_the_pod_columns() {
         ch.query(
             "SELECT name, type FROM system.columns WHERE database = 'nhiscope' AND \
              table = 'events' AND name IN ('pod_uid', 'pod', 'pod_namespace', \
-             'container_name') ORDER BY name",
+             'container_name', 'established_before_use') ORDER BY name",
         )
     };
     assert_eq!(columns(), "");
@@ -959,30 +960,36 @@ fn db_migrate_brings_a_version_2_database_to_the_pod_columns() {
         text
     };
     let out = migrate();
-    assert!(out.contains("applied 3"), "{out}");
+    assert!(out.contains("applied 3, 4"), "{out}");
     assert_eq!(
         columns(),
-        "container_name\tString\npod\tString\npod_namespace\tString\npod_uid\tString\n"
+        "container_name\tString\nestablished_before_use\tUInt8\npod\tString\n\
+         pod_namespace\tString\npod_uid\tString\n"
     );
     assert_eq!(
         ch.query("SELECT max(version) FROM nhiscope.schema_migrations"),
-        "3\n"
+        "4\n"
     );
     // The old row, whole, with the new columns empty.
     assert_eq!(
         ch.query(
-            "SELECT host, path, script, pod_uid, pod, pod_namespace, container_name \
-             FROM nhiscope.events"
+            "SELECT host, path, script, pod_uid, pod, pod_namespace, container_name, \
+             established_before_use FROM nhiscope.events"
         ),
-        "old-host\t/etc/old\t/opt/old.py\t\t\t\t\n"
+        "old-host\t/etc/old\t/opt/old.py\t\t\t\t\t0\n"
     );
     assert!(migrate().contains("nothing to apply"));
 
     // The store writes rows with pods into the migrated table, and they read back whole.
     let dir = temp_dir("migrate-v3");
     let config = config(&ch, &dir.join("spool"));
-    let sent = events("new-host", 0..8);
+    let mut sent = events("new-host", 0..8);
     assert!(sent.iter().any(|e| e.pod.is_some()));
+    let conn = sent
+        .iter_mut()
+        .find(|e| e.kind == nhiscope::domain::event::Kind::Connect)
+        .expect("the fixtures have a connect");
+    conn.established_before_use = true;
     let report = runtime().block_on(async {
         let store = Store::start(config.clone(), "new-host").unwrap_or_else(|e| panic!("{e}"));
         store.send(&sent);

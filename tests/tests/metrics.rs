@@ -130,6 +130,8 @@ fn metrics_count_allowed_and_refused_reads_and_prometheus_scrapes_them() {
         "nhiscope_ringbuf_fill_ratio",
         "nhiscope_dns_cache_addresses",
         "nhiscope_dns_rejected_total",
+        "nhiscope_parent_pipe_undetermined_total",
+        "nhiscope_judged_destinations_forgotten_total",
         "nhiscope_live_clients",
         "nhiscope_registry_reloads_total",
         "nhiscope_registry_reload_failures_total",

@@ -9,6 +9,9 @@
 //! 3. The userspace pipeline (decode, engine, JSON) on one core: `monitor-user`'s example
 //!    `pipeline_bench`.
 //! 4. The daemon at rest: RSS, and CPU while a process opens a credential 100 times a second.
+//! 5. Loopback TCP (a stream, a 64-byte ping-pong, short connections) without probes and with
+//!    the daemon attached, and short connections by a holder (a process that read a registered
+//!    credential, whose connections are marked and whose first bytes are copied).
 //!
 //! The programs of a process are found through `/proc/PID/fdinfo`: each of its BPF program fds
 //! gives `prog_id`, `run_time_ns` and `run_cnt`, and each bpf_link fd the tracepoint it attaches
@@ -27,6 +30,7 @@ pub mod open_loop;
 mod registry;
 mod report;
 mod sys;
+pub mod tcp_loop;
 
 use std::{
     collections::BTreeSet,
@@ -207,6 +211,7 @@ pub fn run(opts: &Options) -> Result<()> {
         ),
     );
     let base = loop_without_probes(&b, &stats)?;
+    let tcp_base = tcp_runs(&b, "without probes", None)?;
 
     step(3, "daemon: start, idle cost");
     let mut daemon = MeasuredDaemon::start(&b, &stats, &mut rep)?;
@@ -221,6 +226,8 @@ pub fn run(opts: &Options) -> Result<()> {
     );
     stats.set(false)?;
     let with_daemon = wall_runs("with the daemon", UNWATCHED, opts, cpu)?;
+    let tcp_daemon = tcp_runs(&b, "with the daemon", None)?;
+    let tcp_holder = tcp_runs(&b, "with the daemon, a holder", Some(&reg.watched))?;
 
     step(5, "kernel cost per open: the daemon's programs (bpf_stats)");
     let ours = daemon_kernel_cost(&b, &daemon, &stats)?;
@@ -269,6 +276,7 @@ pub fn run(opts: &Options) -> Result<()> {
 
     report_kernel(&mut rep, &b, &ours, &bpftrace);
     report_loops(&mut rep, opts, &base, &with_daemon, &bpftrace.with_bpftrace);
+    report_tcp(&mut rep, opts, &tcp_base, &tcp_daemon, &tcp_holder);
     report_pipeline(&mut rep, &pipeline);
     report_store(&mut rep, opts, &store);
     report_floods(&mut rep, &floods);
@@ -749,6 +757,130 @@ fn report_loops(
     if let (Some(b), Some(d)) = (min(&wall(base)), min(&wall(with_daemon))) {
         rep.detail("loop_slowdown_of_fastest_runs", json!(d / b));
     }
+}
+
+/// The loopback TCP workloads' runs (`opts.repeat` of each), as one process that first reads
+/// `read` when given (a registered credential: then it is a holder).
+struct TcpRuns {
+    stream: Vec<tcp_loop::Outcome>,
+    pingpong: Vec<tcp_loop::Outcome>,
+    connects: Vec<tcp_loop::Outcome>,
+}
+
+/// Seconds of each stream and ping-pong run; connections of each connects run.
+const TCP_SECS: f64 = 2.0;
+const TCP_CONNECTS: u64 = 3000;
+
+fn tcp_runs(b: &Bench, label: &str, read: Option<&Path>) -> Result<TcpRuns> {
+    use tcp_loop::Mode;
+    let mut runs = TcpRuns {
+        stream: Vec::new(),
+        pingpong: Vec::new(),
+        connects: Vec::new(),
+    };
+    for i in 0..b.opts.repeat {
+        // A holder's stream and ping-pong are one connection each: only its connects differ.
+        if read.is_none() {
+            let s = tcp_loop::spawn(Mode::Stream, TCP_SECS, 0, read, b.cpu)?;
+            let p = tcp_loop::spawn(Mode::Pingpong, TCP_SECS, 0, read, b.cpu)?;
+            eprintln!(
+                "bench:   TCP {label} {}/{}: stream {:.2} GB/s, ping-pong {:.0} round trips/s",
+                i + 1,
+                b.opts.repeat,
+                s.bytes_per_sec() / 1e9,
+                p.ops_per_sec()
+            );
+            runs.stream.push(s);
+            runs.pingpong.push(p);
+        }
+        let c = tcp_loop::spawn(Mode::Connects, 0.0, TCP_CONNECTS, read, b.cpu)?;
+        eprintln!(
+            "bench:   TCP {label} {}/{}: {:.0} connections/s",
+            i + 1,
+            b.opts.repeat,
+            c.ops_per_sec()
+        );
+        runs.connects.push(c);
+    }
+    Ok(runs)
+}
+
+/// The loopback TCP rows: what the daemon costs every connection, and a holder's connection.
+fn report_tcp(
+    rep: &mut Report,
+    opts: &Options,
+    base: &TcpRuns,
+    daemon: &TcpRuns,
+    holder: &TcpRuns,
+) {
+    let rate = |v: &[tcp_loop::Outcome]| {
+        median(
+            &v.iter()
+                .map(tcp_loop::Outcome::ops_per_sec)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let bytes = |v: &[tcp_loop::Outcome]| {
+        median(
+            &v.iter()
+                .map(tcp_loop::Outcome::bytes_per_sec)
+                .collect::<Vec<_>>(),
+        )
+    };
+    rep.add(
+        "tcp.stream_base_gbps",
+        &format!("Loopback TCP stream, no probes (median of {})", opts.repeat),
+        Some(bytes(&base.stream) / 1e9),
+        "GB/s",
+        2,
+        None,
+    );
+    rep.add(
+        "tcp.stream_slowdown",
+        "Loopback TCP stream throughput, no probes / daemon",
+        ratio(bytes(&base.stream), bytes(&daemon.stream)),
+        "x",
+        3,
+        Some(Target::AtMost(1.02)),
+    );
+    rep.add(
+        "tcp.pingpong_slowdown",
+        "Loopback TCP 64-byte ping-pong rate, no probes / daemon",
+        ratio(rate(&base.pingpong), rate(&daemon.pingpong)),
+        "x",
+        3,
+        Some(Target::AtMost(1.02)),
+    );
+    rep.add(
+        "tcp.connects_slowdown",
+        "Loopback TCP connections (connect, 64 B each way, close), no probes / daemon",
+        ratio(rate(&base.connects), rate(&daemon.connects)),
+        "x",
+        3,
+        None,
+    );
+    let per_conn_us = |r: f64| 1e6 / r;
+    let extra = per_conn_us(rate(&holder.connects)) - per_conn_us(rate(&daemon.connects));
+    rep.add(
+        "tcp.holder_connection_extra_us",
+        "A holder's connection, extra time against another process's (daemon attached)",
+        (rate(&holder.connects) > 0.0 && rate(&daemon.connects) > 0.0).then_some(extra),
+        "us",
+        1,
+        None,
+    );
+    rep.detail(
+        "tcp_runs",
+        json!({
+            "stream_bytes_per_s": {"without_probes": base.stream.iter().map(tcp_loop::Outcome::bytes_per_sec).collect::<Vec<_>>(),
+                                    "with_daemon": daemon.stream.iter().map(tcp_loop::Outcome::bytes_per_sec).collect::<Vec<_>>()},
+            "pingpong_per_s": {"without_probes": base.pingpong.iter().map(tcp_loop::Outcome::ops_per_sec).collect::<Vec<_>>(),
+                               "with_daemon": daemon.pingpong.iter().map(tcp_loop::Outcome::ops_per_sec).collect::<Vec<_>>()},
+            "connects_per_s": {"without_probes": base.connects.iter().map(tcp_loop::Outcome::ops_per_sec).collect::<Vec<_>>(),
+                               "with_daemon": daemon.connects.iter().map(tcp_loop::Outcome::ops_per_sec).collect::<Vec<_>>(),
+                               "holder_with_daemon": holder.connects.iter().map(tcp_loop::Outcome::ops_per_sec).collect::<Vec<_>>()},
+        }),
+    );
 }
 
 /// The pipeline rows: throughput, and the cost of each kind of record.

@@ -67,6 +67,9 @@ fn debian_cargo(subcommand: &str) -> Cmd {
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_DIR", cmd::bpf_target_dir())
         .env_shown_as("PATH", child_path(), "/usr/bin:~/.cargo/bin:$PATH")
+        // BTF in the object: the kernel wants function info for a `bpf_loop` callback
+        // (monitor-ebpf/src/probes/sockets.rs), and bpf-linker writes BTF only when asked.
+        .env("RUSTFLAGS", "-C link-arg=--btf")
         .args([subcommand, "--release", "-Z", "build-std=core"])
         .args(["--target", "bpfel-unknown-none"])
 }

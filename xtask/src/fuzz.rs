@@ -25,13 +25,14 @@ use clap::Args;
 use crate::{cmd, cmd::Cmd};
 
 /// The targets, in the order they run (their `[[bin]]` names in fuzz/Cargo.toml).
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "registry",
     "store_config",
     "daemon_config",
     "dns",
     "decode",
     "live_protocol",
+    "wire",
 ];
 
 /// The fuzz crate's sources, for `rustfmt --check` (it is outside the main workspace, so
@@ -45,6 +46,7 @@ pub const SOURCES: &[&str] = &[
     "fuzz/fuzz_targets/dns.rs",
     "fuzz/fuzz_targets/decode.rs",
     "fuzz/fuzz_targets/live_protocol.rs",
+    "fuzz/fuzz_targets/wire.rs",
 ];
 
 /// The host triple: given to cargo so that RUSTFLAGS reach the target code only.

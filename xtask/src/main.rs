@@ -62,8 +62,9 @@ enum Task {
     /// target/bench/results.json and target/bench/results.md.
     Bench(bench::Options),
     /// Build the fuzz targets of fuzz/ (libFuzzer, AddressSanitizer) and run each for N
-    /// seconds: the registry, the ClickHouse config, DNS packets, ring-buffer records and the
-    /// live feed's lines. Prints each target's runs; fails on a crash, naming the input.
+    /// seconds: the registry, the ClickHouse config, DNS packets, ring-buffer records, the
+    /// live feed's lines and a connection's first bytes (TLS ClientHello, HTTP request). Prints
+    /// each target's runs; fails on a crash, naming the input.
     Fuzz(fuzz::Options),
     /// Build the Debian package (target/debian/nhiscope_VERSION_ARCH.deb): the release binary
     /// with its eBPF object, the hardened systemd unit, /etc/nhiscope's defaults, man pages
@@ -76,6 +77,9 @@ enum Task {
     /// Open and close one path N times (the benchmark's workload; prints JSON).
     #[command(hide = true)]
     OpenLoop(bench::open_loop::Options),
+    /// Loopback TCP workloads (the benchmark's; prints JSON).
+    #[command(hide = true)]
+    TcpLoop(bench::tcp_loop::Options),
 }
 
 fn main() -> Result<()> {
@@ -92,6 +96,7 @@ fn main() -> Result<()> {
         Task::Package(opts) => package::run(&opts).map(drop),
         Task::Container(opts) => container::run(&opts),
         Task::OpenLoop(opts) => bench::open_loop::run(&opts),
+        Task::TcpLoop(opts) => bench::tcp_loop::run(&opts),
     }
 }
 

@@ -52,6 +52,9 @@ const APT_PACKAGES: &[&str] = &[
     "python3-pip",
     "iproute2",
     "netcat-openbsd",
+    // tests/tests/established.rs: ssh with a deploy key against an sshd of its own on loopback.
+    "openssh-client",
+    "openssh-server",
     // `prometheus` and `promtool`: tests/tests/metrics.rs starts a server of its own on loopback
     // to scrape the daemon's `--metrics`, and checks the exposition with `promtool`.
     "prometheus",

@@ -2,7 +2,8 @@
 //! caller's context (so the current task is the connecting process). UDP: cgroup `connect4/6`
 //! and `sendmsg4/6` programs on the root cgroup see every destination a datagram socket is
 //! connected or sent to, in the sender's context; a process's datagrams to one destination are
-//! reported once per `UDP_INTERVAL_NS` (an LRU map remembers when), not once per packet.
+//! reported once per `UDP_INTERVAL_NS` (an LRU map remembers when), not once per packet. The
+//! same `connect4/6` programs mark a holder's TCP sockets for their first bytes (`probes::wire`).
 
 use aya_ebpf::{
     macros::{cgroup_sock_addr, tracepoint},
@@ -61,6 +62,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     0
 }
 
+const SOCK_STREAM: u32 = 1;
 const SOCK_DGRAM: u32 = 2;
 
 /// One `u32` of `struct bpf_sock_addr` at a constant offset: a direct context load (the
@@ -77,6 +79,11 @@ fn sa(ctx: &SockAddrContext, offset: usize) -> u32 {
 fn udp<const V6: bool>(ctx: &SockAddrContext) {
     // bpf_sock_addr: user_family 0, user_ip4 4, user_ip6 8..24, user_port 24, family 28,
     // type 32, protocol 36.
+    if sa(ctx, 32) == SOCK_STREAM {
+        // A TCP connect: marked for its first bytes when the caller is a holder.
+        super::wire::mark(ctx);
+        return;
+    }
     if sa(ctx, 32) != SOCK_DGRAM || sa(ctx, 36) != u32::from(IPPROTO_UDP) {
         return;
     }

@@ -99,6 +99,49 @@ pub fn current_fd_array() -> Option<u64> {
     }
 }
 
+/// The current task's file array and its number of slots (`fdt->max_fds`), by direct loads as
+/// in [`current_fd_array`].
+#[inline(always)]
+pub fn current_fd_table() -> Option<(u64, u32)> {
+    let o_files = offset(Offset::TaskFiles)?;
+    let o_fdt = offset(Offset::FilesFdt)?;
+    let o_fd = offset(Offset::FdtFd)?;
+    let o_max = offset(Offset::FdtMaxFds)?;
+    // SAFETY: typed kernel pointers the verifier checks member by member (see
+    // current_fd_array); the loads are the JIT's fault-safe kind.
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let files = core::ptr::read_volatile(task.add(o_files) as *const *const u8);
+        if files.is_null() {
+            return None;
+        }
+        let fdt = core::ptr::read_volatile(files.add(o_fdt) as *const *const u8);
+        if fdt.is_null() {
+            return None;
+        }
+        let fd = core::ptr::read_volatile(fdt.add(o_fd) as *const u64);
+        let max = core::ptr::read_volatile(fdt.add(o_max) as *const u32);
+        (fd != 0).then_some((fd, max))
+    }
+}
+
+/// The start time of the current process (its group leader's `start_time`, ns since boot): with
+/// the tgid, a process's identity over time.
+#[inline(always)]
+pub fn current_process_start() -> Option<u64> {
+    let o_leader = offset(Offset::TaskGroupLeader)?;
+    let o_start = offset(Offset::TaskStartTime)?;
+    // SAFETY: typed kernel pointers, as in current_fd_array.
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let leader = core::ptr::read_volatile(task.add(o_leader) as *const *const u8);
+        if leader.is_null() {
+            return None;
+        }
+        Some(core::ptr::read_volatile(leader.add(o_start) as *const u64))
+    }
+}
+
 /// The `struct file *` array of `task`'s open files.
 #[inline(always)]
 pub fn fd_array(task: u64) -> Option<u64> {

@@ -5,6 +5,8 @@ pub mod files;
 pub mod filter;
 pub mod open;
 pub mod process;
+pub mod sockets;
+pub mod wire;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},

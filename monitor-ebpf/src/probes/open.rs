@@ -26,7 +26,7 @@ use monitor_common::{
     NAMES_COMPLETE, PARENT_SCAN_CUT, PATH_CAP, PATH_TRUNCATED, PATH_UNREAD, STDOUT_PIPE,
 };
 
-use super::{arg, files, filter, header};
+use super::{arg, files, filter, header, sockets};
 use crate::maps::{
     count_loss, FailedKey, FailedWindow, CONFIG, EVENTS, FAILED_OPENS, NAME_SCRATCH, OPEN_SCRATCH,
     URING_OPENS, URING_SCRATCH,
@@ -98,9 +98,11 @@ struct Open {
 }
 
 /// Decide an open, and send it when it is watched. `fill` writes the fields only the door knows
-/// (`dfd`, `open_flags`) into the reserved record.
+/// (`dfd`, `open_flags`) into the reserved record. Returns the opened file's inode number when a
+/// successful open into the task's file table was sent: the caller then looks for the
+/// connections the task already has open (`sockets::once`).
 #[inline(always)]
-fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
+fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<u64> {
     let ret = o.ret;
     let flags = CONFIG.get(config::FLAGS).copied().unwrap_or(0);
     let all = flags & config::FLAG_ALL_OPENS != 0;
@@ -243,10 +245,19 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<()> {
             crate::maps::wakeup_before(size as u64),
         )
     };
+    // A reader of a registered credential holds it, whether or not its record got through.
+    // SAFETY: as above.
+    let evflags = unsafe { (*ev).flags };
+    if evflags & monitor_common::MATCH_INODE != 0 && o.ret >= 0 {
+        super::wire::opened_credential(task, evflags);
+    }
     if ret < 0 {
         count_loss(LossCause::RingbufOpen);
+        return None;
     }
-    Some(())
+    // SAFETY: as above.
+    let ino = unsafe { (*ev).ino };
+    (o.ret >= 0 && o.in_table && ino != 0).then_some(ino)
 }
 
 /// Where `OpenEvent::names` starts: what every open record carries before its names.
@@ -290,7 +301,7 @@ fn exit(ctx: &TracePointContext, l: Layout) -> Option<()> {
         Some(reg) => Arg::User(reg),
         None => Arg::None,
     };
-    report(
+    let ino = report(
         Open {
             op: l.op,
             ret,
@@ -313,7 +324,9 @@ fn exit(ctx: &TracePointContext, l: Layout) -> Option<()> {
                 _ => l.flags.and_then(files::syscall_arg).unwrap_or(0) as u32,
             };
         },
-    )
+    )?;
+    sockets::once(ctx, ino);
+    Some(())
 }
 
 /// io_uring opcodes that open files (`IORING_OP_OPENAT`, `IORING_OP_OPENAT2`).
@@ -386,7 +399,7 @@ fn uring_complete(ctx: &TracePointContext, req: u64) -> Option<()> {
         Some(u) => (u.dfd, Arg::Kernel(u.path.as_ptr() as u64)),
         None => (AT_FDCWD, Arg::None),
     };
-    let _ = report(
+    let sent = report(
         Open {
             op: OpenOp::IoUring,
             ret: i64::from(res),
@@ -397,6 +410,9 @@ fn uring_complete(ctx: &TracePointContext, req: u64) -> Option<()> {
     );
     if kept.is_some() {
         let _ = URING_OPENS.remove(&req);
+    }
+    if let Some(ino) = sent {
+        sockets::once(ctx, ino);
     }
     Some(())
 }

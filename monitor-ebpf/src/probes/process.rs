@@ -203,6 +203,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     if pid != tgid {
         return 0;
     }
+    super::wire::fork(pid as u32);
     match EVENTS.reserve::<ForkEvent>(0) {
         Some(mut slot) => {
             slot.write(ForkEvent {
@@ -224,6 +225,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if group_dead == 0 {
         return 0;
     }
+    super::wire::exit((bpf_get_current_pid_tgid() >> 32) as u32);
     match EVENTS.reserve::<ExitEvent>(0) {
         Some(mut slot) => {
             slot.write(ExitEvent {

@@ -220,6 +220,7 @@ impl DaemonArgs {
             pods_log_dir: given(matches, "pods_log_dir").then(|| self.pods_log_dir.clone()),
             containers_log_dir: given(matches, "containers_log_dir")
                 .then(|| self.containers_log_dir.clone()),
+            wire_all_connections: self.wire_all_connections.then_some(true),
             clickhouse_url: self.clickhouse.clickhouse.clone(),
             clickhouse_config: self.clickhouse.clickhouse_config.clone(),
         }
@@ -307,6 +308,13 @@ pub struct DaemonArgs {
     /// which give events of processes in a pod their `container_name`.
     #[arg(long, value_name = "DIR", default_value = crate::domain::kubernetes::DEFAULT_CONTAINERS_LOG_DIR)]
     pub containers_log_dir: PathBuf,
+
+    /// Read the first bytes (TLS server name and ALPN, HTTP/1.x method, host and path) of every
+    /// process's TCP connections, not only of processes that hold an NHI: `request` events
+    /// without an NHI then show which APIs the host talks to. Costs one copy of at most 512
+    /// bytes per connection. Config key `wire_all_connections`.
+    #[arg(long)]
+    pub wire_all_connections: bool,
 
     /// Where events are stored (ClickHouse); off when neither flag nor config gives a URL.
     #[command(flatten)]

@@ -55,6 +55,8 @@ pub struct Options {
     pub containers_log_dir: PathBuf,
     /// `--config FILE`: read again on SIGHUP.
     pub reload: Option<crate::app::config::Reload>,
+    /// `--wire-all-connections`: every process's connections are read for their first bytes.
+    pub wire_all_connections: bool,
 }
 
 /// Why the daemon stopped with an error. Each variant keeps its cause (`source()`); the
@@ -459,6 +461,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         offsets: Some(kernel_offsets()?),
         ringbuf_bytes: opts.ringbuf_bytes,
         all_opens: opts.all_opens,
+        all_connections: opts.wire_all_connections,
     };
     let mut probes = Probes::load(&p.plan, &load).map_err(DaemonError::Probes)?;
     let (ring, ring_fill) = probes.take_ring().map_err(DaemonError::Ring)?;
@@ -473,6 +476,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
     let host = opts.hostname.clone().unwrap_or_else(hostname);
     let mut engine = Engine::new(Arc::new(p.registry), "/proc", Clock::now(), host);
     engine.set_cmdline_mode(opts.cmdline);
+    engine.set_wire_all_connections(opts.wire_all_connections);
     engine.set_kubernetes_dirs(&opts.pods_log_dir, &opts.containers_log_dir);
     let seeded = engine.seed_processes();
     // The live feed listens before `ready` is printed: a client started after it connects.
@@ -705,6 +709,12 @@ impl Daemon {
     }
 
     fn emit(&mut self) -> Result<(), DaemonError> {
+        // New holders' connections are marked in the kernel from now on (`probes::wire`).
+        let mut changes = Vec::new();
+        self.engine.take_holder_changes(&mut changes);
+        if let Err(e) = self.probes.set_holders(&changes) {
+            log::warn!("the kernel's holder set: {e}; some holders' requests are not read");
+        }
         self.outputs.emit(&mut self.out)
     }
 
@@ -1070,7 +1080,11 @@ impl Outputs {
         }
         self.json.flush().map_err(failed)?;
         match &self.store {
-            Some(store) => store.send_owned(out),
+            Some(store) => {
+                // The tables have no request kind or columns yet (a later migration).
+                out.retain(|e| e.kind != Kind::Request);
+                store.send_owned(out)
+            }
             None => out.clear(),
         }
         Ok(())
@@ -1186,6 +1200,7 @@ fn metrics_sample(
         kernel_losses: probes.losses(),
         records: engine.stats.records,
         parent_pipe_undetermined: engine.stats.parent_pipe_undetermined,
+        judged_forgotten: engine.stats.judged_forgotten,
         dns: engine.dns_stats(),
         dns_cached_addresses: engine.dns_cached_addresses(),
         store: store.map(crate::publish::store::StoreHandle::stats),

@@ -6,6 +6,7 @@
 
 use monitor_common::{
     ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, OpenEvent, Pod,
+    RequestEvent,
 };
 use thiserror::Error;
 
@@ -17,6 +18,8 @@ pub enum KernelEvent {
     Fork(ForkEvent),
     Exit(ExitEvent),
     Connect(ConnectEvent),
+    /// A connection's first bytes (parsed by `domain::wire`, never kept).
+    Request(Box<RequestEvent>),
 }
 
 impl KernelEvent {
@@ -27,6 +30,7 @@ impl KernelEvent {
             Self::Fork(e) => &e.hdr,
             Self::Exit(e) => &e.hdr,
             Self::Connect(e) => &e.hdr,
+            Self::Request(e) => &e.hdr,
         }
     }
 }
@@ -74,7 +78,10 @@ pub fn recycle(ev: KernelEvent) {
     match ev {
         KernelEvent::Open(b) => SPARE_OPEN.with(|s| s.set(Some(b))),
         KernelEvent::Exec(b) => SPARE_EXEC.with(|s| s.set(Some(b))),
-        KernelEvent::Fork(_) | KernelEvent::Exit(_) | KernelEvent::Connect(_) => {}
+        KernelEvent::Fork(_)
+        | KernelEvent::Exit(_)
+        | KernelEvent::Connect(_)
+        | KernelEvent::Request(_) => {}
     }
 }
 
@@ -146,6 +153,12 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         EventKind::Fork => KernelEvent::Fork(read(bytes, "a fork")?),
         EventKind::Exit => KernelEvent::Exit(read(bytes, "an exit")?),
         EventKind::Connect => KernelEvent::Connect(read(bytes, "a connect")?),
+        EventKind::Request => KernelEvent::Request(boxed(
+            bytes,
+            "a request",
+            std::mem::size_of::<RequestEvent>(),
+            None,
+        )?),
     })
 }
 
@@ -334,6 +347,24 @@ mod tests {
             stdin_pipe: 99,
         };
         assert_eq!(decode(&encode(&n)), Ok(KernelEvent::Connect(n)));
+        let mut r = monitor_common::RequestEvent {
+            hdr: hdr(EventKind::Request),
+            family: AF_INET6,
+            sport: 40000,
+            dport: 443,
+            proto: monitor_common::IPPROTO_TCP,
+            saddr: [0; 16],
+            daddr,
+            len: 3,
+            payload_len: 3,
+            data: [0; monitor_common::WIRE_CAP],
+        };
+        r.data[..3].copy_from_slice(b"GET");
+        assert_eq!(decode(&encode(&r)), Ok(KernelEvent::Request(Box::new(r))));
+        assert!(
+            decode(&encode(&r)[..100]).is_err(),
+            "a cut request is refused"
+        );
         assert_eq!(comm(&n.hdr), "curl");
     }
 

@@ -19,12 +19,14 @@ use std::{
 use crate::domain::host::FileId;
 use crate::domain::host::Host;
 
-use monitor_common::{ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, AF_INET};
+use monitor_common::{
+    ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, RequestEvent, AF_INET,
+};
 
 use crate::{
     domain::decode::{self, KernelEvent},
     domain::event::{errno_name, Dev, Event, Kind, Proto, SharedStr, Ts},
-    domain::proctable::ProcTable,
+    domain::proctable::{ConnKey, ProcTable, JUDGED_CAP},
     domain::registry::{Placement, Registry},
     domain::resolve,
     domain::verdict::{self, Actor},
@@ -73,6 +75,9 @@ pub struct Stats {
     /// the kernel compares (`monitor_common::PARENT_SCAN_CUT`): the parent is taken to hold the
     /// NHI, since a process can place a descriptor that high at will.
     pub parent_pipe_undetermined: u64,
+    /// Connections a holder's judged list forgot to make room (see `Process::judged`): one of
+    /// them found open again at a later credential read is judged again.
+    pub judged_forgotten: u64,
 }
 
 /// How long a credential file's modification time is trusted before it is read again.
@@ -117,6 +122,7 @@ pub struct Engine<H: Host> {
     /// Command names of records, shared by the events made of them.
     comms: decode::Comms,
     pub stats: Stats,
+    wire: WireState,
 }
 
 /// Where a cgroup places its processes: the container and the Kubernetes pod, from its path.
@@ -194,6 +200,7 @@ impl<H: Host> Engine<H> {
             pipeline_pipes: std::collections::HashSet::new(),
             comms: decode::Comms::default(),
             stats: Stats::default(),
+            wire: WireState::default(),
         }
     }
 
@@ -270,6 +277,7 @@ impl<H: Host> Engine<H> {
             KernelEvent::Fork(f) => self.procs.fork(f.hdr.pid, f.child_tid, &self.sys),
             KernelEvent::Exit(x) => self.exit(&x.hdr, out),
             KernelEvent::Connect(c) => self.connect(c, out),
+            KernelEvent::Request(r) => self.request(r, out),
         }
         decode::recycle(ev);
         self.stats.events += (out.len() - before) as u64;
@@ -548,6 +556,7 @@ impl<H: Host> Engine<H> {
             cgroup: cgroup.as_deref(),
             container: container.as_deref(),
         };
+        let mut declared = false;
         for nhi in self.holder_nhis.iter().filter_map(|&i| reg.nhis.get(i)) {
             if nhi
                 .holders
@@ -558,7 +567,11 @@ impl<H: Host> Engine<H> {
                     .lookup(pid, &self.sys)
                     .holds
                     .insert(Arc::from(nhi.id.as_str()));
+                declared = true;
             }
+        }
+        if declared {
+            self.note_holder(pid);
         }
         self.holder_event(Kind::Exec, &x.hdr, out);
     }
@@ -566,6 +579,9 @@ impl<H: Host> Engine<H> {
     fn exit(&mut self, hdr: &EventHeader, out: &mut Vec<Event>) {
         self.holder_event(Kind::Exit, hdr, out);
         self.procs.exit(hdr.pid);
+        if self.wire.holders.remove(&hdr.pid) {
+            self.wire.changes.push((hdr.pid, false));
+        }
     }
 
     /// Exec and exit are reported for processes that hold an NHI: they bound its use.
@@ -615,6 +631,7 @@ impl<H: Host> Engine<H> {
             }
         }
         let ppid = p.ppid;
+        self.note_holder(pid);
         if ppid <= 1 {
             return;
         }
@@ -633,6 +650,7 @@ impl<H: Host> Engine<H> {
             if !p.holds_via_pipe.contains(&(Arc::clone(&id), o.stdout_ino)) {
                 p.holds_via_pipe.push((id, o.stdout_ino));
             }
+            self.note_holder(ppid);
         }
     }
 
@@ -673,28 +691,37 @@ impl<H: Host> Engine<H> {
                 }
             }
         }
-        let mut held = self.held_by(c.hdr.pid);
-        let reg = Arc::clone(&self.registry);
-        // Declared holders, judged on the process as the table has it (borrowed: most
-        // connections are by processes that hold nothing).
-        let p = self.procs.lookup(c.hdr.pid, &self.sys);
-        let at = Placement {
-            cgroup: p.cgroup.as_deref(),
-            container: p.container.as_deref(),
-        };
-        for nhi in self.holder_nhis.iter().filter_map(|&i| reg.nhis.get(i)) {
-            if let Some(h) = &nhi.holders {
-                if h.admits(&p.exe, p.script.as_deref(), c.hdr.uid, at)
-                    && !held.iter().any(|id| **id == *nhi.id)
-                {
-                    held.push(Arc::from(nhi.id.as_str()));
-                }
-            }
-        }
+        let mut held = self.connection_holdings(c.hdr.pid, c.hdr.uid);
         if held.is_empty() {
             return;
         }
+        let reg = Arc::clone(&self.registry);
         let (daddr, saddr) = addrs(c);
+        let udp = c.proto == monitor_common::IPPROTO_UDP;
+        // A connection the process already had when it read a credential (the kernel found it
+        // in its file table right after that read): judged for each NHI it holds, unless its
+        // destination was already judged for that NHI (a connection made while holding it, or
+        // found at an earlier read).
+        let existing = c.hdr.flags & monitor_common::HDR_EXISTING != 0;
+        let key = ConnKey {
+            udp,
+            daddr,
+            dport: c.dport,
+        };
+        let p = self.procs.lookup(c.hdr.pid, &self.sys);
+        if existing {
+            held.retain(|id| !p.judged.iter().any(|(k, j)| *k == key && j == id));
+            if held.is_empty() {
+                return;
+            }
+        }
+        for id in &held {
+            if p.judged.len() >= JUDGED_CAP {
+                p.judged.pop_front();
+                self.stats.judged_forgotten += 1;
+            }
+            p.judged.push_back((key, Arc::clone(id)));
+        }
         let names = self.dns.names(daddr, self.sys.now());
         let now = self.clock.wall(c.hdr.ts_ns);
         let interactive = self.is_interactive(c.hdr.pid, c.hdr.flags);
@@ -703,11 +730,8 @@ impl<H: Host> Engine<H> {
                 continue;
             };
             let mut e = self.base(Kind::Connect, &c.hdr);
-            e.proto = Some(if c.proto == monitor_common::IPPROTO_UDP {
-                Proto::Udp
-            } else {
-                Proto::Tcp
-            });
+            e.proto = Some(if udp { Proto::Udp } else { Proto::Tcp });
+            e.established_before_use = existing;
             e.daddr = Some(daddr);
             e.dport = Some(c.dport);
             e.saddr = Some(saddr);
@@ -716,13 +740,136 @@ impl<H: Host> Engine<H> {
             e.nhi = Some(id.to_string());
             let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
             let actor = Actor::of(&e, interactive, cgroup.as_deref());
-            let decision = verdict::connect(nhi, &actor, daddr, c.dport, &names, now);
+            let decision = verdict::connect(nhi, &actor, daddr, c.dport, &names, existing, now);
             e.verdict = decision.verdict;
             e.drift = decision.drift;
             e.reason = decision.reason;
             out.push(e);
         }
     }
+}
+
+impl<H: Host> Engine<H> {
+    /// The NHIs a connection of `pid` (run by `uid`) carries: its holdings, and those of the
+    /// `holders:` it is among, judged on the process as the table has it.
+    fn connection_holdings(&mut self, pid: u32, uid: u32) -> Vec<Arc<str>> {
+        let mut held = self.held_by(pid);
+        let reg = Arc::clone(&self.registry);
+        // Borrowed: most connections are by processes that hold nothing.
+        let p = self.procs.lookup(pid, &self.sys);
+        let at = Placement {
+            cgroup: p.cgroup.as_deref(),
+            container: p.container.as_deref(),
+        };
+        for nhi in self.holder_nhis.iter().filter_map(|&i| reg.nhis.get(i)) {
+            if let Some(h) = &nhi.holders {
+                if h.admits(&p.exe, p.script.as_deref(), uid, at)
+                    && !held.iter().any(|id| **id == *nhi.id)
+                {
+                    held.push(Arc::from(nhi.id.as_str()));
+                }
+            }
+        }
+        if !held.is_empty() {
+            self.note_holder(pid);
+        }
+        held
+    }
+
+    /// `pid` holds an NHI: its next TCP connections are to be marked for their first bytes.
+    fn note_holder(&mut self, pid: u32) {
+        if self.wire.holders.insert(pid) {
+            self.wire.changes.push((pid, true));
+        }
+    }
+
+    /// Mark every process's connections for their first bytes, not only holders' (the daemon's
+    /// `--wire-all-connections`): their request events then carry no NHI.
+    pub fn set_wire_all_connections(&mut self, all: bool) {
+        self.wire.all = all;
+    }
+
+    /// Processes that became holders (`true`) or ended (`false`) since the last call, for the
+    /// kernel's holder set; `out` is cleared first.
+    pub fn take_holder_changes(&mut self, out: &mut Vec<(u32, bool)>) {
+        out.clear();
+        out.append(&mut self.wire.changes);
+    }
+
+    /// A connection's first bytes: one `request` event per NHI its process holds (none for a
+    /// process that holds nothing, unless every connection is read), with what the bytes said
+    /// and the verdict on that API. The bytes are dropped here.
+    fn request(&mut self, r: &RequestEvent, out: &mut Vec<Event>) {
+        let data = &r.data[..(r.len as usize).min(r.data.len())];
+        let wire = crate::domain::wire::parse(data);
+        let held = self.connection_holdings(r.hdr.pid, r.hdr.uid);
+        if held.is_empty() && !self.wire.all {
+            return;
+        }
+        let c = ConnectEvent {
+            hdr: r.hdr,
+            family: r.family,
+            sport: r.sport,
+            dport: r.dport,
+            proto: r.proto,
+            saddr: r.saddr,
+            daddr: r.daddr,
+            stdin_pipe: 0,
+        };
+        let (daddr, saddr) = addrs(&c);
+        let names = self.dns.names(daddr, self.sys.now());
+        let now = self.clock.wall(r.hdr.ts_ns);
+        let interactive = if held.is_empty() {
+            false
+        } else {
+            self.is_interactive(r.hdr.pid, r.hdr.flags)
+        };
+        let reg = Arc::clone(&self.registry);
+        let fill = |e: &mut Event| {
+            e.proto = Some(Proto::Tcp);
+            e.daddr = Some(daddr);
+            e.dport = Some(r.dport);
+            e.saddr = Some(saddr);
+            e.sport = Some(r.sport);
+            e.dns_names = Some(names.clone());
+            e.wire = wire.clone();
+        };
+        if held.is_empty() {
+            let mut e = self.base(Kind::Request, &r.hdr);
+            fill(&mut e);
+            e.reason =
+                verdict::unheld_request(&Actor::of(&e, false, None), &e.wire, daddr, r.dport);
+            out.push(e);
+            return;
+        }
+        for id in held {
+            let Some(nhi) = reg.nhis.iter().find(|n| *n.id == *id) else {
+                continue;
+            };
+            let mut e = self.base(Kind::Request, &r.hdr);
+            fill(&mut e);
+            e.nhi = Some(id.to_string());
+            let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
+            let actor = Actor::of(&e, interactive, cgroup.as_deref());
+            let decision = verdict::request(nhi, &actor, daddr, r.dport, &names, &e.wire, now);
+            e.verdict = decision.verdict;
+            e.drift = decision.drift;
+            e.reason = decision.reason;
+            out.push(e);
+        }
+    }
+}
+
+/// The engine's side of reading holders' first bytes: which processes it told the kernel
+/// about, and what it has still to tell.
+#[derive(Debug, Default)]
+struct WireState {
+    /// Processes the daemon has put in the kernel's holder set.
+    holders: std::collections::HashSet<u32>,
+    /// Additions (`true`) and removals (`false`) not yet taken by the daemon.
+    changes: Vec<(u32, bool)>,
+    /// Every process's connections are read.
+    all: bool,
 }
 
 fn addrs(c: &ConnectEvent) -> (IpAddr, IpAddr) {
@@ -906,6 +1053,94 @@ mod tests {
             (Verdict::Unregistered, None)
         );
         assert_eq!(e.stats.filter_false_positives, 1);
+    }
+
+    /// A connection the kernel found open in the process's file table at a credential read.
+    fn existing(pid: u32, addr: [u8; 4], port: u16) -> KernelEvent {
+        let KernelEvent::Connect(mut c) = connect(pid, addr, port) else {
+            unreachable!("connect() makes a connect record")
+        };
+        c.hdr.flags |= monitor_common::HDR_EXISTING;
+        c.sport = 40000;
+        KernelEvent::Connect(c)
+    }
+
+    #[test]
+    fn a_connection_open_before_the_read_is_judged_once_per_nhi_and_destination() {
+        let reg = "nhis:\n  - id: a\n    credentials: [/srv/a]\n    endpoints:\n      - cidr: 10.0.0.0/8\n  - id: b\n    credentials: [/srv/b]\n    endpoints:\n      - cidr: 192.0.2.0/24\n";
+        let (mut e, _root) = engine(reg);
+        let mut out = Vec::new();
+        // Not a holder: what the kernel found is dropped, as its connects are.
+        e.handle(existing(30, [10, 0, 0, 1], 22), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        e.handle(open(30, 0, "/srv/a", 3), &mut out);
+        e.handle(existing(30, [10, 0, 0, 1], 22), &mut out);
+        // Found again at a read of another file of the same NHI: already judged.
+        e.handle(existing(30, [10, 0, 0, 1], 22), &mut out);
+        // A destination it connected to while holding a: judged then, not again.
+        e.handle(connect(30, [10, 0, 0, 2], 443), &mut out);
+        e.handle(existing(30, [10, 0, 0, 2], 443), &mut out);
+        // Reading b's credential: both are judged for b, and only for b.
+        e.handle(open(30, 0, "/srv/b", 3), &mut out);
+        e.handle(existing(30, [10, 0, 0, 1], 22), &mut out);
+        e.handle(existing(30, [10, 0, 0, 2], 443), &mut out);
+        let conns: Vec<(&str, bool, u16, Verdict)> = out
+            .iter()
+            .filter(|x| x.kind == Kind::Connect)
+            .map(|x| {
+                (
+                    x.nhi.as_deref().unwrap_or(""),
+                    x.established_before_use,
+                    x.dport.unwrap_or(0),
+                    x.verdict,
+                )
+            })
+            .collect();
+        assert_eq!(
+            conns,
+            [
+                ("a", true, 22, Verdict::Ok),
+                ("a", false, 443, Verdict::Ok),
+                ("b", true, 22, Verdict::Drift),
+                ("b", true, 443, Verdict::Drift),
+            ]
+        );
+        let first = out
+            .iter()
+            .find(|x| x.kind == Kind::Connect)
+            .expect("a connect");
+        assert_eq!(first.sport, Some(40000));
+        assert!(
+            first
+                .reason
+                .contains("had a connection open to 10.0.0.1:22 when it read"),
+            "{}",
+            first.reason
+        );
+        let mut line = Vec::new();
+        first.write_json(&mut line);
+        let line = String::from_utf8(line).expect("utf8");
+        assert!(line.contains(",\"established_before_use\":true,"), "{line}");
+    }
+
+    #[test]
+    fn a_holder_remembers_256_judged_destinations_and_forgets_the_oldest() {
+        let (mut e, _root) = engine(REG);
+        let mut out = Vec::new();
+        e.handle(open(31, 0, "/srv/app/token", 3), &mut out);
+        for i in 0..=JUDGED_CAP {
+            let [a, b] = (i as u16).to_be_bytes();
+            e.handle(connect(31, [10, 9, a, b], 443), &mut out);
+        }
+        assert_eq!(e.stats.judged_forgotten, 1);
+        out.clear();
+        // The second destination is still remembered; the first was forgotten: found open at
+        // a later read, it is judged again.
+        e.handle(existing(31, [10, 9, 0, 1], 443), &mut out);
+        e.handle(existing(31, [10, 9, 0, 0], 443), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].daddr, Some(IpAddr::from([10, 9, 0, 0])));
+        assert!(out[0].established_before_use);
     }
 
     #[test]

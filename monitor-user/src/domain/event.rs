@@ -33,6 +33,9 @@ pub enum Kind {
     Exit,
     Dns,
     Loss,
+    /// The first bytes of a holder's TCP connection: the API it talks to (`sni`, `alpn`,
+    /// `http_*`). An event of its own, after the connect's: the bytes come after the SYN.
+    Request,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             Self::Exit => "exit",
             Self::Dns => "dns",
             Self::Loss => "loss",
+            Self::Request => "request",
         }
     }
 }
@@ -79,16 +83,23 @@ pub enum DriftKind {
     Expired,
     StaleCredential,
     InteractiveUse,
+    /// A request's server name, method or path is outside the declared ones of an endpoint
+    /// whose address is allowed.
+    ApiOutOfScope,
+    /// The server name on the wire is not among the names DNS answers gave for the address.
+    NameMismatch,
 }
 
 impl DriftKind {
     /// Every kind.
-    pub const ALL: [DriftKind; 5] = [
+    pub const ALL: [DriftKind; 7] = [
         DriftKind::ReaderOutOfScope,
         DriftKind::EndpointOutOfScope,
         DriftKind::Expired,
         DriftKind::StaleCredential,
         DriftKind::InteractiveUse,
+        DriftKind::ApiOutOfScope,
+        DriftKind::NameMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +109,8 @@ impl DriftKind {
             Self::Expired => "expired",
             Self::StaleCredential => "stale_credential",
             Self::InteractiveUse => "interactive_use",
+            Self::ApiOutOfScope => "api_out_of_scope",
+            Self::NameMismatch => "name_mismatch",
         }
     }
 
@@ -636,6 +649,10 @@ pub struct Event {
     /// connect: hostnames DNS answers on this host gave for `daddr`.
     #[serde(default)]
     pub dns_names: Option<Vec<String>>,
+    /// connect: the connection was already open when the process read the credential (made
+    /// earlier, or inherited), judged at that read; written only when true.
+    #[serde(default)]
+    pub established_before_use: bool,
     /// loss: how many records were lost, and why.
     #[serde(default)]
     pub count: Option<u64>,
@@ -648,6 +665,10 @@ pub struct Event {
     pub drift: Vec<DriftKind>,
     #[serde(default)]
     pub reason: String,
+    /// request: what the connection's first bytes said (server name, ALPN, TLS version, HTTP
+    /// method, host and path), each only when known; written only when present.
+    #[serde(flatten)]
+    pub wire: crate::domain::wire::WireFields,
 }
 
 impl Event {
@@ -687,12 +708,14 @@ impl Event {
             saddr: None,
             sport: None,
             dns_names: None,
+            established_before_use: false,
             count: None,
             cause: None,
             nhi: None,
             verdict: Verdict::Ok,
             drift: Vec::new(),
             reason: String::new(),
+            wire: crate::domain::wire::WireFields::default(),
         }
     }
 
@@ -768,6 +791,9 @@ impl Event {
             out.extend_from_slice(b",\"dns_names\":");
             json::strs(out, names);
         }
+        if self.established_before_use {
+            out.extend_from_slice(b",\"established_before_use\":true");
+        }
         json::opt_uint(out, b",\"count\":", self.count);
         json::opt_str(out, b",\"cause\":", self.cause.as_deref());
         out.extend_from_slice(b",\"nhi\":");
@@ -788,6 +814,7 @@ impl Event {
         }
         out.extend_from_slice(b"],\"reason\":");
         json::str(out, &self.reason);
+        self.wire.write_json(out);
         out.push(b'}');
     }
 
@@ -859,7 +886,7 @@ mod de {
 
 /// The pieces of a JSON line, written as `serde_json` writes them (its string escapes, its
 /// number forms), so that the line stays what readers of earlier versions parsed.
-mod json {
+pub(crate) mod json {
     use std::{io::Write as _, net::IpAddr};
 
     /// Bytes a JSON string must escape: `"`, `\` and the control characters.

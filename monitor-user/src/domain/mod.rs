@@ -22,3 +22,4 @@ pub mod scope;
 pub mod text;
 pub mod verdict;
 pub mod watchlist;
+pub mod wire;

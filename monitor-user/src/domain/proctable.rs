@@ -24,6 +24,19 @@ use crate::{
     domain::redact::{CmdlineMode, Kept},
 };
 
+/// A destination as a holder's judged list knows it: its protocol and peer (the local port is
+/// not known yet when the kernel sees a connection start, so two connections to one peer are
+/// one destination, judged alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnKey {
+    pub udp: bool,
+    pub daddr: std::net::IpAddr,
+    pub dport: u16,
+}
+
+/// Connections remembered per holder as judged (see `Process::judged`).
+pub const JUDGED_CAP: usize = 256;
+
 /// What is known about one process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Process {
@@ -44,6 +57,11 @@ pub struct Process {
     /// pipeline's (another process reads it as its stdin), since then the parent only held it
     /// for a moment while starting both sides (`cat token | curl -d @- ...`).
     pub holds_via_pipe: Vec<(Arc<str>, u64)>,
+    /// Destinations judged for an NHI this process holds, with that NHI: a connection the
+    /// process already had open is judged when it reads a credential, unless its destination
+    /// was already judged for that NHI (see `Engine::connect`). Only holders have any; at most
+    /// [`JUDGED_CAP`], oldest forgotten first.
+    pub judged: std::collections::VecDeque<(ConnKey, Arc<str>)>,
     /// Session id (`setsid`), from /proc when it could be read.
     pub sid: u32,
     /// Whether the process has a controlling terminal.
@@ -73,6 +91,7 @@ impl Process {
             cmdline: SharedArgs::default(),
             holds: BTreeSet::new(),
             holds_via_pipe: Vec::new(),
+            judged: std::collections::VecDeque::new(),
             sid: 0,
             tty: false,
             container: None,

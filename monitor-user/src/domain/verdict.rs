@@ -14,6 +14,7 @@ use std::{fmt::Write as _, net::IpAddr, time::SystemTime};
 use crate::{
     domain::event::{DriftKind, Verdict},
     domain::registry::{Interactive, Nhi, Placement},
+    domain::wire::WireFields,
 };
 
 /// A piece of a sentence: text, a number, an address.
@@ -337,6 +338,7 @@ fn assess_connect(
     addr: IpAddr,
     port: u16,
     names: &[String],
+    existing: bool,
     now: SystemTime,
 ) -> Findings {
     let mut f = Findings::default();
@@ -352,11 +354,12 @@ fn assess_connect(
                     actor.describe(),
                     ", holding NHI ",
                     nhi.id,
-                    ", connected to ",
+                    connected(existing),
                     name,
                     open,
                     SockAddr(addr, port),
                     close,
+                    before_use(existing),
                     ", which is not among its declared endpoints."
                 ),
             );
@@ -413,33 +416,56 @@ fn opened(failed: bool) -> &'static str {
     }
 }
 
-/// A connection to `addr:port` (known by the DNS names `names`) by a holder of `nhi`: drift,
-/// or in scope.
+/// A connection to `addr:port` (known by the DNS names `names`) by a holder of `nhi`
+/// (`existing`: one it already had open when it read the credential, judged at that read):
+/// drift, or in scope.
 pub fn connect(
     nhi: &Nhi,
     actor: &Actor<'_>,
     addr: IpAddr,
     port: u16,
     names: &[String],
+    existing: bool,
     now: SystemTime,
 ) -> Decision {
-    Decision::of(assess_connect(nhi, actor, addr, port, names, now), || {
-        sentence!(
-            actor.name(),
-            " (pid ",
-            actor.pid,
-            "), holding NHI ",
-            nhi.id,
-            ", connected to ",
-            SockAddr(addr, port),
-            if nhi.endpoints.is_some() {
-                ", a declared endpoint"
-            } else {
-                "; its endpoints are not restricted"
-            },
-            "."
-        )
-    })
+    Decision::of(
+        assess_connect(nhi, actor, addr, port, names, existing, now),
+        || {
+            sentence!(
+                actor.name(),
+                " (pid ",
+                actor.pid,
+                "), holding NHI ",
+                nhi.id,
+                connected(existing),
+                SockAddr(addr, port),
+                before_use(existing),
+                if nhi.endpoints.is_some() {
+                    ", a declared endpoint"
+                } else {
+                    "; its endpoints are not restricted"
+                },
+                "."
+            )
+        },
+    )
+}
+
+/// How a sentence says that a holder connected: as it did, or as it already had.
+fn connected(existing: bool) -> &'static str {
+    if existing {
+        ", had a connection open to "
+    } else {
+        ", connected to "
+    }
+}
+
+fn before_use(existing: bool) -> &'static str {
+    if existing {
+        " when it read the credential"
+    } else {
+        ""
+    }
 }
 
 /// What a holder of an NHI did to its process: the use of the NHI is bounded by it.
@@ -466,6 +492,141 @@ pub fn holder(actor: &Actor<'_>, id: &str, what: Lifecycle) -> Decision {
         },
         "."
     ))
+}
+
+/// The first bytes of a connection to `addr:port` (known by the DNS names `names`) by a holder
+/// of `nhi`, as `wire` read them: the connection's own drift (as [`connect`] finds it), and
+/// whether the API they name is a declared one (`api_out_of_scope`) and their server name one
+/// DNS gave for the address (`name_mismatch`).
+pub fn request(
+    nhi: &Nhi,
+    actor: &Actor<'_>,
+    addr: IpAddr,
+    port: u16,
+    names: &[String],
+    wire: &WireFields,
+    now: SystemTime,
+) -> Decision {
+    let mut f = assess_connect(nhi, actor, addr, port, names, false, now);
+    let server = wire.server_name();
+    if let Some(endpoints) = &nhi.endpoints {
+        let at: Vec<_> = endpoints
+            .iter()
+            .filter(|e| e.allows(addr, port, names))
+            .collect();
+        let method = wire.http_method.as_deref();
+        let path = wire.http_path.as_deref();
+        if !at.is_empty() && !at.iter().any(|e| e.allows_api(server, method, path)) {
+            f.add(
+                DriftKind::ApiOutOfScope,
+                sentence!(
+                    actor.describe(),
+                    ", holding NHI ",
+                    nhi.id,
+                    ", sent ",
+                    Api(wire),
+                    " to ",
+                    SockAddr(addr, port),
+                    ", which is not among the APIs declared for that endpoint."
+                ),
+            );
+        }
+        if let Some(server) = server {
+            let known = names.iter().any(|n| {
+                n.strip_suffix('.')
+                    .unwrap_or(n)
+                    .eq_ignore_ascii_case(server)
+            });
+            // An address DNS named nothing for is judged only where no address block allows
+            // it: a `cidr` entry declares the address itself, whatever name it is asked by.
+            let by_cidr = names.is_empty()
+                && endpoints
+                    .iter()
+                    .any(|e| e.cidr.is_some() && e.allows(addr, port, names));
+            if !known && !by_cidr {
+                f.add(
+                    DriftKind::NameMismatch,
+                    sentence!(
+                        actor.describe(),
+                        ", holding NHI ",
+                        nhi.id,
+                        ", asked ",
+                        SockAddr(addr, port),
+                        " for ",
+                        server,
+                        if names.is_empty() {
+                            ", but no DNS answer seen on this host named that address"
+                        } else {
+                            ", a name DNS answers never gave for that address"
+                        },
+                        " (a pinned address, a tunnel or domain fronting)."
+                    ),
+                );
+            }
+        }
+    }
+    Decision::of(f, || {
+        sentence!(
+            actor.name(),
+            " (pid ",
+            actor.pid,
+            "), holding NHI ",
+            nhi.id,
+            ", sent ",
+            Api(wire),
+            " to ",
+            SockAddr(addr, port),
+            if nhi.endpoints.is_some() {
+                ", a declared API"
+            } else {
+                "; its endpoints are not restricted"
+            },
+            "."
+        )
+    })
+}
+
+/// The first bytes of a connection by a process that holds no NHI (read only when every
+/// connection is, by the daemon's setting): nothing to judge.
+pub fn unheld_request(actor: &Actor<'_>, wire: &WireFields, addr: IpAddr, port: u16) -> String {
+    sentence!(
+        actor.name(),
+        " (pid ",
+        actor.pid,
+        "), holding no NHI, sent ",
+        Api(wire),
+        " to ",
+        SockAddr(addr, port),
+        "."
+    )
+}
+
+/// A request's first bytes as sentences name them: `a TLS request for api.example.com`,
+/// `GET api.example.com/v1/x`, `bytes that are neither TLS nor HTTP/1.x`.
+struct Api<'a>(&'a WireFields);
+
+impl Piece for Api<'_> {
+    fn put(&self, out: &mut String) {
+        let w = self.0;
+        match (&w.http_method, &w.sni) {
+            (Some(m), _) => {
+                out.push_str(m);
+                out.push(' ');
+                if let Some(h) = &w.http_host {
+                    out.push_str(h);
+                }
+                out.push_str(w.http_path.as_deref().unwrap_or(""));
+            }
+            (None, Some(s)) => {
+                out.push_str("a TLS request for ");
+                out.push_str(s);
+            }
+            (None, None) if w.tls_version.is_some() => {
+                out.push_str("a TLS request without a server name");
+            }
+            (None, None) => out.push_str("bytes that are neither TLS nor HTTP/1.x"),
+        }
+    }
 }
 
 /// `addr:port`, with brackets for IPv6 (as sentences write it).
@@ -572,6 +733,7 @@ mod tests {
             v4,
             5432,
             &names,
+            false,
             june(),
         );
         assert_eq!(d.drift, [DriftKind::EndpointOutOfScope, DriftKind::Expired]);
@@ -581,19 +743,71 @@ mod tests {
              NHI api expired at 2024-01-01T00:00:00Z and /usr/bin/app (pid 4242, uid 1000) still connected to 192.0.2.1:5432."
         );
         let v6: IpAddr = "2001:db8::1".parse().expect("v6");
-        let d = connect(&open_ok, &actor("/usr/bin/app", true), v6, 443, &[], june());
+        let d = connect(
+            &open_ok,
+            &actor("/usr/bin/app", true),
+            v6,
+            443,
+            &[],
+            false,
+            june(),
+        );
         assert_eq!(d.drift, [] as [DriftKind; 0]);
         assert_eq!(
             d.reason,
             "/usr/bin/app (pid 4242), holding NHI api, connected to [2001:db8::1]:443; its endpoints are not restricted."
         );
+        // A connection it already had when it read the credential.
+        let d = connect(
+            &open_ok,
+            &actor("/usr/bin/app", true),
+            v6,
+            443,
+            &[],
+            true,
+            june(),
+        );
+        assert_eq!(
+            d.reason,
+            "/usr/bin/app (pid 4242), holding NHI api, had a connection open to [2001:db8::1]:443 when it read the credential; its endpoints are not restricted."
+        );
+        let d = connect(
+            &strict,
+            &actor("/usr/bin/app", false),
+            v4,
+            5432,
+            &names,
+            true,
+            june(),
+        );
+        assert_eq!(
+            d.reason,
+            "/usr/bin/app (pid 4242, uid 1000), holding NHI api, had a connection open to db.example.com (192.0.2.1:5432) when it read the credential, which is not among its declared endpoints. \
+             NHI api expired at 2024-01-01T00:00:00Z and /usr/bin/app (pid 4242, uid 1000) still connected to 192.0.2.1:5432."
+        );
         let deny = nhi("    endpoints:\n      - cidr: 2001:db8::/32\n");
-        let d = connect(&deny, &actor("/usr/bin/app", true), v6, 443, &[], june());
+        let d = connect(
+            &deny,
+            &actor("/usr/bin/app", true),
+            v6,
+            443,
+            &[],
+            false,
+            june(),
+        );
         assert_eq!(
             d.reason,
             "/usr/bin/app (pid 4242, uid 1000) connected to [2001:db8::1]:443 from a human's terminal session, and NHI api does not allow interactive use."
         );
-        let d = connect(&deny, &actor("/usr/bin/app", false), v6, 443, &[], june());
+        let d = connect(
+            &deny,
+            &actor("/usr/bin/app", false),
+            v6,
+            443,
+            &[],
+            false,
+            june(),
+        );
         assert_eq!(
             d.reason,
             "/usr/bin/app (pid 4242), holding NHI api, connected to [2001:db8::1]:443, a declared endpoint."
@@ -622,5 +836,65 @@ mod tests {
             holder(&a, "api", Lifecycle::Exit).reason,
             "/usr/bin/app (pid 4242), holding NHI api, exited."
         );
+    }
+
+    #[test]
+    fn requests_are_judged_by_server_name_method_path_and_dns_names() {
+        let n = nhi("    endpoints:\n      - cidr: 192.0.2.0/24\n        sni: [api.test]\n        methods: [GET]\n      - host: '*.dns.test'\n");
+        let a = actor("/usr/bin/curl", false);
+        let at = "192.0.2.1".parse().expect("addr");
+        let tls = |sni: &str| WireFields {
+            sni: Some(sni.to_owned()),
+            tls_version: Some("1.3".to_owned()),
+            ..WireFields::default()
+        };
+        let none: &[String] = &[];
+        let d = request(&n, &a, at, 443, none, &tls("api.test"), UNIX_EPOCH);
+        assert_eq!(d.verdict, Verdict::Ok, "{d:?}");
+        assert_eq!(
+            d.reason,
+            "/usr/bin/curl (pid 4242), holding NHI api, sent a TLS request for api.test to 192.0.2.1:443, a declared API."
+        );
+        let d = request(&n, &a, at, 443, none, &tls("evil.test"), UNIX_EPOCH);
+        assert_eq!(d.drift, vec![DriftKind::ApiOutOfScope]);
+        assert_eq!(
+            d.reason,
+            "/usr/bin/curl (pid 4242, uid 1000), holding NHI api, sent a TLS request for evil.test to 192.0.2.1:443, which is not among the APIs declared for that endpoint."
+        );
+        let post = WireFields {
+            http_method: Some("POST".to_owned()),
+            http_host: Some("api.test".to_owned()),
+            http_path: Some("/v1".to_owned()),
+            ..WireFields::default()
+        };
+        let d = request(&n, &a, at, 80, none, &post, UNIX_EPOCH);
+        assert_eq!(d.drift, vec![DriftKind::ApiOutOfScope], "{d:?}");
+        assert!(
+            d.reason.contains("sent POST api.test/v1 to"),
+            "{}",
+            d.reason
+        );
+        // By DNS name: a server name among the names is fine, another one is fronting.
+        let other = "198.51.100.7".parse().expect("addr");
+        let names = vec!["a.dns.test".to_owned()];
+        let d = request(&n, &a, other, 443, &names, &tls("a.dns.test"), UNIX_EPOCH);
+        assert_eq!(d.verdict, Verdict::Ok, "{d:?}");
+        let d = request(&n, &a, other, 443, &names, &tls("b.dns.test"), UNIX_EPOCH);
+        assert_eq!(d.drift, vec![DriftKind::NameMismatch], "{d:?}");
+        assert_eq!(
+            d.reason,
+            "/usr/bin/curl (pid 4242, uid 1000), holding NHI api, asked 198.51.100.7:443 for b.dns.test, a name DNS answers never gave for that address (a pinned address, a tunnel or domain fronting)."
+        );
+        // A pinned address no DNS answer named, outside every `cidr`: the name cannot be its.
+        let d = request(&n, &a, other, 443, none, &tls("a.dns.test"), UNIX_EPOCH);
+        assert_eq!(
+            d.drift,
+            vec![DriftKind::EndpointOutOfScope, DriftKind::NameMismatch],
+            "{d:?}"
+        );
+        // No endpoints: nothing to judge.
+        let free = nhi("");
+        let d = request(&free, &a, other, 443, none, &tls("x.test"), UNIX_EPOCH);
+        assert_eq!(d.verdict, Verdict::Ok);
     }
 }

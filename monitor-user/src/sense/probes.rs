@@ -5,8 +5,10 @@
 //! says so instead of starting.
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, RawTracePoint, TracePoint},
+    maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, RawTracePoint, TracePoint,
+    },
     Ebpf, EbpfLoader,
 };
 use monitor_common::{config, LossCause, LOSS_CAUSES};
@@ -23,6 +25,8 @@ enum Hook {
     Raw(&'static str),
     /// A cgroup socket-address program on the root cgroup v2 (its attach type is in the object).
     CgroupSockAddr,
+    /// A cgroup socket-buffer program on the root cgroup v2, on egress.
+    CgroupSkbEgress,
 }
 
 impl std::fmt::Display for Hook {
@@ -31,6 +35,7 @@ impl std::fmt::Display for Hook {
             Hook::Tracepoint(g, n) => write!(f, "tracepoint {g}:{n}"),
             Hook::Raw(n) => write!(f, "raw tracepoint {n}"),
             Hook::CgroupSockAddr => write!(f, "the root cgroup"),
+            Hook::CgroupSkbEgress => write!(f, "the root cgroup's egress"),
         }
     }
 }
@@ -87,6 +92,7 @@ const PROGRAMS: &[(&str, Hook)] = &[
     ("udp_connect6", Hook::CgroupSockAddr),
     ("udp_sendmsg4", Hook::CgroupSockAddr),
     ("udp_sendmsg6", Hook::CgroupSockAddr),
+    ("wire_egress", Hook::CgroupSkbEgress),
 ];
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
@@ -142,6 +148,8 @@ pub struct LoadOptions {
     pub ringbuf_bytes: Option<u32>,
     /// Send every open, unfiltered (debugging the prefilter).
     pub all_opens: bool,
+    /// Mark every process's TCP connections for their first bytes, not only holders'.
+    pub all_connections: bool,
     /// Kernel struct offsets for following tasks to files, dentries and mounts (see `btf`).
     pub offsets: Option<crate::sense::btf::KernelOffsets>,
 }
@@ -198,6 +206,7 @@ impl Probes {
             options: opts.clone(),
         };
         probes.set_filter(plan)?;
+        probes.load_tail_calls()?;
         let mut cgroup: Option<std::fs::File> = None;
         for &(prog, hook) in PROGRAMS {
             let attach_err = |e: aya::programs::ProgramError| ProbeError::Attach {
@@ -221,7 +230,7 @@ impl Probes {
                     tp.load().map_err(attach_err)?;
                     tp.attach(name).map_err(attach_err)?;
                 }
-                Hook::CgroupSockAddr => {
+                Hook::CgroupSockAddr | Hook::CgroupSkbEgress => {
                     if cgroup.is_none() {
                         let root = cgroup2_root()
                             .ok_or_else(|| ProbeError::NoCgroup2("/proc/self/mounts".into()))?;
@@ -232,17 +241,56 @@ impl Probes {
                     let Some(cg) = cgroup.as_ref() else {
                         continue;
                     };
-                    let p: &mut CgroupSockAddr = program.try_into().map_err(attach_err)?;
-                    p.load().map_err(attach_err)?;
                     // A BPF link (kernel >= 5.7): other agents' programs on the root cgroup keep
                     // running beside ours; links take no attach flags, hence `Single`.
-                    p.attach(cg, CgroupAttachMode::Single).map_err(attach_err)?;
+                    if matches!(hook, Hook::CgroupSkbEgress) {
+                        let p: &mut CgroupSkb = program.try_into().map_err(attach_err)?;
+                        p.load().map_err(attach_err)?;
+                        p.attach(cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                            .map_err(attach_err)?;
+                    } else {
+                        let p: &mut CgroupSockAddr = program.try_into().map_err(attach_err)?;
+                        p.load().map_err(attach_err)?;
+                        p.attach(cg, CgroupAttachMode::Single).map_err(attach_err)?;
+                    }
                 }
             }
             log::debug!("attached {prog} to {hook} in {:?}", started.elapsed());
             probes.attached += 1;
         }
         Ok(probes)
+    }
+
+    /// Load the programs the others hand over to (tail calls) and put them in `TAIL`, before
+    /// any program that calls them is attached: `scan_sockets`, which an open's program runs
+    /// after the first open of a credential file by a process.
+    fn load_tail_calls(&mut self) -> Result<(), ProbeError> {
+        const PROG: &str = "scan_sockets";
+        let err = |e: aya::programs::ProgramError| ProbeError::Attach {
+            prog: PROG,
+            hook: "the open tracepoints' tail call".into(),
+            source: Box::new(e),
+        };
+        let program = self.bpf.program_mut(PROG).ok_or(ProbeError::Map(
+            PROG,
+            "program missing from the object".into(),
+        ))?;
+        let tp: &mut TracePoint = program.try_into().map_err(err)?;
+        tp.load().map_err(err)?;
+        let fd = tp
+            .fd()
+            .map_err(err)?
+            .try_clone()
+            .map_err(|e| ProbeError::Map(PROG, e.to_string()))?;
+        let map = self
+            .bpf
+            .map_mut("TAIL")
+            .ok_or(ProbeError::Map("TAIL", "missing".into()))?;
+        let mut tail =
+            ProgramArray::try_from(map).map_err(|e| ProbeError::Map("TAIL", e.to_string()))?;
+        // `SCAN_SOCKETS` in monitor-ebpf/src/maps.rs.
+        tail.set(0, &fd, 0)
+            .map_err(|e| ProbeError::Map("TAIL", e.to_string()))
     }
 
     /// How many programs are attached.
@@ -314,6 +362,9 @@ impl Probes {
         if opts.all_opens {
             flags |= config::FLAG_ALL_OPENS;
         }
+        if opts.all_connections {
+            flags |= config::FLAG_ALL_CONNECTIONS;
+        }
         let set = |cfg: &mut Array<&mut MapData, u64>, i, v| {
             cfg.set(i, v, 0)
                 .map_err(|e| ProbeError::Map("CONFIG", e.to_string()))
@@ -341,6 +392,36 @@ impl Probes {
         let fill = RingFill::new(&ring, size)
             .map_err(|e| ProbeError::Map("EVENTS", format!("mapping its positions: {e}")))?;
         Ok((ring, fill))
+    }
+
+    /// Put processes in the kernel's holder set (`true`) or take them out (`false`): their TCP
+    /// connections are marked for their first bytes. A full set is logged once per call; the
+    /// kernel's own additions (at a credential's open, at fork) go on regardless.
+    pub fn set_holders(&mut self, changes: &[(u32, bool)]) -> Result<(), ProbeError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut map: aya::maps::HashMap<&mut MapData, u32, u32> = aya::maps::HashMap::try_from(
+            self.bpf
+                .map_mut("HOLDERS")
+                .ok_or(ProbeError::Map("HOLDERS", "missing".into()))?,
+        )
+        .map_err(|e| ProbeError::Map("HOLDERS", e.to_string()))?;
+        let mut full = None;
+        for &(pid, add) in changes {
+            if add {
+                if let Err(e) = map.insert(pid, monitor_common::HOLDER_BY_DAEMON, 0) {
+                    full = Some(e);
+                }
+            } else {
+                // Absent (the kernel removed it at exit): nothing to do.
+                let _ = map.remove(&pid);
+            }
+        }
+        match full {
+            Some(e) => Err(ProbeError::Map("HOLDERS", e.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Records lost in the kernel so far, per cause, summed over CPUs.

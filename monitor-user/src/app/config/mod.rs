@@ -116,6 +116,8 @@ pub struct DaemonConfig {
     pub pods_log_dir: Option<PathBuf>,
     #[serde(default, deserialize_with = "path")]
     pub containers_log_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub wire_all_connections: Option<bool>,
     /// The keys of a `--clickhouse-config` file (`crate::publish::store::config`).
     #[serde(default)]
     pub clickhouse: Option<FileConfig>,
@@ -137,6 +139,7 @@ pub const KEYS: &[&str] = &[
     "user",
     "pods_log_dir",
     "containers_log_dir",
+    "wire_all_connections",
     "clickhouse",
 ];
 
@@ -305,6 +308,8 @@ pub struct Flags {
     pub user: Option<String>,
     pub pods_log_dir: Option<PathBuf>,
     pub containers_log_dir: Option<PathBuf>,
+    /// `--wire-all-connections` (only ever `Some(true)`).
+    pub wire_all_connections: Option<bool>,
     /// `--clickhouse URL` (or `NHISCOPE_CLICKHOUSE_URL`): wins over `clickhouse: url:`.
     pub clickhouse_url: Option<String>,
     /// `--clickhouse-config FILE`: used instead of the file's `clickhouse:` section.
@@ -333,6 +338,8 @@ pub struct Settings {
     /// The kubelet's log directories, which name pods and containers (`kubernetes`).
     pub pods_log_dir: PathBuf,
     pub containers_log_dir: PathBuf,
+    /// Every process's connections are read for their first bytes, not only holders'.
+    pub wire_all_connections: bool,
     pub clickhouse: ClickHouse,
 }
 
@@ -619,6 +626,10 @@ impl Settings {
                 .unwrap_or_else(|| {
                     PathBuf::from(crate::domain::kubernetes::DEFAULT_CONTAINERS_LOG_DIR)
                 }),
+            wire_all_connections: flags
+                .wire_all_connections
+                .or(c.wire_all_connections)
+                .unwrap_or(false),
             clickhouse,
         })
     }
@@ -639,6 +650,7 @@ impl Settings {
             metrics: self.metrics,
             pods_log_dir: self.pods_log_dir.clone(),
             containers_log_dir: self.containers_log_dir.clone(),
+            wire_all_connections: self.wire_all_connections,
             reload,
         }
     }
@@ -703,6 +715,11 @@ pub fn changes(old: &Settings, new: &Settings) -> Changes {
     check(
         "containers_log_dir",
         old.containers_log_dir != new.containers_log_dir,
+        false,
+    );
+    check(
+        "wire_all_connections",
+        old.wire_all_connections != new.wire_all_connections,
         false,
     );
     check("clickhouse", old.clickhouse != new.clickhouse, false);

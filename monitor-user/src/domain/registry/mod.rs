@@ -209,6 +209,13 @@ pub struct Endpoint {
     pub port: Option<u16>,
     /// The allowed ports; with `port` also empty, any port is allowed.
     pub ports: Vec<u16>,
+    /// Server names a request may name on the wire (TLS SNI, HTTP `Host`); empty: those `host`
+    /// matches (any name for a `cidr` entry).
+    pub sni: Vec<HostGlob>,
+    /// Plaintext HTTP: the methods a request may use; empty: any.
+    pub methods: Vec<String>,
+    /// Plaintext HTTP: the paths a request may ask for (globs); empty: any.
+    pub paths: Vec<Glob>,
 }
 
 impl Endpoint {
@@ -228,6 +235,27 @@ impl Endpoint {
             (None, None) => false,
         };
         place && self.allows_port(port)
+    }
+
+    /// Whether a request's API is among this endpoint's: its server name (`None`: none was
+    /// sent, or an address) against `sni` (or `host`), and for plaintext HTTP its method and
+    /// path against `methods` and `paths`. Only what the request said is judged: a TLS request
+    /// has no method or path to compare, and one without a server name no name.
+    pub fn allows_api(&self, name: Option<&str>, method: Option<&str>, path: Option<&str>) -> bool {
+        let name_ok = match name {
+            None => true,
+            Some(n) if !self.sni.is_empty() => self.sni.iter().any(|g| g.matches(n)),
+            Some(n) => self.host.as_ref().is_none_or(|h| h.matches(n)),
+        };
+        let method_ok = match method {
+            Some(m) if !self.methods.is_empty() => self.methods.iter().any(|x| x == m),
+            _ => true,
+        };
+        let path_ok = match path {
+            Some(p) if !self.paths.is_empty() => self.paths.iter().any(|g| g.matches(p)),
+            _ => true,
+        };
+        name_ok && method_ok && path_ok
     }
 }
 
@@ -491,12 +519,18 @@ struct RawEndpoint {
     port: Option<u16>,
     #[serde(default)]
     ports: Vec<u16>,
+    #[serde(default)]
+    sni: Vec<HostGlob>,
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default)]
+    paths: Vec<Glob>,
 }
 
 impl Validate for Endpoint {
     type Raw = RawEndpoint;
     const EXPECTING: &'static str =
-        "an endpoint: a mapping with `host` or `cidr`, and `port` or `ports`";
+        "an endpoint: a mapping with `host` or `cidr`, `port` or `ports`, and optionally `sni`, `methods`, `paths`";
     fn validate(r: RawEndpoint) -> Result<Endpoint, String> {
         if r.host.is_some() == r.cidr.is_some() {
             return Err("an endpoint needs exactly one of `host` and `cidr`".to_owned());
@@ -507,11 +541,26 @@ impl Validate for Endpoint {
         if r.port == Some(0) || r.ports.contains(&0) {
             return Err("port 0 is not a port a connection can use".to_owned());
         }
+        if let Some(m) = r
+            .methods
+            .iter()
+            .find(|m| !(1..=16).contains(&m.len()) || !m.bytes().all(|c| c.is_ascii_uppercase()))
+        {
+            return Err(format!(
+                "method `{m}` is not an HTTP method: write it in capitals, as `GET` or `POST`"
+            ));
+        }
+        if let Some(p) = r.paths.iter().find(|p| p.as_str().starts_with('~')) {
+            return Err(format!("path `{p}` must start with `/`"));
+        }
         Ok(Endpoint {
             host: r.host,
             cidr: r.cidr,
             port: r.port,
             ports: r.ports,
+            sni: r.sni,
+            methods: r.methods,
+            paths: r.paths,
         })
     }
 }

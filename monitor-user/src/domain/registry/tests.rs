@@ -321,6 +321,24 @@ fn inline_errors_name_the_place() {
             "exactly one of",
         ),
         (
+            nhi("    endpoints:\n      - {host: a.com, methods: [get]}\n"),
+            5,
+            9,
+            "method `get` is not an HTTP method",
+        ),
+        (
+            nhi("    endpoints:\n      - cidr: 10.0.0.0/8\n        sni: ['a b']\n"),
+            6,
+            15,
+            "a b",
+        ),
+        (
+            nhi("    endpoints:\n      - cidr: 10.0.0.0/8\n        paths: [v1/x]\n"),
+            6,
+            17,
+            "v1/x",
+        ),
+        (
             nhi("    endpoints:\n      - {host: a.com, port: 1, ports: [2]}\n"),
             5,
             9,
@@ -502,4 +520,30 @@ fn ownership_and_watching() {
     assert_eq!(all[0].as_str(), "/etc/app/*.key");
     let plan = filter::compile(7, all).unwrap();
     assert!(plan.may_match(b"/etc/second/token") && plan.may_match(b"/srv/b/secrets/db.json"));
+}
+
+#[test]
+fn endpoints_declare_apis_by_server_name_method_and_path() {
+    let reg = parse(
+        "nhis:\n  - id: a\n    credentials: [/x]\n    endpoints:\n      - cidr: 10.0.0.0/8\n        sni: ['*.api.test']\n        methods: [GET, POST]\n        paths: ['/v1/*']\n      - host: db.test\n",
+        "r.yaml",
+    )
+    .expect("registry");
+    let eps = reg.nhis[0].endpoints.as_ref().expect("endpoints");
+    let e = &eps[0];
+    assert!(e.allows_api(Some("x.api.test"), Some("GET"), Some("/v1/items")));
+    assert!(
+        e.allows_api(Some("x.api.test"), None, None),
+        "TLS: no method or path"
+    );
+    assert!(
+        e.allows_api(None, None, None),
+        "no name sent: nothing to compare"
+    );
+    assert!(!e.allows_api(Some("other.test"), None, None));
+    assert!(!e.allows_api(Some("x.api.test"), Some("DELETE"), Some("/v1/items")));
+    assert!(!e.allows_api(Some("x.api.test"), Some("GET"), Some("/v2/items")));
+    // Without `sni`, a `host` entry's glob is matched against the name on the wire too.
+    assert!(eps[1].allows_api(Some("db.test"), None, None));
+    assert!(!eps[1].allows_api(Some("other.test"), None, None));
 }

@@ -43,23 +43,26 @@ use crate::{
 pub const STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// Event kinds, in the order of [`kind_index`].
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 7] = [
     Kind::Open,
     Kind::Connect,
     Kind::Exec,
     Kind::Exit,
     Kind::Dns,
     Kind::Loss,
+    Kind::Request,
 ];
 /// Verdicts, in the order of [`verdict_index`].
 const VERDICTS: [Verdict; 3] = [Verdict::Ok, Verdict::Drift, Verdict::Unregistered];
 /// Drift kinds, in the order of [`drift_index`].
-const DRIFT_KINDS: [DriftKind; 5] = [
+const DRIFT_KINDS: [DriftKind; 7] = [
     DriftKind::ReaderOutOfScope,
     DriftKind::EndpointOutOfScope,
     DriftKind::Expired,
     DriftKind::StaleCredential,
     DriftKind::InteractiveUse,
+    DriftKind::ApiOutOfScope,
+    DriftKind::NameMismatch,
 ];
 /// Loss causes of the store (the `cause` of its loss rows), after the kernel's.
 const STORE_LOSS_CAUSES: [&str; 2] = ["spool_full", "store_backlog"];
@@ -72,6 +75,7 @@ fn kind_index(k: Kind) -> usize {
         Kind::Exit => 3,
         Kind::Dns => 4,
         Kind::Loss => 5,
+        Kind::Request => 6,
     }
 }
 
@@ -98,6 +102,8 @@ fn drift_index(d: DriftKind) -> usize {
         DriftKind::Expired => 2,
         DriftKind::StaleCredential => 3,
         DriftKind::InteractiveUse => 4,
+        DriftKind::ApiOutOfScope => 5,
+        DriftKind::NameMismatch => 6,
     }
 }
 
@@ -149,6 +155,8 @@ pub struct Sample {
     /// Reads of a credential into a pipe whose parent could not be ruled out as its reader
     /// (`Stats::parent_pipe_undetermined`).
     pub parent_pipe_undetermined: u64,
+    /// Destinations holders' judged lists forgot (`Stats::judged_forgotten`).
+    pub judged_forgotten: u64,
     pub dns: crate::sense::dns::DnsStats,
     pub dns_cached_addresses: usize,
     /// The store's counters, when the daemon writes to ClickHouse.
@@ -176,6 +184,7 @@ pub struct Metrics {
     kernel_losses: [AtomicU64; LOSS_CAUSES as usize],
     records: AtomicU64,
     parent_pipe_undetermined: AtomicU64,
+    judged_forgotten: AtomicU64,
     ringbuf_fill: AtomicF64,
     ringbuf_bytes: AtomicU64,
     dns_cached: AtomicU64,
@@ -222,6 +231,7 @@ impl Metrics {
             kernel_losses: Default::default(),
             records: AtomicU64::new(0),
             parent_pipe_undetermined: AtomicU64::new(0),
+            judged_forgotten: AtomicU64::new(0),
             ringbuf_fill: AtomicF64::default(),
             ringbuf_bytes: AtomicU64::new(0),
             dns_cached: AtomicU64::new(0),
@@ -334,6 +344,8 @@ impl Metrics {
         self.records.store(s.records, Ordering::Relaxed);
         self.parent_pipe_undetermined
             .store(s.parent_pipe_undetermined, Ordering::Relaxed);
+        self.judged_forgotten
+            .store(s.judged_forgotten, Ordering::Relaxed);
         self.dns_cached
             .store(s.dns_cached_addresses as u64, Ordering::Relaxed);
         self.dns_queries.store(s.dns.queries, Ordering::Relaxed);
@@ -467,6 +479,13 @@ impl Collector for Exposition {
             "Credential reads into a pipe whose read end the parent may hold above the file \
              descriptors the kernel compares (1024): the parent was taken to hold the NHI.",
             load(&m.parent_pipe_undetermined),
+        )?;
+        counter(
+            &mut enc,
+            "nhiscope_judged_destinations_forgotten",
+            "Destinations a holder's list of judged ones forgot to make room (256 per process): \
+             a connection to one of them found open at a later credential read is judged again.",
+            load(&m.judged_forgotten),
         )?;
         {
             let mut f = enc.encode_descriptor(

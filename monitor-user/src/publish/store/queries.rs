@@ -68,7 +68,7 @@ macro_rules! legacy_event_columns {
          cgroup_id, container, syscall, path, path_arg, target, flags, result, error, daddr, \
          dport, saddr, sport, dns_names, count, cause, nhi, CAST(verdict AS Int8) AS \
          verdict_code, drift, reason, script, proto, pod_uid, pod, pod_namespace, \
-         container_name"
+         container_name, established_before_use"
     };
 }
 
@@ -81,7 +81,7 @@ macro_rules! modern_event_columns {
          ifNull(replaceRegexpOne(toString(daddr), '^::ffff:', ''), '') AS daddr_text, dport, \
          ifNull(replaceRegexpOne(toString(saddr), '^::ffff:', ''), '') AS saddr_text, sport, \
          dns_names, count, cause, nhi, CAST(verdict AS Int8) AS verdict_code, drift, reason, \
-         script, proto, pod_uid, pod, pod_namespace, container_name"
+         script, proto, pod_uid, pod, pod_namespace, container_name, established_before_use"
     };
 }
 
@@ -520,6 +520,7 @@ pub struct EventRecord {
     pod: String,
     pod_namespace: String,
     container_name: String,
+    established_before_use: u8,
 }
 
 impl EventRecord {
@@ -587,6 +588,7 @@ impl EventRecord {
         e.pod = text(r.pod);
         e.pod_namespace = text(r.pod_namespace);
         e.container_name = text(r.container_name);
+        e.established_before_use = r.established_before_use != 0;
         Some(EventRow::new(e, r.run_id, r.seq))
     }
 }

@@ -45,6 +45,9 @@ pub fn kind_code(k: Kind) -> i8 {
         Kind::Exit => 4,
         Kind::Dns => 5,
         Kind::Loss => 6,
+        // Not in the column's `Enum8` yet: request events are not handed to the store (the
+        // daemon keeps them out until the schema migration adds the kind and its columns).
+        Kind::Request => 7,
     }
 }
 
@@ -312,6 +315,7 @@ pub struct LegacyEvent<'a> {
     pod: &'a str,
     pod_namespace: &'a str,
     container_name: &'a str,
+    established_before_use: u8,
 }
 
 /// `events` on current servers: `DateTime64(9)` and `IPv6` columns.
@@ -356,6 +360,7 @@ pub struct ModernEvent<'a> {
     pod: &'a str,
     pod_namespace: &'a str,
     container_name: &'a str,
+    established_before_use: u8,
 }
 
 /// An optional text as a `String` column.
@@ -406,6 +411,7 @@ macro_rules! wire_event {
             pod: text(&e.pod),
             pod_namespace: text(&e.pod_namespace),
             container_name: text(&e.container_name),
+            established_before_use: u8::from(e.established_before_use),
         }
     }};
 }

@@ -133,6 +133,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "events: Kubernetes pod and container names",
         statements: v3,
     },
+    Migration {
+        version: 4,
+        name: "events: connections open before a credential was read",
+        statements: v4,
+    },
 ];
 
 /// The version a fully migrated database is at.
@@ -156,6 +161,12 @@ fn v2(s: &Schema) -> Vec<String> {
 /// `events` gains the Kubernetes pod (UID, name, namespace) and container name.
 fn v3(s: &Schema) -> Vec<String> {
     s.add_columns(Table::Events, 3)
+}
+
+/// `events` gains `established_before_use` (1: a connection the process already had when it
+/// read the credential, judged at that read).
+fn v4(s: &Schema) -> Vec<String> {
+    s.add_columns(Table::Events, 4)
 }
 
 impl Schema {
@@ -370,6 +381,7 @@ impl Schema {
             for name in ["pod_uid", "pod", "pod_namespace", "container_name"] {
                 out.push((3, name.into(), lc.into()));
             }
+            out.push((4, "established_before_use".into(), "UInt8".into()));
         }
         out
     }

@@ -516,6 +516,8 @@ fn drift_short(k: DriftKind) -> &'static str {
         DriftKind::Expired => "expired",
         DriftKind::StaleCredential => "stale",
         DriftKind::InteractiveUse => "interactive",
+        DriftKind::ApiOutOfScope => "api",
+        DriftKind::NameMismatch => "name",
     }
 }
 

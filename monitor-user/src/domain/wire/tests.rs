@@ -1,0 +1,120 @@
+use super::*;
+
+/// The ClientHello curl 7.88 (OpenSSL 3.0) sent for
+/// `curl --resolve api.example.test:PORT:127.0.0.1 https://api.example.test:PORT/v1/x?secret=1`.
+const CURL_HELLO: &[u8] = include_bytes!("curl-client-hello.bin");
+
+#[test]
+fn a_client_hello_gives_its_server_name_alpn_and_version() {
+    let f = parse(CURL_HELLO);
+    assert_eq!(f.sni.as_deref(), Some("api.example.test"));
+    assert_eq!(
+        f.alpn,
+        Some(vec!["h2".to_owned(), "http/1.1".to_owned()]),
+        "{f:?}"
+    );
+    assert_eq!(f.tls_version.as_deref(), Some("1.3"));
+    assert_eq!(f.http_method, None);
+    assert_eq!(f.server_name(), Some("api.example.test"));
+}
+
+#[test]
+fn a_client_hello_cut_by_the_capture_keeps_the_whole_extensions_before_the_cut() {
+    let cap = monitor_common::WIRE_CAP;
+    assert!(
+        CURL_HELLO.len() > cap,
+        "the fixture is longer than a capture"
+    );
+    let f = parse(&CURL_HELLO[..cap]);
+    assert_eq!(f.sni.as_deref(), Some("api.example.test"));
+    // Cut inside the server name: no name, never a part of one.
+    let sni_at = CURL_HELLO
+        .windows(16)
+        .position(|w| w == b"api.example.test")
+        .expect("the name is in the fixture");
+    for cut in 0..sni_at + 16 {
+        let f = parse(&CURL_HELLO[..cut]);
+        assert_eq!(f.sni, None, "cut at {cut}");
+        assert_eq!(f.alpn, None, "cut at {cut}");
+    }
+}
+
+#[test]
+fn every_cut_and_every_corrupted_byte_is_parsed_without_a_panic() {
+    for cut in 0..CURL_HELLO.len() {
+        let _ = parse(&CURL_HELLO[..cut]);
+    }
+    let mut b = CURL_HELLO.to_vec();
+    for i in 0..b.len() {
+        for v in [0u8, 0x7f, 0xff] {
+            let old = b[i];
+            b[i] = v;
+            let f = parse(&b);
+            if let Some(s) = &f.sni {
+                assert!(s.bytes().all(|c| c.is_ascii_graphic()), "{s:?}");
+            }
+            b[i] = old;
+        }
+    }
+}
+
+#[test]
+fn a_plaintext_request_gives_method_host_and_path_without_the_query() {
+    let req = b"POST /v1/charges/ch_1?api_key=CANARY#frag HTTP/1.1\r\nHost: API.Example.test:8080\r\nAuthorization: Bearer CANARY\r\nContent-Length: 6\r\n\r\nCANARY";
+    let f = parse(req);
+    assert_eq!(f.http_method.as_deref(), Some("POST"));
+    assert_eq!(f.http_host.as_deref(), Some("api.example.test:8080"));
+    assert_eq!(f.http_path.as_deref(), Some("/v1/charges/ch_1"));
+    assert_eq!(f.server_name(), Some("api.example.test"));
+    assert_eq!(f.sni, None);
+    let mut line = Vec::new();
+    f.write_json(&mut line);
+    let line = String::from_utf8(line).expect("utf-8");
+    assert!(!line.contains("CANARY"), "{line}");
+    assert_eq!(
+        line,
+        r#","http_method":"POST","http_host":"api.example.test:8080","http_path":"/v1/charges/ch_1""#
+    );
+}
+
+#[test]
+fn proxy_and_tunnel_requests_give_their_path_or_authority() {
+    let f = parse(b"GET http://a.test/x/y?q=1 HTTP/1.1\r\nHost: a.test\r\n\r\n");
+    assert_eq!(f.http_path.as_deref(), Some("/x/y"));
+    let f = parse(b"GET http://a.test?q=1 HTTP/1.0\r\n\r\n");
+    assert_eq!(f.http_path.as_deref(), Some("/"));
+    assert_eq!(f.http_host, None);
+    let f = parse(b"CONNECT api.test:443 HTTP/1.1\r\nProxy-Authorization: Basic x\r\n\r\n");
+    assert_eq!(f.http_method.as_deref(), Some("CONNECT"));
+    assert_eq!(f.http_host.as_deref(), Some("api.test:443"));
+    assert_eq!(f.http_path, None);
+    assert_eq!(f.server_name(), Some("api.test"));
+    let f = parse(b"OPTIONS * HTTP/1.1\r\nHost: 10.0.0.1:80\r\n\r\n");
+    assert_eq!(f.http_path.as_deref(), Some("*"));
+    assert_eq!(f.server_name(), None, "an address is no name");
+}
+
+#[test]
+fn malformed_or_cut_requests_give_no_fields() {
+    for bad in [
+        &b""[..],
+        b"GET / HTTP/1.1",                   // the line is cut
+        b"GET /\r\n\r\n",                    // HTTP/0.9
+        b"get / HTTP/1.1\r\n\r\n",           // not a method
+        b"GET / HTTP/2.0\r\n\r\n",           // not HTTP/1.x
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", // HTTP/2's preface
+        b"GET /a b HTTP/1.1\r\n\r\n",        // a space in the target
+        b"GET /\x01 HTTP/1.1\r\n\r\n",       // a control byte
+        b"SSH-2.0-OpenSSH_9.2\r\n",
+        b"\x16\x03\x01\x00",
+    ] {
+        assert!(parse(bad).is_empty(), "{bad:?}: {:?}", parse(bad));
+    }
+    // A Host line cut by the capture is not read.
+    let f = parse(b"GET /x HTTP/1.1\r\nHost: api.exa");
+    assert_eq!(f.http_path.as_deref(), Some("/x"));
+    assert_eq!(f.http_host, None);
+    // A path too long is not kept.
+    let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_PATH));
+    assert_eq!(parse(long.as_bytes()).http_path, None);
+}
