@@ -293,9 +293,17 @@ impl Wild {
     }
 
     fn may_name(&self, name: &str) -> bool {
-        name.len() >= self.prefix.len() + self.suffix.len()
-            && name.starts_with(&self.prefix)
-            && name.ends_with(&self.suffix)
+        let (n, p, s) = (
+            name.as_bytes(),
+            self.prefix.as_bytes(),
+            self.suffix.as_bytes(),
+        );
+        // The first and last bytes turn most names down without a call to compare the rest.
+        n.len() >= p.len() + s.len()
+            && p.first().is_none_or(|c| n.first() == Some(c))
+            && s.last().is_none_or(|c| n.last() == Some(c))
+            && n.starts_with(p)
+            && n.ends_with(s)
     }
 }
 
