@@ -518,14 +518,6 @@ pub mod config {
     pub const LEN: u32 = 8;
 }
 
-#[cfg(feature = "user")]
-mod aya_pod {
-    // SAFETY: all of these are repr(C), Copy, contain no pointers, and every bit pattern is valid.
-    unsafe impl aya::Pod for super::OpenEvent {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::ExecEvent {}
-}
-
 /// Bytes of a connection's first payload the kernel copies at most: a TLS ClientHello's server
 /// name and ALPN come early in it, an HTTP/1.x request line and `Host` header too.
 pub const WIRE_CAP: usize = 512;

@@ -106,6 +106,62 @@ pub fn events(host: &str, range: std::ops::Range<u64>) -> Vec<Event> {
     range.map(|i| event(host, i)).collect()
 }
 
+/// One `request` event per `i`, at the times of [`event`]: even `i` a TLS ClientHello (server
+/// name, ALPN, version; an odd one of them without ALPN), odd `i` a plaintext HTTP request line
+/// (method, host, path), every third one drifting (`api_out_of_scope`, and `name_mismatch` for
+/// TLS); `i` goes into `pid` and the path.
+pub fn request_event(host: &str, i: u64) -> Event {
+    let mut e = event(host, i);
+    let mut r = Event::new(Kind::Request, e.ts, host.into());
+    r.pid = e.pid;
+    r.tid = e.tid;
+    r.ppid = e.ppid;
+    r.uid = e.uid;
+    r.gid = e.gid;
+    r.exe = std::mem::take(&mut e.exe);
+    r.comm = std::mem::take(&mut e.comm);
+    r.cmdline = std::mem::take(&mut e.cmdline);
+    r.cgroup_id = e.cgroup_id;
+    r.proto = Some(Proto::Tcp);
+    r.daddr = Some([10, 20, 1, 7].into());
+    r.dport = Some(if i.is_multiple_of(2) { 443 } else { 80 });
+    r.saddr = Some([10, 20, 0, 2].into());
+    r.sport = Some(40_000 + (i % 1000) as u16);
+    r.dns_names = Some(vec!["bucket.s3.eu-west-1.amazonaws.com".into()]);
+    r.nhi = Some("billing-s3-writer".into());
+    let drift = i.is_multiple_of(3);
+    if i.is_multiple_of(2) {
+        r.wire.sni = Some(if drift {
+            "api.github.com".into()
+        } else {
+            "bucket.s3.eu-west-1.amazonaws.com".into()
+        });
+        if !i.is_multiple_of(4) {
+            r.wire.alpn = Some(vec!["h2".into(), "http/1.1".into()]);
+        }
+        r.wire.tls_version = Some("1.3".into());
+        if drift {
+            r.drift = vec![DriftKind::ApiOutOfScope, DriftKind::NameMismatch];
+        }
+    } else {
+        r.wire.http_method = Some(if drift { "DELETE" } else { "PUT" }.into());
+        r.wire.http_host = Some("bucket.s3.eu-west-1.amazonaws.com".into());
+        r.wire.http_path = Some(format!("/uploads/report-{i}.csv"));
+        if drift {
+            r.drift = vec![DriftKind::ApiOutOfScope];
+        }
+    }
+    if drift {
+        r.verdict = Verdict::Drift;
+        r.reason = "a request outside the endpoint's declared API".into();
+    }
+    r
+}
+
+pub fn request_events(host: &str, range: std::ops::Range<u64>) -> Vec<Event> {
+    range.map(|i| request_event(host, i)).collect()
+}
+
 /// User + system CPU seconds of process `pid` (or `self`) so far.
 pub fn cpu_secs(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -100,7 +100,61 @@ fn events() -> Vec<Event> {
             }
             e
         })
+        .chain((60..72u64).map(request))
         .collect()
+}
+
+/// A request event after the 60 others: TLS (even `i`) or plaintext HTTP, some drifting.
+fn request(i: u64) -> Event {
+    let t = std::time::UNIX_EPOCH + Duration::new(t0() + i * 7, (i as u32) * 13_579 + 1);
+    let mut e = Event::new(Kind::Request, Ts::from_system(t), "h1".into());
+    e.pid = 1000 + i as u32;
+    e.tid = e.pid;
+    e.uid = 1001;
+    e.exe = "/usr/local/bin/billing-worker".into();
+    e.comm = "billing-worker".into();
+    e.proto = Some(nhiscope::domain::event::Proto::Tcp);
+    e.daddr = Some("52.95.1.2".parse().expect("address"));
+    e.saddr = Some([10, 0, 0, 5].into());
+    e.sport = Some(40_000);
+    e.dns_names = Some(if i.is_multiple_of(5) {
+        vec![]
+    } else {
+        vec!["s3.eu-west-1.amazonaws.com".into()]
+    });
+    e.nhi = Some("billing-s3-writer".into());
+    if i.is_multiple_of(2) {
+        e.dport = Some(443);
+        let fronted = i.is_multiple_of(4);
+        e.wire.sni = Some(
+            if fronted {
+                "api.github.com"
+            } else {
+                "s3.eu-west-1.amazonaws.com"
+            }
+            .into(),
+        );
+        e.wire.alpn = (!i.is_multiple_of(3)).then(|| vec!["h2".into(), "http/1.1".into()]);
+        e.wire.tls_version = Some("1.3".into());
+        if fronted {
+            e.verdict = Verdict::Drift;
+            e.drift = vec![DriftKind::ApiOutOfScope, DriftKind::NameMismatch];
+        }
+    } else {
+        e.dport = Some(80);
+        let delete = i.is_multiple_of(3);
+        e.wire.http_method = Some(if delete { "DELETE" } else { "PUT" }.into());
+        e.wire.http_host = Some("s3.eu-west-1.amazonaws.com:80".into());
+        e.wire.http_path = Some(format!("/uploads/u-{i}.csv"));
+        if delete {
+            e.verdict = Verdict::Drift;
+            e.drift = vec![DriftKind::ApiOutOfScope];
+        }
+    }
+    if e.verdict == Verdict::Drift {
+        e.reason = "a request outside the declared API".into();
+    }
+    e
 }
 
 fn schema(retention_days: Option<u32>) -> Schema {
@@ -230,7 +284,7 @@ fn the_modern_schema_queries_and_sink_bytes_work_on_current_clickhouse() {
     assert_eq!(back, sent);
     assert_eq!(
         rows_of(&out, checks)[0]["n"],
-        60,
+        sent.len(),
         "the repeated batch was stored twice"
     );
 
@@ -241,13 +295,51 @@ fn the_modern_schema_queries_and_sink_bytes_work_on_current_clickhouse() {
             .unwrap_or(usize::MAX);
         rows_of(&out, first_query + i)
     };
-    assert_eq!(result("events_by_nhi").len(), 24);
-    assert_eq!(result("drift").len(), 12 + 12, "12 drifts, 12 unregistered");
+    let requests: Vec<&Event> = sent.iter().filter(|e| e.kind == Kind::Request).collect();
+    let request_drifts = requests
+        .iter()
+        .filter(|e| e.verdict == Verdict::Drift)
+        .count();
+    assert_eq!((requests.len(), request_drifts), (12, 5));
+    assert_eq!(result("events_by_nhi").len(), 24 + 12);
+    assert_eq!(
+        result("drift").len(),
+        12 + 12 + request_drifts,
+        "12 drifts of opens, 12 unregistered, and the requests' drifts"
+    );
     assert_eq!(result("drift_kinds")[0]["kind"], "stale_credential");
     assert_eq!(result("losses_by_host")[0]["lost"], 1234);
     assert_eq!(result("agents")[0]["counter_names"][0], "records");
     assert_eq!(result("agents")[0]["counter_values"][0], 60);
-    assert_eq!(result("nhi_summary")[0]["events"], 24);
+    assert_eq!(result("nhi_summary")[0]["events"], 24 + 12);
+    // The APIs: server names (the HTTP `Host` without its port), methods, paths, drift.
+    let apis = result("apis");
+    assert_eq!(
+        apis.iter()
+            .map(|r| r["n"].as_u64().unwrap_or(0))
+            .sum::<u64>(),
+        12,
+        "{apis:?}"
+    );
+    let fronted = apis
+        .iter()
+        .find(|r| r["server_name"] == "api.github.com")
+        .unwrap_or_else(|| panic!("{apis:?}"));
+    assert_eq!(fronted["n"], 3);
+    assert_eq!(fronted["drifts"], 3);
+    assert_eq!(
+        fronted["drift"],
+        serde_json::json!(["api_out_of_scope", "name_mismatch"])
+    );
+    let delete = apis
+        .iter()
+        .find(|r| r["method"] == "DELETE")
+        .unwrap_or_else(|| panic!("{apis:?}"));
+    assert_eq!(delete["server_name"], "s3.eu-west-1.amazonaws.com");
+    assert_eq!(delete["dport"], 80);
+    assert!(delete["path"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("/uploads/u-")));
     // The dashboard's history: uses of NHIs and of unregistered credentials, each counted.
     let uses = sent
         .iter()
@@ -260,7 +352,8 @@ fn the_modern_schema_queries_and_sink_bytes_work_on_current_clickhouse() {
             .map(|r| r["n"].as_u64().unwrap_or(0))
             .sum()
     };
-    assert_eq!(sum("dashboard_uses"), uses);
+    // The detail's APIs: the requests of NHIs, beside the uses.
+    assert_eq!(sum("dashboard_uses"), uses + requests.len() as u64);
     assert_eq!(sum("dashboard_activity"), uses);
     assert_eq!(result("dashboard_recent").len(), sent.len());
     let drifts = sent.iter().filter(|e| e.verdict == Verdict::Drift).count();

@@ -520,6 +520,7 @@ fn every_shipped_query_runs_on_18_16() {
     let spool = temp_dir("store-queries");
     let config = config(&ch, &spool);
     let sent = events("host-q", 0..200);
+    let requests = nhiscope_tests::fixtures::request_events("host-q", 200..230);
     runtime().block_on(async {
         let store = Store::start(config.clone(), "host-q").unwrap_or_else(|e| panic!("{e}"));
         store.send(&sent);
@@ -528,6 +529,7 @@ fn every_shipped_query_runs_on_18_16() {
         loss.cause = Some("ringbuf_full_open".into());
         loss.reason = "17 open record(s) were lost in the kernel.".into();
         store.send(&[loss]);
+        store.send(&requests);
         store.heartbeat(&[("records", 201)]);
         store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
     });
@@ -568,22 +570,33 @@ fn every_shipped_query_runs_on_18_16() {
         .iter()
         .filter(|e| e.kind == Kind::Open || e.kind == Kind::Connect)
         .count();
-    assert_eq!(results["events_by_nhi"].len(), opens);
+    let n_requests = requests.len();
+    let request_drifts = requests
+        .iter()
+        .filter(|e| e.verdict == Verdict::Drift)
+        .count();
+    let total = 201 + n_requests;
+    assert_eq!(results["events_by_nhi"].len(), opens + n_requests);
     assert_eq!(
         results["events_by_host"].len(),
-        201,
-        "200 events and the loss event"
+        total,
+        "200 events, the loss event and the requests"
     );
     let drifts = sent.iter().filter(|e| e.verdict == Verdict::Drift).count();
-    assert_eq!(results["drift"].len(), drifts);
-    assert_eq!(results["nhi_summary"][0]["drifts"], drifts as u64);
-    assert_eq!(results["drift_kinds"].len(), 2);
+    assert_eq!(results["drift"].len(), drifts + request_drifts);
+    assert_eq!(
+        results["nhi_summary"][0]["drifts"],
+        (drifts + request_drifts) as u64
+    );
+    // reader_out_of_scope and interactive_use of the opens, api_out_of_scope and name_mismatch
+    // of the requests.
+    assert_eq!(results["drift_kinds"].len(), 4);
     assert_eq!(results["drift_kinds"][0]["n"], drifts as u64);
     let per_minute: u64 = results["verdicts_per_minute"]
         .iter()
         .map(|r| r["n"].as_u64().unwrap_or(0))
         .sum();
-    assert_eq!(per_minute, 201);
+    assert_eq!(per_minute, total as u64);
     assert_eq!(results["losses_by_host"][0]["lost"], 17);
     assert_eq!(results["losses"][0]["cause"], "ringbuf_full_open");
     assert_eq!(results["agents"][0]["counter_names"][0], "records");
@@ -591,20 +604,54 @@ fn every_shipped_query_runs_on_18_16() {
         .iter()
         .map(|r| r["n"].as_u64().unwrap_or(0))
         .sum();
-    assert_eq!(uses, opens as u64);
+    assert_eq!(
+        uses,
+        (opens + n_requests) as u64,
+        "the uses and the requests (their APIs), counted"
+    );
     let active: u64 = results["dashboard_activity"]
         .iter()
         .map(|r| r["n"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(active, opens as u64);
-    assert_eq!(results["dashboard_recent"].len(), 201);
-    assert_eq!(results["dashboard_recent"][0]["seq"], 199, "newest first");
-    assert_eq!(results["dashboard_drift"].len(), drifts);
+    assert_eq!(results["dashboard_recent"].len(), total);
+    assert_eq!(
+        results["dashboard_recent"][0]["seq"],
+        total as u64 - 1,
+        "newest first"
+    );
+    assert_eq!(results["dashboard_drift"].len(), drifts + request_drifts);
     let scope: u64 = results["scope_uses"]
         .iter()
         .map(|r| r["n"].as_u64().unwrap_or(0))
         .sum();
-    assert_eq!(scope, opens as u64, "every use of the NHI, grouped");
+    assert_eq!(
+        scope,
+        (opens + n_requests) as u64,
+        "every use of the NHI, grouped"
+    );
+    // The APIs: every request counted once under its server name, method and path.
+    let apis = &results["apis"];
+    let counted: u64 = apis.iter().map(|r| r["n"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(counted, n_requests as u64, "{apis:?}");
+    let fronted = apis
+        .iter()
+        .find(|r| r["server_name"] == "api.github.com")
+        .unwrap_or_else(|| panic!("{apis:?}"));
+    assert_eq!(fronted["n"], fronted["drifts"], "{fronted}");
+    assert_eq!(
+        fronted["drift"],
+        serde_json::json!(["api_out_of_scope", "name_mismatch"])
+    );
+    let put = apis
+        .iter()
+        .find(|r| r["method"] == "PUT")
+        .unwrap_or_else(|| panic!("{apis:?}"));
+    assert_eq!(put["server_name"], "bucket.s3.eu-west-1.amazonaws.com");
+    assert_eq!(
+        (put["dport"].as_u64(), put["drifts"].as_u64()),
+        (Some(80), Some(0))
+    );
 }
 
 fn nhiscope_cli(args: &[&str]) -> (Option<i32>, String, String) {
@@ -628,9 +675,11 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
     let spool = temp_dir("store-responder");
     let config = config(&ch, &spool);
     let sent = events("host-r", 0..100);
+    let requests = nhiscope_tests::fixtures::request_events("host-r", 100..130);
     runtime().block_on(async {
         let store = Store::start(config.clone(), "host-r").unwrap_or_else(|e| panic!("{e}"));
         store.send(&sent);
+        store.send(&requests);
         store.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
     });
     let url = ch.url();
@@ -642,7 +691,11 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
         args.extend(["--clickhouse", url.as_str(), "--since", since.as_str()]);
         nhiscope_cli(&args)
     };
-    let drifts = sent.iter().filter(|e| e.verdict == Verdict::Drift).count();
+    let drifts = sent
+        .iter()
+        .chain(&requests)
+        .filter(|e| e.verdict == Verdict::Drift)
+        .count();
     let (code, out, err) = q(&["drift", "--format", "json"]);
     assert_eq!(code, Some(0), "{err}");
     let lines: Vec<serde_json::Value> = out
@@ -665,7 +718,8 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
     let opens = sent
         .iter()
         .filter(|e| matches!(e.kind, Kind::Open | Kind::Connect))
-        .count();
+        .count()
+        + requests.len();
     assert!(
         rows.next()
             .is_some_and(|r| r.starts_with(&format!("billing-s3-writer,{opens},{drifts},1,"))),
@@ -678,12 +732,41 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
     assert_eq!(
         out.lines().count(),
         opens + 1,
-        "a header and one line per use"
+        "a header and one line per use and request"
     );
     assert!(
         out.contains("DRIFT") && out.contains("/usr/bin/python3.11[0]"),
         "{out}"
     );
+
+    // The APIs the NHI's holders used, per server name, port, method and path.
+    let (code, out, err) = q(&["apis", "--format", "csv"]);
+    assert_eq!(code, Some(0), "{err}");
+    let mut rows = out.lines();
+    assert_eq!(
+        rows.next(),
+        Some("nhi,server_name,dport,method,path,n,drifts,drift,first_secs,last_secs"),
+        "{out}"
+    );
+    let rows: Vec<&str> = rows.collect();
+    let tls_ok = requests
+        .iter()
+        .filter(|e| e.wire.sni.as_deref() == Some("bucket.s3.eu-west-1.amazonaws.com"))
+        .count();
+    assert!(
+        rows.iter().any(|r| r.starts_with(&format!(
+            "billing-s3-writer,bucket.s3.eu-west-1.amazonaws.com,443,,,{tls_ok},0,"
+        ))),
+        "{out}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with(
+            "billing-s3-writer,bucket.s3.eu-west-1.amazonaws.com,80,DELETE,/uploads/report-105.csv,1,1,"
+        ) && r.contains("api_out_of_scope")),
+        "{out}"
+    );
+    let (code, _, err) = q(&["apis", "--nhi", "x"]);
+    assert_eq!(code, Some(2), "{err}");
 
     // Flags a query does not take, a missing one, an unknown query: exit 2, and why.
     for (args, needle) in [
@@ -753,10 +836,48 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
             "{addr} {names:?} not allowed:\n{out}"
         );
         assert!(
-            !eps.iter().any(|ep| ep.allows(addr, 80, &names)),
-            "port 80 allowed"
+            !eps.iter().any(|ep| ep.allows(addr, 22, &names)),
+            "port 22 allowed"
         );
     }
+    // Every request seen is allowed, its server name, method and path included; others not.
+    for e in &requests {
+        let addr: std::net::IpAddr = e.daddr.expect("addr");
+        let names = e.dns_names.clone().unwrap_or_default();
+        let port = e.dport.expect("port");
+        let (name, method, path) = (
+            e.wire.server_name(),
+            e.wire.http_method.as_deref(),
+            e.wire.http_path.as_deref(),
+        );
+        let ep = eps
+            .iter()
+            .find(|ep| ep.allows(addr, port, &names))
+            .unwrap_or_else(|| panic!("{addr}:{port} not allowed:\n{out}"));
+        assert!(
+            ep.allows_api(name, method, path),
+            "{e:?} not allowed:\n{out}"
+        );
+        assert!(
+            !ep.allows_api(Some("other.example.com"), None, None),
+            "{out}"
+        );
+        if method.is_some() {
+            assert!(!ep.allows_api(name, Some("PATCH"), path), "{out}");
+            assert!(!ep.allows_api(name, method, Some("/admin/users")), "{out}");
+        }
+    }
+    assert!(
+        out.contains("sni: [\"api.github.com\", \"bucket.s3.eu-west-1.amazonaws.com\"]"),
+        "{out}"
+    );
+    assert!(out.contains("methods: [\"DELETE\", \"PUT\"]"), "{out}");
+    assert!(out.contains("- \"/uploads/*\"  # 15 paths"), "{out}");
+    // And `nhiscope registry check` accepts it.
+    let file = temp_dir("responder-suggestion").join("suggested.yaml");
+    std::fs::write(&file, &out).unwrap_or_else(|e| panic!("{e}"));
+    let (code, stdout, err) = nhiscope_cli(&["registry", "check", file.to_str().expect("utf8")]);
+    assert_eq!(code, Some(0), "{stdout}{err}\n{out}");
 }
 
 /// The dashboard's history of a fleet, read from a real server: counts per NHI, the newest
@@ -960,7 +1081,7 @@ fn db_migrate_brings_a_version_2_database_to_the_pod_columns() {
         text
     };
     let out = migrate();
-    assert!(out.contains("applied 3, 4"), "{out}");
+    assert!(out.contains("applied 3, 4, 5"), "{out}");
     assert_eq!(
         columns(),
         "container_name\tString\nestablished_before_use\tUInt8\npod\tString\n\
@@ -968,7 +1089,7 @@ fn db_migrate_brings_a_version_2_database_to_the_pod_columns() {
     );
     assert_eq!(
         ch.query("SELECT max(version) FROM nhiscope.schema_migrations"),
-        "4\n"
+        "5\n"
     );
     // The old row, whole, with the new columns empty.
     assert_eq!(
@@ -1001,6 +1122,109 @@ fn db_migrate_brings_a_version_2_database_to_the_pod_columns() {
         .map(|r| r.event.clone())
         .collect();
     assert_eq!(back, sent);
+}
+
+/// A database at schema version 4 (rows in it) gains the `request` kind and the columns of what
+/// a connection's first bytes said from `db migrate` (version 5), its rows kept with the new
+/// columns empty; request events (TLS and HTTP, drifting or not) then go in through the store
+/// and come back equal, beside the other kinds.
+#[test]
+fn db_migrate_brings_a_version_4_database_to_request_events() {
+    let Some(ch) = ClickHouse::start("migrate-v5") else {
+        return;
+    };
+    let s = legacy_schema("nhiscope");
+    ch.query(&s.create_database());
+    ch.query(&s.create_migrations_table());
+    for m in &nhiscope::publish::store::schema::MIGRATIONS[..4] {
+        for stmt in (m.statements)(&s) {
+            ch.query(&stmt);
+        }
+        ch.query(&format!(
+            "INSERT INTO nhiscope.schema_migrations (version, name, dialect, applied_at) \
+             VALUES ({}, '{}', 'legacy', now())",
+            m.version, m.name
+        ));
+    }
+    let kind_type = || {
+        ch.query(
+            "SELECT type FROM system.columns WHERE database = 'nhiscope' AND table = 'events' \
+             AND name = 'kind'",
+        )
+    };
+    assert!(!kind_type().contains("request"), "{}", kind_type());
+    let wire_columns = || {
+        ch.query(
+            "SELECT name, type FROM system.columns WHERE database = 'nhiscope' AND \
+             table = 'events' AND name IN ('sni', 'alpn', 'tls_version', 'http_method', \
+             'http_host', 'http_path') ORDER BY name",
+        )
+    };
+    assert_eq!(wire_columns(), "");
+    ch.query(
+        "INSERT INTO nhiscope.events (ts, host, run_id, seq, kind, verdict, daddr, dport, \
+         nhi, established_before_use) VALUES (now(), 'old-host', 1, 1, 'connect', 'ok', \
+         '10.1.2.3', 443, 'billing', 1)",
+    );
+
+    let bin = nhiscope_tests::nhiscope_bin();
+    let migrate = || {
+        let out = Command::new(&bin)
+            .args(["db", "migrate", "--clickhouse", &ch.url()])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let out = migrate();
+    assert!(out.contains("applied 5"), "{out}");
+    // (Quotes come back escaped in TabSeparated.)
+    assert!(kind_type().contains(r"\'request\' = 7"), "{}", kind_type());
+    assert_eq!(
+        wire_columns(),
+        "alpn\tArray(String)\nhttp_host\tString\nhttp_method\tString\nhttp_path\tString\n\
+         sni\tString\ntls_version\tString\n"
+    );
+    assert_eq!(
+        ch.query("SELECT max(version) FROM nhiscope.schema_migrations"),
+        "5\n"
+    );
+    // The old row, whole, with the new columns empty.
+    assert_eq!(
+        ch.query(
+            "SELECT host, kind, daddr, dport, nhi, established_before_use, sni, alpn, \
+             tls_version, http_method, http_host, http_path FROM nhiscope.events"
+        ),
+        "old-host\tconnect\t10.1.2.3\t443\tbilling\t1\t\t[]\t\t\t\t\n"
+    );
+    assert!(migrate().contains("nothing to apply"));
+
+    // Request events and the other kinds go in through the store and come back equal.
+    let dir = temp_dir("migrate-v5");
+    let config = config(&ch, &dir.join("spool"));
+    let mut sent = nhiscope_tests::fixtures::request_events("new-host", 0..12);
+    sent.extend(events("new-host", 12..20));
+    sent.sort_by_key(|e| e.ts);
+    let report = runtime().block_on(async {
+        let store = Store::start(config.clone(), "new-host").unwrap_or_else(|e| panic!("{e}"));
+        store.send(&sent);
+        store.shutdown().await.unwrap_or_else(|e| panic!("{e}"))
+    });
+    assert_eq!(report.stats.accepted, 20, "{report:?}");
+    let back: Vec<Event> = read_back(&ch, &config, "new-host")
+        .iter()
+        .map(|r| r.event.clone())
+        .collect();
+    assert_eq!(back, sent);
+    assert_eq!(
+        ch.query(
+            "SELECT sni, http_method, http_path FROM nhiscope.events \
+             WHERE kind = 'request' AND pid IN (2, 3) ORDER BY pid"
+        ),
+        "bucket.s3.eu-west-1.amazonaws.com\t\t\n\tDELETE\t/uploads/report-3.csv\n"
+    );
 }
 
 /// The whole chain, as root: the daemon with its probes writes numbered canary opens to

@@ -101,6 +101,20 @@ fn cluster_mode_replicates_and_distributes_across_two_servers() {
             ));
             assert_eq!(engine.trim(), "Distributed", "{t}");
         }
+        // Schema version 5 on both: the `request` kind and its columns, on the local table and
+        // the `Distributed` one made again over it.
+        for t in ["events_local", "events"] {
+            let cols = ch.query(&format!(
+                "SELECT name, type FROM system.columns WHERE database = 'nhiscope' \
+                 AND table = '{t}' AND name IN ('kind', 'sni', 'http_path') ORDER BY name"
+            ));
+            assert!(
+                cols.contains(r"\'request\' = 7")
+                    && cols.contains("sni\tString")
+                    && cols.contains("http_path\tString"),
+                "{t} on shard {shard}: {cols}"
+            );
+        }
         // Registered in ZooKeeper under this server's shard, writable.
         let replicas = ch.query_json(
             "SELECT table, zookeeper_path, replica_name, is_readonly FROM system.replicas \

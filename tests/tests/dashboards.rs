@@ -47,6 +47,8 @@ const NHI: &str = "billing-s3-writer";
 const OTHER_NHI: &str = "deploy-bot";
 const DRIFT_REASON: &str =
     "opened by /usr/bin/curl (uid 0), outside `readers` of billing-s3-writer";
+const API_DRIFT_REASON: &str =
+    "DELETE /billing/invoices on s3.eu-west-1.amazonaws.com:80 is outside the declared API";
 const LOSS_CAUSE: &str = "ringbuf_full_open";
 const LOST: u64 = 17;
 /// `$__interval_s` as Grafana would pick it for the range.
@@ -313,8 +315,9 @@ fn rfc3339(t: SystemTime) -> Ts {
     Ts::from_system(t)
 }
 
-/// What both servers get: on the test host a drift open of [`NHI`], an ok open and an ok
-/// connect; on another host a drift of another NHI (which the host filter must leave out).
+/// What both servers get: on the test host a drift open of [`NHI`], an ok open, an ok connect
+/// and three requests (one ok, one `api_out_of_scope`, one `name_mismatch` too); on another host
+/// a drift of another NHI (which the host filter must leave out).
 fn events(now: SystemTime) -> Vec<Event> {
     let base = |kind, ago, host: &str| {
         let mut e = Event::new(kind, rfc3339(secs_ago(now, ago)), host.into());
@@ -359,7 +362,36 @@ fn events(now: SystemTime) -> Vec<Event> {
     elsewhere.verdict = Verdict::Drift;
     elsewhere.drift = vec![DriftKind::Expired];
     elsewhere.reason = "used after it expired".into();
-    vec![drift, ok, connect, elsewhere]
+    // Requests (the first bytes of the holder's connections): one in scope, one to a path the
+    // endpoint does not declare, one naming a server DNS never gave for the address.
+    let request = |ago| {
+        let mut e = base(Kind::Request, ago, HOST);
+        e.daddr = connect.daddr;
+        e.dport = Some(443);
+        e.saddr = connect.saddr;
+        e.sport = Some(40_001);
+        e.dns_names = connect.dns_names.clone();
+        e
+    };
+    let mut tls = request(95);
+    tls.wire.sni = Some("s3.eu-west-1.amazonaws.com".into());
+    tls.wire.alpn = Some(vec!["h2".into()]);
+    tls.wire.tls_version = Some("1.3".into());
+    let mut off_api = request(85);
+    off_api.dport = Some(80);
+    off_api.wire.http_method = Some("DELETE".into());
+    off_api.wire.http_host = Some("s3.eu-west-1.amazonaws.com:80".into());
+    off_api.wire.http_path = Some("/billing/invoices".into());
+    off_api.verdict = Verdict::Drift;
+    off_api.drift = vec![DriftKind::ApiOutOfScope];
+    off_api.reason = API_DRIFT_REASON.into();
+    let mut fronted = tls.clone();
+    fronted.ts = rfc3339(secs_ago(now, 80));
+    fronted.wire.sni = Some("api.github.com".into());
+    fronted.verdict = Verdict::Drift;
+    fronted.drift = vec![DriftKind::ApiOutOfScope, DriftKind::NameMismatch];
+    fronted.reason = "the server name api.github.com is not among the names DNS gave".into();
+    vec![drift, ok, connect, elsewhere, tls, off_api, fronted]
 }
 
 fn loss(now: SystemTime) -> Loss {
@@ -412,10 +444,10 @@ fn check_results(file: &Path, results: &BTreeMap<String, Vec<Value>>) {
     let top = get("Top drifting NHIs");
     assert_eq!(top.len(), 1, "{}", shown("Top drifting NHIs"));
     assert_eq!(top[0]["nhi"], NHI, "{}", shown("Top drifting NHIs"));
-    assert_eq!(top[0]["drifts"], 1, "{}", shown("Top drifting NHIs"));
+    assert_eq!(top[0]["drifts"], 3, "{}", shown("Top drifting NHIs"));
     assert_eq!(
         top[0]["drift_kinds"],
-        "reader_out_of_scope",
+        "api_out_of_scope, name_mismatch, reader_out_of_scope",
         "{}",
         shown("Top drifting NHIs")
     );
@@ -426,8 +458,10 @@ fn check_results(file: &Path, results: &BTreeMap<String, Vec<Value>>) {
     );
 
     let latest = get("Latest drift events");
-    assert_eq!(latest.len(), 1, "{}", shown("Latest drift events"));
-    let d = &latest[0];
+    assert_eq!(latest.len(), 3, "{}", shown("Latest drift events"));
+    // Newest first: the two requests, then the open.
+    assert_eq!(latest[1]["path_or_endpoint"], "52.95.1.2:80");
+    let d = &latest[2];
     assert_eq!(
         d["reason"],
         DRIFT_REASON,
@@ -443,7 +477,7 @@ fn check_results(file: &Path, results: &BTreeMap<String, Vec<Value>>) {
 
     let over_time = get("Drift events over time by NHI");
     let total: u64 = over_time.iter().filter_map(|r| r["drifts"].as_u64()).sum();
-    assert_eq!(total, 1, "{}", shown("Drift events over time by NHI"));
+    assert_eq!(total, 3, "{}", shown("Drift events over time by NHI"));
 
     let verdicts = get("Events by verdict");
     let count = |v: &str| -> u64 {
@@ -454,11 +488,54 @@ fn check_results(file: &Path, results: &BTreeMap<String, Vec<Value>>) {
             .sum()
     };
     assert_eq!(
+        // Opens and connects only: a request is part of its connection.
         (count("ok"), count("drift")),
         (2, 1),
         "{}",
         shown("Events by verdict")
     );
+
+    // The APIs the NHI's holders used, each with its requests and drift.
+    let apis = get("APIs per NHI");
+    assert_eq!(apis.len(), 3, "{}", shown("APIs per NHI"));
+    let api = |name: &str| {
+        apis.iter()
+            .find(|r| r["server_name"] == name)
+            .unwrap_or_else(|| panic!("{}", shown("APIs per NHI")))
+    };
+    let s3 = apis
+        .iter()
+        .find(|r| r["server_name"] == "s3.eu-west-1.amazonaws.com" && r["method"] == "")
+        .unwrap_or_else(|| panic!("{}", shown("APIs per NHI")));
+    assert_eq!(
+        (s3["requests"].as_u64(), s3["drifts"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(s3["dport"], 443);
+    let fronted = api("api.github.com");
+    assert_eq!(fronted["drift_kinds"], "api_out_of_scope, name_mismatch");
+    let delete = apis
+        .iter()
+        .find(|r| r["method"] == "DELETE")
+        .unwrap_or_else(|| panic!("{}", shown("APIs per NHI")));
+    assert_eq!(
+        delete["server_name"], "s3.eu-west-1.amazonaws.com",
+        "the port is not the name"
+    );
+    assert_eq!(delete["path"], "/billing/invoices");
+    assert_eq!(delete["drifts"], 1);
+
+    let api_drift = get("API drift (api_out_of_scope, name_mismatch)");
+    assert_eq!(
+        api_drift.len(),
+        2,
+        "{}",
+        shown("API drift (api_out_of_scope, name_mismatch)")
+    );
+    assert_eq!(api_drift[0]["server_name"], "api.github.com");
+    assert_eq!(api_drift[0]["endpoint"], "52.95.1.2:443");
+    assert_eq!(api_drift[1]["reason"], API_DRIFT_REASON);
+    assert_eq!(api_drift[1]["method"], "DELETE");
 
     let gaps = get("Coverage gaps (lost events)");
     assert_eq!(gaps.len(), 1, "{}", shown("Coverage gaps (lost events)"));

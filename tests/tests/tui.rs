@@ -583,3 +583,122 @@ fn the_dashboard_reads_history_over_https_and_names_the_server_by_scheme_host_po
     tmux.press("q");
     assert_left_clean(&tmux, context);
 }
+
+/// As root, the real pipeline with the APIs of an NHI: its endpoint declares `methods` and
+/// `paths`; a holder's plaintext request made before the dashboard starts is stored by the
+/// daemon in ClickHouse and comes from the history, one after it (outside the declared API)
+/// from the live feed; the detail lists the declared APIs beside both, marked `in` and `OUT`.
+#[test]
+fn the_detail_shows_declared_apis_beside_those_seen_stored_and_live() {
+    if !require_root_bpf() || !require_tmux() {
+        return;
+    }
+    let Some(ch) = ClickHouse::start("tui-apis") else {
+        return;
+    };
+    let dir = std::fs::canonicalize(temp_dir("tui-apis")).expect("temp dir");
+    let cred = dir.join("apis-token");
+    std::fs::write(&cred, "not-a-real-secret\n").expect("credential file");
+    // The connections complete in the listen queue; nothing needs to answer.
+    let server = TcpListener::bind("127.0.0.1:0").expect("listen on 127.0.0.1");
+    let port = server.local_addr().expect("addr").port();
+    let url = ch.url();
+    let store_config = dir.join("clickhouse.yaml");
+    std::fs::write(
+        &store_config,
+        format!("url: {url}\nspool_dir: {}\n", dir.join("spool").display()),
+    )
+    .expect("clickhouse config");
+    let args = [
+        std::ffi::OsStr::new("--clickhouse-config"),
+        store_config.as_os_str(),
+    ];
+    let d = Daemon::start_with(
+        &format!(
+            "nhis:\n  - id: tui-apis\n    credentials:\n      - {}\n    endpoints:\n      \
+             - cidr: 127.0.0.1/32\n        port: {port}\n        methods: [GET]\n        \
+             paths: ['/v1/*']\n",
+            cred.display()
+        ),
+        &args,
+    );
+    let context = || {
+        let out = d.output();
+        let from = out.len().saturating_sub(20);
+        format!("--- daemon output, last lines:\n{}", out[from..].join("\n"))
+    };
+    // The holder reads the credential, then sends one request line and closes.
+    let call = |method: &str, path: &str| {
+        let code = format!(
+            "import socket\nopen('{}').read()\ns = socket.create_connection(('127.0.0.1', {port}))\n\
+             s.sendall(b'{method} {path}?key=not-a-real-secret HTTP/1.1\\r\\nHost: api.tui.test\\r\\n\\r\\n')\n\
+             s.close()\n",
+            cred.display()
+        );
+        run(Command::new(PYTHON).args(["-c", &code]));
+    };
+    let stored = || {
+        // The daemon migrates in the background after `ready`: its last column first.
+        let migrated = ch.query_u64(
+            "SELECT count() FROM system.columns WHERE database = 'nhiscope' \
+             AND table = 'events' AND name = 'http_path'",
+        );
+        if migrated == 0 {
+            return 0;
+        }
+        ch.query_u64(
+            "SELECT count() FROM nhiscope.events WHERE nhi = 'tui-apis' AND kind = 'request' \
+             AND http_method = 'GET' AND http_path = '/v1/items'",
+        )
+    };
+    call("GET", "/v1/items");
+    let started = Instant::now();
+    while stored() < 1 {
+        assert!(
+            started.elapsed() < STARTED,
+            "the request event was not stored\n{}",
+            context()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    let tmux = Tmux::start(110, 32);
+    tmux.type_line(&tui_command_with(&format!(
+        "--socket {} --clickhouse {url} --since 1h --refresh 1s",
+        d.live_socket().display()
+    )));
+    tmux.wait_for(
+        "the overview, live and with history",
+        STARTED,
+        context,
+        |s| s.contains("● LIVE") && s.contains("tui-apis"),
+    );
+    call("DELETE", "/v2/admin");
+    tmux.wait_for("the live drift", SHOWN, context, |s| s.contains("DRIFT 1"));
+    tmux.press("1");
+    tmux.press("Enter");
+    let stored_api = "in  api.tui.test GET /v1/items ×1";
+    let live_api = "OUT api.tui.test DELETE /v2/admin ×1";
+    let screen = tmux.wait_for("the APIs in the detail", SHOWN, context, |s| {
+        s.contains("[4 Detail]") && s.contains(stored_api) && s.contains(live_api)
+    });
+    assert!(
+        screen.contains(&format!("127.0.0.1/32 port {port}")),
+        "the declared endpoint:\n{screen}"
+    );
+    assert!(
+        screen.contains("methods GET") && screen.contains("paths /v1/*"),
+        "its declared APIs:\n{screen}"
+    );
+    assert!(
+        screen.contains("APIs (server name, method, path)"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("not-a-real-secret"),
+        "no query string on screen:\n{screen}"
+    );
+    tmux.press("q");
+    assert_left_clean(&tmux, context);
+    drop(server);
+}

@@ -83,8 +83,9 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// The query: events_by_nhi, events_by_host, drift, nhi_summary, drift_kinds,
-    /// verdicts_per_minute, losses, losses_by_host, agents, ... or `list` for all of them.
+    /// The query: events_by_nhi, events_by_host, drift, nhi_summary, drift_kinds, apis (the
+    /// APIs each NHI's holders used: server names, methods, paths), verdicts_per_minute,
+    /// losses, losses_by_host, agents, ... or `list` for all of them.
     #[arg(value_name = "QUERY")]
     pub name: String,
 

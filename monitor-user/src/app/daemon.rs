@@ -1080,11 +1080,7 @@ impl Outputs {
         }
         self.json.flush().map_err(failed)?;
         match &self.store {
-            Some(store) => {
-                // The tables have no request kind or columns yet (a later migration).
-                out.retain(|e| e.kind != Kind::Request);
-                store.send_owned(out)
-            }
+            Some(store) => store.send_owned(out),
             None => out.clear(),
         }
         Ok(())

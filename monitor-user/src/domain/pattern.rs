@@ -55,6 +55,9 @@ pub enum PatternError {
     /// A host glob that is empty or has an empty label.
     #[error("`{0}` is not a host name pattern: it has an empty label")]
     HostLabel(String),
+    /// A URL path pattern that does not start with `/` or has a byte no request path has.
+    #[error("`{0}` is not a URL path pattern: start it with `/` and use visible ASCII only")]
+    UrlPath(String),
     /// A CIDR block whose address or prefix length does not parse.
     #[error("`{0}` is not an address block: write `10.20.0.0/16`, `2001:db8::/32` or one address")]
     Cidr(String),
@@ -270,6 +273,83 @@ fn match_components(parts: &[Component], rest: &str) -> bool {
     (i..)
         .map_while(|j| step(parts, trailing, j))
         .all(|s| matches!(s, Step::AnyMany))
+}
+
+/// A pattern of the paths an HTTP request may ask for (an endpoint's `paths:`): it starts with
+/// `/`; `*` matches any run of bytes within one segment (no `/`), `**` any run across segments,
+/// everything else itself. `/` alone is the root, and a trailing `/` is kept as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathGlob {
+    text: String,
+}
+
+impl PathGlob {
+    pub fn parse(text: &str) -> Result<PathGlob, PatternError> {
+        if !text.starts_with('/') || !text.bytes().all(|c| c.is_ascii_graphic()) {
+            return Err(PatternError::UrlPath(text.to_owned()));
+        }
+        Ok(PathGlob {
+            text: text.to_owned(),
+        })
+    }
+
+    /// Whether a request's path (without its query string) matches. In time proportional to
+    /// the pattern's length times the path's, whatever the path: requests come from anyone.
+    pub fn matches(&self, path: &str) -> bool {
+        let (p, s) = (self.text.as_bytes(), path.as_bytes());
+        // ok[j]: the pattern from token i on matches the path from byte j on, for the token
+        // after the current one; filled from the pattern's end.
+        let mut next = vec![false; s.len() + 1];
+        next[s.len()] = true;
+        let mut tokens = Vec::new();
+        let mut i = 0;
+        while i < p.len() {
+            let t = match (p[i], p.get(i + 1)) {
+                (b'*', Some(b'*')) => {
+                    i += 2;
+                    Token::Any
+                }
+                (b'*', _) => {
+                    i += 1;
+                    Token::Segment
+                }
+                (c, _) => {
+                    i += 1;
+                    Token::Byte(c)
+                }
+            };
+            tokens.push(t);
+        }
+        for t in tokens.iter().rev() {
+            let mut cur = vec![false; s.len() + 1];
+            for j in (0..=s.len()).rev() {
+                cur[j] = match t {
+                    Token::Byte(c) => j < s.len() && s[j] == *c && next[j + 1],
+                    Token::Segment => next[j] || (j < s.len() && s[j] != b'/' && cur[j + 1]),
+                    Token::Any => next[j] || (j < s.len() && cur[j + 1]),
+                };
+            }
+            next = cur;
+        }
+        next[0]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for PathGlob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A piece of a [`PathGlob`].
+enum Token {
+    Byte(u8),
+    Segment,
+    Any,
 }
 
 /// Matches `text` against `pat`, where `*` is any run of bytes and `?` (when `question`) one
@@ -512,6 +592,10 @@ macro_rules! text_serde {
 text_serde!(
     Glob,
     "a path glob such as `/etc/app/token` or `~/.aws/credentials`"
+);
+text_serde!(
+    PathGlob,
+    "a URL path pattern such as `/v1/charges` or `/repos/*/pulls`"
 );
 text_serde!(
     HostGlob,

@@ -4,9 +4,12 @@
 //! The suggestion is exactly what was observed, nothing wider: the executables and users that
 //! opened the credential successfully, the files they opened, and each destination its holders
 //! connected to (by the DNS name they looked up when there was one, else the address alone)
-//! with the ports used. With the registry in force (`--registry`), what the NHI declares and no
-//! one used is listed as removable, what was used outside it is marked, and the fields that
-//! are not learned from behaviour (owner, expiry, max age, interactive use, holders) are kept.
+//! with the ports used and, where their connections' first bytes said it (`request` events),
+//! the server names on the wire (`sni:`) and the HTTP methods and paths (`methods:`, `paths:`;
+//! a directory with more than [`PATHS_PER_DIR`] distinct paths becomes `dir/*`). With the
+//! registry in force (`--registry`), what the NHI declares and no one used is listed as
+//! removable, what was used outside it is marked, and the fields that are not learned from
+//! behaviour (owner, expiry, max age, interactive use, holders) are kept.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,15 +20,20 @@ use std::{
 
 use crate::{
     domain::event::Kind,
+    domain::pattern::{HostGlob, PathGlob},
     domain::registry::{Interactive, Nhi, Principals},
+    domain::wire::WireFields,
 };
 
-/// Uses of one NHI alike (kind, process, file or destination, outcome, host), counted: what the
-/// suggestion is learned from. The store's read API produces them
+/// Distinct paths of one directory written one by one; more become `dir/*`.
+pub const PATHS_PER_DIR: usize = 3;
+
+/// Uses of one NHI alike (kind, process, file or destination, API, outcome, host), counted:
+/// what the suggestion is learned from. The store's read API produces them
 /// ([`crate::publish::store::read::Reader::scope_uses`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScopeRecord {
-    /// An open or a connect.
+    /// An open, a connect or a request.
     pub kind: Kind,
     pub exe: String,
     pub uid: u32,
@@ -39,6 +47,9 @@ pub struct ScopeRecord {
     /// The open succeeded (connects always do).
     pub succeeded: bool,
     pub host: String,
+    /// A request: its server name, HTTP method, host and path (ALPN and TLS version are not
+    /// part of a scope).
+    pub wire: WireFields,
     /// How many uses.
     pub n: u64,
     /// The first and the last of them, in seconds since the epoch.
@@ -66,6 +77,17 @@ impl Seen {
     }
 }
 
+/// The APIs requests to one destination named.
+#[derive(Debug, Default)]
+struct Apis {
+    /// Server names (TLS SNI, HTTP `Host` without its port).
+    names: BTreeMap<String, Seen>,
+    methods: BTreeMap<String, Seen>,
+    paths: BTreeMap<String, Seen>,
+    /// Requests in all.
+    requests: u64,
+}
+
 /// Everything observed of one NHI.
 #[derive(Debug, Default)]
 pub struct Observed {
@@ -74,6 +96,8 @@ pub struct Observed {
     paths: BTreeMap<String, Seen>,
     /// Destination -> port -> uses.
     places: BTreeMap<Place, BTreeMap<u16, Seen>>,
+    /// Destination -> what its requests said.
+    apis: BTreeMap<Place, Apis>,
     /// Opens refused by the kernel (by exe), not part of the scope.
     refused: BTreeMap<String, u64>,
     hosts: BTreeSet<String>,
@@ -86,6 +110,33 @@ impl Observed {
     pub fn from_records(rows: &[ScopeRecord]) -> Observed {
         let mut o = Observed::default();
         for r in rows {
+            if r.kind == Kind::Request {
+                // A request is a connection's first bytes: its connect counted the use.
+                let Some(place) = place_of(r) else { continue };
+                // Its port, should the connect be outside the window.
+                let ports = o.places.entry(place.clone()).or_default();
+                if let Some(port) = r.dport.filter(|p| *p != 0) {
+                    ports.entry(port).or_default();
+                }
+                let a = o.apis.entry(place).or_default();
+                a.requests += r.n;
+                if let Some(name) = r.wire.server_name() {
+                    a.names
+                        .entry(name.to_owned())
+                        .or_default()
+                        .add(r.n, r.last_secs);
+                }
+                if let Some(m) = &r.wire.http_method {
+                    a.methods
+                        .entry(m.clone())
+                        .or_default()
+                        .add(r.n, r.last_secs);
+                }
+                if let Some(p) = &r.wire.http_path {
+                    a.paths.entry(p.clone()).or_default().add(r.n, r.last_secs);
+                }
+                continue;
+            }
             o.hosts.insert(r.host.clone());
             o.uses += r.n;
             o.first = Some(o.first.map_or(r.first_secs, |f| f.min(r.first_secs)));
@@ -108,13 +159,7 @@ impl Observed {
                     }
                 }
                 Kind::Connect => {
-                    let place = match r.dns_names.first() {
-                        Some(name) => Place::Name(name.clone()),
-                        None => match r.daddr.parse::<IpAddr>() {
-                            Ok(a) => Place::Addr(a),
-                            Err(_) => continue,
-                        },
-                    };
+                    let Some(place) = place_of(r) else { continue };
                     o.places
                         .entry(place)
                         .or_default()
@@ -131,6 +176,118 @@ impl Observed {
     /// No use at all was seen.
     pub fn is_empty(&self) -> bool {
         self.uses == 0
+    }
+}
+
+/// Where a connect or a request went: the first name DNS gave for its address, else the address.
+fn place_of(r: &ScopeRecord) -> Option<Place> {
+    match r.dns_names.first() {
+        Some(name) => Some(Place::Name(name.clone())),
+        None => r.daddr.parse::<IpAddr>().ok().map(Place::Addr),
+    }
+}
+
+/// The `sni:`, `methods:` and `paths:` lines of an endpoint whose requests said `a`. Each is
+/// written only when every value seen can be written as the registry's pattern for it (a
+/// server name as a name glob, a method in capitals, a path as a literal path glob): otherwise
+/// the endpoint would refuse requests that were seen, and a comment says why it is left out.
+fn api_lines(y: &mut String, a: &Apis) {
+    let last = |m: &BTreeMap<String, Seen>| m.values().map(|s| s.last).max().unwrap_or(0);
+    if !a.names.is_empty() {
+        let bad = a
+            .names
+            .keys()
+            .find(|n| n.contains('*') || HostGlob::parse(n).is_err());
+        match bad {
+            Some(n) => {
+                let _ = writeln!(
+                    y,
+                    "        # sni: not written, the server name {} is not a name pattern",
+                    q(n)
+                );
+            }
+            None => {
+                let list: Vec<String> = a.names.keys().map(|n| q(n)).collect();
+                let _ = writeln!(
+                    y,
+                    "        sni: [{}]  # {} request(s), last {}",
+                    list.join(", "),
+                    a.requests,
+                    day(last(&a.names))
+                );
+            }
+        }
+    }
+    if !a.methods.is_empty() {
+        let bad = a
+            .methods
+            .keys()
+            .find(|m| !(1..=16).contains(&m.len()) || !m.bytes().all(|c| c.is_ascii_uppercase()));
+        match bad {
+            Some(m) => {
+                let _ = writeln!(
+                    y,
+                    "        # methods: not written, {} is not a method the registry takes",
+                    q(m)
+                );
+            }
+            None => {
+                let list: Vec<String> = a
+                    .methods
+                    .iter()
+                    .map(|(m, s)| format!("{m} ({})", s.uses))
+                    .collect();
+                // Quoted: `NULL` or `TRUE` would not read as text.
+                let names: Vec<String> = a.methods.keys().map(|m| q(m)).collect();
+                let _ = writeln!(
+                    y,
+                    "        methods: [{}]  # {}",
+                    names.join(", "),
+                    list.join(", ")
+                );
+            }
+        }
+    }
+    if !a.paths.is_empty() {
+        // A path the registry cannot take as a pattern that matches just it (one with a `*`):
+        // no `paths:` at all rather than one that refuses it.
+        let bad = a
+            .paths
+            .keys()
+            .find(|p| p.contains('*') || PathGlob::parse(p).map_or(true, |g| !g.matches(p)));
+        if let Some(p) = bad {
+            let _ = writeln!(
+                y,
+                "        # paths: not written, the path {} cannot be written as a pattern \
+                 that matches only it",
+                q(p)
+            );
+            return;
+        }
+        let mut by_dir: BTreeMap<&str, Vec<(&String, &Seen)>> = BTreeMap::new();
+        for (p, s) in &a.paths {
+            let dir = p.rsplit_once('/').map_or("", |(d, _)| d);
+            by_dir.entry(dir).or_default().push((p, s));
+        }
+        let _ = writeln!(y, "        paths:");
+        for (dir, paths) in by_dir {
+            if paths.len() > PATHS_PER_DIR && !dir.is_empty() {
+                let total: u64 = paths.iter().map(|(_, s)| s.uses).sum();
+                let last = paths.iter().map(|(_, s)| s.last).max().unwrap_or(0);
+                let _ = writeln!(
+                    y,
+                    "          - {}  # {} paths, {total} request(s), last {}, e.g. {}",
+                    q(&format!("{dir}/*")),
+                    paths.len(),
+                    day(last),
+                    q(paths[0].0)
+                );
+            } else {
+                for (p, s) in paths {
+                    let _ = writeln!(y, "          - {}  # {}", q(p), uses(s));
+                }
+            }
+        }
     }
 }
 
@@ -297,12 +454,24 @@ pub fn suggest(id: &str, o: &Observed, declared: Option<&Nhi>, window: &str) -> 
         let list: Vec<String> = ports.keys().map(u16::to_string).collect();
         let total: u64 = ports.values().map(|s| s.uses).sum();
         let last = ports.values().map(|s| s.last).max().unwrap_or(0);
-        let _ = writeln!(
-            y,
-            "        ports: [{}]  # {total} connection(s), last {}",
-            list.join(", "),
-            day(last)
-        );
+        if total == 0 {
+            // Only requests were seen: their connects are before the window.
+            let _ = writeln!(
+                y,
+                "        ports: [{}]  # from requests; no connection seen",
+                list.join(", ")
+            );
+        } else {
+            let _ = writeln!(
+                y,
+                "        ports: [{}]  # {total} connection(s), last {}",
+                list.join(", "),
+                day(last)
+            );
+        }
+        if let Some(a) = o.apis.get(place) {
+            api_lines(&mut y, a);
+        }
     }
     if let Some(eps) = declared.and_then(|d| d.endpoints.as_ref()) {
         for e in eps {

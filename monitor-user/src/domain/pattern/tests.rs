@@ -308,3 +308,26 @@ fn a_glob_that_matches_a_path_may_match_its_name() {
     assert!(!g("/srv/app/token").may_match_name("token2"));
     assert!(g("/var/lib/**").may_match_name("anything"));
 }
+
+#[test]
+fn url_path_patterns_match_segments_and_the_root() {
+    let g = |t: &str| PathGlob::parse(t).unwrap_or_else(|e| panic!("{e}"));
+    assert!(g("/").matches("/"));
+    assert!(!g("/").matches("/v1"));
+    assert!(g("/v1/").matches("/v1/") && !g("/v1/").matches("/v1"));
+    assert!(g("/repos/*/pulls").matches("/repos/nhiscope/pulls"));
+    assert!(!g("/repos/*/pulls").matches("/repos/a/b/pulls"));
+    assert!(g("/repos/**/pulls").matches("/repos/a/b/pulls"));
+    assert!(g("/v1/**").matches("/v1/charges/ch_1") && !g("/v1/**").matches("/v2/x"));
+    assert!(g("/v1/*").matches("/v1/") && !g("/v1/*").matches("/v1/a/b"));
+    assert!(g("/a*b*c").matches("/aXbYc") && !g("/a*b*c").matches("/aXbY/c"));
+    for bad in ["v1/x", "", "/a b", "/\u{e9}"] {
+        assert!(
+            matches!(PathGlob::parse(bad), Err(PatternError::UrlPath(_))),
+            "{bad}"
+        );
+    }
+    // Quadratic at worst, whatever the path: many stars against a long path.
+    let long = format!("/{}", "a".repeat(4000));
+    assert!(!g("/*a*a*a*a*a*a*a*a*b").matches(&long));
+}

@@ -24,7 +24,7 @@ use serde::de::{self, value::MapAccessDeserializer, Deserializer, MapAccess, Seq
 use serde::Deserialize;
 
 use crate::domain::filter;
-use crate::domain::pattern::{Cidr, Glob, HostGlob};
+use crate::domain::pattern::{Cidr, Glob, HostGlob, PathGlob};
 use crate::domain::watchlist;
 
 /// Why a registry could not be loaded. Displays as `FILE:LINE:COLUMN: message`.
@@ -215,7 +215,7 @@ pub struct Endpoint {
     /// Plaintext HTTP: the methods a request may use; empty: any.
     pub methods: Vec<String>,
     /// Plaintext HTTP: the paths a request may ask for (globs); empty: any.
-    pub paths: Vec<Glob>,
+    pub paths: Vec<PathGlob>,
 }
 
 impl Endpoint {
@@ -524,7 +524,7 @@ struct RawEndpoint {
     #[serde(default)]
     methods: Vec<String>,
     #[serde(default)]
-    paths: Vec<Glob>,
+    paths: Vec<PathGlob>,
 }
 
 impl Validate for Endpoint {
@@ -549,9 +549,6 @@ impl Validate for Endpoint {
             return Err(format!(
                 "method `{m}` is not an HTTP method: write it in capitals, as `GET` or `POST`"
             ));
-        }
-        if let Some(p) = r.paths.iter().find(|p| p.as_str().starts_with('~')) {
-            return Err(format!("path `{p}` must start with `/`"));
         }
         Ok(Endpoint {
             host: r.host,

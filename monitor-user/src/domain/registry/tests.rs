@@ -543,6 +543,16 @@ fn endpoints_declare_apis_by_server_name_method_and_path() {
     assert!(!e.allows_api(Some("other.test"), None, None));
     assert!(!e.allows_api(Some("x.api.test"), Some("DELETE"), Some("/v1/items")));
     assert!(!e.allows_api(Some("x.api.test"), Some("GET"), Some("/v2/items")));
+    // The root is a path a registry can name.
+    let root = parse(
+        "nhis:\n  - id: a\n    credentials: [/x]\n    endpoints:\n      - cidr: 10.0.0.0/8\n        paths: ['/', '/health/']\n",
+        "r.yaml",
+    )
+    .expect("registry");
+    let e = &root.nhis[0].endpoints.as_ref().expect("endpoints")[0];
+    assert!(e.allows_api(None, Some("GET"), Some("/")));
+    assert!(e.allows_api(None, Some("GET"), Some("/health/")));
+    assert!(!e.allows_api(None, Some("GET"), Some("/health")));
     // Without `sni`, a `host` entry's glob is matched against the name on the wire too.
     assert!(eps[1].allows_api(Some("db.test"), None, None));
     assert!(!eps[1].allows_api(Some("other.test"), None, None));

@@ -1,5 +1,6 @@
 use super::*;
 use crate::domain::registry;
+use crate::domain::wire::WireFields;
 
 fn rec(
     kind: Kind,
@@ -20,16 +21,49 @@ fn rec(
         dns_names: dest.2.iter().map(|s| (*s).to_owned()).collect(),
         succeeded: ok,
         host: "web-1".into(),
+        wire: WireFields::default(),
         n,
         first_secs: 1_795_000_000,
         last_secs: 1_795_400_000,
     }
 }
 
+/// A request to `dest`: a TLS server name, or an HTTP method, `Host` and path.
+fn request(
+    dest: (&str, u16, &[&str]),
+    sni: Option<&str>,
+    http: Option<(&str, &str, &str)>,
+    n: u64,
+) -> ScopeRecord {
+    let mut r = rec(
+        Kind::Request,
+        "/usr/local/bin/billing-worker",
+        1001,
+        "",
+        dest,
+        true,
+        n,
+    );
+    r.wire.sni = sni.map(str::to_owned);
+    if sni.is_some() {
+        r.wire.alpn = Some(vec!["h2".into()]);
+    }
+    if let Some((m, h, p)) = http {
+        r.wire.http_method = Some(m.into());
+        r.wire.http_host = Some(h.into());
+        r.wire.http_path = Some(p.into());
+    }
+    r
+}
+
 const CRED: &str = "/etc/billing/aws-credentials";
 
 fn observed() -> Observed {
-    Observed::from_records(&[
+    Observed::from_records(&records())
+}
+
+fn records() -> Vec<ScopeRecord> {
+    vec![
         rec(
             Kind::Open,
             "/usr/local/bin/billing-worker",
@@ -67,7 +101,7 @@ fn observed() -> Observed {
             true,
             1,
         ),
-    ])
+    ]
 }
 
 #[test]
@@ -201,5 +235,143 @@ fn every_string_written_is_quoted_so_no_name_adds_a_line() {
     assert_eq!(
         v["nhis"][0]["endpoints"][0]["host"].as_str(),
         Some("a\nb.example")
+    );
+}
+
+#[test]
+fn requests_give_the_endpoints_their_server_names_methods_and_paths() {
+    const S3: &str = "bucket.s3.eu-west-1.amazonaws.com";
+    let mut rows = records();
+    let s3 = ("52.218.1.10", 443, &[S3][..]);
+    let api = ("10.20.1.7", 8080, &[][..]);
+    rows.extend([
+        request(s3, Some(S3), None, 100),
+        request(s3, Some("s3.eu-west-1.amazonaws.com"), None, 18),
+        // Plaintext HTTP to an address no DNS answer named; its connect is outside the window.
+        request(
+            api,
+            None,
+            Some(("GET", "api.internal:8080", "/v1/charges/ch_1")),
+            5,
+        ),
+        request(
+            api,
+            None,
+            Some(("POST", "api.internal:8080", "/v1/refunds")),
+            2,
+        ),
+    ]);
+    // Five paths in one directory are folded into `dir/*`.
+    for i in 0..5 {
+        let path = format!("/v1/reports/r-{i}.csv");
+        rows.push(request(
+            api,
+            None,
+            Some(("GET", "api.internal:8080", &path)),
+            1,
+        ));
+    }
+    let o = Observed::from_records(&rows);
+    let text = suggest("billing-s3-writer", &o, None, "over the last 7d");
+    let r = registry::parse(&text, "suggestion").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let n = r.nhi("billing-s3-writer").expect("the NHI");
+    let eps = n.endpoints.as_ref().expect("endpoints");
+    let s3_ep = eps
+        .iter()
+        .find(|e| e.host.as_ref().is_some_and(|h| h.as_str() == S3))
+        .unwrap_or_else(|| panic!("no S3 endpoint:\n{text}"));
+    assert_eq!(
+        s3_ep.sni.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+        [S3, "s3.eu-west-1.amazonaws.com"],
+        "{text}"
+    );
+    assert!(
+        s3_ep.methods.is_empty() && s3_ep.paths.is_empty(),
+        "TLS has no method or path"
+    );
+    assert!(s3_ep.allows_api(Some(S3), None, None));
+    assert!(!s3_ep.allows_api(Some("api.github.com"), None, None));
+    let api_ep = eps
+        .iter()
+        .find(|e| e.cidr.is_some() && e.allows("10.20.1.7".parse().unwrap(), 8080, &[] as &[&str]))
+        .unwrap_or_else(|| panic!("no endpoint of 10.20.1.7:8080:\n{text}"));
+    assert_eq!(
+        api_ep.sni.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+        ["api.internal"]
+    );
+    assert_eq!(api_ep.methods, ["GET", "POST"], "{text}");
+    let ok = |m: &str, p: &str| api_ep.allows_api(Some("api.internal"), Some(m), Some(p));
+    assert!(ok("GET", "/v1/charges/ch_1") && ok("POST", "/v1/refunds"));
+    assert!(
+        ok("GET", "/v1/reports/r-4.csv") && ok("GET", "/v1/reports/r-99.csv"),
+        "{text}"
+    );
+    assert!(
+        !ok("GET", "/v1/charges/ch_2"),
+        "the paths seen, not their directory"
+    );
+    assert!(!ok("DELETE", "/v1/refunds"), "the methods seen only");
+    assert!(!ok("GET", "/v2/refunds"));
+    assert!(text.contains("5 paths, 5 request(s)"), "{text}");
+    // The port of a request whose connect was not seen is in the endpoint.
+    assert!(
+        text.contains("- cidr: \"10.20.1.7/32\"\n        ports: [5432, 6432, 8080]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_api_the_registry_cannot_write_leaves_that_list_out_and_says_why() {
+    let api = ("10.20.1.7", 80, &[][..]);
+    let o = Observed::from_records(&[
+        rec(Kind::Open, "/usr/bin/curl", 0, CRED, ("", 0, &[]), true, 1),
+        request(api, None, Some(("GET", "api.internal", "/")), 3),
+        request(api, None, Some(("GET", "api.internal", "/v1/x")), 1),
+        request(api, None, Some(("get", "api.internal", "/v1/x")), 1),
+    ]);
+    let text = suggest("x", &o, None, "over the last 7d");
+    let r = registry::parse(&text, "suggestion").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let ep = &r
+        .nhi("x")
+        .expect("nhi")
+        .endpoints
+        .as_ref()
+        .expect("endpoints")[0];
+    // The root is a path like any other; a lowercase method is not one the registry takes.
+    assert_eq!(ep.paths.len(), 2, "{text}");
+    assert!(ep.methods.is_empty(), "{text}");
+    assert!(
+        ep.allows_api(Some("api.internal"), Some("GET"), Some("/")),
+        "{text}"
+    );
+    assert!(
+        !ep.allows_api(Some("api.internal"), Some("GET"), Some("/v2")),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"# methods: not written, "get" is not"#),
+        "{text}"
+    );
+    // A path with a `*` in it cannot be written as a pattern that matches only it.
+    let o = Observed::from_records(&[
+        rec(Kind::Open, "/usr/bin/curl", 0, CRED, ("", 0, &[]), true, 1),
+        request(api, None, Some(("GET", "api.internal", "/files/a*b")), 1),
+    ]);
+    let text = suggest("x", &o, None, "over the last 7d");
+    let r = registry::parse(&text, "suggestion").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let ep = &r
+        .nhi("x")
+        .expect("nhi")
+        .endpoints
+        .as_ref()
+        .expect("endpoints")[0];
+    assert!(ep.paths.is_empty(), "{text}");
+    assert!(
+        text.contains(r#"# paths: not written, the path "/files/a*b" cannot"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("ports: [80]  # from requests; no connection seen"),
+        "{text}"
     );
 }

@@ -182,6 +182,11 @@ pub struct NhiSummary {
     /// Where holders may connect (`*.s3.amazonaws.com port 443`, `10.0.0.0/8 ports 5432,6432`,
     /// `127.0.0.1/32 any port`); `None`: connections are not checked.
     pub endpoints: Option<Vec<String>>,
+    /// The APIs each entry of `endpoints` declares, in its order (`sni *.api.test`,
+    /// `methods GET, POST`, `paths /v1/*`); empty lists for entries that declare none. Absent
+    /// (older daemons): none declared.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoint_apis: Vec<Vec<String>>,
     /// RFC 3339.
     pub expires: Option<String>,
     /// `24h`, `7days`.
@@ -218,6 +223,10 @@ impl From<&Nhi> for NhiSummary {
                 .endpoints
                 .as_ref()
                 .map(|eps| eps.iter().map(endpoint_text).collect()),
+            endpoint_apis: match &n.endpoints {
+                Some(eps) if eps.iter().any(declares_api) => eps.iter().map(api_text).collect(),
+                _ => Vec::new(),
+            },
             expires: n
                 .expires
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
@@ -238,6 +247,32 @@ impl From<&Principals> for PrincipalsSummary {
             uid: p.uid.clone(),
         }
     }
+}
+
+fn declares_api(e: &Endpoint) -> bool {
+    !(e.sni.is_empty() && e.methods.is_empty() && e.paths.is_empty())
+}
+
+/// `sni *.api.test, api.test`, `methods GET, POST`, `paths /v1/*`: those the endpoint declares.
+fn api_text(e: &Endpoint) -> Vec<String> {
+    let mut out = Vec::new();
+    let join = |v: Vec<String>| v.join(", ");
+    if !e.sni.is_empty() {
+        out.push(format!(
+            "sni {}",
+            join(e.sni.iter().map(|g| g.as_str().to_owned()).collect())
+        ));
+    }
+    if !e.methods.is_empty() {
+        out.push(format!("methods {}", e.methods.join(", ")));
+    }
+    if !e.paths.is_empty() {
+        out.push(format!(
+            "paths {}",
+            join(e.paths.iter().map(|g| g.as_str().to_owned()).collect())
+        ));
+    }
+    out
 }
 
 /// `*.s3.amazonaws.com port 443`, `10.0.0.0/8 ports 5432,6432`, `::1/128 any port`.

@@ -68,7 +68,8 @@ macro_rules! legacy_event_columns {
          cgroup_id, container, syscall, path, path_arg, target, flags, result, error, daddr, \
          dport, saddr, sport, dns_names, count, cause, nhi, CAST(verdict AS Int8) AS \
          verdict_code, drift, reason, script, proto, pod_uid, pod, pod_namespace, \
-         container_name, established_before_use"
+         container_name, established_before_use, sni, alpn, tls_version, http_method, \
+         http_host, http_path"
     };
 }
 
@@ -81,7 +82,8 @@ macro_rules! modern_event_columns {
          ifNull(replaceRegexpOne(toString(daddr), '^::ffff:', ''), '') AS daddr_text, dport, \
          ifNull(replaceRegexpOne(toString(saddr), '^::ffff:', ''), '') AS saddr_text, sport, \
          dns_names, count, cause, nhi, CAST(verdict AS Int8) AS verdict_code, drift, reason, \
-         script, proto, pod_uid, pod, pod_namespace, container_name, established_before_use"
+         script, proto, pod_uid, pod, pod_namespace, container_name, established_before_use, \
+         sni, alpn, tls_version, http_method, http_host, http_path"
     };
 }
 
@@ -197,6 +199,48 @@ pub const VERDICTS_PER_MINUTE: Query = Query {
              GROUP BY minute, verdict ORDER BY minute, verdict",
 };
 
+/// The server name of a request: its TLS server name, else its HTTP `Host` without the port.
+macro_rules! server_name {
+    () => {
+        "if(sni != '', sni, replaceRegexpOne(http_host, ':[0-9]+\\\\z', ''))"
+    };
+}
+
+/// The APIs each NHI's holders talked to: server name, port, method and path of their requests
+/// (`request` events), with how many, how many drifted and which drift kinds, first and last.
+pub const APIS: Query = Query {
+    name: "apis",
+    description: "per NHI: the APIs its holders used (server name, port, HTTP method and path), \
+                  with counts, drift and first and last use",
+    params: &["from", "to"],
+    returns_events: false,
+    legacy: concat!(
+        "SELECT nhi, ",
+        server_name!(),
+        " AS server_name, dport, http_method AS method, http_path AS path, count() AS n, \
+         countIf(verdict = 'drift') AS drifts, arraySort(groupUniqArrayArray(drift)) AS drift, \
+         toUInt64(toUnixTimestamp(min(ts))) AS first_secs, \
+         toUInt64(toUnixTimestamp(max(ts))) AS last_secs \
+         FROM {db}.events FINAL WHERE kind = 'request' AND nhi != '' \
+         AND ts >= toDateTime(?) AND ts < toDateTime(?) \
+         GROUP BY nhi, server_name, dport, method, path \
+         ORDER BY nhi, n DESC, server_name, dport, method, path"
+    ),
+    modern: concat!(
+        "SELECT toString(nhi) AS nhi, toString(",
+        server_name!(),
+        ") AS server_name, dport, toString(http_method) AS method, http_path AS path, \
+         count() AS n, countIf(verdict = 'drift') AS drifts, \
+         arraySort(arrayMap(x -> toString(x), groupUniqArrayArray(drift))) AS drift, \
+         toUInt64(toUnixTimestamp(min(ts))) AS first_secs, \
+         toUInt64(toUnixTimestamp(max(ts))) AS last_secs \
+         FROM {db}.events FINAL WHERE kind = 'request' AND nhi != '' \
+         AND ts >= toDateTime(?) AND ts < toDateTime(?) \
+         GROUP BY nhi, server_name, dport, method, path \
+         ORDER BY nhi, n DESC, server_name, dport, method, path"
+    ),
+};
+
 /// Coverage gaps overlapping a time range.
 pub const LOSSES: Query = Query {
     name: "losses",
@@ -260,35 +304,49 @@ macro_rules! uses_filter {
     };
 }
 
-/// The dashboard's history: uses grouped by everything the NHI views show (who, where, what
-/// was outside the scope), with how many and the newest (ns since the epoch).
+/// The rows an NHI's detail counts: its uses and its holders' requests (the APIs they named).
+macro_rules! uses_and_requests_filter {
+    () => {
+        "(kind IN ('open', 'connect') AND (nhi != '' OR verdict = 'unregistered') \
+         OR kind = 'request' AND nhi != '')"
+    };
+}
+
+/// The dashboard's history: uses (and requests) grouped by everything the NHI views show (who,
+/// where, which API, what was outside the scope), with how many and the newest (ns since the
+/// epoch).
 pub const DASHBOARD_USES: Query = Query {
     name: "dashboard_uses",
-    description: "uses per NHI, host, process, path or destination and drift, with the newest",
+    description: "uses and requests per NHI, host, process, path, destination, API and drift, \
+                  with the newest",
     params: &["from", "to", "hosts", "hosts", "limit"],
     returns_events: false,
     legacy: concat!(
         "SELECT nhi, CAST(verdict AS Int8) AS verdict_code, CAST(kind AS Int8) AS kind_code, \
-         host, exe, uid, path, daddr, dport, dns_names, drift, count() AS n, \
+         host, exe, uid, path, daddr, dport, dns_names, drift, sni, http_host, http_method, \
+         http_path, count() AS n, \
          max(toUInt64(toUnixTimestamp(ts)) * 1000000000 + ts_ns) AS last_ns \
          FROM {db}.events FINAL WHERE ",
-        uses_filter!(),
+        uses_and_requests_filter!(),
         " AND ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
         hosts_filter!(),
         " GROUP BY nhi, verdict_code, kind_code, host, exe, uid, path, daddr, dport, \
-         dns_names, drift ORDER BY n DESC, last_ns DESC LIMIT ?"
+         dns_names, drift, sni, http_host, http_method, http_path \
+         ORDER BY n DESC, last_ns DESC LIMIT ?"
     ),
     modern: concat!(
         "SELECT nhi, CAST(verdict AS Int8) AS verdict_code, CAST(kind AS Int8) AS kind_code, \
          host, exe, uid, path, \
          ifNull(replaceRegexpOne(toString(daddr), '^::ffff:', ''), '') AS daddr_text, dport, \
-         dns_names, drift, count() AS n, toUInt64(max(toUnixTimestamp64Nano(ts))) AS last_ns \
+         dns_names, drift, sni, http_host, http_method, http_path, count() AS n, \
+         toUInt64(max(toUnixTimestamp64Nano(ts))) AS last_ns \
          FROM {db}.events FINAL WHERE ",
-        uses_filter!(),
+        uses_and_requests_filter!(),
         " AND ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
         hosts_filter!(),
         " GROUP BY nhi, verdict_code, kind_code, host, exe, uid, path, daddr_text, dport, \
-         dns_names, drift ORDER BY n DESC, last_ns DESC LIMIT ?"
+         dns_names, drift, sni, http_host, http_method, http_path \
+         ORDER BY n DESC, last_ns DESC LIMIT ?"
     ),
 };
 
@@ -362,8 +420,9 @@ pub const DASHBOARD_DRIFT: Query = Query {
     ),
 };
 
-/// One NHI's uses by process, file and destination, with whether each open succeeded (what
-/// `nhiscope scope suggest` learns a scope from).
+/// One NHI's uses by process, file and destination (and, for requests, the API: server name,
+/// method and path), with whether each open succeeded (what `nhiscope scope suggest` learns a
+/// scope from).
 pub const SCOPE_USES: Query = Query {
     name: "scope_uses",
     description: "one NHI's uses by process, file, destination and host, in a time range",
@@ -371,25 +430,29 @@ pub const SCOPE_USES: Query = Query {
     returns_events: false,
     legacy: concat!(
         "SELECT CAST(kind AS Int8) AS kind_code, exe, uid, path, daddr, dport, dns_names, \
-         toUInt8(ifNull(result, 0) >= 0) AS succeeded, host, count() AS n, \
+         toUInt8(ifNull(result, 0) >= 0) AS succeeded, host, sni, http_host, http_method, \
+         http_path, count() AS n, \
          toUInt64(toUnixTimestamp(min(ts))) AS first_secs, \
          toUInt64(toUnixTimestamp(max(ts))) AS last_secs \
-         FROM {db}.events FINAL WHERE nhi = ? AND kind IN ('open', 'connect') \
+         FROM {db}.events FINAL WHERE nhi = ? AND kind IN ('open', 'connect', 'request') \
          AND ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
         hosts_filter!(),
-        " GROUP BY kind_code, exe, uid, path, daddr, dport, dns_names, succeeded, host \
-         ORDER BY n DESC, exe, path, daddr, dport"
+        " GROUP BY kind_code, exe, uid, path, daddr, dport, dns_names, succeeded, host, sni, \
+         http_host, http_method, http_path \
+         ORDER BY n DESC, exe, path, daddr, dport, sni, http_host, http_method, http_path"
     ),
     modern: concat!(
         "SELECT CAST(kind AS Int8) AS kind_code, exe, uid, path, \
          ifNull(replaceRegexpOne(toString(daddr), '^::ffff:', ''), '') AS daddr_text, dport, \
-         dns_names, toUInt8(ifNull(result, 0) >= 0) AS succeeded, host, count() AS n, toUInt64(toUnixTimestamp(min(ts))) AS first_secs, \
+         dns_names, toUInt8(ifNull(result, 0) >= 0) AS succeeded, host, sni, http_host, \
+         http_method, http_path, count() AS n, toUInt64(toUnixTimestamp(min(ts))) AS first_secs, \
          toUInt64(toUnixTimestamp(max(ts))) AS last_secs \
-         FROM {db}.events FINAL WHERE nhi = ? AND kind IN ('open', 'connect') \
+         FROM {db}.events FINAL WHERE nhi = ? AND kind IN ('open', 'connect', 'request') \
          AND ts >= toDateTime(?) AND ts < toDateTime(?) AND ",
         hosts_filter!(),
-        " GROUP BY kind_code, exe, uid, path, daddr_text, dport, dns_names, succeeded, host \
-         ORDER BY n DESC, exe, path, daddr_text, dport"
+        " GROUP BY kind_code, exe, uid, path, daddr_text, dport, dns_names, succeeded, host, \
+         sni, http_host, http_method, http_path \
+         ORDER BY n DESC, exe, path, daddr_text, dport, sni, http_host, http_method, http_path"
     ),
 };
 
@@ -400,6 +463,7 @@ pub const ALL: &[&Query] = &[
     &DRIFT,
     &NHI_SUMMARY,
     &DRIFT_KINDS,
+    &APIS,
     &VERDICTS_PER_MINUTE,
     &LOSSES,
     &LOSSES_BY_HOST,
@@ -521,6 +585,12 @@ pub struct EventRecord {
     pod_namespace: String,
     container_name: String,
     established_before_use: u8,
+    sni: String,
+    alpn: Vec<String>,
+    tls_version: String,
+    http_method: String,
+    http_host: String,
+    http_path: String,
 }
 
 impl EventRecord {
@@ -567,8 +637,9 @@ impl EventRecord {
         e.dport = r.dport;
         e.saddr = addr(&r.saddr)?;
         e.sport = r.sport;
-        // Connects always carry the list (possibly empty); other kinds never do.
-        e.dns_names = (kind == Kind::Connect || !r.dns_names.is_empty()).then_some(r.dns_names);
+        // Connects and requests always carry the list (possibly empty); other kinds never do.
+        e.dns_names = (matches!(kind, Kind::Connect | Kind::Request) || !r.dns_names.is_empty())
+            .then_some(r.dns_names);
         e.count = r.count;
         e.cause = text(r.cause);
         e.nhi = text(r.nhi);
@@ -589,6 +660,13 @@ impl EventRecord {
         e.pod_namespace = text(r.pod_namespace);
         e.container_name = text(r.container_name);
         e.established_before_use = r.established_before_use != 0;
+        e.wire.sni = text(r.sni);
+        // An empty ALPN list is not sent (the ClientHello had no ALPN extension, or it was cut).
+        e.wire.alpn = (!r.alpn.is_empty()).then_some(r.alpn);
+        e.wire.tls_version = text(r.tls_version);
+        e.wire.http_method = text(r.http_method);
+        e.wire.http_host = text(r.http_host);
+        e.wire.http_path = text(r.http_path);
         Some(EventRow::new(e, r.run_id, r.seq))
     }
 }

@@ -30,6 +30,7 @@ use super::{
 use crate::{
     domain::event::{DriftKind, Event, Kind, Verdict},
     domain::scope::ScopeRecord,
+    domain::wire::WireFields,
 };
 
 /// Why a read failed.
@@ -93,7 +94,7 @@ pub struct UseCount {
     /// Empty for unregistered credentials.
     pub nhi: String,
     pub verdict: Verdict,
-    /// An open or a connect.
+    /// An open, a connect or a request.
     pub kind: Kind,
     pub host: String,
     pub exe: String,
@@ -105,6 +106,8 @@ pub struct UseCount {
     pub dport: Option<u16>,
     pub dns_names: Vec<String>,
     pub drift: Vec<DriftKind>,
+    /// A request: its server name, HTTP method, host and path (no ALPN or TLS version).
+    pub wire: WireFields,
     pub n: u64,
     /// The newest of them, in ns since the epoch.
     pub last_ns: u64,
@@ -287,6 +290,11 @@ fn secs(t: SystemTime) -> Param {
     Param::U64(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs())
 }
 
+/// A text column's value: `None` when empty.
+fn text(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
 /// A row of [`SCOPE_USES`], in its column order.
 #[derive(Row, Deserialize)]
 struct ScopeRow {
@@ -301,6 +309,10 @@ struct ScopeRow {
     /// 1 when the open succeeded (connects always 1).
     succeeded: u8,
     host: String,
+    sni: String,
+    http_host: String,
+    http_method: String,
+    http_path: String,
     n: u64,
     first_secs: u64,
     last_secs: u64,
@@ -318,6 +330,14 @@ impl ScopeRow {
             dns_names: self.dns_names,
             succeeded: self.succeeded != 0,
             host: self.host,
+            wire: WireFields {
+                sni: text(self.sni),
+                alpn: None,
+                tls_version: None,
+                http_method: text(self.http_method),
+                http_host: text(self.http_host),
+                http_path: text(self.http_path),
+            },
             n: self.n,
             first_secs: self.first_secs,
             last_secs: self.last_secs,
@@ -340,6 +360,10 @@ struct UseRow {
     dport: Option<u16>,
     dns_names: Vec<String>,
     drift: Vec<String>,
+    sni: String,
+    http_host: String,
+    http_method: String,
+    http_path: String,
     n: u64,
     last_ns: u64,
 }
@@ -362,6 +386,14 @@ impl UseRow {
             daddr: self.daddr,
             dport: self.dport,
             dns_names: self.dns_names,
+            wire: WireFields {
+                sni: text(self.sni),
+                alpn: None,
+                tls_version: None,
+                http_method: text(self.http_method),
+                http_host: text(self.http_host),
+                http_path: text(self.http_path),
+            },
             n: self.n,
             last_ns: self.last_ns,
         })

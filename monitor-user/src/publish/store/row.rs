@@ -45,8 +45,7 @@ pub fn kind_code(k: Kind) -> i8 {
         Kind::Exit => 4,
         Kind::Dns => 5,
         Kind::Loss => 6,
-        // Not in the column's `Enum8` yet: request events are not handed to the store (the
-        // daemon keeps them out until the schema migration adds the kind and its columns).
+        // Since schema version 5.
         Kind::Request => 7,
     }
 }
@@ -59,6 +58,7 @@ pub fn kind_from_code(c: i8) -> Option<Kind> {
         Kind::Exit,
         Kind::Dns,
         Kind::Loss,
+        Kind::Request,
     ]
     .into_iter()
     .find(|k| kind_code(*k) == c)
@@ -316,6 +316,12 @@ pub struct LegacyEvent<'a> {
     pod_namespace: &'a str,
     container_name: &'a str,
     established_before_use: u8,
+    sni: &'a str,
+    alpn: &'a [String],
+    tls_version: &'a str,
+    http_method: &'a str,
+    http_host: &'a str,
+    http_path: &'a str,
 }
 
 /// `events` on current servers: `DateTime64(9)` and `IPv6` columns.
@@ -361,6 +367,12 @@ pub struct ModernEvent<'a> {
     pod_namespace: &'a str,
     container_name: &'a str,
     established_before_use: u8,
+    sni: &'a str,
+    alpn: &'a [String],
+    tls_version: &'a str,
+    http_method: &'a str,
+    http_host: &'a str,
+    http_path: &'a str,
 }
 
 /// An optional text as a `String` column.
@@ -412,6 +424,12 @@ macro_rules! wire_event {
             pod_namespace: text(&e.pod_namespace),
             container_name: text(&e.container_name),
             established_before_use: u8::from(e.established_before_use),
+            sni: text(&e.wire.sni),
+            alpn: e.wire.alpn.as_deref().unwrap_or_default(),
+            tls_version: text(&e.wire.tls_version),
+            http_method: text(&e.wire.http_method),
+            http_host: text(&e.wire.http_host),
+            http_path: text(&e.wire.http_path),
         }
     }};
 }

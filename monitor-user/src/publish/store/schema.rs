@@ -138,6 +138,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "events: connections open before a credential was read",
         statements: v4,
     },
+    Migration {
+        version: 5,
+        name: "events: request kind, server names and HTTP request lines",
+        statements: v5,
+    },
 ];
 
 /// The version a fully migrated database is at.
@@ -167,6 +172,21 @@ fn v3(s: &Schema) -> Vec<String> {
 /// read the credential, judged at that read).
 fn v4(s: &Schema) -> Vec<String> {
     s.add_columns(Table::Events, 4)
+}
+
+/// `events` gains the `request` kind and what a connection's first bytes said: `sni`, `alpn`,
+/// `tls_version`, `http_method`, `http_host`, `http_path`. Adding a value to an `Enum8` changes
+/// only the table's metadata (18.16 too); the statement is the same when run again.
+fn v5(s: &Schema) -> Vec<String> {
+    let mut out = vec![format!(
+        "ALTER TABLE {}{} MODIFY COLUMN kind {}",
+        s.storage_table(Table::Events),
+        s.on_cluster(),
+        kind_enum_at(5)
+    )];
+    // On a cluster this ends by making the `Distributed` table again, over the altered kind too.
+    out.extend(s.add_columns(Table::Events, 5));
+    out
 }
 
 impl Schema {
@@ -344,7 +364,11 @@ impl Schema {
             .versioned_columns(t)
             .into_iter()
             .filter(|(v, _, _)| *v <= version)
-            .map(|(_, n, ty)| (n, ty))
+            // The kind column's `Enum8` grew with the kinds (see [`kind_enum_at`]).
+            .map(|(_, n, ty)| match n.as_str() {
+                "kind" => (n, kind_enum_at(version)),
+                _ => (n, ty),
+            })
             .collect();
         let mut out = String::new();
         for (i, (name, ty)) in cols.iter().enumerate() {
@@ -382,6 +406,12 @@ impl Schema {
                 out.push((3, name.into(), lc.into()));
             }
             out.push((4, "established_before_use".into(), "UInt8".into()));
+            out.push((5, "sni".into(), lc.into()));
+            out.push((5, "alpn".into(), format!("Array({lc})")));
+            for name in ["tls_version", "http_method", "http_host"] {
+                out.push((5, name.into(), lc.into()));
+            }
+            out.push((5, "http_path".into(), "String".into()));
         }
         out
     }
@@ -498,17 +528,28 @@ impl Schema {
     }
 }
 
-/// `Enum8(...)` of the `kind` column, from the codes the rows use.
+/// `Enum8(...)` of the `kind` column at the latest version, from the codes the rows use.
 pub fn kind_enum() -> String {
+    kind_enum_at(latest_version())
+}
+
+/// `Enum8(...)` of the `kind` column as it was at schema `version`: `request` came with 5.
+pub fn kind_enum_at(version: u32) -> String {
     let kinds = [
-        (Kind::Open, "open"),
-        (Kind::Connect, "connect"),
-        (Kind::Exec, "exec"),
-        (Kind::Exit, "exit"),
-        (Kind::Dns, "dns"),
-        (Kind::Loss, "loss"),
+        (Kind::Open, 1),
+        (Kind::Connect, 1),
+        (Kind::Exec, 1),
+        (Kind::Exit, 1),
+        (Kind::Dns, 1),
+        (Kind::Loss, 1),
+        (Kind::Request, 5),
     ];
-    enum8(kinds.iter().map(|(k, n)| (*n, kind_code(*k))))
+    enum8(
+        kinds
+            .iter()
+            .filter(|(_, since)| *since <= version)
+            .map(|(k, _)| (k.as_str(), kind_code(*k))),
+    )
 }
 
 /// `Enum8(...)` of the `verdict` column.

@@ -77,6 +77,30 @@ fn connect_event(daddr: &str) -> Event {
     e
 }
 
+/// A request event: a TLS ClientHello's fields (`tls`) or an HTTP request line's.
+fn request_event(tls: bool) -> Event {
+    let mut e = Event::new(
+        Kind::Request,
+        t("2026-11-23T11:52:06.500000001Z"),
+        "web-1".into(),
+    );
+    e.daddr = Some([52, 1, 2, 3].into());
+    e.dport = Some(443);
+    e.nhi = Some("dev-aws".into());
+    if tls {
+        e.wire.sni = Some("bucket.s3.eu-west-1.amazonaws.com".into());
+        e.wire.alpn = Some(vec!["h2".into(), "http/1.1".into()]);
+        e.wire.tls_version = Some("1.3".into());
+    } else {
+        e.wire.http_method = Some("POST".into());
+        e.wire.http_host = Some("api.example.com:8080".into());
+        e.wire.http_path = Some("/v1/charges".into());
+        e.verdict = Verdict::Drift;
+        e.drift = vec![DriftKind::ApiOutOfScope];
+    }
+    e
+}
+
 fn loss_event() -> Event {
     let mut e = Event::new(Kind::Loss, t("2026-11-23T11:52:07Z"), "web-1".into());
     e.count = Some(0);
@@ -92,6 +116,8 @@ fn events_survive_the_spool_exactly() {
         connect_event("52.1.2.3"),
         connect_event("2001:db8::1"),
         loss_event(),
+        request_event(true),
+        request_event(false),
         Event::new(Kind::Exec, t("2026-11-23T11:52:08.5Z"), "h".into()),
     ] {
         let row = EventRow::from_event(&e, 1, 2);
@@ -206,11 +232,16 @@ fn enum_codes_match_the_ddl_and_the_json_names() {
         Kind::Exit,
         Kind::Dns,
         Kind::Loss,
+        Kind::Request,
     ] {
         let name = serde_json::to_value(k).unwrap();
         let item = format!("'{}' = {}", name.as_str().unwrap(), kind_code(k));
         assert!(super::schema::kind_enum().contains(&item), "{item}");
+        assert_eq!(super::row::kind_from_code(kind_code(k)), Some(k));
     }
+    // Tables made at version 1 had no `request`; version 5 adds it.
+    assert!(!super::schema::kind_enum_at(4).contains("request"));
+    assert!(super::schema::kind_enum_at(5).contains("'request' = 7"));
     for v in [Verdict::Ok, Verdict::Drift, Verdict::Unregistered] {
         let name = serde_json::to_value(v).unwrap();
         let item = format!("'{}' = {}", name.as_str().unwrap(), verdict_code(v));
@@ -299,6 +330,42 @@ fn cluster_ddl_is_replicated_and_distributed() {
     ));
     assert!(s.create_database().ends_with("ON CLUSTER fleet"));
     assert!(s.create_migrations_table().contains("ReplicatedMergeTree("));
+}
+
+#[test]
+fn version_5_adds_the_request_kind_and_the_wire_columns_in_both_dialects() {
+    let v5 = |s: &Schema| (super::schema::MIGRATIONS[4].statements)(s);
+    let legacy = v5(&schema(Dialect::Legacy, None, None));
+    assert!(legacy[0].starts_with("ALTER TABLE nhiscope.events MODIFY COLUMN kind Enum8("));
+    assert!(legacy[0].contains("'request' = 7"), "{}", legacy[0]);
+    for col in [
+        "ADD COLUMN sni String",
+        "ADD COLUMN alpn Array(String)",
+        "ADD COLUMN tls_version String",
+        "ADD COLUMN http_method String",
+        "ADD COLUMN http_host String",
+        "ADD COLUMN http_path String",
+    ] {
+        assert!(legacy.iter().any(|s| s.ends_with(col)), "{col}: {legacy:?}");
+    }
+    let modern = v5(&schema(Dialect::Modern, None, None));
+    for col in [
+        "ADD COLUMN IF NOT EXISTS sni LowCardinality(String)",
+        "ADD COLUMN IF NOT EXISTS alpn Array(LowCardinality(String))",
+        "ADD COLUMN IF NOT EXISTS http_path String",
+    ] {
+        assert!(modern.iter().any(|s| s.ends_with(col)), "{col}: {modern:?}");
+    }
+    // On a cluster: the local tables, then the `Distributed` one made again over them.
+    let cluster = v5(&schema(Dialect::Legacy, Some("fleet"), None));
+    assert!(cluster[0].starts_with("ALTER TABLE nhiscope.events_local ON CLUSTER fleet MODIFY"));
+    assert!(cluster[cluster.len() - 2].starts_with("DROP TABLE IF EXISTS nhiscope.events ON"));
+    assert!(cluster[cluster.len() - 1].contains("ENGINE = Distributed(fleet"));
+    // A fresh table made at version 4 has the old kinds; at the latest, `request` too.
+    let s = schema(Dialect::Legacy, None, None);
+    let v1 = (super::schema::MIGRATIONS[0].statements)(&s).join("\n");
+    assert!(!v1.contains("request"), "{v1}");
+    assert!(s.create_table(Table::Events)[0].contains("'request' = 7"));
 }
 
 #[test]

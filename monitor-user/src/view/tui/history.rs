@@ -74,6 +74,7 @@ fn use_event(u: &UseCount) -> Event {
     e.dport = u.dport;
     e.dns_names = (!u.dns_names.is_empty()).then(|| u.dns_names.clone());
     e.drift = u.drift.clone();
+    e.wire = u.wire.clone();
     e
 }
 

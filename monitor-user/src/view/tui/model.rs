@@ -98,6 +98,9 @@ pub struct Stats {
     pub readers: BTreeMap<(String, u32), Seen>,
     /// Destinations (`addr:port`); `outside`: an `endpoint_out_of_scope` connect.
     pub endpoints: BTreeMap<String, Seen>,
+    /// APIs its holders' requests named ([`api_text`]); `outside`: an `api_out_of_scope` or
+    /// `name_mismatch` request.
+    pub apis: BTreeMap<String, Seen>,
     /// Uses by executable.
     pub processes: BTreeMap<String, u64>,
     /// Paths opened.
@@ -142,6 +145,16 @@ impl Stats {
                 d.outside |= e.drift.contains(&DriftKind::EndpointOutOfScope);
                 d.names.extend(e.dns_names.iter().flatten().cloned());
             }
+            // A connection's first bytes: its connect counted the use.
+            Kind::Request => {
+                let a = self.apis.entry(api_text(e)).or_default();
+                a.count += n;
+                a.outside |= e
+                    .drift
+                    .iter()
+                    .any(|k| matches!(k, DriftKind::ApiOutOfScope | DriftKind::NameMismatch));
+                return;
+            }
             _ => return,
         }
         *self.processes.entry(e.exe.to_string()).or_default() += n;
@@ -162,6 +175,21 @@ impl Stats {
         (first..=last)
             .map(|b| self.activity.get(&b).copied().unwrap_or(0))
             .collect()
+    }
+}
+
+/// A request's API as the detail lists it: the server name (else the address and port), then
+/// for plaintext HTTP the method and path (`api.test GET /v1/charges`, `s3.test (TLS)`).
+pub fn api_text(e: &Event) -> String {
+    let place = match e.wire.server_name() {
+        Some(name) => name.to_owned(),
+        None => e.destination().unwrap_or_else(|| "?".to_owned()),
+    };
+    match (&e.wire.http_method, &e.wire.http_path) {
+        (Some(m), Some(p)) => format!("{place} {m} {p}"),
+        (Some(m), None) => format!("{place} {m}"),
+        _ if e.wire.sni.is_some() => format!("{place} (TLS)"),
+        _ => place,
     }
 }
 

@@ -1,4 +1,5 @@
-//! One NHI: its declared scope beside what was observed, each observed reader and endpoint
+//! One NHI: its declared scope (with the APIs its endpoints declare) beside what was observed,
+//! each observed reader, endpoint and API (server name, method, path of its holders' requests)
 //! marked `in` or `OUT` of the scope, and its latest drift.
 
 use ratatui::{
@@ -202,7 +203,13 @@ fn declared_lines(subject: &Subject, d: Option<&NhiSummary>, width: usize) -> Ve
             if eps.is_empty() {
                 lines.push(Line::from("  none: no connection allowed"));
             }
-            lines.extend(eps.iter().map(|e| item("", e, width)));
+            for (i, e) in eps.iter().enumerate() {
+                lines.push(item("", e, width));
+                // The APIs the entry declares, under it.
+                for api in d.endpoint_apis.get(i).into_iter().flatten() {
+                    lines.push(item("  ", api, width));
+                }
+            }
         }
     }
     if let Some(e) = &d.expires {
@@ -266,6 +273,13 @@ fn observed_lines(d: Option<&NhiSummary>, s: Option<&Stats>, width: usize) -> Ve
                 None => dest.clone(),
             };
             lines.push(mark(seen.outside, checked, text, seen.count, width));
+        }
+    }
+    if !s.apis.is_empty() {
+        lines.push(section("APIs (server name, method, path)"));
+        let checked = d.is_some_and(|d| d.endpoints.is_some());
+        for (api, seen) in by_count(s.apis.iter()) {
+            lines.push(mark(seen.outside, checked, api.clone(), seen.count, width));
         }
     }
     if !s.paths.is_empty() && d.is_none() {

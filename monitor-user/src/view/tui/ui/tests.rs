@@ -45,6 +45,7 @@ fn registry() -> RegistrySummary {
                     "*.s3.eu-west-1.amazonaws.com port 443".into(),
                     "10.20.0.0/16 ports 5432,6432".into(),
                 ]),
+                endpoint_apis: Vec::new(),
                 expires: Some("2026-12-31T00:00:00Z".into()),
                 max_age: None,
                 interactive: "deny".into(),
@@ -595,6 +596,11 @@ fn use_row(e: &Event, n: u64) -> UseCount {
         dport: e.dport,
         dns_names: e.dns_names.clone().unwrap_or_default(),
         drift: e.drift.clone(),
+        wire: crate::domain::wire::WireFields {
+            alpn: None,
+            tls_version: None,
+            ..e.wire.clone()
+        },
         n,
         last_ns: e.ts.as_nanos(),
     }
@@ -950,4 +956,122 @@ fn snapshot_history_only_with_the_daemon_down() {
         &["web-3"],
     ))));
     snapshot!("history_with_daemon_down", app);
+}
+
+// The APIs of an NHI: declared on its endpoints, observed in its holders' requests.
+
+/// A request of billing's worker to `addr:port`: TLS with `sni`, or plaintext `http`.
+fn request(
+    ts: &str,
+    addr: &str,
+    port: u16,
+    sni: Option<&str>,
+    http: Option<(&str, &str, &str)>,
+) -> Event {
+    let mut e = connect(ts, "billing-s3-writer", WORKER, 4200, addr, port);
+    e.kind = Kind::Request;
+    e.dns_names = Some(vec![]);
+    e.wire.sni = sni.map(Into::into);
+    if sni.is_some() {
+        e.wire.alpn = Some(vec!["h2".into()]);
+        e.wire.tls_version = Some("1.3".into());
+    }
+    if let Some((m, host, path)) = http {
+        e.wire.http_method = Some(m.into());
+        e.wire.http_host = Some(host.into());
+        e.wire.http_path = Some(path.into());
+    }
+    e
+}
+
+/// billing's registry entry with APIs on its endpoints; requests in scope and out of it, some
+/// from ClickHouse (on web-2), some live.
+fn with_apis() -> App {
+    let mut reg = registry();
+    reg.nhis[0].endpoints = Some(vec![
+        "*.s3.eu-west-1.amazonaws.com port 443".into(),
+        "10.20.0.0/16 port 8080".into(),
+    ]);
+    reg.nhis[0].endpoint_apis = vec![
+        vec!["sni *.s3.eu-west-1.amazonaws.com".into()],
+        vec!["methods GET, POST".into(), "paths /v1/charges/*".into()],
+    ];
+    let mut app = with_history(connected(reg), &[]);
+    let s3 = "bucket.s3.eu-west-1.amazonaws.com";
+    let stored_tls = on_host(
+        request("09:40:00", "52.218.1.10", 443, Some(s3), None),
+        "web-2",
+    );
+    let stored_http = on_host(
+        request(
+            "09:41:00",
+            "10.20.1.7",
+            8080,
+            None,
+            Some(("GET", "api.internal:8080", "/v1/charges/ch_1")),
+        ),
+        "web-2",
+    );
+    app.on_update(Update::History(Box::new(snapshot_of(
+        &[(&stored_tls, 40), (&stored_http, 7)],
+        &[],
+    ))));
+    app.on_event(request("10:00:02", "52.218.1.10", 443, Some(s3), None));
+    app.on_event(drift(
+        request("10:00:03", "52.218.1.10", 443, Some("api.github.com"), None),
+        DriftKind::NameMismatch,
+        "the server name api.github.com is not among the names DNS gave for 52.218.1.10",
+    ));
+    app.on_event(drift(
+        request(
+            "10:00:04",
+            "10.20.1.7",
+            8080,
+            None,
+            Some(("DELETE", "api.internal:8080", "/v1/charges/ch_1")),
+        ),
+        DriftKind::ApiOutOfScope,
+        "DELETE /v1/charges/ch_1 is outside the declared API",
+    ));
+    key(&mut app, KeyCode::Enter);
+    app
+}
+
+#[test]
+fn the_detail_shows_declared_apis_beside_those_observed_live_and_in_the_history() {
+    let app = with_apis();
+    let buf = render(&app, 120, 40);
+    // Declared: under each endpoint, the APIs it allows.
+    let row = row_with(&buf, "sni *.s3.eu-west-1.amazonaws.com");
+    assert!(row.contains("│    sni *.s3"), "{row}");
+    assert!(row_with(&buf, "methods GET, POST").contains("│    methods GET, POST"));
+    assert!(row_with(&buf, "paths /v1/charges/*").contains("│    paths /v1/charges/*"));
+    // Observed: the history's 40 and the live one counted together, in scope.
+    let row = row_with(&buf, "bucket.s3.eu-west-1.amazonaws.com (TLS)");
+    assert!(
+        row.contains("in  bucket.s3.eu-west-1.amazonaws.com (TLS) ×41"),
+        "{row}"
+    );
+    let row = row_with(&buf, "api.internal GET /v1/charges/ch_1");
+    assert!(
+        row.contains("in  api.internal GET /v1/charges/ch_1 ×7"),
+        "{row}"
+    );
+    // Out of scope, live: another name on the wire, a method not declared.
+    let row = row_with(&buf, "api.github.com (TLS)");
+    assert!(row.contains("OUT api.github.com (TLS) ×1"), "{row}");
+    let row = row_with(&buf, "api.internal DELETE");
+    assert!(
+        row.contains("OUT api.internal DELETE /v1/charges/ch_1 ×1"),
+        "{row}"
+    );
+    // A request is not a use of its own: the connections are counted by the connects.
+    let row = row_with(&buf, "connections");
+    assert!(row.contains("reads 0 · connections 0"), "{row}");
+    assert!(row.contains("DRIFT 2"), "{row}");
+}
+
+#[test]
+fn snapshot_detail_with_apis() {
+    snapshot!("detail_apis_120x40", with_apis(), 120, 40);
 }
