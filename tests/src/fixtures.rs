@@ -40,7 +40,8 @@ pub fn event(host: &str, i: u64) -> Event {
         "python3".into(),
         format!("job-{i}.py"),
         "--flag=été ✓".into(),
-    ];
+    ]
+    .into();
     e.cgroup_id = 4242 + i;
     // Every third one runs a script (the interpreter is `exe`).
     if i.is_multiple_of(3) {

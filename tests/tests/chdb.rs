@@ -56,7 +56,8 @@ fn events() -> Vec<Event> {
                 "billing-worker".into(),
                 format!("--n={i}"),
                 "ünïcode 'quoted'".into(),
-            ];
+            ]
+            .into();
             e.cgroup_id = 77;
             match kind {
                 Kind::Open => {

@@ -64,10 +64,36 @@ fn read<T: Pod>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// A large record copied straight from `bytes` into its box (one allocation and one copy, none
-/// through the stack); the bytes past the end of a record shorter than `T` read as zeros.
-/// `need` is the length the record must have at least.
-fn boxed<T: Pod>(bytes: &[u8], what: &'static str, need: usize) -> Result<Box<T>, DecodeError> {
+thread_local! {
+    /// The box of the last open and exec record handled, for the next one of its kind
+    /// ([`recycle`]): records come one after another on the thread that reads the ring buffer,
+    /// and a box of a few kilobytes is costlier to allocate than to fill.
+    static SPARE_OPEN: std::cell::Cell<Option<Box<OpenEvent>>> = const { std::cell::Cell::new(None) };
+    static SPARE_EXEC: std::cell::Cell<Option<Box<ExecEvent>>> = const { std::cell::Cell::new(None) };
+}
+
+/// A large record's box, once its record is handled: the next [`decode`] on this thread fills
+/// it again instead of allocating one.
+pub fn recycle(ev: KernelEvent) {
+    match ev {
+        KernelEvent::Open(b) => SPARE_OPEN.with(|s| s.set(Some(b))),
+        KernelEvent::Exec(b) => SPARE_EXEC.with(|s| s.set(Some(b))),
+        KernelEvent::Fork(_)
+        | KernelEvent::Exit(_)
+        | KernelEvent::Connect(_)
+        | KernelEvent::Request(_) => {}
+    }
+}
+
+/// A large record copied straight from `bytes` into its box (a recycled one, or one
+/// allocation, and one copy, none through the stack); the bytes past the end of a record
+/// shorter than `T` read as zeros. `need` is the length the record must have at least.
+fn boxed<T: Pod>(
+    bytes: &[u8],
+    what: &'static str,
+    need: usize,
+    spare: Option<Box<T>>,
+) -> Result<Box<T>, DecodeError> {
     if bytes.len() < need {
         return Err(DecodeError::Short {
             what,
@@ -76,7 +102,13 @@ fn boxed<T: Pod>(bytes: &[u8], what: &'static str, need: usize) -> Result<Box<T>
         });
     }
     let size = std::mem::size_of::<T>();
-    let mut b = Box::<T>::new_uninit();
+    let mut b: Box<std::mem::MaybeUninit<T>> = match spare {
+        // SAFETY: the pointer comes from `Box::into_raw` of a box of `T`, and `MaybeUninit<T>`
+        // has the layout of `T`, so it is a valid box of it; T is Pod (no drop to skip), and
+        // the old contents are overwritten whole below.
+        Some(b) => unsafe { Box::from_raw(Box::into_raw(b).cast::<std::mem::MaybeUninit<T>>()) },
+        None => Box::<T>::new_uninit(),
+    };
     let n = bytes.len().min(size);
     let to = b.as_mut_ptr().cast::<u8>();
     // SAFETY: the box holds `size` bytes; `n` is at most `size` and at most the length of
@@ -94,7 +126,13 @@ fn boxed<T: Pod>(bytes: &[u8], what: &'static str, need: usize) -> Result<Box<T>
 /// An open record: the kernel sends only the `names` bytes in use, so the record may end
 /// anywhere after `names` starts; the rest reads as zeros.
 fn read_open(bytes: &[u8]) -> Result<Box<OpenEvent>, DecodeError> {
-    boxed(bytes, "an open", std::mem::offset_of!(OpenEvent, names))
+    let spare = SPARE_OPEN.with(std::cell::Cell::take);
+    boxed(
+        bytes,
+        "an open",
+        std::mem::offset_of!(OpenEvent, names),
+        spare,
+    )
 }
 
 /// Decode one ring-buffer record.
@@ -104,7 +142,13 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     Ok(match kind {
         EventKind::Open => KernelEvent::Open(read_open(bytes)?),
         EventKind::Exec => {
-            KernelEvent::Exec(boxed(bytes, "an exec", std::mem::size_of::<ExecEvent>())?)
+            let spare = SPARE_EXEC.with(std::cell::Cell::take);
+            KernelEvent::Exec(boxed(
+                bytes,
+                "an exec",
+                std::mem::size_of::<ExecEvent>(),
+                spare,
+            )?)
         }
         EventKind::Fork => KernelEvent::Fork(read(bytes, "a fork")?),
         EventKind::Exit => KernelEvent::Exit(read(bytes, "an exit")?),
@@ -113,6 +157,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             bytes,
             "a request",
             std::mem::size_of::<RequestEvent>(),
+            None,
         )?),
     })
 }
@@ -130,9 +175,10 @@ pub fn encode<T: Pod>(value: &T) -> Vec<u8> {
 /// The bytes before the first NUL (or all of them), capped at `len`.
 pub fn c_bytes(buf: &[u8], len: usize) -> &[u8] {
     let b = &buf[..len.min(buf.len())];
-    match b.iter().position(|&c| c == 0) {
-        Some(i) => &b[..i],
-        None => b,
+    // The standard library's NUL search goes a word at a time.
+    match std::ffi::CStr::from_bytes_until_nul(b) {
+        Ok(s) => s.to_bytes(),
+        Err(_) => b,
     }
 }
 
@@ -167,6 +213,35 @@ pub fn names_path(buf: &[u8], len: u32, complete: bool) -> Option<std::path::Pat
 /// `comm` as text.
 pub fn comm(hdr: &EventHeader) -> String {
     String::from_utf8_lossy(c_bytes(&hdr.comm, hdr.comm.len())).into_owned()
+}
+
+/// How many command names [`Comms`] remembers before it starts afresh.
+const COMMS_CAP: usize = 4096;
+
+/// Command names as text, remembered by the header's bytes: a host's records carry few names,
+/// and the events made of them share one copy of each. Bounded: cleared when full.
+#[derive(Debug, Default)]
+pub struct Comms {
+    names: std::collections::HashMap<
+        [u8; monitor_common::COMM_LEN],
+        crate::domain::event::SharedStr,
+        foldhash::fast::RandomState,
+    >,
+}
+
+impl Comms {
+    /// The header's command name, as [`comm`] reads it.
+    pub fn get(&mut self, hdr: &EventHeader) -> crate::domain::event::SharedStr {
+        if let Some(name) = self.names.get(&hdr.comm) {
+            return name.clone();
+        }
+        if self.names.len() >= COMMS_CAP {
+            self.names.clear();
+        }
+        let name = crate::domain::event::SharedStr::from(comm(hdr));
+        self.names.insert(hdr.comm, name.clone());
+        name
+    }
 }
 
 /// The NUL-separated arguments of an exec.
@@ -336,5 +411,26 @@ mod tests {
         e.args_len = 6;
         e.argc = 2;
         assert_eq!(args(&e), vec!["sh", "-c"]);
+    }
+
+    #[test]
+    fn a_recycled_box_is_filled_again_with_the_next_record() {
+        let mut o = open(EventKind::Open);
+        let first = decode(&encode(&o)).expect("decodes");
+        let KernelEvent::Open(b) = &first else {
+            panic!("an open")
+        };
+        let at: *const OpenEvent = &**b;
+        recycle(first);
+        o.path[..3].copy_from_slice(b"/x2");
+        // A short record: the bytes past its end read as zeros, not as the last record's.
+        let cut = std::mem::offset_of!(OpenEvent, names);
+        let second = decode(&encode(&o)[..cut]).expect("decodes");
+        let KernelEvent::Open(b) = &second else {
+            panic!("an open")
+        };
+        assert_eq!(&**b as *const OpenEvent, at);
+        assert_eq!(&b.path[..3], b"/x2");
+        assert!(b.names.iter().all(|&c| c == 0));
     }
 }

@@ -25,12 +25,15 @@ use monitor_common::{
 
 use crate::{
     domain::decode::{self, KernelEvent},
-    domain::event::{errno_name, Dev, Event, Kind, Proto, Ts},
+    domain::event::{errno_name, Dev, Event, Kind, Proto, SharedStr, Ts},
     domain::proctable::{ConnKey, ProcTable, JUDGED_CAP},
     domain::registry::{Placement, Registry},
     domain::resolve,
     domain::verdict::{self, Actor},
 };
+
+/// Registered credential files by (major, minor, inode): the NHI's index and the registered path.
+type CredInodes = HashMap<(u32, u32, u64), (usize, Arc<str>), foldhash::fast::RandomState>;
 
 /// Converts the kernel's `CLOCK_BOOTTIME` stamps to wall-clock time.
 #[derive(Clone, Copy, Debug)]
@@ -92,11 +95,11 @@ pub struct Engine<H: Host> {
     dns: crate::sense::dns::Dns,
     /// The registered credential files by identity, (major, minor, inode) -> NHI index: a hard
     /// link or a bind mount (in any mount namespace) is the same credential under another name.
-    cred_inodes: HashMap<(u32, u32, u64), (usize, Arc<str>)>,
+    cred_inodes: CredInodes,
     cgroups: crate::domain::cgroups::CgroupNames,
     /// The container id and Kubernetes pod UID of each cgroup seen (cgroup ids are not reused
     /// while the host runs).
-    containers: HashMap<u64, Placed>,
+    containers: HashMap<u64, Placed, foldhash::fast::RandomState>,
     /// Pod and container names, by pod UID and container id.
     kube: crate::domain::kubernetes::KubeNames,
     /// Modification times of credential files (for `max_age`), read at most once per
@@ -116,6 +119,8 @@ pub struct Engine<H: Host> {
     /// exec and connection.
     holder_nhis: Vec<usize>,
     placed_holders: bool,
+    /// Command names of records, shared by the events made of them.
+    comms: decode::Comms,
     pub stats: Stats,
     wire: WireState,
 }
@@ -160,11 +165,8 @@ fn holder_nhis(registry: &Registry) -> (Vec<usize>, bool) {
 }
 
 /// Identity of every literal credential path of `registry`, as it is now on disk.
-fn credential_inodes(
-    registry: &Registry,
-    sys: &impl Host,
-) -> HashMap<(u32, u32, u64), (usize, Arc<str>)> {
-    let mut out = HashMap::new();
+fn credential_inodes(registry: &Registry, sys: &impl Host) -> CredInodes {
+    let mut out = HashMap::default();
     for (i, nhi) in registry.nhis.iter().enumerate() {
         for g in nhi.credentials.iter().filter(|g| g.is_literal()) {
             if let Some(id) = sys.file_id(g.as_str()) {
@@ -191,11 +193,12 @@ impl<H: Host> Engine<H> {
             host: Arc::from(host),
             dns: crate::sense::dns::Dns::default(),
             cgroups: crate::domain::cgroups::CgroupNames::new(),
-            containers: HashMap::new(),
+            containers: HashMap::default(),
             kube: crate::domain::kubernetes::KubeNames::default(),
             mtimes: HashMap::new(),
             fed_pipes: HashMap::new(),
             pipeline_pipes: std::collections::HashSet::new(),
+            comms: decode::Comms::default(),
             stats: Stats::default(),
             wire: WireState::default(),
         }
@@ -268,14 +271,15 @@ impl<H: Host> Engine<H> {
     pub fn handle(&mut self, ev: KernelEvent, out: &mut Vec<Event>) {
         self.stats.records += 1;
         let before = out.len();
-        match ev {
-            KernelEvent::Open(o) => self.open(&o, out),
-            KernelEvent::Exec(e) => self.exec(&e, out),
+        match &ev {
+            KernelEvent::Open(o) => self.open(o, out),
+            KernelEvent::Exec(e) => self.exec(e, out),
             KernelEvent::Fork(f) => self.procs.fork(f.hdr.pid, f.child_tid, &self.sys),
             KernelEvent::Exit(x) => self.exit(&x.hdr, out),
-            KernelEvent::Connect(c) => self.connect(&c, out),
-            KernelEvent::Request(r) => self.request(&r, out),
+            KernelEvent::Connect(c) => self.connect(c, out),
+            KernelEvent::Request(r) => self.request(r, out),
         }
+        decode::recycle(ev);
         self.stats.events += (out.len() - before) as u64;
     }
 
@@ -307,7 +311,7 @@ impl<H: Host> Engine<H> {
         e.gid = hdr.gid;
         e.exe = p.exe.clone();
         e.script = p.script.clone();
-        e.comm = decode::comm(hdr);
+        e.comm = self.comms.get(hdr);
         e.cmdline = p.cmdline.clone();
         e.cgroup_id = hdr.cgroup_id;
         let fallback = (p.container.clone(), p.cgroup.clone());
@@ -530,11 +534,11 @@ impl<H: Host> Engine<H> {
             // Only the command line: `procs.exec` keeps it as the table's mode says.
             cmdline = self.sys.process(pid).map(|f| f.cmdline).unwrap_or_default();
         }
-        let exe = exe.to_string_lossy().into_owned();
+        let exe = SharedStr::from(exe.to_string_lossy().into_owned());
         self.procs.exec(
             pid,
             x.hdr.uid,
-            decode::comm(&x.hdr),
+            self.comms.get(&x.hdr),
             exe.clone(),
             cmdline,
             &self.sys,

@@ -235,8 +235,9 @@ impl Ts {
             (self.secs, self.nanos.min(999_999_999))
         };
         let days = secs / 86_400;
-        let rem = secs % 86_400;
-        let (y, m, d) = civil(days);
+        let rem = (secs % 86_400) as u32;
+        let packed = date(days);
+        let (y, m, d) = ((packed >> 9) & 0x7_ffff, (packed >> 5) & 0xf, packed & 0x1f);
         two(&mut b[0..2], y / 100);
         two(&mut b[2..4], y % 100);
         b[4] = b'-';
@@ -244,17 +245,20 @@ impl Ts {
         b[7] = b'-';
         two(&mut b[8..10], d);
         b[10] = b'T';
-        two(&mut b[11..13], rem / 3600);
+        b[11..13].copy_from_slice(&pair(rem / 3600));
         b[13] = b':';
-        two(&mut b[14..16], rem / 60 % 60);
+        b[14..16].copy_from_slice(&pair(rem / 60 % 60));
         b[16] = b':';
-        two(&mut b[17..19], rem % 60);
+        b[17..19].copy_from_slice(&pair(rem % 60));
         b[19] = b'.';
-        let mut n = nanos;
-        for i in (20..29).rev() {
-            b[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
+        // Nine digits: the first one, then four pairs.
+        let hi = nanos / 100_000_000;
+        let lo = nanos % 100_000_000;
+        b[20] = b'0' + hi as u8;
+        b[21..23].copy_from_slice(&pair(lo / 1_000_000));
+        b[23..25].copy_from_slice(&pair(lo / 10_000 % 100));
+        b[25..27].copy_from_slice(&pair(lo / 100 % 100));
+        b[27..29].copy_from_slice(&pair(lo % 100));
         b[29] = b'Z';
     }
 
@@ -290,8 +294,267 @@ pub(crate) fn civil(days: u64) -> (u64, u64, u64) {
 
 /// `n` (< 100) as two digits.
 fn two(b: &mut [u8], n: u64) {
-    b[0] = b'0' + (n / 10 % 10) as u8;
-    b[1] = b'0' + (n % 10) as u8;
+    b.copy_from_slice(&pair(n as u32));
+}
+
+/// `n` (< 100) as two ASCII digits.
+fn pair(n: u32) -> [u8; 2] {
+    let i = (n % 100) as usize * 2;
+    [json::PAIRS[i], json::PAIRS[i + 1]]
+}
+
+/// The date of the `days`-th day after 1970-01-01, packed with its day number
+/// (`days << 28 | year << 9 | month << 5 | day`): events come in time order, so the
+/// calendar is worked out once a day, not once an event.
+fn date(days: u64) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // The last date worked out (0: none yet; 1970-01-01 packs to a non-zero value).
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let last = LAST.load(Ordering::Relaxed);
+    if last != 0 && last >> 28 == days {
+        return last;
+    }
+    let (y, m, d) = civil(days);
+    let packed = days << 28 | y << 9 | m << 5 | d;
+    LAST.store(packed, Ordering::Relaxed);
+    packed
+}
+
+/// Text an event shares with the process table it came from (an executable's path, a command
+/// name): events take a reference count, not a copy. Reads as a `str`; serialised as one. Its
+/// JSON form is made once, when first written, for all the events that share it.
+#[derive(Clone)]
+pub struct SharedStr(Arc<Shared<str>>);
+
+/// What [`SharedStr`] and [`SharedArgs`] share: the value and its JSON form, once made.
+struct Shared<T: ?Sized> {
+    json: std::sync::OnceLock<Box<[u8]>>,
+    value: Box<T>,
+}
+
+impl SharedStr {
+    pub fn as_str(&self) -> &str {
+        &self.0.value
+    }
+
+    /// The text as a JSON string, quotes included.
+    fn json(&self) -> &[u8] {
+        self.0.json.get_or_init(|| {
+            let mut v = Vec::with_capacity(self.0.value.len() + 2);
+            json::str(&mut v, &self.0.value);
+            v.into_boxed_slice()
+        })
+    }
+}
+
+impl Default for SharedStr {
+    fn default() -> Self {
+        // One empty string for every process and event that has none.
+        static EMPTY: std::sync::OnceLock<SharedStr> = std::sync::OnceLock::new();
+        EMPTY.get_or_init(|| SharedStr::from("")).clone()
+    }
+}
+
+impl std::ops::Deref for SharedStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0.value
+    }
+}
+
+impl AsRef<str> for SharedStr {
+    fn as_ref(&self) -> &str {
+        &self.0.value
+    }
+}
+
+impl std::borrow::Borrow<str> for SharedStr {
+    fn borrow(&self) -> &str {
+        &self.0.value
+    }
+}
+
+impl PartialEq for SharedStr {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.value == o.0.value
+    }
+}
+
+impl Eq for SharedStr {}
+
+impl PartialOrd for SharedStr {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for SharedStr {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.value.cmp(&o.0.value)
+    }
+}
+
+impl std::hash::Hash for SharedStr {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.value.hash(h);
+    }
+}
+
+impl std::fmt::Debug for SharedStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0.value, f)
+    }
+}
+
+impl std::fmt::Display for SharedStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.value)
+    }
+}
+
+impl From<&str> for SharedStr {
+    fn from(s: &str) -> Self {
+        Self::from(Box::<str>::from(s))
+    }
+}
+
+impl From<String> for SharedStr {
+    fn from(s: String) -> Self {
+        Self::from(s.into_boxed_str())
+    }
+}
+
+impl From<Box<str>> for SharedStr {
+    fn from(value: Box<str>) -> Self {
+        Self(Arc::new(Shared {
+            json: std::sync::OnceLock::new(),
+            value,
+        }))
+    }
+}
+
+impl PartialEq<str> for SharedStr {
+    fn eq(&self, o: &str) -> bool {
+        *self.0.value == *o
+    }
+}
+
+impl PartialEq<&str> for SharedStr {
+    fn eq(&self, o: &&str) -> bool {
+        *self.0.value == **o
+    }
+}
+
+impl PartialEq<String> for SharedStr {
+    fn eq(&self, o: &String) -> bool {
+        *self.0.value == **o
+    }
+}
+
+impl PartialEq<SharedStr> for str {
+    fn eq(&self, o: &SharedStr) -> bool {
+        *self == *o.0.value
+    }
+}
+
+impl PartialEq<SharedStr> for &str {
+    fn eq(&self, o: &SharedStr) -> bool {
+        **self == *o.0.value
+    }
+}
+
+impl Serialize for SharedStr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.value)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(Self::from(&*s))
+    }
+}
+
+/// A command line an event shares with the process table (as [`crate::domain::redact`] kept
+/// it): events take a reference count, not a copy. Reads as a slice of arguments; serialised
+/// as a list. Its JSON form is made once, when first written, for all the events that share it.
+#[derive(Clone)]
+pub struct SharedArgs(Arc<Shared<[String]>>);
+
+impl SharedArgs {
+    /// The arguments as a JSON list.
+    fn json(&self) -> &[u8] {
+        self.0.json.get_or_init(|| {
+            let mut v = Vec::new();
+            json::strs(&mut v, &self.0.value);
+            v.into_boxed_slice()
+        })
+    }
+}
+
+impl Default for SharedArgs {
+    fn default() -> Self {
+        static EMPTY: std::sync::OnceLock<SharedArgs> = std::sync::OnceLock::new();
+        EMPTY.get_or_init(|| SharedArgs::from(Vec::new())).clone()
+    }
+}
+
+impl std::ops::Deref for SharedArgs {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.0.value
+    }
+}
+
+impl PartialEq for SharedArgs {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.value == o.0.value
+    }
+}
+
+impl Eq for SharedArgs {}
+
+impl std::hash::Hash for SharedArgs {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.value.hash(h);
+    }
+}
+
+impl std::fmt::Debug for SharedArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0.value, f)
+    }
+}
+
+impl From<Vec<String>> for SharedArgs {
+    fn from(v: Vec<String>) -> Self {
+        Self(Arc::new(Shared {
+            json: std::sync::OnceLock::new(),
+            value: v.into_boxed_slice(),
+        }))
+    }
+}
+
+impl<T> PartialEq<Vec<T>> for SharedArgs
+where
+    String: PartialEq<T>,
+{
+    fn eq(&self, o: &Vec<T>) -> bool {
+        self.0.value.len() == o.len() && self.0.value.iter().zip(o).all(|(a, b)| *a == *b)
+    }
+}
+
+impl Serialize for SharedArgs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.value.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedArgs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::from(Vec::<String>::deserialize(d)?))
+    }
 }
 
 /// One event: every field an output carries, typed. The doc of each field says what it holds;
@@ -316,15 +579,15 @@ pub struct Event {
     pub gid: u32,
     /// The file the kernel executed (its real path; for a script, the interpreter).
     #[serde(default)]
-    pub exe: String,
+    pub exe: SharedStr,
     /// The script `exe` runs, when the kernel started an interpreter for one (`#!`).
     #[serde(default)]
     pub script: Option<String>,
     #[serde(default)]
-    pub comm: String,
+    pub comm: SharedStr,
     /// As [`crate::domain::redact`] kept it: never a secret.
     #[serde(default)]
-    pub cmdline: Vec<String>,
+    pub cmdline: SharedArgs,
     #[serde(default)]
     pub cgroup_id: u64,
     /// Container id (from the cgroup path), when the process runs in a container.
@@ -420,10 +683,10 @@ impl Event {
             ppid: 0,
             uid: 0,
             gid: 0,
-            exe: String::new(),
+            exe: SharedStr::default(),
             script: None,
-            comm: String::new(),
-            cmdline: Vec::new(),
+            comm: SharedStr::default(),
+            cmdline: SharedArgs::default(),
             cgroup_id: 0,
             container: None,
             pod_uid: None,
@@ -488,12 +751,12 @@ impl Event {
         out.extend_from_slice(b",\"gid\":");
         json::uint(out, self.gid.into());
         out.extend_from_slice(b",\"exe\":");
-        json::str(out, &self.exe);
+        out.extend_from_slice(self.exe.json());
         json::opt_str(out, b",\"script\":", self.script.as_deref());
         out.extend_from_slice(b",\"comm\":");
-        json::str(out, &self.comm);
+        out.extend_from_slice(self.comm.json());
         out.extend_from_slice(b",\"cmdline\":");
-        json::strs(out, &self.cmdline);
+        out.extend_from_slice(self.cmdline.json());
         out.extend_from_slice(b",\"cgroup_id\":");
         json::uint(out, self.cgroup_id);
         json::opt_str(out, b",\"container\":", self.container.as_deref());
@@ -652,45 +915,89 @@ pub(crate) mod json {
         (below | zero(quote) | zero(backslash)) & !w & HIGH != 0
     }
 
-    /// Whether `b` holds a byte JSON must escape: a word at a time, the last word overlapping
-    /// the one before it (or, for a string under 8 bytes, byte by byte).
-    fn needs_escape(b: &[u8]) -> bool {
-        let word = |c: &[u8]| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            any_escape(u64::from_le_bytes(w))
-        };
-        if b.len() < 8 {
-            return b.iter().any(|&c| ESCAPE[usize::from(c)]);
-        }
-        let mut words = b.chunks_exact(8);
-        if words.any(word) {
-            return true;
-        }
-        !words.remainder().is_empty() && word(&b[b.len() - 8..])
+    /// The 8 bytes of `b` from `i` as a word.
+    fn word_at(b: &[u8], i: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        u64::from_le_bytes(w)
     }
 
     /// `s` as a JSON string, quotes included.
     pub fn str(out: &mut Vec<u8>, s: &str) {
         let b = s.as_bytes();
-        out.reserve(b.len() + 2);
-        out.push(b'"');
-        // Most strings (paths, names, sentences) have nothing to escape: one copy.
-        if !needs_escape(b) {
-            out.extend_from_slice(b);
-            out.push(b'"');
+        // Most strings (paths, names, sentences) have nothing to escape: they are scanned and
+        // copied in one pass, a word at a time, into room reserved for the string, its quotes
+        // and one word past its end; the bytes count only once the whole string proved clean.
+        out.reserve(b.len() + 10);
+        let at = out.len();
+        let dst = out.as_mut_ptr();
+        // Every write below stays in that room: it ends at most at `at + 1 + b.len()` (the
+        // closing quote), or at `at + 9 + i` with `i + 8 <= b.len()` (a word).
+        // SAFETY: `reserve` made room for `b.len() + 10` bytes from `at`; this is the first.
+        unsafe { dst.add(at).write(b'"') };
+        // 16 bytes at a time where the CPU has the instructions for it, then words.
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE2 is part of every x86-64 CPU (the target's baseline); `reserve` made room
+        // for `b.len()` bytes at `dst + at + 1`.
+        let (mut i, mut clean) = unsafe { sse2::copy_clean(b, dst, at + 1) };
+        #[cfg(not(target_arch = "x86_64"))]
+        let (mut i, mut clean) = (0, true);
+        while clean && i + 8 <= b.len() {
+            let w = word_at(b, i);
+            if any_escape(w) {
+                clean = false;
+                break;
+            }
+            // SAFETY: see above; an unaligned store of 8 bytes.
+            unsafe { dst.add(at + 1 + i).cast::<u64>().write_unaligned(w) };
+            i += 8;
+        }
+        if clean && i < b.len() {
+            let n = b.len();
+            if n >= 8 {
+                // The last word, overlapping the one before it.
+                let w = word_at(b, n - 8);
+                clean = !any_escape(w);
+                // SAFETY: see above; the word ends at `at + 1 + n`.
+                unsafe { dst.add(at + 1 + n - 8).cast::<u64>().write_unaligned(w) };
+            } else if n >= 4 {
+                // A short string: its first and last 4 bytes (overlapping), tested as one word.
+                let half = |j: usize| {
+                    let mut h = [0u8; 4];
+                    h.copy_from_slice(&b[j..j + 4]);
+                    u32::from_le_bytes(h)
+                };
+                let (lo, hi) = (half(0), half(n - 4));
+                clean = !any_escape(u64::from(lo) | u64::from(hi) << 32);
+                // SAFETY: see above; both halves end at most at `at + 1 + n`.
+                unsafe {
+                    dst.add(at + 1).cast::<u32>().write_unaligned(lo);
+                    dst.add(at + 1 + n - 4).cast::<u32>().write_unaligned(hi);
+                }
+            } else {
+                for (j, &c) in b.iter().enumerate() {
+                    clean &= !ESCAPE[usize::from(c)];
+                    // SAFETY: see above; `j < n`.
+                    unsafe { dst.add(at + 1 + j).write(c) };
+                }
+            }
+        }
+        if clean {
+            // SAFETY: see above for the room; the quote, the string's bytes and the closing
+            // quote were all written, so the `b.len() + 2` new bytes are initialised.
+            unsafe {
+                dst.add(at + 1 + b.len()).write(b'"');
+                out.set_len(at + b.len() + 2);
+            }
             return;
         }
+        out.push(b'"');
         let mut start = 0;
         let mut i = 0;
         while i < b.len() {
-            if let Some(chunk) = b.get(i..i + 8) {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(chunk);
-                if !any_escape(u64::from_le_bytes(w)) {
-                    i += 8;
-                    continue;
-                }
+            if i + 8 <= b.len() && !any_escape(word_at(b, i)) {
+                i += 8;
+                continue;
             }
             let c = b[i];
             if ESCAPE[usize::from(c)] {
@@ -702,6 +1009,45 @@ pub(crate) mod json {
         }
         out.extend_from_slice(&b[start..]);
         out.push(b'"');
+    }
+
+    /// SSE2 (part of every x86-64 CPU) for the scan and copy of clean strings.
+    #[cfg(target_arch = "x86_64")]
+    mod sse2 {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
+            _mm_or_si128, _mm_set1_epi8, _mm_storeu_si128,
+        };
+
+        /// Copies `b` 16 bytes at a time to `dst + at` while no byte of a block needs an
+        /// escape; returns how many bytes were copied and whether it stopped before a block
+        /// that needs one (`false`) or for want of a whole block (`true`). The caller must
+        /// have made room for `b.len()` bytes at `dst + at`.
+        #[target_feature(enable = "sse2")]
+        pub(super) fn copy_clean(b: &[u8], dst: *mut u8, at: usize) -> (usize, bool) {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let backslash = _mm_set1_epi8(b'\\' as i8);
+            let control = _mm_set1_epi8(0x1f);
+            let mut i = 0;
+            while i + 16 <= b.len() {
+                // SAFETY: `i + 16 <= b.len()`: the 16 bytes from `i` are in `b`; an unaligned
+                // load has no alignment need.
+                let v = unsafe { _mm_loadu_si128(b.as_ptr().add(i).cast::<__m128i>()) };
+                // A byte to escape: `"`, `\`, or one at most 0x1f (unsigned).
+                let hit = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                    _mm_cmpeq_epi8(_mm_min_epu8(v, control), v),
+                );
+                if _mm_movemask_epi8(hit) != 0 {
+                    return (i, false);
+                }
+                // SAFETY: the caller made room for `b.len()` bytes at `dst + at`, and
+                // `i + 16 <= b.len()`; an unaligned store has no alignment need.
+                unsafe { _mm_storeu_si128(dst.add(at + i).cast::<__m128i>(), v) };
+                i += 16;
+            }
+            (i, true)
+        }
     }
 
     /// The escape of `c`, one of the bytes [`ESCAPE`] marks.
@@ -723,7 +1069,9 @@ pub(crate) mod json {
         }
     }
 
-    /// `key` (`,"name":`) and `s`, when there is one.
+    /// `key` (`,"name":`) and `s`, when there is one. Inlined, as the other small writers:
+    /// most optional fields are absent, and then a test is all they cost.
+    #[inline]
     pub fn opt_str(out: &mut Vec<u8>, key: &[u8], s: Option<&str>) {
         if let Some(s) = s {
             out.extend_from_slice(key);
@@ -744,32 +1092,43 @@ pub(crate) mod json {
     }
 
     /// `00` to `99`, for writing numbers two digits at a time.
-    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+    pub(super) const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
         4041424344454647484950515253545556575859\
         6061626364656667686970717273747576777879\
         8081828384858687888990919293949596979899";
 
+    /// `n` in decimal, written in place: its digits counted first, then written from the last,
+    /// two at a time.
+    #[inline]
     pub fn uint(out: &mut Vec<u8>, mut n: u64) {
-        let mut b = [0u8; 20];
-        let mut i = b.len();
-        while n >= 100 {
-            let d = (n % 100) as usize * 2;
-            n /= 100;
-            i -= 2;
-            b[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+        let len = n.checked_ilog10().unwrap_or(0) as usize + 1;
+        out.reserve(len);
+        let at = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = at + len;
+        // SAFETY: `reserve` made room for `len` bytes from `at`, and the writes below fill
+        // exactly `at..at + len` (`len` is the number of digits of `n`) before `set_len`.
+        unsafe {
+            while n >= 100 {
+                let d = (n % 100) as usize * 2;
+                n /= 100;
+                i -= 2;
+                dst.add(i).write(PAIRS[d]);
+                dst.add(i + 1).write(PAIRS[d + 1]);
+            }
+            if n >= 10 {
+                let d = n as usize * 2;
+                dst.add(i - 2).write(PAIRS[d]);
+                dst.add(i - 1).write(PAIRS[d + 1]);
+            } else {
+                dst.add(i - 1).write(b'0' + n as u8);
+            }
+            out.set_len(at + len);
         }
-        if n >= 10 {
-            let d = n as usize * 2;
-            i -= 2;
-            b[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
-        } else {
-            i -= 1;
-            b[i] = b'0' + n as u8;
-        }
-        out.extend_from_slice(&b[i..]);
     }
 
+    #[inline]
     pub fn int(out: &mut Vec<u8>, n: i64) {
         if n < 0 {
             out.push(b'-');
@@ -777,6 +1136,7 @@ pub(crate) mod json {
         uint(out, n.unsigned_abs());
     }
 
+    #[inline]
     pub fn opt_uint(out: &mut Vec<u8>, key: &[u8], n: Option<u64>) {
         if let Some(n) = n {
             out.extend_from_slice(key);
@@ -786,8 +1146,14 @@ pub(crate) mod json {
 
     /// An address as text (`93.184.216.34`, `fe80::1`, `::ffff:10.0.0.1`), as `IpAddr`'s
     /// `Display` writes it.
+    #[inline]
     pub fn opt_addr(out: &mut Vec<u8>, key: &[u8], a: Option<IpAddr>) {
-        let Some(a) = a else { return };
+        if let Some(a) = a {
+            addr(out, key, a);
+        }
+    }
+
+    fn addr(out: &mut Vec<u8>, key: &[u8], a: IpAddr) {
         out.extend_from_slice(key);
         out.push(b'"');
         match a {
@@ -858,7 +1224,8 @@ pub(crate) mod tests {
             "-c".into(),
             "print(\"a\\b\")\n\tx\u{1}\u{7f}é😀\r\u{8}\u{c}/".into(),
             String::new(),
-        ];
+        ]
+        .into();
         e.cgroup_id = u64::MAX;
         e.container = Some("abc123".into());
         e.pod_uid = Some("0f1e-uid".into());
@@ -891,7 +1258,7 @@ pub(crate) mod tests {
         e.pid = 1;
         e.exe = "/usr/bin/curl".into();
         e.comm = "curl".into();
-        e.cmdline = vec!["curl".into(), "-H".into(), "Authorization: ***".into()];
+        e.cmdline = vec!["curl".into(), "-H".into(), "Authorization: ***".into()].into();
         e.proto = Some(Proto::Udp);
         e.daddr = Some([93, 184, 216, 34].into());
         e.dport = Some(443);

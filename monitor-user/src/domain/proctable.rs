@@ -19,8 +19,9 @@ use std::{
 };
 
 use crate::{
+    domain::event::{SharedArgs, SharedStr},
     domain::host::{Host, ProcFacts},
-    domain::redact::CmdlineMode,
+    domain::redact::{CmdlineMode, Kept},
 };
 
 /// A destination as a holder's judged list knows it: its protocol and peer (the local port is
@@ -42,12 +43,13 @@ pub struct Process {
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
-    pub comm: String,
+    pub comm: SharedStr,
     /// Absolute path of the executable image ("" if unknown).
-    pub exe: String,
+    pub exe: SharedStr,
     /// The script the image runs, when the kernel started an interpreter for one.
     pub script: Option<String>,
-    pub cmdline: Vec<String>,
+    /// Shared with the events of the process (and its forks): they take reference counts.
+    pub cmdline: SharedArgs,
     /// NHIs this process holds (opened one of their credentials, or inherited the holding).
     pub holds: BTreeSet<Arc<str>>,
     /// NHIs this process holds because a child wrote one into a pipe this process held open
@@ -83,10 +85,10 @@ impl Process {
             pid,
             ppid: 0,
             uid: 0,
-            comm: String::new(),
-            exe: String::new(),
+            comm: SharedStr::default(),
+            exe: SharedStr::default(),
             script: None,
-            cmdline: Vec::new(),
+            cmdline: SharedArgs::default(),
             holds: BTreeSet::new(),
             holds_via_pipe: Vec::new(),
             judged: std::collections::VecDeque::new(),
@@ -181,6 +183,8 @@ pub struct ProcTable {
     procs: PidMap<Process>,
     /// How much of each command line is kept.
     cmdline: CmdlineMode,
+    /// Command lines as kept, by the arguments given.
+    kept: Kept,
 }
 
 impl ProcTable {
@@ -196,7 +200,7 @@ impl ProcTable {
         self.cmdline = mode;
         if mode != CmdlineMode::Full {
             for p in self.procs.values_mut() {
-                p.cmdline = mode.keep(std::mem::take(&mut p.cmdline));
+                p.cmdline = mode.keep(p.cmdline.to_vec()).into();
             }
         }
     }
@@ -258,12 +262,12 @@ impl ProcTable {
         &mut self,
         pid: u32,
         uid: u32,
-        comm: String,
-        exe: String,
+        comm: SharedStr,
+        exe: SharedStr,
         cmdline: Vec<String>,
         host: &impl Host,
     ) {
-        let cmdline = self.cmdline.keep(cmdline);
+        let cmdline = self.kept.keep(self.cmdline, cmdline);
         let p = self.lookup(pid, host);
         p.uid = uid;
         p.comm = comm;
@@ -333,9 +337,9 @@ pub fn read_proc_as(host: &impl Host, pid: u32, mode: CmdlineMode) -> Option<Pro
     let mut p = Process::unknown(pid, host.now());
     p.ppid = ppid;
     p.uid = uid;
-    p.comm = comm;
-    p.exe = exe;
-    p.cmdline = mode.keep(cmdline);
+    p.comm = comm.into();
+    p.exe = exe.into();
+    p.cmdline = mode.keep(cmdline).into();
     p.refresh_session(host);
     Some(p)
 }

@@ -15,7 +15,11 @@
 //! look random. What is removed becomes [`MASK`]; what an analyst needs (program, paths, hosts,
 //! option names) stays. The rules err on the side of removing: a commit hash may go too.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
+
+use crate::domain::event::SharedArgs;
 
 /// What replaces a secret.
 pub const MASK: &str = "***";
@@ -41,6 +45,50 @@ impl CmdlineMode {
             Self::Redacted => redact(&argv),
             Self::Argv0 => redact(&argv[..argv.len().min(1)]),
         }
+    }
+
+    /// The command line as this mode keeps it, from a borrowed one.
+    fn keep_ref(self, argv: &[String]) -> Vec<String> {
+        match self {
+            Self::Full => argv.to_vec(),
+            Self::Redacted => redact(argv),
+            Self::Argv0 => redact(&argv[..argv.len().min(1)]),
+        }
+    }
+}
+
+/// How many command lines [`Kept`] remembers before it starts afresh.
+const KEPT_CAP: usize = 512;
+
+/// Command lines as a mode keeps them, remembered by the arguments given: a host runs the same
+/// few command lines over and over (`sh -c true`, a service's workers), and redacting one is
+/// far costlier than finding it again. Bounded: cleared when full.
+#[derive(Debug, Default)]
+pub struct Kept {
+    mode: CmdlineMode,
+    lines: HashMap<Vec<String>, SharedArgs, foldhash::fast::RandomState>,
+}
+
+impl Kept {
+    /// `argv` as `mode` keeps it ([`CmdlineMode::keep`]), shared with every other process that
+    /// ran the same command line.
+    pub fn keep(&mut self, mode: CmdlineMode, argv: Vec<String>) -> SharedArgs {
+        if mode != self.mode {
+            self.mode = mode;
+            self.lines.clear();
+        }
+        if let Some(kept) = self.lines.get(argv.as_slice()) {
+            return kept.clone();
+        }
+        if self.lines.len() >= KEPT_CAP {
+            self.lines.clear();
+        }
+        let kept = SharedArgs::from(match mode {
+            CmdlineMode::Full => argv.clone(),
+            _ => mode.keep_ref(&argv),
+        });
+        self.lines.insert(argv, kept.clone());
+        kept
     }
 }
 
@@ -800,6 +848,41 @@ mod tests {
             CmdlineMode::Argv0.keep(vec!["worker TOKEN=abc".into(), "x".into()]),
             vec!["worker TOKEN=***"]
         );
+    }
+
+    #[test]
+    fn remembered_lines_are_those_the_mode_keeps() {
+        let mut kept = Kept::default();
+        let lines: Vec<Vec<String>> = [
+            &["curl", "-u", "a:b", "https://h"][..],
+            &["sh", "-c", "true"],
+            &["mysql", "-pHunter2", "db"],
+            &[],
+        ]
+        .iter()
+        .map(|a| a.iter().map(|s| s.to_string()).collect())
+        .collect();
+        for round in 0..3 {
+            for mode in [CmdlineMode::Redacted, CmdlineMode::Argv0, CmdlineMode::Full] {
+                for argv in &lines {
+                    let got = kept.keep(mode, argv.clone());
+                    assert_eq!(
+                        got,
+                        mode.keep(argv.clone()),
+                        "{mode:?} {argv:?} round {round}"
+                    );
+                }
+            }
+        }
+        // Past its bound it starts afresh, and still answers right.
+        for i in 0..KEPT_CAP * 2 + 3 {
+            let argv = vec!["app".to_string(), format!("--password=p{i}")];
+            assert_eq!(
+                kept.keep(CmdlineMode::Redacted, argv),
+                vec!["app", "--password=***"]
+            );
+            assert!(kept.lines.len() <= KEPT_CAP);
+        }
     }
 
     #[test]

@@ -258,11 +258,53 @@ pub fn builtin() -> &'static [Glob] {
 }
 
 /// Entries by the literal file name their pattern ends in; the others (a wildcard or `**` at
-/// the end) apart. The daemon asks [`lookup`] for every open no NHI owns: this keeps it to the
-/// few entries that can match instead of the whole list.
+/// the end) apart, each with the literal start and end its file name must have. The daemon asks
+/// [`lookup`] for every open no NHI owns: this keeps it to the few entries that can match
+/// instead of the whole list, and most names are turned down by comparing a few bytes.
 struct Index {
-    by_name: std::collections::HashMap<String, Vec<usize>>,
-    wild: Vec<usize>,
+    by_name: std::collections::HashMap<String, Vec<usize>, foldhash::fast::RandomState>,
+    wild: Vec<Wild>,
+}
+
+/// An entry whose pattern does not end in a literal name.
+struct Wild {
+    entry: usize,
+    /// The bytes before the first and after the last wildcard of the name pattern (both empty
+    /// when the pattern ends in `**`): a name that lacks either cannot match.
+    prefix: String,
+    suffix: String,
+}
+
+impl Wild {
+    fn new(entry: usize, last: Option<&crate::domain::pattern::Component>) -> Self {
+        let (prefix, suffix) = match last {
+            Some(crate::domain::pattern::Component::Wild(pat)) => {
+                let first = pat.find(['*', '?']).unwrap_or(pat.len());
+                let after = pat.rfind(['*', '?']).map_or(pat.len(), |i| i + 1);
+                (pat[..first].to_owned(), pat[after..].to_owned())
+            }
+            _ => (String::new(), String::new()),
+        };
+        Self {
+            entry,
+            prefix,
+            suffix,
+        }
+    }
+
+    fn may_name(&self, name: &str) -> bool {
+        let (n, p, s) = (
+            name.as_bytes(),
+            self.prefix.as_bytes(),
+            self.suffix.as_bytes(),
+        );
+        // The first and last bytes turn most names down without a call to compare the rest.
+        n.len() >= p.len() + s.len()
+            && p.first().is_none_or(|c| n.first() == Some(c))
+            && s.last().is_none_or(|c| n.last() == Some(c))
+            && n.starts_with(p)
+            && n.ends_with(s)
+    }
 }
 
 fn index() -> &'static Index {
@@ -277,7 +319,7 @@ fn index() -> &'static Index {
                 Some(crate::domain::pattern::Component::Literal(name)) => {
                     ix.by_name.entry(name.clone()).or_default().push(i)
                 }
-                _ => ix.wild.push(i),
+                last => ix.wild.push(Wild::new(i, last)),
             }
         }
         ix
@@ -303,7 +345,12 @@ pub fn lookup(path: &str) -> Option<&'static WatchEntry> {
         .by_name
         .get(name)
         .and_then(|named| named.iter().copied().find(watches));
-    let wild = ix.wild.iter().copied().find(watches);
+    let wild = ix
+        .wild
+        .iter()
+        .filter(|w| w.may_name(name))
+        .map(|w| w.entry)
+        .find(watches);
     match (named, wild) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -350,21 +350,15 @@ pub fn print_events(
     out: &mut dyn Write,
 ) -> Result<(), QueryError> {
     let fields = |e: &crate::domain::event::Event| -> Vec<String> {
-        let verdict = serde_json::to_value(e.verdict)
-            .map(|v| text(&v))
-            .unwrap_or_default();
-        let kind = serde_json::to_value(e.kind)
-            .map(|v| text(&v))
-            .unwrap_or_default();
         vec![
             e.ts.to_rfc3339(),
             e.host.to_string(),
-            kind,
-            verdict,
+            e.kind.as_str().to_owned(),
+            e.verdict.as_str().to_owned(),
             e.nhi.clone().unwrap_or_default(),
             e.pid.to_string(),
             e.uid.to_string(),
-            e.exe.clone(),
+            e.exe.to_string(),
             e.path.clone().unwrap_or_default(),
             e.daddr.map(|a| a.to_string()).unwrap_or_default(),
             e.dport.map(|p| p.to_string()).unwrap_or_default(),
@@ -378,10 +372,13 @@ pub fn print_events(
     };
     match format {
         Format::Json => {
+            // The line the daemon writes, as it writes it.
+            let mut line = Vec::with_capacity(1024);
             for e in events {
-                let line = serde_json::to_string(e)
-                    .map_err(|err| QueryError::Failed(format!("encoding an event: {err}")))?;
-                writeln!(out, "{line}")?;
+                line.clear();
+                e.write_json(&mut line);
+                line.push(b'\n');
+                out.write_all(&line)?;
             }
         }
         Format::Csv => {

@@ -88,7 +88,7 @@ pub struct Registry {
 #[derive(Clone, Debug, Default, PartialEq)]
 struct OwnerIndex {
     /// Path -> the first NHI that lists it literally.
-    literal: HashMap<String, usize>,
+    literal: HashMap<String, usize, foldhash::fast::RandomState>,
     /// (NHI index, pattern) for patterns with wildcards, in registry order.
     globs: Vec<(usize, Glob)>,
 }

@@ -80,15 +80,7 @@ fn kind_index(k: Kind) -> usize {
 }
 
 fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::Open => "open",
-        Kind::Connect => "connect",
-        Kind::Exec => "exec",
-        Kind::Exit => "exit",
-        Kind::Dns => "dns",
-        Kind::Loss => "loss",
-        Kind::Request => "request",
-    }
+    k.as_str()
 }
 
 fn verdict_index(v: Verdict) -> usize {
@@ -100,11 +92,7 @@ fn verdict_index(v: Verdict) -> usize {
 }
 
 fn verdict_name(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Ok => "ok",
-        Verdict::Drift => "drift",
-        Verdict::Unregistered => "unregistered",
-    }
+    v.as_str()
 }
 
 fn drift_index(d: DriftKind) -> usize {

@@ -618,9 +618,9 @@ impl EventRecord {
         e.ppid = r.ppid;
         e.uid = r.uid;
         e.gid = r.gid;
-        e.exe = r.exe;
-        e.comm = r.comm;
-        e.cmdline = r.cmdline;
+        e.exe = r.exe.into();
+        e.comm = r.comm.into();
+        e.cmdline = r.cmdline.into();
         e.cgroup_id = r.cgroup_id;
         e.container = text(r.container);
         e.syscall = match r.syscall.as_str() {

@@ -108,6 +108,20 @@ impl EventRow {
     pub fn host(&self) -> &str {
         &self.event.host
     }
+
+    /// The spool line, without its newline: the bytes `Serialize` gives, written directly
+    /// (the event as [`Event::write_json`] writes it).
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "{{\"run_id\":{},\"seq\":{},\"event\":",
+            self.run_id, self.seq
+        );
+        self.event.write_json(out);
+        out.push(b'}');
+    }
 }
 
 impl Serialize for EventRow {

@@ -519,7 +519,12 @@ fn encode(batch: &Batch) -> io::Result<Vec<u8>> {
         Ok(())
     }
     match &batch.rows {
-        Rows::Events(r) => lines(&mut out, r)?,
+        Rows::Events(r) => {
+            for row in r {
+                row.write_line(&mut out);
+                out.push(b'\n');
+            }
+        }
         Rows::Losses(r) => lines(&mut out, r)?,
         Rows::Agents(r) => lines(&mut out, r)?,
     }

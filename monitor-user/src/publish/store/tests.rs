@@ -41,7 +41,7 @@ fn open_event() -> Event {
     e.gid = 1000;
     e.exe = "/usr/bin/cat".into();
     e.comm = "cat".into();
-    e.cmdline = vec!["cat".into(), "/home/u/.aws/credentials".into()];
+    e.cmdline = vec!["cat".into(), "/home/u/.aws/credentials".into()].into();
     e.cgroup_id = 9;
     e.container = Some("abc123".into());
     e.pod_uid = Some("0f2a4c1e-6b7d-4e8f-9a0b-1c2d3e4f5a6b".into());
@@ -125,6 +125,25 @@ fn events_survive_the_spool_exactly() {
         assert!(json.contains(&e.to_json()), "{json}");
         let back: EventRow = serde_json::from_str(&json).unwrap();
         assert_eq!(back, row);
+    }
+}
+
+#[test]
+fn the_spool_writes_event_lines_as_serde_writes_them() {
+    for e in [
+        open_event(),
+        connect_event("52.1.2.3"),
+        connect_event("2001:db8::1"),
+        loss_event(),
+        Event::new(Kind::Exec, t("2026-11-23T11:52:08.5Z"), "h".into()),
+    ] {
+        let row = EventRow::from_event(&e, 7, u64::MAX);
+        let mut line = Vec::new();
+        row.write_line(&mut line);
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            serde_json::to_string(&row).unwrap()
+        );
     }
 }
 

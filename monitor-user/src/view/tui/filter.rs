@@ -82,8 +82,7 @@ impl Filter {
                     || e.dns_names.iter().flatten().any(|n| has(n))
             };
             let verdict = || {
-                verdict_text(e.verdict).starts_with(&t.needle)
-                    || e.drift.iter().any(|k| has(k.as_str()))
+                e.verdict.as_str().starts_with(&t.needle) || e.drift.iter().any(|k| has(k.as_str()))
             };
             match t.field {
                 Field::Nhi => nhi(),
@@ -131,14 +130,6 @@ impl Filter {
                 Field::Any => nhi() || r.owner().is_some_and(has) || exe() || host() || verdict(),
             }
         })
-    }
-}
-
-fn verdict_text(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Ok => "ok",
-        Verdict::Drift => "drift",
-        Verdict::Unregistered => "unregistered",
     }
 }
 

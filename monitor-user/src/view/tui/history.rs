@@ -67,7 +67,7 @@ fn use_event(u: &UseCount) -> Event {
     let mut e = Event::bare(u.kind, u.verdict);
     e.nhi = (!u.nhi.is_empty()).then(|| u.nhi.clone());
     e.host = std::sync::Arc::from(u.host.as_str());
-    e.exe = u.exe.clone();
+    e.exe = u.exe.as_str().into();
     e.uid = u.uid;
     e.path = (!u.path.is_empty()).then(|| u.path.clone());
     e.daddr = u.daddr.parse().ok();

@@ -130,7 +130,7 @@ impl Stats {
         match e.kind {
             Kind::Open => {
                 self.reads += n;
-                let r = self.readers.entry((e.exe.clone(), e.uid)).or_default();
+                let r = self.readers.entry((e.exe.to_string(), e.uid)).or_default();
                 r.count += n;
                 r.outside |= e.drift.contains(&DriftKind::ReaderOutOfScope);
                 if let Some(p) = &e.path {
@@ -157,7 +157,7 @@ impl Stats {
             }
             _ => return,
         }
-        *self.processes.entry(e.exe.clone()).or_default() += n;
+        *self.processes.entry(e.exe.to_string()).or_default() += n;
         self.last_seen = Some(self.last_seen.map_or(at, |l| l.max(at)));
         if activity {
             let bucket = bucket_of(at);

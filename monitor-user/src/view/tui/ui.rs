@@ -504,7 +504,7 @@ fn target(e: &Event) -> String {
     }
     match (e.dns_names.as_deref(), e.dport) {
         (Some([name, ..]), Some(port)) => format!("{name}:{port}"),
-        _ => e.destination().unwrap_or_else(|| e.exe.clone()),
+        _ => e.destination().unwrap_or_else(|| e.exe.to_string()),
     }
 }
 

@@ -147,18 +147,6 @@ fn verdict_cell(e: &Event) -> Cell<'static> {
     Cell::from(text).style(style)
 }
 
-fn kind_text(k: Kind) -> &'static str {
-    match k {
-        Kind::Open => "open",
-        Kind::Connect => "connect",
-        Kind::Exec => "exec",
-        Kind::Exit => "exit",
-        Kind::Dns => "dns",
-        Kind::Loss => "loss",
-        Kind::Request => "request",
-    }
-}
-
 pub(super) fn render_stream(app: &App, area: Rect, buf: &mut Buffer) {
     let items = app.stream_items();
     let block = Block::bordered().title(title(app, "Events", items.len()));
@@ -185,7 +173,7 @@ pub(super) fn render_stream(app: &App, area: Rect, buf: &mut Buffer) {
             Row::new(vec![
                 Cell::from(e.ts.clock().to_owned()),
                 verdict_cell(e),
-                Cell::from(kind_text(e.kind)),
+                Cell::from(e.kind.as_str()),
                 Cell::from(match (&e.nhi, e.verdict) {
                     (Some(id), _) => id.clone(),
                     (None, Verdict::Unregistered) => "(unregistered)".to_owned(),

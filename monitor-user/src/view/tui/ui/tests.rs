@@ -96,7 +96,14 @@ fn open(ts: &str, nhi: Option<&str>, exe: &str, pid: u32, uid: u32, path: &str) 
     e.host = "web-1".into();
     e.nhi = nhi.map(Into::into);
     e.exe = exe.into();
-    e.comm = exe.rsplit('/').next().unwrap().chars().take(15).collect();
+    e.comm = exe
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .chars()
+        .take(15)
+        .collect::<String>()
+        .into();
     e.pid = pid;
     e.uid = uid;
     e.path = Some(path.into());
@@ -582,7 +589,7 @@ fn use_row(e: &Event, n: u64) -> UseCount {
         verdict: e.verdict,
         kind: e.kind,
         host: e.host.to_string(),
-        exe: e.exe.clone(),
+        exe: e.exe.to_string(),
         uid: e.uid,
         path: e.path.clone().unwrap_or_default(),
         daddr: e.daddr.map(|a| a.to_string()).unwrap_or_default(),
