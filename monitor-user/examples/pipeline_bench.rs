@@ -184,8 +184,18 @@ impl Gen {
     }
 
     fn connect(&mut self, pid: u32, addr: [u8; 4], port: u16) -> Vec<u8> {
+        self.connect_flagged(pid, addr, port, 0)
+    }
+
+    /// A connection the kernel found open in `pid`'s file table when it read a credential.
+    fn existing(&mut self, pid: u32, addr: [u8; 4], port: u16) -> Vec<u8> {
+        self.connect_flagged(pid, addr, port, monitor_common::HDR_EXISTING)
+    }
+
+    fn connect_flagged(&mut self, pid: u32, addr: [u8; 4], port: u16, flags: u32) -> Vec<u8> {
         let mut c: ConnectEvent = zeroed();
         c.hdr = self.hdr(EventKind::Connect, pid, "worker");
+        c.hdr.flags |= flags;
         c.family = AF_INET;
         c.sport = 40_000;
         c.dport = port;
@@ -318,6 +328,14 @@ fn streams(creds: &[String]) -> Streams {
             "connect_other",
             (0..n)
                 .map(|i| g.connect(other(i), [93, 184, 216, 34], 443))
+                .collect(),
+        ),
+        (
+            // A holder's connections found open at a credential read, to destinations it was
+            // judged for already (the steady state: each is looked up in its judged list).
+            "connect_existing",
+            (0..n)
+                .map(|i| g.existing(holder(i), [10, (i % 100) as u8, 1, 2], 5432))
                 .collect(),
         ),
         (
@@ -498,7 +516,7 @@ fn main() {
     for (kind, stream) in &s.per_kind {
         let mut e = new_engine(&s);
         // Holders must hold before their connections are measured.
-        if *kind == "connect_holder" {
+        if *kind == "connect_holder" || *kind == "connect_existing" {
             pump(&mut e, &s.per_kind[0].1, 0.0);
         }
         pump(&mut e, stream, 0.0);
