@@ -64,11 +64,17 @@ pub fn opened_credential(task: u64, flags: u32) {
     }
 }
 
-/// Add `tgid` to the holder set, unless it is there already (the daemon's mark stays).
+/// Add `tgid` to the holder set, unless it is there already (the daemon's mark stays). Looked
+/// up first: a lookup takes no lock, where an insert that finds the entry takes the bucket's,
+/// and a holder reads its credential again and again.
 #[inline(always)]
 pub fn add_holder(tgid: u32) {
     const BPF_NOEXIST: u64 = 1;
     const EEXIST: i32 = -17;
+    // SAFETY: only whether the entry exists is read.
+    if unsafe { HOLDERS.get(&tgid) }.is_some() {
+        return;
+    }
     if let Err(e) = HOLDERS.insert(&tgid, &HOLDER_BY_KERNEL, BPF_NOEXIST) {
         if e != EEXIST {
             count_loss(LossCause::HolderSetFull);
