@@ -109,6 +109,21 @@ pub struct FailedWindow {
 pub static FAILED_OPENS: LruHashMap<FailedKey, FailedWindow> =
     LruHashMap::with_max_entries(8192, 0);
 
+/// A process (its tgid) and the pipe on its stdout (the pipe's inode number).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PipeKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// Whether a process's parent holds the read end of the pipe on the process's stdout, as
+/// `OpenEvent::flags` bits, worked out at the process's first watched open with that stdout
+/// (`probes::files::parent_holds_once`). LRU: an evicted entry only costs the walk again.
+#[map]
+pub static PARENT_PIPES: LruHashMap<PipeKey, u32> = LruHashMap::with_max_entries(8192, 0);
+
 /// A process (its tgid) and a credential file (its inode number) it opened.
 #[repr(C)]
 #[derive(Clone, Copy)]

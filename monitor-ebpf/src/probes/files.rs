@@ -276,6 +276,33 @@ pub fn parent_holds(stdout_inode: u64) -> ParentPipe {
     ParentPipe::Unknown
 }
 
+/// [`parent_holds`] as `OpenEvent::flags` bits (`FEEDS_PARENT`, `PARENT_SCAN_CUT`), worked out
+/// once per process and stdout pipe (`ino`, its inode number) and remembered in
+/// `PARENT_PIPES`: the walk costs a read per open descriptor of the parent, and a process
+/// that reads a credential again and again through one pipe (a loop, a poller) would pay it at
+/// every open, more the more files its parent has open. Who holds a pipe's read end is settled
+/// when the pipe is handed to the child, before the child runs.
+#[inline(always)]
+pub fn parent_holds_once(stdout_inode: u64, ino: u64) -> u32 {
+    use crate::maps::{PipeKey, PARENT_PIPES};
+    let key = PipeKey {
+        tgid: (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32,
+        _pad: 0,
+        ino,
+    };
+    // SAFETY: the value is copied at once.
+    if let Some(&flags) = unsafe { PARENT_PIPES.get(&key) } {
+        return flags;
+    }
+    let flags = match parent_holds(stdout_inode) {
+        ParentPipe::No => 0,
+        ParentPipe::Reads => monitor_common::FEEDS_PARENT,
+        ParentPipe::Unknown => monitor_common::FEEDS_PARENT | monitor_common::PARENT_SCAN_CUT,
+    };
+    let _ = PARENT_PIPES.insert(&key, &flags, 0);
+    flags
+}
+
 /// The `struct file *` open on `fd` in `task`.
 #[inline(always)]
 pub fn fd_file(task: u64, fd: u64) -> Option<u64> {

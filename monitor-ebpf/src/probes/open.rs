@@ -22,8 +22,8 @@ use aya_ebpf::{
 };
 use monitor_common::{
     config::{self, Offset},
-    EventKind, LossCause, OpenEvent, OpenOp, FEEDS_PARENT, MATCH_NAME, NAMES_ARE_BASE, NAMES_CAP,
-    NAMES_COMPLETE, PARENT_SCAN_CUT, PATH_CAP, PATH_TRUNCATED, PATH_UNREAD, STDOUT_PIPE,
+    EventKind, LossCause, OpenEvent, OpenOp, MATCH_NAME, NAMES_ARE_BASE, NAMES_CAP, NAMES_COMPLETE,
+    PATH_CAP, PATH_TRUNCATED, PATH_UNREAD, STDOUT_PIPE,
 };
 
 use super::{arg, files, filter, header, sockets};
@@ -200,11 +200,7 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<u64> {
                 if let Some((pipe, ino, _)) = files::pipe_inode_at(fds, 1) {
                     (*ev).stdout_ino = ino;
                     evflags |= STDOUT_PIPE;
-                    match files::parent_holds(pipe) {
-                        files::ParentPipe::No => {}
-                        files::ParentPipe::Reads => evflags |= FEEDS_PARENT,
-                        files::ParentPipe::Unknown => evflags |= FEEDS_PARENT | PARENT_SCAN_CUT,
-                    }
+                    evflags |= files::parent_holds_once(pipe, ino);
                 }
             }
             None => {
