@@ -118,9 +118,9 @@ pub struct PipeKey {
     pub ino: u64,
 }
 
-/// Whether a process's parent holds the read end of the pipe on the process's stdout, as
-/// `OpenEvent::flags` bits, worked out at the process's first watched open with that stdout
-/// (`probes::files::parent_holds_once`). LRU: an evicted entry only costs the walk again.
+/// Processes whose parent was found holding the read end of the pipe on their stdout, as
+/// `OpenEvent::flags` bits (`probes::files::parent_holds_once`; "not held" is never kept).
+/// LRU: an evicted entry only costs the walk again.
 #[map]
 pub static PARENT_PIPES: LruHashMap<PipeKey, u32> = LruHashMap::with_max_entries(8192, 0);
 

@@ -208,6 +208,46 @@ fn a_parent_reading_a_credential_through_a_high_descriptor_becomes_a_holder() {
 }
 
 #[test]
+fn a_parent_that_takes_the_read_end_after_a_first_read_becomes_a_holder() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (_dir, cred) = credential("late-reader");
+    let (_l, port) = listener("127.0.0.26");
+    let d = Daemon::start(&registry(
+        &cred,
+        "    endpoints:\n      - cidr: 127.0.0.0/8\n",
+    ));
+    // The child reads the credential once while its parent holds no read end of its stdout,
+    // then, once the parent has reopened the pipe through /proc, reads it again into it.
+    let child = format!(
+        "import sys\n\
+         open('{cred}').read()\n\
+         sys.stderr.write('1'); sys.stderr.flush()\n\
+         sys.stdin.buffer.read(1)\n\
+         sys.stdout.write(open('{cred}').read()); sys.stdout.flush()\n",
+        cred = cred.display()
+    );
+    let code = format!(
+        "import os, socket, subprocess\n\
+         r, w = os.pipe()\n\
+         go_r, go_w = os.pipe()\n\
+         c = subprocess.Popen(['{PYTHON}', '-c', {child:?}], stdout=w, stdin=go_r, stderr=subprocess.PIPE)\n\
+         os.close(r); os.close(w); os.close(go_r)\n\
+         c.stderr.read(1)\n\
+         rd = os.open('/proc/%d/fd/1' % c.pid, os.O_RDONLY)\n\
+         os.write(go_w, b'x')\n\
+         data = os.read(rd, 4096)\n\
+         c.wait()\n\
+         socket.create_connection(('127.0.0.26', {port})).close()\n"
+    );
+    let parent = run(Command::new(PYTHON).args(["-c", &code]));
+    let e = d.wait_for(WAIT, |e| e["kind"] == "connect" && e["pid"] == parent);
+    assert_eq!(e["nhi"], "svc", "{e}");
+    assert_eq!(e["verdict"], "ok", "{e}");
+}
+
+#[test]
 fn a_shell_that_merely_started_a_reader_does_not_become_a_holder() {
     if !require_root_bpf() {
         return;

@@ -73,15 +73,14 @@ pub fn read_ptr(base: u64, offset: usize) -> Option<u64> {
     (v != 0).then_some(v)
 }
 
-/// The `struct file *` array of the current task's open files, by direct loads: the task
-/// pointer is the kernel's typed (BTF) one, and with constant offsets the verifier checks each
-/// member access against the kernel's BTF and lets the JIT make it a plain load that cannot fault
-/// (a bad pointer reads as 0). Three loads instead of three helper calls on every open.
+/// The current task's file table (`task->files->fdt`), by direct loads: the task pointer is
+/// the kernel's typed (BTF) one, and with constant offsets the verifier checks each member
+/// access against the kernel's BTF and lets the JIT make it a plain load that cannot fault (a
+/// bad pointer reads as 0). Loads instead of helper calls on every open.
 #[inline(always)]
-pub fn current_fd_array() -> Option<u64> {
+fn current_fdt() -> Option<*const u8> {
     let o_files = offset(Offset::TaskFiles)?;
     let o_fdt = offset(Offset::FilesFdt)?;
-    let o_fd = offset(Offset::FdtFd)?;
     // SAFETY: typed kernel pointers the verifier checks member by member (see above); the
     // loads are the JIT's fault-safe kind.
     unsafe {
@@ -91,38 +90,33 @@ pub fn current_fd_array() -> Option<u64> {
             return None;
         }
         let fdt = core::ptr::read_volatile(files.add(o_fdt) as *const *const u8);
-        if fdt.is_null() {
-            return None;
-        }
-        let fd = core::ptr::read_volatile(fdt.add(o_fd) as *const u64);
-        (fd != 0).then_some(fd)
+        (!fdt.is_null()).then_some(fdt)
     }
 }
 
-/// The current task's file array and its number of slots (`fdt->max_fds`), by direct loads as
-/// in [`current_fd_array`].
+/// The `struct file *` array of the current task's open files (see [`current_fdt`]).
+#[inline(always)]
+pub fn current_fd_array() -> Option<u64> {
+    current_fd_array_of(current_fdt()?)
+}
+
+/// The current task's file array and its number of slots (`fdt->max_fds`).
 #[inline(always)]
 pub fn current_fd_table() -> Option<(u64, u32)> {
-    let o_files = offset(Offset::TaskFiles)?;
-    let o_fdt = offset(Offset::FilesFdt)?;
-    let o_fd = offset(Offset::FdtFd)?;
     let o_max = offset(Offset::FdtMaxFds)?;
-    // SAFETY: typed kernel pointers the verifier checks member by member (see
-    // current_fd_array); the loads are the JIT's fault-safe kind.
-    unsafe {
-        let task = bpf_get_current_task_btf() as *const u8;
-        let files = core::ptr::read_volatile(task.add(o_files) as *const *const u8);
-        if files.is_null() {
-            return None;
-        }
-        let fdt = core::ptr::read_volatile(files.add(o_fdt) as *const *const u8);
-        if fdt.is_null() {
-            return None;
-        }
-        let fd = core::ptr::read_volatile(fdt.add(o_fd) as *const u64);
-        let max = core::ptr::read_volatile(fdt.add(o_max) as *const u32);
-        (fd != 0).then_some((fd, max))
-    }
+    let fdt = current_fdt()?;
+    let fd = current_fd_array_of(fdt)?;
+    // SAFETY: a member of the typed file table, as in current_fdt.
+    let max = unsafe { core::ptr::read_volatile(fdt.add(o_max) as *const u32) };
+    Some((fd, max))
+}
+
+#[inline(always)]
+fn current_fd_array_of(fdt: *const u8) -> Option<u64> {
+    let o_fd = offset(Offset::FdtFd)?;
+    // SAFETY: a member of the typed file table, as in current_fdt.
+    let fd = unsafe { core::ptr::read_volatile(fdt.add(o_fd) as *const u64) };
+    (fd != 0).then_some(fd)
 }
 
 /// The start time of the current process (its group leader's `start_time`, ns since boot): with
@@ -276,12 +270,13 @@ pub fn parent_holds(stdout_inode: u64) -> ParentPipe {
     ParentPipe::Unknown
 }
 
-/// [`parent_holds`] as `OpenEvent::flags` bits (`FEEDS_PARENT`, `PARENT_SCAN_CUT`), worked out
-/// once per process and stdout pipe (`ino`, its inode number) and remembered in
-/// `PARENT_PIPES`: the walk costs a read per open descriptor of the parent, and a process
-/// that reads a credential again and again through one pipe (a loop, a poller) would pay it at
-/// every open, more the more files its parent has open. Who holds a pipe's read end is settled
-/// when the pipe is handed to the child, before the child runs.
+/// [`parent_holds`] as `OpenEvent::flags` bits (`FEEDS_PARENT`, `PARENT_SCAN_CUT`). The walk
+/// costs a read per open descriptor of the parent, and a process that reads a credential again
+/// and again through one pipe (a loop, a poller) would pay it at every open, more the more
+/// files its parent has open: a parent found holding the pipe (`ino`, its inode number) is
+/// remembered in `PARENT_PIPES` for the process. Only that answer is: a parent can take a read
+/// end later (reopening `/proc/PID/fd/1`, receiving one over a socket), so "not held" is asked
+/// again at the next open, after a decoy read as after any other.
 #[inline(always)]
 pub fn parent_holds_once(stdout_inode: u64, ino: u64) -> u32 {
     use crate::maps::{PipeKey, PARENT_PIPES};
@@ -295,7 +290,7 @@ pub fn parent_holds_once(stdout_inode: u64, ino: u64) -> u32 {
         return flags;
     }
     let flags = match parent_holds(stdout_inode) {
-        ParentPipe::No => 0,
+        ParentPipe::No => return 0,
         ParentPipe::Reads => monitor_common::FEEDS_PARENT,
         ParentPipe::Unknown => monitor_common::FEEDS_PARENT | monitor_common::PARENT_SCAN_CUT,
     };

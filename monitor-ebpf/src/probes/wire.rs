@@ -116,7 +116,12 @@ pub fn fork(child: u32) {
 /// The end of process `tgid`: it leaves the set.
 #[inline(always)]
 pub fn exit(tgid: u32) {
-    let _ = HOLDERS.remove(&tgid);
+    // Looked up first: a delete takes the bucket's lock even for a pid that is not there, and
+    // almost no exiting process is a holder.
+    // SAFETY: only whether the entry exists is read.
+    if unsafe { HOLDERS.get(&tgid) }.is_some() {
+        let _ = HOLDERS.remove(&tgid);
+    }
 }
 
 const IPPROTO_TCP_U8: u8 = IPPROTO_TCP as u8;

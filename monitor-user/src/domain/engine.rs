@@ -716,6 +716,9 @@ impl<H: Host> Engine<H> {
             }
         }
         for id in &held {
+            if p.judged.iter().any(|(k, j)| *k == key && j == id) {
+                continue;
+            }
             if p.judged.len() >= JUDGED_CAP {
                 p.judged.pop_front();
                 self.stats.judged_forgotten += 1;
@@ -1128,6 +1131,11 @@ mod tests {
         let (mut e, _root) = engine(REG);
         let mut out = Vec::new();
         e.handle(open(31, 0, "/srv/app/token", 3), &mut out);
+        // Reconnecting to one destination takes one place in the list, however often.
+        for _ in 0..2 * JUDGED_CAP {
+            e.handle(connect(31, [10, 9, 0, 0], 443), &mut out);
+        }
+        assert_eq!(e.stats.judged_forgotten, 0);
         for i in 0..=JUDGED_CAP {
             let [a, b] = (i as u16).to_be_bytes();
             e.handle(connect(31, [10, 9, a, b], 443), &mut out);

@@ -56,6 +56,8 @@ impl WireFields {
             (None, Some(h)) => strip_port(h),
             (None, None) => return None,
         };
+        // `api.test.` is `api.test`, as DNS names are compared.
+        let name = name.strip_suffix('.').unwrap_or(name);
         (!name.is_empty() && name.parse::<std::net::IpAddr>().is_err()).then_some(name)
     }
 

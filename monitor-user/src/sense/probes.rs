@@ -413,8 +413,10 @@ impl Probes {
                 if let Err(e) = map.insert(pid, monitor_common::HOLDER_BY_DAEMON, 0) {
                     full = Some(e);
                 }
-            } else {
-                // Absent (the kernel removed it at exit): nothing to do.
+            } else if map.get(&pid, 0).ok() == Some(monitor_common::HOLDER_BY_DAEMON) {
+                // The kernel removes every member at its exit; this only clears what the daemon
+                // added after that (it learns of exits late). An entry the kernel made is a new
+                // process that reused the pid, and stays.
                 let _ = map.remove(&pid);
             }
         }

@@ -118,3 +118,12 @@ fn malformed_or_cut_requests_give_no_fields() {
     let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_PATH));
     assert_eq!(parse(long.as_bytes()).http_path, None);
 }
+
+#[test]
+fn a_host_with_a_trailing_dot_names_the_same_server() {
+    let f = WireFields {
+        http_host: Some("api.test.:8080".into()),
+        ..WireFields::default()
+    };
+    assert_eq!(f.server_name(), Some("api.test"));
+}
