@@ -216,9 +216,12 @@ fn a_real_drift_shows_in_the_feed_and_the_detail_names_the_endpoint() {
 
     tmux.press("2");
     let dest = format!("127.0.0.9:{p_out}");
+    // Waited for whole: tmux can capture a frame half written, the table's row before the
+    // selected drift's pane below it.
     let screen = tmux.wait_for("the drift in the feed", SHOWN, context, |s| {
         s.lines()
             .any(|l| l.contains("tui-api") && l.contains(&dest) && l.contains("endpoint"))
+            && s.contains("endpoint_out_of_scope")
     });
     assert!(screen.contains("[2 Drift (1)]"), "{screen}");
     assert!(
