@@ -518,9 +518,19 @@ pub mod config {
     pub const LEN: u32 = 8;
 }
 
-/// Bytes of a connection's first payload the kernel copies at most: a TLS ClientHello's server
-/// name and ALPN come early in it, an HTTP/1.x request line and `Host` header too.
-pub const WIRE_CAP: usize = 512;
+/// Bytes of a connection's first payload the kernel copies at most, over all its packets (and
+/// so in one record at most): a whole TLS ClientHello (a post-quantum key share makes one of
+/// 1.5-1.8 KiB), an HTTP/1.x request line and header block.
+pub const WIRE_CAP: usize = 2048;
+/// Packets with a payload the kernel copies from at most per connection: the first bytes may be
+/// sent in pieces (a decoy of a few bytes, then the rest), and the daemon joins them up.
+pub const WIRE_CHUNKS: u32 = 8;
+/// `RequestEvent::flags`: the kernel copies nothing more of this connection (its byte or
+/// packet budget is spent, or the bytes end a request head).
+pub const WIRE_LAST: u16 = 1;
+/// `RequestEvent::flags`: the packet's TCP segment could not be found (IPv6 extension headers
+/// beyond those walked, a fragment): nothing was copied and nothing more will be.
+pub const WIRE_UNREADABLE: u16 = 2;
 /// Processes the in-kernel holder set (`HOLDERS`) holds at most.
 pub const HOLDERS_MAX: u32 = 16384;
 /// `HOLDERS` value: the daemon added the process (the engine decided it holds an NHI).
@@ -530,9 +540,11 @@ pub const HOLDER_BY_DAEMON: u32 = 1;
 pub const HOLDER_BY_KERNEL: u32 = 2;
 
 crate::pod_struct! {
-    /// The first bytes a marked TCP connection sent (its first packet with a payload), sent once
-    /// per connection. The daemon parses them (TLS ClientHello, HTTP/1.x request line) and keeps
-    /// only the fields it names; the bytes themselves are never kept.
+    /// Some of the first bytes a marked TCP connection sent: one record per packet with a
+    /// payload, up to `WIRE_CHUNKS` packets and `WIRE_CAP` bytes in all per connection. The
+    /// daemon joins a connection's records by `cookie` and `seq`, parses the bytes (TLS
+    /// ClientHello, HTTP/1.x request head) and keeps only the fields it names; the bytes
+    /// themselves are never kept.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct RequestEvent {
@@ -553,6 +565,15 @@ crate::pod_struct! {
         pub len: u32,
         /// Bytes of TCP payload the packet carried (more than `len` when it was cut).
         pub payload_len: u32,
+        /// The TCP sequence number of the payload's first byte: where `data` goes among the
+        /// connection's first bytes (a retransmitted segment comes again with the same one).
+        pub seq: u32,
+        /// This record's place among the connection's (0 for its first packet with a payload).
+        pub chunk: u16,
+        /// `WIRE_*` bits.
+        pub flags: u16,
+        /// The socket's cookie (`bpf_get_socket_cookie`): the connection the records are of.
+        pub cookie: u64,
         pub data: [u8; WIRE_CAP],
     }
 }

@@ -238,9 +238,25 @@ fn wakeup_for(before: u64, after: u64) -> u64 {
 #[map]
 pub static HOLDERS: HashMap<u32, u32> = HashMap::with_max_entries(HOLDERS_MAX, 0);
 
-/// TCP sockets marked at `connect` whose first payload is still to come, with the connecting
-/// process's header: storage attached to the socket itself, so a mark lives and dies with its
-/// socket (never another connection's, whatever addresses are reused), and finding it on a
-/// packet is a pointer on the socket, not a hash.
+/// TCP sockets marked at `connect` whose first bytes are still to be copied, with the
+/// connecting process's header and what has been copied so far: storage attached to the socket
+/// itself, so a mark lives and dies with its socket (never another connection's, whatever
+/// addresses are reused), and finding it on a packet is a pointer on the socket, not a hash.
 #[btf_map]
-pub static WIRE_MARKS: SkStorage<EventHeader> = SkStorage::new();
+pub static WIRE_MARKS: SkStorage<WireMark> = SkStorage::new();
+
+/// A marked socket's state (`WIRE_MARKS`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WireMark {
+    /// The connecting process, as `connect` saw it.
+    pub hdr: EventHeader,
+    /// Bytes copied so far, of `budget`.
+    pub sent: u32,
+    /// Bytes to copy in all (set at the first packet with a payload: a whole TLS ClientHello,
+    /// else `WIRE_CAP`).
+    pub budget: u32,
+    /// Packets with a payload copied from so far.
+    pub chunks: u32,
+    pub _pad: u32,
+}

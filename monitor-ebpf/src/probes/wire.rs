@@ -11,9 +11,15 @@
 //! Reading: a `cgroup_skb/egress` program on the root cgroup sees every packet the host sends;
 //! an unmarked socket's packet costs the socket's storage lookup (a pointer on the socket, no
 //! hash), a marked one's packet without payload (SYN, ACK) that plus its headers' lengths, and
-//! the first packet with a payload is copied (at most `WIRE_CAP` bytes, by
-//! `bpf_skb_load_bytes`) and unmarks the socket: once per connection. The program never drops
-//! a packet.
+//! each packet with a payload is copied (by `bpf_skb_load_bytes`, one record each) until the
+//! connection's budget is spent: `WIRE_CAP` bytes over at most `WIRE_CHUNKS` packets, or a
+//! whole TLS ClientHello when the first packet starts one, or a packet that ends an HTTP
+//! request head (`\r\n\r\n`). Then the socket is unmarked. A sender cannot hide the bytes
+//! that matter behind a decoy of a few bytes: the daemon joins the pieces up by the socket's
+//! cookie and their sequence numbers. IPv6 extension headers are walked (hop-by-hop, routing,
+//! destination options, authentication; four at most); a packet whose TCP header is still not
+//! found (a fragment) ends the copy with an empty record flagged `WIRE_UNREADABLE`, which the
+//! daemon judges as bytes it could not read. The program never drops a packet.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated},
@@ -23,10 +29,11 @@ use aya_ebpf::{
 use monitor_common::{
     config::{self, Offset},
     EventKind, LossCause, RequestEvent, AF_INET, AF_INET6, HOLDER_BY_KERNEL, IPPROTO_TCP, WIRE_CAP,
+    WIRE_CHUNKS, WIRE_LAST, WIRE_UNREADABLE,
 };
 
 use super::header;
-use crate::maps::{count_loss, CONFIG, EVENTS, HOLDERS, WIRE_MARKS};
+use crate::maps::{count_loss, WireMark, CONFIG, EVENTS, HOLDERS, WIRE_MARKS};
 
 /// Mark the TCP socket a cgroup `connect4/6` program sees, when its caller is a holder (or
 /// every caller, by the daemon's setting).
@@ -45,9 +52,16 @@ pub fn mark(ctx: &SockAddrContext) {
     }
     let mut hdr = header(EventKind::Request);
     hdr.flags = super::files::tty_flags();
-    // SAFETY: the helper reads the context's socket, which the verifier checks; `hdr` is
+    let mut mark = WireMark {
+        hdr,
+        sent: 0,
+        budget: 0,
+        chunks: 0,
+        _pad: 0,
+    };
+    // SAFETY: the helper reads the context's socket, which the verifier checks; `mark` is
     // copied into the new storage. A socket whose storage cannot be made is not marked.
-    let _ = unsafe { WIRE_MARKS.get_or_insert_ptr_mut(ctx, Some(&mut hdr)) };
+    let _ = unsafe { WIRE_MARKS.get_or_insert_ptr_mut(ctx, Some(&mut mark)) };
 }
 
 /// The current task (`task`) opened a registered credential's inode: it joins the holder set,
@@ -133,6 +147,69 @@ pub fn wire_egress(ctx: SkBuffContext) -> i32 {
     1
 }
 
+/// Where a packet's TCP segment starts, behind its IP header (and IPv6 extension headers).
+struct Ip {
+    family: u16,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    /// Offset of the TCP header; `None`: not found.
+    tcp: Option<u32>,
+}
+
+/// IPv6 extension headers walked at most before the TCP header.
+const IPV6_EXT_MAX: usize = 4;
+
+#[inline(always)]
+fn ip_header(ctx: &SkBuffContext) -> Option<Ip> {
+    let first: u8 = ctx.load(0).ok()?;
+    let mut ip = Ip {
+        family: AF_INET,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        tcp: None,
+    };
+    match first >> 4 {
+        4 => {
+            let proto: u8 = ctx.load(9).ok()?;
+            let s: [u8; 4] = ctx.load(12).ok()?;
+            let d: [u8; 4] = ctx.load(16).ok()?;
+            ip.saddr[..4].copy_from_slice(&s);
+            ip.daddr[..4].copy_from_slice(&d);
+            if proto == IPPROTO_TCP_U8 {
+                ip.tcp = Some(u32::from(first & 0x0f) * 4);
+            }
+        }
+        6 => {
+            ip.family = AF_INET6;
+            ip.saddr = ctx.load(8).ok()?;
+            ip.daddr = ctx.load(24).ok()?;
+            let mut next: u8 = ctx.load(6).ok()?;
+            let mut at: u32 = 40;
+            for _ in 0..IPV6_EXT_MAX {
+                if next == IPPROTO_TCP_U8 {
+                    break;
+                }
+                let ext: [u8; 2] = ctx.load(at as usize).ok()?;
+                let len = match next {
+                    // hop-by-hop, routing, destination options: 8-byte units after the first 8.
+                    0 | 43 | 60 => (u32::from(ext[1]) + 1) * 8,
+                    // authentication header: 4-byte units, less 2.
+                    51 => (u32::from(ext[1]) + 2) * 4,
+                    // a fragment, or anything else: the TCP header is not to be found.
+                    _ => break,
+                };
+                next = ext[0];
+                at += len;
+            }
+            if next == IPPROTO_TCP_U8 {
+                ip.tcp = Some(at);
+            }
+        }
+        _ => return None,
+    }
+    Some(ip)
+}
+
 #[inline(always)]
 fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
     let marks = core::ptr::addr_of!(WIRE_MARKS) as *mut core::ffi::c_void;
@@ -148,70 +225,88 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
             return None;
         }
         let mark = generated::bpf_sk_storage_get(marks, sk.cast(), core::ptr::null_mut(), 0)
-            .cast::<monitor_common::EventHeader>();
+            .cast::<WireMark>();
         (sk, mark)
     };
     if mark.is_null() {
         return None;
     }
-    // SAFETY: the storage the helper returned, valid for this program's run.
-    let mut hdr = unsafe { *mark };
-    // The packet starts at its IP header.
-    let first: u8 = ctx.load(0).ok()?;
-    let mut saddr = [0u8; 16];
-    let mut daddr = [0u8; 16];
-    let (family, ip_len) = match first >> 4 {
-        4 => {
-            let proto: u8 = ctx.load(9).ok()?;
-            if proto != IPPROTO_TCP_U8 {
-                return None;
-            }
-            let s: [u8; 4] = ctx.load(12).ok()?;
-            let d: [u8; 4] = ctx.load(16).ok()?;
-            saddr[..4].copy_from_slice(&s);
-            daddr[..4].copy_from_slice(&d);
-            (AF_INET, u32::from(first & 0x0f) * 4)
+    let ip = ip_header(ctx)?;
+    // SAFETY: the storage the helper returned, valid for this program's run; the socket's
+    // packets leave one at a time (under its lock), so nothing else writes it meanwhile.
+    let m = unsafe { &mut *mark };
+    let mut hdr = m.hdr;
+    // SAFETY: a helper without arguments.
+    hdr.ts_ns = unsafe { generated::bpf_ktime_get_boot_ns() };
+    hdr.kind = EventKind::Request as u32;
+    let Some(tcp) = ip.tcp else {
+        // The rest of the connection cannot be read either: say so once, with the socket's
+        // own ports, and stop.
+        // SAFETY: the full socket the storage was found on; its fields are read as the
+        // verifier allows (`struct bpf_sock`).
+        let (sport, dport) =
+            unsafe { ((*sk).src_port as u16, u16::from_be((*sk).dst_port as u16)) };
+        // SAFETY: the full socket the storage was found on.
+        let _ = unsafe { generated::bpf_sk_storage_delete(marks, sk.cast()) };
+        let Some(mut slot) = EVENTS.reserve::<RequestEvent>(0) else {
+            count_loss(LossCause::RingbufRequest);
+            return None;
+        };
+        let ev = slot.as_mut_ptr();
+        // SAFETY: `ev` points at the reserved record; every field but `data` is written, and
+        // `len` is 0 (the daemon reads `data[..len]` only).
+        unsafe {
+            (*ev).hdr = hdr;
+            (*ev).family = ip.family;
+            (*ev).sport = sport;
+            (*ev).dport = dport;
+            (*ev).proto = IPPROTO_TCP;
+            (*ev).saddr = ip.saddr;
+            (*ev).daddr = ip.daddr;
+            (*ev).len = 0;
+            (*ev).payload_len = 0;
+            (*ev).seq = 0;
+            (*ev).chunk = 0;
+            (*ev).flags = WIRE_LAST | WIRE_UNREADABLE;
+            (*ev).cookie = generated::bpf_get_socket_cookie(ctx.skb.skb.cast());
         }
-        6 => {
-            // A TCP segment right after the fixed header: extension headers are not sent on
-            // a connection's packets by this host's stack.
-            let next: u8 = ctx.load(6).ok()?;
-            if next != IPPROTO_TCP_U8 {
-                return None;
-            }
-            saddr = ctx.load(8).ok()?;
-            daddr = ctx.load(24).ok()?;
-            (AF_INET6, 40)
-        }
-        _ => return None,
+        slot.submit(crate::maps::wakeup::<RequestEvent>());
+        return Some(());
     };
-    let ports: [u8; 4] = ctx.load(ip_len as usize).ok()?;
-    let off: u8 = ctx.load(ip_len as usize + 12).ok()?;
-    let start = ip_len + u32::from(off >> 4) * 4;
+    let ports: [u8; 4] = ctx.load(tcp as usize).ok()?;
+    let seq: [u8; 4] = ctx.load(tcp as usize + 4).ok()?;
+    let off: u8 = ctx.load(tcp as usize + 12).ok()?;
+    let start = tcp + u32::from(off >> 4) * 4;
     let payload = ctx.len().checked_sub(start)?;
     if payload == 0 {
         return None;
     }
-    // Once per connection, whether or not the record can be sent.
-    // SAFETY: the full socket the storage was found on.
-    let _ = unsafe { generated::bpf_sk_storage_delete(marks, sk.cast()) };
-    // SAFETY: a helper without arguments.
-    hdr.ts_ns = unsafe { generated::bpf_ktime_get_boot_ns() };
-    hdr.kind = EventKind::Request as u32;
+    if m.chunks == 0 {
+        m.budget = budget(ctx, start, payload);
+    }
+    let room = m.budget.saturating_sub(m.sent);
+    let n = if payload > room { room } else { payload };
+    let chunk = m.chunks;
+    m.sent += n;
+    m.chunks += 1;
+    let mut flags = 0;
+    if m.sent >= m.budget || m.chunks >= WIRE_CHUNKS || ends_head(ctx, payload) {
+        flags = WIRE_LAST;
+        // SAFETY: the full socket the storage was found on; `m` is not used after this.
+        let _ = unsafe { generated::bpf_sk_storage_delete(marks, sk.cast()) };
+    }
+    if n == 0 {
+        return None;
+    }
     let Some(mut slot) = EVENTS.reserve::<RequestEvent>(0) else {
         count_loss(LossCause::RingbufRequest);
         return None;
     };
     let ev = slot.as_mut_ptr();
-    let n = if payload > WIRE_CAP as u32 {
-        WIRE_CAP as u32
-    } else {
-        payload
-    };
-    // The same value (1 to WIRE_CAP, `payload` is not 0), in a form the verifier can bound
-    // from below too: the helper refuses a length it cannot prove is above 0. Through a
-    // volatile stack slot, or the compiler folds the mask back into a `min` the verifier
-    // cannot bound from below.
+    // The same value (1 to WIRE_CAP, `n` is not 0), in a form the verifier can bound from
+    // below too: the helper refuses a length it cannot prove is above 0. Through a volatile
+    // stack slot, or the compiler folds the mask back into a `min` the verifier cannot bound
+    // from below.
     const _: () = assert!(WIRE_CAP.is_power_of_two());
     let mut slot_n = n;
     // SAFETY: a local variable, written and read back.
@@ -224,17 +319,49 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
     // `len` is written before submit (the daemon reads `data[..len]` only).
     unsafe {
         (*ev).hdr = hdr;
-        (*ev).family = family;
+        (*ev).family = ip.family;
         (*ev).sport = u16::from_be_bytes([ports[0], ports[1]]);
         (*ev).dport = u16::from_be_bytes([ports[2], ports[3]]);
         (*ev).proto = IPPROTO_TCP;
-        (*ev).saddr = saddr;
-        (*ev).daddr = daddr;
+        (*ev).saddr = ip.saddr;
+        (*ev).daddr = ip.daddr;
         (*ev).payload_len = payload;
+        (*ev).seq = u32::from_be_bytes(seq);
+        (*ev).chunk = chunk as u16;
+        (*ev).flags = flags;
+        (*ev).cookie = generated::bpf_get_socket_cookie(ctx.skb.skb.cast());
         let data = core::ptr::addr_of_mut!((*ev).data).cast::<core::ffi::c_void>();
         let copied = generated::bpf_skb_load_bytes(ctx.skb.skb.cast(), start, data, n);
         (*ev).len = if copied == 0 { n } else { 0 };
     }
     slot.submit(crate::maps::wakeup::<RequestEvent>());
     Some(())
+}
+
+/// Bytes of a connection to copy in all, from its first packet with a payload (`payload` bytes
+/// from `start`): a TLS record that holds a whole ClientHello is copied to its end and no
+/// further; anything else up to `WIRE_CAP`.
+#[inline(always)]
+fn budget(ctx: &SkBuffContext, start: u32, payload: u32) -> u32 {
+    if payload >= 9 {
+        if let Ok(h) = ctx.load::<[u8; 9]>(start as usize) {
+            let record = u32::from(u16::from_be_bytes([h[3], h[4]]));
+            let hello = u32::from_be_bytes([0, h[6], h[7], h[8]]);
+            // Handshake record, ClientHello, the whole message in this record.
+            if h[0] == 0x16 && h[5] == 1 && hello + 4 == record && record + 5 < WIRE_CAP as u32 {
+                return record + 5;
+            }
+        }
+    }
+    WIRE_CAP as u32
+}
+
+/// Whether a packet's payload (`payload` bytes, the packet's last) ends with the blank line
+/// that ends an HTTP request head: what comes after is a body or the next request.
+#[inline(always)]
+fn ends_head(ctx: &SkBuffContext, payload: u32) -> bool {
+    payload >= 4
+        && ctx
+            .load::<[u8; 4]>(ctx.len() as usize - 4)
+            .is_ok_and(|t| t == *b"\r\n\r\n")
 }

@@ -619,11 +619,12 @@ impl Daemon {
         Ok(())
     }
 
-    /// Once a second: the probes' log, the credentials' inodes, losses, health and metrics,
-    /// the registry file; every ten seconds the store's heartbeat and the process table's
-    /// sweep.
+    /// Once a second: the probes' log, first bytes that stopped coming, the credentials'
+    /// inodes, losses, health and metrics, the registry file; every ten seconds the store's
+    /// heartbeat and the process table's sweep.
     fn tick(&mut self) -> Result<(), DaemonError> {
         self.probes.flush_log();
+        self.engine.flush_requests(false, &mut self.out);
         refresh_inodes(self.key, &mut self.probes, &mut self.engine);
         let overflowed = losses(
             &self.probes,
@@ -729,6 +730,7 @@ impl Daemon {
         while drain(w.ring.get_mut(), &mut self.engine, &mut self.out) {
             self.emit()?;
         }
+        self.engine.flush_requests(true, &mut self.out);
         let _ = losses(
             &self.probes,
             &self.engine,

@@ -357,6 +357,10 @@ mod tests {
             daddr,
             len: 3,
             payload_len: 3,
+            seq: 7,
+            chunk: 1,
+            flags: monitor_common::WIRE_LAST,
+            cookie: 99,
             data: [0; monitor_common::WIRE_CAP],
         };
         r.data[..3].copy_from_slice(b"GET");

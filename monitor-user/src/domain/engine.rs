@@ -19,9 +19,7 @@ use std::{
 use crate::domain::host::FileId;
 use crate::domain::host::Host;
 
-use monitor_common::{
-    ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, RequestEvent, AF_INET,
-};
+use monitor_common::{ConnectEvent, EventHeader, ExecEvent, OpenEvent, OpenOp, AF_INET};
 
 use crate::{
     domain::decode::{self, KernelEvent},
@@ -30,6 +28,8 @@ use crate::{
     domain::registry::{Placement, Registry},
     domain::resolve,
     domain::verdict::{self, Actor},
+    domain::wire::join::{Conn, Joiner},
+    domain::wire::Reading,
 };
 
 /// Registered credential files by (major, minor, inode): the NHI's index and the registered path.
@@ -275,9 +275,20 @@ impl<H: Host> Engine<H> {
             KernelEvent::Open(o) => self.open(o, out),
             KernelEvent::Exec(e) => self.exec(e, out),
             KernelEvent::Fork(f) => self.procs.fork(f.hdr.pid, f.child_tid, &self.sys),
-            KernelEvent::Exit(x) => self.exit(&x.hdr, out),
+            KernelEvent::Exit(x) => {
+                // Its connections' first bytes are judged while it is still known a holder.
+                self.requests_of(x.hdr.pid, out);
+                self.exit(&x.hdr, out);
+            }
             KernelEvent::Connect(c) => self.connect(c, out),
-            KernelEvent::Request(r) => self.request(r, out),
+            KernelEvent::Request(r) => {
+                let mut joined = std::mem::take(&mut self.wire.joined);
+                self.wire.joiner.add(r, self.sys.now(), &mut joined);
+                for (conn, reading) in joined.drain(..) {
+                    self.request(&conn, reading, out);
+                }
+                self.wire.joined = joined;
+            }
         }
         decode::recycle(ev);
         self.stats.events += (out.len() - before) as u64;
@@ -799,62 +810,94 @@ impl<H: Host> Engine<H> {
         out.append(&mut self.wire.changes);
     }
 
-    /// A connection's first bytes: one `request` event per NHI its process holds (none for a
-    /// process that holds nothing, unless every connection is read), with what the bytes said
-    /// and the verdict on that API. The bytes are dropped here.
-    fn request(&mut self, r: &RequestEvent, out: &mut Vec<Event>) {
-        let data = &r.data[..(r.len as usize).min(r.data.len())];
-        let wire = crate::domain::wire::parse(data);
-        let held = self.connection_holdings(r.hdr.pid, r.hdr.uid);
+    /// Connections whose first bytes stopped coming a while ago ([`crate::domain::wire::join::WAIT`]; every one
+    /// with `all`, at the daemon's stop): judged on what came.
+    pub fn flush_requests(&mut self, all: bool, out: &mut Vec<Event>) {
+        if self.wire.joiner.is_empty() {
+            return;
+        }
+        let mut joined = std::mem::take(&mut self.wire.joined);
+        let now = (!all).then(|| self.sys.now());
+        self.wire.joiner.expire(now, &mut joined);
+        for (conn, reading) in joined.drain(..) {
+            self.request(&conn, reading, out);
+        }
+        self.wire.joined = joined;
+    }
+
+    /// The connections of `pid` (which ended) whose first bytes were still being joined.
+    fn requests_of(&mut self, pid: u32, out: &mut Vec<Event>) {
+        if self.wire.joiner.is_empty() {
+            return;
+        }
+        let mut joined = std::mem::take(&mut self.wire.joined);
+        self.wire.joiner.end_of(pid, &mut joined);
+        for (conn, reading) in joined.drain(..) {
+            self.request(&conn, reading, out);
+        }
+        self.wire.joined = joined;
+    }
+
+    /// A connection's first bytes, read: one `request` event per NHI its process holds (none
+    /// for a process that holds nothing, unless every connection is read), with what the bytes
+    /// said and the verdict on that API. The bytes were dropped by the joiner.
+    fn request(&mut self, conn: &Conn, reading: Reading, out: &mut Vec<Event>) {
+        let hdr = &conn.hdr;
+        let held = self.connection_holdings(hdr.pid, hdr.uid);
         if held.is_empty() && !self.wire.all {
             return;
         }
         let c = ConnectEvent {
-            hdr: r.hdr,
-            family: r.family,
-            sport: r.sport,
-            dport: r.dport,
-            proto: r.proto,
-            saddr: r.saddr,
-            daddr: r.daddr,
+            hdr: *hdr,
+            family: conn.family,
+            sport: conn.sport,
+            dport: conn.dport,
+            proto: monitor_common::IPPROTO_TCP,
+            saddr: conn.saddr,
+            daddr: conn.daddr,
             stdin_pipe: 0,
         };
         let (daddr, saddr) = addrs(&c);
         let names = self.dns.names(daddr, self.sys.now());
-        let now = self.clock.wall(r.hdr.ts_ns);
-        let interactive = if held.is_empty() {
-            false
-        } else {
-            self.is_interactive(r.hdr.pid, r.hdr.flags)
-        };
+        let Reading {
+            fields: wire,
+            readout,
+        } = reading;
         let reg = Arc::clone(&self.registry);
         let fill = |e: &mut Event| {
             e.proto = Some(Proto::Tcp);
             e.daddr = Some(daddr);
-            e.dport = Some(r.dport);
+            e.dport = Some(conn.dport);
             e.saddr = Some(saddr);
-            e.sport = Some(r.sport);
+            e.sport = Some(conn.sport);
             e.dns_names = Some(names.clone());
             e.wire = wire.clone();
         };
         if held.is_empty() {
-            let mut e = self.base(Kind::Request, &r.hdr);
+            let mut e = self.base(Kind::Request, hdr);
             fill(&mut e);
-            e.reason =
-                verdict::unheld_request(&Actor::of(&e, false, None), &e.wire, daddr, r.dport);
+            e.reason = verdict::unheld_request(
+                &Actor::of(&e, false, None),
+                &e.wire,
+                readout,
+                daddr,
+                conn.dport,
+            );
             out.push(e);
             return;
         }
+        let interactive = self.is_interactive(hdr.pid, hdr.flags);
         for id in held {
             let Some(nhi) = reg.nhis.iter().find(|n| *n.id == *id) else {
                 continue;
             };
-            let mut e = self.base(Kind::Request, &r.hdr);
+            let mut e = self.base(Kind::Request, hdr);
             fill(&mut e);
             e.nhi = Some(id.to_string());
             let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
             let actor = Actor::of(&e, interactive, cgroup.as_deref());
-            let decision = verdict::request(nhi, &actor, daddr, r.dport, &names, &e.wire, now);
+            let decision =
+                verdict::request(nhi, &actor, (daddr, conn.dport), &names, &e.wire, readout);
             e.verdict = decision.verdict;
             e.drift = decision.drift;
             e.reason = decision.reason;
@@ -873,6 +916,10 @@ struct WireState {
     changes: Vec<(u32, bool)>,
     /// Every process's connections are read.
     all: bool,
+    /// Connections whose first bytes are being joined from their records.
+    joiner: Joiner,
+    /// Connections read, to be judged (kept to reuse its allocation).
+    joined: Vec<(Conn, Reading)>,
 }
 
 fn addrs(c: &ConnectEvent) -> (IpAddr, IpAddr) {

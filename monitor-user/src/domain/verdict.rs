@@ -14,7 +14,7 @@ use std::{fmt::Write as _, net::IpAddr, time::SystemTime};
 use crate::{
     domain::event::{DriftKind, Verdict},
     domain::registry::{Interactive, Nhi, Placement},
-    domain::wire::WireFields,
+    domain::wire::{Readout, WireFields},
 };
 
 /// A piece of a sentence: text, a number, an address.
@@ -495,28 +495,31 @@ pub fn holder(actor: &Actor<'_>, id: &str, what: Lifecycle) -> Decision {
 }
 
 /// The first bytes of a connection to `addr:port` (known by the DNS names `names`) by a holder
-/// of `nhi`, as `wire` read them: the connection's own drift (as [`connect`] finds it), and
-/// whether the API they name is a declared one (`api_out_of_scope`) and their server name one
-/// DNS gave for the address (`name_mismatch`).
+/// of `nhi`, as `wire` read them (`readout`): whether the API they name is a declared one
+/// (`api_out_of_scope`; a request at an endpoint that is not declared is not at a declared API
+/// either) and their server name one DNS gave for the address (`name_mismatch`). The
+/// connection's own drift (where, when, by whom) is its connect event's: a request does not
+/// repeat it.
 pub fn request(
     nhi: &Nhi,
     actor: &Actor<'_>,
-    addr: IpAddr,
-    port: u16,
+    (addr, port): (IpAddr, u16),
     names: &[String],
     wire: &WireFields,
-    now: SystemTime,
+    readout: Readout,
 ) -> Decision {
-    let mut f = assess_connect(nhi, actor, addr, port, names, false, now);
+    let mut f = Findings::default();
     let server = wire.server_name();
     if let Some(endpoints) = &nhi.endpoints {
-        let at: Vec<_> = endpoints
-            .iter()
-            .filter(|e| e.allows(addr, port, names))
-            .collect();
         let method = wire.http_method.as_deref();
         let path = wire.http_path.as_deref();
-        if !at.is_empty() && !at.iter().any(|e| e.allows_api(server, method, path)) {
+        let mut at = endpoints.iter().filter(|e| e.allows(addr, port, names));
+        let mut declared = false;
+        let allowed = at.any(|e| {
+            declared = true;
+            e.allows_api(server, method, path, readout)
+        });
+        if !allowed {
             f.add(
                 DriftKind::ApiOutOfScope,
                 sentence!(
@@ -524,10 +527,14 @@ pub fn request(
                     ", holding NHI ",
                     nhi.id,
                     ", sent ",
-                    Api(wire),
+                    Api(wire, readout),
                     " to ",
                     SockAddr(addr, port),
-                    ", which is not among the APIs declared for that endpoint."
+                    if declared {
+                        ", which is not among the APIs declared for that endpoint."
+                    } else {
+                        ", which is not a declared endpoint."
+                    }
                 ),
             );
         }
@@ -573,7 +580,7 @@ pub fn request(
             "), holding NHI ",
             nhi.id,
             ", sent ",
-            Api(wire),
+            Api(wire, readout),
             " to ",
             SockAddr(addr, port),
             if nhi.endpoints.is_some() {
@@ -588,13 +595,19 @@ pub fn request(
 
 /// The first bytes of a connection by a process that holds no NHI (read only when every
 /// connection is, by the daemon's setting): nothing to judge.
-pub fn unheld_request(actor: &Actor<'_>, wire: &WireFields, addr: IpAddr, port: u16) -> String {
+pub fn unheld_request(
+    actor: &Actor<'_>,
+    wire: &WireFields,
+    readout: Readout,
+    addr: IpAddr,
+    port: u16,
+) -> String {
     sentence!(
         actor.name(),
         " (pid ",
         actor.pid,
         "), holding no NHI, sent ",
-        Api(wire),
+        Api(wire, readout),
         " to ",
         SockAddr(addr, port),
         "."
@@ -603,11 +616,11 @@ pub fn unheld_request(actor: &Actor<'_>, wire: &WireFields, addr: IpAddr, port: 
 
 /// A request's first bytes as sentences name them: `a TLS request for api.example.com`,
 /// `GET api.example.com/v1/x`, `bytes that are neither TLS nor HTTP/1.x`.
-struct Api<'a>(&'a WireFields);
+struct Api<'a>(&'a WireFields, Readout);
 
 impl Piece for Api<'_> {
     fn put(&self, out: &mut String) {
-        let w = self.0;
+        let (w, readout) = (self.0, self.1);
         match (&w.http_method, &w.sni) {
             (Some(m), _) => {
                 out.push_str(m);
@@ -616,15 +629,22 @@ impl Piece for Api<'_> {
                     out.push_str(h);
                 }
                 out.push_str(w.http_path.as_deref().unwrap_or(""));
+                if readout == Readout::Unreadable {
+                    out.push_str(" (a request head that could not be read whole)");
+                }
             }
             (None, Some(s)) => {
                 out.push_str("a TLS request for ");
                 out.push_str(s);
             }
-            (None, None) if w.tls_version.is_some() => {
-                out.push_str("a TLS request without a server name");
-            }
-            (None, None) => out.push_str("bytes that are neither TLS nor HTTP/1.x"),
+            (None, None) => out.push_str(match readout {
+                Readout::Tls => "a TLS request without a server name",
+                Readout::Unreadable => {
+                    "first bytes that could not be read (a ClientHello or request head cut, \
+                     malformed or unfinished)"
+                }
+                Readout::Http | Readout::Other => "bytes that are neither TLS nor HTTP/1.x",
+            }),
         }
     }
 }
@@ -849,13 +869,13 @@ mod tests {
             ..WireFields::default()
         };
         let none: &[String] = &[];
-        let d = request(&n, &a, at, 443, none, &tls("api.test"), UNIX_EPOCH);
+        let d = request(&n, &a, (at, 443), none, &tls("api.test"), Readout::Tls);
         assert_eq!(d.verdict, Verdict::Ok, "{d:?}");
         assert_eq!(
             d.reason,
             "/usr/bin/curl (pid 4242), holding NHI api, sent a TLS request for api.test to 192.0.2.1:443, a declared API."
         );
-        let d = request(&n, &a, at, 443, none, &tls("evil.test"), UNIX_EPOCH);
+        let d = request(&n, &a, (at, 443), none, &tls("evil.test"), Readout::Tls);
         assert_eq!(d.drift, vec![DriftKind::ApiOutOfScope]);
         assert_eq!(
             d.reason,
@@ -867,7 +887,7 @@ mod tests {
             http_path: Some("/v1".to_owned()),
             ..WireFields::default()
         };
-        let d = request(&n, &a, at, 80, none, &post, UNIX_EPOCH);
+        let d = request(&n, &a, (at, 80), none, &post, Readout::Http);
         assert_eq!(d.drift, vec![DriftKind::ApiOutOfScope], "{d:?}");
         assert!(
             d.reason.contains("sent POST api.test/v1 to"),
@@ -877,24 +897,118 @@ mod tests {
         // By DNS name: a server name among the names is fine, another one is fronting.
         let other = "198.51.100.7".parse().expect("addr");
         let names = vec!["a.dns.test".to_owned()];
-        let d = request(&n, &a, other, 443, &names, &tls("a.dns.test"), UNIX_EPOCH);
+        let d = request(
+            &n,
+            &a,
+            (other, 443),
+            &names,
+            &tls("a.dns.test"),
+            Readout::Tls,
+        );
         assert_eq!(d.verdict, Verdict::Ok, "{d:?}");
-        let d = request(&n, &a, other, 443, &names, &tls("b.dns.test"), UNIX_EPOCH);
+        let d = request(
+            &n,
+            &a,
+            (other, 443),
+            &names,
+            &tls("b.dns.test"),
+            Readout::Tls,
+        );
         assert_eq!(d.drift, vec![DriftKind::NameMismatch], "{d:?}");
         assert_eq!(
             d.reason,
             "/usr/bin/curl (pid 4242, uid 1000), holding NHI api, asked 198.51.100.7:443 for b.dns.test, a name DNS answers never gave for that address (a pinned address, a tunnel or domain fronting)."
         );
         // A pinned address no DNS answer named, outside every `cidr`: the name cannot be its.
-        let d = request(&n, &a, other, 443, none, &tls("a.dns.test"), UNIX_EPOCH);
+        let d = request(&n, &a, (other, 443), none, &tls("a.dns.test"), Readout::Tls);
         assert_eq!(
             d.drift,
-            vec![DriftKind::EndpointOutOfScope, DriftKind::NameMismatch],
+            vec![DriftKind::ApiOutOfScope, DriftKind::NameMismatch],
             "{d:?}"
+        );
+        assert!(
+            d.reason.contains("which is not a declared endpoint."),
+            "{}",
+            d.reason
         );
         // No endpoints: nothing to judge.
         let free = nhi("");
-        let d = request(&free, &a, other, 443, none, &tls("x.test"), UNIX_EPOCH);
+        let d = request(&free, &a, (other, 443), none, &tls("x.test"), Readout::Tls);
         assert_eq!(d.verdict, Verdict::Ok);
+    }
+
+    /// What an endpoint declares, a request must show: a sender that hides its server name,
+    /// method or path (a padded ClientHello, a cut or ambiguous request head, bytes of another
+    /// protocol) is out of an endpoint that declares them, not waved through.
+    #[test]
+    fn a_request_that_hides_what_the_endpoint_declares_is_out_of_scope() {
+        let n = nhi("    endpoints:\n      - cidr: 192.0.2.0/24\n        port: 80\n        methods: [GET]\n        paths: ['/v1/**']\n      - cidr: 192.0.2.0/24\n        port: 443\n        sni: [api.test]\n      - host: '*.dns.test'\n      - cidr: 203.0.113.0/24\n");
+        let a = actor("/usr/bin/curl", false);
+        let at = "192.0.2.1".parse().expect("addr");
+        let none: &[String] = &[];
+        let get = |path: Option<&str>| WireFields {
+            http_method: Some("GET".to_owned()),
+            http_host: Some("api.test".to_owned()),
+            http_path: path.map(str::to_owned),
+            ..WireFields::default()
+        };
+        let judge = |addr, port, names: &[String], w: &WireFields, r| {
+            request(&n, &a, (addr, port), names, w, r).drift
+        };
+        let api = vec![DriftKind::ApiOutOfScope];
+        assert_eq!(
+            judge(at, 80, none, &get(Some("/v1/x")), Readout::Http),
+            vec![]
+        );
+        // A path too long to keep, a head cut before its request line ends, other bytes.
+        assert_eq!(judge(at, 80, none, &get(None), Readout::Http), api);
+        let blank = WireFields::default();
+        assert_eq!(judge(at, 80, none, &blank, Readout::Unreadable), api);
+        assert_eq!(judge(at, 80, none, &blank, Readout::Other), api);
+        // TLS at a method-and-path endpoint: they cannot be seen inside it.
+        assert_eq!(judge(at, 80, none, &blank, Readout::Tls), vec![]);
+        // `sni` declared: a ClientHello without a server name, or one cut before it.
+        assert_eq!(judge(at, 443, none, &blank, Readout::Tls), api);
+        assert_eq!(judge(at, 443, none, &blank, Readout::Unreadable), api);
+        // A named endpoint: TLS or HTTP must name the server; another protocol need not.
+        let named = "198.51.100.7".parse().expect("addr");
+        let names = vec!["a.dns.test".to_owned()];
+        assert_eq!(judge(named, 443, &names, &blank, Readout::Tls), api);
+        assert_eq!(judge(named, 443, &names, &blank, Readout::Unreadable), api);
+        assert_eq!(judge(named, 5432, &names, &blank, Readout::Other), vec![]);
+        // An address block with nothing else declared takes anything, even unread bytes.
+        let block = "203.0.113.9".parse().expect("addr");
+        assert_eq!(judge(block, 1, none, &blank, Readout::Unreadable), vec![]);
+        let d = request(&n, &a, (at, 443), none, &blank, Readout::Unreadable);
+        assert!(
+            d.reason.contains("sent first bytes that could not be read"),
+            "{}",
+            d.reason
+        );
+    }
+
+    /// A request judges its API only: where, when and by whom the connection was made is its
+    /// connect event's drift, not counted again on each request.
+    #[test]
+    fn a_request_does_not_repeat_its_connections_drift() {
+        let n = nhi("    expires: 2000-01-01T00:00:00Z\n    endpoints:\n      - cidr: 192.0.2.0/24\n        sni: [api.test]\n");
+        let a = actor("/usr/bin/curl", true);
+        let at: IpAddr = "192.0.2.1".parse().expect("addr");
+        let tls = WireFields {
+            sni: Some("api.test".to_owned()),
+            ..WireFields::default()
+        };
+        let c = connect(
+            &n,
+            &a,
+            at,
+            443,
+            &[],
+            false,
+            UNIX_EPOCH + Duration::from_secs(2_000_000_000),
+        );
+        assert!(c.drift.contains(&DriftKind::Expired), "{c:?}");
+        let d = request(&n, &a, (at, 443), &[], &tls, Readout::Tls);
+        assert_eq!((d.verdict, d.drift), (Verdict::Ok, vec![]));
     }
 }

@@ -87,12 +87,74 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// The fields of a connection's first bytes: a TLS ClientHello or an HTTP/1.x request.
+/// What kind of first bytes a connection sent, as far as they could be read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Readout {
+    /// A TLS ClientHello, read to its end: inside TLS, no method or path can be seen.
+    Tls,
+    /// An HTTP/1.x request head, read to its blank line or at least through a single `Host`.
+    Http,
+    /// Neither: another protocol (SSH, a database's), or nothing sent.
+    #[default]
+    Other,
+    /// The start of a ClientHello or of an HTTP request that could not be read whole: cut by
+    /// the capture before the fields that matter, malformed, fragmented beyond what is joined,
+    /// a request with two `Host` lines, or a packet whose TCP segment was not found. A sender
+    /// can make its bytes so on purpose; an endpoint that declares what its requests may name
+    /// does not take them.
+    Unreadable,
+}
+
+impl Readout {
+    /// The word a sentence uses for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tls => "tls",
+            Self::Http => "http",
+            Self::Other => "other",
+            Self::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// What a connection's first bytes said: the fields, and how they were read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reading {
+    pub fields: WireFields,
+    pub readout: Readout,
+}
+
+/// The fields of a connection's first bytes, all of them there are: a TLS ClientHello or an
+/// HTTP/1.x request (a prefix that would need more bytes is `Readout::Unreadable`).
 pub fn parse(bytes: &[u8]) -> WireFields {
+    read_whole(bytes).fields
+}
+
+/// [`read`], when no more bytes will come: what still needed more is unreadable.
+pub fn read_whole(bytes: &[u8]) -> Reading {
+    match read(bytes) {
+        Read::Done(r) | Read::More(r) => r,
+    }
+}
+
+/// What the first bytes so far say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// Nothing more the connection sends can change it.
+    Done(Reading),
+    /// A ClientHello or request head not yet whole: what it says if no more comes (see
+    /// [`read_whole`]): a ClientHello not whole is unreadable, an HTTP head cut after a single
+    /// `Host` line is read as far as it goes.
+    More(Reading),
+}
+
+/// The first bytes a connection has sent so far (joined from its packets in order).
+pub fn read(bytes: &[u8]) -> Read {
     match bytes.first() {
-        Some(0x16) => client_hello(bytes).unwrap_or_default(),
-        Some(b'A'..=b'Z') => http_request(bytes).unwrap_or_default(),
-        _ => WireFields::default(),
+        None => Read::More(Reading::default()),
+        Some(0x16) => client_hello(bytes),
+        Some(b'A'..=b'Z') => http_request(bytes),
+        Some(_) => Read::Done(Reading::default()),
     }
 }
 
@@ -129,15 +191,79 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A ClientHello in a TLS handshake record. `None` when the bytes are not one, or are cut
-/// before its extensions start.
-fn client_hello(bytes: &[u8]) -> Option<WireFields> {
-    let mut r = Reader(bytes);
-    // Record: type 22 (handshake), version 3.x, length.
-    if r.u8()? != 0x16 || r.u8()? != 3 {
-        return None;
+/// A ClientHello in TLS handshake records (joined when it spans several). `More` while the
+/// message is not whole; a whole one that is not a ClientHello is unreadable.
+fn client_hello(bytes: &[u8]) -> Read {
+    let (hello, whole) = match handshake(bytes) {
+        Ok(h) => h,
+        Err(()) => {
+            return Read::Done(Reading {
+                fields: WireFields::default(),
+                readout: Readout::Unreadable,
+            })
+        }
+    };
+    let parsed = hello_fields(&hello);
+    if !whole {
+        return Read::More(Reading {
+            fields: parsed.map(|(f, _)| f).unwrap_or_default(),
+            readout: Readout::Unreadable,
+        });
     }
-    r.take(3)?;
+    match parsed {
+        // A server name extension there is but cannot be read names no server one may judge.
+        Some((fields, true)) => Read::Done(Reading {
+            fields,
+            readout: Readout::Tls,
+        }),
+        Some((fields, false)) => Read::Done(Reading {
+            fields,
+            readout: Readout::Unreadable,
+        }),
+        // A whole message its fields could not be read from is no ClientHello.
+        None => Read::Done(Reading {
+            fields: WireFields::default(),
+            readout: Readout::Unreadable,
+        }),
+    }
+}
+
+/// The first handshake message of TLS records, joined across records (`true`: whole), or
+/// `Err` when the records are not handshake records of TLS 1.x.
+fn handshake(bytes: &[u8]) -> Result<(Vec<u8>, bool), ()> {
+    let mut r = Reader(bytes);
+    let mut msg = Vec::new();
+    loop {
+        let Some(head) = r.take(5) else {
+            return Ok((msg, false));
+        };
+        if head[0] != 0x16 || head[1] != 3 {
+            return Err(());
+        }
+        let len = usize::from(u16::from_be_bytes([head[3], head[4]]));
+        if len == 0 || len > 1 << 14 {
+            return Err(());
+        }
+        let body = &r.0[..len.min(r.0.len())];
+        msg.extend_from_slice(body);
+        if msg.len() >= 4 {
+            let need = 4 + usize::from_be_bytes([0, 0, 0, 0, 0, msg[1], msg[2], msg[3]]);
+            if msg.len() >= need {
+                msg.truncate(need);
+                return Ok((msg, true));
+            }
+        }
+        if r.take(len).is_none() {
+            return Ok((msg, false));
+        }
+    }
+}
+
+/// The fields of a ClientHello message (handshake header included), read up to its end or to
+/// the end of `msg`: whatever whole extensions are there; and whether its server name, if it
+/// has the extension, could be read (`false`: a name of characters no DNS name has).
+fn hello_fields(msg: &[u8]) -> Option<(WireFields, bool)> {
+    let mut r = Reader(msg);
     // Handshake: type 1 (ClientHello), 24-bit length.
     if r.u8()? != 1 {
         return None;
@@ -163,9 +289,9 @@ fn client_hello(bytes: &[u8]) -> Option<WireFields> {
         tls_version: tls_version(legacy),
         ..WireFields::default()
     };
-    // Extensions: whatever fits before the end of the capture; a cut one ends the walk.
+    // Extensions: whatever fits before the end of the bytes; a cut one ends the walk.
     let Some(declared) = r.u16() else {
-        return Some(f);
+        return Some((f, true));
     };
     let mut ext = Reader(&r.0[..usize::from(declared).min(r.0.len())]);
     let mut seen_sni = false;
@@ -184,7 +310,8 @@ fn client_hello(bytes: &[u8]) -> Option<WireFields> {
             _ => {}
         }
     }
-    Some(f)
+    let name_read = !seen_sni || f.sni.is_some();
+    Some((f, name_read))
 }
 
 /// `server_name`: the first `host_name` entry, when it is a valid DNS name.
@@ -254,69 +381,221 @@ fn tls_version(v: u16) -> Option<String> {
     )
 }
 
-/// An HTTP/1.x request: its request line, and its `Host` header when a whole `Host` line is in
-/// the bytes. `None` when the request line is not one or is cut.
-fn http_request(bytes: &[u8]) -> Option<WireFields> {
-    let end = bytes.windows(2).position(|w| w == b"\r\n")?;
-    let line = &bytes[..end];
-    let mut parts = line.split(|&c| c == b' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some()
-        || !(1..=16).contains(&method.len())
-        || !method.iter().all(u8::is_ascii_uppercase)
-        || !matches!(version, b"HTTP/1.0" | b"HTTP/1.1")
-        || target.is_empty()
-        || !target.iter().all(u8::is_ascii_graphic)
-    {
-        return None;
-    }
+/// An HTTP/1.x request head: its request line, and its `Host` (the authority of an
+/// absolute-form target, which a server takes over any `Host` line, else the one `Host` line).
+/// Lines end with CRLF or a bare LF, as servers accept them. `Done` at the blank line that ends
+/// the head, or as soon as a second `Host` line makes the server the request is for
+/// ambiguous; `More` before, with `Readout::Http` when one `Host` was read already (a head cut
+/// by the capture after it still names its server) and `Readout::Unreadable` otherwise.
+fn http_request(bytes: &[u8]) -> Read {
+    let Some(end) = bytes.iter().position(|&c| c == b'\n') else {
+        // A request line still to be finished, if what there is can start one.
+        return if bytes
+            .iter()
+            .all(|&c| c.is_ascii_graphic() || c == b' ' || c == b'\r')
+        {
+            Read::More(Reading {
+                fields: WireFields::default(),
+                readout: Readout::Unreadable,
+            })
+        } else {
+            Read::Done(Reading::default())
+        };
+    };
+    let Some((method, target)) = request_line(line_of(&bytes[..end])) else {
+        return Read::Done(Reading::default());
+    };
     let mut f = WireFields {
         http_method: Some(String::from_utf8_lossy(method).into_owned()),
         ..WireFields::default()
     };
-    if method == b"CONNECT" {
+    let authority = if method == b"CONNECT" {
         // authority-form: the host and port a tunnel is asked for.
-        f.http_host = host_value(target);
+        Some(host_value(target))
     } else {
-        f.http_path = request_path(target);
-    }
-    // Header lines, up to the blank line or the end of the capture: only `Host` is read.
-    let mut rest = &bytes[end + 2..];
-    while let Some(n) = rest.windows(2).position(|w| w == b"\r\n") {
-        let header = &rest[..n];
+        let (path, authority) = target_parts(target);
+        f.http_path = path;
+        authority
+    };
+    // Header lines, up to the blank line or the end of the bytes: only `Host` is read.
+    let mut hosts = 0;
+    let mut host = None;
+    let mut ended = false;
+    let mut rest = &bytes[end + 1..];
+    while let Some(n) = rest.iter().position(|&c| c == b'\n') {
+        let header = line_of(&rest[..n]);
         if header.is_empty() {
+            ended = true;
             break;
         }
         if let Some(colon) = header.iter().position(|&c| c == b':') {
-            if header[..colon].eq_ignore_ascii_case(b"host") && f.http_host.is_none() {
-                f.http_host = host_value(header[colon + 1..].trim_ascii());
+            if header[..colon].eq_ignore_ascii_case(b"host") {
+                hosts += 1;
+                host = host_value(header[colon + 1..].trim_ascii());
             }
         }
-        rest = &rest[n + 2..];
+        rest = &rest[n + 1..];
     }
-    Some(f)
+    match authority {
+        Some(a) => f.http_host = a,
+        None if hosts == 1 => f.http_host = host,
+        None => {}
+    }
+    let named = f.http_host.is_some();
+    // Two `Host` lines, or one whose value is no host: which server is asked is not known.
+    if hosts > 1 || (hosts == 1 && f.http_host.is_none()) {
+        f.http_host = None;
+        return Read::Done(Reading {
+            fields: f,
+            readout: Readout::Unreadable,
+        });
+    }
+    if ended {
+        return Read::Done(Reading {
+            fields: f,
+            readout: Readout::Http,
+        });
+    }
+    Read::More(Reading {
+        fields: f,
+        readout: if named {
+            Readout::Http
+        } else {
+            Readout::Unreadable
+        },
+    })
 }
 
-/// The path of a request target (origin-form `/a/b?q`, absolute-form `http://h/a/b?q`,
-/// asterisk-form `*`), without its query string or fragment.
-fn request_path(target: &[u8]) -> Option<String> {
-    let path = if target == b"*" || target.starts_with(b"/") {
-        target
-    } else {
-        // absolute-form: the path starts at the first `/` after `scheme://`.
-        let at = target.windows(3).position(|w| w == b"://")? + 3;
-        let after = &target[at..];
-        match after.iter().position(|&c| matches!(c, b'/' | b'?' | b'#')) {
-            Some(i) if after[i] == b'/' => &after[i..],
-            _ => b"/",
-        }
+/// A line without its CR.
+fn line_of(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// A request line's method and target, when it is one of HTTP/1.0 or 1.1.
+fn request_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut parts = line.split(|&c| c == b' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    let ok = parts.next().is_none()
+        && (1..=16).contains(&method.len())
+        && method.iter().all(u8::is_ascii_uppercase)
+        && matches!(version, b"HTTP/1.0" | b"HTTP/1.1")
+        && !target.is_empty()
+        && target.iter().all(u8::is_ascii_graphic);
+    ok.then_some((method, target))
+}
+
+/// A request target's path (origin-form `/a/b?q`, absolute-form `http://h/a/b?q`,
+/// asterisk-form `*`), made as a server reads it (see [`normal_path`]), and an absolute-form
+/// target's authority (`Some(None)`: there is one, but it is no host).
+fn target_parts(target: &[u8]) -> (Option<String>, Option<Option<String>>) {
+    if target == b"*" {
+        return (Some("*".to_owned()), None);
+    }
+    if target.starts_with(b"/") {
+        return (normal_path(target), None);
+    }
+    // absolute-form: `scheme://authority[/path][?query]`; the authority without userinfo.
+    let Some(at) = target.windows(3).position(|w| w == b"://") else {
+        return (None, None);
     };
-    let end = path
+    let after = &target[at + 3..];
+    let end = after
+        .iter()
+        .position(|&c| matches!(c, b'/' | b'?' | b'#'))
+        .unwrap_or(after.len());
+    let authority = &after[..end];
+    let authority = match authority.iter().rposition(|&c| c == b'@') {
+        Some(i) => &authority[i + 1..],
+        None => authority,
+    };
+    let path = match after.get(end) {
+        Some(b'/') => normal_path(&after[end..]),
+        _ => Some("/".to_owned()),
+    };
+    (path, Some(host_value(authority)))
+}
+
+/// A path as a server reads it, so that a spelling cannot make one path pass for another:
+/// without its query string, fragment and `;` parameters; `%XX` escapes of unreserved
+/// characters decoded (others kept, in capitals); `.` and `..` segments resolved. A segment
+/// that looks like a secret (a token in the path, as some APIs take it) is written `***`.
+/// `None` when it is longer than [`MAX_PATH`] or has a broken escape.
+pub fn normal_path(raw: &[u8]) -> Option<String> {
+    let end = raw
         .iter()
         .position(|&c| matches!(c, b'?' | b'#'))
-        .unwrap_or(path.len());
-    let path = &path[..end];
-    (!path.is_empty() && path.len() <= MAX_PATH).then(|| String::from_utf8_lossy(path).into_owned())
+        .unwrap_or(raw.len());
+    let raw = raw.get(1..end)?;
+    let mut segments: Vec<String> = Vec::new();
+    let mut dir = false;
+    for seg in raw.split(|&c| c == b'/') {
+        let seg = match seg.iter().position(|&c| c == b';') {
+            Some(i) => &seg[..i],
+            None => seg,
+        };
+        let seg = unescape(seg)?;
+        dir = matches!(seg.as_str(), "." | "..");
+        match seg.as_str() {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(seg),
+        }
+    }
+    let mut out = String::with_capacity(raw.len() + 1);
+    for seg in &segments {
+        out.push('/');
+        if secret_segment(seg) {
+            out.push_str(crate::domain::redact::MASK);
+        } else {
+            out.push_str(seg);
+        }
+    }
+    if out.is_empty() || (dir && !out.ends_with('/')) {
+        out.push('/');
+    }
+    (out.len() <= MAX_PATH).then_some(out)
+}
+
+/// A path segment with the escapes of unreserved characters decoded and the others written in
+/// capitals; `None` for a `%` not followed by two hex digits.
+fn unescape(seg: &[u8]) -> Option<String> {
+    let mut out = String::with_capacity(seg.len());
+    let mut i = 0;
+    while i < seg.len() {
+        let c = seg[i];
+        if c != b'%' {
+            out.push(char::from(c));
+            i += 1;
+            continue;
+        }
+        let hex = seg.get(i + 1..i + 3)?;
+        let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+        if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(v));
+        } else {
+            out.push('%');
+            out.push_str(
+                &hex.to_ascii_uppercase()
+                    .iter()
+                    .map(|&b| char::from(b))
+                    .collect::<String>(),
+            );
+        }
+        i += 3;
+    }
+    Some(out)
+}
+
+/// Whether a path segment looks like a secret: it, or a word of it (between `:`, `.`, `,`,
+/// `@`, `=` and escapes), looks random or has a known token prefix.
+fn secret_segment(seg: &str) -> bool {
+    use crate::domain::redact::looks_random;
+    looks_random(seg)
+        || seg
+            .split(|c: char| matches!(c, ':' | '.' | ',' | '@' | '=' | '%' | '!' | '$' | '*' | '+'))
+            .any(looks_random)
 }
 
 /// A `Host` value: a name or address, with an optional port, lowercased.
@@ -327,6 +606,8 @@ fn host_value(v: &[u8]) -> Option<String> {
         });
     ok.then(|| String::from_utf8_lossy(v).to_ascii_lowercase())
 }
+
+pub mod join;
 
 #[cfg(test)]
 mod tests;

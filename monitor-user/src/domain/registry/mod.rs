@@ -26,6 +26,7 @@ use serde::Deserialize;
 use crate::domain::filter;
 use crate::domain::pattern::{Cidr, Glob, HostGlob, PathGlob};
 use crate::domain::watchlist;
+use crate::domain::wire::Readout;
 
 /// Why a registry could not be loaded. Displays as `FILE:LINE:COLUMN: message`.
 #[derive(Debug, thiserror::Error)]
@@ -238,23 +239,35 @@ impl Endpoint {
     }
 
     /// Whether a request's API is among this endpoint's: its server name (`None`: none was
-    /// sent, or an address) against `sni` (or `host`), and for plaintext HTTP its method and
-    /// path against `methods` and `paths`. Only what the request said is judged: a TLS request
-    /// has no method or path to compare, and one without a server name no name.
-    pub fn allows_api(&self, name: Option<&str>, method: Option<&str>, path: Option<&str>) -> bool {
+    /// sent, or an address) against `sni` (or `host`), and its method and path against
+    /// `methods` and `paths`. What an endpoint declares, a request must show: a TLS or HTTP
+    /// request with no server name is out of an endpoint that names its servers (`sni` or
+    /// `host`; bytes of another protocol need none unless `sni` is declared), and one with no
+    /// method or path out of one that declares `methods` or `paths`, except inside TLS, where
+    /// they cannot be seen. Bytes that could not be read (`Readout::Unreadable`, which a sender
+    /// can cause on purpose) show nothing, so are out of any endpoint that declares anything
+    /// but an address block and ports.
+    pub fn allows_api(
+        &self,
+        name: Option<&str>,
+        method: Option<&str>,
+        path: Option<&str>,
+        readout: Readout,
+    ) -> bool {
         let name_ok = match name {
-            None => true,
             Some(n) if !self.sni.is_empty() => self.sni.iter().any(|g| g.matches(n)),
             Some(n) => self.host.as_ref().is_none_or(|h| h.matches(n)),
+            // At a named endpoint a TLS or HTTP request must name its server: without one a
+            // front door serves its default (or, inside TLS, whatever `Host` says).
+            None => self.sni.is_empty() && (readout == Readout::Other || self.host.is_none()),
         };
-        let method_ok = match method {
-            Some(m) if !self.methods.is_empty() => self.methods.iter().any(|x| x == m),
-            _ => true,
-        };
-        let path_ok = match path {
-            Some(p) if !self.paths.is_empty() => self.paths.iter().any(|g| g.matches(p)),
-            _ => true,
-        };
+        let inside_tls = readout == Readout::Tls;
+        let method_ok = self.methods.is_empty()
+            || inside_tls
+            || method.is_some_and(|m| self.methods.iter().any(|x| x == m));
+        let path_ok = self.paths.is_empty()
+            || inside_tls
+            || path.is_some_and(|p| self.paths.iter().any(|g| g.matches(p)));
         name_ok && method_ok && path_ok
     }
 }

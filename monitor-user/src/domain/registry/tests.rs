@@ -531,18 +531,27 @@ fn endpoints_declare_apis_by_server_name_method_and_path() {
     .expect("registry");
     let eps = reg.nhis[0].endpoints.as_ref().expect("endpoints");
     let e = &eps[0];
-    assert!(e.allows_api(Some("x.api.test"), Some("GET"), Some("/v1/items")));
+    use crate::domain::wire::Readout::{Http, Other, Tls, Unreadable};
+    assert!(e.allows_api(Some("x.api.test"), Some("GET"), Some("/v1/items"), Http));
     assert!(
-        e.allows_api(Some("x.api.test"), None, None),
-        "TLS: no method or path"
+        e.allows_api(Some("x.api.test"), None, None, Tls),
+        "TLS: no method or path to see"
+    );
+    // What the endpoint declares, the request must show.
+    assert!(!e.allows_api(None, None, None, Tls), "no server name");
+    assert!(
+        !e.allows_api(Some("x.api.test"), None, None, Http),
+        "no method"
     );
     assert!(
-        e.allows_api(None, None, None),
-        "no name sent: nothing to compare"
+        !e.allows_api(Some("x.api.test"), Some("GET"), None, Http),
+        "no path"
     );
-    assert!(!e.allows_api(Some("other.test"), None, None));
-    assert!(!e.allows_api(Some("x.api.test"), Some("DELETE"), Some("/v1/items")));
-    assert!(!e.allows_api(Some("x.api.test"), Some("GET"), Some("/v2/items")));
+    assert!(!e.allows_api(None, None, None, Unreadable));
+    assert!(!e.allows_api(None, None, None, Other));
+    assert!(!e.allows_api(Some("other.test"), None, None, Tls));
+    assert!(!e.allows_api(Some("x.api.test"), Some("DELETE"), Some("/v1/items"), Http));
+    assert!(!e.allows_api(Some("x.api.test"), Some("GET"), Some("/v2/items"), Http));
     // The root is a path a registry can name.
     let root = parse(
         "nhis:\n  - id: a\n    credentials: [/x]\n    endpoints:\n      - cidr: 10.0.0.0/8\n        paths: ['/', '/health/']\n",
@@ -550,10 +559,14 @@ fn endpoints_declare_apis_by_server_name_method_and_path() {
     )
     .expect("registry");
     let e = &root.nhis[0].endpoints.as_ref().expect("endpoints")[0];
-    assert!(e.allows_api(None, Some("GET"), Some("/")));
-    assert!(e.allows_api(None, Some("GET"), Some("/health/")));
-    assert!(!e.allows_api(None, Some("GET"), Some("/health")));
-    // Without `sni`, a `host` entry's glob is matched against the name on the wire too.
-    assert!(eps[1].allows_api(Some("db.test"), None, None));
-    assert!(!eps[1].allows_api(Some("other.test"), None, None));
+    assert!(e.allows_api(None, Some("GET"), Some("/"), Http));
+    assert!(e.allows_api(None, Some("GET"), Some("/health/"), Http));
+    assert!(!e.allows_api(None, Some("GET"), Some("/health"), Http));
+    // Without `sni`, a `host` entry's glob is matched against the name on the wire too, and
+    // TLS or HTTP must name the server; another protocol need not.
+    assert!(eps[1].allows_api(Some("db.test"), None, None, Tls));
+    assert!(!eps[1].allows_api(Some("other.test"), None, None, Tls));
+    assert!(!eps[1].allows_api(None, None, None, Tls));
+    assert!(!eps[1].allows_api(None, None, None, Unreadable));
+    assert!(eps[1].allows_api(None, None, None, Other));
 }

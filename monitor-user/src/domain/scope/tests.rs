@@ -1,5 +1,6 @@
 use super::*;
 use crate::domain::registry;
+use crate::domain::wire::Readout::{Http, Tls};
 use crate::domain::wire::WireFields;
 
 fn rec(
@@ -289,8 +290,8 @@ fn requests_give_the_endpoints_their_server_names_methods_and_paths() {
         s3_ep.methods.is_empty() && s3_ep.paths.is_empty(),
         "TLS has no method or path"
     );
-    assert!(s3_ep.allows_api(Some(S3), None, None));
-    assert!(!s3_ep.allows_api(Some("api.github.com"), None, None));
+    assert!(s3_ep.allows_api(Some(S3), None, None, Tls));
+    assert!(!s3_ep.allows_api(Some("api.github.com"), None, None, Tls));
     let api_ep = eps
         .iter()
         .find(|e| e.cidr.is_some() && e.allows("10.20.1.7".parse().unwrap(), 8080, &[] as &[&str]))
@@ -300,7 +301,7 @@ fn requests_give_the_endpoints_their_server_names_methods_and_paths() {
         ["api.internal"]
     );
     assert_eq!(api_ep.methods, ["GET", "POST"], "{text}");
-    let ok = |m: &str, p: &str| api_ep.allows_api(Some("api.internal"), Some(m), Some(p));
+    let ok = |m: &str, p: &str| api_ep.allows_api(Some("api.internal"), Some(m), Some(p), Http);
     assert!(ok("GET", "/v1/charges/ch_1") && ok("POST", "/v1/refunds"));
     assert!(
         ok("GET", "/v1/reports/r-4.csv") && ok("GET", "/v1/reports/r-99.csv"),
@@ -341,11 +342,11 @@ fn an_api_the_registry_cannot_write_leaves_that_list_out_and_says_why() {
     assert_eq!(ep.paths.len(), 2, "{text}");
     assert!(ep.methods.is_empty(), "{text}");
     assert!(
-        ep.allows_api(Some("api.internal"), Some("GET"), Some("/")),
+        ep.allows_api(Some("api.internal"), Some("GET"), Some("/"), Http),
         "{text}"
     );
     assert!(
-        !ep.allows_api(Some("api.internal"), Some("GET"), Some("/v2")),
+        !ep.allows_api(Some("api.internal"), Some("GET"), Some("/v2"), Http),
         "{text}"
     );
     assert!(
