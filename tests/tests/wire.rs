@@ -406,3 +406,227 @@ fn with_wire_all_connections_a_non_holder_s_request_is_read_without_an_nhi() {
     assert_eq!(e["nhi"], Value::Null, "{e}");
     assert_eq!(e["verdict"], "ok", "{e}");
 }
+
+/// Python code for a holder that reads `cred`, then plays the connections of `body` against
+/// its own sink servers (on 127.0.0.1 and ::1, reading whatever comes): `call(label, pieces,
+/// v6=False, opts=())` connects with Nagle off, sets the IPv6 socket options `opts`, sends each
+/// piece as its own packet (a pause between), and writes `label sport` to `ports`;
+/// `hello(name)` is the ClientHello Python's ssl module makes for a server name.
+fn attacker_script(cred: &Path, ports: &Path, body: &str) -> String {
+    format!(
+        r#"import socket, ssl, threading, time
+open('{cred}').read()
+def sink(family, addr):
+    l = socket.socket(family)
+    l.bind((addr, 0)); l.listen(16)
+    def serve():
+        while True:
+            c, _ = l.accept()
+            c.settimeout(2)
+            try:
+                while c.recv(4096): pass
+            except OSError: pass
+            c.close()
+    threading.Thread(target=serve, daemon=True).start()
+    return l.getsockname()[1]
+P4 = sink(socket.AF_INET, '127.0.0.1')
+P6 = sink(socket.AF_INET6, '::1')
+out = open('{ports}', 'w')
+def hello(name):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+    t = ctx.wrap_bio(i, o, server_hostname=name)
+    try: t.do_handshake()
+    except ssl.SSLWantReadError: pass
+    return o.read()
+def call(label, pieces, v6=False, opts=()):
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
+    for o in opts: s.setsockopt(socket.IPPROTO_IPV6, o, bytes([0, 0, 1, 4, 0, 0, 0, 0]))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.connect(('::1', P6) if v6 else ('127.0.0.1', P4))
+    for i, p in enumerate(pieces):
+        if i: time.sleep(0.15)
+        s.sendall(p)
+    out.write('%s %d\n' % (label, s.getsockname()[1])); out.flush()
+    time.sleep(0.1)
+    s.close()
+{body}
+"#,
+        cred = cred.display(),
+        ports = ports.display()
+    )
+}
+
+/// Runs [`attacker_script`] as a holder; its pid and the source port of each labelled call.
+fn attack(dir: &Path, cred: &Path, body: &str) -> (u32, std::collections::HashMap<String, u64>) {
+    let script = dir.join("attacker.py");
+    let ports = dir.join("ports.txt");
+    std::fs::write(&script, attacker_script(cred, &ports, body)).expect("script");
+    let pid = run(Command::new(PYTHON).arg(&script));
+    let ports = std::fs::read_to_string(&ports)
+        .expect("ports")
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(label, port)| (label.to_owned(), port.parse().expect("a port")))
+        .collect();
+    (pid, ports)
+}
+
+/// A sender that splits its first bytes (a bare record header first, or a byte at a time)
+/// or pads its ClientHello past what is copied cannot hide the server name it asks for: the
+/// pieces are joined, and a ClientHello that cannot be read whole is out of an endpoint that
+/// declares its server names.
+#[test]
+fn a_client_hello_split_into_pieces_or_padded_past_the_capture_does_not_hide_its_name() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (dir, cred) = credential("wire-split");
+    let d = Daemon::start(&registry(
+        &cred,
+        "      - cidr: 127.0.0.1/32\n        sni: [api.wire.test]\n",
+    ));
+    let (pid, ports) = attack(
+        &dir,
+        &cred,
+        r#"h = hello('evil.wire.test')
+call('decoy', [h[:5], h[5:]])
+call('bytes', [h[i:i + 1] for i in range(7)] + [h[7:]])
+ok = hello('api.wire.test')
+call('ok', [ok[:3], ok[3:]])
+# A ClientHello padded so that its server name lies past the 2 KiB copied.
+name = b'evil.wire.test'
+sni = b'\x00\x00' + (len(name) + 5).to_bytes(2, 'big') + (len(name) + 3).to_bytes(2, 'big') + b'\x00' + len(name).to_bytes(2, 'big') + name
+pad = b'\x00\x15' + (3000).to_bytes(2, 'big') + bytes(3000)
+exts = pad + sni
+body = b'\x03\x03' + bytes(32) + b'\x00' + b'\x00\x02\x13\x01' + b'\x01\x00' + len(exts).to_bytes(2, 'big') + exts
+hs = b'\x01' + len(body).to_bytes(3, 'big') + body
+call('padded', [b'\x16\x03\x01' + len(hs).to_bytes(2, 'big') + hs])
+"#,
+    );
+    let by = |label: &str| {
+        let sport = ports[label];
+        d.wait_for(WAIT, |e| request_of(e, pid) && e["sport"] == sport)
+    };
+    for label in ["decoy", "bytes"] {
+        let e = by(label);
+        assert_eq!(e["sni"], "evil.wire.test", "{label}: {e}");
+        assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{label}: {e}");
+    }
+    let e = by("ok");
+    assert_eq!(
+        (&e["sni"], &e["verdict"]),
+        (&json!("api.wire.test"), &json!("ok")),
+        "{e}"
+    );
+    let e = by("padded");
+    assert!(e.get("sni").is_none(), "{e}");
+    assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
+    let reason = e["reason"].as_str().expect("reason");
+    assert!(reason.contains("could not be read"), "{reason}");
+}
+
+/// Spellings a server reads as another request do not pass for a declared one: a path with
+/// `..` (plain or escaped), an absolute-form target naming another server, two `Host` lines,
+/// a request line sent a byte first; bare LF line ends are read as servers read them; a token
+/// in a path is masked in every output.
+#[test]
+fn http_spellings_do_not_pass_for_a_declared_api_and_a_token_in_a_path_is_masked() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (dir, cred) = credential("wire-spell");
+    let d = Daemon::start_with(
+        &registry(
+            &cred,
+            "      - cidr: 127.0.0.1/32\n        sni: [api.wire.test]\n        methods: [GET]\n        paths: ['/v1/**']\n",
+        ),
+        &["--log-level".as_ref(), "debug".as_ref()],
+    );
+    const TOKEN: &str = "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+    let (pid, ports) = attack(
+        &dir,
+        &cred,
+        &format!(
+            r#"H = b'Host: api.wire.test\r\n'
+call('ok', [b'GET /v1/items HTTP/1.1\r\n' + H + b'\r\n'])
+call('lf', [b'GET /v1/items HTTP/1.1\n' + H.replace(b'\r', b'') + b'\n'])
+call('dots', [b'GET /v1/../admin HTTP/1.1\r\n' + H + b'\r\n'])
+call('escaped', [b'GET /v1/%2e%2E/admin HTTP/1.1\r\n' + H + b'\r\n'])
+call('absolute', [b'GET http://evil.wire.test/v1/items HTTP/1.1\r\n' + H + b'\r\n'])
+call('two-hosts', [b'GET /v1/items HTTP/1.1\r\n' + H + b'Host: evil.wire.test\r\n\r\n'])
+call('decoy', [b'G', b'ET /admin HTTP/1.1\r\n' + H + b'\r\n'])
+call('token', [b'GET /v1/bot123456789:{TOKEN}/send HTTP/1.1\r\n' + H + b'\r\n'])
+"#
+        ),
+    );
+    let by = |label: &str| {
+        let sport = ports[label];
+        d.wait_for(WAIT, |e| request_of(e, pid) && e["sport"] == sport)
+    };
+    for label in ["ok", "lf"] {
+        let e = by(label);
+        assert_eq!(e["verdict"], "ok", "{label}: {e}");
+        assert_eq!(e["http_path"], "/v1/items", "{label}: {e}");
+    }
+    for (label, path) in [
+        ("dots", "/admin"),
+        ("escaped", "/admin"),
+        ("decoy", "/admin"),
+    ] {
+        let e = by(label);
+        assert_eq!(e["http_path"], path, "{label}: {e}");
+        assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{label}: {e}");
+    }
+    let e = by("absolute");
+    assert_eq!(e["http_host"], "evil.wire.test", "{e}");
+    assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
+    let e = by("two-hosts");
+    assert!(e.get("http_host").is_none(), "{e}");
+    assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
+    let e = by("token");
+    assert_eq!(e["http_path"], "/v1/***/send", "{e}");
+    assert_eq!(e["verdict"], "ok", "{e}");
+    let events = std::fs::read_to_string(d.events_path()).expect("the events file");
+    let output = d.output().join("\n");
+    assert!(!events.contains(TOKEN), "the events file has the token");
+    assert!(!output.contains(TOKEN), "the daemon's output has the token");
+}
+
+/// IPv6 extension headers (hop-by-hop and destination options, which a process may set on
+/// its socket) do not hide a connection's first bytes: the kernel walks them to the TCP
+/// segment.
+#[test]
+fn ipv6_extension_headers_do_not_hide_the_first_bytes() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (dir, cred) = credential("wire-v6");
+    let d = Daemon::start(&registry(
+        &cred,
+        "      - cidr: ::1/128\n        sni: [api.wire.test]\n",
+    ));
+    let (pid, ports) = attack(
+        &dir,
+        &cred,
+        r#"call('plain', [hello('api.wire.test')], v6=True)
+call('ext', [hello('evil.wire.test')], v6=True, opts=(socket.IPV6_HOPOPTS, socket.IPV6_DSTOPTS))
+"#,
+    );
+    let by = |label: &str| {
+        let sport = ports[label];
+        d.wait_for(WAIT, |e| request_of(e, pid) && e["sport"] == sport)
+    };
+    let e = by("plain");
+    assert_eq!(
+        (&e["sni"], &e["verdict"]),
+        (&json!("api.wire.test"), &json!("ok")),
+        "{e}"
+    );
+    let e = by("ext");
+    assert_eq!(e["daddr"], "::1", "{e}");
+    assert_eq!(e["sni"], "evil.wire.test", "{e}");
+    assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
+}
