@@ -19,6 +19,7 @@ use std::{
 
 use nhiscope::{
     domain::event::{Event, Kind, Verdict},
+    domain::wire::Readout,
     publish::store::{
         client::admin_client,
         queries::{self, Param},
@@ -850,21 +851,30 @@ fn responders_query_the_history_and_get_a_scope_suggested() {
             e.wire.http_method.as_deref(),
             e.wire.http_path.as_deref(),
         );
+        // Rows keep the fields, not how they were read: HTTP when a method was read.
+        let readout = if method.is_some() {
+            Readout::Http
+        } else {
+            Readout::Tls
+        };
         let ep = eps
             .iter()
             .find(|ep| ep.allows(addr, port, &names))
             .unwrap_or_else(|| panic!("{addr}:{port} not allowed:\n{out}"));
         assert!(
-            ep.allows_api(name, method, path),
+            ep.allows_api(name, method, path, readout),
             "{e:?} not allowed:\n{out}"
         );
         assert!(
-            !ep.allows_api(Some("other.example.com"), None, None),
+            !ep.allows_api(Some("other.example.com"), None, None, readout),
             "{out}"
         );
         if method.is_some() {
-            assert!(!ep.allows_api(name, Some("PATCH"), path), "{out}");
-            assert!(!ep.allows_api(name, method, Some("/admin/users")), "{out}");
+            assert!(!ep.allows_api(name, Some("PATCH"), path, readout), "{out}");
+            assert!(
+                !ep.allows_api(name, method, Some("/admin/users"), readout),
+                "{out}"
+            );
         }
     }
     assert!(

@@ -244,8 +244,7 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
         // own ports, and stop.
         // SAFETY: the full socket the storage was found on; its fields are read as the
         // verifier allows (`struct bpf_sock`).
-        let (sport, dport) =
-            unsafe { ((*sk).src_port as u16, u16::from_be((*sk).dst_port as u16)) };
+        let (sport, dport) = unsafe { ((*sk).src_port as u16, u16::from_be((*sk).dst_port)) };
         // SAFETY: the full socket the storage was found on.
         let _ = unsafe { generated::bpf_sk_storage_delete(marks, sk.cast()) };
         let Some(mut slot) = EVENTS.reserve::<RequestEvent>(0) else {

@@ -133,7 +133,10 @@ impl Observed {
                         .add(r.n, r.last_secs);
                 }
                 if let Some(p) = &r.wire.http_path {
-                    a.paths.entry(p.clone()).or_default().add(r.n, r.last_secs);
+                    a.paths
+                        .entry(masked_as_glob(p))
+                        .or_default()
+                        .add(r.n, r.last_secs);
                 }
                 continue;
             }
@@ -251,10 +254,10 @@ fn api_lines(y: &mut String, a: &Apis) {
     if !a.paths.is_empty() {
         // A path the registry cannot take as a pattern that matches just it (one with a `*`):
         // no `paths:` at all rather than one that refuses it.
-        let bad = a
-            .paths
-            .keys()
-            .find(|p| p.contains('*') || PathGlob::parse(p).map_or(true, |g| !g.matches(p)));
+        let bad = a.paths.keys().find(|p| {
+            p.split('/').any(|seg| seg != "*" && seg.contains('*'))
+                || PathGlob::parse(p).map_or(true, |g| !g.matches(p))
+        });
         if let Some(p) = bad {
             let _ = writeln!(
                 y,
@@ -289,6 +292,24 @@ fn api_lines(y: &mut String, a: &Apis) {
             }
         }
     }
+}
+
+/// A path as a `paths:` pattern: a segment masked as a secret (`***`, see `wire::normal_path`)
+/// becomes `*`, which matches it (and any other token in its place).
+fn masked_as_glob(path: &str) -> String {
+    if !path.contains(crate::domain::redact::MASK) {
+        return path.to_owned();
+    }
+    path.split('/')
+        .map(|seg| {
+            if seg == crate::domain::redact::MASK {
+                "*"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// A YAML double-quoted scalar, for values and comments alike: everything it writes comes from

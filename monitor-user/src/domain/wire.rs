@@ -594,7 +594,7 @@ fn secret_segment(seg: &str) -> bool {
     use crate::domain::redact::looks_random;
     looks_random(seg)
         || seg
-            .split(|c: char| matches!(c, ':' | '.' | ',' | '@' | '=' | '%' | '!' | '$' | '*' | '+'))
+            .split([':', '.', ',', '@', '=', '%', '!', '$', '*', '+'])
             .any(looks_random)
 }
 

@@ -321,6 +321,43 @@ fn requests_give_the_endpoints_their_server_names_methods_and_paths() {
     );
 }
 
+/// A path segment masked as a secret (`/bot***/send` as read from the wire) is learned as `*`:
+/// the suggestion matches the masked path, and any token in its place.
+#[test]
+fn a_masked_path_segment_is_learned_as_a_wildcard() {
+    let api = ("10.20.1.7", 80, &[][..]);
+    let o = Observed::from_records(&[
+        rec(Kind::Open, "/usr/bin/curl", 0, CRED, ("", 0, &[]), true, 1),
+        request(
+            api,
+            None,
+            Some(("POST", "api.internal", "/bot/***/send")),
+            3,
+        ),
+    ]);
+    let text = suggest("x", &o, None, "over the last 7d");
+    let r = registry::parse(&text, "suggestion").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let ep = &r
+        .nhi("x")
+        .expect("nhi")
+        .endpoints
+        .as_ref()
+        .expect("endpoints")[0];
+    assert!(text.contains("- \"/bot/*/send\""), "{text}");
+    assert!(ep.allows_api(
+        Some("api.internal"),
+        Some("POST"),
+        Some("/bot/***/send"),
+        Http
+    ));
+    assert!(!ep.allows_api(
+        Some("api.internal"),
+        Some("POST"),
+        Some("/bot/***/delete"),
+        Http
+    ));
+}
+
 #[test]
 fn an_api_the_registry_cannot_write_leaves_that_list_out_and_says_why() {
     let api = ("10.20.1.7", 80, &[][..]);
