@@ -1226,6 +1226,71 @@ mod tests {
         );
     }
 
+    fn request(pid: u32, cookie: u64, chunk: u16, seq: u32, bytes: &[u8]) -> KernelEvent {
+        let mut r: monitor_common::RequestEvent = unsafe_zeroed();
+        r.hdr = hdr(EventKind::Request, pid, 0, "app");
+        r.family = AF_INET;
+        r.sport = 40000 + chunk;
+        r.dport = 443;
+        r.proto = monitor_common::IPPROTO_TCP;
+        r.daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        r.seq = seq;
+        r.chunk = chunk;
+        r.cookie = cookie;
+        r.len = bytes.len() as u32;
+        r.data[..bytes.len()].copy_from_slice(bytes);
+        KernelEvent::Request(Box::new(r))
+    }
+
+    /// A holder's first bytes in two records become one `request` event once joined (with the
+    /// verdict on their API only); a process that holds nothing gets none; first bytes still
+    /// being joined when their process ends are judged before its exit; the kernel's holder
+    /// set is told of the holder, then of its end.
+    #[test]
+    fn a_holders_first_bytes_are_joined_judged_and_the_holder_set_follows_it() {
+        const ONE: &str = "nhis:\n  - id: api\n    credentials: [/srv/app/token]\n    endpoints:\n      - cidr: 10.0.0.0/8\n        sni: [api.test]\n";
+        let (mut e, _root) = engine(ONE);
+        let mut out = Vec::new();
+        let mut changes = Vec::new();
+        e.handle(open(20, 0, "/srv/app/token", 3), &mut out);
+        e.take_holder_changes(&mut changes);
+        assert_eq!(changes, [(20, true)]);
+        out.clear();
+        let head = b"GET /v1 HTTP/1.1\r\nHost: evil.test\r\n\r\n";
+        e.handle(request(20, 1, 0, 100, &head[..1]), &mut out);
+        assert!(out.is_empty(), "a decoy byte alone is not judged: {out:?}");
+        e.handle(request(20, 1, 1, 101, &head[1..]), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].kind, Kind::Request);
+        assert_eq!(out[0].nhi.as_deref(), Some("api"));
+        assert_eq!(out[0].wire.http_host.as_deref(), Some("evil.test"));
+        assert_eq!(
+            out[0].drift,
+            vec![crate::domain::event::DriftKind::ApiOutOfScope]
+        );
+        // A process that holds nothing: no event, whatever it sends.
+        out.clear();
+        e.handle(request(30, 2, 0, 1, head), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        // Unfinished first bytes at the holder's exit: judged first, as the holder's.
+        e.handle(
+            request(20, 3, 0, 1, b"GET /v1 HTTP/1.1\r\nHost: api.test\r\n"),
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
+        e.handle(
+            KernelEvent::Exit(monitor_common::ExitEvent {
+                hdr: hdr(EventKind::Exit, 20, 0, "app"),
+            }),
+            &mut out,
+        );
+        let kinds: Vec<Kind> = out.iter().map(|x| x.kind).collect();
+        assert_eq!(kinds, [Kind::Request, Kind::Exit], "{out:?}");
+        assert_eq!(out[0].verdict, Verdict::Ok, "{}", out[0].reason);
+        e.take_holder_changes(&mut changes);
+        assert_eq!(changes, [(20, false)]);
+    }
+
     #[test]
     fn a_failed_open_does_not_make_a_holder() {
         let (mut e, _root) = engine(REG);
