@@ -9,6 +9,7 @@
 )]
 
 use std::{
+    collections::HashMap,
     io::{BufRead as _, BufReader},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
@@ -460,7 +461,7 @@ def call(label, pieces, v6=False, opts=()):
 }
 
 /// Runs [`attacker_script`] as a holder; its pid and the source port of each labelled call.
-fn attack(dir: &Path, cred: &Path, body: &str) -> (u32, std::collections::HashMap<String, u64>) {
+fn attack(dir: &Path, cred: &Path, body: &str) -> (u32, HashMap<String, u64>) {
     let script = dir.join("attacker.py");
     let ports = dir.join("ports.txt");
     std::fs::write(&script, attacker_script(cred, &ports, body)).expect("script");
@@ -472,6 +473,12 @@ fn attack(dir: &Path, cred: &Path, body: &str) -> (u32, std::collections::HashMa
         .map(|(label, port)| (label.to_owned(), port.parse().expect("a port")))
         .collect();
     (pid, ports)
+}
+
+/// The `request` event of the call `label` of [`attack`].
+fn labelled(d: &Daemon, pid: u32, ports: &HashMap<String, u64>, label: &str) -> Value {
+    let sport = ports[label];
+    d.wait_for(WAIT, |e| request_of(e, pid) && e["sport"] == sport)
 }
 
 /// A sender that splits its first bytes (a bare record header first, or a byte at a time)
@@ -506,10 +513,7 @@ hs = b'\x01' + len(body).to_bytes(3, 'big') + body
 call('padded', [b'\x16\x03\x01' + len(hs).to_bytes(2, 'big') + hs])
 "#,
     );
-    let by = |label: &str| {
-        let sport = ports[label];
-        d.wait_for(WAIT, |e| request_of(e, pid) && e["sport"] == sport)
-    };
+    let by = |label: &str| labelled(&d, pid, &ports, label);
     for label in ["decoy", "bytes"] {
         let e = by(label);
         assert_eq!(e["sni"], "evil.wire.test", "{label}: {e}");
@@ -562,10 +566,7 @@ call('token', [b'GET /v1/bot123456789:{TOKEN}/send HTTP/1.1\r\n' + H + b'\r\n'])
 "#
         ),
     );
-    let by = |label: &str| {
-        let sport = ports[label];
-        d.wait_for(WAIT, |e| request_of(e, pid) && e["sport"] == sport)
-    };
+    let by = |label: &str| labelled(&d, pid, &ports, label);
     for label in ["ok", "lf"] {
         let e = by(label);
         assert_eq!(e["verdict"], "ok", "{label}: {e}");
@@ -615,10 +616,7 @@ fn ipv6_extension_headers_do_not_hide_the_first_bytes() {
 call('ext', [hello('evil.wire.test')], v6=True, opts=(socket.IPV6_HOPOPTS, socket.IPV6_DSTOPTS))
 "#,
     );
-    let by = |label: &str| {
-        let sport = ports[label];
-        d.wait_for(WAIT, |e| request_of(e, pid) && e["sport"] == sport)
-    };
+    let by = |label: &str| labelled(&d, pid, &ports, label);
     let e = by("plain");
     assert_eq!(
         (&e["sni"], &e["verdict"]),
