@@ -225,7 +225,7 @@ fn api_lines(y: &mut String, a: &Apis) {
         let bad = a
             .methods
             .keys()
-            .find(|m| !(1..=16).contains(&m.len()) || !m.bytes().all(|c| c.is_ascii_uppercase()));
+            .find(|m| !crate::domain::wire::is_method(m.as_bytes()));
         match bad {
             Some(m) => {
                 let _ = writeln!(

@@ -201,6 +201,19 @@ impl Piece for Described<'_> {
     }
 }
 
+/// A holder as in-scope sentences name it: `name (pid N), holding NHI id`.
+struct Holding<'a>(&'a Actor<'a>, &'a str);
+
+impl Piece for Holding<'_> {
+    fn put(&self, out: &mut String) {
+        out.push_str(self.0.name());
+        out.push_str(" (pid ");
+        self.0.pid.put(out);
+        out.push_str("), holding NHI ");
+        out.push_str(self.1);
+    }
+}
+
 /// Drift found on one event: kinds in a stable order, and their sentences, one per kind,
 /// joined by a space.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -432,11 +445,7 @@ pub fn connect(
         assess_connect(nhi, actor, addr, port, names, existing, now),
         || {
             sentence!(
-                actor.name(),
-                " (pid ",
-                actor.pid,
-                "), holding NHI ",
-                nhi.id,
+                Holding(actor, &nhi.id),
                 connected(existing),
                 SockAddr(addr, port),
                 before_use(existing),
@@ -480,11 +489,7 @@ pub enum Lifecycle {
 /// A holder of NHI `id` started a new program or exited (always in scope).
 pub fn holder(actor: &Actor<'_>, id: &str, what: Lifecycle) -> Decision {
     Decision::ok(sentence!(
-        actor.name(),
-        " (pid ",
-        actor.pid,
-        "), holding NHI ",
-        id,
+        Holding(actor, id),
         ", ",
         match what {
             Lifecycle::Exec => "started a new program",
@@ -574,11 +579,7 @@ pub fn request(
     }
     Decision::of(f, || {
         sentence!(
-            actor.name(),
-            " (pid ",
-            actor.pid,
-            "), holding NHI ",
-            nhi.id,
+            Holding(actor, &nhi.id),
             ", sent ",
             Api(wire, readout),
             " to ",

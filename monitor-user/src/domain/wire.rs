@@ -471,13 +471,18 @@ fn line_of(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// Whether `m` is an HTTP method as nhiscope reads and declares them: 1 to 16 capital letters
+/// (the wire, `methods:` in a registry, the methods `scope suggest` writes).
+pub fn is_method(m: &[u8]) -> bool {
+    (1..=16).contains(&m.len()) && m.iter().all(u8::is_ascii_uppercase)
+}
+
 /// A request line's method and target, when it is one of HTTP/1.0 or 1.1.
 fn request_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let mut parts = line.split(|&c| c == b' ');
     let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
     let ok = parts.next().is_none()
-        && (1..=16).contains(&method.len())
-        && method.iter().all(u8::is_ascii_uppercase)
+        && is_method(method)
         && matches!(version, b"HTTP/1.0" | b"HTTP/1.1")
         && !target.is_empty()
         && target.iter().all(u8::is_ascii_graphic);

@@ -557,7 +557,7 @@ impl Validate for Endpoint {
         if let Some(m) = r
             .methods
             .iter()
-            .find(|m| !(1..=16).contains(&m.len()) || !m.bytes().all(|c| c.is_ascii_uppercase()))
+            .find(|m| !crate::domain::wire::is_method(m.as_bytes()))
         {
             return Err(format!(
                 "method `{m}` is not an HTTP method: write it in capitals, as `GET` or `POST`"
