@@ -337,8 +337,9 @@ pub enum LossCause {
     FailedOpenLimit = 8,
     /// The ring buffer was full when a connection's first bytes were to be sent.
     RingbufRequest = 9,
-    /// The in-kernel set of holder processes ([`HOLDERS_MAX`]) was full when the kernel would
-    /// have added one: that process's connections are not marked until the daemon adds it.
+    /// The in-kernel set of holder processes ([`HOLDERS_MAX`] by default) was full when the
+    /// kernel would have added one: every process's connections are marked until it has room
+    /// again (`config::HOLDERS_FULL`).
     HolderSetFull = 10,
     /// A process opening a credential had more open connections than
     /// [`EXISTING_SOCKETS_MAX`], or a file table larger than [`EXISTING_FDS_SCANNED`]: the rest
@@ -421,6 +422,11 @@ pub mod config {
     pub const FLAGS: u32 = 1;
     /// The filter's hash key, chosen at random by the daemon at start (see `filter`).
     pub const HASH_KEY: u32 = 2;
+    /// Not 0 while the holder set (`HOLDERS`) is full: written 1 by the kernel (or the daemon)
+    /// when a holder could not be added, 0 by the daemon once the set has room again. Meanwhile
+    /// every process's TCP connections are marked, so that no holder's goes unread: a holder
+    /// that fills the set with children cannot hide another holder's connections.
+    pub const HOLDERS_FULL: u32 = 3;
     /// Some pattern needs the parent directory's name checked for every open (see `filter`).
     pub const FLAG_PARENT_SCAN: u64 = 1;
     /// Report every open, unfiltered (for debugging the filter; costly).
@@ -531,7 +537,8 @@ pub const WIRE_LAST: u16 = 1;
 /// `RequestEvent::flags`: the packet's TCP segment could not be found (IPv6 extension headers
 /// beyond those walked, a fragment): nothing was copied and nothing more will be.
 pub const WIRE_UNREADABLE: u16 = 2;
-/// Processes the in-kernel holder set (`HOLDERS`) holds at most.
+/// Processes the in-kernel holder set (`HOLDERS`) holds at most, unless the daemon sets
+/// another size at load (`--holder-set-max`).
 pub const HOLDERS_MAX: u32 = 16384;
 /// `HOLDERS` value: the daemon added the process (the engine decided it holds an NHI).
 pub const HOLDER_BY_DAEMON: u32 = 1;

@@ -628,3 +628,60 @@ call('ext', [hello('evil.wire.test')], v6=True, opts=(socket.IPV6_HOPOPTS, socke
     assert_eq!(e["sni"], "evil.wire.test", "{e}");
     assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
 }
+
+/// A holder that fills the kernel's holder set with children cannot hide another holder's
+/// connections: while the set is full every connection is marked (and the daemon says so);
+/// once the children are gone, the set has room again and only holders' are.
+#[test]
+fn a_full_holder_set_reads_every_connection_until_it_has_room_again() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (dir, cred) = credential("wire-full");
+    let d = Daemon::start_with(
+        &registry(
+            &cred,
+            "      - cidr: 127.0.0.1/32\n        sni: [api.wire.test]\n",
+        ),
+        &["--holder-set-max".as_ref(), "64".as_ref()],
+    );
+    // A shell that reads the credential on a descriptor of its own (it holds the NHI), then
+    // forks 80 sleeping children: each joins the set at fork, and 64 fill it.
+    let mut filler = Command::new("sh");
+    filler.args([
+        "-c",
+        &format!(
+            "exec 3<'{}'; for i in $(seq 80); do sleep 60 & done; echo filled; wait",
+            cred.display()
+        ),
+    ]);
+    filler.stdout(Stdio::piped()).stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut filler, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut filler = filler.spawn().expect("sh");
+    let mut line = String::new();
+    BufReader::new(filler.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the filler's children are started");
+    d.wait_output(WAIT, 0, |l| l.contains("the kernel's holder set is full"));
+
+    // Another holder, which found no room in the set: its call is read all the same.
+    let (pid, ports) = attack(&dir, &cred, "call('full', [hello('evil.wire.test')])\n");
+    let e = labelled(&d, pid, &ports, "full");
+    assert_eq!(e["nhi"], "svc", "{e}");
+    assert_eq!(e["sni"], "evil.wire.test", "{e}");
+    assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
+
+    // The children gone, the set has room again.
+    // SAFETY: a plain kill(2) of the filler's process group (setsid above made it its own).
+    unsafe {
+        libc::kill(-(filler.id() as i32), libc::SIGKILL);
+    }
+    let _ = filler.wait();
+    d.wait_output(WAIT, 0, |l| l.contains("holder set has room again"));
+}

@@ -36,12 +36,13 @@ use super::header;
 use crate::maps::{count_loss, WireMark, CONFIG, EVENTS, HOLDERS, WIRE_MARKS};
 
 /// Mark the TCP socket a cgroup `connect4/6` program sees, when its caller is a holder (or
-/// every caller, by the daemon's setting).
+/// every caller, by the daemon's setting or while the holder set is full).
 #[inline(always)]
 pub fn mark(ctx: &SockAddrContext) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let flags = CONFIG.get(config::FLAGS).copied().unwrap_or(0);
-    if flags & config::FLAG_ALL_CONNECTIONS == 0 {
+    let full = CONFIG.get(config::HOLDERS_FULL).copied().unwrap_or(0);
+    if flags & config::FLAG_ALL_CONNECTIONS == 0 && full == 0 {
         // SAFETY: only whether the entry exists is read.
         if unsafe { HOLDERS.get(&tgid) }.is_none() {
             return;
@@ -92,6 +93,12 @@ pub fn add_holder(tgid: u32) {
     if let Err(e) = HOLDERS.insert(&tgid, &HOLDER_BY_KERNEL, BPF_NOEXIST) {
         if e != EEXIST {
             count_loss(LossCause::HolderSetFull);
+            // Every connection is marked until the daemon finds room again: filling the set
+            // must not hide a holder.
+            if let Some(slot) = CONFIG.get_ptr_mut(config::HOLDERS_FULL) {
+                // SAFETY: an element of an array map, valid for this program's run.
+                unsafe { *slot = 1 };
+            }
         }
     }
 }

@@ -222,6 +222,7 @@ impl DaemonArgs {
             containers_log_dir: given(matches, "containers_log_dir")
                 .then(|| self.containers_log_dir.clone()),
             wire_all_connections: self.wire_all_connections.then_some(true),
+            holder_set_max: self.holder_set_max,
             clickhouse_url: self.clickhouse.clickhouse.clone(),
             clickhouse_config: self.clickhouse.clickhouse_config.clone(),
         }
@@ -312,10 +313,18 @@ pub struct DaemonArgs {
 
     /// Read the first bytes (TLS server name and ALPN, HTTP/1.x method, host and path) of every
     /// process's TCP connections, not only of processes that hold an NHI: `request` events
-    /// without an NHI then show which APIs the host talks to. Costs one copy of at most 512
-    /// bytes per connection. Config key `wire_all_connections`.
+    /// without an NHI then show which APIs the host talks to. Costs copies of at most 2 KiB in
+    /// all per connection. Config key `wire_all_connections`.
     #[arg(long)]
     pub wire_all_connections: bool,
+
+    /// Size of the kernel's holder set: how many processes that hold an NHI (and their
+    /// children) the kernel can mark connections for, 64 to 4194304 (default 16384). While it
+    /// is full, every process's connections are marked, so that none of a holder's goes
+    /// unread (more copies, never fewer); the daemon logs it and exports
+    /// `nhiscope_holder_set_full`. Config key `holder_set_max`.
+    #[arg(long, value_name = "N", value_parser = parse_holder_set_max)]
+    pub holder_set_max: Option<u32>,
 
     /// Where events are stored (ClickHouse); off when neither flag nor config gives a URL.
     #[command(flatten)]
@@ -390,6 +399,19 @@ fn parse_refresh(s: &str) -> Result<std::time::Duration, String> {
 pub(crate) fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
     s.parse()
         .map_err(|_| format!("`{s}` is not an address and port like 127.0.0.1:9464 or [::1]:9464"))
+}
+
+/// `--holder-set-max`: 64 to 4194304 processes (a pid is at most 2^22).
+pub(crate) fn parse_holder_set_max(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if (64..=1 << 22).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not between 64 and 4194304"))
+    }
 }
 
 pub(crate) fn parse_ringbuf_size(s: &str) -> Result<u32, String> {
@@ -574,6 +596,15 @@ mod tests {
         };
         assert_eq!(log("json"), Ok(crate::app::logging::LogFormat::Json));
         assert!(log("xml").unwrap_err().contains("--log-format"));
+    }
+
+    #[test]
+    fn holder_set_max_is_a_number_of_processes_in_range() {
+        assert_eq!(parse_holder_set_max("64"), Ok(64));
+        assert_eq!(parse_holder_set_max("4194304"), Ok(1 << 22));
+        assert!(parse_holder_set_max("63").is_err());
+        assert!(parse_holder_set_max("4194305").is_err());
+        assert!(parse_holder_set_max("many").is_err());
     }
 
     #[test]

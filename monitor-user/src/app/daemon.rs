@@ -57,6 +57,8 @@ pub struct Options {
     pub reload: Option<crate::app::config::Reload>,
     /// `--wire-all-connections`: every process's connections are read for their first bytes.
     pub wire_all_connections: bool,
+    /// `--holder-set-max`: the kernel's holder set's size.
+    pub holder_set_max: Option<u32>,
 }
 
 /// Why the daemon stopped with an error. Each variant keeps its cause (`source()`); the
@@ -437,6 +439,8 @@ struct Daemon {
     /// The kernel's loss counters as already reported.
     reported: [u64; LOSS_CAUSES as usize],
     ticks: u64,
+    /// The kernel's holder set was full at the last tick: every connection is marked.
+    holders_full: bool,
     /// Events made and not yet written.
     out: Vec<Event>,
     /// The fullest the ring buffer was seen (at a wakeup, before draining) since the last
@@ -462,6 +466,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         ringbuf_bytes: opts.ringbuf_bytes,
         all_opens: opts.all_opens,
         all_connections: opts.wire_all_connections,
+        holder_set_max: opts.holder_set_max,
     };
     let mut probes = Probes::load(&p.plan, &load).map_err(DaemonError::Probes)?;
     let (ring, ring_fill) = probes.take_ring().map_err(DaemonError::Ring)?;
@@ -566,6 +571,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         config: opts.reload,
         reported: [0u64; LOSS_CAUSES as usize],
         ticks: 0,
+        holders_full: false,
         out: Vec::with_capacity(1024),
         ring_peak: 0,
         dns_buf: vec![0u8; 65536],
@@ -625,6 +631,7 @@ impl Daemon {
     fn tick(&mut self) -> Result<(), DaemonError> {
         self.probes.flush_log();
         self.engine.flush_requests(false, &mut self.out);
+        self.holder_set();
         refresh_inodes(self.key, &mut self.probes, &mut self.engine);
         let overflowed = losses(
             &self.probes,
@@ -684,6 +691,31 @@ impl Daemon {
             );
         }
         self.emit()
+    }
+
+    /// Whether the kernel's holder set is full, said when it changes.
+    fn holder_set(&mut self) {
+        let full = match self.probes.holder_set_check() {
+            Ok(full) => full,
+            Err(e) => {
+                log::warn!("the kernel's holder set: {e}");
+                return;
+            }
+        };
+        if full != self.holders_full {
+            if full {
+                log::warn!(
+                    "the kernel's holder set is full: every process's connections are read for \
+                     their first bytes until it has room again (--holder-set-max)"
+                );
+            } else {
+                log::info!("the kernel's holder set has room again: holders' connections only");
+            }
+            self.holders_full = full;
+        }
+        if let Some(m) = &self.outputs.metrics {
+            m.set_holder_set_full(full);
+        }
     }
 
     /// SIGHUP: the config file and the registry read again (see [`hangup`]).

@@ -150,6 +150,8 @@ pub struct LoadOptions {
     pub all_opens: bool,
     /// Mark every process's TCP connections for their first bytes, not only holders'.
     pub all_connections: bool,
+    /// The holder set's size, when not `monitor_common::HOLDERS_MAX`.
+    pub holder_set_max: Option<u32>,
     /// Kernel struct offsets for following tasks to files, dentries and mounts (see `btf`).
     pub offsets: Option<crate::sense::btf::KernelOffsets>,
 }
@@ -172,6 +174,9 @@ impl Probes {
         let mut loader = EbpfLoader::new();
         if let Some(b) = opts.ringbuf_bytes {
             loader.map_max_entries("EVENTS", b);
+        }
+        if let Some(n) = opts.holder_set_max {
+            loader.map_max_entries("HOLDERS", n);
         }
         // Offsets plus one (0: unknown), read-only for the programs: the verifier sees them as
         // constants (monitor-ebpf/src/probes/files.rs, `OFFSETS`).
@@ -421,9 +426,56 @@ impl Probes {
             }
         }
         match full {
-            Some(e) => Err(ProbeError::Map("HOLDERS", e.to_string())),
+            Some(e) => {
+                // As the kernel does when it finds the set full: every connection is marked
+                // until there is room (`holder_set_check`).
+                self.set_config_slot(config::HOLDERS_FULL, 1)?;
+                Err(ProbeError::Map("HOLDERS", e.to_string()))
+            }
             None => Ok(()),
         }
+    }
+
+    /// Whether the kernel's holder set is full (so every process's connections are marked);
+    /// once it has room again (below three quarters of its size), the kernel goes back to
+    /// marking holders' connections only. Counts the set's entries only while it is full.
+    pub fn holder_set_check(&mut self) -> Result<bool, ProbeError> {
+        let cfg: Array<&MapData, u64> = Array::try_from(
+            self.bpf
+                .map("CONFIG")
+                .ok_or(ProbeError::Map("CONFIG", "missing".into()))?,
+        )
+        .map_err(|e| ProbeError::Map("CONFIG", e.to_string()))?;
+        if cfg.get(&config::HOLDERS_FULL, 0).unwrap_or(0) == 0 {
+            return Ok(false);
+        }
+        let map: aya::maps::HashMap<&MapData, u32, u32> = aya::maps::HashMap::try_from(
+            self.bpf
+                .map("HOLDERS")
+                .ok_or(ProbeError::Map("HOLDERS", "missing".into()))?,
+        )
+        .map_err(|e| ProbeError::Map("HOLDERS", e.to_string()))?;
+        let max = self
+            .options
+            .holder_set_max
+            .unwrap_or(monitor_common::HOLDERS_MAX);
+        let entries = map.keys().filter(Result::is_ok).count();
+        if entries as u64 * 4 >= u64::from(max) * 3 {
+            return Ok(true);
+        }
+        self.set_config_slot(config::HOLDERS_FULL, 0)?;
+        Ok(false)
+    }
+
+    fn set_config_slot(&mut self, slot: u32, value: u64) -> Result<(), ProbeError> {
+        let mut cfg: Array<&mut MapData, u64> = Array::try_from(
+            self.bpf
+                .map_mut("CONFIG")
+                .ok_or(ProbeError::Map("CONFIG", "missing".into()))?,
+        )
+        .map_err(|e| ProbeError::Map("CONFIG", e.to_string()))?;
+        cfg.set(slot, value, 0)
+            .map_err(|e| ProbeError::Map("CONFIG", e.to_string()))
     }
 
     /// Records lost in the kernel so far, per cause, summed over CPUs.

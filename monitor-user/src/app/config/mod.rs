@@ -118,6 +118,8 @@ pub struct DaemonConfig {
     pub containers_log_dir: Option<PathBuf>,
     #[serde(default)]
     pub wire_all_connections: Option<bool>,
+    #[serde(default, deserialize_with = "holder_set_max")]
+    pub holder_set_max: Option<u32>,
     /// The keys of a `--clickhouse-config` file (`crate::publish::store::config`).
     #[serde(default)]
     pub clickhouse: Option<FileConfig>,
@@ -140,6 +142,7 @@ pub const KEYS: &[&str] = &[
     "pods_log_dir",
     "containers_log_dir",
     "wire_all_connections",
+    "holder_set_max",
     "clickhouse",
 ];
 
@@ -310,6 +313,7 @@ pub struct Flags {
     pub containers_log_dir: Option<PathBuf>,
     /// `--wire-all-connections` (only ever `Some(true)`).
     pub wire_all_connections: Option<bool>,
+    pub holder_set_max: Option<u32>,
     /// `--clickhouse URL` (or `NHISCOPE_CLICKHOUSE_URL`): wins over `clickhouse: url:`.
     pub clickhouse_url: Option<String>,
     /// `--clickhouse-config FILE`: used instead of the file's `clickhouse:` section.
@@ -340,6 +344,8 @@ pub struct Settings {
     pub containers_log_dir: PathBuf,
     /// Every process's connections are read for their first bytes, not only holders'.
     pub wire_all_connections: bool,
+    /// The kernel's holder set's size (`None`: `monitor_common::HOLDERS_MAX`).
+    pub holder_set_max: Option<u32>,
     pub clickhouse: ClickHouse,
 }
 
@@ -630,6 +636,7 @@ impl Settings {
                 .wire_all_connections
                 .or(c.wire_all_connections)
                 .unwrap_or(false),
+            holder_set_max: flags.holder_set_max.or(c.holder_set_max),
             clickhouse,
         })
     }
@@ -651,6 +658,7 @@ impl Settings {
             pods_log_dir: self.pods_log_dir.clone(),
             containers_log_dir: self.containers_log_dir.clone(),
             wire_all_connections: self.wire_all_connections,
+            holder_set_max: self.holder_set_max,
             reload,
         }
     }
@@ -720,6 +728,11 @@ pub fn changes(old: &Settings, new: &Settings) -> Changes {
     check(
         "wire_all_connections",
         old.wire_all_connections != new.wire_all_connections,
+        false,
+    );
+    check(
+        "holder_set_max",
+        old.holder_set_max != new.holder_set_max,
         false,
     );
     check("clickhouse", old.clickhouse != new.clickhouse, false);
@@ -876,6 +889,14 @@ fn ringbuf_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error
         d,
         "a size in bytes, a power of two",
         crate::app::cli::parse_ringbuf_size,
+    )
+}
+
+fn holder_set_max<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    checked(
+        d,
+        "a number of processes",
+        crate::app::cli::parse_holder_set_max,
     )
 }
 

@@ -184,6 +184,8 @@ pub struct Metrics {
     kernel_losses: [AtomicU64; LOSS_CAUSES as usize],
     records: AtomicU64,
     parent_pipe_undetermined: AtomicU64,
+    /// The kernel's holder set is full (every connection is marked).
+    holder_set_full: AtomicBool,
     judged_forgotten: AtomicU64,
     ringbuf_fill: AtomicF64,
     ringbuf_bytes: AtomicU64,
@@ -231,6 +233,7 @@ impl Metrics {
             kernel_losses: Default::default(),
             records: AtomicU64::new(0),
             parent_pipe_undetermined: AtomicU64::new(0),
+            holder_set_full: AtomicBool::new(false),
             judged_forgotten: AtomicU64::new(0),
             ringbuf_fill: AtomicF64::default(),
             ringbuf_bytes: AtomicU64::new(0),
@@ -320,6 +323,11 @@ impl Metrics {
         self.probes.store(probes as u64, Ordering::Relaxed);
         self.turned();
         self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the kernel's holder set is full (`nhiscope_holder_set_full`).
+    pub fn set_holder_set_full(&self, full: bool) {
+        self.holder_set_full.store(full, Ordering::Relaxed);
     }
 
     /// The daemon is stopping (a termination signal).
@@ -479,6 +487,13 @@ impl Collector for Exposition {
             "Credential reads into a pipe whose read end the parent may hold above the file \
              descriptors the kernel compares (1024): the parent was taken to hold the NHI.",
             load(&m.parent_pipe_undetermined),
+        )?;
+        gauge(
+            &mut enc,
+            "nhiscope_holder_set_full",
+            "1 while the kernel's holder set is full (--holder-set-max): every process's \
+             connections are then read for their first bytes, not only holders'.",
+            u64::from(m.holder_set_full.load(Ordering::Relaxed)),
         )?;
         counter(
             &mut enc,
