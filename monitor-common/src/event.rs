@@ -345,10 +345,13 @@ pub enum LossCause {
     /// [`EXISTING_SOCKETS_MAX`], or a file table larger than [`EXISTING_FDS_SCANNED`]: the rest
     /// of its connections already open were not looked at.
     ScanCut = 11,
+    /// The DNS ring buffer (`DNS_EVENTS`, apart from the events' so that a flood of DNS
+    /// packets costs no other record) was full when a DNS packet was to be sent.
+    RingbufDns = 12,
 }
 
 /// Number of `LossCause` slots.
-pub const LOSS_CAUSES: u32 = 12;
+pub const LOSS_CAUSES: u32 = 13;
 /// Failed opens of one watched name by one user reported per second at most.
 pub const FAILED_OPENS_PER_SEC: u64 = 20;
 
@@ -366,6 +369,7 @@ impl LossCause {
         Self::RingbufRequest,
         Self::HolderSetFull,
         Self::ScanCut,
+        Self::RingbufDns,
     ];
 
     pub fn name(self) -> &'static str {
@@ -382,6 +386,7 @@ impl LossCause {
             Self::RingbufRequest => "ringbuf_full_request",
             Self::HolderSetFull => "holder_set_full",
             Self::ScanCut => "existing_connections_cut",
+            Self::RingbufDns => "ringbuf_full_dns",
         }
     }
 
@@ -410,6 +415,7 @@ impl LossCause {
             Self::RingbufConnect | Self::ScanCut => "connect",
             Self::RingbufChdir => "chdir",
             Self::RingbufRequest | Self::HolderSetFull => "request",
+            Self::RingbufDns => "dns",
         }
     }
 }
@@ -522,6 +528,26 @@ pub mod config {
     pub const OFFSET_SLOTS: usize = 64;
     /// Slots of the `CONFIG` array map.
     pub const LEN: u32 = 8;
+}
+
+/// Bytes of a DNS packet (from its IP header) the kernel copies at most: a UDP DNS message is
+/// 512 bytes, or up to the 1232 EDNS advises, rarely more.
+pub const DNS_CAP: usize = 2048;
+/// `DnsRecord::flags`: the host sent the packet (a query), else it received it (an answer).
+pub const DNS_OUTGOING: u32 = 1;
+
+crate::pod_struct! {
+    /// A UDP datagram to (sent) or from (received) port 53, from its IP header, as a local
+    /// socket sent or received it (cgroup `skb` programs): on a ring buffer of its own.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct DnsRecord {
+        /// Bytes of `data` in use.
+        pub len: u32,
+        /// `DNS_*` bits.
+        pub flags: u32,
+        pub data: [u8; DNS_CAP],
+    }
 }
 
 /// Bytes of a connection's first payload the kernel copies at most, over all its packets (and

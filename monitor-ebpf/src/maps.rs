@@ -15,6 +15,11 @@ use monitor_common::{
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
+/// DNS packets (`monitor_common::DnsRecord`), apart from `EVENTS`: anyone can send DNS
+/// packets, and a flood of them must cost no other record.
+#[map]
+pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+
 /// The prefilter bitmap (see `monitor_common::filter`), written by the daemon.
 #[map]
 pub static FILTER: Array<u64> = Array::with_max_entries(FILTER_WORDS, 0);

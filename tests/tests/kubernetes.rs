@@ -324,7 +324,6 @@ fn the_daemonset_runs_the_daemon_as_it_expects_to_be_run() {
         "bpf",
         "perfmon",
         "net_admin",
-        "net_raw",
         "sys_ptrace",
         "dac_read_search",
         "setpcap",
@@ -500,10 +499,6 @@ fn the_daemonsets_capabilities_are_enough_and_the_attaching_ones_each_needed() {
     let path = cred.to_string_lossy().into_owned();
     let e = d.wait_for(WAIT, |e| e["kind"] == "open" && e["path"] == path.as_str());
     assert_eq!(e["nhi"], "ci");
-    assert!(
-        !d.output().iter().any(|l| l.contains("cannot capture DNS")),
-        "DNS capture failed with the DaemonSet's capabilities"
-    );
     assert!(d.stop().success());
 
     // Without any one of these the daemon does not start (and says why).

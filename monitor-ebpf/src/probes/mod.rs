@@ -1,6 +1,7 @@
 //! One file per probe family.
 
 pub mod connect;
+pub mod dns;
 pub mod files;
 pub mod filter;
 pub mod open;

@@ -19,7 +19,8 @@
 //! cookie and their sequence numbers. IPv6 extension headers are walked (hop-by-hop, routing,
 //! destination options, authentication; four at most); a packet whose TCP header is still not
 //! found (a fragment) ends the copy with an empty record flagged `WIRE_UNREADABLE`, which the
-//! daemon judges as bytes it could not read. The program never drops a packet.
+//! daemon judges as bytes it could not read. A UDP socket's packet goes to `probes::dns`
+//! instead (DNS queries). The program never drops a packet.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated},
@@ -146,6 +147,7 @@ pub fn exit(tgid: u32) {
 }
 
 const IPPROTO_TCP_U8: u8 = IPPROTO_TCP as u8;
+const IPPROTO_UDP_U8: u8 = 17;
 
 #[cgroup_skb(egress)]
 pub fn wire_egress(ctx: SkBuffContext) -> i32 {
@@ -230,6 +232,10 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
         let sk = generated::bpf_sk_fullsock(sk);
         if sk.is_null() {
             return None;
+        }
+        // UDP: a DNS query, maybe (TCP sockets alone are marked).
+        if (*sk).protocol == u32::from(IPPROTO_UDP_U8) {
+            return super::dns::packet(ctx, true);
         }
         let mark = generated::bpf_sk_storage_get(marks, sk.cast(), core::ptr::null_mut(), 0)
             .cast::<WireMark>();

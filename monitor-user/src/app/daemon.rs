@@ -405,7 +405,8 @@ impl Signals {
 /// the handlers change the daemon.
 struct Wakeups {
     ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
-    dns: Option<AsyncFd<crate::sense::dns::capture::DnsSocket>>,
+    /// DNS packets (`probes::dns`), read at every turn before the ring buffer's records.
+    dns: aya::maps::RingBuf<aya::maps::MapData>,
     signals: Signals,
     /// Once a second: health, metrics, losses, the registry file and the kernel's inodes.
     tick: tokio::time::Interval,
@@ -446,7 +447,6 @@ struct Daemon {
     /// The fullest the ring buffer was seen (at a wakeup, before draining) since the last
     /// report.
     ring_peak: u64,
-    dns_buf: Vec<u8>,
     _live_lock: Option<files::PidLock>,
 }
 
@@ -470,6 +470,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
     };
     let mut probes = Probes::load(&p.plan, &load).map_err(DaemonError::Probes)?;
     let (ring, ring_fill) = probes.take_ring().map_err(DaemonError::Ring)?;
+    let dns = probes.take_dns_ring().map_err(DaemonError::Ring)?;
     // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long as the
     // AsyncFd owns the RingBuf.
     let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -492,7 +493,6 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
     });
     live.set_host(engine.host());
     live.set_registry(engine.registry());
-    let dns = open_dns_capture();
     // Everything that needed privileges is done: keep only what running needs. Running on
     // with more than the operator chose is worse than not running.
     let kept = privileges::drop_to_needed(p.user.as_ref()).map_err(DaemonError::Privileges)?;
@@ -574,7 +574,6 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         holders_full: false,
         out: Vec::with_capacity(1024),
         ring_peak: 0,
-        dns_buf: vec![0u8; 65536],
         _live_lock: p.live_lock,
     };
     Ok((daemon, wakeups))
@@ -588,15 +587,6 @@ impl Daemon {
         loop {
             let mut batch = false;
             tokio::select! {
-                ready = dns_readable(&w.dns) => {
-                    // Readiness is cleared only once the socket is empty: a flood left for the
-                    // next turn wakes the loop again, after the ring buffer and the timers had
-                    // their turn.
-                    let emptied = drain_dns(&w.dns, &mut self.engine, &mut self.dns_buf);
-                    if let (Ok(mut guard), true) = (ready, emptied) {
-                        guard.clear_ready();
-                    }
-                }
                 // A wakeup (the ring buffer is filling up) or a poll: one batch either way.
                 woken = w.ring.readable_mut() => {
                     woken.map_err(|source| DaemonError::RingFd { source })?.clear_ready();
@@ -613,13 +603,15 @@ impl Daemon {
                 _ = w.signals.term.recv() => break,
                 _ = w.signals.int.recv() => break,
             }
-            if batch && self.ring_fill.used() > 0 {
-                // DNS answers first, read right now: the kernel queued the answer on the
-                // packet socket before the client could read it, so before it connected.
-                drain_dns(&w.dns, &mut self.engine, &mut self.dns_buf);
-                self.ring_peak = self.ring_peak.max(self.ring_fill.used());
-                more = drain(w.ring.get_mut(), &mut self.engine, &mut self.out);
-                self.emit()?;
+            if batch {
+                // DNS answers first: the kernel wrote an answer to its ring when it reached the
+                // client's socket, so before the client could read it and connect.
+                more = !drain_dns(&mut w.dns, &mut self.engine);
+                if self.ring_fill.used() > 0 {
+                    self.ring_peak = self.ring_peak.max(self.ring_fill.used());
+                    more |= drain(w.ring.get_mut(), &mut self.engine, &mut self.out);
+                    self.emit()?;
+                }
             }
         }
         Ok(())
@@ -818,60 +810,23 @@ fn lock_live_socket(socket: &Path) -> Result<Option<files::PidLock>, DaemonError
     }
 }
 
-/// The DNS answer capture, if this host allows it. Without CAP_NET_RAW or packet sockets,
-/// hostname endpoints cannot match: that is said once, and the daemon goes on.
-fn open_dns_capture() -> Option<AsyncFd<crate::sense::dns::capture::DnsSocket>> {
-    let sock = match crate::sense::dns::capture::DnsSocket::open() {
-        Ok(s) => s,
-        Err(e) => {
-            log::warn!(
-                "cannot capture DNS answers ({e}): connections are known by address only, and \
-                 `host:` endpoints will not match"
-            );
-            return None;
-        }
-    };
-    // SAFETY: the DnsSocket owns its fd, which stays open and unchanged while the AsyncFd owns it.
-    match unsafe { AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE) } {
-        Ok(fd) => Some(fd),
-        Err(e) => {
-            log::warn!("cannot watch the DNS capture socket: {}", e.into_parts().1);
-            None
-        }
-    }
-}
-
-/// Waits until the DNS socket has something to read (forever when there is no capture).
-async fn dns_readable(
-    dns: &Option<AsyncFd<crate::sense::dns::capture::DnsSocket>>,
-) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, crate::sense::dns::capture::DnsSocket>>
-{
-    match dns {
-        Some(d) => d.readable().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// DNS packets handled per loop turn at most: a flood of DNS packets (anyone can send them)
 /// delays the ring buffer by this much work, not by the whole flood.
 const DNS_PER_TURN: usize = 256;
 
-/// Hand the DNS packets received so far to the engine, at most [`DNS_PER_TURN`]; true when the
-/// socket is empty.
+/// Hand the DNS packets the kernel copied so far to the engine, at most [`DNS_PER_TURN`]; true
+/// when their ring buffer is empty.
 fn drain_dns(
-    dns: &Option<AsyncFd<crate::sense::dns::capture::DnsSocket>>,
+    dns: &mut aya::maps::RingBuf<aya::maps::MapData>,
     engine: &mut Engine<ProcHost>,
-    buf: &mut [u8],
 ) -> bool {
-    let Some(d) = dns else { return true };
     for _ in 0..DNS_PER_TURN {
-        match d.get_ref().try_next(buf) {
-            Ok(Some((n, outgoing))) => engine.dns_packet(&buf[..n], outgoing),
-            Ok(None) => return true,
-            Err(e) => {
-                log::warn!("reading DNS packets: {e}");
-                return true;
-            }
+        let Some(item) = dns.next() else {
+            return true;
+        };
+        match crate::domain::decode::dns_record(&item) {
+            Some((pkt, outgoing)) => engine.dns_packet(pkt, outgoing),
+            None => log::warn!("dropping a malformed DNS record of {} bytes", item.len()),
         }
     }
     false

@@ -11,9 +11,9 @@
 //! path themselves, so the daemon reads no other process's `/proc/PID/exe`, `cwd` or `fd/`
 //! links after start (processes already running are read once, before the drop).
 //!
-//! Everything else (`CAP_SYS_ADMIN`, `CAP_PERFMON`, `CAP_NET_RAW`, `CAP_NET_ADMIN`,
-//! `CAP_SYS_RESOURCE`, `CAP_SETUID`, `CAP_DAC_OVERRIDE`, ...) was needed only to load and attach
-//! the programs, mount tracefs and open the packet socket, and is dropped.
+//! Everything else (`CAP_SYS_ADMIN`, `CAP_PERFMON`, `CAP_NET_ADMIN`, `CAP_SYS_RESOURCE`,
+//! `CAP_SETUID`, `CAP_DAC_OVERRIDE`, ...) was needed only to load and attach the programs and
+//! mount tracefs, and is dropped.
 //!
 //! Capabilities belong to threads, not processes: `capset(2)` and `prctl(2)` change the calling
 //! thread only. glibc's `setgroups`/`setgid`/`setuid` do apply to every thread (it signals them

@@ -35,6 +35,24 @@ impl KernelEvent {
     }
 }
 
+/// A record of the DNS ring buffer (`monitor_common::DnsRecord`): the packet's bytes, from its
+/// IP header, and whether the host sent it. Read in place, without copying the record; `None`
+/// when it is shorter than its header or than the length it gives.
+pub fn dns_record(bytes: &[u8]) -> Option<(&[u8], bool)> {
+    use monitor_common::{DnsRecord, DNS_CAP, DNS_OUTGOING};
+    const DATA: usize = core::mem::offset_of!(DnsRecord, data);
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    let len = word(core::mem::offset_of!(DnsRecord, len))? as usize;
+    let flags = word(core::mem::offset_of!(DnsRecord, flags))?;
+    if len > DNS_CAP {
+        return None;
+    }
+    let pkt = bytes.get(DATA..DATA + len)?;
+    Some((pkt, flags & DNS_OUTGOING != 0))
+}
+
 /// Why a record could not be decoded.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -296,6 +314,24 @@ mod tests {
             path,
             names,
         }
+    }
+
+    #[test]
+    fn a_dns_record_gives_its_packet_and_direction_and_a_bad_length_nothing() {
+        let mut r = monitor_common::DnsRecord {
+            len: 3,
+            flags: monitor_common::DNS_OUTGOING,
+            data: [0; monitor_common::DNS_CAP],
+        };
+        r.data[..3].copy_from_slice(b"abc");
+        let bytes = encode(&r);
+        assert_eq!(dns_record(&bytes), Some((&b"abc"[..], true)));
+        r.flags = 0;
+        assert_eq!(dns_record(&encode(&r)), Some((&b"abc"[..], false)));
+        assert_eq!(dns_record(&bytes[..10]), None, "shorter than its length");
+        r.len = monitor_common::DNS_CAP as u32 + 1;
+        assert_eq!(dns_record(&encode(&r)), None, "a length past the record");
+        assert_eq!(dns_record(&[]), None);
     }
 
     #[test]

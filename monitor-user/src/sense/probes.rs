@@ -27,6 +27,7 @@ enum Hook {
     CgroupSockAddr,
     /// A cgroup socket-buffer program on the root cgroup v2, on egress.
     CgroupSkbEgress,
+    CgroupSkbIngress,
 }
 
 impl std::fmt::Display for Hook {
@@ -36,6 +37,7 @@ impl std::fmt::Display for Hook {
             Hook::Raw(n) => write!(f, "raw tracepoint {n}"),
             Hook::CgroupSockAddr => write!(f, "the root cgroup"),
             Hook::CgroupSkbEgress => write!(f, "the root cgroup's egress"),
+            Hook::CgroupSkbIngress => write!(f, "the root cgroup's ingress"),
         }
     }
 }
@@ -93,6 +95,7 @@ const PROGRAMS: &[(&str, Hook)] = &[
     ("udp_sendmsg4", Hook::CgroupSockAddr),
     ("udp_sendmsg6", Hook::CgroupSockAddr),
     ("wire_egress", Hook::CgroupSkbEgress),
+    ("dns_ingress", Hook::CgroupSkbIngress),
 ];
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
@@ -235,7 +238,7 @@ impl Probes {
                     tp.load().map_err(attach_err)?;
                     tp.attach(name).map_err(attach_err)?;
                 }
-                Hook::CgroupSockAddr | Hook::CgroupSkbEgress => {
+                Hook::CgroupSockAddr | Hook::CgroupSkbEgress | Hook::CgroupSkbIngress => {
                     if cgroup.is_none() {
                         let root = cgroup2_root()
                             .ok_or_else(|| ProbeError::NoCgroup2("/proc/self/mounts".into()))?;
@@ -248,10 +251,14 @@ impl Probes {
                     };
                     // A BPF link (kernel >= 5.7): other agents' programs on the root cgroup keep
                     // running beside ours; links take no attach flags, hence `Single`.
-                    if matches!(hook, Hook::CgroupSkbEgress) {
+                    if let Some(way) = match hook {
+                        Hook::CgroupSkbEgress => Some(CgroupSkbAttachType::Egress),
+                        Hook::CgroupSkbIngress => Some(CgroupSkbAttachType::Ingress),
+                        _ => None,
+                    } {
                         let p: &mut CgroupSkb = program.try_into().map_err(attach_err)?;
                         p.load().map_err(attach_err)?;
-                        p.attach(cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                        p.attach(cg, way, CgroupAttachMode::Single)
                             .map_err(attach_err)?;
                     } else {
                         let p: &mut CgroupSockAddr = program.try_into().map_err(attach_err)?;
@@ -378,6 +385,15 @@ impl Probes {
         set(&mut cfg, config::HASH_KEY, plan.key)?;
         set(&mut cfg, config::FLAGS, flags)?;
         Ok(())
+    }
+
+    /// Take the DNS packets' ring buffer (once): see `monitor-ebpf/src/probes/dns.rs`.
+    pub fn take_dns_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self.bpf.take_map("DNS_EVENTS").ok_or(ProbeError::Map(
+            "DNS_EVENTS",
+            "missing or already taken".into(),
+        ))?;
+        RingBuf::try_from(map).map_err(|e| ProbeError::Map("DNS_EVENTS", e.to_string()))
     }
 
     /// Take the event ring buffer (once), with a gauge of how full it is.

@@ -1,7 +1,7 @@
 //! Endpoint identity from DNS answers seen on the host.
 //!
-//! A raw packet socket ([`capture`]) sees the DNS queries that leave the host and the responses
-//! that reach it (UDP port 53, IPv4 and IPv6); [`track`] believes a response only when it answers
+//! Kernel programs copy the DNS queries the host's sockets send and the responses they receive
+//! (UDP port 53, IPv4 and IPv6; read by [`capture`]); [`track`] believes a response only when it answers
 //! a query seen leaving, and only for the names on its question's CNAME chain ([`parse`]); and
 //! [`Cache`] maps each answered address to the names that led to it, for the answer's TTL.
 //! Connections are then known by name as well as by address. The daemon never sends a DNS query
