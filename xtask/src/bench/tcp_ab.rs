@@ -13,8 +13,9 @@
 //! daemon is started before the first B of such a pair and stopped after the second, so R rounds
 //! cost ceil(R/2) starts, not R. Each start waits for the daemon's ready line, checks that its
 //! TCP hooks (the cgroup `sock_addr` and `skb` programs) are loaded, then waits until it has
-//! used no CPU for 300 ms, so that its start-up work (reading /proc) is not measured. A start
-//! costs a second or two here; the seconds each took are in the details (`tcp_ab`).
+//! used no CPU for 300 ms, so that its start-up work (reading /proc) is not measured; each stop
+//! waits until the kernel has freed those programs (loaded, they would still be attached). The
+//! seconds each start took are in the details (`tcp_ab.daemon_starts_s`).
 //!
 //! Each side runs a stream (2 s), a 64-byte ping-pong (2 s) and 3000 short connections, each in
 //! a process of its own (`tcp_loop`), on the loops' CPU. Side B also runs 3000 connections by a
@@ -86,7 +87,7 @@ pub fn tcp_ab(b: &Bench, stats: &sys::BpfStats, rep: &mut Report) -> Result<TcpA
     stats.set(false)?;
     let n = b.opts.tcp_rounds as usize;
     let log = b.out_dir.join("daemon-tcp.log");
-    let mut daemon: Option<Managed> = None;
+    let mut daemon: Option<Daemon> = None;
     let mut starts_s = Vec::new();
     let mut rounds = Vec::new();
     for r in 0..n {
@@ -102,7 +103,7 @@ pub fn tcp_ab(b: &Bench, stats: &sys::BpfStats, rep: &mut Report) -> Result<TcpA
                         daemon.insert(d)
                     }
                 };
-                with = Some(side_with_daemon(b, r, d, &log)?);
+                with = Some(side_with_daemon(b, r, &mut d.managed, &log)?);
             } else {
                 if let Some(d) = daemon.take() {
                     stop(d, &log, rep)?;
@@ -128,25 +129,27 @@ pub fn tcp_ab(b: &Bench, stats: &sys::BpfStats, rep: &mut Report) -> Result<TcpA
     Ok(TcpAb { rounds, starts_s })
 }
 
+/// A daemon of the A/B, and the ids of its TCP hooks' programs.
+struct Daemon {
+    managed: Managed,
+    hooks: BTreeSet<u32>,
+}
+
 /// Starts the daemon on the bench's registry, checks that its TCP hooks are loaded, and waits
 /// until its start-up work is done.
-fn start(b: &Bench, log: &Path) -> Result<Managed> {
-    let mut d = start_daemon(&b.daemon_bin, &b.reg.path, log)?;
-    wait_for_ready(&mut d, log, Duration::from_secs(90))?;
-    let pid = d.pid();
+fn start(b: &Bench, log: &Path) -> Result<Daemon> {
+    let mut managed = start_daemon(&b.daemon_bin, &b.reg.path, log)?;
+    wait_for_ready(&mut managed, log, Duration::from_secs(90))?;
+    let pid = managed.pid();
     let ours = sys::progs_of(pid)?;
     let all = bpftool::progs()?;
-    let types: BTreeSet<&str> = all
+    let hooks: Vec<(u32, &str)> = all
         .iter()
-        .filter(|p| {
-            p["id"]
-                .as_u64()
-                .is_some_and(|id| ours.contains_key(&(id as u32)))
-        })
-        .filter_map(|p| p["type"].as_str())
+        .filter_map(|p| Some((u32::try_from(p["id"].as_u64()?).ok()?, p["type"].as_str()?)))
+        .filter(|(id, kind)| ours.contains_key(id) && TCP_HOOKS.contains(kind))
         .collect();
     for hook in TCP_HOOKS {
-        if !types.contains(hook) {
+        if !hooks.iter().any(|(_, kind)| *kind == hook) {
             bail!(
                 "bench: the daemon (pid {pid}) holds no {hook} program: its TCP hooks are not \
                  loaded, and the A/B would measure nothing (see {})",
@@ -155,19 +158,41 @@ fn start(b: &Bench, log: &Path) -> Result<Managed> {
         }
     }
     wait_until_idle(pid, Duration::from_secs(30))?;
-    Ok(d)
+    Ok(Daemon {
+        managed,
+        hooks: hooks.into_iter().map(|(id, _)| id).collect(),
+    })
 }
 
-/// Stops the daemon (SIGTERM); a daemon that does not exit cleanly is noted.
-fn stop(mut d: Managed, log: &Path, rep: &mut Report) -> Result<()> {
-    let status = d.stop(Duration::from_secs(20))?;
+/// Stops the daemon (SIGTERM; a daemon that does not exit cleanly is noted), then waits until
+/// the kernel has freed its TCP hooks' programs: a program still loaded after its daemon is
+/// gone is still attached (to the cgroup), and the next runs would not be without probes.
+fn stop(mut d: Daemon, log: &Path, rep: &mut Report) -> Result<()> {
+    let status = d.managed.stop(Duration::from_secs(20))?;
     if !status.success() {
         rep.note(format!(
             "a daemon of the TCP A/B exited with {status} on SIGTERM (see {})",
             log.display()
         ));
     }
-    Ok(())
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<u32> = bpftool::progs()?
+            .iter()
+            .filter_map(|p| u32::try_from(p["id"].as_u64()?).ok())
+            .filter(|id| d.hooks.contains(id))
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "bench: the daemon's TCP programs {left:?} are still loaded 10 s after it \
+                 stopped: runs without probes would not be"
+            );
+        }
+        sys::sleep(Duration::from_millis(100))?;
+    }
 }
 
 /// Each workload once, by a process that first reads `read` when given (then it is a holder).
