@@ -1227,6 +1227,8 @@ fn run_sustained(
         .arg(&reg.path)
         .arg("--clickhouse-config")
         .arg(&config)
+        .arg("--live-socket")
+        .arg(live_socket(&log))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file);
@@ -1436,20 +1438,30 @@ fn kernel_cost(
     Ok(out)
 }
 
+/// The bench's daemons' live socket, beside their logs: a daemon refuses to start while
+/// another holds its socket, and the default one is any other daemon's on this machine.
+fn live_socket(log: &Path) -> PathBuf {
+    log.with_file_name("live.sock")
+}
+
 fn start_daemon(bin: &Path, registry: &Path, log: &Path) -> Result<Managed> {
     let log_file =
         fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let live = live_socket(log);
     let mut c = Command::new(bin);
     c.arg("daemon")
         .arg("--registry")
         .arg(registry)
+        .arg("--live-socket")
+        .arg(&live)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file);
     eprintln!(
-        "+ {} daemon --registry {} 2>{}",
+        "+ {} daemon --registry {} --live-socket {} 2>{}",
         bin.display(),
         registry.display(),
+        live.display(),
         log.display()
     );
     Managed::spawn("nhiscope daemon", c, libc::SIGTERM)

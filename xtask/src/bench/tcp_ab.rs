@@ -358,7 +358,8 @@ impl Paired {
     }
 }
 
-/// Adds the row of a paired measurement: its median, and its range in the name and the JSON.
+/// Adds the row of a paired measurement: its median, and its range in the name and the JSON;
+/// a note when the range lies on both sides of the target.
 #[expect(
     clippy::too_many_arguments,
     reason = "the arguments of Report::add, and the paired values"
@@ -373,19 +374,31 @@ fn add_paired(
     target: Option<Target>,
     rounds: usize,
 ) {
+    let u = if unit == "x" {
+        "x".to_owned()
+    } else {
+        format!(" {unit}")
+    };
     let range = match (p.min, p.max) {
-        (Some(lo), Some(hi)) => {
-            let u = if unit == "x" { "x" } else { "" };
-            format!(", range {lo:.digits$}{u} to {hi:.digits$}{u}")
-        }
+        (Some(lo), Some(hi)) => format!(", range {lo:.digits$}{u} to {hi:.digits$}{u}"),
         _ => String::new(),
     };
-    let name = format!(
-        "{what} (median of {} paired rounds of {rounds}{range})",
-        p.values.len()
-    );
+    let counted = match p.values.len() {
+        n if n == rounds => n.to_string(),
+        n => format!("{n} (of {rounds})"),
+    };
+    let name = format!("{what} (median of {counted} paired rounds{range})");
     let row = rep.add(key, &name, p.median, unit, digits, target);
     row.range = p.min.zip(p.max);
+    if let (Some(Target::AtMost(t)), Some(lo), Some(hi)) = (target, p.min, p.max) {
+        if lo <= t && t < hi {
+            rep.note(format!(
+                "{what}: the rounds range from {lo:.digits$}{u} to {hi:.digits$}{u}, on both \
+                 sides of the target ({t:.digits$}{u}); the median decides, more rounds \
+                 (--tcp-rounds) or a quieter machine make it surer"
+            ));
+        }
+    }
 }
 
 /// The loopback TCP rows: what the daemon costs every connection (median of the rounds' paired
@@ -526,7 +539,7 @@ mod tests {
         let row = &rep.rows[0];
         assert_eq!(
             row.name,
-            "Stream (median of 3 paired rounds of 3, range 0.970x to 1.050x)"
+            "Stream (median of 3 paired rounds, range 0.970x to 1.050x)"
         );
         assert_eq!(row.status(), "PASS");
         let j = rep.json("cmd");
@@ -535,5 +548,34 @@ mod tests {
             j["measurements"][0]["range"],
             json!({"min": 0.97, "max": 1.05})
         );
+        assert_eq!(
+            rep.notes.len(),
+            1,
+            "the range straddles 1.02x: {:?}",
+            rep.notes
+        );
+        assert!(rep.notes[0].contains("both sides"), "{:?}", rep.notes);
+
+        // A round left out is said; a range below the target is no note.
+        let p = Paired::of([Some(5.0), None, Some(7.0)]);
+        add_paired(&mut rep, "h", "Holder", &p, "us", 1, None, 3);
+        assert_eq!(
+            rep.rows[1].name,
+            "Holder (median of 2 (of 3) paired rounds, range 5.0 us to 7.0 us)"
+        );
+        let p = Paired::of([Some(0.99), Some(1.01)]);
+        add_paired(
+            &mut rep,
+            "s",
+            "S",
+            &p,
+            "x",
+            3,
+            Some(Target::AtMost(1.02)),
+            2,
+        );
+        assert_eq!(rep.notes.len(), 1, "{:?}", rep.notes);
+        rep.add("plain", "Plain", Some(1.0), "x", 3, None);
+        assert!(rep.json("cmd")["measurements"][3].get("range").is_none());
     }
 }
