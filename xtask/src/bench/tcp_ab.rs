@@ -108,7 +108,7 @@ pub fn tcp_ab(b: &Bench, stats: &sys::BpfStats, rep: &mut Report) -> Result<TcpA
                 if let Some(d) = daemon.take() {
                     stop(d, &log, rep)?;
                 }
-                without = Some(side(b, None)?);
+                without = Some(side_without_daemon(b)?);
             }
         }
         let (Some(without), Some((with, holder))) = (without, with) else {
@@ -195,12 +195,12 @@ fn stop(mut d: Daemon, log: &Path, rep: &mut Report) -> Result<()> {
     }
 }
 
-/// Each workload once, by a process that first reads `read` when given (then it is a holder).
-fn side(b: &Bench, read: Option<&Path>) -> Result<Side> {
+/// Side A: each workload once.
+fn side_without_daemon(b: &Bench) -> Result<Side> {
     Ok(Side {
-        stream: tcp_loop::spawn(Mode::Stream, SECS, 0, read, b.cpu)?,
-        pingpong: tcp_loop::spawn(Mode::Pingpong, SECS, 0, read, b.cpu)?,
-        connects: tcp_loop::spawn(Mode::Connects, 0.0, CONNECTS, read, b.cpu)?,
+        stream: tcp_loop::spawn(Mode::Stream, SECS, 0, None, b.cpu)?,
+        pingpong: tcp_loop::spawn(Mode::Pingpong, SECS, 0, None, b.cpu)?,
+        connects: tcp_loop::spawn(Mode::Connects, 0.0, CONNECTS, None, b.cpu)?,
     })
 }
 
