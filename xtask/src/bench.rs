@@ -11,7 +11,9 @@
 //! 4. The daemon at rest: RSS, and CPU while a process opens a credential 100 times a second.
 //! 5. Loopback TCP (a stream, a 64-byte ping-pong, short connections) without probes and with
 //!    the daemon attached, and short connections by a holder (a process that read a registered
-//!    credential, whose connections are marked and whose first bytes are copied).
+//!    credential, whose connections are marked and whose first bytes are copied): an A/B of its
+//!    own, in rounds that each run both sides back to back, alternating which goes first, with
+//!    a daemon started and stopped around its runs (see [`tcp_ab`](mod@tcp_ab) for why and how).
 //!
 //! The programs of a process are found through `/proc/PID/fdinfo`: each of its BPF program fds
 //! gives `prog_id`, `run_time_ns` and `run_cnt`, and each bpf_link fd the tracepoint it attaches
@@ -22,7 +24,8 @@
 //!
 //! [`run`] reads as the list of steps: each measurement is one function returning what it
 //! measured, and each part of the report one `report_*` function adding its rows, in the order
-//! the table shows them.
+//! the table shows them. `--only STEP` (repeatable) runs the setup and the named steps alone,
+//! for quick iteration on one of them; the report then holds their rows only.
 
 mod bpftool;
 mod floods;
@@ -30,6 +33,7 @@ pub mod open_loop;
 mod registry;
 mod report;
 mod sys;
+mod tcp_ab;
 pub mod tcp_loop;
 
 use std::{
@@ -45,13 +49,14 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
 use crate::{build, cmd, ebpf, setup};
 use open_loop::Outcome;
 use report::{Report, Target};
 use sys::Managed;
+use tcp_ab::{report_tcp, tcp_ab};
 
 /// An unwatched path, short.
 const UNWATCHED: &str = "/etc/hostname";
@@ -75,9 +80,15 @@ pub struct Options {
     /// daemon's 8 MiB ring buffer, so that none is lost even if the daemon falls behind).
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub watched_count: u64,
-    /// Runs of each wall-time loop; the median is kept.
+    /// Runs of each open+close wall-time loop; the median is kept.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub repeat: usize,
+    /// Rounds of the loopback TCP A/B: each round runs every TCP workload once without probes
+    /// and once with the daemon, back to back, alternating which goes first; the ratios are
+    /// the medians of the rounds' paired ratios (about 10 s per round).
+    #[arg(long, default_value_t = 7, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_rounds: u32,
     /// Seconds of the idle measurement (100 watched opens per second).
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub idle_secs: u64,
@@ -102,6 +113,27 @@ pub struct Options {
     /// Do not build: use target/release/nhiscope and the bench examples as they are.
     #[arg(long)]
     pub no_build: bool,
+    /// Run only this step (after the setup and build); repeat it for several. Without it,
+    /// every step runs. results.json and results.md then hold only the rows of these steps.
+    #[arg(long, value_enum, value_name = "STEP")]
+    pub only: Vec<Step>,
+}
+
+/// The steps `--only` can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Step {
+    /// Kernel cost per openat against bpftrace, the open+close loop, the daemon at rest.
+    Openat,
+    /// Loopback TCP without probes and with the daemon (the A/B in rounds).
+    Tcp,
+    /// The userspace pipeline on one core.
+    Pipeline,
+    /// The ClickHouse store (sink, store under a flood, outage replay).
+    Store,
+    /// The daemon writing to a local ClickHouse at a sustained rate.
+    Sustained,
+    /// Fork bomb, thread storm, failed opens, DNS packets.
+    Floods,
 }
 
 /// The command line that reproduces this run, for the report.
@@ -111,6 +143,7 @@ fn command_line(opts: &Options) -> String {
         count: 2_000_000,
         watched_count: 20_000,
         repeat: 3,
+        tcp_rounds: 7,
         idle_secs: 10,
         pipeline_secs: 5,
         store_rows: 1_000_000,
@@ -119,6 +152,7 @@ fn command_line(opts: &Options) -> String {
         sustained_secs: 30,
         flood_secs: 10,
         no_build: false,
+        only: Vec::new(),
     };
     if opts.count != d.count {
         c += &format!(" --count {}", opts.count);
@@ -128,6 +162,9 @@ fn command_line(opts: &Options) -> String {
     }
     if opts.repeat != d.repeat {
         c += &format!(" --repeat {}", opts.repeat);
+    }
+    if opts.tcp_rounds != d.tcp_rounds {
+        c += &format!(" --tcp-rounds {}", opts.tcp_rounds);
     }
     if opts.idle_secs != d.idle_secs {
         c += &format!(" --idle-secs {}", opts.idle_secs);
@@ -147,14 +184,41 @@ fn command_line(opts: &Options) -> String {
     if opts.sustained_secs != d.sustained_secs {
         c += &format!(" --sustained-secs {}", opts.sustained_secs);
     }
+    if opts.flood_secs != d.flood_secs {
+        c += &format!(" --flood-secs {}", opts.flood_secs);
+    }
     if opts.no_build {
         c += " --no-build";
+    }
+    for s in &opts.only {
+        if let Some(v) = s.to_possible_value() {
+            c += &format!(" --only {}", v.get_name());
+        }
     }
     c
 }
 
-fn step(n: usize, what: &str) {
-    eprintln!("bench: [{n}/10] {what}");
+/// Whether `s` runs: every step does without `--only`.
+fn wants(opts: &Options, s: Step) -> bool {
+    opts.only.is_empty() || opts.only.contains(&s)
+}
+
+/// Announces step `n` when it runs; false when `--only` leaves it out.
+fn step(opts: &Options, n: usize, s: Step, what: &str) -> bool {
+    let on = wants(opts, s);
+    if on {
+        eprintln!("bench: [{n}/11] {what}");
+    }
+    on
+}
+
+/// Steps 2 to 6: what the openat measurements give the report.
+struct OpenatRuns {
+    base: Vec<Outcome>,
+    idle: IdleRun,
+    with_daemon: Vec<Outcome>,
+    ours: DaemonKernelCost,
+    bpftrace: BpftraceRun,
 }
 
 /// What every measurement shares: the options, the release binaries, the bench's registry, the
@@ -177,7 +241,7 @@ pub fn run(opts: &Options) -> Result<()> {
     fs::create_dir_all(&out_dir)
         .with_context(|| format!("bench: cannot create {}", out_dir.display()))?;
 
-    step(1, "setup and build (release)");
+    eprintln!("bench: [1/11] setup and build (release)");
     let (daemon_bin, pipeline_bin) = build_all(opts)?;
     require_tools()?;
     let mut rep = Report::default();
@@ -203,86 +267,143 @@ pub fn run(opts: &Options) -> Result<()> {
         cpu,
     };
 
-    step(
+    let mut openat = None;
+    if step(
+        opts,
         2,
+        Step::Openat,
         &format!(
             "open+close loop without probes ({} x {} opens of {UNWATCHED})",
             opts.repeat, opts.count
         ),
-    );
-    let base = loop_without_probes(&b, &stats)?;
-    let tcp_base = tcp_runs(&b, "without probes", None)?;
+    ) {
+        let base = loop_without_probes(&b, &stats)?;
 
-    step(3, "daemon: start, idle cost");
-    let mut daemon = MeasuredDaemon::start(&b, &stats, &mut rep)?;
-    let idle = daemon_idle(&b, &daemon, &mut rep)?;
+        step(opts, 3, Step::Openat, "daemon: start, idle cost");
+        let mut daemon = MeasuredDaemon::start(&b, &stats, &mut rep)?;
+        let idle = daemon_idle(&b, &daemon, &mut rep)?;
 
-    step(
-        4,
+        step(
+            opts,
+            4,
+            Step::Openat,
+            &format!(
+                "open+close loop with the daemon attached ({} x {} opens)",
+                opts.repeat, opts.count
+            ),
+        );
+        stats.set(false)?;
+        let with_daemon = wall_runs("with the daemon", UNWATCHED, opts, cpu)?;
+
+        step(
+            opts,
+            5,
+            Step::Openat,
+            "kernel cost per open: the daemon's programs (bpf_stats)",
+        );
+        let ours = daemon_kernel_cost(&b, &daemon, &stats)?;
+        daemon.stop(&mut rep)?;
+        drop(daemon);
+
+        step(
+            opts,
+            6,
+            Step::Openat,
+            "the bpftrace one-liner: kernel cost per open (bpf_stats), then wall time",
+        );
+        let bpftrace = bpftrace_baseline(&b, &stats, &mut rep)?;
+        openat = Some(OpenatRuns {
+            base,
+            idle,
+            with_daemon,
+            ours,
+            bpftrace,
+        });
+    }
+
+    let tcp = step(
+        opts,
+        7,
+        Step::Tcp,
         &format!(
-            "open+close loop with the daemon attached ({} x {} opens)",
-            opts.repeat, opts.count
+            "loopback TCP, {} rounds of A/B: without probes and with the daemon, back to back",
+            opts.tcp_rounds
         ),
-    );
-    stats.set(false)?;
-    let with_daemon = wall_runs("with the daemon", UNWATCHED, opts, cpu)?;
-    let tcp_daemon = tcp_runs(&b, "with the daemon", None)?;
-    let tcp_holder = tcp_runs(&b, "with the daemon, a holder", Some(&reg.watched))?;
-
-    step(5, "kernel cost per open: the daemon's programs (bpf_stats)");
-    let ours = daemon_kernel_cost(&b, &daemon, &stats)?;
-    daemon.stop(&mut rep)?;
-    drop(daemon);
-
-    step(
-        6,
-        "the bpftrace one-liner: kernel cost per open (bpf_stats), then wall time",
-    );
-    let bpftrace = bpftrace_baseline(&b, &stats, &mut rep)?;
+    )
+    .then(|| tcp_ab(&b, &stats, &mut rep))
+    .transpose()?;
     drop(stats);
 
-    step(
-        7,
-        &format!("userspace pipeline on one core ({} s)", opts.pipeline_secs),
-    );
-    let pipeline = run_pipeline(&b.pipeline_bin, &reg, opts.pipeline_secs, cpu);
-
-    step(
+    let pipeline = step(
+        opts,
         8,
+        Step::Pipeline,
+        &format!("userspace pipeline on one core ({} s)", opts.pipeline_secs),
+    )
+    .then(|| run_pipeline(&b.pipeline_bin, &reg, opts.pipeline_secs, cpu));
+
+    let store = step(
+        opts,
+        9,
+        Step::Store,
         &format!(
             "ClickHouse store: {} rows through the sink and the store, a {}-event outage replayed",
             opts.store_rows, opts.outage_events
         ),
-    );
-    let store = run_store(opts);
+    )
+    .then(|| run_store(opts));
 
-    step(
-        9,
+    let sustained = step(
+        opts,
+        10,
+        Step::Sustained,
         &format!(
             "sustained: {} matched opens/s for {} s, the daemon writing to a local ClickHouse",
             opts.sustained_rate, opts.sustained_secs
         ),
-    );
-    let sustained = run_sustained(opts, &b.daemon_bin, &reg, &b.out_dir);
+    )
+    .then(|| run_sustained(opts, &b.daemon_bin, &reg, &b.out_dir));
 
-    step(
-        10,
+    let floods = step(
+        opts,
+        11,
+        Step::Floods,
         &format!(
             "floods: fork bomb, thread storm, failed opens, DNS packets ({} s each)",
             opts.flood_secs
         ),
-    );
-    let floods = run_floods(&b);
+    )
+    .then(|| run_floods(&b));
 
-    report_kernel(&mut rep, &b, &ours, &bpftrace);
-    report_loops(&mut rep, opts, &base, &with_daemon, &bpftrace.with_bpftrace);
-    report_tcp(&mut rep, opts, &tcp_base, &tcp_daemon, &tcp_holder);
-    report_pipeline(&mut rep, &pipeline);
-    report_store(&mut rep, opts, &store);
-    report_floods(&mut rep, &floods);
-    report_sustained(&mut rep, opts, &sustained);
-    report_idle(&mut rep, opts, &idle);
-    closing_notes(&mut rep, ours.lost);
+    if let Some(o) = &openat {
+        report_kernel(&mut rep, &b, &o.ours, &o.bpftrace);
+        report_loops(
+            &mut rep,
+            opts,
+            &o.base,
+            &o.with_daemon,
+            &o.bpftrace.with_bpftrace,
+        );
+    }
+    if let Some(t) = &tcp {
+        report_tcp(&mut rep, t);
+    }
+    if let Some(p) = &pipeline {
+        report_pipeline(&mut rep, p);
+    }
+    if let Some(s) = &store {
+        report_store(&mut rep, opts, s);
+    }
+    if let Some(f) = &floods {
+        report_floods(&mut rep, f);
+    }
+    if let Some(s) = &sustained {
+        report_sustained(&mut rep, opts, s);
+    }
+    if let Some(o) = &openat {
+        report_idle(&mut rep, opts, &o.idle);
+        closing_notes(&mut rep, o.ours.lost);
+    }
     rep.detail("elapsed_s", json!(started.elapsed().as_secs_f64()));
 
     rep.write(&b.out_dir, &command)?;
@@ -293,7 +414,7 @@ pub fn run(opts: &Options) -> Result<()> {
         b.out_dir.join("results.json").display(),
         b.out_dir.join("results.md").display()
     );
-    if pipeline.is_err() {
+    if matches!(pipeline, Some(Err(_))) {
         bail!("bench: the pipeline benchmark could not be measured");
     }
     Ok(())
@@ -759,130 +880,6 @@ fn report_loops(
     }
 }
 
-/// The loopback TCP workloads' runs (`opts.repeat` of each), as one process that first reads
-/// `read` when given (a registered credential: then it is a holder).
-struct TcpRuns {
-    stream: Vec<tcp_loop::Outcome>,
-    pingpong: Vec<tcp_loop::Outcome>,
-    connects: Vec<tcp_loop::Outcome>,
-}
-
-/// Seconds of each stream and ping-pong run; connections of each connects run.
-const TCP_SECS: f64 = 2.0;
-const TCP_CONNECTS: u64 = 3000;
-
-fn tcp_runs(b: &Bench, label: &str, read: Option<&Path>) -> Result<TcpRuns> {
-    use tcp_loop::Mode;
-    let mut runs = TcpRuns {
-        stream: Vec::new(),
-        pingpong: Vec::new(),
-        connects: Vec::new(),
-    };
-    for i in 0..b.opts.repeat {
-        // A holder's stream and ping-pong are one connection each: only its connects differ.
-        if read.is_none() {
-            let s = tcp_loop::spawn(Mode::Stream, TCP_SECS, 0, read, b.cpu)?;
-            let p = tcp_loop::spawn(Mode::Pingpong, TCP_SECS, 0, read, b.cpu)?;
-            eprintln!(
-                "bench:   TCP {label} {}/{}: stream {:.2} GB/s, ping-pong {:.0} round trips/s",
-                i + 1,
-                b.opts.repeat,
-                s.bytes_per_sec() / 1e9,
-                p.ops_per_sec()
-            );
-            runs.stream.push(s);
-            runs.pingpong.push(p);
-        }
-        let c = tcp_loop::spawn(Mode::Connects, 0.0, TCP_CONNECTS, read, b.cpu)?;
-        eprintln!(
-            "bench:   TCP {label} {}/{}: {:.0} connections/s",
-            i + 1,
-            b.opts.repeat,
-            c.ops_per_sec()
-        );
-        runs.connects.push(c);
-    }
-    Ok(runs)
-}
-
-/// The loopback TCP rows: what the daemon costs every connection, and a holder's connection.
-fn report_tcp(
-    rep: &mut Report,
-    opts: &Options,
-    base: &TcpRuns,
-    daemon: &TcpRuns,
-    holder: &TcpRuns,
-) {
-    let rate = |v: &[tcp_loop::Outcome]| {
-        median(
-            &v.iter()
-                .map(tcp_loop::Outcome::ops_per_sec)
-                .collect::<Vec<_>>(),
-        )
-    };
-    let bytes = |v: &[tcp_loop::Outcome]| {
-        median(
-            &v.iter()
-                .map(tcp_loop::Outcome::bytes_per_sec)
-                .collect::<Vec<_>>(),
-        )
-    };
-    rep.add(
-        "tcp.stream_base_gbps",
-        &format!("Loopback TCP stream, no probes (median of {})", opts.repeat),
-        Some(bytes(&base.stream) / 1e9),
-        "GB/s",
-        2,
-        None,
-    );
-    rep.add(
-        "tcp.stream_slowdown",
-        "Loopback TCP stream throughput, no probes / daemon",
-        ratio(bytes(&base.stream), bytes(&daemon.stream)),
-        "x",
-        3,
-        Some(Target::AtMost(1.02)),
-    );
-    rep.add(
-        "tcp.pingpong_slowdown",
-        "Loopback TCP 64-byte ping-pong rate, no probes / daemon",
-        ratio(rate(&base.pingpong), rate(&daemon.pingpong)),
-        "x",
-        3,
-        Some(Target::AtMost(1.02)),
-    );
-    rep.add(
-        "tcp.connects_slowdown",
-        "Loopback TCP connections (connect, 64 B each way, close), no probes / daemon",
-        ratio(rate(&base.connects), rate(&daemon.connects)),
-        "x",
-        3,
-        None,
-    );
-    let per_conn_us = |r: f64| 1e6 / r;
-    let extra = per_conn_us(rate(&holder.connects)) - per_conn_us(rate(&daemon.connects));
-    rep.add(
-        "tcp.holder_connection_extra_us",
-        "A holder's connection, extra time against another process's (daemon attached)",
-        (rate(&holder.connects) > 0.0 && rate(&daemon.connects) > 0.0).then_some(extra),
-        "us",
-        1,
-        None,
-    );
-    rep.detail(
-        "tcp_runs",
-        json!({
-            "stream_bytes_per_s": {"without_probes": base.stream.iter().map(tcp_loop::Outcome::bytes_per_sec).collect::<Vec<_>>(),
-                                    "with_daemon": daemon.stream.iter().map(tcp_loop::Outcome::bytes_per_sec).collect::<Vec<_>>()},
-            "pingpong_per_s": {"without_probes": base.pingpong.iter().map(tcp_loop::Outcome::ops_per_sec).collect::<Vec<_>>(),
-                               "with_daemon": daemon.pingpong.iter().map(tcp_loop::Outcome::ops_per_sec).collect::<Vec<_>>()},
-            "connects_per_s": {"without_probes": base.connects.iter().map(tcp_loop::Outcome::ops_per_sec).collect::<Vec<_>>(),
-                               "with_daemon": daemon.connects.iter().map(tcp_loop::Outcome::ops_per_sec).collect::<Vec<_>>(),
-                               "holder_with_daemon": holder.connects.iter().map(tcp_loop::Outcome::ops_per_sec).collect::<Vec<_>>()},
-        }),
-    );
-}
-
 /// The pipeline rows: throughput, and the cost of each kind of record.
 fn report_pipeline(rep: &mut Report, pipeline: &Result<Value>) {
     match pipeline {
@@ -1230,6 +1227,8 @@ fn run_sustained(
         .arg(&reg.path)
         .arg("--clickhouse-config")
         .arg(&config)
+        .arg("--live-socket")
+        .arg(live_socket(&log))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file);
@@ -1439,20 +1438,30 @@ fn kernel_cost(
     Ok(out)
 }
 
+/// The bench's daemons' live socket, beside their logs: a daemon refuses to start while
+/// another holds its socket, and the default one is any other daemon's on this machine.
+fn live_socket(log: &Path) -> PathBuf {
+    log.with_file_name("live.sock")
+}
+
 fn start_daemon(bin: &Path, registry: &Path, log: &Path) -> Result<Managed> {
     let log_file =
         fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let live = live_socket(log);
     let mut c = Command::new(bin);
     c.arg("daemon")
         .arg("--registry")
         .arg(registry)
+        .arg("--live-socket")
+        .arg(&live)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file);
     eprintln!(
-        "+ {} daemon --registry {} 2>{}",
+        "+ {} daemon --registry {} --live-socket {} 2>{}",
         bin.display(),
         registry.display(),
+        live.display(),
         log.display()
     );
     Managed::spawn("nhiscope daemon", c, libc::SIGTERM)
@@ -1683,4 +1692,53 @@ fn run_pipeline(
         cpu.map(|c| format!(" --cpu {c}")).unwrap_or_default()
     );
     json_result(c, bin)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        opts: Options,
+    }
+
+    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.opts)
+    }
+
+    #[test]
+    fn the_report_command_reproduces_the_options_that_differ() {
+        let o = parse(&[]).expect("defaults parse");
+        assert_eq!(command_line(&o), "cargo xtask bench");
+        assert!(Step::value_variants().iter().all(|s| wants(&o, *s)));
+        let o = parse(&[
+            "--tcp-rounds",
+            "3",
+            "--flood-secs",
+            "5",
+            "--only",
+            "tcp",
+            "--only",
+            "pipeline",
+        ])
+        .expect("options parse");
+        assert_eq!(
+            command_line(&o),
+            "cargo xtask bench --tcp-rounds 3 --flood-secs 5 --only tcp --only pipeline"
+        );
+        assert!(wants(&o, Step::Tcp) && wants(&o, Step::Pipeline));
+        assert!(!wants(&o, Step::Openat) && !wants(&o, Step::Floods));
+    }
+
+    #[test]
+    fn zero_tcp_rounds_and_unknown_steps_are_refused() {
+        for bad in [&["--tcp-rounds", "0"][..], &["--only", "nothing"]] {
+            let e = parse(bad).expect_err("refused");
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+        }
+    }
 }

@@ -51,6 +51,9 @@ pub struct Row {
     pub unit: String,
     pub digits: usize,
     pub target: Option<Target>,
+    /// The lowest and highest of the values `value` sums up (e.g. the median of paired
+    /// rounds), when it has them.
+    pub range: Option<(f64, f64)>,
 }
 
 impl Row {
@@ -108,7 +111,7 @@ impl Report {
         unit: &str,
         digits: usize,
         target: Option<Target>,
-    ) {
+    ) -> &mut Row {
         self.rows.push(Row {
             key: key.to_owned(),
             name: name.to_owned(),
@@ -116,7 +119,10 @@ impl Report {
             unit: unit.to_owned(),
             digits,
             target,
+            range: None,
         });
+        let last = self.rows.len() - 1;
+        &mut self.rows[last]
     }
 
     pub fn note(&mut self, note: impl Into<String>) {
@@ -196,14 +202,18 @@ impl Report {
             .rows
             .iter()
             .map(|r| {
-                json!({
+                let mut row = json!({
                     "key": r.key,
                     "name": r.name,
                     "value": r.value,
                     "unit": r.unit,
                     "target": r.target.map(Target::to_json),
                     "status": match r.status() { "" => "INFO", s => s },
-                })
+                });
+                if let Some((min, max)) = r.range {
+                    row["range"] = json!({"min": min, "max": max});
+                }
+                row
             })
             .collect();
         let now = std::time::SystemTime::now()
