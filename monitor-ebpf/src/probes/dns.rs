@@ -31,11 +31,27 @@ pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
 /// UDP datagram to port 53 (sent) or from it (received), a copy goes to `DNS_EVENTS`.
 #[inline(always)]
 pub fn packet(ctx: &SkBuffContext, outgoing: bool) -> Option<()> {
-    let first: u8 = ctx.load(0).ok()?;
+    // The version and protocol bytes straight from the packet (the IP header is in its linear
+    // part): the program runs for every packet the host receives, and a helper call per byte
+    // cost more than the rest of it.
+    // SAFETY: fields of the program's own context, as the verifier lets it read them.
+    let (data, end) = unsafe {
+        (
+            (*ctx.skb.skb).data as usize,
+            (*ctx.skb.skb).data_end as usize,
+        )
+    };
+    if data + 10 > end {
+        return None;
+    }
+    // SAFETY: within [data, data + 10), checked against `end` just above.
+    let (first, v4_proto, v6_next) = unsafe {
+        let p = data as *const u8;
+        (*p, *p.add(9), *p.add(6))
+    };
     let udp = match first >> 4 {
         4 => {
-            let proto: u8 = ctx.load(9).ok()?;
-            if proto != IPPROTO_UDP {
+            if v4_proto != IPPROTO_UDP {
                 return None;
             }
             // A later fragment has no UDP header (the host reassembles before delivering).
@@ -47,8 +63,7 @@ pub fn packet(ctx: &SkBuffContext, outgoing: bool) -> Option<()> {
         }
         6 => {
             // Extension headers are not walked: a DNS client does not send them.
-            let next: u8 = ctx.load(6).ok()?;
-            if next != IPPROTO_UDP {
+            if v6_next != IPPROTO_UDP {
                 return None;
             }
             40
