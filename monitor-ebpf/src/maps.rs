@@ -173,6 +173,22 @@ pub static SCALAR: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static OPEN_SCRATCH: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(1, 0);
 
+/// The last successful watched open on this CPU whose side effects (the holder set, the walk of
+/// the opener's connections) are done: the same thread opening the same file again next (a
+/// service rereading its token in a loop) skips them.
+#[map]
+pub static LAST_OPEN: PerCpuArray<LastOpen> = PerCpuArray::with_max_entries(1, 0);
+
+/// See `LAST_OPEN`: the thread (its pid and tgid, and its task's address, so that a reused pid
+/// is another thread) and the file's inode number.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LastOpen {
+    pub pid_tgid: u64,
+    pub task: u64,
+    pub ino: u64,
+}
+
 #[map]
 pub static EXEC_SCRATCH: PerCpuArray<ExecArgs> = PerCpuArray::with_max_entries(1, 0);
 

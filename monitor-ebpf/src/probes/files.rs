@@ -298,6 +298,35 @@ pub fn parent_holds_once(stdout_inode: u64, ino: u64) -> u32 {
     flags
 }
 
+/// Whether the current thread's last watched open on this CPU, its side effects done, was of
+/// the same file (`ino`): see `maps::LAST_OPEN`.
+#[inline(always)]
+pub fn repeat_open(ino: u64) -> bool {
+    let Some(last) = crate::maps::LAST_OPEN.get_ptr(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's element, read at once; helpers without arguments.
+    unsafe {
+        (*last).ino == ino
+            && (*last).pid_tgid == aya_ebpf::helpers::bpf_get_current_pid_tgid()
+            && (*last).task == aya_ebpf::helpers::bpf_get_current_task()
+    }
+}
+
+/// The current thread's watched open of `ino` has had its side effects: see `repeat_open`.
+#[inline(always)]
+pub fn note_open(ino: u64) {
+    if let Some(last) = crate::maps::LAST_OPEN.get_ptr_mut(0) {
+        // SAFETY: this CPU's element, not shared with a program that could preempt this one;
+        // helpers without arguments.
+        unsafe {
+            (*last).pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+            (*last).task = aya_ebpf::helpers::bpf_get_current_task();
+            (*last).ino = ino;
+        }
+    }
+}
+
 /// The `struct file *` open on `fd` in `task`.
 #[inline(always)]
 pub fn fd_file(task: u64, fd: u64) -> Option<u64> {

@@ -241,19 +241,23 @@ fn report(o: Open, fill: impl FnOnce(&mut OpenEvent)) -> Option<u64> {
             crate::maps::wakeup_before(size as u64),
         )
     };
-    // A reader of a registered credential holds it, whether or not its record got through.
     // SAFETY: as above.
-    let evflags = unsafe { (*ev).flags };
-    if evflags & monitor_common::MATCH_INODE != 0 && o.ret >= 0 {
+    let (evflags, ino) = unsafe { ((*ev).flags, (*ev).ino) };
+    // The same thread opening the same file again: its holding and its connections are known.
+    let repeat = o.ret >= 0 && ino != 0 && files::repeat_open(ino);
+    // A reader of a registered credential holds it, whether or not its record got through; a
+    // reader into a pipe makes its parent a holder each time (the parent may have changed).
+    if evflags & monitor_common::MATCH_INODE != 0
+        && o.ret >= 0
+        && (!repeat || evflags & monitor_common::FEEDS_PARENT != 0)
+    {
         super::wire::opened_credential(task, evflags);
     }
     if ret < 0 {
         count_loss(LossCause::RingbufOpen);
         return None;
     }
-    // SAFETY: as above.
-    let ino = unsafe { (*ev).ino };
-    (o.ret >= 0 && o.in_table && ino != 0).then_some(ino)
+    (o.ret >= 0 && o.in_table && ino != 0 && !repeat).then_some(ino)
 }
 
 /// Where `OpenEvent::names` starts: what every open record carries before its names.

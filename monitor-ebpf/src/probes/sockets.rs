@@ -43,6 +43,8 @@ pub fn once(ctx: &TracePointContext, ino: u64) {
     };
     // SAFETY: the value is copied at once.
     if unsafe { SCANNED.get(&key) }.copied() == Some(start) {
+        // Done: the thread's next open of this file skips even this lookup.
+        files::note_open(ino);
         return;
     }
     let _ = SCANNED.insert(&key, &start, 0);
