@@ -151,7 +151,10 @@ impl Gen {
         o.ret = 3;
         o.path_len = n as u32;
         o.path[..n].copy_from_slice(&path.as_bytes()[..n]);
-        decode::encode(&o)
+        // As the kernel sends it: only the `names` bytes in use (none here).
+        let mut bytes = decode::encode(&o);
+        bytes.truncate(std::mem::offset_of!(OpenEvent, names) + o.names_len as usize);
+        bytes
     }
 
     fn exec(&mut self, pid: u32, exe: &str, args: &[&str]) -> Vec<u8> {

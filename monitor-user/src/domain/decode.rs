@@ -142,15 +142,43 @@ fn boxed<T: Pod>(
 }
 
 /// An open record: the kernel sends only the `names` bytes in use, so the record may end
-/// anywhere after `names` starts; the rest reads as zeros.
+/// anywhere after `names` starts. A recycled box keeps the names of an earlier record past the
+/// end of this one (not copied over again: a kilobyte per open), so `names_len` is held to the
+/// bytes that came, and nothing reads past it.
 fn read_open(bytes: &[u8]) -> Result<Box<OpenEvent>, DecodeError> {
+    const NAMES: usize = std::mem::offset_of!(OpenEvent, names);
     let spare = SPARE_OPEN.with(std::cell::Cell::take);
-    boxed(
-        bytes,
-        "an open",
-        std::mem::offset_of!(OpenEvent, names),
-        spare,
-    )
+    let mut o = match spare {
+        Some(b) => boxed_over(bytes, "an open", NAMES, b)?,
+        None => boxed(bytes, "an open", NAMES, None)?,
+    };
+    let came = bytes.len().min(std::mem::size_of::<OpenEvent>()) - NAMES;
+    o.names_len = o.names_len.min(came as u32);
+    Ok(o)
+}
+
+/// [`boxed`] into a recycled box, whose bytes past the record's end stay as they were (they are
+/// initialised: the box held a `T`).
+fn boxed_over<T: Pod>(
+    bytes: &[u8],
+    what: &'static str,
+    need: usize,
+    mut b: Box<T>,
+) -> Result<Box<T>, DecodeError> {
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            what,
+            len: bytes.len(),
+            need,
+        });
+    }
+    let n = bytes.len().min(std::mem::size_of::<T>());
+    let to = std::ptr::addr_of_mut!(*b).cast::<u8>();
+    // SAFETY: the box holds a `T` of `size_of::<T>()` bytes, of which the first `n` (at most its
+    // size and at most the length of `bytes`) are overwritten; T is Pod, so any bytes are a
+    // valid value; a box and a borrowed slice do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), to, n) };
+    Ok(b)
 }
 
 /// Decode one ring-buffer record.
@@ -463,7 +491,9 @@ mod tests {
         let at: *const OpenEvent = &**b;
         recycle(first);
         o.path[..3].copy_from_slice(b"/x2");
-        // A short record: the bytes past its end read as zeros, not as the last record's.
+        // A short record: its names are those that came (none), never the last record's,
+        // whatever length it claims.
+        assert!(o.names_len > 0);
         let cut = std::mem::offset_of!(OpenEvent, names);
         let second = decode(&encode(&o)[..cut]).expect("decodes");
         let KernelEvent::Open(b) = &second else {
@@ -471,6 +501,11 @@ mod tests {
         };
         assert_eq!(&**b as *const OpenEvent, at);
         assert_eq!(&b.path[..3], b"/x2");
-        assert!(b.names.iter().all(|&c| c == 0));
+        assert_eq!(b.names_len, 0);
+        assert_eq!(
+            names_path(&b.names, b.names_len, true),
+            Some(std::path::PathBuf::from("/")),
+            "no names came: the last record's are not read"
+        );
     }
 }
