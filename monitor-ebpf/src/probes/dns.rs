@@ -89,15 +89,7 @@ pub fn packet(ctx: &SkBuffContext, outgoing: bool) -> Option<()> {
     } else {
         len
     };
-    // 1 to DNS_CAP in a form the verifier can bound from below (see `wire::first_bytes`).
-    const _: () = assert!(DNS_CAP.is_power_of_two());
-    let mut slot_n = n;
-    // SAFETY: a local variable, written and read back.
-    let n = unsafe {
-        core::ptr::write_volatile(&mut slot_n, n);
-        core::ptr::read_volatile(&slot_n)
-    };
-    let n = ((n.wrapping_sub(1)) & (DNS_CAP as u32 - 1)) + 1;
+    let n = super::copy_len::<{ DNS_CAP as u32 }>(n);
     let rec = slot.as_mut_ptr();
     // SAFETY: `rec` points at the reserved record; `len` and `flags` are written, and `data`
     // up to `len` (the daemon reads no further).

@@ -36,6 +36,22 @@ pub fn header(kind: EventKind) -> EventHeader {
     }
 }
 
+/// `n` (1 to `CAP`, a power of two) in a form the verifier can bound from below too, as a
+/// length for `bpf_skb_load_bytes`, which refuses one it cannot prove is above 0. Through a
+/// volatile stack slot, or the compiler folds the mask back into a `min` the verifier cannot
+/// bound from below.
+#[inline(always)]
+pub fn copy_len<const CAP: u32>(n: u32) -> u32 {
+    const { assert!(CAP.is_power_of_two()) };
+    let mut slot = n;
+    // SAFETY: a local variable, written and read back.
+    let n = unsafe {
+        core::ptr::write_volatile(&mut slot, n);
+        core::ptr::read_volatile(&slot)
+    };
+    ((n.wrapping_sub(1)) & (CAP - 1)) + 1
+}
+
 /// Load a tracepoint argument at a fixed offset of its format. A direct context load: cheaper
 /// than a `bpf_probe_read_kernel` call, and the verifier checks the bounds.
 #[inline(always)]

@@ -315,18 +315,8 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
         return None;
     };
     let ev = slot.as_mut_ptr();
-    // The same value (1 to WIRE_CAP, `n` is not 0), in a form the verifier can bound from
-    // below too: the helper refuses a length it cannot prove is above 0. Through a volatile
-    // stack slot, or the compiler folds the mask back into a `min` the verifier cannot bound
-    // from below.
-    const _: () = assert!(WIRE_CAP.is_power_of_two());
-    let mut slot_n = n;
-    // SAFETY: a local variable, written and read back.
-    let n = unsafe {
-        core::ptr::write_volatile(&mut slot_n, n);
-        core::ptr::read_volatile(&slot_n)
-    };
-    let n = ((n.wrapping_sub(1)) & (WIRE_CAP as u32 - 1)) + 1;
+    // The same value (`n` is not 0), as the verifier can bound it.
+    let n = super::copy_len::<{ WIRE_CAP as u32 }>(n);
     // SAFETY: `ev` points at the reserved record; every field but the bytes of `data` past
     // `len` is written before submit (the daemon reads `data[..len]` only).
     unsafe {

@@ -112,13 +112,7 @@ fn boxed<T: Pod>(
     need: usize,
     spare: Option<Box<T>>,
 ) -> Result<Box<T>, DecodeError> {
-    if bytes.len() < need {
-        return Err(DecodeError::Short {
-            what,
-            len: bytes.len(),
-            need,
-        });
-    }
+    long_enough(bytes, what, need)?;
     let size = std::mem::size_of::<T>();
     let mut b: Box<std::mem::MaybeUninit<T>> = match spare {
         // SAFETY: the pointer comes from `Box::into_raw` of a box of `T`, and `MaybeUninit<T>`
@@ -139,6 +133,18 @@ fn boxed<T: Pod>(
     // SAFETY: every byte of the box is initialised (copied or zeroed just above), and T is
     // Pod, so every bit pattern of its size is a valid value.
     Ok(unsafe { b.assume_init() })
+}
+
+/// `Short` when `bytes` are fewer than the `need` a record of `what` must have.
+fn long_enough(bytes: &[u8], what: &'static str, need: usize) -> Result<(), DecodeError> {
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            what,
+            len: bytes.len(),
+            need,
+        });
+    }
+    Ok(())
 }
 
 /// An open record: the kernel sends only the `names` bytes in use, so the record may end
@@ -165,13 +171,7 @@ fn boxed_over<T: Pod>(
     need: usize,
     mut b: Box<T>,
 ) -> Result<Box<T>, DecodeError> {
-    if bytes.len() < need {
-        return Err(DecodeError::Short {
-            what,
-            len: bytes.len(),
-            need,
-        });
-    }
+    long_enough(bytes, what, need)?;
     let n = bytes.len().min(std::mem::size_of::<T>());
     let to = std::ptr::addr_of_mut!(*b).cast::<u8>();
     // SAFETY: the box holds a `T` of `size_of::<T>()` bytes, of which the first `n` (at most its
