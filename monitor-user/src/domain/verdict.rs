@@ -42,19 +42,8 @@ impl<T: Piece + ?Sized> Piece for &T {
 
 impl Piece for u64 {
     fn put(&self, out: &mut String) {
-        let mut b = [0u8; 20];
-        let mut i = b.len();
-        let mut n = *self;
-        loop {
-            i -= 1;
-            b[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        // Digits are ASCII.
-        out.push_str(std::str::from_utf8(&b[i..]).unwrap_or_default());
+        // SAFETY: `uint` appends ASCII digits only, so the string stays UTF-8.
+        crate::domain::event::json::uint(unsafe { out.as_mut_vec() }, *self);
     }
 }
 
@@ -834,6 +823,9 @@ mod tests {
             "/usr/bin/app (pid 4242), holding NHI api, connected to [2001:db8::1]:443, a declared endpoint."
         );
         assert_eq!(sockaddr(v4, 0), "192.0.2.1:0");
+        for n in [0u64, 7, 10, 99, 100, 4242, 1_000_000, u64::MAX] {
+            assert_eq!(sentence!(n), n.to_string());
+        }
         assert_eq!(sockaddr(v6, 65535), "[2001:db8::1]:65535");
 
         let d = unregistered_open(
