@@ -1,5 +1,6 @@
 //! Floods cost the flooder, not the monitor: a thread storm costs no kernel record, and failed
-//! opens of a watched name are limited per user and name, every one beyond the limit counted.
+//! opens of a watched name are limited per user and name, every one beyond the limit counted,
+//! and a flood of DNS packets fills only its own ring.
 //! (RSS and CPU under floods are measured by `cargo xtask bench`.)
 #![expect(
     clippy::expect_used,
@@ -110,4 +111,54 @@ fn failed_opens_of_a_watched_name_are_limited_and_the_rest_counted() {
             .all(|e| e["pid"] != pid || e["kind"] != "open"),
         "a failed open of another file was reported as the credential"
     );
+}
+
+/// A flood of DNS packets (anyone can send them) fills only the DNS packets' own ring: its
+/// overflow is counted as `ringbuf_full_dns`, and the credential reads made in the middle of it
+/// all arrive, with no other record lost.
+#[test]
+fn a_dns_flood_costs_only_its_own_ring() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (dir, yaml) = registry("dnsflood");
+    let d = Daemon::start(&yaml);
+    let cred = dir.join("token");
+    const READS: usize = 50;
+    let code = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         q = b'\\x12\\x34\\x01\\x00\\x00\\x01' + bytes(6) + b'\\x01a\\x04test\\x00\\x00\\x01\\x00\\x01'\n\
+         for i in range(40000):\n    \
+             s.sendto(q, ('127.0.0.1', 53))\n    \
+             if i % 800 == 0: open('{}').read()\n",
+        cred.display()
+    );
+    let pid = run(Command::new(PYTHON).arg("-c").arg(&code));
+    let loss = d.wait_for(Duration::from_secs(10), |e| {
+        e["kind"] == "loss" && e["cause"] == "ringbuf_full_dns"
+    });
+    assert!(loss["count"].as_u64().is_some_and(|n| n > 0), "{loss}");
+    let path = cred.to_string_lossy().into_owned();
+    let reads = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| e["kind"] == "open" && e["pid"] == pid && e["path"] == path.as_str())
+            .count()
+    };
+    let started = std::time::Instant::now();
+    while reads(&d.events()) < READS && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let events = d.events();
+    assert_eq!(
+        reads(&events),
+        READS,
+        "credential reads lost in the DNS flood"
+    );
+    let other: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "loss" && e["cause"] != "ringbuf_full_dns")
+        .collect();
+    assert!(other.is_empty(), "other records lost: {other:?}");
 }
