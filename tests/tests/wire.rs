@@ -411,7 +411,8 @@ fn with_wire_all_connections_a_non_holder_s_request_is_read_without_an_nhi() {
 /// Python code for a holder that reads `cred`, then plays the connections of `body` against
 /// its own sink servers (on 127.0.0.1 and ::1, reading whatever comes): `call(label, pieces,
 /// v6=False, opts=())` connects with Nagle off, sets the IPv6 socket options `opts`, sends each
-/// piece as its own packet (a pause between), and writes `label sport` to `ports`;
+/// piece as its own packet (a pause between; a `(bytes, flags)` piece with those `send` flags),
+/// and writes `label sport` to `ports`;
 /// `hello(name)` is the ClientHello Python's ssl module makes for a server name.
 fn attacker_script(cred: &Path, ports: &Path, body: &str) -> String {
     format!(
@@ -449,7 +450,8 @@ def call(label, pieces, v6=False, opts=()):
     s.connect(('::1', P6) if v6 else ('127.0.0.1', P4))
     for i, p in enumerate(pieces):
         if i: time.sleep(0.15)
-        s.sendall(p)
+        if isinstance(p, tuple): s.send(p[0], p[1])
+        else: s.sendall(p)
     out.write('%s %d\n' % (label, s.getsockname()[1])); out.flush()
     time.sleep(0.1)
     s.close()
@@ -563,6 +565,7 @@ call('absolute', [b'GET http://evil.wire.test/v1/items HTTP/1.1\r\n' + H + b'\r\
 call('two-hosts', [b'GET /v1/items HTTP/1.1\r\n' + H + b'Host: evil.wire.test\r\n\r\n'])
 call('decoy', [b'G', b'ET /admin HTTP/1.1\r\n' + H + b'\r\n'])
 call('token', [b'GET /v1/bot123456789:{TOKEN}/send HTTP/1.1\r\n' + H + b'\r\n'])
+call('urgent', [b'GET ', (b'/', socket.MSG_OOB), b'http://evil.wire.test/v1/items HTTP/1.1\r\n' + H + b'\r\n'])
 "#
         ),
     );
@@ -587,6 +590,15 @@ call('token', [b'GET /v1/bot123456789:{TOKEN}/send HTTP/1.1\r\n' + H + b'\r\n'])
     let e = by("two-hosts");
     assert!(e.get("http_host").is_none(), "{e}");
     assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
+    // Urgent data is taken out of what the server reads: the bytes cannot be read.
+    let e = by("urgent");
+    assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
+    assert!(
+        e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("could not be read")),
+        "{e}"
+    );
     let e = by("token");
     assert_eq!(e["http_path"], "/v1/***/send", "{e}");
     assert_eq!(e["verdict"], "ok", "{e}");

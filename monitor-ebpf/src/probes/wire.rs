@@ -63,7 +63,13 @@ pub fn mark(ctx: &SockAddrContext) {
     };
     // SAFETY: the helper reads the context's socket, which the verifier checks; `mark` is
     // copied into the new storage. A socket whose storage cannot be made is not marked.
-    let _ = unsafe { WIRE_MARKS.get_or_insert_ptr_mut(ctx, Some(&mut mark)) };
+    let p = unsafe { WIRE_MARKS.get_or_insert_ptr_mut(ctx, Some(&mut mark)) };
+    if !p.is_null() {
+        // A socket connected again (after `connect(AF_UNSPEC)`) keeps its storage: its new
+        // connection's first bytes are read from the start, as a new one's.
+        // SAFETY: the socket's storage the helper returned, valid for this program's run.
+        unsafe { *p = mark };
+    }
 }
 
 /// The current task (`task`) opened a registered credential's inode: it joins the holder set,
@@ -148,6 +154,8 @@ pub fn exit(tgid: u32) {
 
 const IPPROTO_TCP_U8: u8 = IPPROTO_TCP as u8;
 const IPPROTO_UDP_U8: u8 = 17;
+const TCP_SYN: u8 = 0x02;
+const TCP_URG: u8 = 0x20;
 
 #[cgroup_skb(egress)]
 pub fn wire_egress(ctx: SkBuffContext) -> i32 {
@@ -244,7 +252,15 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
     if mark.is_null() {
         return None;
     }
-    let ip = ip_header(ctx)?;
+    let mut ip = ip_header(ctx)?;
+    // Urgent data (`MSG_OOB`) is taken out of the stream the server reads: bytes copied around
+    // it would not be what the server acts on, so such a connection cannot be read.
+    if let Some(tcp) = ip.tcp {
+        let flags: u8 = ctx.load(tcp as usize + 13).ok()?;
+        if flags & TCP_URG != 0 {
+            ip.tcp = None;
+        }
+    }
     // SAFETY: the storage the helper returned, valid for this program's run; the socket's
     // packets leave one at a time (under its lock), so nothing else writes it meanwhile.
     let m = unsafe { &mut *mark };
@@ -288,6 +304,9 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
     let ports: [u8; 4] = ctx.load(tcp as usize).ok()?;
     let seq: [u8; 4] = ctx.load(tcp as usize + 4).ok()?;
     let off: u8 = ctx.load(tcp as usize + 12).ok()?;
+    let tcp_flags: u8 = ctx.load(tcp as usize + 13).ok()?;
+    // A SYN's data (TCP Fast Open) starts one past its sequence number.
+    let seq = u32::from_be_bytes(seq).wrapping_add(u32::from(tcp_flags & TCP_SYN != 0));
     let start = tcp + u32::from(off >> 4) * 4;
     let payload = ctx.len().checked_sub(start)?;
     if payload == 0 {
@@ -328,7 +347,7 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
         (*ev).saddr = ip.saddr;
         (*ev).daddr = ip.daddr;
         (*ev).payload_len = payload;
-        (*ev).seq = u32::from_be_bytes(seq);
+        (*ev).seq = seq;
         (*ev).chunk = chunk as u16;
         (*ev).flags = flags;
         (*ev).cookie = generated::bpf_get_socket_cookie(ctx.skb.skb.cast());

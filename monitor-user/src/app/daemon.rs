@@ -702,6 +702,11 @@ impl Daemon {
                 );
             } else {
                 log::info!("the kernel's holder set has room again: holders' connections only");
+                // Holders the full set refused (the kernel's add and the daemon's) go in now.
+                let all: Vec<(u32, bool)> = self.engine.wire_holders().map(|p| (p, true)).collect();
+                if let Err(e) = self.probes.set_holders(&all) {
+                    log::warn!("the kernel's holder set: {e}");
+                }
             }
             self.holders_full = full;
         }

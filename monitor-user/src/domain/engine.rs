@@ -803,6 +803,12 @@ impl<H: Host> Engine<H> {
         self.wire.all = all;
     }
 
+    /// Every process the daemon has put in the kernel's holder set and not yet taken out: to
+    /// put again those a full set refused.
+    pub fn wire_holders(&self) -> impl Iterator<Item = u32> + '_ {
+        self.wire.holders.iter().copied()
+    }
+
     /// Processes that became holders (`true`) or ended (`false`) since the last call, for the
     /// kernel's holder set; `out` is cleared first.
     pub fn take_holder_changes(&mut self, out: &mut Vec<(u32, bool)>) {

@@ -79,7 +79,13 @@ impl WireFields {
 /// `host` without a trailing `:port` (an IPv6 literal keeps its brackets off).
 fn strip_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
+        // Brackets hold an IPv6 address; around anything else they make no name a server has.
+        let inner = rest.split(']').next().unwrap_or(rest);
+        return if inner.parse::<std::net::Ipv6Addr>().is_ok() {
+            inner
+        } else {
+            host
+        };
     }
     match host.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -153,7 +159,12 @@ pub fn read(bytes: &[u8]) -> Read {
     match bytes.first() {
         None => Read::More(Reading::default()),
         Some(0x16) => client_hello(bytes),
-        Some(b'A'..=b'Z') => http_request(bytes),
+        Some(b'A'..=b'Z' | b'a'..=b'z') => http_request(bytes),
+        // Empty lines before a request line, which servers skip.
+        Some(b'\r' | b'\n') => Read::Done(Reading {
+            fields: WireFields::default(),
+            readout: Readout::Unreadable,
+        }),
         Some(_) => Read::Done(Reading::default()),
     }
 }
@@ -403,7 +414,15 @@ fn http_request(bytes: &[u8]) -> Read {
         };
     };
     let Some((method, target)) = request_line(line_of(&bytes[..end])) else {
-        return Read::Done(Reading::default());
+        let readout = if looks_http(&bytes[..end]) {
+            Readout::Unreadable
+        } else {
+            Readout::Other
+        };
+        return Read::Done(Reading {
+            fields: WireFields::default(),
+            readout,
+        });
     };
     let mut f = WireFields {
         http_method: Some(String::from_utf8_lossy(method).into_owned()),
@@ -471,6 +490,12 @@ fn line_of(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// Whether a first line that is no request line nhiscope reads may still be one a server
+/// accepts (another version, a lowercase method, spaces doubled): it names HTTP.
+fn looks_http(line: &[u8]) -> bool {
+    line.windows(6).any(|w| w == b" HTTP/")
+}
+
 /// Whether `m` is an HTTP method as nhiscope reads and declares them: 1 to 16 capital letters
 /// (the wire, `methods:` in a registry, the methods `scope suggest` writes).
 pub fn is_method(m: &[u8]) -> bool {
@@ -531,17 +556,29 @@ pub fn normal_path(raw: &[u8]) -> Option<String> {
         .position(|&c| matches!(c, b'?' | b'#'))
         .unwrap_or(raw.len());
     let raw = raw.get(1..end)?;
+    // An escaped slash or backslash is a separator to some servers and not to others.
+    if raw.windows(3).any(|w| {
+        w[0] == b'%' && (w[1..].eq_ignore_ascii_case(b"2f") || w[1..].eq_ignore_ascii_case(b"5c"))
+    }) {
+        return None;
+    }
     let mut segments: Vec<String> = Vec::new();
     let mut dir = false;
     for seg in raw.split(|&c| c == b'/') {
-        let seg = match seg.iter().position(|&c| c == b';') {
-            Some(i) => &seg[..i],
-            None => seg,
+        let (seg, params) = match seg.iter().position(|&c| c == b';') {
+            Some(i) => (&seg[..i], true),
+            None => (seg, false),
         };
         let seg = unescape(seg)?;
-        dir = matches!(seg.as_str(), "." | "..");
+        // `..;` is `..` to a server that drops parameters first and a plain name to one that
+        // does not: which directory is asked for is not known.
+        if params && matches!(seg.as_str(), "." | "..") {
+            return None;
+        }
+        // Empty segments are merged, as nginx does (`//` is `/`).
+        dir = matches!(seg.as_str(), "" | "." | "..");
         match seg.as_str() {
-            "." => {}
+            "" | "." => {}
             ".." => {
                 segments.pop();
             }

@@ -88,6 +88,11 @@ impl Joiner {
         }
         let last = r.flags & WIRE_LAST != 0;
         if r.chunk == 0 {
+            // The socket connected again before its first bytes were all read: the earlier
+            // connection's are read as they are.
+            if let Some(old) = self.pending.remove(&r.cookie) {
+                out.push((old.conn, finish(&old.bytes)));
+            }
             if data.is_empty() {
                 // The kernel could not copy the packet: what it said is not known.
                 self.pending.remove(&r.cookie);

@@ -191,6 +191,22 @@ fn a_request_head_is_read_as_a_server_reads_it() {
         head(b"GET / HTTP/1.1\r\nHost: \r\n\r\n").readout,
         Readout::Unreadable
     );
+    // A first line a server may still take as a request (another version, a lowercase
+    // method, doubled spaces, empty lines first) is not another protocol.
+    for odd in [
+        &b"GET /admin HTTP/1.2\r\nHost: evil.test\r\n\r\n"[..],
+        b"get /admin HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+        b"GET  /admin HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+        b"\r\nGET /admin HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+    ] {
+        assert_eq!(head(odd).readout, Readout::Unreadable, "{odd:?}");
+    }
+    // A bracketed name is no name a server has.
+    let f = WireFields {
+        http_host: Some("[api.test]".into()),
+        ..WireFields::default()
+    };
+    assert_eq!(f.server_name(), Some("[api.test]"));
     // Another protocol, nothing at all.
     assert_eq!(head(b"SSH-2.0-OpenSSH_9.2\r\n").readout, Readout::Other);
     assert_eq!(
@@ -211,8 +227,13 @@ fn paths_are_normalised_so_that_no_spelling_passes_for_another() {
     assert_eq!(p("/../../etc").as_deref(), Some("/etc"));
     assert_eq!(p("/").as_deref(), Some("/"));
     assert_eq!(p("/%7euser/%41").as_deref(), Some("/~user/A"));
-    // An escaped separator is not one.
-    assert_eq!(p("/a%2fb/%2F..").as_deref(), Some("/a%2Fb/%2F.."));
+    // An escaped separator, a dot segment with parameters: servers disagree, so no path.
+    assert_eq!(p("/a%2fb/x"), None);
+    assert_eq!(p("/public/x%5C..%5Cadmin"), None);
+    assert_eq!(p("/admin/..;/public/x"), None);
+    // Empty segments are merged, as nginx does.
+    assert_eq!(p("/public//../admin").as_deref(), Some("/admin"));
+    assert_eq!(p("//a///b/").as_deref(), Some("/a/b/"));
     assert_eq!(
         p("/v1;jsessionid=0123456789abcdef/charges;x=1").as_deref(),
         Some("/v1/charges")

@@ -117,6 +117,29 @@ fn a_connection_ends_its_wait_at_the_kernels_last_record_a_gap_or_its_end() {
     assert!(j.is_empty());
 }
 
+/// A socket connected again (`connect(AF_UNSPEC)`, then another `connect`) starts its first
+/// bytes again: the earlier connection's are read as they are, the new one's from the start.
+#[test]
+fn a_socket_connected_again_reads_its_new_first_bytes() {
+    let mut j = Joiner::default();
+    let out = feed(
+        &mut j,
+        &[
+            record(0, 1, b"GET /v1 HTTP/1.1\r\nHost: api.test\r\n", 0),
+            record(
+                0,
+                9000,
+                b"GET /admin HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+                0,
+            ),
+        ],
+    );
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].1.fields.http_host.as_deref(), Some("api.test"));
+    assert_eq!(out[1].1.fields.http_path.as_deref(), Some("/admin"));
+    assert!(j.is_empty());
+}
+
 #[test]
 fn a_packet_the_kernel_could_not_read_makes_the_connection_unreadable() {
     let mut j = Joiner::default();
