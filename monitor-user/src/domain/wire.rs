@@ -401,10 +401,7 @@ fn tls_version(v: u16) -> Option<String> {
 fn http_request(bytes: &[u8]) -> Read {
     let Some(end) = bytes.iter().position(|&c| c == b'\n') else {
         // A request line still to be finished, if what there is can start one.
-        return if bytes
-            .iter()
-            .all(|&c| c.is_ascii_graphic() || c == b' ' || c == b'\r')
-        {
+        return if bytes.iter().all(|&c| request_byte(c)) {
             Read::More(Reading {
                 fields: WireFields::default(),
                 readout: Readout::Unreadable,
@@ -414,7 +411,8 @@ fn http_request(bytes: &[u8]) -> Read {
         };
     };
     let Some((method, target)) = request_line(line_of(&bytes[..end])) else {
-        let readout = if looks_http(&bytes[..end]) {
+        let line = line_of(&bytes[..end]);
+        let readout = if looks_http(line) && line.iter().all(|&c| request_byte(c)) {
             Readout::Unreadable
         } else {
             Readout::Other
@@ -488,6 +486,12 @@ fn http_request(bytes: &[u8]) -> Read {
 /// A line without its CR.
 fn line_of(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Whether `c` may be in a request line a server accepts: a line with another byte is no
+/// request, whatever it names (and is decided as soon as that byte comes).
+fn request_byte(c: u8) -> bool {
+    c.is_ascii_graphic() || c == b' ' || c == b'\r'
 }
 
 /// Whether a first line that is no request line nhiscope reads may still be one a server
