@@ -5,8 +5,11 @@ A dnsmasq on 127.0.0.1:5353 answers A, AAAA and CNAME-chained questions from its
 each query and its answer are wrapped in the IPv4 or IPv6 and UDP headers the raw socket
 captures (the host at 10.0.0.2 asking the resolver 10.0.0.1, port 53) and written as frames of
 the target's input (see fuzz/src/dns.rs): `[control][length u16 LE][packet]`, bit 0 of control
-set for packets the host sent. Besides the real pairs: an unsolicited answer, an answer whose
-id is off by one, and a bare response as the whole input.
+set for packets the host sent, bits 1-5 the seconds before it, bit 6 for the second network
+namespace, bit 7 for a query from a namespace the host does not own. Besides the real pairs: an
+unsolicited answer, an answer whose id is off by one, one that comes too late, one received in
+another namespace than its query's, one to a query from a namespace any user can make, and a
+bare response as the whole input.
 
 Run it again only when the frame format changes: `python3 fuzz/examples/dns_seeds.py`.
 """
@@ -62,8 +65,9 @@ def ipv6(src, dst, payload):
                        socket.inet_pton(socket.AF_INET6, dst)) + payload
 
 
-def frame(outgoing, secs, packet):
-    return bytes([(secs << 1) | int(outgoing)]) + struct.pack("<H", len(packet)) + packet
+def frame(outgoing, secs, packet, other_ns=False, untrusted_ns=False):
+    control = (secs << 1) | int(outgoing) | (int(other_ns) << 6) | (int(untrusted_ns) << 7)
+    return bytes([control]) + struct.pack("<H", len(packet)) + packet
 
 
 def ask(sock, qid, name, qtype):
@@ -109,6 +113,11 @@ def main():
                     write("www-wrong-id.bin",
                           frame(True, 0, out) + frame(False, 0, wrap(resolver, host, udp(53, sport, forged))))
                     write("www-late.bin", frame(True, 0, out) + frame(False, 30, back))
+                    write("www-other-namespace.bin",
+                          frame(True, 0, out) + frame(False, 0, back, other_ns=True))
+                    write("www-untrusted-namespace.bin",
+                          frame(True, 0, out, other_ns=True, untrusted_ns=True)
+                          + frame(False, 0, back, other_ns=True))
                     write("www-payload.bin", a)
         finally:
             dnsmasq.terminate()

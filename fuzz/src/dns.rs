@@ -3,8 +3,10 @@
 //!
 //! The input is a sequence of frames, each `[control][length, u16 little-endian][packet]`
 //! (a short last frame takes what is left): bit 0 of the control byte says the host sent the
-//! packet, the other bits how many seconds pass before it. So one input can be a query and its
-//! answer, a retransmission, a forged answer, or an answer that comes too late.
+//! packet, bits 1-5 how many seconds pass before it, bit 6 that it was seen in a second network
+//! namespace, bit 7 that a query's namespace is one the host does not own. So one input can be
+//! a query and its answer, a retransmission, a forged answer, an answer that comes too late or
+//! in another namespace, or one to a query from a namespace any user can make.
 
 use std::{
     collections::HashSet,
@@ -15,11 +17,11 @@ use std::{
 use nhiscope::sense::dns::{
     capture,
     parse::{self, Message, MAX_RECORDS},
-    Dns, MAX_NAMES_PER_ADDR,
+    Dns, Origin, MAX_NAMES_PER_ADDR,
 };
 
-/// The packets of an input: (outgoing, seconds before it, packet).
-pub fn frames(mut data: &[u8]) -> Vec<(bool, u64, &[u8])> {
+/// The packets of an input: (where it was seen, seconds before it, packet).
+pub fn frames(mut data: &[u8]) -> Vec<(Origin, u64, &[u8])> {
     let mut out = Vec::new();
     while let Some((&control, rest)) = data.split_first() {
         let len = match rest {
@@ -28,15 +30,20 @@ pub fn frames(mut data: &[u8]) -> Vec<(bool, u64, &[u8])> {
         };
         let body = rest.get(2..).unwrap_or_default();
         let (packet, next) = body.split_at(len.min(body.len()));
-        out.push((control & 1 != 0, u64::from(control >> 1), packet));
+        let origin = Origin {
+            outgoing: control & 1 != 0,
+            netns: 1 + u64::from(control >> 6 & 1),
+            untrusted_ns: control & 0x80 != 0,
+        };
+        out.push((origin, u64::from(control >> 1 & 0x1f), packet));
         data = next;
     }
     out
 }
 
-/// One frame: the inverse of [`frames`] (for the seed maker).
+/// One frame, in the first namespace: the inverse of [`frames`] (for the seed maker).
 pub fn frame(outgoing: bool, secs_before: u8, packet: &[u8]) -> Vec<u8> {
-    let mut out = vec![(secs_before << 1) | u8::from(outgoing)];
+    let mut out = vec![(secs_before.min(31) << 1) | u8::from(outgoing)];
     let len = u16::try_from(packet.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&packet[..usize::from(len)]);
@@ -52,26 +59,29 @@ pub fn check(data: &[u8]) {
 
     let mut dns = Dns::default();
     let mut now = Instant::now();
-    // Names the host asked for, and CNAME targets answers gave: no other name may be believed.
+    // Names each namespace asked for from a namespace the host owns, and CNAME targets answers
+    // there gave: no other name may be believed for that namespace.
     let mut asked = HashSet::new();
-    let mut answered = Vec::<IpAddr>::new();
-    for (outgoing, secs, packet) in frames(data) {
+    let mut answered = Vec::<(u64, IpAddr)>::new();
+    for (at, secs, packet) in frames(data) {
         now += Duration::from_secs(secs);
         if let Some(d) = capture::datagram(packet) {
             if let Some(m) = parse::parse_message(d.payload) {
                 check_message(&m);
-                if outgoing {
-                    asked.extend(m.question.iter().map(|q| q.name.clone()));
+                if at.outgoing {
+                    if !at.untrusted_ns {
+                        asked.extend(m.question.iter().map(|q| (at.netns, q.name.clone())));
+                    }
                 } else {
-                    asked.extend(m.cnames.iter().map(|(_, target)| target.clone()));
-                    answered.extend(m.addrs.iter().map(|(_, addr, _)| *addr));
+                    asked.extend(m.cnames.iter().map(|(_, t)| (at.netns, t.clone())));
+                    answered.extend(m.addrs.iter().map(|(_, addr, _)| (at.netns, *addr)));
                 }
             }
         }
-        dns.packet(packet, outgoing, now);
+        dns.packet(packet, at, now);
     }
-    for addr in answered {
-        let names = dns.names(addr, now);
+    for (ns, addr) in answered.into_iter().flat_map(|(_, a)| [(1, a), (2, a)]) {
+        let names = dns.names(ns, addr, now);
         assert!(
             names.len() <= MAX_NAMES_PER_ADDR,
             "{addr} has {} names",
@@ -79,8 +89,9 @@ pub fn check(data: &[u8]) {
         );
         for name in names {
             assert!(
-                asked.contains(&name),
-                "{addr} is believed to be `{name}`, which no query asked and no CNAME led to"
+                asked.contains(&(ns, name.clone())),
+                "{addr} is believed to be `{name}` in namespace {ns}, which no query there from a \
+                 namespace the host owns asked and no CNAME led to"
             );
         }
     }

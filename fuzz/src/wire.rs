@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use monitor_common::{EventHeader, RequestEvent, WIRE_CAP};
+use monitor_common::{RequestEvent, WIRE_CAP};
 use nhiscope::domain::wire::{join::Joiner, parse, read_whole, MAX_PATH};
 
 pub fn check(data: &[u8]) {
@@ -137,22 +137,7 @@ fn joined_reads_as_whole(data: &[u8]) {
     }
     cuts.sort_unstable();
     cuts.dedup();
-    let mut r = Box::new(RequestEvent {
-        hdr: EventHeader::zeroed(),
-        family: monitor_common::AF_INET,
-        sport: 1,
-        dport: 2,
-        proto: monitor_common::IPPROTO_TCP,
-        saddr: [0; 16],
-        daddr: [0; 16],
-        len: 0,
-        payload_len: 0,
-        seq: 0,
-        chunk: 0,
-        flags: 0,
-        cookie: 9,
-        data: [0; WIRE_CAP],
-    });
+    let mut r = Box::new(RequestEvent::piece(9, 0, 0, &[], 0));
     let base = u32::from(seed).wrapping_mul(0x0101_0101).wrapping_sub(7);
     let mut j = Joiner::default();
     let mut out = Vec::new();

@@ -305,6 +305,10 @@ crate::pod_struct! {
         /// Inode number of the caller's standard input when it is the read end of a pipe, else 0:
         /// what a holder writes into that pipe reaches this process (`cat token | curl -d @- ...`).
         pub stdin_pipe: u64,
+        /// The socket's network namespace, as its cookie (`net.net_cookie`, what
+        /// `bpf_get_netns_cookie` gives; 0 when it could not be read): the names DNS gave for
+        /// `daddr` are those answered in this namespace.
+        pub netns: u64,
     }
 }
 
@@ -520,9 +524,19 @@ pub mod config {
         /// reused, a pid with its leader's start time is not).
         TaskGroupLeader,
         TaskStartTime,
+        /// `sock_common.skc_net` (a `possible_net_t`, whose only member is the `struct net *`),
+        /// `net.net_cookie`: the network namespace a socket is in.
+        SkcNet,
+        NetCookie,
+        /// `task_struct.nsproxy`, `nsproxy.net_ns`, `net.user_ns`, `user_namespace.level`:
+        /// whether the host's user namespace (level 0) owns a task's network namespace.
+        TaskNsproxy,
+        NsproxyNetNs,
+        NetUserNs,
+        UserNsLevel,
     }
     /// Number of `Offset`s.
-    pub const OFFSETS: u32 = 55;
+    pub const OFFSETS: u32 = 61;
     /// Slots of the programs' `OFFSETS` global: a power of two above `OFFSETS`, so that an
     /// index can be bounded with a mask.
     pub const OFFSET_SLOTS: usize = 64;
@@ -535,6 +549,11 @@ pub mod config {
 pub const DNS_CAP: usize = 2048;
 /// `DnsRecord::flags`: the host sent the packet (a query), else it received it (an answer).
 pub const DNS_OUTGOING: u32 = 1;
+/// `DnsRecord::flags`, on a query: its socket's network namespace is not one the host's user
+/// namespace owns (`unshare -rn`, a rootless container: any user can make one, and answer
+/// itself there), or not the sending task's own, so it could not be checked. Its answer is not
+/// believed.
+pub const DNS_UNTRUSTED_NS: u32 = 2;
 
 crate::pod_struct! {
     /// A UDP datagram to (sent) or from (received) port 53, from its IP header, as a local
@@ -546,6 +565,9 @@ crate::pod_struct! {
         pub len: u32,
         /// `DNS_*` bits.
         pub flags: u32,
+        /// The network namespace of the socket that sent or received it (its cookie,
+        /// `bpf_get_netns_cookie`): an answer names addresses in that namespace only.
+        pub netns: u64,
         pub data: [u8; DNS_CAP],
     }
 }
@@ -607,6 +629,40 @@ crate::pod_struct! {
         pub flags: u16,
         /// The socket's cookie (`bpf_get_socket_cookie`): the connection the records are of.
         pub cookie: u64,
+        /// The socket's network namespace, as in [`ConnectEvent`].
+        pub netns: u64,
         pub data: [u8; WIRE_CAP],
+    }
+}
+
+impl RequestEvent {
+    /// A record of connection `cookie` (IPv4 TCP from port 40000 to 443, a zero header and
+    /// addresses, namespace 0) carrying the first `WIRE_CAP` bytes of `bytes` at sequence number
+    /// `seq`, as its chunk `chunk`: what tests and fuzz targets feed the daemon's joiner.
+    pub fn piece(cookie: u64, chunk: u16, seq: u32, bytes: &[u8], flags: u16) -> Self {
+        let n = if bytes.len() < WIRE_CAP {
+            bytes.len()
+        } else {
+            WIRE_CAP
+        };
+        let mut r = Self {
+            hdr: EventHeader::zeroed(),
+            family: AF_INET,
+            sport: 40000,
+            dport: 443,
+            proto: IPPROTO_TCP,
+            saddr: [0; 16],
+            daddr: [0; 16],
+            len: n as u32,
+            payload_len: bytes.len() as u32,
+            seq,
+            chunk,
+            flags,
+            cookie,
+            netns: 0,
+            data: [0; WIRE_CAP],
+        };
+        r.data[..n].copy_from_slice(&bytes[..n]);
+        r
     }
 }

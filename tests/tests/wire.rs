@@ -297,6 +297,126 @@ for name in ['api.wire.test', 'front.other.test']:
     );
 }
 
+/// A holder that leaves the host's network namespace for one of its own (`unshare`, as any
+/// user may with a user namespace, or as root), runs a DNS server there and answers its own
+/// query (`api.wire.test` is 127.0.0.25), then calls 127.0.0.25 on a socket it made before it
+/// left, in the host's namespace, naming `api.wire.test`. The answer names nothing outside its
+/// namespace: the host-side call has no DNS names, is out of a `host:` endpoint, and its server
+/// name is a `name_mismatch`. Inside a namespace root made, its own connection is known by that
+/// answer (names are kept per namespace, not dropped); inside one a user namespace owns, not
+/// even there.
+#[test]
+fn a_dns_answer_a_process_gives_itself_in_a_namespace_of_its_own_names_nothing_outside_it() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (dir, cred) = credential("wire-netns");
+    let srv = Server::start("127.0.0.25", Some(&Pki::make("wire-netns")));
+    let port = srv.port;
+    let d = Daemon::start(&registry(
+        &cred,
+        &format!("      - host: \"*.test\"\n        port: {port}\n"),
+    ));
+    // What DNS names rest on is said at start (and in the health view).
+    assert!(
+        d.output().iter().any(|l| l.contains(&format!(
+            "not seen: {}",
+            nhiscope::sense::coverage::DNS_NAMES_PER_NAMESPACE
+        ))),
+        "{:?}",
+        d.output()
+    );
+    for mode in ["root", "user"] {
+        let script = dir.join(format!("own-dns-{mode}.py"));
+        let ports = dir.join(format!("ports-{mode}.txt"));
+        std::fs::write(
+            &script,
+            format!(
+                r#"import ctypes, fcntl, socket, ssl, struct
+open('{cred}').read()
+libc = ctypes.CDLL(None, use_errno=True)
+outside = socket.socket()
+flags = 0x40000000 | (0x10000000 if '{mode}' == 'user' else 0)  # CLONE_NEWNET, CLONE_NEWUSER
+if libc.unshare(flags) != 0:
+    raise OSError(ctypes.get_errno(), 'unshare')
+# Loopback up (SIOCSIFFLAGS, IFF_UP), a DNS server on 127.0.0.1:53 answering itself.
+fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8914, struct.pack('16sH14x', b'lo', 1))
+dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dns.bind(('127.0.0.1', 53))
+q = struct.pack('>HHHHHH', 0x4344, 0x0100, 1, 0, 0, 0)
+q += b''.join(bytes([len(l)]) + l.encode() for l in 'api.wire.test'.split('.')) + b'\x00' + struct.pack('>HH', 1, 1)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.settimeout(5)
+c.sendto(q, ('127.0.0.1', 53))
+asked, peer = dns.recvfrom(512)
+answer = asked[:2] + b'\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00' + asked[12:]
+answer += b'\xc0\x0c' + struct.pack('>HHIH', 1, 1, 300, 4) + socket.inet_aton('127.0.0.25')
+dns.sendto(answer, peer)
+ip = socket.inet_ntoa(c.recv(512)[-4:])
+# Inside: a listener at that address in this namespace, and a connection to it.
+l = socket.socket()
+l.bind((ip, {port}))
+l.listen()
+socket.create_connection((ip, {port}))
+# Outside: the socket made in the host's namespace, to the real server there.
+outside.connect((ip, {port}))
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(outside, server_hostname='api.wire.test')
+t.sendall(b'GET / HTTP/1.0\r\n\r\n')
+t.recv(100)
+open('{ports}', 'w').write('%d\n' % t.getsockname()[1])
+"#,
+                cred = cred.display(),
+                ports = ports.display(),
+            ),
+        )
+        .expect("script");
+        let pid = run(Command::new(PYTHON).arg(&script));
+        let written = std::fs::read_to_string(&ports).expect("the script ran to its end");
+        let outside: u64 = written.trim().parse().expect("a port");
+        let r = d.wait_for(WAIT, |e| request_of(e, pid) && e["sport"] == outside);
+        assert_eq!(r["sni"], "api.wire.test", "{mode}: {r}");
+        assert_eq!(r["verdict"], "drift", "{mode}: {r}");
+        let drift = r["drift"].as_array().expect("drift");
+        assert!(drift.contains(&json!("name_mismatch")), "{mode}: {r}");
+        assert!(
+            r["reason"].as_str().is_some_and(|s| s
+                .contains("no DNS answer believed in its network namespace named that address")),
+            "{mode}: {r}"
+        );
+        // Its two TCP connects, in the order made (a connect has no source port yet): inside
+        // its namespace, then outside.
+        let connects: Vec<Value> = d
+            .events()
+            .into_iter()
+            .filter(|e| e["kind"] == "connect" && e["pid"] == pid && e["proto"] == "tcp")
+            .collect();
+        let [inside, outside] = &connects[..] else {
+            panic!("{mode}: two connects, not {connects:?}")
+        };
+        assert_eq!(outside["daddr"], "127.0.0.25", "{mode}: {outside}");
+        assert_eq!(outside["dns_names"], json!([]), "{mode}: {outside}");
+        assert_eq!(
+            outside["drift"],
+            json!(["endpoint_out_of_scope"]),
+            "{mode}: {outside}"
+        );
+        let e = inside;
+        match mode {
+            "root" => {
+                assert_eq!(e["dns_names"], json!(["api.wire.test"]), "{mode}: {e}");
+                assert_eq!(e["verdict"], "ok", "{mode}: {e}");
+            }
+            _ => {
+                assert_eq!(e["dns_names"], json!([]), "{mode}: {e}");
+                assert_eq!(e["drift"], json!(["endpoint_out_of_scope"]), "{mode}: {e}");
+            }
+        }
+    }
+}
+
 #[test]
 fn no_byte_of_a_header_value_body_or_query_reaches_any_output_and_non_holders_send_no_request() {
     if !require_root_bpf() {

@@ -6,6 +6,7 @@
 //! same `connect4/6` programs mark a holder's TCP sockets for their first bytes (`probes::wire`).
 
 use aya_ebpf::{
+    helpers::generated,
     macros::{cgroup_sock_addr, tracepoint},
     programs::{SockAddrContext, TracePointContext},
 };
@@ -14,12 +15,12 @@ use monitor_common::{
     UDP_INTERVAL_NS,
 };
 
-use super::{arg, files, header};
+use super::{arg, files, header, netns};
 use crate::maps::{count_loss, UdpKey, EVENTS, UDP_SEEN};
 
 const TCP_SYN_SENT: i32 = 2;
 
-/// sock/inet_sock_set_state: newstate at 20, sport 24, dport 26, family 28, protocol 30,
+/// sock/inet_sock_set_state: skaddr at 8, newstate at 20, sport 24, dport 26, family 28, protocol 30,
 /// saddr 32, daddr 36, saddr_v6 40, daddr_v6 56 (ports in host order).
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -54,6 +55,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 saddr,
                 daddr,
                 stdin_pipe: files::stdin_pipe(),
+                netns: netns::of_sock(arg::<u64>(&ctx, 8)),
             });
             slot.submit(crate::maps::wakeup::<ConnectEvent>());
         }
@@ -130,6 +132,8 @@ fn udp<const V6: bool>(ctx: &SockAddrContext) {
                 saddr: [0; 16],
                 daddr,
                 stdin_pipe: files::stdin_pipe(),
+                // SAFETY: the program's own context, as the helper takes it.
+                netns: unsafe { generated::bpf_get_netns_cookie(ctx.sock_addr.cast()) },
             });
             slot.submit(crate::maps::wakeup::<ConnectEvent>());
         }

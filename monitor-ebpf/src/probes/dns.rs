@@ -13,7 +13,7 @@
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP, helpers::generated, macros::cgroup_skb, programs::SkBuffContext,
 };
-use monitor_common::{DnsRecord, LossCause, DNS_CAP, DNS_OUTGOING};
+use monitor_common::{DnsRecord, LossCause, DNS_CAP, DNS_OUTGOING, DNS_UNTRUSTED_NS};
 
 use crate::maps::{count_loss, DNS_EVENTS};
 
@@ -97,7 +97,15 @@ pub fn packet(ctx: &SkBuffContext, outgoing: bool) -> Option<()> {
         let data = core::ptr::addr_of_mut!((*rec).data).cast::<core::ffi::c_void>();
         let copied = generated::bpf_skb_load_bytes(ctx.skb.skb.cast(), 0, data, n);
         (*rec).len = if copied == 0 { n } else { 0 };
-        (*rec).flags = if outgoing { DNS_OUTGOING } else { 0 };
+        let netns = generated::bpf_get_netns_cookie(ctx.skb.skb.cast());
+        (*rec).netns = netns;
+        // A query is sent in its sender's context: whether the host's user namespace owns
+        // its namespace is checked there (its answer is believed only then).
+        (*rec).flags = match outgoing {
+            true if super::netns::current_is_hosts(netns) => DNS_OUTGOING,
+            true => DNS_OUTGOING | DNS_UNTRUSTED_NS,
+            false => 0,
+        };
     }
     // The daemon reads this ring before the events' at each turn, woken by those: an answer is
     // written before the connection that uses it.

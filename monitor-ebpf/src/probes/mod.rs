@@ -4,6 +4,7 @@ pub mod connect;
 pub mod dns;
 pub mod files;
 pub mod filter;
+pub mod netns;
 pub mod open;
 pub mod process;
 pub mod sockets;

@@ -297,6 +297,7 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
             (*ev).chunk = 0;
             (*ev).flags = WIRE_LAST | WIRE_UNREADABLE;
             (*ev).cookie = generated::bpf_get_socket_cookie(ctx.skb.skb.cast());
+            (*ev).netns = generated::bpf_get_netns_cookie(ctx.skb.skb.cast());
         }
         slot.submit(crate::maps::wakeup::<RequestEvent>());
         return Some(());
@@ -351,6 +352,7 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
         (*ev).chunk = chunk as u16;
         (*ev).flags = flags;
         (*ev).cookie = generated::bpf_get_socket_cookie(ctx.skb.skb.cast());
+        (*ev).netns = generated::bpf_get_netns_cookie(ctx.skb.skb.cast());
         let data = core::ptr::addr_of_mut!((*ev).data).cast::<core::ffi::c_void>();
         let copied = generated::bpf_skb_load_bytes(ctx.skb.skb.cast(), start, data, n);
         (*ev).len = if copied == 0 { n } else { 0 };

@@ -830,7 +830,7 @@ fn drain_dns(
             return true;
         };
         match crate::domain::decode::dns_record(&item) {
-            Some((pkt, outgoing)) => engine.dns_packet(pkt, outgoing),
+            Some((pkt, origin)) => engine.dns_packet(pkt, origin),
             None => log::warn!("dropping a malformed DNS record of {} bytes", item.len()),
         }
     }

@@ -36,21 +36,29 @@ impl KernelEvent {
 }
 
 /// A record of the DNS ring buffer (`monitor_common::DnsRecord`): the packet's bytes, from its
-/// IP header, and whether the host sent it. Read in place, without copying the record; `None`
-/// when it is shorter than its header or than the length it gives.
-pub fn dns_record(bytes: &[u8]) -> Option<(&[u8], bool)> {
-    use monitor_common::{DnsRecord, DNS_CAP, DNS_OUTGOING};
+/// IP header, and where it was seen (sent or received, in which network namespace, whether the
+/// host owns a query's namespace). Read in place, without copying the record; `None` when it is
+/// shorter than its header or than the length it gives.
+pub fn dns_record(bytes: &[u8]) -> Option<(&[u8], crate::sense::dns::Origin)> {
+    use monitor_common::{DnsRecord, DNS_CAP, DNS_OUTGOING, DNS_UNTRUSTED_NS};
     const DATA: usize = core::mem::offset_of!(DnsRecord, data);
     let word = |at: usize| -> Option<u32> {
         Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
     };
     let len = word(core::mem::offset_of!(DnsRecord, len))? as usize;
     let flags = word(core::mem::offset_of!(DnsRecord, flags))?;
+    let at = core::mem::offset_of!(DnsRecord, netns);
+    let netns = u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
     if len > DNS_CAP {
         return None;
     }
     let pkt = bytes.get(DATA..DATA + len)?;
-    Some((pkt, flags & DNS_OUTGOING != 0))
+    let origin = crate::sense::dns::Origin {
+        outgoing: flags & DNS_OUTGOING != 0,
+        netns,
+        untrusted_ns: flags & DNS_UNTRUSTED_NS != 0,
+    };
+    Some((pkt, origin))
 }
 
 /// Why a record could not be decoded.
@@ -345,17 +353,31 @@ mod tests {
     }
 
     #[test]
-    fn a_dns_record_gives_its_packet_and_direction_and_a_bad_length_nothing() {
+    fn a_dns_record_gives_its_packet_and_origin_and_a_bad_length_nothing() {
+        use crate::sense::dns::Origin;
         let mut r = monitor_common::DnsRecord {
             len: 3,
             flags: monitor_common::DNS_OUTGOING,
+            netns: 4026531840,
             data: [0; monitor_common::DNS_CAP],
         };
         r.data[..3].copy_from_slice(b"abc");
         let bytes = encode(&r);
-        assert_eq!(dns_record(&bytes), Some((&b"abc"[..], true)));
+        assert_eq!(
+            dns_record(&bytes),
+            Some((&b"abc"[..], Origin::sent(4026531840)))
+        );
+        r.flags = monitor_common::DNS_OUTGOING | monitor_common::DNS_UNTRUSTED_NS;
+        let own = Origin {
+            untrusted_ns: true,
+            ..Origin::sent(4026531840)
+        };
+        assert_eq!(dns_record(&encode(&r)), Some((&b"abc"[..], own)));
         r.flags = 0;
-        assert_eq!(dns_record(&encode(&r)), Some((&b"abc"[..], false)));
+        assert_eq!(
+            dns_record(&encode(&r)),
+            Some((&b"abc"[..], Origin::received(4026531840)))
+        );
         assert_eq!(dns_record(&bytes[..10]), None, "shorter than its length");
         r.len = monitor_common::DNS_CAP as u32 + 1;
         assert_eq!(dns_record(&encode(&r)), None, "a length past the record");
@@ -409,25 +431,15 @@ mod tests {
             saddr: [0; 16],
             daddr,
             stdin_pipe: 99,
+            netns: 4026531840,
         };
         assert_eq!(decode(&encode(&n)), Ok(KernelEvent::Connect(n)));
-        let mut r = monitor_common::RequestEvent {
-            hdr: hdr(EventKind::Request),
-            family: AF_INET6,
-            sport: 40000,
-            dport: 443,
-            proto: monitor_common::IPPROTO_TCP,
-            saddr: [0; 16],
-            daddr,
-            len: 3,
-            payload_len: 3,
-            seq: 7,
-            chunk: 1,
-            flags: monitor_common::WIRE_LAST,
-            cookie: 99,
-            data: [0; monitor_common::WIRE_CAP],
-        };
-        r.data[..3].copy_from_slice(b"GET");
+        let mut r =
+            monitor_common::RequestEvent::piece(99, 1, 7, b"GET", monitor_common::WIRE_LAST);
+        r.hdr = hdr(EventKind::Request);
+        r.family = AF_INET6;
+        r.daddr = daddr;
+        r.netns = 4026531841;
         assert_eq!(decode(&encode(&r)), Ok(KernelEvent::Request(Box::new(r))));
         assert!(
             decode(&encode(&r)[..100]).is_err(),

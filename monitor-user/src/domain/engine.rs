@@ -235,10 +235,10 @@ impl<H: Host> Engine<H> {
         &self.registry
     }
 
-    /// A DNS packet seen on the host (`outgoing`: sent by it): queries are remembered, and the
-    /// answers to them give addresses their names.
-    pub fn dns_packet(&mut self, pkt: &[u8], outgoing: bool) {
-        self.dns.packet(pkt, outgoing, self.sys.now());
+    /// A DNS packet seen on the host, where `at` says: queries are remembered, and the answers
+    /// to them give addresses their names in the namespace that asked.
+    pub fn dns_packet(&mut self, pkt: &[u8], at: crate::sense::dns::Origin) {
+        self.dns.packet(pkt, at, self.sys.now());
     }
 
     /// What became of the DNS packets seen (for health and heartbeats).
@@ -716,6 +716,7 @@ impl<H: Host> Engine<H> {
         let existing = c.hdr.flags & monitor_common::HDR_EXISTING != 0;
         let key = ConnKey {
             udp,
+            netns: c.netns,
             daddr,
             dport: c.dport,
         };
@@ -736,7 +737,7 @@ impl<H: Host> Engine<H> {
             }
             p.judged.push_back((key, Arc::clone(id)));
         }
-        let names = self.dns.names(daddr, self.sys.now());
+        let names = self.dns.names(c.netns, daddr, self.sys.now());
         let now = self.clock.wall(c.hdr.ts_ns);
         let interactive = self.is_interactive(c.hdr.pid, c.hdr.flags);
         for id in held {
@@ -862,9 +863,10 @@ impl<H: Host> Engine<H> {
             saddr: conn.saddr,
             daddr: conn.daddr,
             stdin_pipe: 0,
+            netns: conn.netns,
         };
         let (daddr, saddr) = addrs(&c);
-        let names = self.dns.names(daddr, self.sys.now());
+        let names = self.dns.names(conn.netns, daddr, self.sys.now());
         let Reading {
             fields: wire,
             readout,

@@ -30,6 +30,9 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnKey {
     pub udp: bool,
+    /// The socket's network namespace: one address may be another host in another namespace,
+    /// known by other names.
+    pub netns: u64,
     pub daddr: std::net::IpAddr,
     pub dport: u16,
 }

@@ -556,7 +556,7 @@ pub fn request(
                         " for ",
                         server,
                         if names.is_empty() {
-                            ", but no DNS answer seen on this host named that address"
+                            ", but no DNS answer believed in its network namespace named that address"
                         } else {
                             ", a name DNS answers never gave for that address"
                         },

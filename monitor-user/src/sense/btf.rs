@@ -229,6 +229,12 @@ const MEMBERS: [(Offset, &str, &str); OFFSETS as usize] = [
     (Offset::SkProtocol, "sock", "sk_protocol"),
     (Offset::TaskGroupLeader, "task_struct", "group_leader"),
     (Offset::TaskStartTime, "task_struct", "start_time"),
+    (Offset::SkcNet, "sock_common", "skc_net"),
+    (Offset::NetCookie, "net", "net_cookie"),
+    (Offset::TaskNsproxy, "task_struct", "nsproxy"),
+    (Offset::NsproxyNetNs, "nsproxy", "net_ns"),
+    (Offset::NetUserNs, "net", "user_ns"),
+    (Offset::UserNsLevel, "user_namespace", "level"),
 ];
 
 /// The byte offsets of every kernel struct member the programs follow, for the running kernel,

@@ -31,6 +31,8 @@ pub struct Conn {
     pub dport: u16,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    /// The socket's network namespace (cookie): where its address's DNS names are looked up.
+    pub netns: u64,
 }
 
 impl Conn {
@@ -42,6 +44,7 @@ impl Conn {
             dport: r.dport,
             saddr: r.saddr,
             daddr: r.daddr,
+            netns: r.netns,
         }
     }
 }

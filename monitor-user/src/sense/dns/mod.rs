@@ -1,11 +1,14 @@
 //! Endpoint identity from DNS answers seen on the host.
 //!
 //! Kernel programs copy the DNS queries the host's sockets send and the responses they receive
-//! (UDP port 53, IPv4 and IPv6; read by [`capture`]); [`track`] believes a response only when it answers
-//! a query seen leaving, and only for the names on its question's CNAME chain ([`parse`]); and
-//! [`Cache`] maps each answered address to the names that led to it, for the answer's TTL.
-//! Connections are then known by name as well as by address. The daemon never sends a DNS query
-//! of its own. [`Dns`] is the three together, as the engine uses them.
+//! (UDP port 53, IPv4 and IPv6; read by [`capture`]), each with its socket's network namespace;
+//! [`track`] believes a response only when it answers a query seen leaving that namespace, which
+//! the host's user namespace owns, and only for the names on its question's CNAME chain
+//! ([`parse`]); and [`Cache`] maps each answered address, in that namespace, to the names that
+//! led to it, for the answer's TTL. Connections are then known by name as well as by address,
+//! by the names their own namespace was given: a process in a namespace of its own cannot name
+//! an address for anyone else. The daemon never sends a DNS query of its own. [`Dns`] is the
+//! three together, as the engine uses them.
 
 pub mod capture;
 pub mod parse;
@@ -19,7 +22,7 @@ use std::{
 };
 
 pub use parse::{parse_response, Answer};
-pub use track::DnsStats;
+pub use track::{DnsStats, Origin};
 
 /// Names are kept at least this long, whatever the TTL: a client connects right after it got
 /// the answer, and TTL-0 answers exist.
@@ -38,13 +41,13 @@ pub struct Dns {
 }
 
 impl Dns {
-    /// One captured packet (`outgoing`: this host sent it). Believed answers go to the cache.
-    pub fn packet(&mut self, pkt: &[u8], outgoing: bool, now: Instant) {
+    /// One captured packet, seen where `at` says. Believed answers go to the cache.
+    pub fn packet(&mut self, pkt: &[u8], at: Origin, now: Instant) {
         let Some(d) = capture::datagram(pkt) else {
             return;
         };
-        match self.tracker.packet(&d, outgoing, now) {
-            track::Seen::Answers(a) => self.cache.insert(&a, now),
+        match self.tracker.packet(&d, at, now) {
+            track::Seen::Answers(a) => self.cache.insert(at.netns, &a, now),
             track::Seen::Rejected(why) => {
                 log::debug!("DNS response {} -> {} not believed: {why:?}", d.src, d.dst);
             }
@@ -52,9 +55,10 @@ impl Dns {
         }
     }
 
-    /// The names `addr` is currently known by, the name asked for first.
-    pub fn names(&self, addr: IpAddr, now: Instant) -> Vec<String> {
-        self.cache.names(addr, now)
+    /// The names `addr` is currently known by in network namespace `netns`, the name asked
+    /// for first.
+    pub fn names(&self, netns: u64, addr: IpAddr, now: Instant) -> Vec<String> {
+        self.cache.names(netns, addr, now)
     }
 
     pub fn stats(&self) -> DnsStats {
@@ -67,14 +71,18 @@ impl Dns {
     }
 }
 
-/// Address -> names, each with its expiry.
+/// An address in a network namespace (its cookie): the same address may name another host in
+/// another namespace, and a namespace's answers hold only there.
+type Place = (u64, IpAddr);
+
+/// (namespace, address) -> names, each with its expiry.
 #[derive(Debug)]
 pub struct Cache {
-    map: HashMap<IpAddr, Vec<(String, Instant)>>,
-    /// (expiry, address) for every time an address got a later expiry: the soonest first, so
-    /// eviction pops instead of scanning. An item whose address has since got a later expiry
-    /// is stale and skipped.
-    expiries: BinaryHeap<Reverse<(Instant, IpAddr)>>,
+    map: HashMap<Place, Vec<(String, Instant)>>,
+    /// (expiry, place) for every time a place got a later expiry: the soonest first, so
+    /// eviction pops instead of scanning. An item whose place has since got a later expiry is
+    /// stale and skipped.
+    expiries: BinaryHeap<Reverse<(Instant, Place)>>,
     capacity: usize,
 }
 
@@ -85,7 +93,7 @@ impl Default for Cache {
 }
 
 impl Cache {
-    /// A cache holding at most `capacity` addresses.
+    /// A cache holding at most `capacity` addresses (over all namespaces).
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             map: HashMap::new(),
@@ -102,18 +110,19 @@ impl Cache {
         self.map.is_empty()
     }
 
-    /// Record the addresses of one response.
-    pub fn insert(&mut self, answers: &[Answer], now: Instant) {
+    /// Record the addresses of one response received in namespace `netns`.
+    pub fn insert(&mut self, netns: u64, answers: &[Answer], now: Instant) {
         self.expire(now);
         for a in answers {
             let keep = Duration::from_secs(u64::from(a.ttl)).clamp(MIN_KEEP, MAX_KEEP);
             let until = now + keep;
-            while self.map.len() >= self.capacity && !self.map.contains_key(&a.addr) {
+            let place = (netns, a.addr);
+            while self.map.len() >= self.capacity && !self.map.contains_key(&place) {
                 if !self.evict_soonest() {
                     break;
                 }
             }
-            let names = self.map.entry(a.addr).or_default();
+            let names = self.map.entry(place).or_default();
             let before = last_expiry(names);
             for n in &a.names {
                 if let Some(slot) = names.iter_mut().find(|(have, _)| have == n) {
@@ -133,7 +142,7 @@ impl Cache {
             let after = last_expiry(names);
             if after > before {
                 if let Some(t) = after {
-                    self.expiries.push(Reverse((t, a.addr)));
+                    self.expiries.push(Reverse((t, place)));
                 }
             }
         }
@@ -143,15 +152,16 @@ impl Cache {
             self.expiries = self
                 .map
                 .iter()
-                .filter_map(|(addr, v)| last_expiry(v).map(|t| Reverse((t, *addr))))
+                .filter_map(|(place, v)| last_expiry(v).map(|t| Reverse((t, *place))))
                 .collect();
         }
     }
 
-    /// The names `addr` is currently known by, most specific (the name asked for) first.
-    pub fn names(&self, addr: IpAddr, now: Instant) -> Vec<String> {
+    /// The names `addr` is currently known by in namespace `netns`, most specific (the name
+    /// asked for) first.
+    pub fn names(&self, netns: u64, addr: IpAddr, now: Instant) -> Vec<String> {
         self.map
-            .get(&addr)
+            .get(&(netns, addr))
             .map(|v| {
                 v.iter()
                     .filter(|(_, t)| *t > now)
@@ -163,23 +173,23 @@ impl Cache {
 
     /// Drop the addresses whose every name has expired.
     fn expire(&mut self, now: Instant) {
-        while let Some(&Reverse((t, addr))) = self.expiries.peek() {
+        while let Some(&Reverse((t, place))) = self.expiries.peek() {
             if t > now {
                 break;
             }
             self.expiries.pop();
-            if self.map.get(&addr).and_then(|v| last_expiry(v)) == Some(t) {
-                self.map.remove(&addr);
+            if self.map.get(&place).and_then(|v| last_expiry(v)) == Some(t) {
+                self.map.remove(&place);
             }
         }
     }
 
     /// Drop the address that expires first; false when there is none.
     fn evict_soonest(&mut self) -> bool {
-        while let Some(Reverse((t, addr))) = self.expiries.pop() {
-            let current = self.map.get(&addr).and_then(|v| last_expiry(v));
+        while let Some(Reverse((t, place))) = self.expiries.pop() {
+            let current = self.map.get(&place).and_then(|v| last_expiry(v));
             if current == Some(t) {
-                self.map.remove(&addr);
+                self.map.remove(&place);
                 return true;
             }
         }
@@ -196,6 +206,9 @@ fn last_expiry(names: &[(String, Instant)]) -> Option<Instant> {
 mod tests {
     use super::*;
 
+    /// The namespace the tests' packets are seen in.
+    const NS: u64 = 1;
+
     fn answer(addr: &str, names: &[&str], ttl: u32) -> Answer {
         Answer {
             addr: addr.parse().unwrap(),
@@ -208,20 +221,20 @@ mod tests {
     fn names_expire_after_their_ttl_but_not_before_the_minimum() {
         let t0 = Instant::now();
         let mut c = Cache::default();
-        c.insert(&[answer("192.0.2.7", &["api.example.com"], 0)], t0);
-        c.insert(&[answer("192.0.2.8", &["db.example.com"], 300)], t0);
+        c.insert(NS, &[answer("192.0.2.7", &["api.example.com"], 0)], t0);
+        c.insert(NS, &[answer("192.0.2.8", &["db.example.com"], 300)], t0);
         let ip7 = "192.0.2.7".parse().unwrap();
         let ip8 = "192.0.2.8".parse().unwrap();
         assert_eq!(
-            c.names(ip7, t0 + Duration::from_secs(29)),
+            c.names(NS, ip7, t0 + Duration::from_secs(29)),
             vec!["api.example.com"]
         );
-        assert!(c.names(ip7, t0 + Duration::from_secs(31)).is_empty());
+        assert!(c.names(NS, ip7, t0 + Duration::from_secs(31)).is_empty());
         assert_eq!(
-            c.names(ip8, t0 + Duration::from_secs(299)),
+            c.names(NS, ip8, t0 + Duration::from_secs(299)),
             vec!["db.example.com"]
         );
-        assert!(c.names(ip8, t0 + Duration::from_secs(301)).is_empty());
+        assert!(c.names(NS, ip8, t0 + Duration::from_secs(301)).is_empty());
     }
 
     #[test]
@@ -229,6 +242,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Cache::default();
         c.insert(
+            NS,
             &[answer(
                 "2001:db8::1",
                 &["a.example.com", "edge.cdn.net"],
@@ -237,6 +251,7 @@ mod tests {
             t0,
         );
         c.insert(
+            NS,
             &[answer(
                 "2001:db8::1",
                 &["b.example.com", "edge.cdn.net"],
@@ -244,7 +259,7 @@ mod tests {
             )],
             t0,
         );
-        let names = c.names("2001:db8::1".parse().unwrap(), t0);
+        let names = c.names(NS, "2001:db8::1".parse().unwrap(), t0);
         assert_eq!(
             names,
             vec!["a.example.com", "edge.cdn.net", "b.example.com"]
@@ -255,12 +270,12 @@ mod tests {
     fn the_cache_is_bounded() {
         let t0 = Instant::now();
         let mut c = Cache::with_capacity(2);
-        c.insert(&[answer("192.0.2.1", &["one"], 100)], t0);
-        c.insert(&[answer("192.0.2.2", &["two"], 1000)], t0);
-        c.insert(&[answer("192.0.2.3", &["three"], 1000)], t0);
+        c.insert(NS, &[answer("192.0.2.1", &["one"], 100)], t0);
+        c.insert(NS, &[answer("192.0.2.2", &["two"], 1000)], t0);
+        c.insert(NS, &[answer("192.0.2.3", &["three"], 1000)], t0);
         assert_eq!(c.len(), 2);
         assert!(
-            c.names("192.0.2.1".parse().unwrap(), t0).is_empty(),
+            c.names(NS, "192.0.2.1".parse().unwrap(), t0).is_empty(),
             "the first to expire goes"
         );
     }
@@ -271,11 +286,12 @@ mod tests {
         let mut c = Cache::default();
         for i in 0..100 {
             c.insert(
+                NS,
                 &[answer("192.0.2.9", &[&format!("n{i}.example")], 60 + i)],
                 t0,
             );
         }
-        let names = c.names("192.0.2.9".parse().unwrap(), t0);
+        let names = c.names(NS, "192.0.2.9".parse().unwrap(), t0);
         assert_eq!(names.len(), MAX_NAMES_PER_ADDR);
         assert!(names.contains(&"n99.example".to_string()), "{names:?}");
     }
@@ -285,11 +301,12 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Cache::with_capacity(1000);
         for i in 0..200u8 {
-            c.insert(&[answer(&format!("10.0.0.{i}"), &["a"], 0)], t0);
+            c.insert(NS, &[answer(&format!("10.0.0.{i}"), &["a"], 0)], t0);
         }
         assert_eq!(c.len(), 200);
         // Past MIN_KEEP every one of them is gone at the next insert.
         c.insert(
+            NS,
             &[answer("10.1.0.1", &["b"], 0)],
             t0 + MIN_KEEP + Duration::from_secs(1),
         );
@@ -297,6 +314,7 @@ mod tests {
         // The same address answered over and over does not grow the heap without bound.
         for i in 0..10_000u64 {
             c.insert(
+                NS,
                 &[answer("10.1.0.1", &["b"], 60)],
                 t0 + Duration::from_secs(40 + i),
             );
@@ -330,23 +348,46 @@ mod tests {
             "api.example.com",
             &[("api.example.com", 1, vec![203, 0, 113, 9])],
         );
-        d.packet(&packet(server, 53, client, 40000, &forged), false, t0);
-        assert!(d.names("203.0.113.9".parse().unwrap(), t0).is_empty());
+        d.packet(
+            &packet(server, 53, client, 40000, &forged),
+            Origin::received(NS),
+            t0,
+        );
+        assert!(d.names(NS, "203.0.113.9".parse().unwrap(), t0).is_empty());
         assert_eq!(d.stats().not_believed(), 1);
         d.packet(
             &packet(client, 40000, server, 53, &query("api.example.com", 0x1234)),
-            true,
+            Origin::sent(NS),
             t0,
         );
         let real = response(
             "api.example.com",
             &[("api.example.com", 1, vec![192, 0, 2, 7])],
         );
-        d.packet(&packet(server, 53, client, 40000, &real), false, t0);
+        d.packet(
+            &packet(server, 53, client, 40000, &real),
+            Origin::received(NS),
+            t0,
+        );
         assert_eq!(
-            d.names("192.0.2.7".parse().unwrap(), t0),
+            d.names(NS, "192.0.2.7".parse().unwrap(), t0),
             vec!["api.example.com"]
         );
         assert_eq!(d.stats().accepted, 1);
+        // The names hold in the namespace that asked, not in another with the same address.
+        assert!(d.names(NS + 1, "192.0.2.7".parse().unwrap(), t0).is_empty());
+    }
+
+    #[test]
+    fn one_namespace_cannot_name_an_address_for_another() {
+        let t0 = Instant::now();
+        let mut c = Cache::default();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        c.insert(1, &[answer("192.0.2.7", &["api.example.com"], 60)], t0);
+        c.insert(2, &[answer("192.0.2.7", &["forged.example"], 60)], t0);
+        assert_eq!(c.names(1, ip, t0), vec!["api.example.com"]);
+        assert_eq!(c.names(2, ip, t0), vec!["forged.example"]);
+        assert!(c.names(3, ip, t0).is_empty());
+        assert_eq!(c.len(), 2);
     }
 }

@@ -39,6 +39,9 @@ pub struct DnsStats {
     pub records_rejected: u64,
     /// Open queries pushed out by newer ones before their answer came ([`MAX_PENDING`]).
     pub queries_dropped: u64,
+    /// Of `rejected`: answers to queries sent from a network namespace that the host's user
+    /// namespace does not own (any user can make one and answer itself there).
+    pub untrusted_ns: u64,
 }
 
 impl DnsStats {
@@ -48,13 +51,48 @@ impl DnsStats {
     }
 }
 
+/// Where a DNS packet was seen, as the kernel said (`monitor_common::DnsRecord`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// This host sent it (a query), else received it (an answer).
+    pub outgoing: bool,
+    /// The network namespace of the socket that sent or received it (its cookie): a query and
+    /// its answer are in the same one, and the names it gives hold there only.
+    pub netns: u64,
+    /// A query sent from a namespace the host's user namespace does not own (`unshare -rn`, a
+    /// rootless container), or that could not be checked: its answer is not believed.
+    pub untrusted_ns: bool,
+}
+
+impl Origin {
+    /// Sent from namespace `netns`, which the host owns.
+    pub fn sent(netns: u64) -> Self {
+        Self {
+            outgoing: true,
+            netns,
+            untrusted_ns: false,
+        }
+    }
+
+    /// Received in namespace `netns`.
+    pub fn received(netns: u64) -> Self {
+        Self {
+            outgoing: false,
+            netns,
+            untrusted_ns: false,
+        }
+    }
+}
+
 /// Why a packet was not believed (for debug logs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejected {
-    /// No open query from that client to that server with that id.
+    /// No open query from that client to that server with that id, in that namespace.
     Unsolicited,
     /// The open query asked about another name.
     OtherQuestion,
+    /// The query was sent from a namespace any user can make.
+    UntrustedNamespace,
 }
 
 /// What a packet was.
@@ -73,6 +111,7 @@ pub enum Seen {
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 struct Key {
+    netns: u64,
     client: SocketAddr,
     server: SocketAddr,
     id: u16,
@@ -82,6 +121,7 @@ struct Key {
 struct Pending {
     name: String,
     until: Instant,
+    untrusted_ns: bool,
 }
 
 /// Open queries, and the counters.
@@ -104,27 +144,29 @@ impl Tracker {
         self.pending.len()
     }
 
-    /// One UDP datagram to or from port 53; `outgoing` when this host sent it.
-    pub fn packet(&mut self, d: &Datagram<'_>, outgoing: bool, now: Instant) -> Seen {
+    /// One UDP datagram to or from port 53, seen where `at` says.
+    pub fn packet(&mut self, d: &Datagram<'_>, at: Origin, now: Instant) -> Seen {
         self.expire(now);
         let Some(m) = parse_message(d.payload) else {
             return Seen::Ignored;
         };
-        match (m.response, outgoing) {
+        match (m.response, at.outgoing) {
             (false, true) if d.dst.port() == 53 => {
                 let Some(q) = m.question else {
                     return Seen::Ignored;
                 };
                 let key = Key {
+                    netns: at.netns,
                     client: d.src,
                     server: d.dst,
                     id: m.id,
                 };
-                self.remember(key, q.name, now);
+                self.remember(key, q.name, at.untrusted_ns, now);
                 Seen::Query
             }
             (true, false) if d.src.port() == 53 => {
                 let key = Key {
+                    netns: at.netns,
                     client: d.dst,
                     server: d.src,
                     id: m.id,
@@ -139,7 +181,12 @@ impl Tracker {
                     return Seen::Rejected(Rejected::OtherQuestion);
                 }
                 // One answer per query: a second one with the same id is a forger's.
-                self.pending.remove(&key);
+                let untrusted = self.pending.remove(&key).is_some_and(|p| p.untrusted_ns);
+                if untrusted {
+                    self.stats.rejected += 1;
+                    self.stats.untrusted_ns += 1;
+                    return Seen::Rejected(Rejected::UntrustedNamespace);
+                }
                 if m.rcode != 0 {
                     return Seen::Ignored;
                 }
@@ -152,7 +199,7 @@ impl Tracker {
         }
     }
 
-    fn remember(&mut self, key: Key, name: String, now: Instant) {
+    fn remember(&mut self, key: Key, name: String, untrusted_ns: bool, now: Instant) {
         self.stats.queries += 1;
         while self.pending.len() >= MAX_PENDING {
             let Some((_, old)) = self.order.pop_front() else {
@@ -165,7 +212,14 @@ impl Tracker {
         let until = now + QUERY_TIMEOUT;
         // A retransmission replaces the entry; its older place in `order` then finds nothing
         // with that expiry and is skipped.
-        self.pending.insert(key, Pending { name, until });
+        self.pending.insert(
+            key,
+            Pending {
+                name,
+                until,
+                untrusted_ns,
+            },
+        );
         self.order.push_back((until, key));
     }
 
@@ -200,13 +254,23 @@ mod tests {
     }
 
     const CLIENT: &str = "10.0.0.5:40000";
+    const OUT: Origin = Origin {
+        outgoing: true,
+        netns: 1,
+        untrusted_ns: false,
+    };
+    const IN: Origin = Origin {
+        outgoing: false,
+        netns: 1,
+        untrusted_ns: false,
+    };
     const SERVER: &str = "10.0.0.1:53";
 
     /// A tracker that saw a query for `name` with id 0x1234 (the id `response` writes).
     fn asked(name: &str, t0: Instant) -> Tracker {
         let mut t = Tracker::default();
         let q = query(name, 0x1234);
-        assert_eq!(t.packet(&dgram(CLIENT, SERVER, &q), true, t0), Seen::Query);
+        assert_eq!(t.packet(&dgram(CLIENT, SERVER, &q), OUT, t0), Seen::Query);
         t
     }
 
@@ -228,7 +292,7 @@ mod tests {
             "api.example.com",
             &[("api.example.com", A, vec![192, 0, 2, 7])],
         );
-        let seen = t.packet(&dgram(SERVER, CLIENT, &r), false, t0);
+        let seen = t.packet(&dgram(SERVER, CLIENT, &r), IN, t0);
         let Seen::Answers(a) = seen else {
             panic!("not believed: {seen:?}")
         };
@@ -246,7 +310,7 @@ mod tests {
             &[("api.example.com", A, vec![203, 0, 113, 9])],
         );
         assert_eq!(
-            t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
+            t.packet(&dgram(SERVER, CLIENT, &r), IN, t0),
             Seen::Rejected(Rejected::Unsolicited)
         );
         assert_eq!(t.stats().rejected, 1);
@@ -262,7 +326,7 @@ mod tests {
         );
         r[1] ^= 1; // another transaction id
         assert_eq!(
-            t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
+            t.packet(&dgram(SERVER, CLIENT, &r), IN, t0),
             Seen::Rejected(Rejected::Unsolicited)
         );
         r[1] ^= 1;
@@ -272,7 +336,7 @@ mod tests {
             (SERVER, "10.0.0.6:40000"), // another client
         ] {
             assert_eq!(
-                t.packet(&dgram(src, dst, &r), false, t0),
+                t.packet(&dgram(src, dst, &r), IN, t0),
                 Seen::Rejected(Rejected::Unsolicited),
                 "{src} -> {dst}"
             );
@@ -280,7 +344,7 @@ mod tests {
         assert_eq!(t.stats().rejected, 4);
         // The query is still open: the real answer is believed.
         assert!(matches!(
-            t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
+            t.packet(&dgram(SERVER, CLIENT, &r), IN, t0),
             Seen::Answers(_)
         ));
     }
@@ -294,7 +358,7 @@ mod tests {
             &[("evil.example.net", A, vec![203, 0, 113, 9])],
         );
         assert_eq!(
-            t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
+            t.packet(&dgram(SERVER, CLIENT, &r), IN, t0),
             Seen::Rejected(Rejected::OtherQuestion)
         );
         assert_eq!(t.pending(), 1);
@@ -313,7 +377,7 @@ mod tests {
                 ("allowed.example.org", A, vec![203, 0, 113, 9]),
             ],
         );
-        let Seen::Answers(a) = t.packet(&dgram(SERVER, CLIENT, &r), false, t0) else {
+        let Seen::Answers(a) = t.packet(&dgram(SERVER, CLIENT, &r), IN, t0) else {
             panic!("the on-chain part is believed")
         };
         assert_eq!(a.len(), 1);
@@ -332,16 +396,16 @@ mod tests {
         let mut t = asked("api.example.com", t0);
         let late = t0 + QUERY_TIMEOUT + Duration::from_millis(1);
         assert_eq!(
-            t.packet(&dgram(SERVER, CLIENT, &r), false, late),
+            t.packet(&dgram(SERVER, CLIENT, &r), IN, late),
             Seen::Rejected(Rejected::Unsolicited)
         );
         let mut t = asked("api.example.com", t0);
         assert!(matches!(
-            t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
+            t.packet(&dgram(SERVER, CLIENT, &r), IN, t0),
             Seen::Answers(_)
         ));
         assert_eq!(
-            t.packet(&dgram(SERVER, CLIENT, &r), false, t0),
+            t.packet(&dgram(SERVER, CLIENT, &r), IN, t0),
             Seen::Rejected(Rejected::Unsolicited)
         );
     }
@@ -352,10 +416,7 @@ mod tests {
         let mut t = Tracker::default();
         let q = query("api.example.com", 0x1234);
         // A query arriving (for a server on this host) opens nothing.
-        assert_eq!(
-            t.packet(&dgram(CLIENT, SERVER, &q), false, t0),
-            Seen::Ignored
-        );
+        assert_eq!(t.packet(&dgram(CLIENT, SERVER, &q), IN, t0), Seen::Ignored);
         assert_eq!(t.pending(), 0);
         // A response leaving (from a server on this host) is not an answer to believe.
         let mut t = asked("api.example.com", t0);
@@ -363,11 +424,39 @@ mod tests {
             "api.example.com",
             &[("api.example.com", A, vec![192, 0, 2, 7])],
         );
-        assert_eq!(
-            t.packet(&dgram(SERVER, CLIENT, &r), true, t0),
-            Seen::Ignored
-        );
+        assert_eq!(t.packet(&dgram(SERVER, CLIENT, &r), OUT, t0), Seen::Ignored);
         assert_eq!(t.pending(), 1);
+    }
+
+    #[test]
+    fn an_answer_counts_only_in_the_namespace_that_asked_and_only_where_the_host_owns_it() {
+        let t0 = Instant::now();
+        let r = response(
+            "api.example.com",
+            &[("api.example.com", A, vec![192, 0, 2, 7])],
+        );
+        // The same client, server and id, answered in another namespace: not this query's.
+        let mut t = asked("api.example.com", t0);
+        assert_eq!(
+            t.packet(&dgram(SERVER, CLIENT, &r), Origin::received(2), t0),
+            Seen::Rejected(Rejected::Unsolicited)
+        );
+        assert_eq!(t.pending(), 1, "the real answer may still come");
+        // A query from a namespace any user can make: its answer is not believed, and counted.
+        let mut t = Tracker::default();
+        let own = Origin {
+            untrusted_ns: true,
+            ..Origin::sent(7)
+        };
+        let q = query("api.example.com", 0x1234);
+        assert_eq!(t.packet(&dgram(CLIENT, SERVER, &q), own, t0), Seen::Query);
+        assert_eq!(
+            t.packet(&dgram(SERVER, CLIENT, &r), Origin::received(7), t0),
+            Seen::Rejected(Rejected::UntrustedNamespace)
+        );
+        assert_eq!((t.stats().rejected, t.stats().untrusted_ns), (1, 1));
+        assert_eq!(t.stats().accepted, 0);
+        assert_eq!(t.pending(), 0);
     }
 
     #[test]
@@ -376,7 +465,7 @@ mod tests {
         let mut t = Tracker::default();
         for i in 0..(MAX_PENDING + 10) {
             let q = query("x.example", i as u16);
-            t.packet(&dgram(CLIENT, SERVER, &q), true, t0);
+            t.packet(&dgram(CLIENT, SERVER, &q), OUT, t0);
         }
         assert_eq!(t.pending(), MAX_PENDING);
         assert_eq!(t.stats().queries_dropped, 10);

@@ -4,24 +4,8 @@ const HELLO: &[u8] = include_bytes!("../curl-client-hello.bin");
 const COOKIE: u64 = 77;
 
 fn record(chunk: u16, seq: u32, bytes: &[u8], flags: u16) -> RequestEvent {
-    let mut r = RequestEvent {
-        hdr: EventHeader::zeroed(),
-        family: monitor_common::AF_INET,
-        sport: 40000,
-        dport: 443,
-        proto: monitor_common::IPPROTO_TCP,
-        saddr: [0; 16],
-        daddr: [0; 16],
-        len: bytes.len() as u32,
-        payload_len: bytes.len() as u32,
-        seq,
-        chunk,
-        flags,
-        cookie: COOKIE,
-        data: [0; WIRE_CAP],
-    };
+    let mut r = RequestEvent::piece(COOKIE, chunk, seq, bytes, flags);
     r.hdr.pid = 4242;
-    r.data[..bytes.len()].copy_from_slice(bytes);
     r
 }
 

@@ -1,0 +1,54 @@
+//! The network namespace a socket is in, as the cookie the kernel gives each namespace
+//! (`net.net_cookie`, what `bpf_get_netns_cookie` returns where programs may call it).
+//!
+//! DNS names an address only in the namespace that asked: a process in a namespace of its own
+//! can answer its own queries there. So connect, request and DNS records carry their socket's
+//! namespace, and the daemon looks names up in the connection's (`sense::dns`). And whether the
+//! host's user namespace owns a query's namespace: one any user made (`unshare -rn`, a
+//! rootless container) holds no privilege a forger lacks, and its answers are not believed.
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use monitor_common::config::Offset;
+
+use super::files::{offset, read_ptr};
+
+/// The network namespace of the socket at `sk` (a `struct sock *`), or 0 when it cannot be read.
+#[inline(always)]
+pub fn of_sock(sk: u64) -> u64 {
+    let (Some(o_net), Some(o_cookie)) = (offset(Offset::SkcNet), offset(Offset::NetCookie)) else {
+        return 0;
+    };
+    read_ptr(sk, o_net)
+        .and_then(|net| read::<u64>(net, o_cookie))
+        .unwrap_or(0)
+}
+
+/// Whether the current task's network namespace is the one with cookie `cookie` and the host's
+/// user namespace (level 0) owns it. False when anything cannot be read: the caller then does
+/// not believe what depends on it.
+#[inline(always)]
+pub fn current_is_hosts(cookie: u64) -> bool {
+    current_owner_level(cookie) == Some(0)
+}
+
+#[inline(always)]
+fn current_owner_level(cookie: u64) -> Option<i32> {
+    // SAFETY: a helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let net = read_ptr(task, offset(Offset::TaskNsproxy)?)
+        .and_then(|nsproxy| read_ptr(nsproxy, offset(Offset::NsproxyNetNs)?))?;
+    if read::<u64>(net, offset(Offset::NetCookie)?)? != cookie {
+        // The socket is in another namespace than its sender (a descriptor passed on, or a
+        // `setns` after `socket`): its owner is not known here.
+        return None;
+    }
+    let userns = read_ptr(net, offset(Offset::NetUserNs)?)?;
+    read::<i32>(userns, offset(Offset::UserNsLevel)?)
+}
+
+/// A `T` at `base + off` in kernel memory.
+#[inline(always)]
+fn read<T>(base: u64, off: usize) -> Option<T> {
+    // SAFETY: the helper checks the address and returns an error instead of faulting.
+    unsafe { bpf_probe_read_kernel((base as usize + off) as *const T) }.ok()
+}
