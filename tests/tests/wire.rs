@@ -809,6 +809,34 @@ fn a_full_holder_set_reads_every_connection_until_it_has_room_again() {
     assert_eq!(e["sni"], "evil.wire.test", "{e}");
     assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
 
+    // A holder the full set refused (the kernel's add at its read and the daemon's), alive
+    // across the drain: it waits for a line before its call.
+    let script = dir.join("late.py");
+    let ports = dir.join("late-ports.txt");
+    std::fs::write(
+        &script,
+        attacker_script(
+            &cred,
+            &ports,
+            "import sys\nprint('holding', flush=True)\nsys.stdin.readline()\n\
+             call('after', [hello('late.wire.test')])\n",
+        ),
+    )
+    .expect("script");
+    let mut late = Command::new(PYTHON)
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let late_pid = late.id();
+    let mut line = String::new();
+    BufReader::new(late.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the late holder read its credential");
+    // The daemon has decided it holds the NHI while the set was full.
+    d.wait_for(WAIT, |e| e["kind"] == "open" && e["pid"] == late_pid);
+
     // The children gone, the set has room again.
     // SAFETY: a plain kill(2) of the filler's process group (setsid above made it its own).
     unsafe {
@@ -816,4 +844,75 @@ fn a_full_holder_set_reads_every_connection_until_it_has_room_again() {
     }
     let _ = filler.wait();
     d.wait_output(WAIT, 0, |l| l.contains("holder set has room again"));
+
+    // Now only holders' connections are read: the refused holder's is, as it was put in.
+    std::io::Write::write_all(&mut late.stdin.take().expect("stdin"), b"go\n").expect("go");
+    assert!(
+        late.wait().expect("wait").success(),
+        "the late holder's call"
+    );
+    let sport: u64 = std::fs::read_to_string(&ports)
+        .expect("ports")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let e = d.wait_for(WAIT, |e| request_of(e, late_pid) && e["sport"] == sport);
+    assert_eq!(e["sni"], "late.wire.test", "{e}");
+    assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
+}
+
+/// A request sent in the SYN (TCP Fast Open, without a cookie) then finished in a later packet,
+/// and a socket disconnected (`connect(AF_UNSPEC)`) after a first byte and connected again:
+/// each is read as the server reads it. The SYN's data starts one past its sequence number (a
+/// misplaced SYN read a byte twice where the server, not taking data in a SYN here, has it sent
+/// again after the handshake); the socket connected again starts its first bytes again (a kept
+/// mark read them as the old connection's).
+#[test]
+fn a_fast_open_request_and_a_socket_connected_again_are_read_as_sent() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (dir, cred) = credential("wire-tfo");
+    let d = Daemon::start(&registry(
+        &cred,
+        "      - cidr: 127.0.0.1/32\n        sni: [api.wire.test]\n",
+    ));
+    let (pid, ports) = attack(
+        &dir,
+        &cred,
+        r#"import ctypes, struct
+s = socket.socket()
+s.setsockopt(socket.IPPROTO_TCP, 34, 1)  # TCP_FASTOPEN_NO_COOKIE
+s.sendto(b'GET /v1/ch', 0x20000000, ('127.0.0.1', P4))  # MSG_FASTOPEN: in the SYN
+time.sleep(0.15)
+s.sendall(b'arges HTTP/1.1\r\nHost: api.wire.test\r\n\r\n')
+out.write('tfo %d\n' % s.getsockname()[1]); out.flush()
+time.sleep(0.1)
+s.close()
+libc = ctypes.CDLL(None, use_errno=True)
+s = socket.socket()
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.connect(('127.0.0.1', P4))
+s.send(b'\x16')
+out.write('first %d\n' % s.getsockname()[1]); out.flush()
+time.sleep(0.15)
+unspec = struct.pack('H14x', 0)
+if libc.connect(s.fileno(), unspec, len(unspec)) != 0:
+    raise OSError(ctypes.get_errno(), 'connect(AF_UNSPEC)')
+s.connect(('127.0.0.1', P4))
+s.sendall(hello('again.wire.test'))
+out.write('again %d\n' % s.getsockname()[1]); out.flush()
+time.sleep(0.1)
+s.close()
+"#,
+    );
+    let e = labelled(&d, pid, &ports, "tfo");
+    assert_eq!(e["http_method"], "GET", "{e}");
+    assert_eq!(e["http_path"], "/v1/charges", "{e}");
+    assert_eq!(e["http_host"], "api.wire.test", "{e}");
+    assert_ne!(ports["first"], ports["again"], "another connection");
+    let e = labelled(&d, pid, &ports, "again");
+    assert_eq!(e["sni"], "again.wire.test", "{e}");
+    assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
 }

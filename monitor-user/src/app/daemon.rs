@@ -687,7 +687,7 @@ impl Daemon {
 
     /// Whether the kernel's holder set is full, said when it changes.
     fn holder_set(&mut self) {
-        let full = match self.probes.holder_set_check() {
+        let full = match self.probes.holder_set_check(self.engine.wire_holders()) {
             Ok(full) => full,
             Err(e) => {
                 log::warn!("the kernel's holder set: {e}");
@@ -701,12 +701,9 @@ impl Daemon {
                      their first bytes until it has room again (--holder-set-max)"
                 );
             } else {
+                // Holders the full set refused (the kernel's add and the daemon's) were put in
+                // before the kernel went back to holders only.
                 log::info!("the kernel's holder set has room again: holders' connections only");
-                // Holders the full set refused (the kernel's add and the daemon's) go in now.
-                let all: Vec<(u32, bool)> = self.engine.wire_holders().map(|p| (p, true)).collect();
-                if let Err(e) = self.probes.set_holders(&all) {
-                    log::warn!("the kernel's holder set: {e}");
-                }
             }
             self.holders_full = full;
         }

@@ -453,9 +453,15 @@ impl Probes {
     }
 
     /// Whether the kernel's holder set is full (so every process's connections are marked);
-    /// once it has room again (below three quarters of its size), the kernel goes back to
-    /// marking holders' connections only. Counts the set's entries only while it is full.
-    pub fn holder_set_check(&mut self) -> Result<bool, ProbeError> {
+    /// once it has room again (below three quarters of its size), `holders` (every process the
+    /// daemon knows to hold an NHI: those the full set refused among them) are put in first,
+    /// and only then does the kernel go back to marking holders' connections only, so that no
+    /// refused holder's connection falls between the two. Counts the set's entries only while
+    /// it is full.
+    pub fn holder_set_check(
+        &mut self,
+        holders: impl Iterator<Item = u32>,
+    ) -> Result<bool, ProbeError> {
         let cfg: Array<&MapData, u64> = Array::try_from(
             self.bpf
                 .map("CONFIG")
@@ -465,9 +471,9 @@ impl Probes {
         if cfg.get(&config::HOLDERS_FULL, 0).unwrap_or(0) == 0 {
             return Ok(false);
         }
-        let map: aya::maps::HashMap<&MapData, u32, u32> = aya::maps::HashMap::try_from(
+        let mut map: aya::maps::HashMap<&mut MapData, u32, u32> = aya::maps::HashMap::try_from(
             self.bpf
-                .map("HOLDERS")
+                .map_mut("HOLDERS")
                 .ok_or(ProbeError::Map("HOLDERS", "missing".into()))?,
         )
         .map_err(|e| ProbeError::Map("HOLDERS", e.to_string()))?;
@@ -478,6 +484,17 @@ impl Probes {
         let entries = map.keys().filter(Result::is_ok).count();
         if entries as u64 * 4 >= u64::from(max) * 3 {
             return Ok(true);
+        }
+        // BPF_NOEXIST: an entry already there (the kernel's own, or put in before) stays as it
+        // is; any other failure leaves the set full.
+        const BPF_NOEXIST: u64 = 1;
+        for pid in holders {
+            match map.insert(pid, monitor_common::HOLDER_BY_DAEMON, BPF_NOEXIST) {
+                Ok(()) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(_) => return Ok(true),
+            }
         }
         self.set_config_slot(config::HOLDERS_FULL, 0)?;
         Ok(false)
