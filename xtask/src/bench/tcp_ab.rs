@@ -69,10 +69,45 @@ pub struct Round {
     holder: Outcome,
 }
 
-/// What the A/B measured: its rounds, and the seconds each start of the daemon took.
+/// What the A/B measured: its rounds, the seconds each start of the daemon took, and the time
+/// the workloads spent in the daemon's programs.
 pub struct TcpAb {
     rounds: Vec<Round>,
     starts_s: Vec<f64>,
+    in_programs: InPrograms,
+}
+
+/// A ping-pong and a stream with the daemon attached and `bpf_stats` on: the nanoseconds all
+/// the daemon's programs ran meanwhile, as the kernel counts them (two clock reads per run
+/// included: an upper bound of the programs' own time; the kernel's dispatch to them is not
+/// counted). Wall time on this machine varies by tens of percent from run to run, far more
+/// than the 2% a hook may cost, where the kernel's count of the programs' time does not.
+#[derive(Clone, Copy, Debug)]
+pub struct InPrograms {
+    pingpong: Outcome,
+    pingpong_ns: u64,
+    stream: Outcome,
+    stream_ns: u64,
+}
+
+impl InPrograms {
+    /// Nanoseconds in the daemon's programs per ping-pong round trip.
+    fn pingpong_ns_per_op(&self) -> Option<f64> {
+        (self.pingpong.ops > 0).then(|| self.pingpong_ns as f64 / self.pingpong.ops as f64)
+    }
+
+    /// Share (percent) of a run's wall time spent in the daemon's programs.
+    fn share(ns: u64, run: &Outcome) -> Option<f64> {
+        (run.elapsed_s > 0.0).then(|| ns as f64 / (run.elapsed_s * 1e9) * 100.0)
+    }
+
+    fn pingpong_share(&self) -> Option<f64> {
+        Self::share(self.pingpong_ns, &self.pingpong)
+    }
+
+    fn stream_share(&self) -> Option<f64> {
+        Self::share(self.stream_ns, &self.stream)
+    }
 }
 
 /// Round `r`'s two runs in order, each `true` when it is with the daemon: A B, then B A, ...
@@ -126,7 +161,58 @@ pub fn tcp_ab(b: &Bench, stats: &sys::BpfStats, rep: &mut Report) -> Result<TcpA
     if let Some(d) = daemon.take() {
         stop(d, &log, rep)?;
     }
-    Ok(TcpAb { rounds, starts_s })
+    let in_programs = in_programs(b, stats, &log, rep)?;
+    Ok(TcpAb {
+        rounds,
+        starts_s,
+        in_programs,
+    })
+}
+
+/// A ping-pong and a stream with a daemon of its own and `bpf_stats` on (see [`InPrograms`]).
+fn in_programs(
+    b: &Bench,
+    stats: &sys::BpfStats,
+    log: &Path,
+    rep: &mut Report,
+) -> Result<InPrograms> {
+    let mut d = start(b, log)?;
+    let pid = d.managed.pid();
+    stats.set(true)?;
+    let run = |mode: Mode| -> Result<(Outcome, u64)> {
+        let before = sys::progs_of(pid)?;
+        let o = tcp_loop::spawn(mode, SECS, 0, None, b.cpu)?;
+        let after = sys::progs_of(pid)?;
+        let ns = after
+            .iter()
+            .map(|(id, a)| {
+                let was = before.get(id).map_or(0, |p| p.run_time_ns);
+                a.run_time_ns.saturating_sub(was)
+            })
+            .sum();
+        Ok((o, ns))
+    };
+    let measured = run(Mode::Pingpong).and_then(|p| Ok((p, run(Mode::Stream)?)));
+    stats.set(false)?;
+    if let Some(status) = d.managed.exited() {
+        bail!("bench: the daemon exited ({status}) during the TCP runs with bpf_stats on");
+    }
+    stop(d, log, rep)?;
+    let ((pingpong, pingpong_ns), (stream, stream_ns)) = measured?;
+    let m = InPrograms {
+        pingpong,
+        pingpong_ns,
+        stream,
+        stream_ns,
+    };
+    eprintln!(
+        "bench:   TCP in the daemon's programs: ping-pong {:.0} ns per round trip ({:.2}% of \
+         its time), stream {:.2}% of its time",
+        m.pingpong_ns_per_op().unwrap_or(f64::NAN),
+        m.pingpong_share().unwrap_or(f64::NAN),
+        m.stream_share().unwrap_or(f64::NAN),
+    );
+    Ok(m)
 }
 
 /// A daemon of the A/B, and the ids of its TCP hooks' programs.
@@ -443,6 +529,32 @@ pub fn report_tcp(rep: &mut Report, ab: &TcpAb) {
         two_percent,
         n,
     );
+    let p = &ab.in_programs;
+    rep.add(
+        "tcp.pingpong_in_programs_ns",
+        "Loopback TCP ping-pong: time in the daemon's programs per round trip (bpf_stats, its \
+         two clock reads per run included)",
+        p.pingpong_ns_per_op(),
+        "ns",
+        0,
+        None,
+    );
+    rep.add(
+        "tcp.pingpong_in_programs_pct",
+        "Loopback TCP ping-pong: share of its time in the daemon's programs",
+        p.pingpong_share(),
+        "%",
+        2,
+        Some(Target::AtMost(2.0)),
+    );
+    rep.add(
+        "tcp.stream_in_programs_pct",
+        "Loopback TCP stream: share of its time in the daemon's programs",
+        p.stream_share(),
+        "%",
+        2,
+        Some(Target::AtMost(2.0)),
+    );
     add_paired(
         rep,
         "tcp.connects_slowdown",
@@ -477,6 +589,17 @@ pub fn report_tcp(rep: &mut Report, ab: &TcpAb) {
                 "holder_connection_extra_us": holder.to_json(0.0),
             },
             "per_round": rounds.iter().map(Round::to_json).collect::<Vec<_>>(),
+            "in_programs": {
+                "what": "one ping-pong and one stream with the daemon and bpf_stats on: the \
+                         nanoseconds all its programs ran (two clock reads per run included; \
+                         the kernel's dispatch to them is not counted)",
+                "pingpong_round_trips": p.pingpong.ops,
+                "pingpong_elapsed_s": p.pingpong.elapsed_s,
+                "pingpong_program_ns": p.pingpong_ns,
+                "stream_bytes": p.stream.bytes,
+                "stream_elapsed_s": p.stream.elapsed_s,
+                "stream_program_ns": p.stream_ns,
+            },
         }),
     );
 }
@@ -502,6 +625,32 @@ mod tests {
                 .count();
             assert_eq!(starts, rounds.div_ceil(2), "{rounds} rounds: {runs:?}");
         }
+    }
+
+    #[test]
+    fn time_in_programs_is_per_round_trip_and_a_share_of_the_run() {
+        let run = |ops, elapsed_s| Outcome {
+            ops,
+            bytes: ops * 64,
+            elapsed_s,
+        };
+        let m = InPrograms {
+            pingpong: run(200_000, 2.0),
+            pingpong_ns: 20_000_000,
+            stream: run(0, 2.0),
+            stream_ns: 10_000_000,
+        };
+        assert_eq!(m.pingpong_ns_per_op(), Some(100.0));
+        assert_eq!(m.pingpong_share(), Some(1.0));
+        assert_eq!(m.stream_share(), Some(0.5));
+        let none = InPrograms {
+            pingpong: run(0, 0.0),
+            ..m
+        };
+        assert_eq!(
+            (none.pingpong_ns_per_op(), none.pingpong_share()),
+            (None, None)
+        );
     }
 
     #[test]
