@@ -763,7 +763,8 @@ call('ext', [hello('evil.wire.test')], v6=True, opts=(socket.IPV6_HOPOPTS, socke
 
 /// A holder that fills the kernel's holder set with children cannot hide another holder's
 /// connections: while the set is full every connection is marked (and the daemon says so);
-/// once the children are gone, the set has room again and only holders' are.
+/// once the children are gone, the set has room again and only holders' are, those it refused
+/// among them (a reader, and a child it forked while the set was full).
 #[test]
 fn a_full_holder_set_reads_every_connection_until_it_has_room_again() {
     if !require_root_bpf() {
@@ -810,7 +811,8 @@ fn a_full_holder_set_reads_every_connection_until_it_has_room_again() {
     assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
 
     // A holder the full set refused (the kernel's add at its read and the daemon's), alive
-    // across the drain: it waits for a line before its call.
+    // across the drain: it waits for a line before its call. And its child, forked while the
+    // set is full (the kernel's add at fork refused too), which calls only after the drain.
     let script = dir.join("late.py");
     let ports = dir.join("late-ports.txt");
     std::fs::write(
@@ -818,8 +820,18 @@ fn a_full_holder_set_reads_every_connection_until_it_has_room_again() {
         attacker_script(
             &cred,
             &ports,
-            "import sys\nprint('holding', flush=True)\nsys.stdin.readline()\n\
-             call('after', [hello('late.wire.test')])\n",
+            r#"import os, sys
+child = os.fork()
+if child == 0:
+    sys.stdin.readline()
+    out.write('childpid %d\n' % os.getpid()); out.flush()
+    call('child', [hello('child.wire.test')])
+    os._exit(0)
+print('holding', flush=True)
+sys.stdin.readline()
+call('after', [hello('late.wire.test')])
+os.waitpid(child, 0)
+"#,
         ),
     )
     .expect("script");
@@ -851,14 +863,23 @@ fn a_full_holder_set_reads_every_connection_until_it_has_room_again() {
         late.wait().expect("wait").success(),
         "the late holder's call"
     );
-    let sport: u64 = std::fs::read_to_string(&ports)
+    let written: HashMap<String, u64> = std::fs::read_to_string(&ports)
         .expect("ports")
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("a port");
-    let e = d.wait_for(WAIT, |e| request_of(e, late_pid) && e["sport"] == sport);
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(label, n)| (label.to_owned(), n.parse().expect("a number")))
+        .collect();
+    let e = d.wait_for(WAIT, |e| {
+        request_of(e, late_pid) && e["sport"] == written["after"]
+    });
     assert_eq!(e["sni"], "late.wire.test", "{e}");
+    assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
+    // The child the full set refused at its fork was put in with its parent.
+    let child = written["childpid"] as u32;
+    let e = d.wait_for(WAIT, |e| {
+        request_of(e, child) && e["sport"] == written["child"]
+    });
+    assert_eq!(e["sni"], "child.wire.test", "{e}");
     assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
 }
 
