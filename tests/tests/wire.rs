@@ -417,6 +417,98 @@ open('{ports}', 'w').write('%d\n' % t.getsockname()[1])
     }
 }
 
+/// The owner of a query's namespace is checked for the socket's namespace, not the sender's: a
+/// holder whose child made a DNS client socket in a namespace a user namespace owns, and passed
+/// it back, sends the query on it from the host's namespace; the child's own server answers it
+/// there and the child calls that address, naming `api.wire.test`. Not believed: the call has
+/// no DNS names and its server name is a `name_mismatch` (were the sender's namespace taken for
+/// the socket's, it would be `ok`).
+#[test]
+fn a_query_sent_from_the_host_s_namespace_on_a_socket_of_a_user_owned_one_is_not_believed() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (dir, cred) = credential("wire-netns-passed");
+    let d = Daemon::start(&registry(
+        &cred,
+        "      - host: \"*.test\"\n        port: 8443\n",
+    ));
+    let script = dir.join("passed.py");
+    let ports = dir.join("passed-ports.txt");
+    std::fs::write(
+        &script,
+        format!(
+            r#"import ctypes, fcntl, os, socket, ssl, struct
+open('{cred}').read()
+a, b = socket.socketpair()
+child = os.fork()
+if child == 0:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000 | 0x10000000) != 0:  # CLONE_NEWNET, CLONE_NEWUSER
+        raise OSError(ctypes.get_errno(), 'unshare')
+    fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8914, struct.pack('16sH14x', b'lo', 1))
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dns.bind(('127.0.0.1', 53))
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    socket.send_fds(b, [b'c'], [c.fileno()])
+    asked, peer = dns.recvfrom(512)
+    answer = asked[:2] + b'\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00' + asked[12:]
+    answer += b'\xc0\x0c' + struct.pack('>HHIH', 1, 1, 300, 4) + socket.inet_aton('127.0.0.1')
+    dns.sendto(answer, peer)
+    b.recv(1)
+    l = socket.socket()
+    l.bind(('127.0.0.1', 8443))
+    l.listen()
+    s = socket.create_connection(('127.0.0.1', 8443))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+    t = ctx.wrap_bio(i, o, server_hostname='api.wire.test')
+    try: t.do_handshake()
+    except ssl.SSLWantReadError: pass
+    s.sendall(o.read())
+    open('{ports}', 'w').write('%d %d\n' % (os.getpid(), s.getsockname()[1]))
+    os._exit(0)
+_, fds, _, _ = socket.recv_fds(a, 1, 1)
+c = socket.socket(fileno=fds[0])
+c.settimeout(5)
+q = struct.pack('>HHHHHH', 0x4346, 0x0100, 1, 0, 0, 0)
+q += b''.join(bytes([len(l)]) + l.encode() for l in 'api.wire.test'.split('.')) + b'\x00' + struct.pack('>HH', 1, 1)
+c.sendto(q, ('127.0.0.1', 53))
+assert socket.inet_ntoa(c.recv(512)[-4:]) == '127.0.0.1'
+a.send(b'g')
+_, status = os.waitpid(child, 0)
+assert status == 0, status
+"#,
+            cred = cred.display(),
+            ports = ports.display(),
+        ),
+    )
+    .expect("script");
+    run(Command::new(PYTHON).arg(&script));
+    let written = std::fs::read_to_string(&ports).expect("the script ran to its end");
+    let (child, sport) = written
+        .trim()
+        .split_once(' ')
+        .and_then(|(p, s)| Some((p.parse::<u32>().ok()?, s.parse::<u64>().ok()?)))
+        .expect("a pid and a port");
+    let r = d.wait_for(WAIT, |e| request_of(e, child) && e["sport"] == sport);
+    assert_eq!(r["sni"], "api.wire.test", "{r}");
+    assert_eq!(r["dns_names"], json!([]), "{r}");
+    let drift = r["drift"].as_array().expect("drift");
+    assert!(drift.contains(&json!("name_mismatch")), "{r}");
+    let connect = d.wait_for(WAIT, |e| {
+        e["kind"] == "connect" && e["pid"] == child && e["dport"] == 8443
+    });
+    assert_eq!(connect["dns_names"], json!([]), "{connect}");
+    assert_eq!(
+        connect["drift"],
+        json!(["endpoint_out_of_scope"]),
+        "{connect}"
+    );
+}
+
 #[test]
 fn no_byte_of_a_header_value_body_or_query_reaches_any_output_and_non_holders_send_no_request() {
     if !require_root_bpf() {
@@ -763,7 +855,8 @@ call('ext', [hello('evil.wire.test')], v6=True, opts=(socket.IPV6_HOPOPTS, socke
 
 /// A holder that fills the kernel's holder set with children cannot hide another holder's
 /// connections: while the set is full every connection is marked (and the daemon says so);
-/// once the children are gone, the set has room again and only holders' are.
+/// once the children are gone, the set has room again and only holders' are, those it refused
+/// among them (a reader, and a child it forked while the set was full).
 #[test]
 fn a_full_holder_set_reads_every_connection_until_it_has_room_again() {
     if !require_root_bpf() {
@@ -810,7 +903,8 @@ fn a_full_holder_set_reads_every_connection_until_it_has_room_again() {
     assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
 
     // A holder the full set refused (the kernel's add at its read and the daemon's), alive
-    // across the drain: it waits for a line before its call.
+    // across the drain: it waits for a line before its call. And its child, forked while the
+    // set is full (the kernel's add at fork refused too), which calls only after the drain.
     let script = dir.join("late.py");
     let ports = dir.join("late-ports.txt");
     std::fs::write(
@@ -818,8 +912,18 @@ fn a_full_holder_set_reads_every_connection_until_it_has_room_again() {
         attacker_script(
             &cred,
             &ports,
-            "import sys\nprint('holding', flush=True)\nsys.stdin.readline()\n\
-             call('after', [hello('late.wire.test')])\n",
+            r#"import os, sys
+child = os.fork()
+if child == 0:
+    sys.stdin.readline()
+    out.write('childpid %d\n' % os.getpid()); out.flush()
+    call('child', [hello('child.wire.test')])
+    os._exit(0)
+print('holding', flush=True)
+sys.stdin.readline()
+call('after', [hello('late.wire.test')])
+os.waitpid(child, 0)
+"#,
         ),
     )
     .expect("script");
@@ -851,14 +955,23 @@ fn a_full_holder_set_reads_every_connection_until_it_has_room_again() {
         late.wait().expect("wait").success(),
         "the late holder's call"
     );
-    let sport: u64 = std::fs::read_to_string(&ports)
+    let written: HashMap<String, u64> = std::fs::read_to_string(&ports)
         .expect("ports")
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("a port");
-    let e = d.wait_for(WAIT, |e| request_of(e, late_pid) && e["sport"] == sport);
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(label, n)| (label.to_owned(), n.parse().expect("a number")))
+        .collect();
+    let e = d.wait_for(WAIT, |e| {
+        request_of(e, late_pid) && e["sport"] == written["after"]
+    });
     assert_eq!(e["sni"], "late.wire.test", "{e}");
+    assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
+    // The child the full set refused at its fork was put in with its parent.
+    let child = written["childpid"] as u32;
+    let e = d.wait_for(WAIT, |e| {
+        request_of(e, child) && e["sport"] == written["child"]
+    });
+    assert_eq!(e["sni"], "child.wire.test", "{e}");
     assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
 }
 

@@ -274,7 +274,15 @@ impl<H: Host> Engine<H> {
         match &ev {
             KernelEvent::Open(o) => self.open(o, out),
             KernelEvent::Exec(e) => self.exec(e, out),
-            KernelEvent::Fork(f) => self.procs.fork(f.hdr.pid, f.child_tid, &self.sys),
+            KernelEvent::Fork(f) => {
+                self.procs.fork(f.hdr.pid, f.child_tid, &self.sys);
+                // A holder's child is one, as the kernel has it (`probes::wire::fork`): told to
+                // the holder set too, so that a child a full set refused is put in with the
+                // others once it has room (`Probes::holder_set_check`).
+                if self.wire.holders.contains(&f.hdr.pid) {
+                    self.note_holder(f.child_tid);
+                }
+            }
             KernelEvent::Exit(x) => {
                 // Its connections' first bytes are judged while it is still known a holder.
                 self.requests_of(x.hdr.pid, out);
@@ -1297,6 +1305,24 @@ mod tests {
         assert_eq!(out[0].verdict, Verdict::Ok, "{}", out[0].reason);
         e.take_holder_changes(&mut changes);
         assert_eq!(changes, [(20, false)]);
+    }
+
+    /// A holder's child is told to the kernel's holder set as the holder is (the kernel adds it
+    /// at fork, but a full set refuses it, and only those the daemon knows are put in again);
+    /// a child of a process that holds nothing is not.
+    #[test]
+    fn a_holders_child_joins_the_holder_set_and_a_non_holders_does_not() {
+        let (mut e, _root) = engine(REG);
+        let mut out = Vec::new();
+        let mut changes = Vec::new();
+        e.handle(open(20, 0, "/srv/app/token", 3), &mut out);
+        e.handle(fork(20, 21), &mut out);
+        e.handle(fork(30, 31), &mut out);
+        e.take_holder_changes(&mut changes);
+        assert_eq!(changes, [(20, true), (21, true)]);
+        let mut holders: Vec<u32> = e.wire_holders().collect();
+        holders.sort_unstable();
+        assert_eq!(holders, [20, 21]);
     }
 
     #[test]

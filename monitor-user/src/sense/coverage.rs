@@ -4,11 +4,12 @@
 
 /// What DNS names rest on, on every host: each network namespace's own answers.
 pub const DNS_NAMES_PER_NAMESPACE: &str =
-    "DNS names are believed per network namespace: a process that is root in its own (a \
-     container's root, by default) can run a server on port 53 there and name any address for \
-     its own connections; answers in a namespace a user namespace owns (`unshare -rn`, rootless \
-     containers) are not believed at all. Declare `cidr:` or `sni:` endpoints for a holder that \
-     may run as root in a container";
+    "DNS names are believed per network namespace, from whatever server a query was sent to: a \
+     process that can bind port 53 in its own (a container's root, any user where low ports are \
+     open, as in Docker's containers) can name any address for its own connections there, and \
+     a holder that asks a server of its choice names the addresses it calls; answers in a \
+     namespace a user namespace owns (`unshare -rn`, rootless containers) are not believed at \
+     all. Declare `cidr:` or `sni:` endpoints for a holder that may do either";
 
 /// The doors this host leaves open, each as a sentence an operator can act on.
 pub fn unseen_doors() -> Vec<String> {
