@@ -437,6 +437,9 @@ pub mod config {
     /// every process's TCP connections are marked, so that no holder's goes unread: a holder
     /// that fills the set with children cannot hide another holder's connections.
     pub const HOLDERS_FULL: u32 = 3;
+    /// The host's network namespace (its cookie, as the daemon, which runs there, reads it):
+    /// a socket there needs no check of who uses it (`probes::netns::as_used`).
+    pub const HOST_NETNS: u32 = 4;
     /// Some pattern needs the parent directory's name checked for every open (see `filter`).
     pub const FLAG_PARENT_SCAN: u64 = 1;
     /// Report every open, unfiltered (for debugging the filter; costly).

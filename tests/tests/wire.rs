@@ -509,6 +509,180 @@ assert status == 0, status
     );
 }
 
+/// Python: `own_dns(addr)` runs a DNS server on `addr`:53 in the caller's namespace, asks it
+/// for `api.wire.test` and answers itself with 127.0.0.25; the answer's address. And `tls(s)`
+/// makes a TLS call on the connected socket `s` naming `api.wire.test`; the socket's port.
+const OWN_DNS: &str = r#"import ctypes, fcntl, os, socket, ssl, struct
+def own_dns(addr):
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dns.bind((addr, 53))
+    q = struct.pack('>HHHHHH', 0x4345, 0x0100, 1, 0, 0, 0)
+    q += b''.join(bytes([len(l)]) + l.encode() for l in 'api.wire.test'.split('.')) + b'\x00' + struct.pack('>HH', 1, 1)
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(5)
+    c.sendto(q, (addr, 53))
+    asked, peer = dns.recvfrom(512)
+    answer = asked[:2] + b'\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00' + asked[12:]
+    answer += b'\xc0\x0c' + struct.pack('>HHIH', 1, 1, 300, 4) + socket.inet_aton('127.0.0.25')
+    dns.sendto(answer, peer)
+    return socket.inet_ntoa(c.recv(512)[-4:])
+def tls(s):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    t = ctx.wrap_socket(s, server_hostname='api.wire.test')
+    t.sendall(b'GET / HTTP/1.0\r\n\r\n')
+    t.recv(100)
+    return t.getsockname()[1]
+"#;
+
+/// An address added to the host's loopback device for one test, removed on drop: a server
+/// there is on no loopback address (it stands for a server anywhere).
+struct LoAddress(&'static str);
+
+impl LoAddress {
+    fn add(addr: &'static str) -> Self {
+        let _ = Command::new("ip")
+            .args(["addr", "del", addr, "dev", "lo"])
+            .output();
+        let st = Command::new("ip")
+            .args(["addr", "add", addr, "dev", "lo"])
+            .status()
+            .expect("ip (iproute2)");
+        assert!(st.success(), "ip addr add {addr} dev lo");
+        Self(addr)
+    }
+}
+
+impl Drop for LoAddress {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["addr", "del", self.0, "dev", "lo"])
+            .output();
+    }
+}
+
+/// A holder that asks a DNS server of its own choice (here its own, on an address that is not
+/// a loopback one and not among the host's resolvers) names nothing: the answer is not believed,
+/// its call is out of a `host:` endpoint and a `name_mismatch`. The same server given to the
+/// daemon (`--dns-server`) is believed.
+#[test]
+fn a_dns_server_the_holder_chose_names_nothing_unless_the_daemon_is_told_of_it() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (dir, cred) = credential("wire-chosen-dns");
+    let srv = Server::start("127.0.0.25", Some(&Pki::make("wire-chosen-dns")));
+    let port = srv.port;
+    let _addr = LoAddress::add("10.254.181.1/32");
+    let reg = registry(
+        &cred,
+        &format!("      - host: \"*.test\"\n        port: {port}\n"),
+    );
+    for told in [false, true] {
+        let extra: Vec<&std::ffi::OsStr> = match told {
+            true => vec!["--dns-server".as_ref(), "10.254.181.1".as_ref()],
+            false => vec![],
+        };
+        let d = Daemon::start_with(&reg, &extra);
+        let script = dir.join(format!("chosen-{told}.py"));
+        let ports = dir.join(format!("chosen-{told}.txt"));
+        std::fs::write(
+            &script,
+            format!(
+                "{OWN_DNS}open('{cred}').read()\nip = own_dns('10.254.181.1')\n\
+                 p = tls(socket.create_connection((ip, {port})))\n\
+                 open('{ports}', 'w').write('%d\\n' % p)\n",
+                cred = cred.display(),
+                ports = ports.display(),
+            ),
+        )
+        .expect("script");
+        let pid = run(Command::new(PYTHON).arg(&script));
+        let sport: u64 = std::fs::read_to_string(&ports)
+            .expect("the script ran to its end")
+            .trim()
+            .parse()
+            .expect("a port");
+        let r = d.wait_for(WAIT, |e| request_of(e, pid) && e["sport"] == sport);
+        assert_eq!(r["sni"], "api.wire.test", "{r}");
+        if told {
+            assert_eq!(r["dns_names"], json!(["api.wire.test"]), "{r}");
+            assert_eq!(r["verdict"], "ok", "{r}");
+        } else {
+            assert_eq!(r["dns_names"], json!([]), "{r}");
+            let drift = r["drift"].as_array().expect("drift");
+            assert!(drift.contains(&json!("name_mismatch")), "{r}");
+            let c = d.wait_for(WAIT, |e| {
+                e["kind"] == "connect" && e["pid"] == pid && e["proto"] == "tcp"
+            });
+            assert_eq!(c["drift"], json!(["endpoint_out_of_scope"]), "{c}");
+        }
+    }
+}
+
+/// A socket made in a namespace where its maker answers its own DNS queries (root made it: the
+/// answer is believed there), then used by a process of the host's namespace (the maker itself,
+/// back in the host's namespace by `setns`, as a process handed the socket would be): its
+/// connection carries no namespace names, so the forged name does not pass for the host's.
+#[test]
+fn a_socket_made_in_a_namespace_with_its_own_dns_brings_no_names_to_a_process_outside() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (dir, cred) = credential("wire-passed-socket");
+    let d = Daemon::start(&registry(&cred, "      - host: \"*.test\"\n"));
+    let script = dir.join("passed.py");
+    let ports = dir.join("passed.txt");
+    std::fs::write(
+        &script,
+        format!(
+            r#"{OWN_DNS}open('{cred}').read()
+libc = ctypes.CDLL(None, use_errno=True)
+host = os.open('/proc/self/ns/net', os.O_RDONLY)
+if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
+    raise OSError(ctypes.get_errno(), 'unshare')
+fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8914, struct.pack('16sH14x', b'lo', 1))
+ip = own_dns('127.0.0.1')
+l = socket.socket()
+l.bind((ip, 0))
+l.listen()
+inside = socket.create_connection((ip, l.getsockname()[1]))
+made_here = socket.socket()
+if libc.setns(host, 0x40000000) != 0:
+    raise OSError(ctypes.get_errno(), 'setns')
+made_here.connect((ip, l.getsockname()[1]))
+open('{ports}', 'w').write('%d %d\n' % (inside.getsockname()[1], made_here.getsockname()[1]))
+"#,
+            cred = cred.display(),
+            ports = ports.display(),
+        ),
+    )
+    .expect("script");
+    let pid = run(Command::new(PYTHON).arg(&script));
+    std::fs::read_to_string(&ports).expect("the script ran to its end");
+    // Its two TCP connects in the order made: inside the namespace (its own names), then on
+    // the socket made there, by the process back in the host's namespace.
+    let _ = d.wait_for(WAIT, |e| e["kind"] == "exit" && e["pid"] == pid);
+    let connects: Vec<Value> = d
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "connect" && e["pid"] == pid && e["proto"] == "tcp")
+        .collect();
+    let [inside, passed] = &connects[..] else {
+        panic!("two connects, not {connects:?}")
+    };
+    assert_eq!(inside["dns_names"], json!(["api.wire.test"]), "{inside}");
+    assert_eq!(inside["verdict"], "ok", "{inside}");
+    assert_eq!(passed["daddr"], "127.0.0.25", "{passed}");
+    assert_eq!(passed["dns_names"], json!([]), "{passed}");
+    assert_eq!(
+        passed["drift"],
+        json!(["endpoint_out_of_scope"]),
+        "{passed}"
+    );
+}
+
 #[test]
 fn no_byte_of_a_header_value_body_or_query_reaches_any_output_and_non_holders_send_no_request() {
     if !require_root_bpf() {

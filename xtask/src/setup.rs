@@ -38,6 +38,8 @@ const APT_PACKAGES: &[&str] = &[
     "libzookeeper-java",
     "libslf4j-java",
     "default-jre-headless",
+    // Tests: `ip` adds an address to the loopback device (tests/tests/wire.rs).
+    "iproute2",
     // Tests: tmux drives the TUI, dnsmasq answers DNS on loopback. `dnsmasq-base` is the
     // program alone: the `dnsmasq` package would also start a system DNS server on port 53.
     "tmux",

@@ -55,7 +55,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 saddr,
                 daddr,
                 stdin_pipe: files::stdin_pipe(),
-                netns: netns::of_sock(arg::<u64>(&ctx, 8)),
+                netns: netns::as_used(netns::of_sock(arg::<u64>(&ctx, 8))),
             });
             slot.submit(crate::maps::wakeup::<ConnectEvent>());
         }
@@ -133,7 +133,9 @@ fn udp<const V6: bool>(ctx: &SockAddrContext) {
                 daddr,
                 stdin_pipe: files::stdin_pipe(),
                 // SAFETY: the program's own context, as the helper takes it.
-                netns: unsafe { generated::bpf_get_netns_cookie(ctx.sock_addr.cast()) },
+                netns: netns::as_used(unsafe {
+                    generated::bpf_get_netns_cookie(ctx.sock_addr.cast())
+                }),
             });
             slot.submit(crate::maps::wakeup::<ConnectEvent>());
         }

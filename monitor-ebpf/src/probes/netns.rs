@@ -5,12 +5,14 @@
 //! can answer its own queries there. So connect, request and DNS records carry their socket's
 //! namespace, and the daemon looks names up in the connection's (`sense::dns`). And whether the
 //! host's user namespace owns a query's namespace: one any user made (`unshare -rn`, a
-//! rootless container) holds no privilege a forger lacks, and its answers are not believed.
+//! rootless container) holds no privilege a forger lacks, and its answers are not believed. A
+//! socket used by a process of another namespace than its own carries none (`as_used`).
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use monitor_common::config::Offset;
+use monitor_common::config::{self, Offset};
 
 use super::files::{offset, read_ptr};
+use crate::maps::CONFIG;
 
 /// The network namespace of the socket at `sk` (a `struct sock *`), or 0 when it cannot be read.
 #[inline(always)]
@@ -23,6 +25,22 @@ pub fn of_sock(sk: u64) -> u64 {
         .unwrap_or(0)
 }
 
+/// A socket's namespace `sock` as a record of its use by the current task carries it: 0 (no
+/// DNS name is known in it) when the task is in another namespace. A socket made in a namespace
+/// where its maker answers its own DNS queries (a container's root) and passed to a process
+/// outside would otherwise bring that namespace's names along. A socket in the host's namespace
+/// is taken as it is (one config lookup): its names are the host's, whoever uses it.
+#[inline(always)]
+pub fn as_used(sock: u64) -> u64 {
+    if sock == 0 || Some(&sock) == CONFIG.get(config::HOST_NETNS) {
+        return sock;
+    }
+    match current_net().and_then(|net| read::<u64>(net, offset(Offset::NetCookie)?)) {
+        Some(own) if own == sock => sock,
+        _ => 0,
+    }
+}
+
 /// Whether the current task's network namespace is the one with cookie `cookie` and the host's
 /// user namespace (level 0) owns it. False when anything cannot be read: the caller then does
 /// not believe what depends on it.
@@ -33,10 +51,7 @@ pub fn current_is_hosts(cookie: u64) -> bool {
 
 #[inline(always)]
 fn current_owner_level(cookie: u64) -> Option<i32> {
-    // SAFETY: a helper without arguments.
-    let task = unsafe { bpf_get_current_task() };
-    let net = read_ptr(task, offset(Offset::TaskNsproxy)?)
-        .and_then(|nsproxy| read_ptr(nsproxy, offset(Offset::NsproxyNetNs)?))?;
+    let net = current_net()?;
     if read::<u64>(net, offset(Offset::NetCookie)?)? != cookie {
         // The socket is in another namespace than its sender (a descriptor passed on, or a
         // `setns` after `socket`): its owner is not known here.
@@ -44,6 +59,15 @@ fn current_owner_level(cookie: u64) -> Option<i32> {
     }
     let userns = read_ptr(net, offset(Offset::NetUserNs)?)?;
     read::<i32>(userns, offset(Offset::UserNsLevel)?)
+}
+
+/// The current task's network namespace (`struct net *`).
+#[inline(always)]
+fn current_net() -> Option<u64> {
+    // SAFETY: a helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    read_ptr(task, offset(Offset::TaskNsproxy)?)
+        .and_then(|nsproxy| read_ptr(nsproxy, offset(Offset::NsproxyNetNs)?))
 }
 
 /// A `T` at `base + off` in kernel memory.

@@ -213,7 +213,7 @@ fn connection(o: &Offsets, file: u64, ev: &mut ConnectEvent) -> Option<()> {
     ev.proto = proto;
     ev.sport = read(sk, o.num)?;
     ev.dport = u16::from_be(read(sk, o.dport)?);
-    ev.netns = super::netns::of_sock(sk);
+    ev.netns = super::netns::as_used(super::netns::of_sock(sk));
     Some(())
 }
 

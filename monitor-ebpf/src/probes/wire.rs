@@ -59,7 +59,11 @@ pub fn mark(ctx: &SockAddrContext) {
         sent: 0,
         budget: 0,
         chunks: 0,
-        _pad: 0,
+        cross: {
+            // SAFETY: the program's own context, as the helper takes it.
+            let sock = unsafe { generated::bpf_get_netns_cookie(ctx.sock_addr.cast()) };
+            u32::from(super::netns::as_used(sock) != sock)
+        },
     };
     // SAFETY: the helper reads the context's socket, which the verifier checks; `mark` is
     // copied into the new storage. A socket whose storage cannot be made is not marked.
@@ -265,6 +269,7 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
     // packets leave one at a time (under its lock), so nothing else writes it meanwhile.
     let m = unsafe { &mut *mark };
     let mut hdr = m.hdr;
+    let cross = m.cross;
     // SAFETY: a helper without arguments.
     hdr.ts_ns = unsafe { generated::bpf_ktime_get_boot_ns() };
     hdr.kind = EventKind::Request as u32;
@@ -297,7 +302,10 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
             (*ev).chunk = 0;
             (*ev).flags = WIRE_LAST | WIRE_UNREADABLE;
             (*ev).cookie = generated::bpf_get_socket_cookie(ctx.skb.skb.cast());
-            (*ev).netns = generated::bpf_get_netns_cookie(ctx.skb.skb.cast());
+            (*ev).netns = match cross {
+                0 => generated::bpf_get_netns_cookie(ctx.skb.skb.cast()),
+                _ => 0,
+            };
         }
         slot.submit(crate::maps::wakeup::<RequestEvent>());
         return Some(());
@@ -352,7 +360,10 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
         (*ev).chunk = chunk as u16;
         (*ev).flags = flags;
         (*ev).cookie = generated::bpf_get_socket_cookie(ctx.skb.skb.cast());
-        (*ev).netns = generated::bpf_get_netns_cookie(ctx.skb.skb.cast());
+        (*ev).netns = match cross {
+            0 => generated::bpf_get_netns_cookie(ctx.skb.skb.cast()),
+            _ => 0,
+        };
         let data = core::ptr::addr_of_mut!((*ev).data).cast::<core::ffi::c_void>();
         let copied = generated::bpf_skb_load_bytes(ctx.skb.skb.cast(), start, data, n);
         (*ev).len = if copied == 0 { n } else { 0 };

@@ -223,6 +223,7 @@ impl DaemonArgs {
                 .then(|| self.containers_log_dir.clone()),
             wire_all_connections: self.wire_all_connections.then_some(true),
             holder_set_max: self.holder_set_max,
+            dns_servers: (!self.dns_servers.is_empty()).then(|| self.dns_servers.clone()),
             clickhouse_url: self.clickhouse.clickhouse.clone(),
             clickhouse_config: self.clickhouse.clickhouse_config.clone(),
         }
@@ -325,6 +326,14 @@ pub struct DaemonArgs {
     /// `nhiscope_holder_set_full`. Config key `holder_set_max`.
     #[arg(long, value_name = "N", value_parser = parse_holder_set_max)]
     pub holder_set_max: Option<u32>,
+
+    /// A DNS server whose answers are believed, besides the nameservers of the host's
+    /// /etc/resolv.conf (read again when it changes) and servers on loopback addresses; may be
+    /// given again for more (a cluster's DNS service address, for pods that ask it). An answer
+    /// from any other server names no address: a holder that asks a server of its own choice
+    /// would otherwise name the addresses it calls. Config key `dns_servers`.
+    #[arg(long = "dns-server", value_name = "ADDR")]
+    pub dns_servers: Vec<std::net::IpAddr>,
 
     /// Where events are stored (ClickHouse); off when neither flag nor config gives a URL.
     #[command(flatten)]

@@ -59,6 +59,9 @@ pub struct Options {
     pub wire_all_connections: bool,
     /// `--holder-set-max`: the kernel's holder set's size.
     pub holder_set_max: Option<u32>,
+    /// `--dns-server`: resolvers whose answers are believed besides the host's
+    /// (`/etc/resolv.conf`) and loopback ones.
+    pub dns_servers: Vec<std::net::IpAddr>,
 }
 
 /// Why the daemon stopped with an error. Each variant keeps its cause (`source()`); the
@@ -442,6 +445,9 @@ struct Daemon {
     ticks: u64,
     /// The kernel's holder set was full at the last tick: every connection is marked.
     holders_full: bool,
+    /// The host's resolvers, and those given by `--dns-server`: whose DNS answers are believed.
+    resolv_conf: crate::sense::dns::resolv_conf::ResolvConf,
+    dns_servers: Vec<std::net::IpAddr>,
     /// Events made and not yet written.
     out: Vec<Event>,
     /// The fullest the ring buffer was seen (at a wakeup, before draining) since the last
@@ -552,7 +558,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         watchdog,
         poll,
     };
-    let daemon = Daemon {
+    let mut daemon = Daemon {
         engine,
         probes,
         ring_fill,
@@ -570,12 +576,18 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         registry_path: opts.registry,
         config: opts.reload,
         reported: [0u64; LOSS_CAUSES as usize],
+        resolv_conf: crate::sense::dns::resolv_conf::ResolvConf::new(Path::new(
+            crate::sense::dns::resolv_conf::PATH,
+        )),
+        dns_servers: opts.dns_servers.clone(),
         ticks: 0,
         holders_full: false,
         out: Vec::with_capacity(1024),
         ring_peak: 0,
         _live_lock: p.live_lock,
     };
+    // Before the first DNS record is read.
+    daemon.dns_resolvers();
     Ok((daemon, wakeups))
 }
 
@@ -624,6 +636,7 @@ impl Daemon {
         self.probes.flush_log();
         self.engine.flush_requests(false, &mut self.out);
         self.holder_set();
+        self.dns_resolvers();
         refresh_inodes(self.key, &mut self.probes, &mut self.engine);
         let overflowed = losses(
             &self.probes,
@@ -683,6 +696,25 @@ impl Daemon {
             );
         }
         self.emit()
+    }
+
+    /// The servers whose DNS answers are believed: `--dns-server` and the host's
+    /// `/etc/resolv.conf` (read again when it changes, said in the log), and loopback ones.
+    fn dns_resolvers(&mut self) {
+        let Some(host) = self.resolv_conf.refresh() else {
+            return;
+        };
+        let all: Vec<std::net::IpAddr> = host.iter().chain(&self.dns_servers).copied().collect();
+        let shown: Vec<String> = all.iter().map(ToString::to_string).collect();
+        log::info!(
+            "DNS: answers are believed from {} and loopback servers",
+            match shown.is_empty() {
+                true => "no other server".to_owned(),
+                false => shown.join(", "),
+            }
+        );
+        self.engine
+            .set_dns_resolvers(crate::sense::dns::Resolvers::new(all));
     }
 
     /// Whether the kernel's holder set is full, said when it changes.

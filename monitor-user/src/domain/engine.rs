@@ -241,6 +241,11 @@ impl<H: Host> Engine<H> {
         self.dns.packet(pkt, at, self.sys.now());
     }
 
+    /// The servers whose DNS answers are believed from now on (see `sense::dns::Resolvers`).
+    pub fn set_dns_resolvers(&mut self, resolvers: crate::sense::dns::Resolvers) {
+        self.dns.set_resolvers(resolvers);
+    }
+
     /// What became of the DNS packets seen (for health and heartbeats).
     pub fn dns_stats(&self) -> crate::sense::dns::DnsStats {
         self.dns.stats()

@@ -2,14 +2,15 @@
 //! the daemon's log and in its health (`Health::unseen`), so that nobody takes silence for
 //! safety. The README's "How it decides" lists the same doors and how to close them.
 
-/// What DNS names rest on, on every host: each network namespace's own answers.
+/// What DNS names rest on, on every host: each network namespace's answers from the host's
+/// resolvers and loopback servers.
 pub const DNS_NAMES_PER_NAMESPACE: &str =
-    "DNS names are believed per network namespace, from whatever server a query was sent to: a \
-     process that can bind port 53 in its own (a container's root, any user where low ports are \
-     open, as in Docker's containers) can name any address for its own connections there, and \
-     a holder that asks a server of its choice names the addresses it calls; answers in a \
+    "DNS names are believed per network namespace, from the host's resolvers (/etc/resolv.conf, \
+     --dns-server) and loopback servers only: a process that can bind port 53 in a namespace of \
+     its own (a container's root; any user in a container where low ports are open, as Docker \
+     sets) can name any address for connections on that namespace's sockets; answers in a \
      namespace a user namespace owns (`unshare -rn`, rootless containers) are not believed at \
-     all. Declare `cidr:` or `sni:` endpoints for a holder that may do either";
+     all. Declare `cidr:` or `sni:` endpoints for a holder that may run in a container";
 
 /// The doors this host leaves open, each as a sentence an operator can act on.
 pub fn unseen_doors() -> Vec<String> {
@@ -22,7 +23,27 @@ pub fn unseen_doors() -> Vec<String> {
                 .to_owned(),
         );
     }
+    let start = std::fs::read_to_string(UNPRIVILEGED_PORT_START).ok();
+    if let Some(door) = start.as_deref().and_then(low_ports_door) {
+        out.push(door);
+    }
     out
+}
+
+/// The host namespace's lowest port any user may bind.
+const UNPRIVILEGED_PORT_START: &str = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+
+/// The door `ip_unprivileged_port_start` (its file's text) leaves open: at 53 or below, any
+/// user can serve DNS on a loopback address, whose answers are believed.
+fn low_ports_door(text: &str) -> Option<String> {
+    let start: u32 = text.trim().parse().ok()?;
+    (start <= 53).then(|| {
+        format!(
+            "any user can bind port 53 here (net.ipv4.ip_unprivileged_port_start = {start}): a \
+             DNS server on a loopback address is believed, so any user can name the addresses \
+             its own queries ask about; set it above 53 to close this door"
+        )
+    })
 }
 
 /// Whether the kernel runs 32-bit system calls for a 64-bit process, tried for real: a child
@@ -82,6 +103,20 @@ mod tests {
                 "{doors:?}"
             );
             assert!(doors.iter().any(|d| d == DNS_NAMES_PER_NAMESPACE));
+        }
+    }
+
+    #[test]
+    fn low_ports_open_to_all_are_a_door_for_dns() {
+        assert_eq!(low_ports_door("1024\n"), None);
+        assert_eq!(low_ports_door("54"), None);
+        let door = low_ports_door("0\n").expect("open");
+        assert!(door.contains("ip_unprivileged_port_start = 0"), "{door}");
+        assert!(low_ports_door("53").is_some());
+        assert_eq!(low_ports_door("garbage"), None);
+        let here = std::fs::read_to_string(UNPRIVILEGED_PORT_START).unwrap_or_default();
+        if let Some(door) = low_ports_door(&here) {
+            assert!(unseen_doors().contains(&door));
         }
     }
 }

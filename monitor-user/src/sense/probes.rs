@@ -382,6 +382,13 @@ impl Probes {
                 .map_err(|e| ProbeError::Map("CONFIG", e.to_string()))
         };
         set(&mut cfg, config::SELF_PID, u64::from(std::process::id()))?;
+        // 0 when it cannot be read: every socket's user is then checked (see
+        // `probes::netns::as_used`), which costs a few reads and changes nothing else.
+        set(
+            &mut cfg,
+            config::HOST_NETNS,
+            own_netns_cookie().unwrap_or(0),
+        )?;
         set(&mut cfg, config::HASH_KEY, plan.key)?;
         set(&mut cfg, config::FLAGS, flags)?;
         Ok(())
@@ -589,4 +596,29 @@ impl Drop for RingFill {
             libc::munmap(self.pages.as_ptr(), 2 * self.page);
         }
     }
+}
+
+/// The daemon's own network namespace (the host's: it runs there), as its cookie
+/// (`SO_NETNS_COOKIE`), the value `bpf_get_netns_cookie` gives for a socket in it.
+fn own_netns_cookie() -> Option<u64> {
+    // SAFETY: a plain socket(2); the descriptor is owned at once and closed on drop.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && cookie != 0).then_some(cookie)
 }

@@ -120,6 +120,8 @@ pub struct DaemonConfig {
     pub wire_all_connections: Option<bool>,
     #[serde(default, deserialize_with = "holder_set_max")]
     pub holder_set_max: Option<u32>,
+    #[serde(default)]
+    pub dns_servers: Option<Vec<std::net::IpAddr>>,
     /// The keys of a `--clickhouse-config` file (`crate::publish::store::config`).
     #[serde(default)]
     pub clickhouse: Option<FileConfig>,
@@ -143,6 +145,7 @@ pub const KEYS: &[&str] = &[
     "containers_log_dir",
     "wire_all_connections",
     "holder_set_max",
+    "dns_servers",
     "clickhouse",
 ];
 
@@ -314,6 +317,8 @@ pub struct Flags {
     /// `--wire-all-connections` (only ever `Some(true)`).
     pub wire_all_connections: Option<bool>,
     pub holder_set_max: Option<u32>,
+    /// `--dns-server` (given at least once).
+    pub dns_servers: Option<Vec<std::net::IpAddr>>,
     /// `--clickhouse URL` (or `NHISCOPE_CLICKHOUSE_URL`): wins over `clickhouse: url:`.
     pub clickhouse_url: Option<String>,
     /// `--clickhouse-config FILE`: used instead of the file's `clickhouse:` section.
@@ -346,6 +351,8 @@ pub struct Settings {
     pub wire_all_connections: bool,
     /// The kernel's holder set's size (`None`: `monitor_common::HOLDERS_MAX`).
     pub holder_set_max: Option<u32>,
+    /// DNS servers whose answers are believed besides the host's and loopback ones.
+    pub dns_servers: Vec<std::net::IpAddr>,
     pub clickhouse: ClickHouse,
 }
 
@@ -637,6 +644,11 @@ impl Settings {
                 .or(c.wire_all_connections)
                 .unwrap_or(false),
             holder_set_max: flags.holder_set_max.or(c.holder_set_max),
+            dns_servers: flags
+                .dns_servers
+                .clone()
+                .or(c.dns_servers.clone())
+                .unwrap_or_default(),
             clickhouse,
         })
     }
@@ -659,6 +671,7 @@ impl Settings {
             containers_log_dir: self.containers_log_dir.clone(),
             wire_all_connections: self.wire_all_connections,
             holder_set_max: self.holder_set_max,
+            dns_servers: self.dns_servers.clone(),
             reload,
         }
     }
@@ -735,6 +748,7 @@ pub fn changes(old: &Settings, new: &Settings) -> Changes {
         old.holder_set_max != new.holder_set_max,
         false,
     );
+    check("dns_servers", old.dns_servers != new.dns_servers, false);
     check("clickhouse", old.clickhouse != new.clickhouse, false);
     c
 }

@@ -168,6 +168,10 @@ fn each_bad_value_is_named_at_its_line_and_column() {
             "config.yaml:1:15: ringbuf_size: invalid type: floating point",
         ),
         (
+            "dns_servers: [10.96.0.10, resolver.local]\n",
+            "config.yaml:1:27: dns_servers",
+        ),
+        (
             "clickhouse: 3\n",
             "config.yaml:1:13: clickhouse: invalid type: integer",
         ),

@@ -12,6 +12,7 @@
 
 pub mod capture;
 pub mod parse;
+pub mod resolv_conf;
 pub mod track;
 
 use std::{
@@ -22,7 +23,7 @@ use std::{
 };
 
 pub use parse::{parse_response, Answer};
-pub use track::{DnsStats, Origin};
+pub use track::{DnsStats, Origin, Resolvers};
 
 /// Names are kept at least this long, whatever the TTL: a client connects right after it got
 /// the answer, and TTL-0 answers exist.
@@ -63,6 +64,11 @@ impl Dns {
 
     pub fn stats(&self) -> DnsStats {
         self.tracker.stats()
+    }
+
+    /// The servers whose answers are believed from now on (see [`Resolvers`]).
+    pub fn set_resolvers(&mut self, resolvers: Resolvers) {
+        self.tracker.set_resolvers(resolvers);
     }
 
     /// Addresses the cache holds names for now (expired ones may linger until the next answer).
@@ -343,6 +349,7 @@ mod tests {
         use parse::tests::{query, response};
         let t0 = Instant::now();
         let mut d = Dns::default();
+        d.set_resolvers(Resolvers::new(vec!["10.0.0.1".parse().unwrap()]));
         let (client, server) = ([10, 0, 0, 5], [10, 0, 0, 1]);
         let forged = response(
             "api.example.com",

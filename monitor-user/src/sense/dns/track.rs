@@ -1,16 +1,25 @@
-//! Which DNS answers to believe: only those to a query seen leaving this host.
+//! Which DNS answers to believe: only those to a query seen leaving this host for one of its
+//! resolvers.
 //!
 //! Anyone who can send this host a UDP packet from port 53 could otherwise map their own address
 //! to an allowed name, and a holder's connection there would be judged `ok`. So each query that
-//! leaves the host is remembered for [`QUERY_TIMEOUT`] by its transaction id, its client and
-//! server (address and port) and its question; a response counts only when it comes back from
-//! that server to that client with that id and question, once. A forger must then guess a 16-bit
-//! id and the client's port while the query is open, as for the resolver itself. Everything else
-//! is counted as rejected ([`DnsStats`]) and never reaches the name cache.
+//! leaves the host is remembered for [`QUERY_TIMEOUT`] by its network namespace, its transaction
+//! id, its client and server (address and port) and its question; a response counts only when it
+//! comes back from that server to that client in that namespace with that id and question,
+//! once. A forger must then guess a 16-bit id and the client's port while the query is open, as
+//! for the resolver itself.
+//!
+//! And the asker does not choose who answers: a query is remembered only when its server is one
+//! of the host's resolvers ([`Resolvers`]: the nameservers of the host's `/etc/resolv.conf`,
+//! those the daemon is told of, and loopback addresses, where only a privileged process can
+//! serve port 53), and only when it left a namespace the host's user namespace owns. A holder
+//! that asks a server of its own (on the internet, or a container's on the host's bridge) would
+//! otherwise name any address it calls. Everything else is counted ([`DnsStats`]) and never
+//! reaches the name cache.
 
 use std::{
     collections::{HashMap, VecDeque},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -39,9 +48,13 @@ pub struct DnsStats {
     pub records_rejected: u64,
     /// Open queries pushed out by newer ones before their answer came ([`MAX_PENDING`]).
     pub queries_dropped: u64,
-    /// Of `rejected`: answers to queries sent from a network namespace that the host's user
-    /// namespace does not own (any user can make one and answer itself there).
+    /// Queries not remembered (their answers are then `rejected`), sent from a network
+    /// namespace the host's user namespace does not own (any user can make one and answer
+    /// itself there).
     pub untrusted_ns: u64,
+    /// Queries not remembered (their answers are then `rejected`), sent to a server that is not
+    /// one of the host's resolvers.
+    pub other_server: u64,
 }
 
 impl DnsStats {
@@ -91,8 +104,34 @@ pub enum Rejected {
     Unsolicited,
     /// The open query asked about another name.
     OtherQuestion,
-    /// The query was sent from a namespace any user can make.
-    UntrustedNamespace,
+}
+
+/// The servers whose answers are believed: the host's resolvers, and any loopback address (a
+/// server on port 53 there is a privileged process's: binding a port below 1024 takes
+/// `CAP_NET_BIND_SERVICE` unless `net.ipv4.ip_unprivileged_port_start` was lowered, which the
+/// daemon says at start).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolvers(Vec<IpAddr>);
+
+impl Resolvers {
+    pub fn new(mut servers: Vec<IpAddr>) -> Self {
+        servers.sort_unstable();
+        servers.dedup();
+        Self(servers)
+    }
+
+    pub fn servers(&self) -> &[IpAddr] {
+        &self.0
+    }
+
+    /// Whether a query to `server` may be believed.
+    pub fn allow(&self, server: IpAddr) -> bool {
+        let server = match server {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(server, IpAddr::V4),
+            v4 => v4,
+        };
+        server.is_loopback() || self.0.contains(&server)
+    }
 }
 
 /// What a packet was.
@@ -121,13 +160,13 @@ struct Key {
 struct Pending {
     name: String,
     until: Instant,
-    untrusted_ns: bool,
 }
 
 /// Open queries, and the counters.
 #[derive(Debug, Default)]
 pub struct Tracker {
     pending: HashMap<Key, Pending>,
+    resolvers: Resolvers,
     /// Keys by expiry. The timeout is the same for all, so insertion order is expiry order and
     /// expiring is popping the front, never a scan.
     order: VecDeque<(Instant, Key)>,
@@ -137,6 +176,15 @@ pub struct Tracker {
 impl Tracker {
     pub fn stats(&self) -> DnsStats {
         self.stats
+    }
+
+    /// The servers whose answers are believed from now on (queries already open stay).
+    pub fn set_resolvers(&mut self, resolvers: Resolvers) {
+        self.resolvers = resolvers;
+    }
+
+    pub fn resolvers(&self) -> &Resolvers {
+        &self.resolvers
     }
 
     /// Open queries (tests, health).
@@ -155,13 +203,23 @@ impl Tracker {
                 let Some(q) = m.question else {
                     return Seen::Ignored;
                 };
+                // Not remembered at all: their answers could not be believed, and they take no
+                // room from queries whose answers can.
+                if at.untrusted_ns {
+                    self.stats.untrusted_ns += 1;
+                    return Seen::Ignored;
+                }
+                if !self.resolvers.allow(d.dst.ip()) {
+                    self.stats.other_server += 1;
+                    return Seen::Ignored;
+                }
                 let key = Key {
                     netns: at.netns,
                     client: d.src,
                     server: d.dst,
                     id: m.id,
                 };
-                self.remember(key, q.name, at.untrusted_ns, now);
+                self.remember(key, q.name, now);
                 Seen::Query
             }
             (true, false) if d.src.port() == 53 => {
@@ -181,12 +239,7 @@ impl Tracker {
                     return Seen::Rejected(Rejected::OtherQuestion);
                 }
                 // One answer per query: a second one with the same id is a forger's.
-                let untrusted = self.pending.remove(&key).is_some_and(|p| p.untrusted_ns);
-                if untrusted {
-                    self.stats.rejected += 1;
-                    self.stats.untrusted_ns += 1;
-                    return Seen::Rejected(Rejected::UntrustedNamespace);
-                }
+                self.pending.remove(&key);
                 if m.rcode != 0 {
                     return Seen::Ignored;
                 }
@@ -199,7 +252,7 @@ impl Tracker {
         }
     }
 
-    fn remember(&mut self, key: Key, name: String, untrusted_ns: bool, now: Instant) {
+    fn remember(&mut self, key: Key, name: String, now: Instant) {
         self.stats.queries += 1;
         while self.pending.len() >= MAX_PENDING {
             let Some((_, old)) = self.order.pop_front() else {
@@ -212,14 +265,7 @@ impl Tracker {
         let until = now + QUERY_TIMEOUT;
         // A retransmission replaces the entry; its older place in `order` then finds nothing
         // with that expiry and is skipped.
-        self.pending.insert(
-            key,
-            Pending {
-                name,
-                until,
-                untrusted_ns,
-            },
-        );
+        self.pending.insert(key, Pending { name, until });
         self.order.push_back((until, key));
     }
 
@@ -254,6 +300,13 @@ mod tests {
     }
 
     const CLIENT: &str = "10.0.0.5:40000";
+
+    /// A tracker whose resolver is `SERVER`'s address.
+    fn tracker() -> Tracker {
+        let mut t = Tracker::default();
+        t.set_resolvers(Resolvers::new(vec!["10.0.0.1".parse().expect("addr")]));
+        t
+    }
     const OUT: Origin = Origin {
         outgoing: true,
         netns: 1,
@@ -268,7 +321,7 @@ mod tests {
 
     /// A tracker that saw a query for `name` with id 0x1234 (the id `response` writes).
     fn asked(name: &str, t0: Instant) -> Tracker {
-        let mut t = Tracker::default();
+        let mut t = tracker();
         let q = query(name, 0x1234);
         assert_eq!(t.packet(&dgram(CLIENT, SERVER, &q), OUT, t0), Seen::Query);
         t
@@ -304,7 +357,7 @@ mod tests {
     #[test]
     fn an_unsolicited_answer_is_rejected() {
         let t0 = Instant::now();
-        let mut t = Tracker::default();
+        let mut t = tracker();
         let r = response(
             "api.example.com",
             &[("api.example.com", A, vec![203, 0, 113, 9])],
@@ -413,7 +466,7 @@ mod tests {
     #[test]
     fn direction_matters() {
         let t0 = Instant::now();
-        let mut t = Tracker::default();
+        let mut t = tracker();
         let q = query("api.example.com", 0x1234);
         // A query arriving (for a server on this host) opens nothing.
         assert_eq!(t.packet(&dgram(CLIENT, SERVER, &q), IN, t0), Seen::Ignored);
@@ -442,27 +495,59 @@ mod tests {
             Seen::Rejected(Rejected::Unsolicited)
         );
         assert_eq!(t.pending(), 1, "the real answer may still come");
-        // A query from a namespace any user can make: its answer is not believed, and counted.
-        let mut t = Tracker::default();
+        // A query from a namespace any user can make: not even remembered, so its answer is
+        // unsolicited.
+        let mut t = tracker();
         let own = Origin {
             untrusted_ns: true,
             ..Origin::sent(7)
         };
         let q = query("api.example.com", 0x1234);
-        assert_eq!(t.packet(&dgram(CLIENT, SERVER, &q), own, t0), Seen::Query);
+        assert_eq!(t.packet(&dgram(CLIENT, SERVER, &q), own, t0), Seen::Ignored);
+        assert_eq!(t.pending(), 0);
         assert_eq!(
             t.packet(&dgram(SERVER, CLIENT, &r), Origin::received(7), t0),
-            Seen::Rejected(Rejected::UntrustedNamespace)
+            Seen::Rejected(Rejected::Unsolicited)
         );
         assert_eq!((t.stats().rejected, t.stats().untrusted_ns), (1, 1));
         assert_eq!(t.stats().accepted, 0);
-        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn only_the_host_s_resolvers_and_loopback_servers_are_asked() {
+        let t0 = Instant::now();
+        // A server the asker chose (its own, anywhere): the query is not remembered.
+        let mut t = tracker();
+        let theirs = "198.51.100.53:53";
+        let q = query("api.example.com", 0x1234);
+        assert_eq!(
+            t.packet(&dgram(CLIENT, theirs, &q), Origin::sent(1), t0),
+            Seen::Ignored
+        );
+        let r = response(
+            "api.example.com",
+            &[("api.example.com", A, vec![198, 51, 100, 7])],
+        );
+        assert_eq!(
+            t.packet(&dgram(theirs, CLIENT, &r), Origin::received(1), t0),
+            Seen::Rejected(Rejected::Unsolicited)
+        );
+        assert_eq!((t.stats().other_server, t.stats().accepted), (1, 0));
+        // A loopback server (a stub resolver on this host), IPv4, IPv6 and mapped.
+        let rs = Resolvers::new(vec!["10.0.0.1".parse().expect("addr")]);
+        for local in ["127.0.0.53", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
+            assert!(rs.allow(local.parse().expect("addr")), "{local}");
+        }
+        for other in ["10.0.0.2", "::ffff:10.0.0.2", "fd00::1", "0.0.0.0"] {
+            assert!(!rs.allow(other.parse().expect("addr")), "{other}");
+        }
+        assert!(rs.allow("::ffff:10.0.0.1".parse().expect("addr")));
     }
 
     #[test]
     fn open_queries_are_bounded() {
         let t0 = Instant::now();
-        let mut t = Tracker::default();
+        let mut t = tracker();
         for i in 0..(MAX_PENDING + 10) {
             let q = query("x.example", i as u16);
             t.packet(&dgram(CLIENT, SERVER, &q), OUT, t0);
