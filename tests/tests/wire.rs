@@ -1169,11 +1169,19 @@ fn a_fast_open_request_and_a_socket_connected_again_are_read_as_sent() {
         &dir,
         &cred,
         r#"import ctypes, struct
+def syn_data():
+    # The kernel's count of SYNs sent with data (acknowledged or not): this test's own.
+    lines = [l.split() for l in open('/proc/net/netstat') if l.startswith('TcpExt:')]
+    row = dict(zip(lines[0][1:], map(int, lines[1][1:])))
+    return row['TCPFastOpenActive'] + row['TCPFastOpenActiveFail']
+before = syn_data()
 s = socket.socket()
 s.setsockopt(socket.IPPROTO_TCP, 34, 1)  # TCP_FASTOPEN_NO_COOKIE
 s.sendto(b'GET /v1/ch', 0x20000000, ('127.0.0.1', P4))  # MSG_FASTOPEN: in the SYN
 time.sleep(0.15)
 s.sendall(b'arges HTTP/1.1\r\nHost: api.wire.test\r\n\r\n')
+if syn_data() == before:
+    raise SystemExit('the SYN carried no data')
 out.write('tfo %d\n' % s.getsockname()[1]); out.flush()
 time.sleep(0.1)
 s.close()

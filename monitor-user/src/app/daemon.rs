@@ -445,6 +445,8 @@ struct Daemon {
     ticks: u64,
     /// The kernel's holder set was full at the last tick: every connection is marked.
     holders_full: bool,
+    /// The kernel's count of holders the set refused, at the last tick.
+    holder_refusals: u64,
     /// The host's resolvers, and those given by `--dns-server`: whose DNS answers are believed.
     resolv_conf: crate::sense::dns::resolv_conf::ResolvConf,
     dns_servers: Vec<std::net::IpAddr>,
@@ -582,6 +584,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         dns_servers: opts.dns_servers.clone(),
         ticks: 0,
         holders_full: false,
+        holder_refusals: 0,
         out: Vec::with_capacity(1024),
         ring_peak: 0,
         _live_lock: p.live_lock,
@@ -719,7 +722,15 @@ impl Daemon {
 
     /// Whether the kernel's holder set is full, said when it changes.
     fn holder_set(&mut self) {
-        let full = match self.probes.holder_set_check(self.engine.wire_holders()) {
+        // Every holder the set refused is among the engine's only once the records of those
+        // refusals are read: none since the last tick, and nothing left in the ring.
+        let refusals = self.probes.losses()[monitor_common::LossCause::HolderSetFull as usize];
+        let settled = refusals == self.holder_refusals && self.ring_fill.used() == 0;
+        self.holder_refusals = refusals;
+        let full = match self
+            .probes
+            .holder_set_check(self.engine.wire_holders(), settled)
+        {
             Ok(full) => full,
             Err(e) => {
                 log::warn!("the kernel's holder set: {e}");

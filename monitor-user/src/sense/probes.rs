@@ -460,14 +460,16 @@ impl Probes {
     }
 
     /// Whether the kernel's holder set is full (so every process's connections are marked);
-    /// once it has room again (below three quarters of its size), `holders` (every process the
-    /// daemon knows to hold an NHI: those the full set refused among them) are put in first,
-    /// and only then does the kernel go back to marking holders' connections only, so that no
-    /// refused holder's connection falls between the two. Counts the set's entries only while
-    /// it is full.
+    /// once it has room again (below three quarters of its size) and the daemon has `settled`
+    /// (read the records of every holder the set refused, so that `holders` holds them),
+    /// `holders` (every process the daemon knows to hold an NHI) are put in first, and only
+    /// then does the kernel go back to marking holders' connections only, so that no refused
+    /// holder's connection falls between the two. Counts the set's entries only while it is
+    /// full.
     pub fn holder_set_check(
         &mut self,
         holders: impl Iterator<Item = u32>,
+        settled: bool,
     ) -> Result<bool, ProbeError> {
         let cfg: Array<&MapData, u64> = Array::try_from(
             self.bpf
@@ -489,7 +491,7 @@ impl Probes {
             .holder_set_max
             .unwrap_or(monitor_common::HOLDERS_MAX);
         let entries = map.keys().filter(Result::is_ok).count();
-        if entries as u64 * 4 >= u64::from(max) * 3 {
+        if !settled || entries as u64 * 4 >= u64::from(max) * 3 {
             return Ok(true);
         }
         // BPF_NOEXIST: an entry already there (the kernel's own, or put in before) stays as it
