@@ -704,6 +704,13 @@ impl Daemon {
     /// The servers whose DNS answers are believed: `--dns-server` and the host's
     /// `/etc/resolv.conf` (read again when it changes, said in the log), and loopback ones.
     fn dns_resolvers(&mut self) {
+        for ip in self.engine.take_dns_other_servers() {
+            log::warn!(
+                "DNS: queries to {ip}, which is not a resolver of this host (/etc/resolv.conf, \
+                 --dns-server), are not believed: its answers name no address. If it is one of \
+                 yours (a cluster's DNS service), give it with --dns-server"
+            );
+        }
         let Some(host) = self.resolv_conf.refresh() else {
             return;
         };

@@ -241,6 +241,11 @@ impl<H: Host> Engine<H> {
         self.dns.packet(pkt, at, self.sys.now());
     }
 
+    /// DNS servers asked that are not resolvers of the host, each once (for the daemon's log).
+    pub fn take_dns_other_servers(&mut self) -> Vec<std::net::IpAddr> {
+        self.dns.take_other_servers()
+    }
+
     /// The servers whose DNS answers are believed from now on (see `sense::dns::Resolvers`).
     pub fn set_dns_resolvers(&mut self, resolvers: crate::sense::dns::Resolvers) {
         self.dns.set_resolvers(resolvers);

@@ -192,6 +192,8 @@ pub struct Metrics {
     dns_cached: AtomicU64,
     dns_queries: AtomicU64,
     dns_rejected: AtomicU64,
+    dns_not_asked_other_server: AtomicU64,
+    dns_not_asked_user_namespace: AtomicU64,
     store: StoreNumbers,
     live_clients: AtomicU64,
     live_dropped: AtomicU64,
@@ -240,6 +242,8 @@ impl Metrics {
             dns_cached: AtomicU64::new(0),
             dns_queries: AtomicU64::new(0),
             dns_rejected: AtomicU64::new(0),
+            dns_not_asked_other_server: AtomicU64::new(0),
+            dns_not_asked_user_namespace: AtomicU64::new(0),
             store: StoreNumbers::default(),
             live_clients: AtomicU64::new(0),
             live_dropped: AtomicU64::new(0),
@@ -359,6 +363,10 @@ impl Metrics {
         self.dns_queries.store(s.dns.queries, Ordering::Relaxed);
         self.dns_rejected
             .store(s.dns.not_believed(), Ordering::Relaxed);
+        self.dns_not_asked_other_server
+            .store(s.dns.other_server, Ordering::Relaxed);
+        self.dns_not_asked_user_namespace
+            .store(s.dns.untrusted_ns, Ordering::Relaxed);
         if let Some(st) = &s.store {
             let n = &self.store;
             n.up.store(st.healthy, Ordering::Relaxed);
@@ -583,6 +591,23 @@ impl Collector for Exposition {
              records off their question's CNAME chain.",
             load(&m.dns_rejected),
         )?;
+        {
+            let mut f = enc.encode_descriptor(
+                "nhiscope_dns_queries_unbelievable",
+                "DNS queries whose answers cannot be believed, so not remembered, by reason: \
+                 other_server (sent to a server that is not one of the host's resolvers, \
+                 --dns-server or a loopback address) and user_namespace (sent from a network \
+                 namespace a user namespace owns).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, n) in [
+                ("other_server", &m.dns_not_asked_other_server),
+                ("user_namespace", &m.dns_not_asked_user_namespace),
+            ] {
+                ConstCounter::new(load(n)).encode(f.encode_family(&[("reason", reason)])?)?;
+            }
+        }
         let st = &m.store;
         if st.configured.load(Ordering::Relaxed) {
             gauge(

@@ -179,6 +179,8 @@ fn samples_show_as_gauges_and_counters_and_clickhouse_only_with_a_store() {
     s.dns.queries = 9;
     s.dns.rejected = 4;
     s.dns.records_rejected = 1;
+    s.dns.other_server = 6;
+    s.dns.untrusted_ns = 2;
     m.sample(&s);
     let t = render(&m);
     assert_eq!(value(&t, "nhiscope_ringbuf_fill_ratio"), Some(0.25));
@@ -195,6 +197,20 @@ fn samples_show_as_gauges_and_counters_and_clickhouse_only_with_a_store() {
     assert_eq!(value(&t, "nhiscope_dns_cache_addresses"), Some(3.0));
     assert_eq!(value(&t, "nhiscope_dns_queries_total"), Some(9.0));
     assert_eq!(value(&t, "nhiscope_dns_rejected_total"), Some(5.0));
+    assert_eq!(
+        value(
+            &t,
+            "nhiscope_dns_queries_unbelievable_total{reason=\"other_server\"}"
+        ),
+        Some(6.0)
+    );
+    assert_eq!(
+        value(
+            &t,
+            "nhiscope_dns_queries_unbelievable_total{reason=\"user_namespace\"}"
+        ),
+        Some(2.0)
+    );
     assert_eq!(value(&t, "nhiscope_live_clients"), Some(2.0));
     assert_eq!(value(&t, "nhiscope_live_clients_dropped_total"), Some(1.0));
     assert_eq!(value(&t, "nhiscope_live_clients_refused_total"), Some(5.0));

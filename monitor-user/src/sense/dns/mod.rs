@@ -66,6 +66,11 @@ impl Dns {
         self.tracker.stats()
     }
 
+    /// Servers asked that are not resolvers, each once (see [`track::Tracker::take_other_servers`]).
+    pub fn take_other_servers(&mut self) -> Vec<IpAddr> {
+        self.tracker.take_other_servers()
+    }
+
     /// The servers whose answers are believed from now on (see [`Resolvers`]).
     pub fn set_resolvers(&mut self, resolvers: Resolvers) {
         self.tracker.set_resolvers(resolvers);

@@ -32,6 +32,9 @@ use super::{
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Queries remembered at most: a flood of queries pushes out the oldest, it does not grow memory.
 pub const MAX_PENDING: usize = 4096;
+/// Servers that are not resolvers named (in the daemon's log) at most: anyone can ask any
+/// number of them.
+pub const OTHER_SERVERS_NAMED: usize = 32;
 
 /// What the daemon did with the DNS packets it saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -167,6 +170,10 @@ struct Pending {
 pub struct Tracker {
     pending: HashMap<Key, Pending>,
     resolvers: Resolvers,
+    /// Servers asked that are not resolvers, each once (at most [`OTHER_SERVERS_NAMED`]), and
+    /// those of them not yet taken by [`Tracker::take_other_servers`].
+    other_servers: Vec<IpAddr>,
+    other_servers_new: Vec<IpAddr>,
     /// Keys by expiry. The timeout is the same for all, so insertion order is expiry order and
     /// expiring is popping the front, never a scan.
     order: VecDeque<(Instant, Key)>,
@@ -185,6 +192,12 @@ impl Tracker {
 
     pub fn resolvers(&self) -> &Resolvers {
         &self.resolvers
+    }
+
+    /// Servers that are not resolvers, asked for the first time since the last call (each is
+    /// given once, [`OTHER_SERVERS_NAMED`] at most in all).
+    pub fn take_other_servers(&mut self) -> Vec<IpAddr> {
+        std::mem::take(&mut self.other_servers_new)
     }
 
     /// Open queries (tests, health).
@@ -211,6 +224,13 @@ impl Tracker {
                 }
                 if !self.resolvers.allow(d.dst.ip()) {
                     self.stats.other_server += 1;
+                    let ip = d.dst.ip();
+                    if self.other_servers.len() < OTHER_SERVERS_NAMED
+                        && !self.other_servers.contains(&ip)
+                    {
+                        self.other_servers.push(ip);
+                        self.other_servers_new.push(ip);
+                    }
                     return Seen::Ignored;
                 }
                 let key = Key {
@@ -533,6 +553,18 @@ mod tests {
             Seen::Rejected(Rejected::Unsolicited)
         );
         assert_eq!((t.stats().other_server, t.stats().accepted), (1, 0));
+        // Named once, however often it is asked, and a bounded number of them.
+        assert_eq!(
+            t.take_other_servers(),
+            vec!["198.51.100.53".parse::<IpAddr>().expect("addr")]
+        );
+        t.packet(&dgram(CLIENT, theirs, &q), Origin::sent(1), t0);
+        assert!(t.take_other_servers().is_empty());
+        for i in 0..100u8 {
+            let server = format!("198.51.101.{i}:53");
+            t.packet(&dgram(CLIENT, &server, &q), Origin::sent(1), t0);
+        }
+        assert_eq!(t.take_other_servers().len(), OTHER_SERVERS_NAMED - 1);
         // A loopback server (a stub resolver on this host), IPv4, IPv6 and mapped.
         let rs = Resolvers::new(vec!["10.0.0.1".parse().expect("addr")]);
         for local in ["127.0.0.53", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
