@@ -1211,3 +1211,75 @@ s.close()
     assert_eq!(e["sni"], "again.wire.test", "{e}");
     assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
 }
+
+/// A full holder set gets room again while records keep coming (a process started and ended
+/// every millisecond or so): the daemon waits only for the records written before the refusals
+/// stopped to be read, not for a moment with nothing in the ring buffer, which a busy host
+/// seldom has (the decision itself: `app::daemon::tests`; this load is too light to keep the
+/// ring from being empty at every tick here, a host with many CPUs is not).
+#[test]
+fn a_full_holder_set_has_room_again_while_records_keep_coming() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (_dir, cred) = credential("wire-full-busy");
+    let d = Daemon::start_with(
+        &registry(&cred, "      - cidr: 127.0.0.1/32\n"),
+        &["--holder-set-max".as_ref(), "64".as_ref()],
+    );
+    let group = |c: &mut Command| {
+        c.stdout(Stdio::piped()).stderr(Stdio::null());
+        // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(c, || {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    };
+    let mut filler = Command::new("sh");
+    filler.args([
+        "-c",
+        &format!(
+            "exec 3<'{}'; for i in $(seq 80); do sleep 60 & done; echo filled; wait",
+            cred.display()
+        ),
+    ]);
+    group(&mut filler);
+    let mut filler = filler.spawn().expect("sh");
+    let mut line = String::new();
+    BufReader::new(filler.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the filler's children are started");
+    d.wait_output(WAIT, 0, |l| l.contains("the kernel's holder set is full"));
+    // A steady trickle of records (a process started and ended every 5 ms), as on a busy host.
+    let mut busy = Command::new(PYTHON);
+    busy.args([
+        "-c",
+        "import os, time\nprint('busy', flush=True)\nwhile True:\n    \
+         p = os.fork()\n    if p == 0: os._exit(0)\n    os.waitpid(p, 0)\n    time.sleep(0.001)\n",
+    ]);
+    group(&mut busy);
+    let mut busy = busy.spawn().expect("python3");
+    let mut line = String::new();
+    BufReader::new(busy.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("busy");
+    // SAFETY: plain kill(2)s of the process groups setsid made above.
+    unsafe {
+        libc::kill(-(filler.id() as i32), libc::SIGKILL);
+    }
+    let _ = filler.wait();
+    let has_room = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        d.wait_output(WAIT, 0, |l| l.contains("holder set has room again"))
+    }));
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(-(busy.id() as i32), libc::SIGKILL);
+    }
+    let _ = busy.wait();
+    assert!(
+        has_room.is_ok(),
+        "the set stayed full while records kept coming"
+    );
+}

@@ -203,7 +203,6 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     if pid != tgid {
         return 0;
     }
-    super::wire::fork(pid as u32);
     match EVENTS.reserve::<ForkEvent>(0) {
         Some(mut slot) => {
             slot.write(ForkEvent {
@@ -215,6 +214,10 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
         }
         None => count_loss(LossCause::RingbufFork),
     }
+    // After the record: a refusal of the full holder set is counted once the record the daemon
+    // learns the child from is in the ring (see the daemon's `holder_set`). The child has not
+    // run yet, so it is in the set before its first connect all the same.
+    super::wire::fork(pid as u32);
     0
 }
 

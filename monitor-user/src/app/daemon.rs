@@ -447,6 +447,8 @@ struct Daemon {
     holders_full: bool,
     /// The kernel's count of holders the set refused, at the last tick.
     holder_refusals: u64,
+    /// The kernel's position in the ring buffer at the last tick, read after `holder_refusals`.
+    holder_mark: u64,
     /// The host's resolvers, and those given by `--dns-server`: whose DNS answers are believed.
     resolv_conf: crate::sense::dns::resolv_conf::ResolvConf,
     dns_servers: Vec<std::net::IpAddr>,
@@ -585,6 +587,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         ticks: 0,
         holders_full: false,
         holder_refusals: 0,
+        holder_mark: 0,
         out: Vec::with_capacity(1024),
         ring_peak: 0,
         _live_lock: p.live_lock,
@@ -730,10 +733,16 @@ impl Daemon {
     /// Whether the kernel's holder set is full, said when it changes.
     fn holder_set(&mut self) {
         // Every holder the set refused is among the engine's only once the records of those
-        // refusals are read: none since the last tick, and nothing left in the ring.
+        // refusals are read: none since the last tick, and the daemon has read past where the
+        // kernel was writing then. The kernel writes a refusal's record (the open, the fork)
+        // before it counts the refusal, and the count is read before the position: so each
+        // refusal counted at the last tick has its record before that position. Not "nothing
+        // left in the ring": on a busy host records keep coming, and the set would stay full.
         let refusals = self.probes.losses()[monitor_common::LossCause::HolderSetFull as usize];
-        let settled = refusals == self.holder_refusals && self.ring_fill.used() == 0;
+        let (consumer, producer) = self.ring_fill.positions();
+        let settled = refusals_read((self.holder_refusals, self.holder_mark), refusals, consumer);
         self.holder_refusals = refusals;
+        self.holder_mark = producer;
         let full = match self
             .probes
             .holder_set_check(self.engine.wire_holders(), settled)
@@ -1132,6 +1141,14 @@ impl Outputs {
 /// did not wake it (the buffer is far from full).
 pub const RING_POLL: Duration = Duration::from_millis(50);
 
+/// Whether the daemon has read the record of every holder the full set refused: `last` is the
+/// refusals counted and the kernel's ring position at the last tick (in that order), `refusals`
+/// the count now and `consumer` how far the daemon has read now. No refusal since, and read
+/// past that position: records written since (a busy host's) need not be read too.
+fn refusals_read(last: (u64, u64), refusals: u64, consumer: u64) -> bool {
+    refusals == last.0 && consumer >= last.1
+}
+
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     engine: &mut Engine<ProcHost>,
@@ -1244,5 +1261,23 @@ fn metrics_sample(
         live_clients: live.clients(),
         live_clients_dropped: live.dropped(),
         live_clients_refused: live.refused(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refusals_read;
+
+    #[test]
+    fn refused_holders_are_read_once_the_ring_is_read_past_the_last_tick_even_while_busy() {
+        // The kernel wrote up to 4096 at the last tick, with 7 refusals counted; it has
+        // written on since (the ring is never empty on a busy host), and the daemon has read
+        // past 4096: every refusal's record is read.
+        assert!(refusals_read((7, 4096), 7, 4096));
+        assert!(refusals_read((7, 4096), 7, 9000));
+        // Not yet read that far: a refused holder's record may be among the unread.
+        assert!(!refusals_read((7, 4096), 7, 4088));
+        // A refusal since the last tick: its record may have been written after 4096.
+        assert!(!refusals_read((7, 4096), 8, 9000));
     }
 }

@@ -576,9 +576,17 @@ impl RingFill {
 
     /// Bytes written by the kernel and not yet consumed (record headers included).
     pub fn used(&self) -> u64 {
+        let (consumer, producer) = self.positions();
+        producer.saturating_sub(consumer).min(u64::from(self.size))
+    }
+
+    /// The daemon's and the kernel's positions in the ring: bytes ever consumed, and ever
+    /// reserved (record headers included), both only ever growing. Every record reserved
+    /// before a reading of `producer` is read once a later `consumer` reaches it.
+    pub fn positions(&self) -> (u64, u64) {
         // SAFETY: both positions are naturally aligned u64s at the start of the two mapped
         // pages, which live as long as `self`; the kernel updates them atomically.
-        let (consumer, producer) = unsafe {
+        unsafe {
             let base = self.pages.as_ptr().cast::<u8>();
             let c = &*base.cast::<std::sync::atomic::AtomicU64>();
             let p = &*base.add(self.page).cast::<std::sync::atomic::AtomicU64>();
@@ -586,8 +594,7 @@ impl RingFill {
                 c.load(std::sync::atomic::Ordering::Acquire),
                 p.load(std::sync::atomic::Ordering::Acquire),
             )
-        };
-        producer.saturating_sub(consumer).min(u64::from(self.size))
+        }
     }
 }
 
