@@ -33,6 +33,7 @@ pub fn frames(mut data: &[u8]) -> Vec<(Origin, u64, &[u8])> {
         let origin = Origin {
             outgoing: control & 1 != 0,
             netns: 1 + u64::from(control >> 6 & 1),
+            ifindex: 1,
             untrusted_ns: control & 0x80 != 0,
         };
         out.push((origin, u64::from(control >> 1 & 0x1f), packet));

@@ -571,6 +571,10 @@ crate::pod_struct! {
         /// The network namespace of the socket that sent or received it (its cookie,
         /// `bpf_get_netns_cookie`): an answer names addresses in that namespace only.
         pub netns: u64,
+        /// The interface it left by (sent) or came in by (received): an answer must come in
+        /// by the one its query left by, not from a container's or a bridge's.
+        pub ifindex: u32,
+        pub _pad: u32,
         pub data: [u8; DNS_CAP],
     }
 }

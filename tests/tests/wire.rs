@@ -510,8 +510,9 @@ assert status == 0, status
 }
 
 /// Python: `own_dns(addr)` runs a DNS server on `addr`:53 in the caller's namespace, asks it
-/// for `api.wire.test` and answers itself with 127.0.0.25; the answer's address. And `tls(s)`
-/// makes a TLS call on the connected socket `s` naming `api.wire.test`; the socket's port.
+/// for `api.wire.test` and answers itself with 127.0.0.25; the answer's address. `hello(name)`
+/// is the ClientHello Python's ssl module makes for a server name. And `tls(s)` makes a TLS
+/// call on the connected socket `s` naming `api.wire.test`; the socket's port.
 const OWN_DNS: &str = r#"import ctypes, fcntl, os, socket, ssl, struct
 def own_dns(addr):
     dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -526,6 +527,15 @@ def own_dns(addr):
     answer += b'\xc0\x0c' + struct.pack('>HHIH', 1, 1, 300, 4) + socket.inet_aton('127.0.0.25')
     dns.sendto(answer, peer)
     return socket.inet_ntoa(c.recv(512)[-4:])
+def hello(name):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+    t = ctx.wrap_bio(i, o, server_hostname=name)
+    try: t.do_handshake()
+    except ssl.SSLWantReadError: pass
+    return o.read()
 def tls(s):
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -652,6 +662,7 @@ made_here = socket.socket()
 if libc.setns(host, 0x40000000) != 0:
     raise OSError(ctypes.get_errno(), 'setns')
 made_here.connect((ip, l.getsockname()[1]))
+made_here.sendall(hello('api.wire.test'))
 open('{ports}', 'w').write('%d %d\n' % (inside.getsockname()[1], made_here.getsockname()[1]))
 "#,
             cred = cred.display(),
@@ -660,7 +671,18 @@ open('{ports}', 'w').write('%d %d\n' % (inside.getsockname()[1], made_here.getso
     )
     .expect("script");
     let pid = run(Command::new(PYTHON).arg(&script));
-    std::fs::read_to_string(&ports).expect("the script ran to its end");
+    let written = std::fs::read_to_string(&ports).expect("the script ran to its end");
+    let made_here: u64 = written
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    // The first bytes sent on it are judged with no names either (its mark says so).
+    let r = d.wait_for(WAIT, |e| request_of(e, pid) && e["sport"] == made_here);
+    assert_eq!(r["sni"], "api.wire.test", "{r}");
+    assert_eq!(r["dns_names"], json!([]), "{r}");
+    let drift = r["drift"].as_array().expect("drift");
+    assert!(drift.contains(&json!("name_mismatch")), "{r}");
     // Its two TCP connects in the order made: inside the namespace (its own names), then on
     // the socket made there, by the process back in the host's namespace.
     let _ = d.wait_for(WAIT, |e| e["kind"] == "exit" && e["pid"] == pid);
@@ -681,6 +703,150 @@ open('{ports}', 'w').write('%d %d\n' % (inside.getsockname()[1], made_here.getso
         json!(["endpoint_out_of_scope"]),
         "{passed}"
     );
+}
+
+/// A network namespace with a veth pair to the host's (host side 10.254.182.2, its side
+/// 10.254.182.1): a resolver reached over an interface of its own. Removed on drop.
+struct ResolverNet;
+
+impl ResolverNet {
+    const NS: &'static str = "nhscope-resolver";
+
+    fn make() -> Self {
+        let _ = Command::new("ip").args(["netns", "del", Self::NS]).output();
+        let sh = format!(
+            "ip netns add {ns} && ip link add nhres0 type veth peer name nhres1 netns {ns} && \
+             ip addr add 10.254.182.2/24 dev nhres0 && ip link set nhres0 up && \
+             ip -n {ns} addr add 10.254.182.1/24 dev nhres1 && ip -n {ns} link set nhres1 up && \
+             ip -n {ns} link set lo up",
+            ns = Self::NS
+        );
+        let st = Command::new("sh").args(["-c", &sh]).status().expect("sh");
+        assert!(st.success(), "{sh}");
+        Self
+    }
+}
+
+impl Drop for ResolverNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", "nhres0"]).output();
+        let _ = Command::new("ip").args(["netns", "del", Self::NS]).output();
+    }
+}
+
+/// The host's resolver is reached over an interface; a holder asks it, and an accomplice that
+/// can send packets with the resolver's address (here a raw socket on the host, as a container's
+/// root or a host on an unfiltered network could) answers in its place with the holder's id and
+/// port: the answer comes in by another interface than the query left by, and names nothing.
+/// The resolver's own answer, by that interface, is believed.
+#[test]
+fn a_forged_answer_with_the_resolver_s_address_by_another_interface_names_nothing() {
+    if !require_root_bpf() {
+        return;
+    }
+    let (dir, cred) = credential("wire-spoofed-dns");
+    let srv = Server::start("127.0.0.25", Some(&Pki::make("wire-spoofed-dns")));
+    let port = srv.port;
+    let _net = ResolverNet::make();
+    // The resolver: answers api.wire.test with 127.0.0.25, once.
+    let resolver = dir.join("resolver.py");
+    std::fs::write(
+        &resolver,
+        "import socket, struct\n\
+         d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         d.bind(('10.254.182.1', 53))\n\
+         print('up', flush=True)\n\
+         q, peer = d.recvfrom(512)\n\
+         a = q[:2] + b'\\x81\\x80\\x00\\x01\\x00\\x01\\x00\\x00\\x00\\x00' + q[12:]\n\
+         a += b'\\xc0\\x0c' + struct.pack('>HHIH', 1, 1, 300, 4) + socket.inet_aton('127.0.0.25')\n\
+         d.sendto(a, peer)\n",
+    )
+    .expect("resolver");
+    let d = Daemon::start_with(
+        &registry(
+            &cred,
+            &format!("      - host: \"*.test\"\n        port: {port}\n"),
+        ),
+        &["--dns-server".as_ref(), "10.254.182.1".as_ref()],
+    );
+    // What a resolver over the network leaves open is said (and in the health view).
+    assert!(
+        d.output().iter().any(|l| l.contains(
+            "not seen: DNS answers from resolvers reached \
+             over the network"
+        ) && l.contains("10.254.182.1")),
+        "{:?}",
+        d.output()
+    );
+    // The forged answer first: the resolver's own, believed, would name the address for it.
+    for forged in [true, false] {
+        let mut real = None;
+        if !forged {
+            let mut r = Command::new("ip")
+                .args(["netns", "exec", ResolverNet::NS, PYTHON])
+                .arg(&resolver)
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("resolver");
+            let mut line = String::new();
+            BufReader::new(r.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("the resolver is up");
+            real = Some(r);
+        }
+        let script = dir.join(format!("asker-{forged}.py"));
+        let ports = dir.join(format!("asker-{forged}.txt"));
+        std::fs::write(
+            &script,
+            format!(
+                r#"{OWN_DNS}open('{cred}').read()
+# Not connected: the port unreachable that the resolver's namespace sends back when nothing
+# listens (the forged case) is not reported to an unconnected socket.
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+q = struct.pack('>HHHHHH', 0x4346, 0x0100, 1, 0, 0, 0)
+q += b''.join(bytes([len(l)]) + l.encode() for l in 'api.wire.test'.split('.')) + b'\x00' + struct.pack('>HH', 1, 1)
+c.sendto(q, ('10.254.182.1', 53))
+if {forged}:
+    # The accomplice: the resolver's address, the holder's port and id, by a raw socket.
+    ans = q[:2] + b'\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00' + q[12:]
+    ans += b'\xc0\x0c' + struct.pack('>HHIH', 1, 1, 300, 4) + socket.inet_aton('127.0.0.25')
+    me, myport = '10.254.182.2', c.getsockname()[1]
+    udp = struct.pack('>HHHH', 53, myport, 8 + len(ans), 0) + ans
+    ip4 = struct.pack('>BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                      socket.inet_aton('10.254.182.1'), socket.inet_aton(me))
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW).sendto(ip4 + udp, (me, 0))
+c.settimeout(10)
+ip = socket.inet_ntoa(c.recv(512)[-4:])
+p = tls(socket.create_connection((ip, {port})))
+open('{ports}', 'w').write('%d\n' % p)
+"#,
+                forged = if forged { "True" } else { "False" },
+                cred = cred.display(),
+                ports = ports.display(),
+            ),
+        )
+        .expect("script");
+        let pid = run(Command::new(PYTHON).arg(&script));
+        if let Some(mut r) = real {
+            let _ = r.kill();
+            let _ = r.wait();
+        }
+        let sport: u64 = std::fs::read_to_string(&ports)
+            .expect("the script got an answer and called")
+            .trim()
+            .parse()
+            .expect("a port");
+        let r = d.wait_for(WAIT, |e| request_of(e, pid) && e["sport"] == sport);
+        assert_eq!(r["sni"], "api.wire.test", "{r}");
+        if forged {
+            assert_eq!(r["dns_names"], json!([]), "a forged answer believed: {r}");
+            let drift = r["drift"].as_array().expect("drift");
+            assert!(drift.contains(&json!("name_mismatch")), "{r}");
+        } else {
+            assert_eq!(r["dns_names"], json!(["api.wire.test"]), "{r}");
+            assert_eq!(r["verdict"], "ok", "{r}");
+        }
+    }
 }
 
 #[test]

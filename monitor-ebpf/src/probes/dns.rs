@@ -99,6 +99,8 @@ pub fn packet(ctx: &SkBuffContext, outgoing: bool) -> Option<()> {
         (*rec).len = if copied == 0 { n } else { 0 };
         let netns = generated::bpf_get_netns_cookie(ctx.skb.skb.cast());
         (*rec).netns = netns;
+        (*rec).ifindex = (*ctx.skb.skb).ifindex;
+        (*rec)._pad = 0;
         // A query is sent in its sender's context: whether the host's user namespace owns
         // its namespace is checked there (its answer is believed only then).
         (*rec).flags = match outgoing {

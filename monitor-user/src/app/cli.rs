@@ -224,6 +224,7 @@ impl DaemonArgs {
             wire_all_connections: self.wire_all_connections.then_some(true),
             holder_set_max: self.holder_set_max,
             dns_servers: (!self.dns_servers.is_empty()).then(|| self.dns_servers.clone()),
+            resolv_conf: given(matches, "resolv_conf").then(|| self.resolv_conf.clone()),
             clickhouse_url: self.clickhouse.clickhouse.clone(),
             clickhouse_config: self.clickhouse.clickhouse_config.clone(),
         }
@@ -334,6 +335,12 @@ pub struct DaemonArgs {
     /// would otherwise name the addresses it calls. Config key `dns_servers`.
     #[arg(long = "dns-server", value_name = "ADDR")]
     pub dns_servers: Vec<std::net::IpAddr>,
+
+    /// The host's resolver configuration, whose nameservers' answers are believed (read again
+    /// when it changes). In a container, the host's file mounted in (a pod's own lists the
+    /// cluster's DNS service, not the node's resolvers). Config key `resolv_conf`.
+    #[arg(long, value_name = "FILE", default_value = crate::sense::dns::resolv_conf::PATH)]
+    pub resolv_conf: PathBuf,
 
     /// Where events are stored (ClickHouse); off when neither flag nor config gives a URL.
     #[command(flatten)]

@@ -62,6 +62,8 @@ pub struct Options {
     /// `--dns-server`: resolvers whose answers are believed besides the host's
     /// (`/etc/resolv.conf`) and loopback ones.
     pub dns_servers: Vec<std::net::IpAddr>,
+    /// `--resolv-conf`: the host's resolver configuration.
+    pub resolv_conf: PathBuf,
 }
 
 /// Why the daemon stopped with an error. Each variant keeps its cause (`source()`); the
@@ -580,9 +582,7 @@ fn start(opts: Options) -> Result<(Daemon, Wakeups), DaemonError> {
         registry_path: opts.registry,
         config: opts.reload,
         reported: [0u64; LOSS_CAUSES as usize],
-        resolv_conf: crate::sense::dns::resolv_conf::ResolvConf::new(Path::new(
-            crate::sense::dns::resolv_conf::PATH,
-        )),
+        resolv_conf: crate::sense::dns::resolv_conf::ResolvConf::new(&opts.resolv_conf),
         dns_servers: opts.dns_servers.clone(),
         ticks: 0,
         holders_full: false,
@@ -726,6 +726,19 @@ impl Daemon {
                 false => shown.join(", "),
             }
         );
+        // What resolvers reached over the network leave open, said as they change.
+        let door = crate::sense::coverage::network_resolvers_door(&all);
+        let prefix = crate::sense::coverage::NETWORK_RESOLVERS;
+        let before = self.unseen.iter().position(|d| d.starts_with(prefix));
+        if before.map(|i| &self.unseen[i]) != door.as_ref() {
+            if let Some(i) = before {
+                self.unseen.remove(i);
+            }
+            if let Some(d) = door {
+                log::warn!("not seen: {d}");
+                self.unseen.push(d);
+            }
+        }
         self.engine
             .set_dns_resolvers(crate::sense::dns::Resolvers::new(all));
     }

@@ -49,6 +49,7 @@ pub fn dns_record(bytes: &[u8]) -> Option<(&[u8], crate::sense::dns::Origin)> {
     let flags = word(core::mem::offset_of!(DnsRecord, flags))?;
     let at = core::mem::offset_of!(DnsRecord, netns);
     let netns = u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
+    let ifindex = word(core::mem::offset_of!(DnsRecord, ifindex))?;
     if len > DNS_CAP {
         return None;
     }
@@ -56,6 +57,7 @@ pub fn dns_record(bytes: &[u8]) -> Option<(&[u8], crate::sense::dns::Origin)> {
     let origin = crate::sense::dns::Origin {
         outgoing: flags & DNS_OUTGOING != 0,
         netns,
+        ifindex,
         untrusted_ns: flags & DNS_UNTRUSTED_NS != 0,
     };
     Some((pkt, origin))
@@ -359,6 +361,8 @@ mod tests {
             len: 3,
             flags: monitor_common::DNS_OUTGOING,
             netns: 4026531840,
+            ifindex: 1,
+            _pad: 0,
             data: [0; monitor_common::DNS_CAP],
         };
         r.data[..3].copy_from_slice(b"abc");

@@ -30,6 +30,31 @@ pub fn unseen_doors() -> Vec<String> {
     out
 }
 
+/// How a door about resolvers reached over the network begins (the daemon replaces it when the
+/// resolvers change).
+pub const NETWORK_RESOLVERS: &str = "DNS answers from resolvers reached over the network";
+
+/// The door resolvers reached over the network leave open, when `servers` has any: an answer
+/// is matched to its query by id, port, address and interface, which a hostile holder knows and
+/// can tell an accomplice.
+pub fn network_resolvers_door(servers: &[std::net::IpAddr]) -> Option<String> {
+    let remote: Vec<String> = servers
+        .iter()
+        .filter(|s| !s.is_loopback())
+        .map(ToString::to_string)
+        .collect();
+    (!remote.is_empty()).then(|| {
+        format!(
+            "{NETWORK_RESOLVERS} ({}) are matched to their query by id, port, address and \
+             interface: a holder that tells an accomplice its query's id and port, where the \
+             accomplice can send packets with the resolver's address on that network (no spoof \
+             filtering there), can forge the answer; a loopback stub resolver (systemd-resolved, \
+             dnsmasq), whose own queries no holder sees, closes this door",
+            remote.join(", ")
+        )
+    })
+}
+
 /// The host namespace's lowest port any user may bind.
 const UNPRIVILEGED_PORT_START: &str = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
 
@@ -39,9 +64,10 @@ fn low_ports_door(text: &str) -> Option<String> {
     let start: u32 = text.trim().parse().ok()?;
     (start <= 53).then(|| {
         format!(
-            "any user can bind port 53 here (net.ipv4.ip_unprivileged_port_start = {start}): a \
-             DNS server on a loopback address is believed, so any user can name the addresses \
-             its own queries ask about; set it above 53 to close this door"
+            "any user can bind port 53 here (net.ipv4.ip_unprivileged_port_start = {start}), on \
+             any address (a loopback one, or a resolver's with IP_FREEBIND): a DNS server there \
+             is believed, so any user can name the addresses its own queries ask about; set it \
+             above 53 to close this door"
         )
     })
 }
@@ -104,6 +130,16 @@ mod tests {
             );
             assert!(doors.iter().any(|d| d == DNS_NAMES_PER_NAMESPACE));
         }
+    }
+
+    #[test]
+    fn resolvers_over_the_network_are_a_door_and_loopback_ones_are_not() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("addr");
+        assert_eq!(network_resolvers_door(&[]), None);
+        assert_eq!(network_resolvers_door(&[ip("127.0.0.53"), ip("::1")]), None);
+        let door = network_resolvers_door(&[ip("127.0.0.53"), ip("10.255.255.53")]).expect("one");
+        assert!(door.starts_with(NETWORK_RESOLVERS), "{door}");
+        assert!(door.contains("(10.255.255.53)"), "{door}");
     }
 
     #[test]

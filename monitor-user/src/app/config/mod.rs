@@ -122,6 +122,8 @@ pub struct DaemonConfig {
     pub holder_set_max: Option<u32>,
     #[serde(default)]
     pub dns_servers: Option<Vec<std::net::IpAddr>>,
+    #[serde(default, deserialize_with = "path")]
+    pub resolv_conf: Option<PathBuf>,
     /// The keys of a `--clickhouse-config` file (`crate::publish::store::config`).
     #[serde(default)]
     pub clickhouse: Option<FileConfig>,
@@ -146,6 +148,7 @@ pub const KEYS: &[&str] = &[
     "wire_all_connections",
     "holder_set_max",
     "dns_servers",
+    "resolv_conf",
     "clickhouse",
 ];
 
@@ -319,6 +322,7 @@ pub struct Flags {
     pub holder_set_max: Option<u32>,
     /// `--dns-server` (given at least once).
     pub dns_servers: Option<Vec<std::net::IpAddr>>,
+    pub resolv_conf: Option<PathBuf>,
     /// `--clickhouse URL` (or `NHISCOPE_CLICKHOUSE_URL`): wins over `clickhouse: url:`.
     pub clickhouse_url: Option<String>,
     /// `--clickhouse-config FILE`: used instead of the file's `clickhouse:` section.
@@ -353,6 +357,8 @@ pub struct Settings {
     pub holder_set_max: Option<u32>,
     /// DNS servers whose answers are believed besides the host's and loopback ones.
     pub dns_servers: Vec<std::net::IpAddr>,
+    /// The host's resolver configuration.
+    pub resolv_conf: PathBuf,
     pub clickhouse: ClickHouse,
 }
 
@@ -649,6 +655,11 @@ impl Settings {
                 .clone()
                 .or(c.dns_servers.clone())
                 .unwrap_or_default(),
+            resolv_conf: flags
+                .resolv_conf
+                .clone()
+                .or(c.resolv_conf.as_ref().map(rel))
+                .unwrap_or_else(|| PathBuf::from(crate::sense::dns::resolv_conf::PATH)),
             clickhouse,
         })
     }
@@ -672,6 +683,7 @@ impl Settings {
             wire_all_connections: self.wire_all_connections,
             holder_set_max: self.holder_set_max,
             dns_servers: self.dns_servers.clone(),
+            resolv_conf: self.resolv_conf.clone(),
             reload,
         }
     }
@@ -749,6 +761,7 @@ pub fn changes(old: &Settings, new: &Settings) -> Changes {
         false,
     );
     check("dns_servers", old.dns_servers != new.dns_servers, false);
+    check("resolv_conf", old.resolv_conf != new.resolv_conf, false);
     check("clickhouse", old.clickhouse != new.clickhouse, false);
     c
 }

@@ -44,6 +44,11 @@ pub struct Dns {
 impl Dns {
     /// One captured packet, seen where `at` says. Believed answers go to the cache.
     pub fn packet(&mut self, pkt: &[u8], at: Origin, now: Instant) {
+        // Namespace 0 is the kernel's word for "not known" on a connection (a socket used from
+        // another namespace): no answer may name anything for it.
+        if at.netns == 0 {
+            return;
+        }
         let Some(d) = capture::datagram(pkt) else {
             return;
         };
@@ -59,7 +64,10 @@ impl Dns {
     /// The names `addr` is currently known by in network namespace `netns`, the name asked
     /// for first.
     pub fn names(&self, netns: u64, addr: IpAddr, now: Instant) -> Vec<String> {
-        self.cache.names(netns, addr, now)
+        match netns {
+            0 => Vec::new(),
+            _ => self.cache.names(netns, addr, now),
+        }
     }
 
     pub fn stats(&self) -> DnsStats {
@@ -388,6 +396,20 @@ mod tests {
         assert_eq!(d.stats().accepted, 1);
         // The names hold in the namespace that asked, not in another with the same address.
         assert!(d.names(NS + 1, "192.0.2.7".parse().unwrap(), t0).is_empty());
+        // Namespace 0 (not known) is given no names, and its packets name nothing.
+        let mut z = Dns::default();
+        z.set_resolvers(Resolvers::new(vec!["10.0.0.1".parse().unwrap()]));
+        let q = query("api.example.com", 0x1235);
+        z.packet(&packet(client, 40001, server, 53, &q), Origin::sent(0), t0);
+        let mut r = real.clone();
+        r[..2].copy_from_slice(&0x1235u16.to_be_bytes());
+        z.packet(
+            &packet(server, 53, client, 40001, &r),
+            Origin::received(0),
+            t0,
+        );
+        assert!(z.names(0, "192.0.2.7".parse().unwrap(), t0).is_empty());
+        assert_eq!(z.stats().queries, 0);
     }
 
     #[test]

@@ -75,26 +75,31 @@ pub struct Origin {
     /// The network namespace of the socket that sent or received it (its cookie): a query and
     /// its answer are in the same one, and the names it gives hold there only.
     pub netns: u64,
+    /// The interface it left or came in by: an answer comes in by the one its query left by
+    /// (a forger elsewhere, a container on the host's bridge, cannot send it that way).
+    pub ifindex: u32,
     /// A query sent from a namespace the host's user namespace does not own (`unshare -rn`, a
     /// rootless container), or that could not be checked: its answer is not believed.
     pub untrusted_ns: bool,
 }
 
 impl Origin {
-    /// Sent from namespace `netns`, which the host owns.
+    /// Sent from namespace `netns`, which the host owns, by interface 1 (loopback).
     pub fn sent(netns: u64) -> Self {
         Self {
             outgoing: true,
             netns,
+            ifindex: 1,
             untrusted_ns: false,
         }
     }
 
-    /// Received in namespace `netns`.
+    /// Received in namespace `netns`, by interface 1 (loopback).
     pub fn received(netns: u64) -> Self {
         Self {
             outgoing: false,
             netns,
+            ifindex: 1,
             untrusted_ns: false,
         }
     }
@@ -154,6 +159,7 @@ pub enum Seen {
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 struct Key {
     netns: u64,
+    ifindex: u32,
     client: SocketAddr,
     server: SocketAddr,
     id: u16,
@@ -235,6 +241,7 @@ impl Tracker {
                 }
                 let key = Key {
                     netns: at.netns,
+                    ifindex: at.ifindex,
                     client: d.src,
                     server: d.dst,
                     id: m.id,
@@ -245,6 +252,7 @@ impl Tracker {
             (true, false) if d.src.port() == 53 => {
                 let key = Key {
                     netns: at.netns,
+                    ifindex: at.ifindex,
                     client: d.dst,
                     server: d.src,
                     id: m.id,
@@ -330,11 +338,13 @@ mod tests {
     const OUT: Origin = Origin {
         outgoing: true,
         netns: 1,
+        ifindex: 2,
         untrusted_ns: false,
     };
     const IN: Origin = Origin {
         outgoing: false,
         netns: 1,
+        ifindex: 2,
         untrusted_ns: false,
     };
     const SERVER: &str = "10.0.0.1:53";
@@ -508,10 +518,22 @@ mod tests {
             "api.example.com",
             &[("api.example.com", A, vec![192, 0, 2, 7])],
         );
+        // The same client, server and id, answered by another interface (a forger on a
+        // container's veth, sending with the resolver's address): not this query's.
+        let mut t = asked("api.example.com", t0);
+        let by_veth = Origin { ifindex: 7, ..IN };
+        assert_eq!(
+            t.packet(&dgram(SERVER, CLIENT, &r), by_veth, t0),
+            Seen::Rejected(Rejected::Unsolicited)
+        );
+        assert!(matches!(
+            t.packet(&dgram(SERVER, CLIENT, &r), IN, t0),
+            Seen::Answers(_)
+        ));
         // The same client, server and id, answered in another namespace: not this query's.
         let mut t = asked("api.example.com", t0);
         assert_eq!(
-            t.packet(&dgram(SERVER, CLIENT, &r), Origin::received(2), t0),
+            t.packet(&dgram(SERVER, CLIENT, &r), Origin { netns: 2, ..IN }, t0),
             Seen::Rejected(Rejected::Unsolicited)
         );
         assert_eq!(t.pending(), 1, "the real answer may still come");
