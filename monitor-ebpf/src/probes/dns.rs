@@ -97,7 +97,7 @@ pub fn packet(ctx: &SkBuffContext, outgoing: bool) -> Option<()> {
         let data = core::ptr::addr_of_mut!((*rec).data).cast::<core::ffi::c_void>();
         let copied = generated::bpf_skb_load_bytes(ctx.skb.skb.cast(), 0, data, n);
         (*rec).len = if copied == 0 { n } else { 0 };
-        let netns = generated::bpf_get_netns_cookie(ctx.skb.skb.cast());
+        let netns = super::netns::of_skb(ctx);
         (*rec).netns = netns;
         (*rec).ifindex = (*ctx.skb.skb).ifindex;
         (*rec)._pad = 0;

@@ -8,11 +8,29 @@
 //! rootless container) holds no privilege a forger lacks, and its answers are not believed. A
 //! socket used by a process of another namespace than its own carries none (`as_used`).
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::{
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    programs::SkBuffContext,
+};
 use monitor_common::config::{self, Offset};
 
 use super::files::{offset, read_ptr};
 use crate::maps::CONFIG;
+
+/// The network namespace of the socket a packet (`ctx`) is sent or received by, or 0 when it
+/// cannot be read: its `sk` read through `bpf_probe_read_kernel`, where kernels before 6.15 do
+/// not let these programs call `bpf_get_netns_cookie`.
+#[inline(always)]
+pub fn of_skb(ctx: &SkBuffContext) -> u64 {
+    // SAFETY: a field of the program's own context, as the verifier lets it read it.
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return 0;
+    }
+    // Made a plain number (the verifier forbids arithmetic on a socket pointer); only ever
+    // dereferenced by `bpf_probe_read_kernel`, which checks it.
+    of_sock(super::files::launder(sk as u64))
+}
 
 /// The network namespace of the socket at `sk` (a `struct sock *`), or 0 when it cannot be read.
 #[inline(always)]

@@ -303,7 +303,7 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
             (*ev).flags = WIRE_LAST | WIRE_UNREADABLE;
             (*ev).cookie = generated::bpf_get_socket_cookie(ctx.skb.skb.cast());
             (*ev).netns = match cross {
-                0 => generated::bpf_get_netns_cookie(ctx.skb.skb.cast()),
+                0 => super::netns::of_skb(ctx),
                 _ => 0,
             };
         }
@@ -361,7 +361,7 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
         (*ev).flags = flags;
         (*ev).cookie = generated::bpf_get_socket_cookie(ctx.skb.skb.cast());
         (*ev).netns = match cross {
-            0 => generated::bpf_get_netns_cookie(ctx.skb.skb.cast()),
+            0 => super::netns::of_skb(ctx),
             _ => 0,
         };
         let data = core::ptr::addr_of_mut!((*ev).data).cast::<core::ffi::c_void>();
