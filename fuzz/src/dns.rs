@@ -1,4 +1,4 @@
-//! The DNS side: packets as the raw socket captures them (IPv4 or IPv6, UDP, port 53) into
+//! The DNS side: packets as the kernel's cgroup programs copy them (IPv4 or IPv6, UDP, port 53) into
 //! `Dns::packet`, and their payloads into the message parser.
 //!
 //! The input is a sequence of frames, each `[control][length, u16 little-endian][packet]`

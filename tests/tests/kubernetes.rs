@@ -402,6 +402,11 @@ fn the_daemonset_runs_the_daemon_as_it_expects_to_be_run() {
         "/var/log/containers"
     );
     assert!(mounted(&d.live_socket)["hostPath"]["path"].is_string());
+    // The node's resolvers, not the pod's (which name the cluster's DNS service).
+    assert_eq!(
+        mounted(&d.resolv_conf)["hostPath"]["path"],
+        "/etc/resolv.conf"
+    );
 
     // The registry and the ClickHouse settings come from ConfigMaps, and are valid.
     let from_config_map = |file: &Path| -> String {

@@ -202,7 +202,8 @@ fn a_plaintext_call_shows_method_host_and_path_and_undeclared_ones_are_drift() {
     assert_eq!(e["drift"], json!(["api_out_of_scope"]), "{e}");
 }
 
-/// A DNS server on loopback that answers `api.wire.test` with 127.0.0.25.
+/// A DNS server on loopback that answers `dnsmasq.wire.test` with 127.0.0.26 (a name and an
+/// address of its own: every daemon running meanwhile believes a loopback server's answers).
 struct Dnsmasq(Child);
 
 impl Dnsmasq {
@@ -218,7 +219,7 @@ impl Dnsmasq {
                 "--pid-file=",
                 "--user=root",
                 &format!("--listen-address={listen}"),
-                "--address=/api.wire.test/127.0.0.25",
+                "--address=/dnsmasq.wire.test/127.0.0.26",
             ])
             .stderr(Stdio::null())
             .spawn()
@@ -241,13 +242,13 @@ fn a_server_name_dns_never_gave_for_the_address_is_a_name_mismatch() {
     }
     let (dir, cred) = credential("wire-dns");
     let _dns = Dnsmasq::start("127.0.0.154");
-    let srv = Server::start("127.0.0.25", Some(&Pki::make("wire-dns")));
+    let srv = Server::start("127.0.0.26", Some(&Pki::make("wire-dns")));
     let port = srv.port;
     let d = Daemon::start(&registry(
         &cred,
         &format!("      - host: \"*.test\"\n        port: {port}\n"),
     ));
-    // Python reads the credential, asks the DNS server for api.wire.test (until it answers:
+    // Python reads the credential, asks the DNS server for dnsmasq.wire.test (until it answers:
     // dnsmasq may still be starting), then makes two TLS calls to the address it got: one
     // asking for that name, one for another (a fronted name).
     let script = dir.join("client.py");
@@ -257,7 +258,7 @@ fn a_server_name_dns_never_gave_for_the_address_is_a_name_mismatch() {
             r#"import socket, ssl, struct, time
 open('{cred}').read()
 q = struct.pack('>HHHHHH', 0x4243, 0x0100, 1, 0, 0, 0)
-q += b''.join(bytes([len(l)]) + l.encode() for l in 'api.wire.test'.split('.')) + b'\x00' + struct.pack('>HH', 1, 1)
+q += b''.join(bytes([len(l)]) + l.encode() for l in 'dnsmasq.wire.test'.split('.')) + b'\x00' + struct.pack('>HH', 1, 1)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.settimeout(0.5)
 for _ in range(40):
@@ -271,7 +272,7 @@ ip = socket.inet_ntoa(r[-4:])
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
-for name in ['api.wire.test', 'front.other.test']:
+for name in ['dnsmasq.wire.test', 'front.other.test']:
     s = ctx.wrap_socket(socket.create_connection((ip, {port})), server_hostname=name)
     s.sendall(b'GET / HTTP/1.0\r\n\r\n'); s.recv(100); s.close()
 "#,
@@ -280,9 +281,11 @@ for name in ['api.wire.test', 'front.other.test']:
     )
     .expect("client script");
     let pid = run(Command::new(PYTHON).arg(&script));
-    let ok = d.wait_for(WAIT, |e| request_of(e, pid) && e["sni"] == "api.wire.test");
-    assert_eq!(ok["daddr"], "127.0.0.25", "{ok}");
-    assert_eq!(ok["dns_names"], json!(["api.wire.test"]), "{ok}");
+    let ok = d.wait_for(WAIT, |e| {
+        request_of(e, pid) && e["sni"] == "dnsmasq.wire.test"
+    });
+    assert_eq!(ok["daddr"], "127.0.0.26", "{ok}");
+    assert_eq!(ok["dns_names"], json!(["dnsmasq.wire.test"]), "{ok}");
     assert_eq!(ok["verdict"], "ok", "{ok}");
     let e = d.wait_for(WAIT, |e| {
         request_of(e, pid) && e["sni"] == "front.other.test"
@@ -589,14 +592,19 @@ fn a_dns_server_the_holder_chose_names_nothing_unless_the_daemon_is_told_of_it()
         &cred,
         &format!("      - host: \"*.test\"\n        port: {port}\n"),
     );
-    for told in [false, true] {
-        let extra: Vec<&std::ffi::OsStr> = match told {
-            true => vec!["--dns-server".as_ref(), "10.254.181.1".as_ref()],
-            false => vec![],
+    // The daemon told of the server by flag, or by a resolver configuration naming it.
+    let conf = dir.join("resolv.conf");
+    std::fs::write(&conf, "search wire.test\nnameserver 10.254.181.1\n").expect("resolv.conf");
+    for how in ["not told", "--dns-server", "--resolv-conf"] {
+        let told = how != "not told";
+        let extra: Vec<&std::ffi::OsStr> = match how {
+            "--dns-server" => vec![how.as_ref(), "10.254.181.1".as_ref()],
+            "--resolv-conf" => vec![how.as_ref(), conf.as_os_str()],
+            _ => vec![],
         };
         let d = Daemon::start_with(&reg, &extra);
-        let script = dir.join(format!("chosen-{told}.py"));
-        let ports = dir.join(format!("chosen-{told}.txt"));
+        let script = dir.join(format!("chosen-{told}-{}.py", how.len()));
+        let ports = dir.join(format!("chosen-{told}-{}.txt", how.len()));
         std::fs::write(
             &script,
             format!(
@@ -617,9 +625,13 @@ fn a_dns_server_the_holder_chose_names_nothing_unless_the_daemon_is_told_of_it()
         let r = d.wait_for(WAIT, |e| request_of(e, pid) && e["sport"] == sport);
         assert_eq!(r["sni"], "api.wire.test", "{r}");
         if told {
-            assert_eq!(r["dns_names"], json!(["api.wire.test"]), "{r}");
-            assert_eq!(r["verdict"], "ok", "{r}");
+            assert_eq!(r["dns_names"], json!(["api.wire.test"]), "{how}: {r}");
+            assert_eq!(r["verdict"], "ok", "{how}: {r}");
         } else {
+            // The server is named in the log, with what to do if it is one of the host's.
+            d.wait_output(WAIT, 0, |l| {
+                l.contains("DNS: queries to 10.254.181.1, which is not a resolver")
+            });
             assert_eq!(r["dns_names"], json!([]), "{r}");
             let drift = r["drift"].as_array().expect("drift");
             assert!(drift.contains(&json!("name_mismatch")), "{r}");
@@ -706,31 +718,55 @@ open('{ports}', 'w').write('%d %d\n' % (inside.getsockname()[1], made_here.getso
 }
 
 /// A network namespace with a veth pair to the host's (host side 10.254.182.2, its side
-/// 10.254.182.1): a resolver reached over an interface of its own. Removed on drop.
-struct ResolverNet;
+/// 10.254.182.1): a resolver reached over an interface of its own. Named after this test
+/// process, removed on drop (also when it was not made whole).
+struct ResolverNet {
+    ns: String,
+    veth: String,
+}
 
 impl ResolverNet {
-    const NS: &'static str = "nhscope-resolver";
-
     fn make() -> Self {
-        let _ = Command::new("ip").args(["netns", "del", Self::NS]).output();
+        let id = std::process::id() % 10_000_000;
+        let net = Self {
+            ns: format!("nhiscope-res{id}"),
+            veth: format!("nhr{id}a"),
+        };
+        net.remove();
         let sh = format!(
-            "ip netns add {ns} && ip link add nhres0 type veth peer name nhres1 netns {ns} && \
-             ip addr add 10.254.182.2/24 dev nhres0 && ip link set nhres0 up && \
-             ip -n {ns} addr add 10.254.182.1/24 dev nhres1 && ip -n {ns} link set nhres1 up && \
-             ip -n {ns} link set lo up",
-            ns = Self::NS
+            "ip netns add {ns} && ip link add {veth} type veth peer name nhr{id}b netns {ns} && \
+             ip addr add 10.254.182.2/24 dev {veth} && ip link set {veth} up && \
+             ip -n {ns} addr add 10.254.182.1/24 dev nhr{id}b && \
+             ip -n {ns} link set nhr{id}b up && ip -n {ns} link set lo up",
+            ns = net.ns,
+            veth = net.veth,
         );
         let st = Command::new("sh").args(["-c", &sh]).status().expect("sh");
         assert!(st.success(), "{sh}");
-        Self
+        net
+    }
+
+    fn remove(&self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
     }
 }
 
 impl Drop for ResolverNet {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", "nhres0"]).output();
-        let _ = Command::new("ip").args(["netns", "del", Self::NS]).output();
+        self.remove();
+    }
+}
+
+/// A child process killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -747,7 +783,7 @@ fn a_forged_answer_with_the_resolver_s_address_by_another_interface_names_nothin
     let (dir, cred) = credential("wire-spoofed-dns");
     let srv = Server::start("127.0.0.25", Some(&Pki::make("wire-spoofed-dns")));
     let port = srv.port;
-    let _net = ResolverNet::make();
+    let net = ResolverNet::make();
     // The resolver: answers api.wire.test with 127.0.0.25, once.
     let resolver = dir.join("resolver.py");
     std::fs::write(
@@ -782,14 +818,16 @@ fn a_forged_answer_with_the_resolver_s_address_by_another_interface_names_nothin
     for forged in [true, false] {
         let mut real = None;
         if !forged {
-            let mut r = Command::new("ip")
-                .args(["netns", "exec", ResolverNet::NS, PYTHON])
-                .arg(&resolver)
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("resolver");
+            let mut r = Killed(
+                Command::new("ip")
+                    .args(["netns", "exec", &net.ns, PYTHON])
+                    .arg(&resolver)
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("resolver"),
+            );
             let mut line = String::new();
-            BufReader::new(r.stdout.take().expect("stdout"))
+            BufReader::new(r.0.stdout.take().expect("stdout"))
                 .read_line(&mut line)
                 .expect("the resolver is up");
             real = Some(r);
@@ -827,10 +865,7 @@ open('{ports}', 'w').write('%d\n' % p)
         )
         .expect("script");
         let pid = run(Command::new(PYTHON).arg(&script));
-        if let Some(mut r) = real {
-            let _ = r.kill();
-            let _ = r.wait();
-        }
+        drop(real);
         let sport: u64 = std::fs::read_to_string(&ports)
             .expect("the script got an answer and called")
             .trim()

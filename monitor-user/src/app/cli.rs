@@ -329,7 +329,8 @@ pub struct DaemonArgs {
     pub holder_set_max: Option<u32>,
 
     /// A DNS server whose answers are believed, besides the nameservers of the host's
-    /// /etc/resolv.conf (read again when it changes) and servers on loopback addresses; may be
+    /// resolver configuration (--resolv-conf, read again when it changes) and servers on
+    /// loopback addresses; may be
     /// given again for more (a cluster's DNS service address, for pods that ask it). An answer
     /// from any other server names no address: a holder that asks a server of its own choice
     /// would otherwise name the addresses it calls. Config key `dns_servers`.

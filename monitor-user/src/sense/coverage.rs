@@ -5,7 +5,7 @@
 /// What DNS names rest on, on every host: each network namespace's answers from the host's
 /// resolvers and loopback servers.
 pub const DNS_NAMES_PER_NAMESPACE: &str =
-    "DNS names are believed per network namespace, from the host's resolvers (/etc/resolv.conf, \
+    "DNS names are believed per network namespace, from the host's resolvers (--resolv-conf, \
      --dns-server) and loopback servers only: a process that can bind port 53 in a namespace of \
      its own (a container's root; any user in a container where low ports are open, as Docker \
      sets) can name any address for connections on that namespace's sockets; answers in a \

@@ -581,7 +581,7 @@ impl Collector for Exposition {
         counter(
             &mut enc,
             "nhiscope_dns_queries",
-            "DNS queries seen leaving the host.",
+            "DNS queries remembered: sent to a resolver of the host from a namespace it owns.",
             load(&m.dns_queries),
         )?;
         counter(
@@ -597,7 +597,8 @@ impl Collector for Exposition {
                 "DNS queries whose answers cannot be believed, so not remembered, by reason: \
                  other_server (sent to a server that is not one of the host's resolvers, \
                  --dns-server or a loopback address) and user_namespace (sent from a network \
-                 namespace a user namespace owns).",
+                 namespace a user namespace owns, on a socket of another namespace than the \
+                 sender's, or where the owner could not be read).",
                 None,
                 MetricType::Counter,
             )?;

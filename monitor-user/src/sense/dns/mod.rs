@@ -1,11 +1,12 @@
 //! Endpoint identity from DNS answers seen on the host.
 //!
 //! Kernel programs copy the DNS queries the host's sockets send and the responses they receive
-//! (UDP port 53, IPv4 and IPv6; read by [`capture`]), each with its socket's network namespace;
-//! [`track`] believes a response only when it answers a query seen leaving that namespace, which
-//! the host's user namespace owns, and only for the names on its question's CNAME chain
-//! ([`parse`]); and [`Cache`] maps each answered address, in that namespace, to the names that
-//! led to it, for the answer's TTL. Connections are then known by name as well as by address,
+//! (UDP port 53, IPv4 and IPv6; read by [`capture`]), each with its socket's network namespace
+//! and the interface it went by; [`track`] believes a response only when it answers a query seen
+//! leaving that namespace (which the host's user namespace owns) by that interface, for one of
+//! the host's resolvers ([`Resolvers`]: [`resolv_conf`], `--dns-server`, loopback servers), and
+//! only for the names on its question's CNAME chain ([`parse`]); and [`Cache`] maps each
+//! answered address, in that namespace, to the names that led to it, for the answer's TTL. Connections are then known by name as well as by address,
 //! by the names their own namespace was given: a process in a namespace of its own cannot name
 //! an address for anyone else. The daemon never sends a DNS query of its own. [`Dns`] is the
 //! three together, as the engine uses them.

@@ -27,47 +27,58 @@ pub fn nameservers(text: &str) -> Vec<IpAddr> {
         .collect()
 }
 
-/// `/etc/resolv.conf` (or another file, for tests), read when it changes.
+/// `/etc/resolv.conf` (or another file, `--resolv-conf`), read when it changes.
 #[derive(Debug)]
 pub struct ResolvConf {
     path: PathBuf,
+    /// Read at least once.
+    read: bool,
     seen: Option<(SystemTime, u64)>,
     servers: Vec<IpAddr>,
+    /// A failure to read it was said (once, until it is read again).
+    warned: bool,
 }
 
 impl ResolvConf {
     pub fn new(path: &Path) -> Self {
         Self {
             path: path.to_owned(),
+            read: false,
             seen: None,
             servers: Vec::new(),
+            warned: false,
         }
     }
 
-    /// The servers it names now; `Some` when they changed since the last call (the first call
-    /// included). A file that cannot be read names none (logged once per change).
+    /// The servers it names now; `Some` at the first call, and later when they changed. A file
+    /// that cannot be read names none (said once, until it can be read again).
     pub fn refresh(&mut self) -> Option<&[IpAddr]> {
         let stamp = std::fs::metadata(&self.path)
             .ok()
             .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
-        if stamp.is_some() && stamp == self.seen {
+        if self.read && stamp == self.seen {
             return None;
         }
+        let first = !self.read;
+        self.read = true;
+        self.seen = stamp;
         let servers = match std::fs::read_to_string(&self.path) {
-            Ok(text) => nameservers(&text),
+            Ok(text) => {
+                self.warned = false;
+                nameservers(&text)
+            }
             Err(e) => {
-                if self.seen.is_some() || self.servers.is_empty() {
+                if !self.warned {
                     log::warn!(
                         "DNS: cannot read {} ({e}): only loopback servers and --dns-server are \
                          believed",
                         self.path.display()
                     );
+                    self.warned = true;
                 }
                 Vec::new()
             }
         };
-        let first = self.seen.is_none() && stamp.is_some();
-        self.seen = stamp;
         if servers == self.servers && !first {
             return None;
         }
@@ -107,6 +118,12 @@ mod tests {
         assert_eq!(got.len(), 2);
         std::fs::remove_file(&path).expect("remove");
         assert_eq!(r.refresh().map(<[_]>::to_vec), Some(vec![]), "gone: none");
+        assert_eq!(r.refresh(), None, "still gone");
+        // A file missing from the start: its (empty) servers are given once all the same, so
+        // that the daemon puts --dns-server in force.
+        let mut missing = ResolvConf::new(&dir.join("absent"));
+        assert_eq!(missing.refresh().map(<[_]>::to_vec), Some(vec![]));
+        assert_eq!(missing.refresh(), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

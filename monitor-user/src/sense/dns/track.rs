@@ -39,7 +39,7 @@ pub const OTHER_SERVERS_NAMED: usize = 32;
 /// What the daemon did with the DNS packets it saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DnsStats {
-    /// Queries seen leaving the host.
+    /// Queries remembered: sent to a resolver from a namespace the host owns.
     pub queries: u64,
     /// Responses believed.
     pub accepted: u64,
@@ -53,7 +53,8 @@ pub struct DnsStats {
     pub queries_dropped: u64,
     /// Queries not remembered (their answers are then `rejected`), sent from a network
     /// namespace the host's user namespace does not own (any user can make one and answer
-    /// itself there).
+    /// itself there), on a socket of another namespace than the sender's, or where the owner
+    /// could not be read (the kernel's `DNS_UNTRUSTED_NS`).
     pub untrusted_ns: u64,
     /// Queries not remembered (their answers are then `rejected`), sent to a server that is not
     /// one of the host's resolvers.
@@ -122,7 +123,9 @@ pub enum Rejected {
 pub struct Resolvers(Vec<IpAddr>);
 
 impl Resolvers {
-    pub fn new(mut servers: Vec<IpAddr>) -> Self {
+    pub fn new(servers: Vec<IpAddr>) -> Self {
+        // An IPv4 address written mapped (`::ffff:a.b.c.d`) is the IPv4 one `allow` compares.
+        let mut servers: Vec<IpAddr> = servers.into_iter().map(unmapped).collect();
         servers.sort_unstable();
         servers.dedup();
         Self(servers)
@@ -134,11 +137,16 @@ impl Resolvers {
 
     /// Whether a query to `server` may be believed.
     pub fn allow(&self, server: IpAddr) -> bool {
-        let server = match server {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(server, IpAddr::V4),
-            v4 => v4,
-        };
+        let server = unmapped(server);
         server.is_loopback() || self.0.contains(&server)
+    }
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`; any other address as it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -596,6 +604,8 @@ mod tests {
             assert!(!rs.allow(other.parse().expect("addr")), "{other}");
         }
         assert!(rs.allow("::ffff:10.0.0.1".parse().expect("addr")));
+        let mapped = Resolvers::new(vec!["::ffff:10.0.0.9".parse().expect("addr")]);
+        assert!(mapped.allow("10.0.0.9".parse().expect("addr")));
     }
 
     #[test]
