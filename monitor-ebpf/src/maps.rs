@@ -281,7 +281,8 @@ pub struct WireMark {
     pub budget: u32,
     /// Packets with a payload copied from so far.
     pub chunks: u32,
-    /// 1 when the socket is in another network namespace than the process that connected it
-    /// (passed to it): its records carry namespace 0, in which no DNS name is known.
-    pub cross: u32,
+    pub _pad: u32,
+    /// The socket's network namespace as the connecting process used it
+    /// (`probes::netns::as_used`, at `connect`): what its records carry.
+    pub netns: u64,
 }

@@ -5,10 +5,10 @@
 //! `connect()` of a TCP socket in the caller's context, look the caller up in `HOLDERS` (one
 //! map lookup: all a non-holder's connection costs) and mark a member's socket with socket
 //! storage (`WIRE_MARKS`): the mark is part of the socket, so it dies with it and can never be
-//! taken for another connection, whatever addresses the kernel reuses. The mark also says whether
-//! the socket is in another network namespace than the process connecting it (`cross`): its
-//! records then carry namespace 0, which no DNS name is known in (`probes::netns`). Why there
-//! and not in
+//! taken for another connection, whatever addresses the kernel reuses. The mark also keeps the
+//! socket's network namespace as the connecting process used it (0, which no DNS name is known
+//! in, when the process is in another: `probes::netns::as_used`), read once at `connect` for
+//! all of its records. Why there and not in
 //! `sock:inet_sock_set_state`: a tracepoint program has no socket it may attach storage to.
 //!
 //! Reading: a `cgroup_skb/egress` program on the root cgroup sees every packet the host sends;
@@ -62,11 +62,11 @@ pub fn mark(ctx: &SockAddrContext) {
         sent: 0,
         budget: 0,
         chunks: 0,
-        cross: {
-            // SAFETY: the program's own context, as the helper takes it.
-            let sock = unsafe { generated::bpf_get_netns_cookie(ctx.sock_addr.cast()) };
-            u32::from(super::netns::as_used(sock) != sock)
-        },
+        _pad: 0,
+        // SAFETY: the program's own context, as the helper takes it.
+        netns: super::netns::as_used(unsafe {
+            generated::bpf_get_netns_cookie(ctx.sock_addr.cast())
+        }),
     };
     // SAFETY: the helper reads the context's socket, which the verifier checks; `mark` is
     // copied into the new storage. A socket whose storage cannot be made is not marked.
@@ -272,7 +272,7 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
     // packets leave one at a time (under its lock), so nothing else writes it meanwhile.
     let m = unsafe { &mut *mark };
     let mut hdr = m.hdr;
-    let cross = m.cross;
+    let netns = m.netns;
     // SAFETY: a helper without arguments.
     hdr.ts_ns = unsafe { generated::bpf_ktime_get_boot_ns() };
     hdr.kind = EventKind::Request as u32;
@@ -305,10 +305,7 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
             (*ev).chunk = 0;
             (*ev).flags = WIRE_LAST | WIRE_UNREADABLE;
             (*ev).cookie = generated::bpf_get_socket_cookie(ctx.skb.skb.cast());
-            (*ev).netns = match cross {
-                0 => super::netns::of_skb(ctx),
-                _ => 0,
-            };
+            (*ev).netns = netns;
         }
         slot.submit(crate::maps::wakeup::<RequestEvent>());
         return Some(());
@@ -363,10 +360,7 @@ fn first_bytes(ctx: &SkBuffContext) -> Option<()> {
         (*ev).chunk = chunk as u16;
         (*ev).flags = flags;
         (*ev).cookie = generated::bpf_get_socket_cookie(ctx.skb.skb.cast());
-        (*ev).netns = match cross {
-            0 => super::netns::of_skb(ctx),
-            _ => 0,
-        };
+        (*ev).netns = netns;
         let data = core::ptr::addr_of_mut!((*ev).data).cast::<core::ffi::c_void>();
         let copied = generated::bpf_skb_load_bytes(ctx.skb.skb.cast(), start, data, n);
         (*ev).len = if copied == 0 { n } else { 0 };
