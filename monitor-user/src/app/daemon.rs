@@ -641,7 +641,6 @@ impl Daemon {
     fn tick(&mut self) -> Result<(), DaemonError> {
         self.probes.flush_log();
         self.engine.flush_requests(false, &mut self.out);
-        self.holder_set();
         self.dns_resolvers();
         refresh_inodes(self.key, &mut self.probes, &mut self.engine);
         let overflowed = losses(
@@ -650,6 +649,8 @@ impl Daemon {
             &mut self.reported,
             &mut self.out,
         );
+        // After `losses`, which read the kernel's counters (the set's refusals among them).
+        self.holder_set();
         // The fill is sampled when the daemon wakes, but the kernel fills the buffer while the
         // daemon drains it too: a loss to a full buffer is the kernel's own word that it was
         // full in this interval, whatever the samples saw.
@@ -704,14 +705,16 @@ impl Daemon {
         self.emit()
     }
 
-    /// The servers whose DNS answers are believed: `--dns-server` and the host's
-    /// `/etc/resolv.conf` (read again when it changes, said in the log), and loopback ones.
+    /// The servers whose DNS answers are believed: `--dns-server` and the host's resolver
+    /// configuration (`--resolv-conf`, read again when it changes, said in the log), and
+    /// loopback ones.
     fn dns_resolvers(&mut self) {
         for ip in self.engine.take_dns_other_servers() {
             log::warn!(
-                "DNS: queries to {ip}, which is not a resolver of this host (/etc/resolv.conf, \
-                 --dns-server), are not believed: its answers name no address. If it is one of \
-                 yours (a cluster's DNS service), give it with --dns-server"
+                "DNS: queries to {ip}, which is not a resolver of this host ({}, --dns-server), \
+                 are not believed: its answers name no address. If it is one of yours (a \
+                 cluster's DNS service), give it with --dns-server",
+                self.resolv_conf.path().display()
             );
         }
         let Some(host) = self.resolv_conf.refresh() else {
@@ -751,7 +754,7 @@ impl Daemon {
         // before it counts the refusal, and the count is read before the position: so each
         // refusal counted at the last tick has its record before that position. Not "nothing
         // left in the ring": on a busy host records keep coming, and the set would stay full.
-        let refusals = self.probes.losses()[monitor_common::LossCause::HolderSetFull as usize];
+        let refusals = self.reported[monitor_common::LossCause::HolderSetFull as usize];
         let (consumer, producer) = self.ring_fill.positions();
         let settled = refusals_read((self.holder_refusals, self.holder_mark), refusals, consumer);
         self.holder_refusals = refusals;

@@ -50,6 +50,10 @@ impl ResolvConf {
         }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The servers it names now; `Some` at the first call, and later when they changed. A file
     /// that cannot be read names none (said once, until it can be read again).
     pub fn refresh(&mut self) -> Option<&[IpAddr]> {

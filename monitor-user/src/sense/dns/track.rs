@@ -131,10 +131,6 @@ impl Resolvers {
         Self(servers)
     }
 
-    pub fn servers(&self) -> &[IpAddr] {
-        &self.0
-    }
-
     /// Whether a query to `server` may be believed.
     pub fn allow(&self, server: IpAddr) -> bool {
         let server = unmapped(server);
@@ -202,10 +198,6 @@ impl Tracker {
     /// The servers whose answers are believed from now on (queries already open stay).
     pub fn set_resolvers(&mut self, resolvers: Resolvers) {
         self.resolvers = resolvers;
-    }
-
-    pub fn resolvers(&self) -> &Resolvers {
-        &self.resolvers
     }
 
     /// Servers that are not resolvers, asked for the first time since the last call (each is
