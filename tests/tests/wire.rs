@@ -494,26 +494,26 @@ assert status == 0, status
 }
 
 /// Python shared by the tests that speak DNS and TLS themselves: `query(name, qid)` a query for
-/// `name`'s A record; `answer(q, ip)` the answer to query `q` naming `ip`; `own_dns(addr)` a
-/// DNS server on `addr`:53 in the caller's namespace that is asked for `api.wire.test` and
-/// answers itself with 127.0.0.25 (the answer's address); `lo_up()` the loopback device up in a
+/// `name`'s A record; `answer(q, ip)` the answer to query `q` naming `ip`; `own_dns(addr, name,
+/// ip)` a DNS server on `addr`:53 in the caller's namespace that is asked for `name`
+/// (`api.wire.test`) and answers itself with `ip` (127.0.0.25; the answer's address); `lo_up()` the loopback device up in a
 /// new network namespace; `hello(name)` the ClientHello Python's ssl module makes for a server
 /// name; `tls(s)` a TLS call on the connected socket `s` naming `api.wire.test` (its port).
-const OWN_DNS: &str = r#"import ctypes, fcntl, os, socket, ssl, struct
+const OWN_DNS: &str = r#"import ctypes, fcntl, os, socket, ssl, struct, threading
 def query(name, qid=0x4345):
     q = struct.pack('>HHHHHH', qid, 0x0100, 1, 0, 0, 0)
     return q + b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\x00' + struct.pack('>HH', 1, 1)
 def answer(q, ip):
     a = q[:2] + b'\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00' + q[12:]
     return a + b'\xc0\x0c' + struct.pack('>HHIH', 1, 1, 300, 4) + socket.inet_aton(ip)
-def own_dns(addr):
+def own_dns(addr, name='api.wire.test', ip='127.0.0.25'):
     dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dns.bind((addr, 53))
     c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     c.settimeout(5)
-    c.sendto(query('api.wire.test'), (addr, 53))
+    c.sendto(query(name), (addr, 53))
     asked, peer = dns.recvfrom(512)
-    dns.sendto(answer(asked, '127.0.0.25'), peer)
+    dns.sendto(answer(asked, ip), peer)
     return socket.inet_ntoa(c.recv(512)[-4:])
 def lo_up():
     # SIOCSIFFLAGS, IFF_UP
@@ -642,9 +642,17 @@ fn a_socket_made_in_a_namespace_with_its_own_dns_brings_no_names_to_a_process_ou
             r#"{OWN_DNS}open('{cred}').read()
 libc = ctypes.CDLL(None, use_errno=True)
 host = os.open('/proc/self/ns/net', os.O_RDONLY)
+# In the host's namespace: a loopback server (believed there) names 127.0.0.27, where a
+# listener waits; a socket made there is kept.
+hostside = own_dns('127.0.0.27', 'hostside.wire.test', '127.0.0.27')
+hl = socket.socket()
+hl.bind((hostside, 0))
+hl.listen()
+kept = socket.socket()
 if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
     raise OSError(ctypes.get_errno(), 'unshare')
 lo_up()
+inner = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
 ip = own_dns('127.0.0.1')
 l = socket.socket()
 l.bind((ip, 0))
@@ -655,6 +663,15 @@ if libc.setns(host, 0x40000000) != 0:
     raise OSError(ctypes.get_errno(), 'setns')
 made_here.connect((ip, l.getsockname()[1]))
 made_here.sendall(hello('api.wire.test'))
+# And the other way: the host's socket, used from the namespace made before (by a thread that
+# enters it: the kernel's check is of the task).
+def use_kept():
+    if libc.setns(inner, 0x40000000) != 0:
+        raise OSError(ctypes.get_errno(), 'setns')
+    kept.connect((hostside, hl.getsockname()[1]))
+th = threading.Thread(target=use_kept)
+th.start()
+th.join()
 open('{ports}', 'w').write('%d %d\n' % (inside.getsockname()[1], made_here.getsockname()[1]))
 "#,
             cred = cred.display(),
@@ -667,17 +684,21 @@ open('{ports}', 'w').write('%d %d\n' % (inside.getsockname()[1], made_here.getso
     let r = api_call(&d, pid, written(&ports)[1]);
     assert_eq!(r["sni"], "api.wire.test", "{r}");
     assert_unnamed(&r);
-    // Its two TCP connects in the order made: inside the namespace (its own names), then on
-    // the socket made there, by the process back in the host's namespace.
+    // Its three TCP connects in the order made: inside the namespace (its own names), on the
+    // socket made there by the process back in the host's namespace (none), and on the host's
+    // socket from inside the namespace (the host's).
     let _ = d.wait_for(WAIT, |e| e["kind"] == "exit" && e["pid"] == pid);
     let connects: Vec<Value> = d
         .events()
         .into_iter()
         .filter(|e| e["kind"] == "connect" && e["pid"] == pid && e["proto"] == "tcp")
         .collect();
-    let [inside, passed] = &connects[..] else {
-        panic!("two connects, not {connects:?}")
+    let [inside, passed, kept] = &connects[..] else {
+        panic!("three connects, not {connects:?}")
     };
+    // A socket of the host's namespace keeps the host's names, whoever uses it.
+    assert_eq!(kept["daddr"], "127.0.0.27", "{kept}");
+    assert_eq!(kept["dns_names"], json!(["hostside.wire.test"]), "{kept}");
     assert_eq!(inside["dns_names"], json!(["api.wire.test"]), "{inside}");
     assert_eq!(inside["verdict"], "ok", "{inside}");
     assert_eq!(passed["daddr"], "127.0.0.25", "{passed}");
