@@ -182,12 +182,15 @@ fn sessions() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         (
             "one-of-each",
             vec![
-                bytes_of(&KernelEvent::Exec(Box::new(exec(
-                    reader,
-                    1001,
-                    "/usr/local/bin/billing-worker",
-                    &["billing-worker", "--once"],
-                )))),
+                bytes_of(&KernelEvent::Exec(
+                    exec(
+                        reader,
+                        1001,
+                        "/usr/local/bin/billing-worker",
+                        &["billing-worker", "--once"],
+                    )
+                    .into(),
+                )),
                 encode(&open(
                     reader,
                     1001,

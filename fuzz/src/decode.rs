@@ -72,7 +72,8 @@ pub fn check(data: &[u8]) {
         let bytes = bytes_of(&ev);
         // An open record may be cut anywhere after its fixed part (the kernel sends only the
         // names in use): what was there re-encodes to itself, but for a `names_len` claiming
-        // more names than came, which is held to those that came.
+        // more names than came, which is held to those that came, and the path's bytes past
+        // `path_len`, which are not read.
         let used = bytes.len().min(rest.len());
         let mut came = rest[..used].to_vec();
         if let KernelEvent::Open(o) = &ev {
@@ -83,6 +84,10 @@ pub fn check(data: &[u8]) {
             );
             let at = std::mem::offset_of!(OpenEvent, names_len);
             came[at..at + 4].copy_from_slice(&o.names_len.to_ne_bytes());
+            // Nor is the path past its length, which reads as zeros.
+            let path = std::mem::offset_of!(OpenEvent, path);
+            let kept = path + (o.path_len as usize).min(o.path.len());
+            came[kept..names].fill(0);
         }
         assert!(
             came[..] == bytes[..used],

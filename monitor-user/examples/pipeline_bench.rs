@@ -11,7 +11,9 @@
 //! reads), opens of registered credentials, of unregistered watched files and prefilter false
 //! positives, connections by holders and by others, and process churn (fork, exec, exit).
 //! The engine's proc root is an empty directory: no synthetic pid can be confused with a real
-//! process. Human-readable lines go to stderr, one JSON object with the results to stdout.
+//! process. The records of a stream lie back to back in one buffer, as in the kernel's ring
+//! buffer ([`Ring`]): each behind an 8-byte header, 8-byte aligned, read in place.
+//! Human-readable lines go to stderr, one JSON object with the results to stdout.
 
 use std::{
     path::PathBuf,
@@ -228,13 +230,71 @@ const MIX: &[(&str, usize)] = &[
     ("exit", 2),
 ];
 
+/// Records laid out as the kernel's BPF ring buffer holds them: one after another, each behind
+/// an 8-byte header that gives its length, and each header 8-byte aligned; the consumer reads
+/// a record where it lies, as `aya`'s `RingBuf` hands it over.
+struct Ring {
+    words: Vec<u64>,
+    records: usize,
+}
+
+/// The ring buffer's record header (`BPF_RINGBUF_HDR_SZ`).
+const RING_HDR: usize = 8;
+
+impl Ring {
+    fn new(records: Vec<Vec<u8>>) -> Self {
+        let bytes: usize = records
+            .iter()
+            .map(|r| RING_HDR + r.len().next_multiple_of(8))
+            .sum();
+        let mut words = vec![0u64; bytes / 8];
+        // SAFETY: plain integers viewed as bytes, within the buffer's length, borrowed only
+        // while the records are copied in.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8)
+        };
+        let mut at = 0;
+        for r in &records {
+            buf[at..at + 4].copy_from_slice(&(r.len() as u32).to_ne_bytes());
+            at += RING_HDR;
+            buf[at..at + r.len()].copy_from_slice(r);
+            at += r.len().next_multiple_of(8);
+        }
+        Self {
+            words,
+            records: records.len(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.records
+    }
+
+    /// The records, in order, each as the bytes the ring buffer hands over.
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        // SAFETY: the words are plain integers; viewing their bytes as u8 is always valid, and
+        // the slice borrows `self.words` for as long as it lives.
+        let buf = unsafe {
+            std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.words.len() * 8)
+        };
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let head = buf.get(at..at + 4)?;
+            let len = u32::from_ne_bytes(head.try_into().ok()?) as usize;
+            let rec = &buf[at + RING_HDR..at + RING_HDR + len];
+            at += RING_HDR + len.next_multiple_of(8);
+            Some(rec)
+        })
+    }
+}
+
 struct Streams {
     /// Makes every population pid known (fork from pid 1, then exec).
-    warmup: Vec<Vec<u8>>,
+    warmup: Ring,
     /// The steady-state mix, in a realistic interleaving.
-    mixed: Vec<Vec<u8>>,
+    mixed: Ring,
     /// One stream per kind, for the breakdown (fork/exit come as fork+exit pairs).
-    per_kind: Vec<(&'static str, Vec<Vec<u8>>)>,
+    per_kind: Vec<(&'static str, Ring)>,
 }
 
 fn streams(creds: &[String]) -> Streams {
@@ -299,7 +359,7 @@ fn streams(creds: &[String]) -> Streams {
         mixed.extend(unit);
     }
     let n = 4096;
-    let per_kind = vec![
+    let per_kind: Vec<(&str, Vec<Vec<u8>>)> = vec![
         (
             "open_registered",
             (0..n).map(|i| g.open(holder(i), hcred(i))).collect(),
@@ -364,9 +424,12 @@ fn streams(creds: &[String]) -> Streams {
         ),
     ];
     Streams {
-        warmup,
-        mixed,
-        per_kind,
+        warmup: Ring::new(warmup),
+        mixed: Ring::new(mixed),
+        per_kind: per_kind
+            .into_iter()
+            .map(|(k, records)| (k, Ring::new(records)))
+            .collect(),
     }
 }
 
@@ -380,14 +443,14 @@ struct Run {
 }
 
 /// Decode, handle and encode every record of `stream`, over and over for `secs` seconds.
-fn pump(engine: &mut Engine<ProcHost>, stream: &[Vec<u8>], secs: f64) -> Run {
+fn pump(engine: &mut Engine<ProcHost>, stream: &Ring, secs: f64) -> Run {
     let mut out: Vec<Event> = Vec::with_capacity(64);
     let mut buf: Vec<u8> = Vec::with_capacity(4 << 20);
     let mut run = Run::default();
     let start = Instant::now();
     let limit = Duration::from_secs_f64(secs);
     loop {
-        for rec in stream {
+        for rec in stream.iter() {
             match decode::decode(rec) {
                 Ok(ev) => engine.handle(ev, &mut out),
                 Err(e) => panic!("a synthetic record does not decode: {e}"),
@@ -462,7 +525,7 @@ fn main() {
             "bench-host".into(),
         );
         let mut out = Vec::new();
-        for rec in &s.warmup {
+        for rec in s.warmup.iter() {
             if let Ok(ev) = decode::decode(rec) {
                 e.handle(ev, &mut out);
             }
@@ -484,7 +547,7 @@ fn main() {
     let start = Instant::now();
     let mut decoded = 0u64;
     while start.elapsed() < Duration::from_millis(300) {
-        for rec in &s.mixed {
+        for rec in s.mixed.iter() {
             if decode::decode(rec).is_ok() {
                 decoded += 1;
             }
@@ -537,7 +600,7 @@ fn main() {
     // JSON encoding alone, of the events one mixed cycle produces.
     let mut e = new_engine(&s);
     let mut events = Vec::new();
-    for rec in &s.mixed {
+    for rec in s.mixed.iter() {
         if let Ok(ev) = decode::decode(rec) {
             e.handle(ev, &mut events);
         }

@@ -68,7 +68,7 @@ fn hdr(kind: EventKind, pid: u32, comm: &str) -> EventHeader {
     }
 }
 
-fn exec(pid: u32, exe: &str, argv: &[String]) -> KernelEvent {
+fn exec(pid: u32, exe: &str, argv: &[String]) -> KernelEvent<'static> {
     let mut e: ExecEvent = zeroed();
     e.hdr = hdr(EventKind::Exec, pid, "curl");
     e.old_tid = pid;
@@ -82,10 +82,10 @@ fn exec(pid: u32, exe: &str, argv: &[String]) -> KernelEvent {
     assert!(at <= ARGS_CAP && exe.len() < PATH_CAP);
     e.args_len = at as u32;
     e.argc = argv.len() as u32;
-    KernelEvent::Exec(Box::new(e))
+    KernelEvent::Exec(e.into())
 }
 
-fn connect(pid: u32) -> KernelEvent {
+fn connect(pid: u32) -> KernelEvent<'static> {
     let mut c: ConnectEvent = zeroed();
     c.hdr = hdr(EventKind::Connect, pid, "curl");
     c.family = AF_INET;
@@ -94,7 +94,7 @@ fn connect(pid: u32) -> KernelEvent {
     KernelEvent::Connect(c)
 }
 
-fn exit(pid: u32) -> KernelEvent {
+fn exit(pid: u32) -> KernelEvent<'static> {
     KernelEvent::Exit(monitor_common::ExitEvent {
         hdr: hdr(EventKind::Exit, pid, "curl"),
     })

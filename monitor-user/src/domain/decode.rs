@@ -10,19 +10,62 @@ use monitor_common::{
 };
 use thiserror::Error;
 
-/// One record from the kernel.
+/// One record from the kernel. The large ones are read where they lie when they can be
+/// ([`Rec`]): an exec record is 3.4 KiB, of which the daemon reads a few hundred bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KernelEvent {
+pub enum KernelEvent<'a> {
     Open(Box<OpenEvent>),
-    Exec(Box<ExecEvent>),
+    Exec(Rec<'a, ExecEvent>),
     Fork(ForkEvent),
     Exit(ExitEvent),
     Connect(ConnectEvent),
     /// A connection's first bytes (parsed by `domain::wire`, never kept).
-    Request(Box<RequestEvent>),
+    Request(Rec<'a, RequestEvent>),
 }
 
-impl KernelEvent {
+/// A large record of the kernel's: the record's own bytes, read in place, when they are whole
+/// and aligned for `T` (the ring buffer's are: it hands records over 8-byte aligned), else a
+/// copy in a box (bytes from elsewhere, and records made by tests).
+#[derive(Debug)]
+pub enum Rec<'a, T> {
+    InPlace(&'a T),
+    Boxed(Box<T>),
+}
+
+impl<T> std::ops::Deref for Rec<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            Self::InPlace(r) => r,
+            Self::Boxed(b) => b,
+        }
+    }
+}
+
+impl<T: Clone> Clone for Rec<'_, T> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::InPlace(r) => Self::InPlace(r),
+            Self::Boxed(b) => Self::Boxed(b.clone()),
+        }
+    }
+}
+
+impl<T: PartialEq> PartialEq for Rec<'_, T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: Eq> Eq for Rec<'_, T> {}
+
+impl<T> From<T> for Rec<'static, T> {
+    fn from(value: T) -> Self {
+        Self::Boxed(Box::new(value))
+    }
+}
+
+impl KernelEvent<'_> {
     pub fn header(&self) -> &EventHeader {
         match self {
             Self::Open(e) => &e.hdr,
@@ -93,56 +136,43 @@ fn read<T: Pod>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
 }
 
 thread_local! {
-    /// The box of the last open and exec record handled, for the next one of its kind
+    /// The box of the last open record handled, for the next one of its kind
     /// ([`recycle`]): records come one after another on the thread that reads the ring buffer,
     /// and a box of a few kilobytes is costlier to allocate than to fill.
     static SPARE_OPEN: std::cell::Cell<Option<Box<OpenEvent>>> = const { std::cell::Cell::new(None) };
-    static SPARE_EXEC: std::cell::Cell<Option<Box<ExecEvent>>> = const { std::cell::Cell::new(None) };
 }
 
 /// A large record's box, once its record is handled: the next [`decode`] on this thread fills
 /// it again instead of allocating one.
-pub fn recycle(ev: KernelEvent) {
+pub fn recycle(ev: KernelEvent<'_>) {
     match ev {
         KernelEvent::Open(b) => SPARE_OPEN.with(|s| s.set(Some(b))),
-        KernelEvent::Exec(b) => SPARE_EXEC.with(|s| s.set(Some(b))),
-        KernelEvent::Fork(_)
+        KernelEvent::Exec(_)
+        | KernelEvent::Fork(_)
         | KernelEvent::Exit(_)
         | KernelEvent::Connect(_)
         | KernelEvent::Request(_) => {}
     }
 }
 
-/// A large record copied straight from `bytes` into its box (a recycled one, or one
-/// allocation, and one copy, none through the stack); the bytes past the end of a record
-/// shorter than `T` read as zeros. `need` is the length the record must have at least.
-fn boxed<T: Pod>(
-    bytes: &[u8],
-    what: &'static str,
-    need: usize,
-    spare: Option<Box<T>>,
-) -> Result<Box<T>, DecodeError> {
-    long_enough(bytes, what, need)?;
+/// `bytes` as the record `T`: where they lie when they are aligned for it, else copied into a
+/// box. `Short` when they are fewer than `size_of::<T>()`.
+fn in_place<'a, T: Pod>(bytes: &'a [u8], what: &'static str) -> Result<Rec<'a, T>, DecodeError> {
     let size = std::mem::size_of::<T>();
-    let mut b: Box<std::mem::MaybeUninit<T>> = match spare {
-        // SAFETY: the pointer comes from `Box::into_raw` of a box of `T`, and `MaybeUninit<T>`
-        // has the layout of `T`, so it is a valid box of it; T is Pod (no drop to skip), and
-        // the old contents are overwritten whole below.
-        Some(b) => unsafe { Box::from_raw(Box::into_raw(b).cast::<std::mem::MaybeUninit<T>>()) },
-        None => Box::<T>::new_uninit(),
-    };
-    let n = bytes.len().min(size);
-    let to = b.as_mut_ptr().cast::<u8>();
-    // SAFETY: the box holds `size` bytes; `n` is at most `size` and at most the length of
-    // `bytes`, so the copy fills its first `n` bytes and the zeros the other `size - n`; a fresh
-    // box and a borrowed slice do not overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), to, n);
-        std::ptr::write_bytes(to.add(n), 0, size - n);
+    long_enough(bytes, what, size)?;
+    if bytes.as_ptr().align_offset(std::mem::align_of::<T>()) == 0 {
+        // SAFETY: `bytes` hold at least `size_of::<T>()` bytes (checked above) at an address
+        // aligned for `T`; T is Pod, so every bit pattern is a valid value; the reference
+        // borrows `bytes` for its whole life, so the bytes cannot change or go under it.
+        return Ok(Rec::InPlace(unsafe { &*bytes.as_ptr().cast::<T>() }));
     }
-    // SAFETY: every byte of the box is initialised (copied or zeroed just above), and T is
-    // Pod, so every bit pattern of its size is a valid value.
-    Ok(unsafe { b.assume_init() })
+    let mut b = Box::<T>::new_uninit();
+    // SAFETY: the box holds `size` bytes and `bytes` at least as many; a fresh box and a
+    // borrowed slice do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), b.as_mut_ptr().cast::<u8>(), size) };
+    // SAFETY: every byte of the box was copied just above, and T is Pod, so any bytes of its
+    // size are a valid value.
+    Ok(Rec::Boxed(unsafe { b.assume_init() }))
 }
 
 /// `Short` when `bytes` are fewer than the `need` a record of `what` must have.
@@ -157,64 +187,57 @@ fn long_enough(bytes: &[u8], what: &'static str, need: usize) -> Result<(), Deco
     Ok(())
 }
 
-/// An open record: the kernel sends only the `names` bytes in use, so the record may end
-/// anywhere after `names` starts. A recycled box keeps the names of an earlier record past the
-/// end of this one (not copied over again: a kilobyte per open), so `names_len` is held to the
+/// An open record, copied into a box (a recycled one as a rule): the kernel sends only the
+/// `names` bytes in use, so the record may end anywhere after `names` starts, and a reference
+/// to the whole struct could not be made of it. Only what is in use is copied: the fixed part,
+/// the `path_len` bytes of the path (the rest of it is zeroed in the box, which is in the
+/// cache, where the record's bytes may not be) and the names that came. A recycled box keeps
+/// the names of an earlier record past the end of this one, so `names_len` is held to the
 /// bytes that came, and nothing reads past it.
 fn read_open(bytes: &[u8]) -> Result<Box<OpenEvent>, DecodeError> {
+    const PATH: usize = std::mem::offset_of!(OpenEvent, path);
     const NAMES: usize = std::mem::offset_of!(OpenEvent, names);
-    let spare = SPARE_OPEN.with(std::cell::Cell::take);
-    let mut o = match spare {
-        Some(b) => boxed_over(bytes, "an open", NAMES, b)?,
-        None => boxed(bytes, "an open", NAMES, None)?,
+    const PATH_LEN: usize = std::mem::offset_of!(OpenEvent, path_len);
+    long_enough(bytes, "an open", NAMES)?;
+    let mut o = match SPARE_OPEN.with(std::cell::Cell::take) {
+        Some(b) => b,
+        // SAFETY: OpenEvent is Pod: all-zero bytes are a valid value.
+        None => unsafe { Box::<OpenEvent>::new_zeroed().assume_init() },
     };
-    let came = bytes.len().min(std::mem::size_of::<OpenEvent>()) - NAMES;
-    o.names_len = o.names_len.min(came as u32);
+    let path_len = u32::from_ne_bytes([
+        bytes[PATH_LEN],
+        bytes[PATH_LEN + 1],
+        bytes[PATH_LEN + 2],
+        bytes[PATH_LEN + 3],
+    ]) as usize;
+    let fixed = PATH + path_len.min(NAMES - PATH);
+    let end = bytes.len().min(std::mem::size_of::<OpenEvent>());
+    let to = std::ptr::addr_of_mut!(*o).cast::<u8>();
+    // SAFETY: the box holds an OpenEvent of `size_of::<OpenEvent>()` bytes; `fixed` is at most
+    // NAMES, and `end` at most the struct's size and at most the length of `bytes` (at least
+    // NAMES, checked above), so each range written lies in the box and each range read in
+    // `bytes`; OpenEvent is Pod, so any bytes are a valid value; a box and a borrowed slice do
+    // not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), to, fixed);
+        std::ptr::write_bytes(to.add(fixed), 0, NAMES - fixed);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr().add(NAMES), to.add(NAMES), end - NAMES);
+    }
+    o.names_len = o.names_len.min((end - NAMES) as u32);
     Ok(o)
 }
 
-/// [`boxed`] into a recycled box, whose bytes past the record's end stay as they were (they are
-/// initialised: the box held a `T`).
-fn boxed_over<T: Pod>(
-    bytes: &[u8],
-    what: &'static str,
-    need: usize,
-    mut b: Box<T>,
-) -> Result<Box<T>, DecodeError> {
-    long_enough(bytes, what, need)?;
-    let n = bytes.len().min(std::mem::size_of::<T>());
-    let to = std::ptr::addr_of_mut!(*b).cast::<u8>();
-    // SAFETY: the box holds a `T` of `size_of::<T>()` bytes, of which the first `n` (at most its
-    // size and at most the length of `bytes`) are overwritten; T is Pod, so any bytes are a
-    // valid value; a box and a borrowed slice do not overlap.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), to, n) };
-    Ok(b)
-}
-
-/// Decode one ring-buffer record.
-pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+/// Decode one ring-buffer record; the large ones borrow `bytes` where they can ([`Rec`]).
+pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
     let hdr: EventHeader = read(bytes, "a header")?;
     let kind = EventKind::from_u32(hdr.kind).ok_or(DecodeError::UnknownKind(hdr.kind))?;
     Ok(match kind {
         EventKind::Open => KernelEvent::Open(read_open(bytes)?),
-        EventKind::Exec => {
-            let spare = SPARE_EXEC.with(std::cell::Cell::take);
-            KernelEvent::Exec(boxed(
-                bytes,
-                "an exec",
-                std::mem::size_of::<ExecEvent>(),
-                spare,
-            )?)
-        }
+        EventKind::Exec => KernelEvent::Exec(in_place(bytes, "an exec")?),
         EventKind::Fork => KernelEvent::Fork(read(bytes, "a fork")?),
         EventKind::Exit => KernelEvent::Exit(read(bytes, "an exit")?),
         EventKind::Connect => KernelEvent::Connect(read(bytes, "a connect")?),
-        EventKind::Request => KernelEvent::Request(boxed(
-            bytes,
-            "a request",
-            std::mem::size_of::<RequestEvent>(),
-            None,
-        )?),
+        EventKind::Request => KernelEvent::Request(in_place(bytes, "a request")?),
     })
 }
 
@@ -407,8 +430,9 @@ mod tests {
         e.args[..a.len()].copy_from_slice(a);
         e.args_len = a.len() as u32;
         e.argc = 3;
-        let d = decode(&encode(&e)).expect("exec decodes");
-        assert_eq!(d, KernelEvent::Exec(Box::new(e)));
+        let bytes = encode(&e);
+        let d = decode(&bytes).expect("exec decodes");
+        assert_eq!(d, KernelEvent::Exec(e.into()));
         let KernelEvent::Exec(d) = d else {
             unreachable!()
         };
@@ -444,7 +468,7 @@ mod tests {
         r.family = AF_INET6;
         r.daddr = daddr;
         r.netns = 4026531841;
-        assert_eq!(decode(&encode(&r)), Ok(KernelEvent::Request(Box::new(r))));
+        assert_eq!(decode(&encode(&r)), Ok(KernelEvent::Request(r.into())));
         assert!(
             decode(&encode(&r)[..100]).is_err(),
             "a cut request is refused"
@@ -498,9 +522,71 @@ mod tests {
     }
 
     #[test]
+    fn a_large_record_is_read_where_it_lies_when_aligned_and_copied_when_not() {
+        let mut e: ExecEvent =
+            read(&vec![0u8; std::mem::size_of::<ExecEvent>()], "x").expect("zeroed");
+        e.hdr = hdr(EventKind::Exec);
+        e.filename_len = 7;
+        e.filename[..7].copy_from_slice(b"/bin/sh");
+        // As the ring buffer holds it: 8-byte aligned (a u64 buffer), and one byte off.
+        let bytes = encode(&e);
+        let mut words = vec![0u64; 2 * (bytes.len() / 8) + 4];
+        // SAFETY: plain integers viewed as bytes, within the buffer's length.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8)
+        };
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        let skew = bytes.len().next_multiple_of(8) + 1;
+        buf[skew..skew + bytes.len()].copy_from_slice(&bytes);
+        let aligned = &buf[..bytes.len()];
+        match decode(aligned).expect("decodes") {
+            KernelEvent::Exec(Rec::InPlace(r)) => {
+                assert!(std::ptr::eq(r, aligned.as_ptr().cast::<ExecEvent>()));
+                assert_eq!(*r, e);
+            }
+            other => panic!("not read in place: {other:?}"),
+        }
+        let off = &buf[skew..skew + bytes.len()];
+        match decode(off).expect("decodes") {
+            KernelEvent::Exec(Rec::Boxed(b)) => assert_eq!(*b, e),
+            other => panic!("an unaligned record must be copied: {other:?}"),
+        }
+        assert!(
+            decode(&aligned[..aligned.len() - 1]).is_err(),
+            "a cut exec is refused, aligned or not"
+        );
+    }
+
+    #[test]
+    fn an_open_s_path_past_its_length_reads_as_zeros_whatever_the_record_holds() {
+        let mut o = open(EventKind::Open);
+        let n = o.path_len as usize;
+        o.path[n + 1..n + 9].copy_from_slice(b"leftover");
+        let bytes = encode(&o);
+        let d = decode(&bytes).expect("decodes");
+        let KernelEvent::Open(b) = &d else {
+            panic!("an open")
+        };
+        assert_eq!(&b.path[..n], &o.path[..n]);
+        assert!(b.path[n..].iter().all(|&c| c == 0));
+        assert_eq!(b.names, o.names);
+        recycle(d);
+        // A record whose path is longer than the buffer: capped, never past it.
+        o.path_len = 9999;
+        let bytes = encode(&o);
+        let d = decode(&bytes).expect("decodes");
+        let KernelEvent::Open(b) = &d else {
+            panic!("an open")
+        };
+        assert_eq!(b.path, o.path);
+        assert_eq!(b.names, o.names);
+    }
+
+    #[test]
     fn a_recycled_box_is_filled_again_with_the_next_record() {
         let mut o = open(EventKind::Open);
-        let first = decode(&encode(&o)).expect("decodes");
+        let bytes = encode(&o);
+        let first = decode(&bytes).expect("decodes");
         let KernelEvent::Open(b) = &first else {
             panic!("an open")
         };
@@ -511,7 +597,8 @@ mod tests {
         // whatever length it claims.
         assert!(o.names_len > 0);
         let cut = std::mem::offset_of!(OpenEvent, names);
-        let second = decode(&encode(&o)[..cut]).expect("decodes");
+        let bytes = encode(&o);
+        let second = decode(&bytes[..cut]).expect("decodes");
         let KernelEvent::Open(b) = &second else {
             panic!("an open")
         };

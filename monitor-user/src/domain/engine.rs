@@ -278,7 +278,7 @@ impl<H: Host> Engine<H> {
     }
 
     /// Handle one record; decided events are appended to `out`.
-    pub fn handle(&mut self, ev: KernelEvent, out: &mut Vec<Event>) {
+    pub fn handle(&mut self, ev: KernelEvent<'_>, out: &mut Vec<Event>) {
         self.stats.records += 1;
         let before = out.len();
         match &ev {
@@ -1033,7 +1033,7 @@ mod tests {
         }
     }
 
-    fn exec(pid: u32, uid: u32, exe: &str) -> KernelEvent {
+    fn exec(pid: u32, uid: u32, exe: &str) -> KernelEvent<'static> {
         let mut e: ExecEvent = unsafe_zeroed();
         e.hdr = hdr(
             EventKind::Exec,
@@ -1044,7 +1044,7 @@ mod tests {
         e.old_tid = pid;
         e.filename[..exe.len()].copy_from_slice(exe.as_bytes());
         e.filename_len = exe.len() as u32;
-        KernelEvent::Exec(Box::new(e))
+        KernelEvent::Exec(e.into())
     }
 
     fn unsafe_zeroed<T: Copy>() -> T {
@@ -1053,7 +1053,7 @@ mod tests {
         unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
     }
 
-    fn open(pid: u32, uid: u32, path: &str, ret: i64) -> KernelEvent {
+    fn open(pid: u32, uid: u32, path: &str, ret: i64) -> KernelEvent<'static> {
         let mut o: OpenEvent = unsafe_zeroed();
         o.hdr = hdr(EventKind::Open, pid, uid, "x");
         o.op = OpenOp::Openat as u32;
@@ -1076,7 +1076,7 @@ mod tests {
         KernelEvent::Open(Box::new(o))
     }
 
-    fn connect(pid: u32, addr: [u8; 4], port: u16) -> KernelEvent {
+    fn connect(pid: u32, addr: [u8; 4], port: u16) -> KernelEvent<'static> {
         let mut c: ConnectEvent = unsafe_zeroed();
         c.hdr = hdr(EventKind::Connect, pid, 0, "x");
         c.family = AF_INET;
@@ -1085,7 +1085,7 @@ mod tests {
         KernelEvent::Connect(c)
     }
 
-    fn fork(parent: u32, child: u32) -> KernelEvent {
+    fn fork(parent: u32, child: u32) -> KernelEvent<'static> {
         KernelEvent::Fork(ForkEvent {
             hdr: hdr(EventKind::Fork, parent, 0, "sh"),
             child_tid: child,
@@ -1132,7 +1132,7 @@ mod tests {
     }
 
     /// A connection the kernel found open in the process's file table at a credential read.
-    fn existing(pid: u32, addr: [u8; 4], port: u16) -> KernelEvent {
+    fn existing(pid: u32, addr: [u8; 4], port: u16) -> KernelEvent<'static> {
         let KernelEvent::Connect(mut c) = connect(pid, addr, port) else {
             unreachable!("connect() makes a connect record")
         };
@@ -1252,7 +1252,7 @@ mod tests {
         );
     }
 
-    fn request(pid: u32, cookie: u64, chunk: u16, seq: u32, bytes: &[u8]) -> KernelEvent {
+    fn request(pid: u32, cookie: u64, chunk: u16, seq: u32, bytes: &[u8]) -> KernelEvent<'static> {
         let mut r: monitor_common::RequestEvent = unsafe_zeroed();
         r.hdr = hdr(EventKind::Request, pid, 0, "app");
         r.family = AF_INET;
@@ -1265,7 +1265,7 @@ mod tests {
         r.cookie = cookie;
         r.len = bytes.len() as u32;
         r.data[..bytes.len()].copy_from_slice(bytes);
-        KernelEvent::Request(Box::new(r))
+        KernelEvent::Request(r.into())
     }
 
     /// A holder's first bytes in two records become one `request` event once joined (with the
@@ -1358,7 +1358,7 @@ mod tests {
     }
 
     /// An open that the kernel saw reach file (8:1, `ino`).
-    fn open_ino(pid: u32, path: &str, ino: u64) -> KernelEvent {
+    fn open_ino(pid: u32, path: &str, ino: u64) -> KernelEvent<'static> {
         let KernelEvent::Open(mut o) = open(pid, 0, path, 3) else {
             unreachable!()
         };
@@ -1367,7 +1367,7 @@ mod tests {
         KernelEvent::Open(o)
     }
 
-    fn at(ev: KernelEvent, secs: u64) -> KernelEvent {
+    fn at(ev: KernelEvent<'static>, secs: u64) -> KernelEvent<'static> {
         let mut ev = ev;
         match &mut ev {
             KernelEvent::Open(o) => o.hdr.ts_ns = secs * 1_000_000_000,
