@@ -291,7 +291,7 @@ pub fn names_path(buf: &[u8], len: u32, complete: bool) -> Option<std::path::Pat
 
 /// `comm` as text.
 pub fn comm(hdr: &EventHeader) -> String {
-    String::from_utf8_lossy(c_bytes(&hdr.comm, hdr.comm.len())).into_owned()
+    crate::domain::text::lossy(c_bytes(&hdr.comm, hdr.comm.len()))
 }
 
 /// How many command names [`Comms`] remembers before it starts afresh.
@@ -329,7 +329,7 @@ pub fn args(ev: &ExecEvent) -> Vec<String> {
     ev.args[..used]
         .split(|&b| b == 0)
         .take(ev.argc as usize)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .map(crate::domain::text::lossy)
         .collect()
 }
 

@@ -27,6 +27,7 @@ use crate::{
     domain::proctable::{ConnKey, ProcTable, JUDGED_CAP},
     domain::registry::{Placement, Registry},
     domain::resolve,
+    domain::text,
     domain::verdict::{self, Actor},
     domain::wire::join::{Conn, Joiner},
     domain::wire::Reading,
@@ -119,6 +120,9 @@ pub struct Engine<H: Host> {
     /// exec and connection.
     holder_nhis: Vec<usize>,
     placed_holders: bool,
+    /// The registry's NHI ids as events carry them, in registry order: shared, their JSON
+    /// written once.
+    nhi_ids: Vec<SharedStr>,
     /// Command names of records, shared by the events made of them.
     comms: decode::Comms,
     pub stats: Stats,
@@ -164,6 +168,15 @@ fn holder_nhis(registry: &Registry) -> (Vec<usize>, bool) {
     (with, placed)
 }
 
+/// The ids of `registry`'s NHIs, in its order, as events carry them.
+fn nhi_ids(registry: &Registry) -> Vec<SharedStr> {
+    registry
+        .nhis
+        .iter()
+        .map(|n| SharedStr::from(n.id.as_str()))
+        .collect()
+}
+
 /// Identity of every literal credential path of `registry`, as it is now on disk.
 fn credential_inodes(registry: &Registry, sys: &impl Host) -> CredInodes {
     let mut out = HashMap::default();
@@ -185,6 +198,7 @@ impl<H: Host> Engine<H> {
         Self {
             holder_nhis,
             placed_holders,
+            nhi_ids: nhi_ids(&registry),
             cred_inodes: credential_inodes(&registry, &sys),
             registry,
             procs: ProcTable::new(),
@@ -266,7 +280,17 @@ impl<H: Host> Engine<H> {
     pub fn set_registry(&mut self, registry: Arc<Registry>) {
         self.cred_inodes = credential_inodes(&registry, &self.sys);
         (self.holder_nhis, self.placed_holders) = holder_nhis(&registry);
+        self.nhi_ids = nhi_ids(&registry);
         self.registry = registry;
+    }
+
+    /// NHI `id` as events carry it: the registry's shared copy, or a new one for an NHI the
+    /// registry no longer has (a holding outlives a reload).
+    fn nhi_id(&self, id: &str) -> SharedStr {
+        match self.registry.position(id) {
+            Some(i) => self.nhi_ids[i].clone(),
+            None => SharedStr::from(id),
+        }
     }
 
     pub fn host(&self) -> &str {
@@ -345,7 +369,7 @@ impl<H: Host> Engine<H> {
         e.cgroup_id = hdr.cgroup_id;
         let fallback = (p.container.clone(), p.cgroup.clone());
         // The kernel's cgroup id is what the task was in at the event; /proc may be gone.
-        let placed = if let Some(path) = self.cgroups.path(hdr.cgroup_id, &self.sys) {
+        let placed = if let Some(path) = self.cgroups.path(hdr.cgroup_id, hdr.ts_ns, &self.sys) {
             if self.containers.len() > 65_536 {
                 self.containers.clear();
             }
@@ -467,17 +491,17 @@ impl<H: Host> Engine<H> {
             self.stats.filter_false_positives += 1;
             return;
         }
-        let path_s = match (&by_inode, &real_s) {
-            (Some((_, registered)), _) => registered.to_string(),
-            (None, Some(r)) => r.clone(),
-            (None, None) => String::from_utf8_lossy(raw).into_owned(),
+        let (path_s, target_s) = match (&by_inode, real_s) {
+            (Some((_, registered)), real) => {
+                (registered.to_string(), real.filter(|r| **r != **registered))
+            }
+            (None, Some(r)) => (r, None),
+            (None, None) => (text::lossy(raw), None),
         };
-        let target_s = real_s.filter(|r| *r != path_s);
 
         let mut e = self.base(Kind::Open, &o.hdr);
         e.syscall = OpenOp::from_u32(o.op);
-        e.path = Some(path_s.clone());
-        e.path_arg = Some(String::from_utf8_lossy(raw).into_owned());
+        e.path_arg = Some(text::lossy(raw));
         e.target = target_s;
         e.flags = Some(o.open_flags);
         if o.ino != 0 {
@@ -504,7 +528,7 @@ impl<H: Host> Engine<H> {
                     None => None,
                 };
                 let decision = verdict::open(nhi, &actor, &path_s, failed, now, mtime);
-                e.nhi = Some(nhi.id.to_string());
+                e.nhi = Some(self.nhi_id(&nhi.id));
                 if !failed {
                     self.take_hold(o.hdr.pid, &nhi.id, o);
                 }
@@ -512,6 +536,7 @@ impl<H: Host> Engine<H> {
             }
             None => verdict::unregistered_open(&Actor::of(&e, false, None), &path_s, failed),
         };
+        e.path = Some(path_s);
         e.verdict = decision.verdict;
         e.drift = decision.drift;
         e.reason = decision.reason;
@@ -627,7 +652,7 @@ impl<H: Host> Engine<H> {
         for id in held {
             let mut e = self.base(kind, hdr);
             e.reason = verdict::holder(&Actor::of(&e, false, None), &id, what).reason;
-            e.nhi = Some(id.to_string());
+            e.nhi = Some(self.nhi_id(&id));
             out.push(e);
         }
     }
@@ -759,7 +784,7 @@ impl<H: Host> Engine<H> {
         let now = self.clock.wall(c.hdr.ts_ns);
         let interactive = self.is_interactive(c.hdr.pid, c.hdr.flags);
         for id in held {
-            let Some(nhi) = reg.nhis.iter().find(|n| *n.id == *id) else {
+            let Some((i, nhi)) = reg.position(&id).and_then(|i| Some((i, reg.nhis.get(i)?))) else {
                 continue;
             };
             let mut e = self.base(Kind::Connect, &c.hdr);
@@ -770,7 +795,7 @@ impl<H: Host> Engine<H> {
             e.saddr = Some(saddr);
             e.sport = (c.sport != 0).then_some(c.sport);
             e.dns_names = Some(names.clone());
-            e.nhi = Some(id.to_string());
+            e.nhi = Some(self.nhi_ids[i].clone());
             let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
             let actor = Actor::of(&e, interactive, cgroup.as_deref());
             let decision = verdict::connect(nhi, &actor, daddr, c.dport, &names, existing, now);
@@ -914,12 +939,12 @@ impl<H: Host> Engine<H> {
         }
         let interactive = self.is_interactive(hdr.pid, hdr.flags);
         for id in held {
-            let Some(nhi) = reg.nhis.iter().find(|n| *n.id == *id) else {
+            let Some((i, nhi)) = reg.position(&id).and_then(|i| Some((i, reg.nhis.get(i)?))) else {
                 continue;
             };
             let mut e = self.base(Kind::Request, hdr);
             fill(&mut e);
-            e.nhi = Some(id.to_string());
+            e.nhi = Some(self.nhi_ids[i].clone());
             let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
             let actor = Actor::of(&e, interactive, cgroup.as_deref());
             let decision =

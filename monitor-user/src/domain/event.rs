@@ -659,7 +659,7 @@ pub struct Event {
     #[serde(default)]
     pub cause: Option<String>,
     #[serde(default)]
-    pub nhi: Option<String>,
+    pub nhi: Option<SharedStr>,
     pub verdict: Verdict,
     #[serde(default)]
     pub drift: Vec<DriftKind>,
@@ -798,7 +798,7 @@ impl Event {
         json::opt_str(out, b",\"cause\":", self.cause.as_deref());
         out.extend_from_slice(b",\"nhi\":");
         match &self.nhi {
-            Some(n) => json::str(out, n),
+            Some(n) => out.extend_from_slice(n.json()),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"verdict\":\"");

@@ -188,6 +188,7 @@ pub mod fake {
 
     impl Host for FakeHost {
         fn now(&self) -> Instant {
+            self.ask("now");
             self.start + self.elapsed.get()
         }
 

@@ -355,7 +355,7 @@ pub fn print_events(
             e.host.to_string(),
             e.kind.as_str().to_owned(),
             e.verdict.as_str().to_owned(),
-            e.nhi.clone().unwrap_or_default(),
+            e.nhi.as_deref().unwrap_or_default().to_owned(),
             e.pid.to_string(),
             e.uid.to_string(),
             e.exe.to_string(),

@@ -85,9 +85,11 @@ pub struct Registry {
     index: std::sync::OnceLock<OwnerIndex>,
 }
 
-/// Literal credential paths by exact path; the other patterns in registry order.
+/// Literal credential paths by exact path; the other patterns in registry order; NHIs by id.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct OwnerIndex {
+    /// Id -> the NHI's place in `nhis` (ids are unique).
+    by_id: HashMap<String, usize, foldhash::fast::RandomState>,
     /// Path -> the first NHI that lists it literally.
     literal: HashMap<String, usize, foldhash::fast::RandomState>,
     /// (NHI index, pattern) for patterns with wildcards, in registry order.
@@ -278,19 +280,7 @@ impl Registry {
     /// One hash lookup for literal paths, then only the wildcard patterns of earlier NHIs: the
     /// daemon asks this for every watched open.
     pub fn owner_of(&self, path: &str) -> Option<&Nhi> {
-        let index = self.index.get_or_init(|| {
-            let mut ix = OwnerIndex::default();
-            for (i, nhi) in self.nhis.iter().enumerate() {
-                for g in &nhi.credentials {
-                    if g.is_literal() {
-                        ix.literal.entry(g.as_str().to_owned()).or_insert(i);
-                    } else {
-                        ix.globs.push((i, g.clone()));
-                    }
-                }
-            }
-            ix
-        });
+        let index = self.index();
         let literal = index.literal.get(path).copied();
         let first = literal.unwrap_or(usize::MAX);
         index
@@ -301,6 +291,24 @@ impl Registry {
             .map(|(i, _)| *i)
             .or(literal)
             .and_then(|i| self.nhis.get(i))
+    }
+
+    /// The lookups' index, built on first use.
+    fn index(&self) -> &OwnerIndex {
+        self.index.get_or_init(|| {
+            let mut ix = OwnerIndex::default();
+            for (i, nhi) in self.nhis.iter().enumerate() {
+                ix.by_id.entry(nhi.id.clone()).or_insert(i);
+                for g in &nhi.credentials {
+                    if g.is_literal() {
+                        ix.literal.entry(g.as_str().to_owned()).or_insert(i);
+                    } else {
+                        ix.globs.push((i, g.clone()));
+                    }
+                }
+            }
+            ix
+        })
     }
 
     /// Whether opening `path` is of interest: it matches a credential, a `watch` pattern or the
@@ -333,7 +341,12 @@ impl Registry {
 
     /// The NHI with this id.
     pub fn nhi(&self, id: &str) -> Option<&Nhi> {
-        self.nhis.iter().find(|n| n.id == id)
+        self.position(id).and_then(|i| self.nhis.get(i))
+    }
+
+    /// Where the NHI with this id is in `nhis` (one hash lookup).
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.index().by_id.get(id).copied()
     }
 }
 

@@ -9,7 +9,7 @@ use super::{http, *};
 fn event(kind: Kind, verdict: Verdict, nhi: Option<&str>, drift: &[DriftKind]) -> Event {
     let mut e = Event::new(kind, crate::domain::event::Ts::default(), "h".into());
     e.verdict = verdict;
-    e.nhi = nhi.map(str::to_owned);
+    e.nhi = nhi.map(Into::into);
     e.drift = drift.to_vec();
     e
 }

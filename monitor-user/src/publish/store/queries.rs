@@ -18,7 +18,7 @@ use super::{
     row::{kind_from_code, verdict_from_code, EventRow, Ts},
     schema::{Dialect, Schema},
 };
-use crate::domain::event::{syscall_from_name, DriftKind, Event, Kind, Proto};
+use crate::domain::event::{syscall_from_name, DriftKind, Event, Kind, Proto, SharedStr};
 
 /// A parameter value.
 #[derive(Clone, Debug, PartialEq)]
@@ -642,7 +642,7 @@ impl EventRecord {
             .then_some(r.dns_names);
         e.count = r.count;
         e.cause = text(r.cause);
-        e.nhi = text(r.nhi);
+        e.nhi = text(r.nhi).map(SharedStr::from);
         e.verdict = verdict_from_code(r.verdict_code)?;
         e.drift = r
             .drift

@@ -376,7 +376,7 @@ pub struct ModernEvent<'a> {
 }
 
 /// An optional text as a `String` column.
-fn text(s: &Option<String>) -> &str {
+fn text<S: std::ops::Deref<Target = str>>(s: &Option<S>) -> &str {
     s.as_deref().unwrap_or_default()
 }
 

@@ -65,7 +65,7 @@ fn from_nanos(ns: u64) -> SystemTime {
 /// The use a count stands for, as an event the NHI aggregates read.
 fn use_event(u: &UseCount) -> Event {
     let mut e = Event::bare(u.kind, u.verdict);
-    e.nhi = (!u.nhi.is_empty()).then(|| u.nhi.clone());
+    e.nhi = (!u.nhi.is_empty()).then(|| u.nhi.as_str().into());
     e.host = std::sync::Arc::from(u.host.as_str());
     e.exe = u.exe.as_str().into();
     e.uid = u.uid;

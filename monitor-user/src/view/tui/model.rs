@@ -64,7 +64,7 @@ impl Subject {
 
     pub(super) fn of(e: &Event) -> Option<Subject> {
         match (&e.nhi, e.verdict) {
-            (Some(id), _) => Some(Subject::Nhi(id.clone())),
+            (Some(id), _) => Some(Subject::Nhi(id.to_string())),
             (None, Verdict::Unregistered) => Some(Subject::Unregistered),
             (None, _) => None,
         }

@@ -85,7 +85,7 @@ pub(super) fn render_drift(app: &App, area: Rect, buf: &mut Buffer) {
         .map(|e| {
             Row::new(vec![
                 Cell::from(e.ts.clock().to_owned()),
-                Cell::from(e.nhi.clone().unwrap_or_default()),
+                Cell::from(e.nhi.as_deref().unwrap_or_default().to_owned()),
                 Cell::from(process(e, usize::from(proc_w))),
                 Cell::from(tail(&target(e), tw)),
                 Cell::from(drift_kinds(e)).style(alert()),
@@ -175,7 +175,7 @@ pub(super) fn render_stream(app: &App, area: Rect, buf: &mut Buffer) {
                 verdict_cell(e),
                 Cell::from(e.kind.as_str()),
                 Cell::from(match (&e.nhi, e.verdict) {
-                    (Some(id), _) => id.clone(),
+                    (Some(id), _) => id.to_string(),
                     (None, Verdict::Unregistered) => "(unregistered)".to_owned(),
                     (None, _) => String::new(),
                 }),

@@ -585,7 +585,7 @@ use crate::{
 /// The count the store reads for `n` uses like `e`, the newest at `e.ts`.
 fn use_row(e: &Event, n: u64) -> UseCount {
     UseCount {
-        nhi: e.nhi.clone().unwrap_or_default(),
+        nhi: e.nhi.as_deref().unwrap_or_default().to_owned(),
         verdict: e.verdict,
         kind: e.kind,
         host: e.host.to_string(),
