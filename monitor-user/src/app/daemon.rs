@@ -1202,7 +1202,7 @@ fn losses(
         if now[i] > reported[i] {
             ring_full |= cause.ring_full();
             let n = now[i] - reported[i];
-            let mut e = Event::new(Kind::Loss, Ts::now(), Arc::from(engine.host()));
+            let mut e = Event::new(Kind::Loss, Ts::now(), engine.host().into());
             e.count = Some(n);
             e.cause = Some(cause.name().to_string());
             e.reason = match cause {

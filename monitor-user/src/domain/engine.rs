@@ -56,6 +56,16 @@ impl Clock {
         Self { offset_ns }
     }
 
+    /// The wall-clock time of a record stamped `boot_ns`, as events carry it (the epoch when
+    /// before it): [`Clock::wall`] without going through `SystemTime`.
+    pub fn ts(&self, boot_ns: u64) -> Ts {
+        let ns = (i128::from(boot_ns) + self.offset_ns).clamp(0, i128::from(u64::MAX)) as u64;
+        Ts {
+            secs: ns / 1_000_000_000,
+            nanos: (ns % 1_000_000_000) as u32,
+        }
+    }
+
     pub fn wall(&self, boot_ns: u64) -> SystemTime {
         let ns = boot_ns as i128 + self.offset_ns;
         if ns <= 0 {
@@ -92,7 +102,7 @@ pub struct Engine<H: Host> {
     sys: H,
     clock: Clock,
     /// The host name events carry (shared by all of them).
-    host: Arc<str>,
+    host: SharedStr,
     dns: crate::sense::dns::Dns,
     /// The registered credential files by identity, (major, minor, inode) -> NHI index: a hard
     /// link or a bind mount (in any mount namespace) is the same credential under another name.
@@ -110,11 +120,11 @@ pub struct Engine<H: Host> {
     /// input is one of them holds those NHIs from its next connection on. Bounded by
     /// [`FED_PIPES_CAP`] (cleared when full: a pipe inode is not reused while the host runs,
     /// and an old pipeline's reader already took its holding).
-    fed_pipes: HashMap<u64, Vec<Arc<str>>>,
+    fed_pipes: HashMap<u64, Vec<Arc<str>>, foldhash::fast::RandomState>,
     /// Pipes some process reads as its standard input (seen at its exec or connect): a
     /// pipeline's pipes, which void holdings granted through them (`Process::holds_via_pipe`).
     /// Bounded like `fed_pipes`.
-    pipeline_pipes: std::collections::HashSet<u64>,
+    pipeline_pipes: std::collections::HashSet<u64, foldhash::fast::RandomState>,
     /// The registry's NHIs with `holders:` (by index, in registry order), and whether any of
     /// them places its holders by cgroup or container: made once per registry, asked at every
     /// exec and connection.
@@ -204,14 +214,14 @@ impl<H: Host> Engine<H> {
             procs: ProcTable::new(),
             sys,
             clock,
-            host: Arc::from(host),
+            host: SharedStr::from(host),
             dns: crate::sense::dns::Dns::default(),
             cgroups: crate::domain::cgroups::CgroupNames::new(),
             containers: HashMap::default(),
             kube: crate::domain::kubernetes::KubeNames::default(),
             mtimes: HashMap::new(),
-            fed_pipes: HashMap::new(),
-            pipeline_pipes: std::collections::HashSet::new(),
+            fed_pipes: HashMap::default(),
+            pipeline_pipes: std::collections::HashSet::default(),
             comms: decode::Comms::default(),
             stats: Stats::default(),
             wire: WireState::default(),
@@ -354,8 +364,7 @@ impl<H: Host> Engine<H> {
 
     /// An event with the process fields filled from the header and the process table.
     fn base(&mut self, kind: Kind, hdr: &EventHeader) -> Event {
-        let ts = Ts::from_system(self.clock.wall(hdr.ts_ns));
-        let mut e = Event::new(kind, ts, Arc::clone(&self.host));
+        let mut e = Event::new(kind, self.clock.ts(hdr.ts_ns), self.host.clone());
         let p = self.procs.lookup_fresh(hdr.pid, &self.sys);
         e.pid = hdr.pid;
         e.tid = hdr.tid;
@@ -922,7 +931,7 @@ impl<H: Host> Engine<H> {
             e.saddr = Some(saddr);
             e.sport = Some(conn.sport);
             e.dns_names = Some(names.clone());
-            e.wire = wire.clone();
+            e.wire = wire.clone().into();
         };
         if held.is_empty() {
             let mut e = self.base(Kind::Request, hdr);
@@ -962,7 +971,7 @@ impl<H: Host> Engine<H> {
 #[derive(Debug, Default)]
 struct WireState {
     /// Processes the daemon has put in the kernel's holder set.
-    holders: std::collections::HashSet<u32>,
+    holders: std::collections::HashSet<u32, foldhash::fast::RandomState>,
     /// Additions (`true`) and removals (`false`) not yet taken by the daemon.
     changes: Vec<(u32, bool)>,
     /// Every process's connections are read.

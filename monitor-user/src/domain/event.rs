@@ -564,8 +564,8 @@ pub struct Event {
     #[serde(default, deserialize_with = "de::ts")]
     pub ts: Ts,
     /// The host name (shared by all the events of a daemon).
-    #[serde(default, deserialize_with = "de::host")]
-    pub host: Arc<str>,
+    #[serde(default)]
+    pub host: SharedStr,
     pub kind: Kind,
     #[serde(default)]
     pub pid: u32,
@@ -668,12 +668,12 @@ pub struct Event {
     /// request: what the connection's first bytes said (server name, ALPN, TLS version, HTTP
     /// method, host and path), each only when known; written only when present.
     #[serde(flatten)]
-    pub wire: crate::domain::wire::WireFields,
+    pub wire: crate::domain::wire::Wire,
 }
 
 impl Event {
     /// An event with everything but its kind, time and host empty (verdict `ok`).
-    pub fn new(kind: Kind, ts: Ts, host: Arc<str>) -> Self {
+    pub fn new(kind: Kind, ts: Ts, host: SharedStr) -> Self {
         Self {
             ts,
             host,
@@ -715,14 +715,14 @@ impl Event {
             verdict: Verdict::Ok,
             drift: Vec::new(),
             reason: String::new(),
-            wire: crate::domain::wire::WireFields::default(),
+            wire: crate::domain::wire::Wire::default(),
         }
     }
 
     /// An event of `kind` with `verdict` and nothing else, not even a time or a host: what a
     /// record that keeps only some fields (a stored use, a fixture) starts from.
     pub fn bare(kind: Kind, verdict: Verdict) -> Self {
-        let mut e = Self::new(kind, Ts::default(), Arc::from(""));
+        let mut e = Self::new(kind, Ts::default(), SharedStr::default());
         e.verdict = verdict;
         e
     }
@@ -737,7 +737,7 @@ impl Event {
         out.extend_from_slice(b"{\"ts\":\"");
         out.extend_from_slice(&ts);
         out.extend_from_slice(b"\",\"host\":");
-        json::str(out, &self.host);
+        out.extend_from_slice(self.host.json());
         out.extend_from_slice(b",\"kind\":\"");
         out.extend_from_slice(self.kind.as_str().as_bytes());
         out.extend_from_slice(b"\",\"pid\":");
@@ -852,7 +852,6 @@ impl Serialize for Event {
 /// the dashboard must go on reading a newer daemon's events: an unknown syscall, protocol or
 /// device form reads as absent, a time that is not one as the epoch.
 mod de {
-    use std::sync::Arc;
 
     use serde::{Deserialize, Deserializer};
 
@@ -861,11 +860,6 @@ mod de {
     pub fn ts<'de, D: Deserializer<'de>>(d: D) -> Result<Ts, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Ok(Ts::parse_rfc3339(&s).unwrap_or_default())
-    }
-
-    pub fn host<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Ok(Arc::from(&*s))
     }
 
     pub fn syscall<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OpenOp>, D::Error> {

@@ -40,13 +40,21 @@ pub fn script_path(cwd: Option<&Path>, path: &Path) -> PathBuf {
 /// component and no trailing slash.
 fn is_normal(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt as _;
-    match path.as_os_str().as_bytes() {
-        [b'/'] => true,
-        [b'/', rest @ ..] => rest
-            .split(|&b| b == b'/')
-            .all(|c| !c.is_empty() && c != b"." && c != b".."),
-        _ => false,
+    let b = path.as_os_str().as_bytes();
+    if b == b"/" {
+        return true;
     }
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    // One pass over the bytes: what follows each slash must start a real name (not another
+    // slash, not the end, not `.` or `..` ending there).
+    let end = |i: usize| b.get(i).is_none_or(|&c| c == b'/');
+    b.iter().enumerate().all(|(i, &c)| {
+        c != b'/'
+            || !(end(i + 1)
+                || (b[i + 1] == b'.' && (end(i + 2) || (b[i + 2] == b'.' && end(i + 3)))))
+    })
 }
 
 /// Fold `.`, `..` and repeated slashes without touching the filesystem.
@@ -109,5 +117,27 @@ mod tests {
             assert_eq!(absolute(None, Path::new(p)), Some(want.into()), "{p}");
         }
         assert_eq!(absolute(None, Path::new("token")), None);
+    }
+
+    #[test]
+    fn a_path_is_taken_as_folded_exactly_when_folding_leaves_it_as_it_is() {
+        // Every string of up to six pieces of these, absolute or not.
+        let pieces = ["/", ".", "..", "a", ".b", "c.", "...", "/."];
+        let mut paths = vec![String::new()];
+        for _ in 0..6 {
+            let longer: Vec<String> = paths
+                .iter()
+                .flat_map(|p| pieces.iter().map(move |q| format!("{p}{q}")))
+                .collect();
+            paths.extend(longer);
+            paths.sort();
+            paths.dedup();
+        }
+        assert!(paths.len() > 10_000);
+        for p in &paths {
+            let path = Path::new(p.as_str());
+            let folded = p.starts_with('/') && normalize(path).as_os_str() == path.as_os_str();
+            assert_eq!(is_normal(path), folded, "{p:?}");
+        }
     }
 }

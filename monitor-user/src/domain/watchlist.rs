@@ -345,17 +345,16 @@ pub fn lookup(path: &str) -> Option<&'static WatchEntry> {
         .by_name
         .get(name)
         .and_then(|named| named.iter().copied().find(watches));
-    let wild = ix
-        .wild
+    // Only the wildcard entries before the named one found can come first.
+    let before = named.unwrap_or(usize::MAX);
+    ix.wild
         .iter()
+        .take_while(|w| w.entry < before)
         .filter(|w| w.may_name(name))
         .map(|w| w.entry)
-        .find(watches);
-    match (named, wild) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-    .and_then(|i| ENTRIES.get(i))
+        .find(watches)
+        .or(named)
+        .and_then(|i| ENTRIES.get(i))
 }
 
 /// Whether the built-in list watches `path`.

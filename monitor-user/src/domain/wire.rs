@@ -123,6 +123,54 @@ impl Readout {
     }
 }
 
+/// An event's [`WireFields`]: only request events have any, so they are kept out of line, and
+/// an event without them carries one word, not six strings. Reads as the fields (none when
+/// empty); writing a field makes room for them.
+#[derive(Clone, Debug, Default)]
+pub struct Wire(Option<Box<WireFields>>);
+
+/// Equal when the fields are (an emptied box is no fields).
+impl PartialEq for Wire {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Wire {}
+
+impl std::ops::Deref for Wire {
+    type Target = WireFields;
+    fn deref(&self) -> &WireFields {
+        static NONE: WireFields = WireFields {
+            sni: None,
+            alpn: None,
+            tls_version: None,
+            http_method: None,
+            http_host: None,
+            http_path: None,
+        };
+        self.0.as_deref().unwrap_or(&NONE)
+    }
+}
+
+impl std::ops::DerefMut for Wire {
+    fn deref_mut(&mut self) -> &mut WireFields {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl From<WireFields> for Wire {
+    fn from(f: WireFields) -> Self {
+        Self((!f.is_empty()).then(|| Box::new(f)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Wire {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        WireFields::deserialize(d).map(Self::from)
+    }
+}
+
 /// What a connection's first bytes said: the fields, and how they were read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reading {

@@ -264,3 +264,17 @@ fn a_secret_in_a_path_is_masked() {
     let r = read_whole(b"GET /t/xoxb-1234567890-abcdefghijKL HTTP/1.1\r\nHost: a.test\r\n\r\n");
     assert_eq!(r.fields.http_path.as_deref(), Some("/t/***"));
 }
+
+#[test]
+fn an_event_s_wire_fields_take_room_only_when_it_has_some() {
+    let none = Wire::default();
+    assert!(none.is_empty());
+    assert_eq!(none, Wire::from(WireFields::default()));
+    let mut w = Wire::default();
+    w.sni = Some("api.test".into());
+    assert_eq!(w.server_name(), Some("api.test"));
+    // Emptied again, it equals no fields.
+    w.sni = None;
+    assert_eq!(w, none);
+    assert!(std::mem::size_of::<Wire>() <= 8);
+}

@@ -9,7 +9,7 @@
 //!
 //! Event listings use `FINAL`, so that even a duplicate not merged away yet is shown once.
 
-use std::{net::IpAddr, sync::Arc};
+use std::net::IpAddr;
 
 use clickhouse::{Client, Row};
 use serde::Deserialize;
@@ -612,7 +612,7 @@ impl EventRecord {
             secs: r.secs,
             nanos: r.nanos,
         };
-        let mut e = Event::new(kind, ts, Arc::from(r.host));
+        let mut e = Event::new(kind, ts, SharedStr::from(r.host));
         e.pid = r.pid;
         e.tid = r.tid;
         e.ppid = r.ppid;

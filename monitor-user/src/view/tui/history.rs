@@ -66,7 +66,7 @@ fn from_nanos(ns: u64) -> SystemTime {
 fn use_event(u: &UseCount) -> Event {
     let mut e = Event::bare(u.kind, u.verdict);
     e.nhi = (!u.nhi.is_empty()).then(|| u.nhi.as_str().into());
-    e.host = std::sync::Arc::from(u.host.as_str());
+    e.host = u.host.as_str().into();
     e.exe = u.exe.as_str().into();
     e.uid = u.uid;
     e.path = (!u.path.is_empty()).then(|| u.path.clone());
@@ -74,7 +74,7 @@ fn use_event(u: &UseCount) -> Event {
     e.dport = u.dport;
     e.dns_names = (!u.dns_names.is_empty()).then(|| u.dns_names.clone());
     e.drift = u.drift.clone();
-    e.wire = u.wire.clone();
+    e.wire = u.wire.clone().into();
     e
 }
 

@@ -599,7 +599,7 @@ fn use_row(e: &Event, n: u64) -> UseCount {
         wire: crate::domain::wire::WireFields {
             alpn: None,
             tls_version: None,
-            ..e.wire.clone()
+            ..(*e.wire).clone()
         },
         n,
         last_ns: e.ts.as_nanos(),
