@@ -270,8 +270,10 @@ fn an_event_s_wire_fields_take_room_only_when_it_has_some() {
     let none = Wire::default();
     assert!(none.is_empty());
     assert_eq!(none, Wire::from(WireFields::default()));
-    let mut w = Wire::default();
-    w.sni = Some("api.test".into());
+    let mut w = Wire::from(WireFields {
+        sni: Some("api.test".into()),
+        ..WireFields::default()
+    });
     assert_eq!(w.server_name(), Some("api.test"));
     // Emptied again, it equals no fields.
     w.sni = None;

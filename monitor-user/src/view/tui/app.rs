@@ -160,8 +160,8 @@ impl History {
 }
 
 /// What tells two copies of one event apart from other events: host, time, pid and kind.
-fn event_key(e: &Event) -> (crate::domain::event::SharedStr, Ts, u32, Kind) {
-    (e.host.clone(), e.ts, e.pid, e.kind)
+fn event_key(e: &Event) -> (String, Ts, u32, Kind) {
+    (e.host.to_string(), e.ts, e.pid, e.kind)
 }
 
 /// When `e` happened: its time, or `now` when it carries none.
@@ -412,7 +412,7 @@ impl App {
 
     /// The event selected in `list`, when the selection is below the top (at the top it
     /// follows the newest).
-    fn selected_key(&self, list: List) -> Option<(crate::domain::event::SharedStr, Ts, u32, Kind)> {
+    fn selected_key(&self, list: List) -> Option<(String, Ts, u32, Kind)> {
         let items = match list {
             List::Drift => self.drift_items(),
             List::Stream => self.stream_items(),
@@ -425,11 +425,7 @@ impl App {
     }
 
     /// Puts the selection of `list` back on the event `key`, wherever it is now.
-    fn reselect(
-        &mut self,
-        list: List,
-        key: Option<(crate::domain::event::SharedStr, Ts, u32, Kind)>,
-    ) {
+    fn reselect(&mut self, list: List, key: Option<(String, Ts, u32, Kind)>) {
         let Some(key) = key else { return };
         let items = match list {
             List::Drift => self.drift_items(),
