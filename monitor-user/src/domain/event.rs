@@ -916,6 +916,26 @@ pub(crate) mod json {
         u64::from_le_bytes(w)
     }
 
+    /// The number of decimal digits of `n` (1 for 0), from its bit length: no division, no
+    /// chain of comparisons.
+    #[inline]
+    pub fn digits(n: u64) -> usize {
+        const POW10: [u64; 20] = {
+            let mut t = [1u64; 20];
+            let mut i = 1;
+            while i < 20 {
+                t[i] = t[i - 1] * 10;
+                i += 1;
+            }
+            t
+        };
+        let bits = 64 - (n | 1).leading_zeros() as usize;
+        // floor(log10(2^bits)) (1233 / 4096 is just above log10(2)): the count is this or one
+        // more.
+        let guess = bits * 1233 >> 12;
+        (guess + usize::from(n >= POW10[guess])).max(1)
+    }
+
     /// `s` as a JSON string, quotes included.
     pub fn str(out: &mut Vec<u8>, s: &str) {
         let b = s.as_bytes();
@@ -1096,7 +1116,7 @@ pub(crate) mod json {
     /// two at a time.
     #[inline]
     pub fn uint(out: &mut Vec<u8>, mut n: u64) {
-        let len = n.checked_ilog10().unwrap_or(0) as usize + 1;
+        let len = digits(n);
         out.reserve(len);
         let at = out.len();
         let dst = out.as_mut_ptr();
@@ -1346,6 +1366,22 @@ pub(crate) mod tests {
         assert_eq!(e.daddr, Some([10, 1, 2, 3].into()));
         assert_eq!(e.nhi, None);
         assert!(e.drift.is_empty());
+    }
+
+    #[test]
+    fn digits_are_counted_as_the_number_is_written() {
+        let mut n: u64 = 1;
+        let mut edges = vec![0, u64::MAX, u64::MAX - 1];
+        for _ in 0..20 {
+            edges.extend([n - 1, n, n + 1]);
+            n = n.saturating_mul(10);
+        }
+        for p in 0..64 {
+            edges.extend([(1u64 << p) - 1, 1u64 << p, (1u64 << p) + 1]);
+        }
+        for n in edges {
+            assert_eq!(json::digits(n), n.to_string().len(), "{n}");
+        }
     }
 
     #[test]

@@ -47,14 +47,31 @@ fn is_normal(path: &Path) -> bool {
     if b.first() != Some(&b'/') {
         return false;
     }
-    // One pass over the bytes: what follows each slash must start a real name (not another
-    // slash, not the end, not `.` or `..` ending there).
+    // What follows each slash must start a real name (not another slash, not the end, not
+    // `.` or `..` ending there). The slashes are found a word at a time.
     let end = |i: usize| b.get(i).is_none_or(|&c| c == b'/');
-    b.iter().enumerate().all(|(i, &c)| {
-        c != b'/'
-            || !(end(i + 1)
-                || (b[i + 1] == b'.' && (end(i + 2) || (b[i + 2] == b'.' && end(i + 3)))))
-    })
+    let starts_name = |i: usize| {
+        !(end(i + 1) || (b[i + 1] == b'.' && (end(i + 2) || (b[i + 2] == b'.' && end(i + 3)))))
+    };
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    while at + 8 <= b.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        let x = u64::from_le_bytes(w) ^ (ONES * u64::from(b'/'));
+        // A high bit for each byte of the word that is a slash (exact: no borrow runs on).
+        let mut slashes = !(((x & !HIGH) + !HIGH) | x) & HIGH;
+        while slashes != 0 {
+            let i = at + slashes.trailing_zeros() as usize / 8;
+            if !starts_name(i) {
+                return false;
+            }
+            slashes &= slashes - 1;
+        }
+        at += 8;
+    }
+    (at..b.len()).all(|i| b[i] != b'/' || starts_name(i))
 }
 
 /// Fold `.`, `..` and repeated slashes without touching the filesystem.
