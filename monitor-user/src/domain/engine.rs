@@ -477,7 +477,7 @@ impl<H: Host> Engine<H> {
                     .get(&(o.dev >> 20, o.dev & 0xf_ffff, o.ino))
             })
             .flatten()
-            .and_then(|(i, path)| Some((reg.nhis.get(*i)?, Arc::clone(path))))
+            .and_then(|(i, path)| Some(((*i, reg.nhis.get(*i)?), Arc::clone(path))))
             // Opened under another name: the inode number may be the credential's old one,
             // freed by a rotation and given to a new file before the next refresh (a second at
             // most). The registered path must still be that inode for the alias to count.
@@ -490,7 +490,7 @@ impl<H: Host> Engine<H> {
                             ino: o.ino,
                         })
             });
-        let by_path = real_s.as_deref().and_then(|p| reg.owner_of(p));
+        let by_path = real_s.as_deref().and_then(|p| reg.owner_at(p));
         let owner = by_inode.as_ref().map(|(n, _)| *n).or(by_path);
         // No owner by path either: whether a `watch:` or built-in pattern matches is what is left
         // of `Registry::is_watched`.
@@ -527,7 +527,7 @@ impl<H: Host> Engine<H> {
         let now = self.clock.wall(o.hdr.ts_ns);
         let failed = o.ret < 0;
         let decision = match owner {
-            Some(nhi) => {
+            Some((at, nhi)) => {
                 let interactive = self.is_interactive(e.pid, o.hdr.flags);
                 let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
                 let actor = Actor::of(&e, interactive, cgroup.as_deref());
@@ -537,7 +537,7 @@ impl<H: Host> Engine<H> {
                     None => None,
                 };
                 let decision = verdict::open(nhi, &actor, &path_s, failed, now, mtime);
-                e.nhi = Some(self.nhi_id(&nhi.id));
+                e.nhi = self.nhi_ids.get(at).cloned();
                 if !failed {
                     self.take_hold(o.hdr.pid, &nhi.id, o);
                 }
@@ -592,13 +592,16 @@ impl<H: Host> Engine<H> {
             // real interpreter in the same process; the script is still what runs.
             prev.and_then(|(exe, script)| script.filter(|_| basename(&exe) == "env"))
         };
-        let mut cmdline = decode::args(x);
-        if cmdline.is_empty() {
-            // Only the command line: `procs.exec` keeps it as the table's mode says.
-            cmdline = self.sys.process(pid).map(|f| f.cmdline).unwrap_or_default();
-        }
+        let cmdline = if x.argc == 0 {
+            // No arguments came with the record: the command line /proc has.
+            let argv = self.sys.process(pid).map(|f| f.cmdline).unwrap_or_default();
+            self.procs.keep(argv)
+        } else {
+            let used = &x.args[..(x.args_len as usize).min(x.args.len())];
+            self.procs.keep_args(x.argc, used, || decode::args(x))
+        };
         let exe = SharedStr::from(exe.to_string_lossy().into_owned());
-        self.procs.exec(
+        self.procs.exec_kept(
             pid,
             x.hdr.uid,
             self.comms.get(&x.hdr),

@@ -270,7 +270,36 @@ impl ProcTable {
         cmdline: Vec<String>,
         host: &impl Host,
     ) {
-        let cmdline = self.kept.keep(self.cmdline, cmdline);
+        let cmdline = self.keep(cmdline);
+        self.exec_kept(pid, uid, comm, exe, cmdline, host);
+    }
+
+    /// A command line as the table's mode keeps it.
+    pub fn keep(&mut self, argv: Vec<String>) -> SharedArgs {
+        self.kept.keep(self.cmdline, argv)
+    }
+
+    /// An exec record's arguments (`argc` of them in `raw`) as the table's mode keeps them;
+    /// `argv` turns them into text when these bytes were not seen before.
+    pub fn keep_args(
+        &mut self,
+        argc: u32,
+        raw: &[u8],
+        argv: impl FnOnce() -> Vec<String>,
+    ) -> SharedArgs {
+        self.kept.keep_raw(self.cmdline, argc, raw, argv)
+    }
+
+    /// [`ProcTable::exec`] with the command line already kept.
+    pub fn exec_kept(
+        &mut self,
+        pid: u32,
+        uid: u32,
+        comm: SharedStr,
+        exe: SharedStr,
+        cmdline: SharedArgs,
+        host: &impl Host,
+    ) {
         let p = self.lookup(pid, host);
         p.uid = uid;
         p.comm = comm;

@@ -67,6 +67,11 @@ const KEPT_CAP: usize = 512;
 pub struct Kept {
     mode: CmdlineMode,
     lines: HashMap<Vec<String>, SharedArgs, foldhash::fast::RandomState>,
+    /// The same, by the bytes of an exec record's arguments (their count first, then the
+    /// NUL-separated arguments): a command line seen before is not even turned into text.
+    raw: HashMap<Box<[u8]>, SharedArgs, foldhash::fast::RandomState>,
+    /// The key of the last [`Kept::keep_raw`], made in place.
+    key: Vec<u8>,
 }
 
 impl Kept {
@@ -76,6 +81,7 @@ impl Kept {
         if mode != self.mode {
             self.mode = mode;
             self.lines.clear();
+            self.raw.clear();
         }
         if let Some(kept) = self.lines.get(argv.as_slice()) {
             return kept.clone();
@@ -88,6 +94,32 @@ impl Kept {
             _ => mode.keep_ref(&argv),
         });
         self.lines.insert(argv, kept.clone());
+        kept
+    }
+
+    /// The arguments of an exec record as `mode` keeps them: `argc` of them in `raw`
+    /// (NUL-separated, as the kernel copied them), turned into text by `argv` only when these
+    /// bytes were not seen before.
+    pub fn keep_raw(
+        &mut self,
+        mode: CmdlineMode,
+        argc: u32,
+        raw: &[u8],
+        argv: impl FnOnce() -> Vec<String>,
+    ) -> SharedArgs {
+        self.key.clear();
+        self.key.extend_from_slice(&argc.to_le_bytes());
+        self.key.extend_from_slice(raw);
+        if mode == self.mode {
+            if let Some(kept) = self.raw.get(self.key.as_slice()) {
+                return kept.clone();
+            }
+        }
+        let kept = self.keep(mode, argv());
+        if self.raw.len() >= KEPT_CAP {
+            self.raw.clear();
+        }
+        self.raw.insert(self.key.as_slice().into(), kept.clone());
         kept
     }
 }
@@ -847,6 +879,41 @@ mod tests {
         assert_eq!(
             CmdlineMode::Argv0.keep(vec!["worker TOKEN=abc".into(), "x".into()]),
             vec!["worker TOKEN=***"]
+        );
+    }
+
+    #[test]
+    fn an_exec_record_s_arguments_are_remembered_by_their_bytes_and_count() {
+        let mut kept = Kept::default();
+        let split = |raw: &[u8], argc: u32| -> Vec<String> {
+            raw.split(|&b| b == 0)
+                .take(argc as usize)
+                .map(crate::domain::text::lossy)
+                .collect()
+        };
+        let mut made = 0;
+        let raw = b"curl\0-u\0a:hunter2\0https://h\0";
+        for mode in [
+            CmdlineMode::Redacted,
+            CmdlineMode::Full,
+            CmdlineMode::Redacted,
+        ] {
+            for argc in [4, 2, 5, 4] {
+                let got = kept.keep_raw(mode, argc, raw, || {
+                    made += 1;
+                    split(raw, argc)
+                });
+                assert_eq!(got, mode.keep(split(raw, argc)), "{mode:?} {argc}");
+            }
+        }
+        // Each (mode, count) is turned into text once; a mode change forgets them.
+        assert_eq!(made, 9);
+        let redacted = kept.keep_raw(CmdlineMode::Redacted, 4, raw, || unreachable!());
+        assert_eq!(redacted, vec!["curl", "-u", "a:***", "https://h"]);
+        // Five of "a\0b\0" are three arguments, the last empty; two are two.
+        assert_ne!(
+            kept.keep_raw(CmdlineMode::Full, 5, b"a\0b\0", || split(b"a\0b\0", 5)),
+            kept.keep_raw(CmdlineMode::Full, 2, b"a\0b\0", || split(b"a\0b\0", 2))
         );
     }
 

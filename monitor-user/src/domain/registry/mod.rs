@@ -280,6 +280,11 @@ impl Registry {
     /// One hash lookup for literal paths, then only the wildcard patterns of earlier NHIs: the
     /// daemon asks this for every watched open.
     pub fn owner_of(&self, path: &str) -> Option<&Nhi> {
+        self.owner_at(path).map(|(_, n)| n)
+    }
+
+    /// [`Registry::owner_of`], with where the NHI is in `nhis`.
+    pub fn owner_at(&self, path: &str) -> Option<(usize, &Nhi)> {
         let index = self.index();
         let literal = index.literal.get(path).copied();
         let first = literal.unwrap_or(usize::MAX);
@@ -290,7 +295,7 @@ impl Registry {
             .find(|(_, g)| g.matches(path))
             .map(|(i, _)| *i)
             .or(literal)
-            .and_then(|i| self.nhis.get(i))
+            .and_then(|i| Some((i, self.nhis.get(i)?)))
     }
 
     /// The lookups' index, built on first use.
