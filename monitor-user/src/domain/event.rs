@@ -932,7 +932,7 @@ pub(crate) mod json {
         let bits = 64 - (n | 1).leading_zeros() as usize;
         // floor(log10(2^bits)) (1233 / 4096 is just above log10(2)): the count is this or one
         // more.
-        let guess = bits * 1233 >> 12;
+        let guess = (bits * 1233) >> 12;
         (guess + usize::from(n >= POW10[guess])).max(1)
     }
 
