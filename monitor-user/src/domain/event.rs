@@ -730,92 +730,101 @@ impl Event {
     /// Appends the event's JSON line to `out`, without the newline: the one encoding of an
     /// event as text (field order and value formats are those of the README's contract).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        // Room for the keys and numbers of any event: the pieces below then never grow it.
-        out.reserve(1024);
-        let mut ts = [0u8; 30];
-        self.ts.write_rfc3339(&mut ts);
-        out.extend_from_slice(b"{\"ts\":\"");
-        out.extend_from_slice(&ts);
-        out.extend_from_slice(b"\",\"host\":");
-        out.extend_from_slice(self.host.json());
-        out.extend_from_slice(b",\"kind\":\"");
-        out.extend_from_slice(self.kind.as_str().as_bytes());
-        out.extend_from_slice(b"\",\"pid\":");
-        json::uint(out, self.pid.into());
-        out.extend_from_slice(b",\"tid\":");
-        json::uint(out, self.tid.into());
-        out.extend_from_slice(b",\"ppid\":");
-        json::uint(out, self.ppid.into());
-        out.extend_from_slice(b",\"uid\":");
-        json::uint(out, self.uid.into());
-        out.extend_from_slice(b",\"gid\":");
-        json::uint(out, self.gid.into());
-        out.extend_from_slice(b",\"exe\":");
-        out.extend_from_slice(self.exe.json());
-        json::opt_str(out, b",\"script\":", self.script.as_deref());
-        out.extend_from_slice(b",\"comm\":");
-        out.extend_from_slice(self.comm.json());
-        out.extend_from_slice(b",\"cmdline\":");
-        out.extend_from_slice(self.cmdline.json());
-        out.extend_from_slice(b",\"cgroup_id\":");
-        json::uint(out, self.cgroup_id);
-        json::opt_str(out, b",\"container\":", self.container.as_deref());
-        json::opt_str(out, b",\"pod_uid\":", self.pod_uid.as_deref());
-        json::opt_str(out, b",\"pod\":", self.pod.as_deref());
-        json::opt_str(out, b",\"pod_namespace\":", self.pod_namespace.as_deref());
-        json::opt_str(out, b",\"container_name\":", self.container_name.as_deref());
-        json::opt_str(out, b",\"syscall\":", self.syscall.map(OpenOp::name));
-        json::opt_str(out, b",\"path\":", self.path.as_deref());
-        json::opt_str(out, b",\"path_arg\":", self.path_arg.as_deref());
-        json::opt_str(out, b",\"target\":", self.target.as_deref());
-        json::opt_uint(out, b",\"flags\":", self.flags.map(u64::from));
-        json::opt_uint(out, b",\"inode\":", self.inode);
-        if let Some(d) = self.dev {
-            out.extend_from_slice(b",\"dev\":\"");
-            json::uint(out, d.major.into());
-            out.push(b':');
-            json::uint(out, d.minor.into());
-            out.push(b'"');
-        }
-        if let Some(r) = self.result {
-            out.extend_from_slice(b",\"result\":");
-            json::int(out, r);
-        }
-        json::opt_str(out, b",\"error\":", self.error.as_deref());
-        json::opt_str(out, b",\"proto\":", self.proto.map(Proto::as_str));
-        json::opt_addr(out, b",\"daddr\":", self.daddr);
-        json::opt_uint(out, b",\"dport\":", self.dport.map(u64::from));
-        json::opt_addr(out, b",\"saddr\":", self.saddr);
-        json::opt_uint(out, b",\"sport\":", self.sport.map(u64::from));
-        if let Some(names) = &self.dns_names {
-            out.extend_from_slice(b",\"dns_names\":");
-            json::strs(out, names);
-        }
-        if self.established_before_use {
-            out.extend_from_slice(b",\"established_before_use\":true");
-        }
-        json::opt_uint(out, b",\"count\":", self.count);
-        json::opt_str(out, b",\"cause\":", self.cause.as_deref());
-        out.extend_from_slice(b",\"nhi\":");
-        match &self.nhi {
-            Some(n) => out.extend_from_slice(n.json()),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"verdict\":\"");
-        out.extend_from_slice(self.verdict.as_str().as_bytes());
-        out.extend_from_slice(b"\",\"drift\":[");
-        for (i, k) in self.drift.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
+        use json::{put, put_var, SLACK};
+        out.reserve(SLACK);
+        // SAFETY: every `put` and `*_slack` helper below writes fixed pieces (keys, numbers,
+        // the time, names) into the SLACK bytes kept spare: reserved above, and left behind
+        // every piece of variable length (`put_var`, `str_keeping`, `strs_slack`,
+        // `opt_addr_slack`); the fixed pieces of a whole line take less than SLACK (see the
+        // test `a_line_s_fixed_pieces_fit_its_slack`).
+        unsafe {
+            let mut ts = [0u8; 30];
+            self.ts.write_rfc3339(&mut ts);
+            put(out, b"{\"ts\":\"");
+            put(out, &ts);
+            put(out, b"\",\"host\":");
+            put_var(out, self.host.json());
+            put(out, b",\"kind\":\"");
+            put(out, self.kind.as_str().as_bytes());
+            put(out, b"\",\"pid\":");
+            json::uint_in_room(out, self.pid.into());
+            put(out, b",\"tid\":");
+            json::uint_in_room(out, self.tid.into());
+            put(out, b",\"ppid\":");
+            json::uint_in_room(out, self.ppid.into());
+            put(out, b",\"uid\":");
+            json::uint_in_room(out, self.uid.into());
+            put(out, b",\"gid\":");
+            json::uint_in_room(out, self.gid.into());
+            put(out, b",\"exe\":");
+            put_var(out, self.exe.json());
+            json::opt_str_slack(out, b",\"script\":", self.script.as_deref());
+            put(out, b",\"comm\":");
+            put_var(out, self.comm.json());
+            put(out, b",\"cmdline\":");
+            put_var(out, self.cmdline.json());
+            put(out, b",\"cgroup_id\":");
+            json::uint_in_room(out, self.cgroup_id);
+            json::opt_str_slack(out, b",\"container\":", self.container.as_deref());
+            json::opt_str_slack(out, b",\"pod_uid\":", self.pod_uid.as_deref());
+            json::opt_str_slack(out, b",\"pod\":", self.pod.as_deref());
+            json::opt_str_slack(out, b",\"pod_namespace\":", self.pod_namespace.as_deref());
+            json::opt_str_slack(out, b",\"container_name\":", self.container_name.as_deref());
+            json::opt_str_slack(out, b",\"syscall\":", self.syscall.map(OpenOp::name));
+            json::opt_str_slack(out, b",\"path\":", self.path.as_deref());
+            json::opt_str_slack(out, b",\"path_arg\":", self.path_arg.as_deref());
+            json::opt_str_slack(out, b",\"target\":", self.target.as_deref());
+            json::opt_uint_slack(out, b",\"flags\":", self.flags.map(u64::from));
+            json::opt_uint_slack(out, b",\"inode\":", self.inode);
+            if let Some(d) = self.dev {
+                put(out, b",\"dev\":\"");
+                json::uint_in_room(out, d.major.into());
+                put(out, &[b':']);
+                json::uint_in_room(out, d.minor.into());
+                put(out, &[b'"']);
             }
-            out.push(b'"');
-            out.extend_from_slice(k.as_str().as_bytes());
-            out.push(b'"');
+            if let Some(r) = self.result {
+                put(out, b",\"result\":");
+                json::int_in_room(out, r);
+            }
+            json::opt_str_slack(out, b",\"error\":", self.error.as_deref());
+            json::opt_str_slack(out, b",\"proto\":", self.proto.map(Proto::as_str));
+            json::opt_addr_slack(out, b",\"daddr\":", self.daddr);
+            json::opt_uint_slack(out, b",\"dport\":", self.dport.map(u64::from));
+            json::opt_addr_slack(out, b",\"saddr\":", self.saddr);
+            json::opt_uint_slack(out, b",\"sport\":", self.sport.map(u64::from));
+            if let Some(names) = &self.dns_names {
+                put(out, b",\"dns_names\":");
+                json::strs_slack(out, names);
+            }
+            if self.established_before_use {
+                put(out, b",\"established_before_use\":true");
+            }
+            json::opt_uint_slack(out, b",\"count\":", self.count);
+            json::opt_str_slack(out, b",\"cause\":", self.cause.as_deref());
+            put(out, b",\"nhi\":");
+            match &self.nhi {
+                Some(n) => put_var(out, n.json()),
+                None => put(out, b"null"),
+            }
+            put(out, b",\"verdict\":\"");
+            put(out, self.verdict.as_str().as_bytes());
+            put(out, b"\",\"drift\":[");
+            // The kinds are few, but a list read back from elsewhere may repeat them.
+            out.reserve(self.drift.len() * JSON_DRIFT_ROOM + SLACK);
+            for (i, k) in self.drift.iter().enumerate() {
+                if i > 0 {
+                    put(out, &[b',']);
+                }
+                put(out, &[b'"']);
+                put(out, k.as_str().as_bytes());
+                put(out, &[b'"']);
+            }
+            put(out, b"],\"reason\":");
+            json::str_keeping(out, &self.reason, SLACK);
+            self.wire.write_json(out);
+            out.push(b'}');
         }
-        out.extend_from_slice(b"],\"reason\":");
-        json::str(out, &self.reason);
-        self.wire.write_json(out);
-        out.push(b'}');
     }
 
     /// The JSON line, without its newline.
@@ -847,6 +856,9 @@ impl Serialize for Event {
         raw.serialize(s)
     }
 }
+
+/// The bytes one drift kind takes in a line, at most (`,"endpoint_out_of_scope"`).
+const JSON_DRIFT_ROOM: usize = 40;
 
 /// Readers of the fields that are text in the JSON line and values in [`Event`]. Lenient where
 /// the dashboard must go on reading a newer daemon's events: an unknown syscall, protocol or
@@ -916,6 +928,35 @@ pub(crate) mod json {
         u64::from_le_bytes(w)
     }
 
+    /// Room kept spare while an event's line is written: more than every key, number, time,
+    /// address and name of a whole line (its strings apart), so that those are written
+    /// without a test of the room each ([`super::Event::write_json`]).
+    pub const SLACK: usize = 2048;
+
+    /// Appends `b` to `out` without growing it.
+    ///
+    /// # Safety
+    /// `out`'s spare capacity holds `b` (`out.capacity() - out.len() >= b.len()`).
+    #[inline(always)]
+    pub unsafe fn put(out: &mut Vec<u8>, b: &[u8]) {
+        let at = out.len();
+        debug_assert!(out.capacity() - at >= b.len(), "JSON slack used up");
+        // SAFETY: the caller guarantees the room; a borrowed slice and a Vec's spare
+        // capacity do not overlap; the bytes are initialised before the length covers them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), out.as_mut_ptr().add(at), b.len());
+            out.set_len(at + b.len());
+        }
+    }
+
+    /// Appends `b`, of any length, and leaves [`SLACK`] spare behind it.
+    #[inline]
+    pub fn put_var(out: &mut Vec<u8>, b: &[u8]) {
+        out.reserve(b.len() + SLACK);
+        // SAFETY: room for `b` was reserved just above.
+        unsafe { put(out, b) }
+    }
+
     /// The number of decimal digits of `n` (1 for 0), from its bit length: no division, no
     /// chain of comparisons.
     #[inline]
@@ -937,12 +978,18 @@ pub(crate) mod json {
     }
 
     /// `s` as a JSON string, quotes included.
+    #[inline]
     pub fn str(out: &mut Vec<u8>, s: &str) {
+        str_keeping(out, s, 0);
+    }
+
+    /// [`str`], leaving at least `keep` bytes of spare room behind the string.
+    pub fn str_keeping(out: &mut Vec<u8>, s: &str, keep: usize) {
         let b = s.as_bytes();
         // Most strings (paths, names, sentences) have nothing to escape: they are scanned and
         // copied in one pass, a word at a time, into room reserved for the string, its quotes
         // and one word past its end; the bytes count only once the whole string proved clean.
-        out.reserve(b.len() + 10);
+        out.reserve(b.len() + 10 + keep);
         let at = out.len();
         let dst = out.as_mut_ptr();
         // Every write below stays in that room: it ends at most at `at + 1 + b.len()` (the
@@ -1023,6 +1070,7 @@ pub(crate) mod json {
         }
         out.extend_from_slice(&b[start..]);
         out.push(b'"');
+        out.reserve(keep);
     }
 
     /// SSE2 (part of every x86-64 CPU) for the scan and copy of clean strings.
@@ -1093,6 +1141,51 @@ pub(crate) mod json {
         }
     }
 
+    /// [`opt_str`] within a line's [`SLACK`].
+    ///
+    /// # Safety
+    /// `out`'s spare capacity holds `key`.
+    #[inline]
+    pub unsafe fn opt_str_slack(out: &mut Vec<u8>, key: &[u8], s: Option<&str>) {
+        if let Some(s) = s {
+            // SAFETY: the caller guarantees room for the key.
+            unsafe { put(out, key) };
+            str_keeping(out, s, SLACK);
+        }
+    }
+
+    /// [`opt_uint`] within a line's [`SLACK`].
+    ///
+    /// # Safety
+    /// `out`'s spare capacity holds `key` and 20 bytes.
+    #[inline]
+    pub unsafe fn opt_uint_slack(out: &mut Vec<u8>, key: &[u8], n: Option<u64>) {
+        if let Some(n) = n {
+            // SAFETY: the caller guarantees the room.
+            unsafe {
+                put(out, key);
+                uint_in_room(out, n);
+            }
+        }
+    }
+
+    /// [`strs`] leaving [`SLACK`] spare behind each string.
+    pub fn strs_slack(out: &mut Vec<u8>, v: &[String]) {
+        out.reserve(SLACK);
+        // SAFETY: each bracket or comma is written with SLACK spare (reserved above, and
+        // left behind every string by `str_keeping`).
+        unsafe { put(out, b"[") };
+        for (i, s) in v.iter().enumerate() {
+            if i > 0 {
+                // SAFETY: as above.
+                unsafe { put(out, b",") };
+            }
+            str_keeping(out, s, SLACK);
+        }
+        // SAFETY: as above.
+        unsafe { put(out, b"]") };
+    }
+
     /// A list of strings.
     pub fn strs(out: &mut Vec<u8>, v: &[String]) {
         out.push(b'[');
@@ -1115,14 +1208,26 @@ pub(crate) mod json {
     /// `n` in decimal, written in place: its digits counted first, then written from the last,
     /// two at a time.
     #[inline]
-    pub fn uint(out: &mut Vec<u8>, mut n: u64) {
+    pub fn uint(out: &mut Vec<u8>, n: u64) {
+        out.reserve(20);
+        // SAFETY: a u64 has at most 20 digits, reserved just above.
+        unsafe { uint_in_room(out, n) }
+    }
+
+    /// [`uint`] without a test of the room.
+    ///
+    /// # Safety
+    /// `out`'s spare capacity holds 20 bytes.
+    #[inline]
+    pub unsafe fn uint_in_room(out: &mut Vec<u8>, mut n: u64) {
         let len = digits(n);
-        out.reserve(len);
+        debug_assert!(out.capacity() - out.len() >= len, "JSON slack used up");
         let at = out.len();
         let dst = out.as_mut_ptr();
         let mut i = at + len;
-        // SAFETY: `reserve` made room for `len` bytes from `at`, and the writes below fill
-        // exactly `at..at + len` (`len` is the number of digits of `n`) before `set_len`.
+        // SAFETY: the caller made room for 20 bytes from `at`, and the writes below fill
+        // exactly `at..at + len` (`len` is the number of digits of `n`, at most 20) before
+        // `set_len`.
         unsafe {
             while n >= 100 {
                 let d = (n % 100) as usize * 2;
@@ -1139,6 +1244,21 @@ pub(crate) mod json {
                 dst.add(i - 1).write(b'0' + n as u8);
             }
             out.set_len(at + len);
+        }
+    }
+
+    /// [`int`] without a test of the room.
+    ///
+    /// # Safety
+    /// `out`'s spare capacity holds 21 bytes.
+    #[inline]
+    pub unsafe fn int_in_room(out: &mut Vec<u8>, n: i64) {
+        // SAFETY: the caller guarantees room for the sign and 20 digits.
+        unsafe {
+            if n < 0 {
+                put(out, b"-");
+            }
+            uint_in_room(out, n.unsigned_abs());
         }
     }
 
@@ -1164,6 +1284,15 @@ pub(crate) mod json {
     pub fn opt_addr(out: &mut Vec<u8>, key: &[u8], a: Option<IpAddr>) {
         if let Some(a) = a {
             addr(out, key, a);
+        }
+    }
+
+    /// [`opt_addr`] leaving [`SLACK`] spare behind it.
+    #[inline]
+    pub fn opt_addr_slack(out: &mut Vec<u8>, key: &[u8], a: Option<IpAddr>) {
+        if let Some(a) = a {
+            addr(out, key, a);
+            out.reserve(SLACK);
         }
     }
 
@@ -1381,6 +1510,77 @@ pub(crate) mod tests {
         }
         for n in edges {
             assert_eq!(json::digits(n), n.to_string().len(), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_line_s_fixed_pieces_fit_its_slack() {
+        // Every field there, at its longest, but for its strings (empty).
+        let mut e = Event::new(Kind::Request, ts(LAST_SECOND, 999_999_999), "".into());
+        (e.pid, e.tid, e.ppid, e.uid, e.gid) = (u32::MAX, u32::MAX, u32::MAX, u32::MAX, u32::MAX);
+        e.cgroup_id = u64::MAX;
+        for f in [
+            &mut e.script,
+            &mut e.container,
+            &mut e.pod_uid,
+            &mut e.pod,
+            &mut e.pod_namespace,
+            &mut e.container_name,
+            &mut e.path,
+            &mut e.path_arg,
+            &mut e.target,
+            &mut e.error,
+            &mut e.cause,
+        ] {
+            *f = Some(String::new());
+        }
+        e.syscall = Some(OpenOp::Openat2);
+        (e.flags, e.inode, e.result, e.count) = (
+            Some(u32::MAX),
+            Some(u64::MAX),
+            Some(i64::MIN),
+            Some(u64::MAX),
+        );
+        e.dev = Some(Dev {
+            major: u32::MAX,
+            minor: u32::MAX,
+        });
+        e.proto = Some(Proto::Tcp);
+        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        (e.daddr, e.saddr, e.dport, e.sport) = (Some(v6), Some(v6), Some(65535), Some(65535));
+        e.dns_names = Some(Vec::new());
+        e.established_before_use = true;
+        e.nhi = Some("".into());
+        e.verdict = Verdict::Unregistered;
+        let mut out = Vec::new();
+        e.write_json(&mut out);
+        assert!(out.len() * 2 < json::SLACK, "{} bytes", out.len());
+        // A drift list, however long (one read back may repeat kinds), takes its own room.
+        for k in DriftKind::ALL {
+            assert!(k.as_str().len() + 3 <= JSON_DRIFT_ROOM, "{k:?}");
+        }
+        e.drift = DriftKind::ALL.repeat(200);
+        // Lines written one after another into one buffer, as the daemon's outputs do.
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            e.write_json(&mut out);
+            assert!(out.ends_with(b"}"));
+        }
+        let line: serde_json::Value =
+            serde_json::from_slice(&out[..out.len() / 3]).expect("one whole line");
+        assert_eq!(line["drift"].as_array().map(Vec::len), Some(7 * 200));
+    }
+
+    #[test]
+    fn strings_of_any_length_keep_the_line_s_slack() {
+        let mut out = Vec::new();
+        for n in [0, 1, 7, 8, 15, 16, 17, 100, 5000] {
+            for s in ["a".repeat(n), "\u{1}".repeat(n), "\"".repeat(n)] {
+                json::str_keeping(&mut out, &s, json::SLACK);
+                assert!(out.capacity() - out.len() >= json::SLACK, "{n}");
+            }
         }
     }
 
