@@ -779,9 +779,9 @@ impl Event {
             if let Some(d) = self.dev {
                 put(out, b",\"dev\":\"");
                 json::uint_in_room(out, d.major.into());
-                put(out, &[b':']);
+                put(out, b":");
                 json::uint_in_room(out, d.minor.into());
-                put(out, &[b'"']);
+                put(out, b"\"");
             }
             if let Some(r) = self.result {
                 put(out, b",\"result\":");
@@ -814,11 +814,11 @@ impl Event {
             out.reserve(self.drift.len() * JSON_DRIFT_ROOM + SLACK);
             for (i, k) in self.drift.iter().enumerate() {
                 if i > 0 {
-                    put(out, &[b',']);
+                    put(out, b",");
                 }
-                put(out, &[b'"']);
+                put(out, b"\"");
                 put(out, k.as_str().as_bytes());
-                put(out, &[b'"']);
+                put(out, b"\"");
             }
             put(out, b"],\"reason\":");
             json::str_keeping(out, &self.reason, SLACK);
@@ -1154,7 +1154,7 @@ pub(crate) mod json {
         }
     }
 
-    /// [`opt_uint`] within a line's [`SLACK`].
+    /// `key` and the number `n`, when there is one, within a line's [`SLACK`].
     ///
     /// # Safety
     /// `out`'s spare capacity holds `key` and 20 bytes.
@@ -1247,7 +1247,7 @@ pub(crate) mod json {
         }
     }
 
-    /// [`int`] without a test of the room.
+    /// `n` in decimal, without a test of the room.
     ///
     /// # Safety
     /// `out`'s spare capacity holds 21 bytes.
@@ -1262,32 +1262,8 @@ pub(crate) mod json {
         }
     }
 
-    #[inline]
-    pub fn int(out: &mut Vec<u8>, n: i64) {
-        if n < 0 {
-            out.push(b'-');
-        }
-        uint(out, n.unsigned_abs());
-    }
-
-    #[inline]
-    pub fn opt_uint(out: &mut Vec<u8>, key: &[u8], n: Option<u64>) {
-        if let Some(n) = n {
-            out.extend_from_slice(key);
-            uint(out, n);
-        }
-    }
-
-    /// An address as text (`93.184.216.34`, `fe80::1`, `::ffff:10.0.0.1`), as `IpAddr`'s
-    /// `Display` writes it.
-    #[inline]
-    pub fn opt_addr(out: &mut Vec<u8>, key: &[u8], a: Option<IpAddr>) {
-        if let Some(a) = a {
-            addr(out, key, a);
-        }
-    }
-
-    /// [`opt_addr`] leaving [`SLACK`] spare behind it.
+    /// `key` and the address `a` as text (`93.184.216.34`, `fe80::1`, `::ffff:10.0.0.1`, as
+    /// `IpAddr`'s `Display` writes it), when there is one, leaving [`SLACK`] spare behind it.
     #[inline]
     pub fn opt_addr_slack(out: &mut Vec<u8>, key: &[u8], a: Option<IpAddr>) {
         if let Some(a) = a {
@@ -1625,8 +1601,9 @@ pub(crate) mod tests {
             assert_eq!(out, n.to_string().into_bytes());
         }
         for n in [0, -1, 1, i64::MIN, i64::MAX, -13] {
-            let mut out = Vec::new();
-            json::int(&mut out, n);
+            let mut out = Vec::with_capacity(21);
+            // SAFETY: room for a sign and 20 digits was made above.
+            unsafe { json::int_in_room(&mut out, n) };
             assert_eq!(out, n.to_string().into_bytes());
         }
     }
@@ -1645,7 +1622,7 @@ pub(crate) mod tests {
         ] {
             let Ok(a) = a.parse::<IpAddr>() else { continue };
             let mut out = Vec::new();
-            json::opt_addr(&mut out, b"", Some(a));
+            json::opt_addr_slack(&mut out, b"", Some(a));
             assert_eq!(String::from_utf8(out).unwrap(), format!("\"{a}\""));
         }
     }
