@@ -362,9 +362,22 @@ impl<H: Host> Engine<H> {
         m
     }
 
-    /// An event with the process fields filled from the header and the process table.
-    fn base(&mut self, kind: Kind, hdr: &EventHeader) -> Event {
-        let mut e = Event::new(kind, self.clock.ts(hdr.ts_ns), self.host.clone());
+    /// A new event at the end of `out`, with the process fields filled from the header and the
+    /// process table: made where it stays (an event is a few hundred bytes, not moved twice).
+    fn base<'o>(
+        &mut self,
+        kind: Kind,
+        hdr: &EventHeader,
+        out: &'o mut Vec<Event>,
+    ) -> &'o mut Event {
+        let at = out.len();
+        out.reserve(1);
+        let ts = self.clock.ts(hdr.ts_ns);
+        // Written straight into the vector's room (a push would build it aside and copy it).
+        out.spare_capacity_mut()[0].write(Event::new(kind, ts, self.host.clone()));
+        // SAFETY: the slot at `at`, in the room reserved above, was written just above.
+        unsafe { out.set_len(at + 1) };
+        let e = &mut out[at];
         let p = self.procs.lookup_fresh(hdr.pid, &self.sys);
         e.pid = hdr.pid;
         e.tid = hdr.tid;
@@ -508,7 +521,7 @@ impl<H: Host> Engine<H> {
             (None, None) => (text::lossy(raw), None),
         };
 
-        let mut e = self.base(Kind::Open, &o.hdr);
+        let e = self.base(Kind::Open, &o.hdr, out);
         e.syscall = OpenOp::from_u32(o.op);
         e.path_arg = Some(text::lossy(raw));
         e.target = target_s;
@@ -530,7 +543,7 @@ impl<H: Host> Engine<H> {
             Some((at, nhi)) => {
                 let interactive = self.is_interactive(e.pid, o.hdr.flags);
                 let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
-                let actor = Actor::of(&e, interactive, cgroup.as_deref());
+                let actor = Actor::of(e, interactive, cgroup.as_deref());
                 // The registered name (for an inode match) is the one the daemon can stat.
                 let mtime = match nhi.max_age {
                     Some(_) => self.mtime(Path::new(&path_s)),
@@ -543,13 +556,12 @@ impl<H: Host> Engine<H> {
                 }
                 decision
             }
-            None => verdict::unregistered_open(&Actor::of(&e, false, None), &path_s, failed),
+            None => verdict::unregistered_open(&Actor::of(e, false, None), &path_s, failed),
         };
         e.path = Some(path_s);
         e.verdict = decision.verdict;
         e.drift = decision.drift;
         e.reason = decision.reason;
-        out.push(e);
     }
 
     fn exec(&mut self, x: &ExecEvent, out: &mut Vec<Event>) {
@@ -662,10 +674,9 @@ impl<H: Host> Engine<H> {
             verdict::Lifecycle::Exit
         };
         for id in held {
-            let mut e = self.base(kind, hdr);
-            e.reason = verdict::holder(&Actor::of(&e, false, None), &id, what).reason;
+            let e = self.base(kind, hdr, out);
+            e.reason = verdict::holder(&Actor::of(e, false, None), &id, what).reason;
             e.nhi = Some(self.nhi_id(&id));
-            out.push(e);
         }
     }
 
@@ -799,7 +810,7 @@ impl<H: Host> Engine<H> {
             let Some((i, nhi)) = reg.position(&id).and_then(|i| Some((i, reg.nhis.get(i)?))) else {
                 continue;
             };
-            let mut e = self.base(Kind::Connect, &c.hdr);
+            let e = self.base(Kind::Connect, &c.hdr, out);
             e.proto = Some(if udp { Proto::Udp } else { Proto::Tcp });
             e.established_before_use = existing;
             e.daddr = Some(daddr);
@@ -809,12 +820,11 @@ impl<H: Host> Engine<H> {
             e.dns_names = Some(names.clone());
             e.nhi = Some(self.nhi_ids[i].clone());
             let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
-            let actor = Actor::of(&e, interactive, cgroup.as_deref());
+            let actor = Actor::of(e, interactive, cgroup.as_deref());
             let decision = verdict::connect(nhi, &actor, daddr, c.dport, &names, existing, now);
             e.verdict = decision.verdict;
             e.drift = decision.drift;
             e.reason = decision.reason;
-            out.push(e);
         }
     }
 }
@@ -937,16 +947,15 @@ impl<H: Host> Engine<H> {
             e.wire = wire.clone().into();
         };
         if held.is_empty() {
-            let mut e = self.base(Kind::Request, hdr);
-            fill(&mut e);
+            let e = self.base(Kind::Request, hdr, out);
+            fill(e);
             e.reason = verdict::unheld_request(
-                &Actor::of(&e, false, None),
+                &Actor::of(e, false, None),
                 &e.wire,
                 readout,
                 daddr,
                 conn.dport,
             );
-            out.push(e);
             return;
         }
         let interactive = self.is_interactive(hdr.pid, hdr.flags);
@@ -954,17 +963,16 @@ impl<H: Host> Engine<H> {
             let Some((i, nhi)) = reg.position(&id).and_then(|i| Some((i, reg.nhis.get(i)?))) else {
                 continue;
             };
-            let mut e = self.base(Kind::Request, hdr);
-            fill(&mut e);
+            let e = self.base(Kind::Request, hdr, out);
+            fill(e);
             e.nhi = Some(self.nhi_ids[i].clone());
             let cgroup = self.procs.get(e.pid).and_then(|p| p.cgroup.clone());
-            let actor = Actor::of(&e, interactive, cgroup.as_deref());
+            let actor = Actor::of(e, interactive, cgroup.as_deref());
             let decision =
                 verdict::request(nhi, &actor, (daddr, conn.dport), &names, &e.wire, readout);
             e.verdict = decision.verdict;
             e.drift = decision.drift;
             e.reason = decision.reason;
-            out.push(e);
         }
     }
 }

@@ -673,6 +673,7 @@ pub struct Event {
 
 impl Event {
     /// An event with everything but its kind, time and host empty (verdict `ok`).
+    #[inline(always)]
     pub fn new(kind: Kind, ts: Ts, host: SharedStr) -> Self {
         Self {
             ts,
