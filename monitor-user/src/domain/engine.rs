@@ -178,6 +178,21 @@ fn holder_nhis(registry: &Registry) -> (Vec<usize>, bool) {
     (with, placed)
 }
 
+/// The NHIs process `p` holds now: its own holdings, and those granted through a pipe that is
+/// not one of `pipeline_pipes`.
+fn holdings(
+    p: &crate::domain::proctable::Process,
+    pipeline_pipes: &std::collections::HashSet<u64, foldhash::fast::RandomState>,
+) -> Vec<Arc<str>> {
+    let mut held: Vec<Arc<str>> = p.holds.iter().cloned().collect();
+    for (id, pipe) in &p.holds_via_pipe {
+        if !pipeline_pipes.contains(pipe) && !held.contains(id) {
+            held.push(Arc::clone(id));
+        }
+    }
+    held
+}
+
 /// The ids of `registry`'s NHIs, in its order, as events carry them.
 fn nhi_ids(registry: &Registry) -> Vec<SharedStr> {
     registry
@@ -523,7 +538,12 @@ impl<H: Host> Engine<H> {
 
         let e = self.base(Kind::Open, &o.hdr, out);
         e.syscall = OpenOp::from_u32(o.op);
-        e.path_arg = Some(text::lossy(raw));
+        // Most opens name the file as the kernel reached it: the text is made once.
+        e.path_arg = Some(if raw == path_s.as_bytes() {
+            path_s.clone()
+        } else {
+            text::lossy(raw)
+        });
         e.target = target_s;
         e.flags = Some(o.open_flags);
         if o.ino != 0 {
@@ -746,13 +766,7 @@ impl<H: Host> Engine<H> {
     /// turn out to be a pipeline's.
     fn held_by(&mut self, pid: u32) -> Vec<Arc<str>> {
         let p = self.procs.lookup(pid, &self.sys);
-        let mut held: Vec<Arc<str>> = p.holds.iter().cloned().collect();
-        for (id, pipe) in &p.holds_via_pipe {
-            if !self.pipeline_pipes.contains(pipe) && !held.contains(id) {
-                held.push(Arc::clone(id));
-            }
-        }
-        held
+        holdings(p, &self.pipeline_pipes)
     }
 
     fn connect(&mut self, c: &ConnectEvent, out: &mut Vec<Event>) {
@@ -833,10 +847,10 @@ impl<H: Host> Engine<H> {
     /// The NHIs a connection of `pid` (run by `uid`) carries: its holdings, and those of the
     /// `holders:` it is among, judged on the process as the table has it.
     fn connection_holdings(&mut self, pid: u32, uid: u32) -> Vec<Arc<str>> {
-        let mut held = self.held_by(pid);
         let reg = Arc::clone(&self.registry);
         // Borrowed: most connections are by processes that hold nothing.
         let p = self.procs.lookup(pid, &self.sys);
+        let mut held = holdings(p, &self.pipeline_pipes);
         let at = Placement {
             cgroup: p.cgroup.as_deref(),
             container: p.container.as_deref(),
