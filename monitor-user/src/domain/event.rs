@@ -234,22 +234,36 @@ impl Ts {
         } else {
             (self.secs, self.nanos.min(999_999_999))
         };
-        let days = secs / 86_400;
-        let rem = (secs % 86_400) as u32;
-        let packed = date(days);
-        let (y, m, d) = ((packed >> 9) & 0x7_ffff, (packed >> 5) & 0xf, packed & 0x1f);
-        two(&mut b[0..2], y / 100);
-        two(&mut b[2..4], y % 100);
-        b[4] = b'-';
-        two(&mut b[5..7], m);
-        b[7] = b'-';
-        two(&mut b[8..10], d);
-        b[10] = b'T';
-        b[11..13].copy_from_slice(&pair(rem / 3600));
-        b[13] = b':';
-        b[14..16].copy_from_slice(&pair(rem / 60 % 60));
-        b[16] = b':';
-        b[17..19].copy_from_slice(&pair(rem % 60));
+        thread_local! {
+            /// The second last written, and its `2026-11-23T11:52:05`: the events of one
+            /// second share it.
+            static SECOND: std::cell::Cell<(u64, [u8; 19])> =
+                const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+        }
+        let (last, text) = SECOND.with(std::cell::Cell::get);
+        if last == secs {
+            b[..19].copy_from_slice(&text);
+        } else {
+            let days = secs / 86_400;
+            let rem = (secs % 86_400) as u32;
+            let packed = date(days);
+            let (y, m, d) = ((packed >> 9) & 0x7_ffff, (packed >> 5) & 0xf, packed & 0x1f);
+            two(&mut b[0..2], y / 100);
+            two(&mut b[2..4], y % 100);
+            b[4] = b'-';
+            two(&mut b[5..7], m);
+            b[7] = b'-';
+            two(&mut b[8..10], d);
+            b[10] = b'T';
+            b[11..13].copy_from_slice(&pair(rem / 3600));
+            b[13] = b':';
+            b[14..16].copy_from_slice(&pair(rem / 60 % 60));
+            b[16] = b':';
+            b[17..19].copy_from_slice(&pair(rem % 60));
+            let mut text = [0u8; 19];
+            text.copy_from_slice(&b[..19]);
+            SECOND.with(|c| c.set((secs, text)));
+        }
         b[19] = b'.';
         // Nine digits: the first one, then four pairs.
         let hi = nanos / 100_000_000;
