@@ -786,8 +786,19 @@ impl Event {
             json::opt_str_slack(out, b",\"pod_namespace\":", self.pod_namespace.as_deref());
             json::opt_str_slack(out, b",\"container_name\":", self.container_name.as_deref());
             json::opt_str_slack(out, b",\"syscall\":", self.syscall.map(OpenOp::name));
+            let path_at = out.len() + b",\"path\":".len();
             json::opt_str_slack(out, b",\"path\":", self.path.as_deref());
-            json::opt_str_slack(out, b",\"path_arg\":", self.path_arg.as_deref());
+            match (&self.path, &self.path_arg) {
+                // The path as the process gave it is most often the path itself: its JSON is
+                // copied, not made again.
+                (Some(path), Some(arg)) if path == arg => {
+                    let path_end = out.len();
+                    put(out, b",\"path_arg\":");
+                    out.extend_from_within(path_at..path_end);
+                    out.reserve(SLACK);
+                }
+                (_, arg) => json::opt_str_slack(out, b",\"path_arg\":", arg.as_deref()),
+            }
             json::opt_str_slack(out, b",\"target\":", self.target.as_deref());
             json::opt_uint_slack(out, b",\"flags\":", self.flags.map(u64::from));
             json::opt_uint_slack(out, b",\"inode\":", self.inode);
@@ -1562,6 +1573,26 @@ pub(crate) mod tests {
         let line: serde_json::Value =
             serde_json::from_slice(&out[..out.len() / 3]).expect("one whole line");
         assert_eq!(line["drift"].as_array().map(Vec::len), Some(7 * 200));
+    }
+
+    #[test]
+    fn a_path_argument_that_is_the_path_is_written_as_the_path_is() {
+        for path in ["/srv/app/token", "/a/\"b\"\n\u{1}é", ""] {
+            let mut e = Event::new(Kind::Open, ts(1, 2), "h".into());
+            e.path = Some(path.into());
+            e.path_arg = Some(path.into());
+            let line = e.to_json();
+            let want = serde_json::to_string(path).unwrap();
+            assert!(
+                line.contains(&format!(",\"path\":{want},\"path_arg\":{want},")),
+                "{line}"
+            );
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(
+                (v["path"].as_str(), v["path_arg"].as_str()),
+                (Some(path), Some(path))
+            );
+        }
     }
 
     #[test]
