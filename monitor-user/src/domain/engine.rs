@@ -133,6 +133,9 @@ pub struct Engine<H: Host> {
     /// The registry's NHI ids as events carry them, in registry order: shared, their JSON
     /// written once.
     nhi_ids: Vec<SharedStr>,
+    /// Counts the registries the engine was given: what a process was judged on is judged
+    /// again under a new one.
+    registry_generation: u64,
     /// Command names of records, shared by the events made of them.
     comms: decode::Comms,
     pub stats: Stats,
@@ -224,6 +227,7 @@ impl<H: Host> Engine<H> {
             holder_nhis,
             placed_holders,
             nhi_ids: nhi_ids(&registry),
+            registry_generation: 0,
             cred_inodes: credential_inodes(&registry, &sys),
             registry,
             procs: ProcTable::new(),
@@ -306,6 +310,7 @@ impl<H: Host> Engine<H> {
         self.cred_inodes = credential_inodes(&registry, &self.sys);
         (self.holder_nhis, self.placed_holders) = holder_nhis(&registry);
         self.nhi_ids = nhi_ids(&registry);
+        self.registry_generation += 1;
         self.registry = registry;
     }
 
@@ -851,17 +856,41 @@ impl<H: Host> Engine<H> {
         // Borrowed: most connections are by processes that hold nothing.
         let p = self.procs.lookup(pid, &self.sys);
         let mut held = holdings(p, &self.pipeline_pipes);
-        let at = Placement {
-            cgroup: p.cgroup.as_deref(),
-            container: p.container.as_deref(),
-        };
-        for nhi in self.holder_nhis.iter().filter_map(|&i| reg.nhis.get(i)) {
-            if let Some(h) = &nhi.holders {
-                if h.admits(&p.exe, p.script.as_deref(), uid, at)
-                    && !held.iter().any(|id| **id == *nhi.id)
-                {
-                    held.push(Arc::from(nhi.id.as_str()));
-                }
+        // The `holders:` it is among: judged once per exec, uid, placement and registry, not
+        // at every connection.
+        let judged = p.declared.as_ref().is_some_and(|d| {
+            d.registry == self.registry_generation
+                && d.uid == uid
+                && d.cgroup == p.cgroup
+                && d.container == p.container
+        });
+        if !judged {
+            let at = Placement {
+                cgroup: p.cgroup.as_deref(),
+                container: p.container.as_deref(),
+            };
+            let ids = self
+                .holder_nhis
+                .iter()
+                .filter_map(|&i| reg.nhis.get(i))
+                .filter(|nhi| {
+                    nhi.holders
+                        .as_ref()
+                        .is_some_and(|h| h.admits(&p.exe, p.script.as_deref(), uid, at))
+                })
+                .map(|nhi| Arc::from(nhi.id.as_str()))
+                .collect();
+            p.declared = Some(crate::domain::proctable::Declared {
+                registry: self.registry_generation,
+                uid,
+                cgroup: p.cgroup.clone(),
+                container: p.container.clone(),
+                ids,
+            });
+        }
+        for id in p.declared.iter().flat_map(|d| &d.ids) {
+            if !held.contains(id) {
+                held.push(Arc::clone(id));
             }
         }
         if !held.is_empty() {
@@ -1041,7 +1070,11 @@ const SUPERVISORS: &[&str] = &[
 ];
 
 fn basename(exe: &str) -> &str {
-    exe.rsplit('/').next().unwrap_or(exe)
+    match exe.as_bytes().iter().rposition(|&b| b == b'/') {
+        // An ASCII byte: a char boundary.
+        Some(slash) => &exe[slash + 1..],
+        None => exe,
+    }
 }
 
 fn is_supervisor(exe: &str, comm: &str) -> bool {
@@ -1392,6 +1425,53 @@ mod tests {
         let mut holders: Vec<u32> = e.wire_holders().collect();
         holders.sort_unstable();
         assert_eq!(holders, [20, 21]);
+    }
+
+    #[test]
+    fn declared_holders_are_judged_again_after_an_exec_a_uid_change_or_a_new_registry() {
+        let yaml = "nhis:\n  - id: pusher\n    credentials: [/srv/p/token]\n    holders:\n      exe: [/usr/bin/curl]\n      uid: [1000]\n";
+        let (mut e, root) = engine(yaml);
+        let mut out = Vec::new();
+        let conn = |uid: u32| {
+            let KernelEvent::Connect(mut c) = connect(70, [10, 0, 0, 1], 443) else {
+                unreachable!()
+            };
+            c.hdr.uid = uid;
+            KernelEvent::Connect(c)
+        };
+        let nhis = |out: &mut Vec<Event>| -> usize {
+            out.drain(..)
+                .filter(|ev| ev.kind == Kind::Connect && ev.nhi.as_deref() == Some("pusher"))
+                .count()
+        };
+        // Started as root (not a holder then, so it holds nothing from its exec), it connects
+        // as 1000 (after a setuid): a holder for those connections only.
+        e.handle(exec(70, 0, "/usr/bin/curl"), &mut out);
+        for _ in 0..3 {
+            e.handle(conn(1000), &mut out);
+        }
+        assert_eq!(nhis(&mut out), 3);
+        e.handle(conn(0), &mut out);
+        assert_eq!(nhis(&mut out), 0);
+        e.handle(conn(1000), &mut out);
+        assert_eq!(nhis(&mut out), 1);
+        // Another image: judged on it.
+        e.handle(exec(70, 0, "/usr/bin/wget"), &mut out);
+        e.handle(conn(1000), &mut out);
+        assert_eq!(nhis(&mut out), 0);
+        e.handle(exec(70, 0, "/usr/bin/curl"), &mut out);
+        e.handle(conn(1000), &mut out);
+        assert_eq!(nhis(&mut out), 1);
+        // A registry that no longer declares it: judged under the new one.
+        let reg = crate::domain::registry::parse(
+            "nhis:\n  - id: pusher\n    credentials: [/srv/p/token]\n    holders:\n      exe: [/usr/bin/wget]\n",
+            "t.yaml",
+        )
+        .expect("registry");
+        e.set_registry(Arc::new(reg));
+        e.handle(conn(1000), &mut out);
+        assert_eq!(nhis(&mut out), 0);
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[test]

@@ -79,6 +79,20 @@ pub struct Process {
     /// Created by a fork record and not yet confirmed to be a process (it may be a thread).
     pub unconfirmed: bool,
     pub seen: Instant,
+    /// The `holders:` NHIs the process's connections carry, as last judged (the engine's
+    /// `connection_holdings`), with what they were judged on; forgotten at exec.
+    pub declared: Option<Declared>,
+}
+
+/// The `holders:` NHIs a process was found to be among, and what that was judged on: the
+/// registry (by generation), the uid and the placement. Judged again when any of them changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Declared {
+    pub registry: u64,
+    pub uid: u32,
+    pub cgroup: Option<Arc<str>>,
+    pub container: Option<Arc<str>>,
+    pub ids: Vec<Arc<str>>,
 }
 
 impl Process {
@@ -102,6 +116,7 @@ impl Process {
             session_stale: false,
             unconfirmed: false,
             seen,
+            declared: None,
         }
     }
 
@@ -306,6 +321,7 @@ impl ProcTable {
         p.exe = exe;
         p.cmdline = cmdline;
         p.session_stale = true;
+        p.declared = None;
     }
 
     /// The process, with its session facts read again if an exec made them stale.

@@ -92,8 +92,15 @@ struct OwnerIndex {
     by_id: HashMap<String, usize, foldhash::fast::RandomState>,
     /// Path -> the first NHI that lists it literally.
     literal: HashMap<String, usize, foldhash::fast::RandomState>,
-    /// (NHI index, pattern) for patterns with wildcards, in registry order.
-    globs: Vec<(usize, Glob)>,
+    /// (NHI index, pattern) for patterns with wildcards, in registry order, by the literal
+    /// directory they start with (`/etc/app/` for `/etc/app/*.pem` and `/etc/app/**`, `/` for
+    /// `/**/.env`): a path is tried only against the patterns of the directories it is under.
+    globs: HashMap<String, Vec<(usize, Glob)>, foldhash::fast::RandomState>,
+    /// Those under home directories (`~/...`), in registry order: tried on every path.
+    home_globs: Vec<(usize, Glob)>,
+    /// Bit `n % 128` set for each length `n` of a directory in `globs`: a directory of
+    /// another length is not looked up.
+    dir_lens: u128,
 }
 
 /// One non-human identity and its declared scope.
@@ -286,16 +293,35 @@ impl Registry {
     /// [`Registry::owner_of`], with where the NHI is in `nhis`.
     pub fn owner_at(&self, path: &str) -> Option<(usize, &Nhi)> {
         let index = self.index();
-        let literal = index.literal.get(path).copied();
-        let first = literal.unwrap_or(usize::MAX);
-        index
-            .globs
-            .iter()
-            .take_while(|(i, _)| *i < first)
-            .find(|(_, g)| g.matches(path))
-            .map(|(i, _)| *i)
-            .or(literal)
-            .and_then(|i| Some((i, self.nhis.get(i)?)))
+        // The first NHI in registry order that claims the path: its literal owner, unless an
+        // earlier one has a pattern that matches.
+        let mut first = index.literal.get(path).copied().unwrap_or(usize::MAX);
+        let mut earlier = |globs: &[(usize, Glob)]| {
+            if let Some((i, _)) = globs
+                .iter()
+                .take_while(|(i, _)| *i < first)
+                .find(|(_, g)| g.matches(path))
+            {
+                first = *i;
+            }
+        };
+        earlier(&index.home_globs);
+        if index.dir_lens != 0 {
+            let bytes = path.as_bytes();
+            let mut end = bytes.len();
+            while let Some(slash) = bytes[..end].iter().rposition(|&b| b == b'/') {
+                if index.dir_lens & (1 << ((slash + 1) % 128)) != 0 {
+                    // `slash` is the index of an ASCII byte: a char boundary.
+                    if let Some(globs) = index.globs.get(&path[..=slash]) {
+                        earlier(globs);
+                    }
+                }
+                end = slash;
+            }
+        }
+        (first != usize::MAX)
+            .then(|| Some((first, self.nhis.get(first)?)))
+            .flatten()
     }
 
     /// The lookups' index, built on first use.
@@ -308,7 +334,13 @@ impl Registry {
                     if g.is_literal() {
                         ix.literal.entry(g.as_str().to_owned()).or_insert(i);
                     } else {
-                        ix.globs.push((i, g.clone()));
+                        match literal_dir(g) {
+                            Some(dir) => {
+                                ix.dir_lens |= 1 << (dir.len() % 128);
+                                ix.globs.entry(dir).or_default().push((i, g.clone()));
+                            }
+                            None => ix.home_globs.push((i, g.clone())),
+                        }
                     }
                 }
             }
@@ -353,6 +385,27 @@ impl Registry {
     pub fn position(&self, id: &str) -> Option<usize> {
         self.index().by_id.get(id).copied()
     }
+}
+
+/// The literal directory every path `g` matches is under (`/etc/app/` for `/etc/app/*.pem`,
+/// `/` for `/**/.env`); `None` for a pattern under home directories (`~/`).
+fn literal_dir(g: &Glob) -> Option<String> {
+    use crate::domain::pattern::Component;
+    let parts = g.components();
+    if matches!(parts.first(), Some(Component::HomeDirs)) {
+        return None;
+    }
+    let mut dir = String::from("/");
+    for c in &parts[..parts.len().saturating_sub(1)] {
+        match c {
+            Component::Literal(name) => {
+                dir.push_str(name);
+                dir.push('/');
+            }
+            _ => break,
+        }
+    }
+    Some(dir)
 }
 
 /// Reads and validates the registry at `path`.

@@ -570,3 +570,76 @@ fn endpoints_declare_apis_by_server_name_method_and_path() {
     assert!(!eps[1].allows_api(None, None, None, Unreadable));
     assert!(eps[1].allows_api(None, None, None, Other));
 }
+
+#[test]
+fn the_owner_found_through_the_index_is_the_first_nhi_whose_pattern_matches() {
+    // Literal paths, wildcards in the name and in a directory, `**` anywhere, home
+    // directories, patterns of several NHIs under one directory, in every order.
+    let patterns = [
+        "/etc/app/token",
+        "/etc/app/*.key",
+        "/etc/*/token",
+        "/etc/app/**",
+        "/**/.env",
+        "~/.aws/credentials",
+        "~/.config/*/auth.json",
+        "/srv/a/b/c.pem",
+        "/srv/**/c.pem",
+        "/srv/a/?/c.pem",
+        "/etc/app/t*",
+    ];
+    let paths = [
+        "/etc/app/token",
+        "/etc/app/main.key",
+        "/etc/other/token",
+        "/etc/app/x/y",
+        "/srv/a/b/c.pem",
+        "/srv/a/bb/c.pem",
+        "/srv/.env",
+        "/.env",
+        "/root/.aws/credentials",
+        "/home/ann/.aws/credentials",
+        "/home/ann/.config/gh/auth.json",
+        "/etc",
+        "/x",
+        "/",
+        "relative/etc/app/token",
+    ];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut tried = 0;
+    for _ in 0..300 {
+        let mut yaml = String::from("nhis:\n");
+        // Distinct patterns (two NHIs may not claim one), one or two to an NHI, in a drawn
+        // order.
+        let mut order: Vec<&str> = patterns.to_vec();
+        for i in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let mut next = order.into_iter();
+        for n in 0..4 {
+            let two = (x >> n) & 1 == 1;
+            let list: Vec<String> = next
+                .by_ref()
+                .take(if two { 2 } else { 1 })
+                .map(|p| format!("'{p}'"))
+                .collect();
+            yaml += &format!("  - id: n{n}\n    credentials: [{}]\n", list.join(", "));
+        }
+        // Two NHIs may not claim one pattern: such a draw is not a registry.
+        let Ok(r) = parse(&yaml, "test.yaml") else {
+            continue;
+        };
+        tried += 1;
+        for p in paths {
+            let want = r
+                .nhis
+                .iter()
+                .position(|n| n.credentials.iter().any(|g| g.matches(p)));
+            assert_eq!(r.owner_at(p).map(|(i, _)| i), want, "{p} in\n{yaml}");
+        }
+    }
+    assert!(tried > 50, "{tried} registries tried");
+}
