@@ -659,20 +659,35 @@ impl<H: Host> Engine<H> {
             cgroup: cgroup.as_deref(),
             container: container.as_deref(),
         };
-        let mut declared = false;
-        for nhi in self.holder_nhis.iter().filter_map(|&i| reg.nhis.get(i)) {
-            if nhi
-                .holders
-                .as_ref()
-                .is_some_and(|h| h.admits(&exe, script.as_deref(), x.hdr.uid, at))
-            {
-                self.procs
-                    .lookup(pid, &self.sys)
-                    .holds
-                    .insert(Arc::from(nhi.id.as_str()));
-                declared = true;
-            }
-        }
+        let ids: Vec<Arc<str>> = self
+            .holder_nhis
+            .iter()
+            .filter_map(|&i| reg.nhis.get(i))
+            .filter(|nhi| {
+                nhi.holders
+                    .as_ref()
+                    .is_some_and(|h| h.admits(&exe, script.as_deref(), x.hdr.uid, at))
+            })
+            .map(|nhi| Arc::from(nhi.id.as_str()))
+            .collect();
+        let declared = !ids.is_empty();
+        let p = self.procs.lookup(pid, &self.sys);
+        p.holds.extend(ids.iter().cloned());
+        // What its connections would find (`connection_holdings`) for this uid and placement:
+        // placement is what was judged on when a holder is placed by it, and else changes
+        // nothing.
+        let (cgroup, container) = if self.placed_holders {
+            (cgroup, container)
+        } else {
+            (p.cgroup.clone(), p.container.clone())
+        };
+        p.declared = Some(crate::domain::proctable::Declared {
+            registry: self.registry_generation,
+            uid: x.hdr.uid,
+            cgroup,
+            container,
+            ids,
+        });
         if declared {
             self.note_holder(pid);
         }
