@@ -228,7 +228,9 @@ fn a_plaintext_call_shows_method_host_and_path_and_undeclared_ones_are_drift() {
 
 /// A DNS server on loopback that answers `dnsmasq.wire.test` with 127.0.0.26 (a name and an
 /// address of its own: every daemon running meanwhile believes a loopback server's answers).
-struct Dnsmasq(Child);
+struct Dnsmasq {
+    _running: Killed,
+}
 
 impl Dnsmasq {
     fn start(listen: &str) -> Self {
@@ -248,14 +250,9 @@ impl Dnsmasq {
             .stderr(Stdio::null())
             .spawn()
             .expect("dnsmasq (installed by `cargo xtask setup`)");
-        Self(child)
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        Self {
+            _running: Killed(child),
+        }
     }
 }
 

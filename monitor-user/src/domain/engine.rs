@@ -196,6 +196,28 @@ fn holdings(
     held
 }
 
+/// The NHIs among `holder_nhis` (places in `reg`) whose `holders:` admit a process running
+/// `exe` (and `script`) as `uid`, placed `at`, in registry order.
+fn declared_ids(
+    reg: &Registry,
+    holder_nhis: &[usize],
+    exe: &str,
+    script: Option<&str>,
+    uid: u32,
+    at: Placement<'_>,
+) -> Vec<Arc<str>> {
+    holder_nhis
+        .iter()
+        .filter_map(|&i| reg.nhis.get(i))
+        .filter(|nhi| {
+            nhi.holders
+                .as_ref()
+                .is_some_and(|h| h.admits(exe, script, uid, at))
+        })
+        .map(|nhi| Arc::from(nhi.id.as_str()))
+        .collect()
+}
+
 /// The ids of `registry`'s NHIs, in its order, as events carry them.
 fn nhi_ids(registry: &Registry) -> Vec<SharedStr> {
     registry
@@ -659,17 +681,14 @@ impl<H: Host> Engine<H> {
             cgroup: cgroup.as_deref(),
             container: container.as_deref(),
         };
-        let ids: Vec<Arc<str>> = self
-            .holder_nhis
-            .iter()
-            .filter_map(|&i| reg.nhis.get(i))
-            .filter(|nhi| {
-                nhi.holders
-                    .as_ref()
-                    .is_some_and(|h| h.admits(&exe, script.as_deref(), x.hdr.uid, at))
-            })
-            .map(|nhi| Arc::from(nhi.id.as_str()))
-            .collect();
+        let ids = declared_ids(
+            &reg,
+            &self.holder_nhis,
+            &exe,
+            script.as_deref(),
+            x.hdr.uid,
+            at,
+        );
         let declared = !ids.is_empty();
         let p = self.procs.lookup(pid, &self.sys);
         p.holds.extend(ids.iter().cloned());
@@ -884,17 +903,14 @@ impl<H: Host> Engine<H> {
                 cgroup: p.cgroup.as_deref(),
                 container: p.container.as_deref(),
             };
-            let ids = self
-                .holder_nhis
-                .iter()
-                .filter_map(|&i| reg.nhis.get(i))
-                .filter(|nhi| {
-                    nhi.holders
-                        .as_ref()
-                        .is_some_and(|h| h.admits(&p.exe, p.script.as_deref(), uid, at))
-                })
-                .map(|nhi| Arc::from(nhi.id.as_str()))
-                .collect();
+            let ids = declared_ids(
+                &reg,
+                &self.holder_nhis,
+                &p.exe,
+                p.script.as_deref(),
+                uid,
+                at,
+            );
             p.declared = Some(crate::domain::proctable::Declared {
                 registry: self.registry_generation,
                 uid,

@@ -275,7 +275,9 @@ impl ProcTable {
         self.procs.insert(child, p);
     }
 
-    /// Process `pid` replaced its image; `cmdline` is kept as the table's mode says.
+    /// Process `pid` replaced its image; `cmdline` is kept as the table's mode says (the
+    /// engine keeps it first, by its bytes: [`ProcTable::keep_args`], [`ProcTable::exec_kept`]).
+    #[cfg(test)]
     pub fn exec(
         &mut self,
         pid: u32,
