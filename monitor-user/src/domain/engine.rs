@@ -25,7 +25,7 @@ use crate::{
     domain::decode::{self, KernelEvent},
     domain::event::{errno_name, Dev, Event, Kind, Proto, SharedStr, Ts},
     domain::proctable::{ConnKey, ProcTable, JUDGED_CAP},
-    domain::registry::{Placement, Registry},
+    domain::registry::{PathMemo, Placement, Registry},
     domain::resolve,
     domain::text,
     domain::verdict::{self, Actor},
@@ -115,7 +115,7 @@ pub struct Engine<H: Host> {
     kube: crate::domain::kubernetes::KubeNames,
     /// Modification times of credential files (for `max_age`), read at most once per
     /// [`MTIME_TTL`] per file: a burst of opens costs one `stat`.
-    mtimes: HashMap<PathBuf, (Instant, Option<SystemTime>)>,
+    mtimes: HashMap<PathBuf, (Instant, Option<SystemTime>), foldhash::fast::RandomState>,
     /// Pipes a holder writes into (by inode), with the NHIs it holds: a process whose standard
     /// input is one of them holds those NHIs from its next connection on. Bounded by
     /// [`FED_PIPES_CAP`] (cleared when full: a pipe inode is not reused while the host runs,
@@ -125,10 +125,12 @@ pub struct Engine<H: Host> {
     /// pipeline's pipes, which void holdings granted through them (`Process::holds_via_pipe`).
     /// Bounded like `fed_pipes`.
     pipeline_pipes: std::collections::HashSet<u64, foldhash::fast::RandomState>,
-    /// The registry's NHIs with `holders:` (by index, in registry order), and whether any of
-    /// them places its holders by cgroup or container: made once per registry, asked at every
-    /// exec and connection.
-    holder_nhis: Vec<usize>,
+    /// What the registry says of the paths opened lately; forgotten with the registry.
+    paths: PathMemo,
+    /// Room for [`Registry::holder_candidates`], asked at every exec.
+    holder_candidates: Vec<usize>,
+    /// Whether any NHI places its holders by cgroup or container: known once per registry,
+    /// asked at every exec.
     placed_holders: bool,
     /// The registry's NHI ids as events carry them, in registry order: shared, their JSON
     /// written once.
@@ -166,21 +168,6 @@ impl Placed {
 /// Pipes remembered at most (see `Engine::fed_pipes`).
 const FED_PIPES_CAP: usize = 4096;
 
-/// The indices of `registry`'s NHIs that declare `holders:`, and whether any of those places
-/// them by cgroup or container.
-fn holder_nhis(registry: &Registry) -> (Vec<usize>, bool) {
-    let with: Vec<usize> = (0..registry.nhis.len())
-        .filter(|&i| registry.nhis[i].holders.is_some())
-        .collect();
-    let placed = with.iter().any(|&i| {
-        registry.nhis[i]
-            .holders
-            .as_ref()
-            .is_some_and(|h| !h.cgroup.is_empty() || !h.container.is_empty())
-    });
-    (with, placed)
-}
-
 /// The NHIs process `p` holds now: its own holdings, and those granted through a pipe that is
 /// not one of `pipeline_pipes`.
 fn holdings(
@@ -196,17 +183,18 @@ fn holdings(
     held
 }
 
-/// The NHIs among `holder_nhis` (places in `reg`) whose `holders:` admit a process running
-/// `exe` (and `script`) as `uid`, placed `at`, in registry order.
+/// The NHIs of `reg` whose `holders:` admit a process running `exe` (and `script`) as `uid`,
+/// placed `at`, in registry order. `candidates` is room to work in.
 fn declared_ids(
     reg: &Registry,
-    holder_nhis: &[usize],
+    candidates: &mut Vec<usize>,
     exe: &str,
     script: Option<&str>,
     uid: u32,
     at: Placement<'_>,
 ) -> Vec<Arc<str>> {
-    holder_nhis
+    reg.holder_candidates(exe, script, candidates);
+    candidates
         .iter()
         .filter_map(|&i| reg.nhis.get(i))
         .filter(|nhi| {
@@ -244,10 +232,10 @@ fn credential_inodes(registry: &Registry, sys: &impl Host) -> CredInodes {
 impl<H: Host> Engine<H> {
     /// An engine over `sys`, naming itself `host` on events.
     pub fn with_host(registry: Arc<Registry>, sys: H, clock: Clock, host: String) -> Self {
-        let (holder_nhis, placed_holders) = holder_nhis(&registry);
         Self {
-            holder_nhis,
-            placed_holders,
+            paths: PathMemo::default(),
+            holder_candidates: Vec::new(),
+            placed_holders: registry.holders_are_placed(),
             nhi_ids: nhi_ids(&registry),
             registry_generation: 0,
             cred_inodes: credential_inodes(&registry, &sys),
@@ -260,7 +248,7 @@ impl<H: Host> Engine<H> {
             cgroups: crate::domain::cgroups::CgroupNames::new(),
             containers: HashMap::default(),
             kube: crate::domain::kubernetes::KubeNames::default(),
-            mtimes: HashMap::new(),
+            mtimes: HashMap::default(),
             fed_pipes: HashMap::default(),
             pipeline_pipes: std::collections::HashSet::default(),
             comms: decode::Comms::default(),
@@ -330,7 +318,8 @@ impl<H: Host> Engine<H> {
     /// credential still holds its secret, whatever the registry now says about it.
     pub fn set_registry(&mut self, registry: Arc<Registry>) {
         self.cred_inodes = credential_inodes(&registry, &self.sys);
-        (self.holder_nhis, self.placed_holders) = holder_nhis(&registry);
+        self.placed_holders = registry.holders_are_placed();
+        self.paths.clear();
         self.nhi_ids = nhi_ids(&registry);
         self.registry_generation += 1;
         self.registry = registry;
@@ -545,12 +534,12 @@ impl<H: Host> Engine<H> {
                             ino: o.ino,
                         })
             });
-        let by_path = real_s.as_deref().and_then(|p| reg.owner_at(p));
+        let said = real_s.as_deref().map(|p| self.paths.said(&reg, p));
+        let by_path = said
+            .and_then(|s| s.owner)
+            .and_then(|i| Some((i, reg.nhis.get(i)?)));
         let owner = by_inode.as_ref().map(|(n, _)| *n).or(by_path);
-        // No owner by path either: whether a `watch:` or built-in pattern matches is what is left
-        // of `Registry::is_watched`.
-        let watched =
-            owner.is_some() || real_s.as_deref().is_some_and(|p| reg.is_watched_unowned(p));
+        let watched = owner.is_some() || said.is_some_and(|s| s.watched);
         if !watched {
             self.stats.filter_false_positives += 1;
             return;
@@ -683,7 +672,7 @@ impl<H: Host> Engine<H> {
         };
         let ids = declared_ids(
             &reg,
-            &self.holder_nhis,
+            &mut self.holder_candidates,
             &exe,
             script.as_deref(),
             x.hdr.uid,
@@ -905,7 +894,7 @@ impl<H: Host> Engine<H> {
             };
             let ids = declared_ids(
                 &reg,
-                &self.holder_nhis,
+                &mut self.holder_candidates,
                 &p.exe,
                 p.script.as_deref(),
                 uid,
@@ -1502,6 +1491,30 @@ mod tests {
         e.set_registry(Arc::new(reg));
         e.handle(conn(1000), &mut out);
         assert_eq!(nhis(&mut out), 0);
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn a_path_opened_before_a_reload_is_judged_by_the_new_registry() {
+        let (mut e, root) = engine(REG);
+        let mut out = Vec::new();
+        let path = "/srv/other/.env";
+        e.handle(open(31, 1000, path, 3), &mut out);
+        e.handle(open(31, 1000, path, 3), &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out
+            .iter()
+            .all(|x| x.verdict == Verdict::Unregistered && x.nhi.is_none()));
+        out.clear();
+        let reg = crate::domain::registry::parse(
+            &format!("nhis:\n  - id: env-owner\n    credentials: [{path}]\n"),
+            "t.yaml",
+        )
+        .expect("registry");
+        e.set_registry(Arc::new(reg));
+        e.handle(open(31, 1000, path, 3), &mut out);
+        assert_eq!(out[0].nhi.as_deref(), Some("env-owner"), "{:?}", out[0]);
+        assert_ne!(out[0].verdict, Verdict::Unregistered);
         let _ = std::fs::remove_dir_all(root);
     }
 

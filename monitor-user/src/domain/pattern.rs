@@ -100,6 +100,10 @@ pub enum Component {
 pub struct Glob {
     text: String,
     parts: Vec<Component>,
+    /// Every component is a [`Component::Literal`] and there is no `~/`: the glob matches
+    /// exactly one path, its text (parsing refused empty and dot components, so the text is
+    /// the only spelling of those components).
+    literal: bool,
 }
 
 impl Glob {
@@ -141,15 +145,20 @@ impl Glob {
             }
             parts.push(part);
         }
+        let literal = parts.iter().all(|p| matches!(p, Component::Literal(_)));
         Ok(Glob {
             text: text.to_owned(),
             parts,
+            literal,
         })
     }
 
     /// Whether the absolute, normalized `path` matches; at most (components of the path) ×
     /// (components of the glob) comparisons, so a hostile deep path cannot stall the daemon.
     pub fn matches(&self, path: &str) -> bool {
+        if self.literal {
+            return path == self.text;
+        }
         let Some(rest) = path.strip_prefix('/').filter(|r| !r.is_empty()) else {
             return false;
         };
@@ -194,9 +203,7 @@ impl Glob {
 
     /// Whether the glob matches exactly one path (no wildcard, no `~`).
     pub fn is_literal(&self) -> bool {
-        self.parts
-            .iter()
-            .all(|p| matches!(p, Component::Literal(_)))
+        self.literal
     }
 }
 

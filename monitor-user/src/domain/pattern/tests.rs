@@ -111,6 +111,21 @@ fn literal_and_single_wildcards() {
     assert!(!p.matches("/etc/billing/aws-credentials2"));
     assert!(!p.matches("/etc/billing"));
     assert!(!p.matches("etc/billing/aws-credentials"));
+    // A literal glob is matched by comparing the text: no other spelling may match, as none
+    // does by components.
+    for path in [
+        "/etc/billing/aws-credentials/",
+        "/etc//billing/aws-credentials",
+        "/etc/billing/./aws-credentials",
+        "//etc/billing/aws-credentials",
+        "/etc/billing/aws-credentials/.",
+        "/",
+        "",
+    ] {
+        let want = reference(p.components(), path.strip_prefix('/'));
+        assert!(!want && !p.matches(path), "{path}");
+    }
+    assert!(!g("/a/*").is_literal() && !g("~/.netrc").is_literal() && !g("/**").is_literal());
     let p = g("/usr/bin/python3*");
     assert!(p.matches("/usr/bin/python3") && p.matches("/usr/bin/python3.12"));
     assert!(!p.matches("/usr/bin/python2") && !p.matches("/usr/bin/python3/x"));

@@ -101,6 +101,11 @@ struct OwnerIndex {
     /// Bit `n % 128` set for each length `n` of a directory in `globs`: a directory of
     /// another length is not looked up.
     dir_lens: u128,
+    /// NHIs whose `holders.exe` lists this path literally, in registry order.
+    holders_by_exe: HashMap<String, Vec<usize>, foldhash::fast::RandomState>,
+    /// NHIs with `holders:` whose `exe` list is empty or has a wildcard: candidates for every
+    /// process, in registry order.
+    holders_any_exe: Vec<usize>,
 }
 
 /// One non-human identity and its declared scope.
@@ -343,6 +348,18 @@ impl Registry {
                         }
                     }
                 }
+                if let Some(h) = &nhi.holders {
+                    if h.exe.iter().all(Glob::is_literal) && !h.exe.is_empty() {
+                        for g in &h.exe {
+                            let nhis = ix.holders_by_exe.entry(g.as_str().to_owned()).or_default();
+                            if nhis.last() != Some(&i) {
+                                nhis.push(i);
+                            }
+                        }
+                    } else {
+                        ix.holders_any_exe.push(i);
+                    }
+                }
             }
             ix
         })
@@ -352,6 +369,32 @@ impl Registry {
     /// built-in watch list.
     pub fn is_watched(&self, path: &str) -> bool {
         self.owner_of(path).is_some() || self.is_watched_unowned(path)
+    }
+
+    /// The NHIs whose `holders:` may admit a process running `exe` (or the script `script`), in
+    /// registry order, into `out`: those that list `exe` or `script` literally, and those whose
+    /// `exe` list is empty or has a wildcard. The others' `exe` lists cannot match, so
+    /// [`Principals::admits`] need not be asked of them.
+    pub fn holder_candidates(&self, exe: &str, script: Option<&str>, out: &mut Vec<usize>) {
+        let index = self.index();
+        out.clear();
+        out.extend_from_slice(&index.holders_any_exe);
+        for name in std::iter::once(exe).chain(script) {
+            if let Some(nhis) = index.holders_by_exe.get(name) {
+                out.extend_from_slice(nhis);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// Whether any NHI's `holders:` places its holders by cgroup or container.
+    pub fn holders_are_placed(&self) -> bool {
+        self.nhis.iter().any(|n| {
+            n.holders
+                .as_ref()
+                .is_some_and(|h| !h.cgroup.is_empty() || !h.container.is_empty())
+        })
     }
 
     /// Whether a `watch` or built-in pattern matches `path`, which [`Registry::owner_of`]
@@ -384,6 +427,70 @@ impl Registry {
     /// Where the NHI with this id is in `nhis` (one hash lookup).
     pub fn position(&self, id: &str) -> Option<usize> {
         self.index().by_id.get(id).copied()
+    }
+}
+
+/// What a registry says of an opened path: the first NHI that claims it, and whether it is
+/// watched at all (claimed, or matched by a `watch:` or built-in pattern).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathSaid {
+    /// [`Registry::owner_at`]'s place of the NHI in `nhis`.
+    pub owner: Option<usize>,
+    /// [`Registry::is_watched`].
+    pub watched: bool,
+}
+
+/// Paths remembered at most by a [`PathMemo`] before it starts afresh.
+const PATH_MEMO_CAP: usize = 4096;
+/// Paths longer than this are looked up every time, not remembered: the memo holds at most
+/// [`PATH_MEMO_CAP`] × this many bytes of paths, whatever opens a process makes.
+const PATH_MEMO_MAX_LEN: usize = 256;
+
+/// [`PathSaid`] of the watched paths opened lately, for one registry. Both lookups are pure in the
+/// path, and services open the same credentials again and again; a hit is one hash lookup
+/// where the patterns cost hundreds of instructions. The memo changes no answer, only its
+/// cost: a process that opens many distinct watched paths makes it start afresh, and the
+/// paths are looked up as they would be without it. Forget it when the registry changes.
+#[derive(Debug, Default)]
+pub struct PathMemo {
+    said: HashMap<Box<str>, PathSaid, foldhash::fast::RandomState>,
+}
+
+impl PathMemo {
+    /// What `reg` says of `path`, remembered.
+    pub fn said(&mut self, reg: &Registry, path: &str) -> PathSaid {
+        if let Some(said) = self.said.get(path) {
+            return *said;
+        }
+        let owner = reg.owner_at(path).map(|(i, _)| i);
+        let said = PathSaid {
+            owner,
+            watched: owner.is_some() || reg.is_watched_unowned(path),
+        };
+        // Only watched paths are kept: the prefilter's false positives (any file named like a
+        // credential) would crowd out the credentials that are opened again and again.
+        if said.watched && path.len() <= PATH_MEMO_MAX_LEN {
+            if self.said.len() >= PATH_MEMO_CAP {
+                self.said.clear();
+            }
+            self.said.insert(path.into(), said);
+        }
+        said
+    }
+
+    /// Forget every path (the registry changed).
+    pub fn clear(&mut self) {
+        self.said.clear();
+    }
+
+    /// Paths remembered now.
+    pub fn len(&self) -> usize {
+        self.said.len()
+    }
+
+    /// Whether no path is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.said.is_empty()
     }
 }
 

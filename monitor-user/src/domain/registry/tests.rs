@@ -643,3 +643,105 @@ fn the_owner_found_through_the_index_is_the_first_nhi_whose_pattern_matches() {
     }
     assert!(tried > 50, "{tried} registries tried");
 }
+
+#[test]
+fn the_holder_candidates_leave_out_only_nhis_whose_exe_list_cannot_admit() {
+    // Literal and wildcard `exe` lists, empty ones (uid only), one executable listed by
+    // several NHIs, a script named by an interpreter's process.
+    let lists = [
+        "exe: [/usr/bin/curl]",
+        "exe: [/usr/bin/curl, /opt/a/run]",
+        "exe: [/usr/bin/python3*]",
+        "exe: [/opt/a/run]",
+        "exe: [/opt/a/sync.py]",
+        "exe: ['/opt/**']",
+        "uid: [1000]",
+        "exe: [/opt/a/run, /usr/bin/python3*]",
+    ];
+    let runs = [
+        ("/usr/bin/curl", None),
+        ("/opt/a/run", None),
+        ("/usr/bin/python3.12", Some("/opt/a/sync.py")),
+        ("/usr/bin/python3", Some("/opt/a/run")),
+        ("/bin/sh", None),
+        ("/opt/b/x", Some("/usr/bin/curl")),
+    ];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut room = Vec::new();
+    for _ in 0..200 {
+        let mut yaml = String::from("nhis:\n");
+        for n in 0..6 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            yaml += &format!("  - id: n{n}\n    credentials: [/etc/n{n}/token]\n");
+            if !x.is_multiple_of(5) {
+                yaml += &format!(
+                    "    holders: {{{}}}\n",
+                    lists[(x >> 8) as usize % lists.len()]
+                );
+            }
+        }
+        let r = parse(&yaml, "test.yaml").expect("a registry");
+        for (exe, script) in runs {
+            for uid in [0, 1000] {
+                let admitted = |i: &usize| {
+                    r.nhis[*i]
+                        .holders
+                        .as_ref()
+                        .is_some_and(|h| h.admits(exe, script, uid, Placement::default()))
+                };
+                let want: Vec<usize> = (0..r.nhis.len()).filter(admitted).collect();
+                r.holder_candidates(exe, script, &mut room);
+                assert!(room.windows(2).all(|w| w[0] < w[1]), "{room:?}");
+                let got: Vec<usize> = room.iter().copied().filter(admitted).collect();
+                assert_eq!(got, want, "{exe} {script:?} uid {uid} in\n{yaml}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_path_memo_says_what_the_registry_says_and_stays_bounded() {
+    let r = parse(
+        "nhis:\n  - id: a\n    credentials: [/etc/app/token, '/etc/app/*.pem']\n  - id: b\n    credentials: ['~/.config/b/*.json']\nwatch: ['/srv/**/secrets/*.json']\n",
+        "test.yaml",
+    )
+    .expect("a registry");
+    let long = format!("/srv/{}/secrets/x.json", "d/".repeat(200));
+    let paths = [
+        "/etc/app/token",
+        "/etc/app/k.pem",
+        "/home/ann/.config/b/c.json",
+        "/srv/x/secrets/y.json",
+        "/root/.aws/credentials",
+        "/etc/app/other",
+        "/tmp/token",
+        long.as_str(),
+    ];
+    let mut memo = PathMemo::default();
+    for round in 0..3 {
+        for p in paths {
+            let owner = r.owner_at(p).map(|(i, _)| i);
+            let want = PathSaid {
+                owner,
+                watched: r.is_watched(p),
+            };
+            assert_eq!(memo.said(&r, p), want, "{p}, round {round}");
+        }
+    }
+    // Watched paths are kept, but not a long one; those nothing watches are not kept.
+    let kept = paths
+        .iter()
+        .filter(|p| r.is_watched(p) && p.len() <= PATH_MEMO_MAX_LEN)
+        .count();
+    assert_eq!((memo.len(), kept), (5, 5));
+    for i in 0..3 * PATH_MEMO_CAP {
+        let p = format!("/srv/{i}/secrets/k.json");
+        assert!(memo.said(&r, &p).watched);
+        assert!(memo.len() <= PATH_MEMO_CAP);
+    }
+    assert_eq!(memo.said(&r, "/etc/app/token").owner, Some(0));
+    memo.clear();
+    assert!(memo.is_empty());
+}
