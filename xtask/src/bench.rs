@@ -901,6 +901,14 @@ fn report_pipeline(rep: &mut Report, pipeline: &Result<Value>) {
                 0,
                 None,
             );
+            rep.add(
+                "pipeline.json_ns_per_event",
+                "Pipeline: JSON line alone, per event",
+                f("json_ns_per_event"),
+                "ns/event",
+                0,
+                Some(Target::AtMost(150.0)),
+            );
             if let Some(kinds) = p["per_kind"].as_array() {
                 for k in kinds {
                     let (Some(name), Some(ns)) = (k["kind"].as_str(), k["ns_per_record"].as_f64())
@@ -927,6 +935,14 @@ fn report_pipeline(rep: &mut Report, pipeline: &Result<Value>) {
                 "records/s",
                 0,
                 Some(Target::AtLeast(2e6)),
+            );
+            rep.add(
+                "pipeline.json_ns_per_event",
+                "Pipeline: JSON line alone, per event",
+                None,
+                "ns/event",
+                0,
+                Some(Target::AtMost(150.0)),
             );
             rep.note(format!("pipeline benchmark failed: {e:#}"));
         }
