@@ -140,6 +140,11 @@ thread_local! {
     /// ([`recycle`]): records come one after another on the thread that reads the ring buffer,
     /// and a box of a few kilobytes is costlier to allocate than to fill.
     static SPARE_OPEN: std::cell::Cell<Option<Box<OpenEvent>>> = const { std::cell::Cell::new(None) };
+    /// The box [`read_open`] filled last (its address) and where its written path bytes end:
+    /// past that end, up to the names, its bytes are zero. When that box comes back, only the
+    /// bytes the last path wrote beyond the new one's end need zeroing, not the whole 4 KiB
+    /// path buffer at every open.
+    static FILLED_OPEN: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// A large record's box, once its record is handled: the next [`decode`] on this thread fills
@@ -190,8 +195,9 @@ fn long_enough(bytes: &[u8], what: &'static str, need: usize) -> Result<(), Deco
 /// An open record, copied into a box (a recycled one as a rule): the kernel sends only the
 /// `names` bytes in use, so the record may end anywhere after `names` starts, and a reference
 /// to the whole struct could not be made of it. Only what is in use is copied: the fixed part,
-/// the `path_len` bytes of the path (the rest of it is zeroed in the box, which is in the
-/// cache, where the record's bytes may not be) and the names that came. A recycled box keeps
+/// the `path_len` bytes of the path (the rest of it reads as zeros: in the box this function
+/// filled last, only what the last path wrote past this one's end is zeroed) and the names
+/// that came. A recycled box keeps
 /// the names of an earlier record past the end of this one, so `names_len` is held to the
 /// bytes that came, and nothing reads past it.
 fn read_open(bytes: &[u8]) -> Result<Box<OpenEvent>, DecodeError> {
@@ -199,10 +205,23 @@ fn read_open(bytes: &[u8]) -> Result<Box<OpenEvent>, DecodeError> {
     const NAMES: usize = std::mem::offset_of!(OpenEvent, names);
     const PATH_LEN: usize = std::mem::offset_of!(OpenEvent, path_len);
     long_enough(bytes, "an open", NAMES)?;
-    let mut o = match SPARE_OPEN.with(std::cell::Cell::take) {
-        Some(b) => b,
+    // How far the box's path bytes may be non-zero: a box this function did not fill last
+    // (a fresh one is all zero) may have any bytes up to the names.
+    let (mut o, dirty_end) = match SPARE_OPEN.with(std::cell::Cell::take) {
+        Some(b) => {
+            let (filled, end) = FILLED_OPEN.with(std::cell::Cell::get);
+            let end = if filled == std::ptr::addr_of!(*b) as usize {
+                end
+            } else {
+                NAMES
+            };
+            (b, end)
+        }
         // SAFETY: OpenEvent is Pod: all-zero bytes are a valid value.
-        None => unsafe { Box::<OpenEvent>::new_zeroed().assume_init() },
+        None => (
+            unsafe { Box::<OpenEvent>::new_zeroed().assume_init() },
+            PATH,
+        ),
     };
     let path_len = u32::from_ne_bytes([
         bytes[PATH_LEN],
@@ -220,9 +239,11 @@ fn read_open(bytes: &[u8]) -> Result<Box<OpenEvent>, DecodeError> {
     // not overlap.
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), to, fixed);
-        std::ptr::write_bytes(to.add(fixed), 0, NAMES - fixed);
+        // Beyond `dirty_end` the bytes are zero already.
+        std::ptr::write_bytes(to.add(fixed), 0, dirty_end.saturating_sub(fixed));
         std::ptr::copy_nonoverlapping(bytes.as_ptr().add(NAMES), to.add(NAMES), end - NAMES);
     }
+    FILLED_OPEN.with(|f| f.set((to as usize, fixed)));
     o.names_len = o.names_len.min((end - NAMES) as u32);
     Ok(o)
 }
@@ -580,6 +601,39 @@ mod tests {
         };
         assert_eq!(b.path, o.path);
         assert_eq!(b.names, o.names);
+    }
+
+    #[test]
+    fn a_recycled_box_keeps_no_byte_of_a_longer_path_before_it() {
+        let path_past = |d: &KernelEvent<'_>| {
+            let KernelEvent::Open(b) = d else {
+                panic!("an open")
+            };
+            let n = b.path_len as usize;
+            (b.path[..n].to_vec(), b.path[n..].iter().all(|&c| c == 0))
+        };
+        let mut o = open(EventKind::Open);
+        // A long path, then a short one in the same box: the long one's tail is zeroed.
+        let long = vec![b'a'; PATH_CAP - 10];
+        o.path[..long.len()].copy_from_slice(&long);
+        o.path_len = long.len() as u32;
+        let bytes = encode(&o);
+        let d = decode(&bytes).expect("decodes");
+        assert_eq!(path_past(&d), (long, true));
+        recycle(d);
+        o.path[..6].copy_from_slice(b"/short");
+        o.path[6..].fill(0);
+        o.path_len = 6;
+        let bytes = encode(&o);
+        let d = decode(&bytes).expect("decodes");
+        assert_eq!(path_past(&d), (b"/short".to_vec(), true));
+        recycle(d);
+        // A box that did not come from a decode, with bytes everywhere: zeroed past the path.
+        let mut foreign = open(EventKind::Open);
+        foreign.path.fill(b'z');
+        recycle(KernelEvent::Open(Box::new(foreign)));
+        let d = decode(&bytes).expect("decodes");
+        assert_eq!(path_past(&d), (b"/short".to_vec(), true));
     }
 
     #[test]

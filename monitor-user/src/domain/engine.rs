@@ -404,23 +404,23 @@ impl<H: Host> Engine<H> {
         let at = out.len();
         out.reserve(1);
         let ts = self.clock.ts(hdr.ts_ns);
-        // Written straight into the vector's room (a push would build it aside and copy it).
-        out.spare_capacity_mut()[0].write(Event::new(kind, ts, self.host.clone()));
+        let p = self.procs.lookup_fresh(hdr.pid, &self.sys);
+        let (ppid, script) = (p.ppid, p.script.clone());
+        let fallback = (p.container.clone(), p.cgroup.clone());
+        let process = (p.exe.clone(), self.comms.get(hdr), p.cmdline.clone());
+        // Written straight into the vector's room (a push would build it aside and copy it),
+        // with the process's shared strings (not empty ones replaced at once).
+        out.spare_capacity_mut()[0].write(Event::of_process(kind, ts, self.host.clone(), process));
         // SAFETY: the slot at `at`, in the room reserved above, was written just above.
         unsafe { out.set_len(at + 1) };
         let e = &mut out[at];
-        let p = self.procs.lookup_fresh(hdr.pid, &self.sys);
         e.pid = hdr.pid;
         e.tid = hdr.tid;
-        e.ppid = p.ppid;
+        e.ppid = ppid;
         e.uid = hdr.uid;
         e.gid = hdr.gid;
-        e.exe = p.exe.clone();
-        e.script = p.script.clone();
-        e.comm = self.comms.get(hdr);
-        e.cmdline = p.cmdline.clone();
+        e.script = script;
         e.cgroup_id = hdr.cgroup_id;
-        let fallback = (p.container.clone(), p.cgroup.clone());
         // The kernel's cgroup id is what the task was in at the event; /proc may be gone.
         let placed = if let Some(path) = self.cgroups.path(hdr.cgroup_id, hdr.ts_ns, &self.sys) {
             if self.containers.len() > 65_536 {
@@ -845,7 +845,7 @@ impl<H: Host> Engine<H> {
             }
             p.judged.push_back((key, Arc::clone(id)));
         }
-        let names = self.dns.names(c.netns, daddr, self.sys.now());
+        let names = self.dns_names(c.netns, daddr);
         let now = self.clock.wall(c.hdr.ts_ns);
         let interactive = self.is_interactive(c.hdr.pid, c.hdr.flags);
         for id in held {
@@ -917,6 +917,15 @@ impl<H: Host> Engine<H> {
             self.note_holder(pid);
         }
         held
+    }
+
+    /// The names `addr` is known by now in namespace `netns` (the clock is read only for an
+    /// address the cache has).
+    fn dns_names(&self, netns: u64, addr: IpAddr) -> Vec<String> {
+        if !self.dns.may_name(netns, addr) {
+            return Vec::new();
+        }
+        self.dns.names(netns, addr, self.sys.now())
     }
 
     /// `pid` holds an NHI: its next TCP connections are to be marked for their first bytes.
@@ -994,7 +1003,7 @@ impl<H: Host> Engine<H> {
             netns: conn.netns,
         };
         let (daddr, saddr) = addrs(&c);
-        let names = self.dns.names(conn.netns, daddr, self.sys.now());
+        let names = self.dns_names(conn.netns, daddr);
         let Reading {
             fields: wire,
             readout,

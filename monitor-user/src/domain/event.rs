@@ -687,8 +687,23 @@ pub struct Event {
 
 impl Event {
     /// An event with everything but its kind, time and host empty (verdict `ok`).
-    #[inline(always)]
     pub fn new(kind: Kind, ts: Ts, host: SharedStr) -> Self {
+        let empty = (
+            SharedStr::default(),
+            SharedStr::default(),
+            SharedArgs::default(),
+        );
+        Self::of_process(kind, ts, host, empty)
+    }
+
+    /// [`Event::new`] with the executable, command name and command line of its process.
+    #[inline(always)]
+    pub fn of_process(
+        kind: Kind,
+        ts: Ts,
+        host: SharedStr,
+        (exe, comm, cmdline): (SharedStr, SharedStr, SharedArgs),
+    ) -> Self {
         Self {
             ts,
             host,
@@ -698,10 +713,10 @@ impl Event {
             ppid: 0,
             uid: 0,
             gid: 0,
-            exe: SharedStr::default(),
+            exe,
             script: None,
-            comm: SharedStr::default(),
-            cmdline: SharedArgs::default(),
+            comm,
+            cmdline,
             cgroup_id: 0,
             container: None,
             pod_uid: None,

@@ -62,6 +62,12 @@ impl Dns {
         }
     }
 
+    /// Whether `addr` has names in network namespace `netns`, current or expired: when not,
+    /// [`Dns::names`] is empty at any time (and needs no clock read to say so).
+    pub fn may_name(&self, netns: u64, addr: IpAddr) -> bool {
+        netns != 0 && self.cache.map.contains_key(&(netns, addr))
+    }
+
     /// The names `addr` is currently known by in network namespace `netns`, the name asked
     /// for first.
     pub fn names(&self, netns: u64, addr: IpAddr, now: Instant) -> Vec<String> {
