@@ -16,6 +16,9 @@ pub const ARGS_CAP: usize = 512;
 pub const MAX_ARGS: usize = 24;
 /// Size of `comm`, as in the kernel's `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
+/// Bytes of the `EVENTS` ring buffer, unless the daemon is given `--ringbuf-size`: at most
+/// this many bytes of records wait for the daemon to read them.
+pub const EVENTS_RING_BYTES: u32 = 8 * 1024 * 1024;
 
 /// Kinds of kernel records. The numbers are stable: never reuse one.
 #[repr(u32)]

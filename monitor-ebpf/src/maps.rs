@@ -7,13 +7,13 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
-    config, filter::FILTER_WORDS, EventHeader, ExecEvent, OpenEvent, ARGS_CAP, HOLDERS_MAX,
-    LOSS_CAUSES, PATH_CAP,
+    config, filter::FILTER_WORDS, EventHeader, ExecEvent, OpenEvent, ARGS_CAP,
+    EVENTS_RING_BYTES, HOLDERS_MAX, LOSS_CAUSES, PATH_CAP,
 };
 
 /// Every record for userspace. The daemon may resize it before load.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 /// DNS packets (`monitor_common::DnsRecord`), apart from `EVENTS`: anyone can send DNS
 /// packets, and a flood of them must cost no other record. 256 KiB, about 120 packets: the

@@ -12,7 +12,10 @@
 //! positives, connections by holders and by others, and process churn (fork, exec, exit).
 //! The engine's proc root is an empty directory: no synthetic pid can be confused with a real
 //! process. The records of a stream lie back to back in one buffer, as in the kernel's ring
-//! buffer ([`Ring`]): each behind an 8-byte header, 8-byte aligned, read in place.
+//! buffer ([`Ring`]): each behind an 8-byte header, 8-byte aligned, read in place. A stream
+//! takes at most the daemon's ring buffer (`EVENTS_RING_BYTES`, 8 MiB): more records than that
+//! never wait for the daemon, which reads each soon after the kernel wrote it; a stream read
+//! again and again from end to end is a ring the daemon keeps emptying when it is full.
 //! The mixed stream and JSON alone are measured in [`ROUNDS`] rounds and their figures are the
 //! median round's (this VM's neighbours slow some rounds by up to 2x); the rounds are printed.
 //! Human-readable lines go to stderr, one JSON object with the results to stdout.
@@ -25,7 +28,7 @@ use std::{
 
 use monitor_common::{
     ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, OpenEvent, OpenOp,
-    AF_INET, PATH_CAP,
+    AF_INET, EVENTS_RING_BYTES, PATH_CAP,
 };
 use nhiscope::{
     domain::decode,
@@ -44,8 +47,8 @@ const POPULATION: u32 = 512;
 const FIRST_PID: u32 = 100_000;
 /// Short-lived processes: forked, exec'd and gone within one cycle.
 const FIRST_CHURN_PID: u32 = 300_000;
-/// Records in one precomputed cycle of the steady-state stream.
-const CYCLE_UNITS: usize = 4096;
+/// Records of one kind at most in its own stream.
+const KIND_RECORDS: usize = 4096;
 /// Rounds of the mixed stream and of JSON alone; each figure is the median round.
 const ROUNDS: usize = 5;
 
@@ -274,6 +277,26 @@ impl Ring {
         self.records
     }
 
+    /// The bytes `record` takes in a ring: its header and its bytes, padded to 8.
+    fn bytes(record: &[u8]) -> usize {
+        RING_HDR + record.len().next_multiple_of(8)
+    }
+
+    /// The longest start of `records` (in whole groups of `group`) that takes no more room
+    /// than the daemon's ring buffer.
+    fn fitting(mut records: Vec<Vec<u8>>, group: usize) -> Vec<Vec<u8>> {
+        let mut bytes = 0;
+        let fit = records
+            .chunks(group)
+            .take_while(|g| {
+                bytes += g.iter().map(|r| Self::bytes(r)).sum::<usize>();
+                bytes <= EVENTS_RING_BYTES as usize
+            })
+            .count();
+        records.truncate(fit * group);
+        records
+    }
+
     /// The records, in order, each as the bytes the ring buffer hands over.
     fn iter(&self) -> impl Iterator<Item = &[u8]> {
         // SAFETY: the words are plain integers; viewing their bytes as u8 is always valid, and
@@ -329,7 +352,9 @@ fn streams(creds: &[String]) -> Streams {
     let hcred = |i: usize| cred(i % holders);
     let other = |i: usize| pop(2 * i + 1);
     let mut mixed = Vec::new();
-    for u in 0..CYCLE_UNITS {
+    // Units until the cycle fills the daemon's ring buffer (see `Ring::fitting`).
+    let mut ring_bytes = 0;
+    for u in 0..EVENTS_RING_BYTES as usize {
         let churn = FIRST_CHURN_PID + 2 * u as u32;
         let unit = [
             g.open(holder(u), hcred(u)),
@@ -360,9 +385,13 @@ fn streams(creds: &[String]) -> Streams {
             g.open(other(u + 5), unregistered[(u + 1) % unregistered.len()]),
             g.exit(churn + 1),
         ];
+        ring_bytes += unit.iter().map(|r| Ring::bytes(r)).sum::<usize>();
+        if ring_bytes > EVENTS_RING_BYTES as usize {
+            break;
+        }
         mixed.extend(unit);
     }
-    let n = 4096;
+    let n = KIND_RECORDS;
     let per_kind: Vec<(&str, Vec<Vec<u8>>)> = vec![
         (
             "open_registered",
@@ -432,7 +461,11 @@ fn streams(creds: &[String]) -> Streams {
         mixed: Ring::new(mixed),
         per_kind: per_kind
             .into_iter()
-            .map(|(k, records)| (k, Ring::new(records)))
+            // Fork and exit come in pairs.
+            .map(|(k, records)| {
+                let group = if k == "fork+exit" { 2 } else { 1 };
+                (k, Ring::new(Ring::fitting(records, group)))
+            })
             .collect(),
     }
 }
