@@ -38,9 +38,9 @@ use nhiscope::{
     sense::proc_host::ProcHost,
 };
 
-/// The daemon's allocator (see `src/main.rs`), so that the pipeline is measured as it runs.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The daemon's allocator, tuned as the daemon tunes it (`app::alloc`), so that the pipeline is
+// measured as it runs.
+nhiscope::daemon_allocator!();
 
 /// Processes alive for the whole run; they open credentials and connect.
 const POPULATION: u32 = 512;

@@ -16,36 +16,8 @@ use nhiscope::{
     view::tui,
 };
 
-/// Events are many small strings made and freed in batches of up to 100k rows; glibc's
-/// allocator spent 40% of the daemon's time on them at 100k events/s (perf), mimalloc a few.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `arena_eager_commit` and `purge_delay` options (mimalloc.h's `mi_option_t`).
-const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Memory freed goes back to the system at once and arenas are committed as they fill: the
-/// daemon stays small at rest (docs/ARCHITECTURE.md, "Targets": under 30 MB resident).
-fn tune_allocator() {
-    // SAFETY: setting options is allowed at any time; these two take effect for later arenas
-    // and purges.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
-    }
-}
-
-/// Runs [`tune_allocator`] before `main`, before the runtime's first allocation creates the
-/// first arena.
-#[used]
-#[unsafe(link_section = ".init_array")]
-static TUNE_ALLOCATOR: extern "C" fn() = {
-    extern "C" fn tune() {
-        tune_allocator();
-    }
-    tune
-};
+// mimalloc, tuned to give memory back (`app::alloc`).
+nhiscope::daemon_allocator!();
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();

@@ -446,7 +446,7 @@ const PATH_MEMO_CAP: usize = 4096;
 /// [`PATH_MEMO_CAP`] × this many bytes of paths, whatever opens a process makes.
 const PATH_MEMO_MAX_LEN: usize = 256;
 
-/// [`PathSaid`] of the watched paths opened lately, for one registry. Both lookups are pure in the
+/// [`PathSaid`] of the paths opened lately, for one registry. Both lookups are pure in the
 /// path, and services open the same credentials again and again; a hit is one hash lookup
 /// where the patterns cost hundreds of instructions. The memo changes no answer, only its
 /// cost: a process that opens many distinct watched paths makes it start afresh, and the
@@ -467,9 +467,9 @@ impl PathMemo {
             owner,
             watched: owner.is_some() || reg.is_watched_unowned(path),
         };
-        // Only watched paths are kept: the prefilter's false positives (any file named like a
-        // credential) would crowd out the credentials that are opened again and again.
-        if said.watched && path.len() <= PATH_MEMO_MAX_LEN {
+        // The prefilter's false positives are kept too: they are files named like a
+        // credential (`.git/config` for `~/.kube/config`), opened again and again as well.
+        if path.len() <= PATH_MEMO_MAX_LEN {
             if self.said.len() >= PATH_MEMO_CAP {
                 self.said.clear();
             }
