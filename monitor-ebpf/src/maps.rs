@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
-    config, filter::FILTER_WORDS, EventHeader, ExecEvent, OpenEvent, ARGS_CAP,
-    EVENTS_RING_BYTES, HOLDERS_MAX, LOSS_CAUSES, PATH_CAP,
+    config, filter::FILTER_WORDS, EventHeader, ExecEvent, OpenEvent, ARGS_CAP, EVENTS_RING_BYTES,
+    HOLDERS_MAX, LOSS_CAUSES, PATH_CAP,
 };
 
 /// Every record for userspace. The daemon may resize it before load.
