@@ -1221,7 +1221,9 @@ fn run_sustained(
     out_dir: &Path,
 ) -> Result<Value> {
     sys::check_interrupted()?;
-    crate::clickhouse::start()?;
+    // Stopped again at the end of the step if the step started it: the floods, and the next
+    // run's measurements, run without its background merges.
+    let _server = crate::clickhouse::start_for_a_while()?;
     let db = "nhiscope_bench";
     crate::clickhouse::query(&format!("DROP DATABASE IF EXISTS {db}"))?;
     let spool = out_dir.join("sustained-spool");

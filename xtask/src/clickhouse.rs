@@ -137,6 +137,30 @@ pub fn start() -> Result<String> {
     Ok(url())
 }
 
+/// The local server for as long as this lives: started unless it answered already, and then
+/// stopped again when this is dropped, so that a bench leaves the machine as it found it (a
+/// server left running merges in the background while later measurements run).
+pub struct ForAWhile {
+    started: bool,
+}
+
+/// [`start`], for a while (see [`ForAWhile`]).
+pub fn start_for_a_while() -> Result<ForAWhile> {
+    let started = !answers();
+    start()?;
+    Ok(ForAWhile { started })
+}
+
+impl Drop for ForAWhile {
+    fn drop(&mut self) {
+        if self.started {
+            if let Err(e) = stop() {
+                eprintln!("clickhouse: could not stop the server this run started: {e:#}");
+            }
+        }
+    }
+}
+
 pub fn stop() -> Result<()> {
     let Some(pid) = running_pid() else {
         eprintln!("clickhouse: not running");
