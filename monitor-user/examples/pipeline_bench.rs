@@ -282,18 +282,18 @@ impl Ring {
         RING_HDR + record.len().next_multiple_of(8)
     }
 
-    /// The longest start of `records` (in whole groups of `group`) that takes no more room
-    /// than the daemon's ring buffer.
-    fn fitting(mut records: Vec<Vec<u8>>, group: usize) -> Vec<Vec<u8>> {
+    /// Whole groups of records, in order, for as long as they fit in the daemon's ring buffer
+    /// together: the records of one stream.
+    fn filled(groups: impl Iterator<Item = Vec<Vec<u8>>>) -> Vec<Vec<u8>> {
         let mut bytes = 0;
-        let fit = records
-            .chunks(group)
-            .take_while(|g| {
-                bytes += g.iter().map(|r| Self::bytes(r)).sum::<usize>();
-                bytes <= EVENTS_RING_BYTES as usize
-            })
-            .count();
-        records.truncate(fit * group);
+        let mut records = Vec::new();
+        for group in groups {
+            bytes += group.iter().map(|r| Self::bytes(r)).sum::<usize>();
+            if bytes > EVENTS_RING_BYTES as usize {
+                break;
+            }
+            records.extend(group);
+        }
         records
     }
 
@@ -351,12 +351,10 @@ fn streams(creds: &[String]) -> Streams {
     let holder = |i: usize| pop(2 * (i % holders));
     let hcred = |i: usize| cred(i % holders);
     let other = |i: usize| pop(2 * i + 1);
-    let mut mixed = Vec::new();
-    // Units until the cycle fills the daemon's ring buffer (see `Ring::fitting`).
-    let mut ring_bytes = 0;
-    for u in 0..EVENTS_RING_BYTES as usize {
+    // Units until the cycle fills the daemon's ring buffer.
+    let mixed = Ring::filled((0usize..).map(|u| {
         let churn = FIRST_CHURN_PID + 2 * u as u32;
-        let unit = [
+        vec![
             g.open(holder(u), hcred(u)),
             g.connect(holder(u), [10, (u % 100) as u8, 1, 2], 5432),
             g.fork(other(u), churn),
@@ -384,13 +382,8 @@ fn streams(creds: &[String]) -> Streams {
             g.connect(other(u + 4), [10, 0, 0, 1], 53),
             g.open(other(u + 5), unregistered[(u + 1) % unregistered.len()]),
             g.exit(churn + 1),
-        ];
-        ring_bytes += unit.iter().map(|r| Ring::bytes(r)).sum::<usize>();
-        if ring_bytes > EVENTS_RING_BYTES as usize {
-            break;
-        }
-        mixed.extend(unit);
-    }
+        ]
+    }));
     let n = KIND_RECORDS;
     let per_kind: Vec<(&str, Vec<Vec<u8>>)> = vec![
         (
@@ -464,7 +457,8 @@ fn streams(creds: &[String]) -> Streams {
             // Fork and exit come in pairs.
             .map(|(k, records)| {
                 let group = if k == "fork+exit" { 2 } else { 1 };
-                (k, Ring::new(Ring::fitting(records, group)))
+                let groups = records.chunks(group).map(<[Vec<u8>]>::to_vec);
+                (k, Ring::new(Ring::filled(groups)))
             })
             .collect(),
     }

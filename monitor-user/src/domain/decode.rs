@@ -142,8 +142,11 @@ thread_local! {
     static SPARE_OPEN: std::cell::Cell<Option<Box<OpenEvent>>> = const { std::cell::Cell::new(None) };
     /// The box [`read_open`] filled last (its address) and where its written path bytes end:
     /// past that end, up to the names, its bytes are zero. When that box comes back, only the
-    /// bytes the last path wrote beyond the new one's end need zeroing, not the whole 4 KiB
-    /// path buffer at every open.
+    /// bytes the last path wrote beyond the new one's end need zeroing, not the rest of the
+    /// 256-byte path buffer at every open. Any other box is zeroed in full. (A box made
+    /// elsewhere, which only tests and fuzzing do, at the address of one dropped unrecycled
+    /// could keep bytes past its path: nothing reads past `path_len`, so that is tidiness, not
+    /// what any decision rests on.)
     static FILLED_OPEN: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
 

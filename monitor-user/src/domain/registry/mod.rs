@@ -484,11 +484,13 @@ impl PathMemo {
     }
 
     /// Paths remembered now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.said.len()
     }
 
     /// Whether no path is remembered.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.said.is_empty()
     }

@@ -694,6 +694,19 @@ fn the_holder_candidates_leave_out_only_nhis_whose_exe_list_cannot_admit() {
                 let want: Vec<usize> = (0..r.nhis.len()).filter(admitted).collect();
                 r.holder_candidates(exe, script, &mut room);
                 assert!(room.windows(2).all(|w| w[0] < w[1]), "{room:?}");
+                // Narrowed: an NHI whose `exe` list is all literal and names neither the
+                // executable nor the script is not a candidate.
+                for (i, n) in r.nhis.iter().enumerate() {
+                    let Some(h) = &n.holders else { continue };
+                    let literal = !h.exe.is_empty() && h.exe.iter().all(Glob::is_literal);
+                    let named = h
+                        .exe
+                        .iter()
+                        .any(|g| g.as_str() == exe || script.is_some_and(|s| g.as_str() == s));
+                    if literal && !named {
+                        assert!(!room.contains(&i), "n{i} for {exe} in\n{yaml}");
+                    }
+                }
                 let got: Vec<usize> = room.iter().copied().filter(admitted).collect();
                 assert_eq!(got, want, "{exe} {script:?} uid {uid} in\n{yaml}");
             }

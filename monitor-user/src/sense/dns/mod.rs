@@ -65,7 +65,7 @@ impl Dns {
     /// Whether `addr` has names in network namespace `netns`, current or expired: when not,
     /// [`Dns::names`] is empty at any time (and needs no clock read to say so).
     pub fn may_name(&self, netns: u64, addr: IpAddr) -> bool {
-        netns != 0 && self.cache.map.contains_key(&(netns, addr))
+        netns != 0 && self.cache.has(netns, addr)
     }
 
     /// The names `addr` is currently known by in network namespace `netns`, the name asked
@@ -181,6 +181,11 @@ impl Cache {
                 .filter_map(|(place, v)| last_expiry(v).map(|t| Reverse((t, *place))))
                 .collect();
         }
+    }
+
+    /// Whether `addr` has names in namespace `netns`, current or expired.
+    pub fn has(&self, netns: u64, addr: IpAddr) -> bool {
+        self.map.contains_key(&(netns, addr))
     }
 
     /// The names `addr` is currently known by in namespace `netns`, most specific (the name
@@ -403,6 +408,12 @@ mod tests {
         assert_eq!(d.stats().accepted, 1);
         // The names hold in the namespace that asked, not in another with the same address.
         assert!(d.names(NS + 1, "192.0.2.7".parse().unwrap(), t0).is_empty());
+        // What the engine asks before it reads the clock agrees: only a named address in the
+        // namespace that asked may have names.
+        let named: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(d.may_name(NS, named));
+        assert!(!d.may_name(NS + 1, named) && !d.may_name(0, named));
+        assert!(!d.may_name(NS, "203.0.113.9".parse().unwrap()));
         // Namespace 0 (not known) is given no names, and its packets name nothing.
         let mut z = Dns::default();
         z.set_resolvers(Resolvers::new(vec!["10.0.0.1".parse().unwrap()]));
